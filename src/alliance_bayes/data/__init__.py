@@ -1,0 +1,20 @@
+"""The data layer: the data contract, loading and writing a study, and the analysis frame.
+
+``load_study(folder)`` reads and validates a study folder (providers, clients, sessions as CSV or
+Parquet) into a :class:`RawStudy`; ``build_frame(study)`` derives the pseudonymised
+:class:`AnalysisFrame` that the models consume. Bad input raises :class:`DataContractError`.
+"""
+
+from alliance_bayes.data.contract import DataContractError, validate_study
+from alliance_bayes.data.frame import AnalysisFrame, build_frame
+from alliance_bayes.data.load import RawStudy, load_study, write_study
+
+__all__ = [
+    "AnalysisFrame",
+    "DataContractError",
+    "RawStudy",
+    "build_frame",
+    "load_study",
+    "validate_study",
+    "write_study",
+]

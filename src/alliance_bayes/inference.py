@@ -1,0 +1,179 @@
+"""Sampling: prior predictive, NUTS, posterior predictive, log-likelihood and log-prior in one DataTree.
+
+This is the only module that calls :func:`pymc.sample`. The sampler, its computational backend and the
+seed are always explicit and are returned with the timings, so that every run records them.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pymc as pm
+import pytensor
+import xarray as xr
+from pymc.model.transform.conditioning import remove_value_transforms
+
+from alliance_bayes.model.spec import SamplerSpec
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """What one run of the sampler used (recorded in ``run.json``)."""
+
+    sampler: str = "nutpie"
+    backend: str = "numba"
+    chains: int = 4
+    draws: int = 1000
+    tune: int = 1000
+    seed: int = 20221013
+    target_accept: float = 0.9
+    prior_draws: int = 500
+    progressbar: bool = True
+
+    @classmethod
+    def from_spec(cls, spec: SamplerSpec, **overrides) -> SamplerSettings:
+        """Settings from a spec's ``[sampler]`` table, with CLI overrides (``None`` = keep)."""
+        values = {
+            "sampler": spec.name,
+            "backend": spec.backend,
+            "chains": spec.chains,
+            "draws": spec.draws,
+            "tune": spec.tune,
+            "seed": spec.seed,
+            "target_accept": spec.target_accept,
+            "prior_draws": spec.prior_draws,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_model(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataTree, dict[str, float]]:
+    """Run the full sampling workflow on ``model``.
+
+    Independent seeds for the prior predictive, the sampler and the posterior predictive are spawned
+    from ``settings.seed`` with :class:`numpy.random.SeedSequence`, so that the same seed, data and
+    spec give the same draws on the same machine.
+
+    Returns
+    -------
+    dt : xarray.DataTree
+        Groups posterior, sample_stats, prior, prior_predictive, posterior_predictive,
+        log_likelihood, log_prior, observed_data and constant_data.
+    timings : dict
+        Wall seconds: ``prior_predictive``, ``sample`` (compile + sampling), ``sampling`` (the
+        sampler's own clock, draws only), ``compile`` (the difference), ``posterior_predictive``,
+        ``log_density`` and ``total``.
+    """
+    seeds = np.random.SeedSequence(settings.seed).generate_state(3)
+    prior_seed, sample_seed, ppc_seed = (int(s) for s in seeds)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    # Every auxiliary function (predictive draws, log densities) is compiled with the sampler's backend
+    # too. Only nutpie's initial-point function is still compiled by PyTensor's C linker, which warns
+    # that pip installs no system BLAS; that function does no linear algebra, so the warning is noise.
+    with (
+        model,
+        pytensor.config.change_flags(mode=settings.backend.upper()),
+        warnings.catch_warnings(),
+    ):
+        warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
+        t = time.perf_counter()
+        prior = pm.sample_prior_predictive(
+            draws=settings.prior_draws, random_seed=prior_seed, backend=settings.backend
+        )
+        timings["prior_predictive"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        dt = pm.sample(
+            draws=settings.draws,
+            tune=settings.tune,
+            chains=settings.chains,
+            random_seed=sample_seed,
+            nuts_sampler=settings.sampler,
+            nuts={"target_accept": settings.target_accept},
+            progressbar=settings.progressbar,
+            compute_convergence_checks=False,  # our own gate (diagnostics.py) decides
+            backend=settings.backend,
+        )
+        timings["sample"] = time.perf_counter() - t
+        sampling = dt["posterior"].attrs.get("sampling_time")
+        timings["sampling"] = float(sampling) if sampling is not None else timings["sample"]
+        timings["compile"] = max(timings["sample"] - timings["sampling"], 0.0)
+
+        t = time.perf_counter()
+        pm.sample_posterior_predictive(
+            dt,
+            random_seed=ppc_seed,
+            extend_inferencedata=True,
+            progressbar=False,
+            backend=settings.backend,
+        )
+        timings["posterior_predictive"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        posterior = dt["posterior"].to_dataset()
+        dt["log_likelihood"] = log_density(model, posterior, model.observed_RVs, settings.backend)
+        dt["log_prior"] = log_density(model, posterior, model.free_RVs, settings.backend)
+        timings["log_density"] = time.perf_counter() - t
+
+    for group in ("prior", "prior_predictive"):
+        dt[group] = prior[group]
+    for group in [g for g in dt.children if g.startswith("warmup")]:
+        del dt[group]
+    timings["total"] = time.perf_counter() - start
+    return dt, timings
+
+
+def log_density(model: pm.Model, posterior: xr.Dataset, rvs, backend: str) -> xr.Dataset:
+    """Elementwise log densities of ``rvs`` at every posterior draw, one variable per RV.
+
+    PyMC's own ``compute_log_likelihood`` fails on models with an ``LKJCorr`` prior (its untransformed
+    value variable is renamed ``<name>_cholesky``), so this maps posterior names to value variables
+    itself. Densities are on the constrained scale, as ``compute_log_likelihood`` reports them.
+    """
+    umodel = remove_value_transforms(model)
+    free = [(rv.name, umodel.rvs_to_values[rv]) for rv in umodel.free_RVs]
+    targets = [umodel[rv.name] for rv in rvs]
+    fn = umodel.compile_fn(
+        inputs=[value for _, value in free],
+        outs=umodel.logp(vars=targets, sum=False),
+        on_unused_input="ignore",
+        point_fn=False,
+        mode=backend.upper(),
+    )
+    stacked = {name: posterior[name].values for name, _ in free}
+    n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    out = None
+    for c in range(n_chains):
+        for d in range(n_draws):
+            values = fn(*(stacked[name][c, d] for name, _ in free))
+            if out is None:
+                out = [np.empty((n_chains, n_draws, *np.shape(v))) for v in values]
+            for k, value in enumerate(values):
+                out[k][c, d] = value
+    dims = model.named_vars_to_dims
+    data = {
+        rv.name: (("chain", "draw", *dims.get(rv.name, ())), arr)
+        for rv, arr in zip(rvs, out, strict=True)
+    }
+    return xr.Dataset(data, coords={**posterior.coords, **_used_coords(model, data)})
+
+
+def _used_coords(model: pm.Model, data: dict) -> dict:
+    used = {dim for _, (dims, _) in data.items() for dim in dims[2:]}
+    return {dim: list(model.coords[dim]) for dim in used if model.coords.get(dim) is not None}
+
+
+def min_ess_per_second(dt: xr.DataTree, seconds: float) -> float:
+    """Smallest bulk ESS over every posterior scalar, per second of ``seconds``."""
+    from arviz_stats import ess
+
+    values = ess(dt, group="posterior", method="bulk")
+    lowest = min(float(np.nanmin(values[v].values)) for v in values.data_vars)
+    return lowest / seconds if seconds > 0 else float("nan")

@@ -1,0 +1,161 @@
+"""From the analysis frame to the arrays one model needs (its design), with every exclusion counted.
+
+The model layer consumes an :class:`~alliance_bayes.data.frame.AnalysisFrame`. This module applies the
+spec's data filter (all clients, or those elevated at baseline), keeps the clients with an observed
+outcome, baseline and covariates (complete cases: missing follow-up is assumed missing at random given
+the covariates), and centres the predictors so that the intercept is the expected follow-up of an
+average client, which decorrelates it from the slopes and helps the sampler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from alliance_bayes.data.frame import AnalysisFrame
+from alliance_bayes.model.spec import ModelSpec
+
+CARE_TYPES = ("therapist", "coach", "both")
+PROVIDER_TYPES = ("therapist", "coach")
+LEVELS = ("within", "between")
+
+
+class DesignError(ValueError):
+    """The data cannot support the model as specified (e.g. no client left after filtering)."""
+
+
+@dataclass(frozen=True)
+class ModelData:
+    """Arrays for one model, aligned on the clients that enter the likelihood.
+
+    Predictors are centred at their sample means (``*_mean`` keep the means, so that effects stay
+    in natural units and the uncentred intercept can be recovered).
+    """
+
+    frame: AnalysisFrame
+    y: np.ndarray
+    baseline: np.ndarray
+    baseline_mean: float
+    covariates: np.ndarray  # (client, covariate), centred
+    covariate_names: tuple[str, ...]
+    covariate_means: np.ndarray
+    care_index: np.ndarray  # index into CARE_TYPES
+    subscales: tuple[str, ...]
+    alliance: np.ndarray  # (client, subscale, level): within part, centred between part
+    alliance_means: np.ndarray  # (subscale, level)
+    composite: np.ndarray  # centred composite alliance
+    composite_mean: float
+    membership_index: np.ndarray  # (client, K) provider positions, 0-padded
+    membership_weight: np.ndarray  # (client, K) session shares, 0 where padded
+    provider_type_index: np.ndarray  # (provider,) index into PROVIDER_TYPES
+    exclusions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_clients(self) -> int:
+        return len(self.y)
+
+    def coords(self) -> dict[str, list[str]]:
+        """Named dimensions of the model (pseudonymised labels only)."""
+        return {
+            "client": self.frame.clients["client"].tolist(),
+            "provider": self.frame.providers["provider"].tolist(),
+            "care_type": list(CARE_TYPES),
+            "provider_type": list(PROVIDER_TYPES),
+            "subscale": list(self.subscales),
+            "level": list(LEVELS),
+            "covariate": list(self.covariate_names),
+        }
+
+
+def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
+    """Select the clients of ``spec`` from ``frame`` and build the centred design arrays.
+
+    Raises
+    ------
+    DesignError
+        When no client (or too few to estimate anything) remains after filtering.
+    """
+    clients = frame.clients
+    keep = pd.Series(True, index=clients.index)
+    exclusions: dict[str, int] = {"clients_in_data": len(clients)}
+    if spec.data.sample == "elevated":
+        elevated = _elevated(clients, spec)
+        exclusions["not_elevated_at_baseline"] = int((~elevated).sum())
+        keep &= elevated
+    needed = [spec.outcome, spec.baseline, *spec.predictors.covariates]
+    for column in needed:
+        if column not in clients or clients[column].isna().all():
+            raise DesignError(f"spec {spec.name!r} needs column {column!r}, absent from the data")
+        missing = keep & clients[column].isna()
+        exclusions[f"missing_{column}"] = int(missing.sum())
+        keep &= ~missing
+    n = int(keep.sum())
+    exclusions["clients_in_model"] = n
+    minimum = 10 + 3 * len(needed)
+    if n < minimum:
+        raise DesignError(
+            f"spec {spec.name!r}: only {n} client(s) left after filtering "
+            f"({exclusions}); at least {minimum} are needed"
+        )
+    sub = frame.select(keep.to_numpy())
+    c = sub.clients
+    subscales = tuple(sub.subscales)
+
+    baseline = c[spec.baseline].to_numpy(float)
+    cov_names = tuple(spec.predictors.covariates)
+    x = c[list(cov_names)].to_numpy(float).reshape(n, len(cov_names))
+    x_mean = x.mean(axis=0)
+
+    alliance = np.stack(
+        [
+            np.stack([c[f"alliance_{s}_within"], c[f"alliance_{s}_between"]], axis=-1)
+            for s in subscales
+        ],
+        axis=1,
+    ).astype(float)
+    if np.isnan(alliance).any():
+        raise DesignError(f"spec {spec.name!r}: alliance subscale scores missing for some clients")
+    alliance_means = alliance.mean(axis=0)
+    # Only the between part is centred: the within part is already a deviation from the provider mean.
+    alliance_means[:, 0] = 0.0
+    composite = c["alliance"].to_numpy(float)
+
+    idx, weight = sub.membership_arrays()
+    care = c["care_type"].astype(str).map({k: i for i, k in enumerate(CARE_TYPES)})
+    ptype = sub.providers["provider_type"].astype(str).map(
+        {k: i for i, k in enumerate(PROVIDER_TYPES)}
+    )
+    return ModelData(
+        frame=sub,
+        y=c[spec.outcome].to_numpy(float),
+        baseline=baseline,
+        baseline_mean=float(baseline.mean()),
+        covariates=x - x_mean,
+        covariate_names=cov_names,
+        covariate_means=x_mean,
+        care_index=care.to_numpy(np.int64),
+        subscales=subscales,
+        alliance=alliance - alliance_means,
+        alliance_means=alliance_means,
+        composite=composite - composite.mean(),
+        composite_mean=float(composite.mean()),
+        membership_index=np.asarray(idx, np.int64),
+        membership_weight=np.asarray(weight, float),
+        provider_type_index=ptype.to_numpy(np.int64),
+        exclusions=exclusions,
+    )
+
+
+def _elevated(clients: pd.DataFrame, spec: ModelSpec) -> pd.Series:
+    """Elevated-at-baseline flag under the spec's own rule and cut-offs (not the frame's default)."""
+    d = spec.data
+    who5 = clients["who5_baseline"] <= d.who5_cutoff
+    phq9 = clients["phq9_baseline"] >= d.phq9_cutoff
+    if d.elevated_by == "who5":
+        return who5.fillna(False).astype(bool)
+    if d.elevated_by == "phq9":
+        return phq9.fillna(False).astype(bool)
+    has_phq9 = clients["phq9_baseline"].notna()
+    return (phq9.where(has_phq9, who5)).fillna(False).astype(bool)

@@ -1,0 +1,283 @@
+"""Model specifications: ``models/*.toml`` → a validated, immutable :class:`ModelSpec`.
+
+A model variant is data, not code: every choice the model builder makes (which clients, which outcome,
+which predictors, which levels of the hierarchy, which priors and likelihood, which sampler) is read
+from a TOML file and checked here, so that a typo or an impossible value fails before anything is
+compiled. Unknown keys are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
+
+OUTCOMES = {
+    # outcome column → (baseline column, range on its own metric, label, units of one point)
+    "who5_followup": ("who5_baseline", (0.0, 100.0), "WHO-5 follow-up (0–100)", "WHO-5 points"),
+    "phq9_followup": ("phq9_baseline", (0.0, 27.0), "PHQ-9 follow-up (0–27)", "PHQ-9 points"),
+}
+COVARIATES = ("age", "male", "days_in_care")
+SAMPLERS = ("nutpie", "pymc")
+
+
+class SpecError(ValueError):
+    """A model specification is invalid; the message names the file, the key and what was expected."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which clients enter the model.
+
+    ``sample = "elevated"`` keeps clients flagged as elevated at baseline by ``elevated_by``
+    (``who5``: WHO-5 <= ``who5_cutoff``; ``phq9``: PHQ-9 >= ``phq9_cutoff``; ``phq9_else_who5``:
+    the PHQ-9 rule where a PHQ-9 baseline exists, else the WHO-5 screen).
+    """
+
+    sample: str = "all"
+    elevated_by: str = "who5"
+    who5_cutoff: float = 28.0
+    phq9_cutoff: float = 10.0
+
+
+@dataclass(frozen=True)
+class PredictorSpec:
+    """Predictors: covariates and how alliance enters.
+
+    ``alliance = "composite"`` uses the client's mean of goal and bond (the paper's score);
+    ``alliance = "subscales"`` uses each subscale split into its within- and between-provider parts.
+    """
+
+    covariates: tuple[str, ...] = COVARIATES
+    alliance: str = "subscales"
+
+
+@dataclass(frozen=True)
+class HierarchySpec:
+    """Levels of the hierarchy.
+
+    ``care_type_pooling``: subscale slopes partially pooled across therapist / coach / both.
+    ``provider_intercepts``: provider intercepts with one SD per provider type (multiple membership).
+    ``provider_slopes``: within-provider subscale slopes vary across providers, correlated with the
+    intercepts (LKJ prior); requires ``provider_intercepts``.
+    """
+
+    care_type_pooling: bool = True
+    provider_intercepts: bool = True
+    provider_slopes: bool = True
+
+
+@dataclass(frozen=True)
+class PriorSpec:
+    """Prior scales, all on the outcome's own metric (points) and the 1–5 alliance scale.
+
+    Every coefficient has a Normal(0, sd) prior and every SD a Half-Normal(sd) prior, except
+    ``lkj_eta`` (LKJ shape) and ``nu_rate`` (Exponential rate of ``nu - 1`` for Student-t).
+    ``sd_b`` is deliberately informative: three care types cannot estimate a variance alone
+    (Gelman 2006, doi:10.1214/06-BA117A).
+    """
+
+    intercept_sd: float = 50.0
+    b_baseline_sd: float = 2.0
+    b_covariate_sd: float = 10.0
+    b_alliance_sd: float = 10.0
+    mu_b_sd: float = 10.0
+    sd_b_sd: float = 2.0
+    sd_provider_sd: float = 10.0
+    sd_provider_slope_sd: float = 3.0
+    lkj_eta: float = 2.0
+    sigma_sd: float = 30.0
+    nu_rate: float = 1.0 / 29.0
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """Sampler settings recorded with every run; the CLI may override them."""
+
+    name: str = "nutpie"
+    backend: str = "numba"
+    chains: int = 4
+    draws: int = 1000
+    tune: int = 1000
+    seed: int = 20221013
+    target_accept: float = 0.9
+    prior_draws: int = 500
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A validated model specification (one TOML file in ``models/``)."""
+
+    name: str
+    description: str
+    outcome: str
+    data: DataSpec = field(default_factory=DataSpec)
+    predictors: PredictorSpec = field(default_factory=PredictorSpec)
+    hierarchy: HierarchySpec = field(default_factory=HierarchySpec)
+    likelihood: str = "normal"
+    priors: PriorSpec = field(default_factory=PriorSpec)
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    source: str = ""
+
+    @property
+    def baseline(self) -> str:
+        return OUTCOMES[self.outcome][0]
+
+    @property
+    def outcome_range(self) -> tuple[float, float]:
+        return OUTCOMES[self.outcome][1]
+
+    @property
+    def outcome_label(self) -> str:
+        return OUTCOMES[self.outcome][2]
+
+    @property
+    def effect_units(self) -> str:
+        return f"{OUTCOMES[self.outcome][3]} per 1 point of alliance (1–5 scale)"
+
+    @property
+    def hierarchical(self) -> bool:
+        h = self.hierarchy
+        return h.care_type_pooling or h.provider_intercepts or h.provider_slopes
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as run (plain data, for ``run.json``)."""
+        d = asdict(self)
+        d.pop("source")
+        return d
+
+
+_SECTIONS = {
+    "data": DataSpec,
+    "predictors": PredictorSpec,
+    "hierarchy": HierarchySpec,
+    "priors": PriorSpec,
+    "sampler": SamplerSpec,
+}
+_TOP_KEYS = {"name", "description", "outcome", "likelihood", *_SECTIONS}
+
+
+def _section(where: str, cls: type, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: expected a table, got {raw!r}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+    values = {}
+    defaults = cls()
+    for key, value in raw.items():
+        default = getattr(defaults, key)
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif isinstance(default, tuple):
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            value = tuple(value) if ok else value
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise SpecError(
+                f"{where}.{key}: expected {type(default).__name__} like {default!r}, got {value!r}"
+            )
+        values[key] = value
+    return cls(**values)
+
+
+def _check(where: str, ok: bool, message: str) -> None:
+    if not ok:
+        raise SpecError(f"{where}: {message}")
+
+
+def parse_spec(text: str, source: str = "<string>") -> ModelSpec:
+    """Parse and validate a TOML model specification.
+
+    Parameters
+    ----------
+    text : str
+        TOML text.
+    source : str
+        Where the text came from, used in error messages.
+
+    Raises
+    ------
+    SpecError
+        On a TOML syntax error, an unknown key, a value of the wrong type, or an impossible value.
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"{source}: not valid TOML: {err}") from err
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    _check(source, not unknown, f"unknown key(s) {unknown}; expected some of {sorted(_TOP_KEYS)}")
+    for key in ("name", "outcome"):
+        _check(source, isinstance(raw.get(key), str), f"'{key}' is required and must be a string")
+    sections = {k: _section(f"{source} [{k}]", cls, raw.get(k, {})) for k, cls in _SECTIONS.items()}
+    spec = ModelSpec(
+        name=raw["name"],
+        description=str(raw.get("description", "")),
+        outcome=raw["outcome"],
+        likelihood=str(raw.get("likelihood", "normal")),
+        source=source,
+        **sections,
+    )
+    _validate(spec, source)
+    return spec
+
+
+def _validate(spec: ModelSpec, src: str) -> None:
+    _check(src, spec.name.isidentifier(), f"name {spec.name!r} must be a plain identifier")
+    _check(src, spec.outcome in OUTCOMES, f"outcome {spec.outcome!r} not in {sorted(OUTCOMES)}")
+    _check(src, spec.likelihood in ("normal", "student_t"), "likelihood: 'normal' or 'student_t'")
+    d, p, h, s = spec.data, spec.predictors, spec.hierarchy, spec.sampler
+    _check(f"{src} [data]", d.sample in ("all", "elevated"), "sample: 'all' or 'elevated'")
+    _check(
+        f"{src} [data]",
+        d.elevated_by in ("who5", "phq9", "phq9_else_who5"),
+        "elevated_by: 'who5', 'phq9' or 'phq9_else_who5'",
+    )
+    _check(f"{src} [data]", 0 <= d.who5_cutoff <= 100, "who5_cutoff must lie in 0–100")
+    _check(f"{src} [data]", 0 <= d.phq9_cutoff <= 27, "phq9_cutoff must lie in 0–27")
+    bad = sorted(set(p.covariates) - set(COVARIATES))
+    _check(f"{src} [predictors]", not bad, f"unknown covariate(s) {bad}; known {list(COVARIATES)}")
+    _check(
+        f"{src} [predictors]",
+        p.alliance in ("composite", "subscales"),
+        "alliance: 'composite' or 'subscales'",
+    )
+    _check(
+        f"{src} [hierarchy]",
+        not h.provider_slopes or h.provider_intercepts,
+        "provider_slopes needs provider_intercepts",
+    )
+    _check(
+        f"{src} [hierarchy]",
+        p.alliance == "subscales" or not spec.hierarchical,
+        "a hierarchy needs alliance = 'subscales' (slopes are per subscale and level)",
+    )
+    for f in fields(spec.priors):
+        _check(f"{src} [priors]", getattr(spec.priors, f.name) > 0, f"{f.name} must be > 0")
+    _check(f"{src} [sampler]", s.name in SAMPLERS, f"name: one of {list(SAMPLERS)}")
+    _check(f"{src} [sampler]", s.backend in ("numba", "jax"), "backend: 'numba' or 'jax'")
+    _check(f"{src} [sampler]", s.chains >= 1, "chains must be >= 1")
+    _check(f"{src} [sampler]", s.draws >= 1 and s.tune >= 0, "draws >= 1 and tune >= 0")
+    _check(f"{src} [sampler]", 0.5 <= s.target_accept < 1, "target_accept must lie in [0.5, 1)")
+    _check(f"{src} [sampler]", s.seed >= 0, "seed must be >= 0")
+
+
+def load_spec(name_or_path: str | Path) -> ModelSpec:
+    """Load a spec by name (``models/<name>.toml``) or by path."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = MODELS_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in MODELS_DIR.glob("*.toml"))
+        raise SpecError(f"{path}: no such model spec; known specs: {known}")
+    return parse_spec(path.read_text(encoding="utf-8"), source=str(path))

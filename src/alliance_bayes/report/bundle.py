@@ -1,0 +1,340 @@
+"""Atomic write of a results folder ``results/<spec>/<run-id>/``.
+
+Everything is written into a hidden temporary sibling (``results/<spec>/.<run-id>.partial-XXXX``)
+and moved into place with a single :func:`os.replace` only when complete, so a reader never sees a
+half-written run: on any exception (including ``KeyboardInterrupt``) the temporary folder is removed
+and the final path does not appear. An existing run folder is never overwritten.
+
+Contents: ``posterior.nc`` (the whole DataTree, h5netcdf), ``run.json``, ``estimands.csv`` (``#``
+header lines, then full-precision CSV), ``tables.md``, ``tables.tex``, ``figures/*.png|pdf``,
+``diagnostics.json``, ``diagnostics.md`` and ``report.md``.
+
+Privacy guard: when ``forbidden_ids`` (e.g. the raw client identifiers of the input data) is given,
+the DataTree's coordinate values and attributes and every text file of the bundle are scanned, and
+the write is aborted (:class:`ForbiddenIdentifierError`) if any identifier occurs as a whole token.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from alliance_bayes.diagnostics import GateResult
+from alliance_bayes.report import figures
+from alliance_bayes.report.estimands import HDI_PROB, estimand_table
+from alliance_bayes.report.tables import tables_latex, tables_markdown
+
+__all__ = [
+    "FAILED_MARKER",
+    "ConvergenceFailedError",
+    "ForbiddenIdentifierError",
+    "outcome_units_from_meta",
+    "prepare_for_netcdf",
+    "write_bundle",
+]
+
+#: First line of report.md when the gate failed.
+FAILED_MARKER = "# FAILED convergence checks — do not use these estimates"
+
+_TEXT_SUFFIXES = {".md", ".tex", ".csv", ".json", ".txt"}
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class ForbiddenIdentifierError(RuntimeError):
+    """A raw identifier would have been written into the bundle (the message never repeats it)."""
+
+
+class ConvergenceFailedError(RuntimeError):
+    """The gate failed and the caller did not allow saving a failed run."""
+
+
+def outcome_units_from_meta(meta: Mapping[str, Any]) -> str:
+    """Outcome units from ``meta["outcome"]``: ``"WHO-5 points"``, ``"PHQ-9 points"`` or generic."""
+    outcome = str(meta.get("outcome", ""))
+    if outcome.startswith("who5"):
+        return "WHO-5 points"
+    if outcome.startswith("phq9"):
+        return "PHQ-9 points"
+    return "outcome points"
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def _clean_json(obj: Any) -> Any:
+    """Strict JSON: NaN/inf become null."""
+    if isinstance(obj, dict):
+        return {str(k): _clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean_json(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _dump_json(obj: Any, path: Path) -> None:
+    text = json.dumps(
+        _clean_json(json.loads(json.dumps(obj, default=_json_default))),
+        indent=2,
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _clean_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """netCDF attributes must be str, numbers or 1-D arrays of them; JSON-encode anything else."""
+    out = {}
+    for k, v in attrs.items():
+        if isinstance(v, str | int | float | np.number):
+            out[str(k)] = v
+        elif isinstance(v, bool | np.bool_):
+            out[str(k)] = int(v)
+        elif isinstance(v, list | tuple | np.ndarray) and all(
+            isinstance(x, str | int | float | np.number) for x in np.ravel(np.asarray(v, object))
+        ):
+            out[str(k)] = np.asarray(v) if not all(isinstance(x, str) for x in v) else list(v)
+        else:
+            out[str(k)] = json.dumps(v, default=_json_default, ensure_ascii=False)
+    return out
+
+
+def prepare_for_netcdf(dt: xr.DataTree) -> xr.DataTree:
+    """Copy of ``dt`` that h5netcdf can write.
+
+    Object-dtype variables (nutpie's ``divergence_message``) become fixed-width unicode with
+    ``None`` as the empty string, and attributes that netCDF cannot hold are JSON-encoded.
+    """
+    groups: dict[str, xr.Dataset] = {}
+    for node in dt.subtree:
+        ds = node.to_dataset(inherit=False)
+        for name in list(ds.variables):
+            var = ds[name]
+            if var.dtype == object:
+                flat = ["" if x is None else str(x) for x in var.values.ravel()]
+                arr = np.asarray(flat, dtype=str).reshape(var.shape)
+                ds[name] = var.copy(data=arr)
+            ds[name].attrs = _clean_attrs(ds[name].attrs)
+        ds.attrs = _clean_attrs(ds.attrs)
+        groups[node.path] = ds
+    return xr.DataTree.from_dict(groups)
+
+
+def _token_pattern(ids: Iterable[str]) -> re.Pattern[str] | None:
+    """One regex matching any id as a whole token (not inside a longer word or number)."""
+    ids = sorted({str(i) for i in ids if str(i)}, key=len, reverse=True)
+    if not ids:
+        return None
+    alt = "|".join(re.escape(i) for i in ids)
+    return re.compile(rf"(?<![A-Za-z0-9_])(?:{alt})(?![A-Za-z0-9_])")
+
+
+def _datatree_strings(dt: xr.DataTree) -> Iterable[tuple[str, str]]:
+    """(where, text) for string coordinate/variable values and attributes of every group."""
+    for node in dt.subtree:
+        ds = node.to_dataset(inherit=False)
+        for name in ds.variables:
+            var = ds[name]
+            if var.dtype.kind in "OUS":
+                for x in np.ravel(var.values):
+                    yield f"{node.path}/{name}", str(x)
+            for k, v in var.attrs.items():
+                yield f"{node.path}/{name}@{k}", str(v)
+        for k, v in ds.attrs.items():
+            yield f"{node.path}@{k}", str(v)
+
+
+def _check_forbidden(pattern: re.Pattern[str] | None, where: str, text: str) -> None:
+    if pattern is not None and pattern.search(text):
+        # Do not echo the identifier: error messages end up in logs and CI output.
+        raise ForbiddenIdentifierError(
+            f"a forbidden raw identifier occurs in {where}; the bundle was not written"
+        )
+
+
+def _estimands_csv(
+    estimands: xr.Dataset, meta: Mapping[str, Any], gate: GateResult, path: Path
+) -> None:
+    table = estimand_table(estimands)
+    header = [
+        "# alliance-bayes estimands (full precision; machine-readable)",
+        f"# spec: {meta.get('spec', '')}",
+        f"# outcome: {meta.get('outcome_label', meta.get('outcome', ''))}",
+        f"# units: {meta.get('effect_units', '')} for alliance slopes; per-row `units` column",
+        f"# interval: {round(HDI_PROB * 100)}% highest density interval (hdi95_low, hdi95_high)",
+        "# r_hat: rank-normalised split R-hat; ess_bulk/ess_tail: Vehtari et al. 2021",
+        f"# chains: {gate.chains}; draws per chain: {gate.draws}",
+        f"# convergence: {'PASSED' if gate.passed else 'FAILED'}",
+    ]
+    body = table.to_csv(index=False, lineterminator="\n")
+    path.write_text("\n".join(header) + "\n" + body, encoding="utf-8")
+
+
+def _report_md(
+    spec_name: str,
+    run_id: str,
+    meta: Mapping[str, Any],
+    gate: GateResult,
+    tables_md: str,
+    figs: list[figures.FigureResult],
+) -> str:
+    lines = []
+    if not gate.passed:
+        lines += [FAILED_MARKER, "", f"**{gate.headline()}**", ""]
+        lines += [f"# Results: `{spec_name}` / `{run_id}`", ""]
+    else:
+        lines += [f"# Results: `{spec_name}` / `{run_id}`", "", f"**{gate.headline()}**", ""]
+    lines += ["See `diagnostics.md` for every check and its worst offenders.", ""]
+    lines += ["## Run", "", "| Fact | Value |", "|---|---|"]
+    facts = [
+        "spec",
+        "outcome",
+        "outcome_label",
+        "effect_units",
+        "sampler",
+        "backend",
+        "seed",
+        "chains",
+        "draws",
+        "tune",
+        "data_sha256",
+        "git_commit",
+    ]
+    for k in facts:
+        if k in meta:
+            lines.append(f"| {k} | `{meta[k]}` |")
+    for k in ("versions", "timings"):
+        if isinstance(meta.get(k), Mapping):
+            val = ", ".join(f"{a}={b}" for a, b in meta[k].items())
+            lines.append(f"| {k} | {val} |")
+    lines += ["", "## Tables", "", tables_md, "## Figures", ""]
+    for f in figs:
+        png = next((p for p in f.paths if p.suffix == ".png"), f.paths[0])
+        lines += [f"### {f.name}", "", f"![{f.name}](figures/{png.name})", "", f.interpretation, ""]
+    lines += [
+        "## Files",
+        "",
+        "`posterior.nc` (all groups; `xarray.open_datatree(path, engine='h5netcdf')`), "
+        "`run.json`, `estimands.csv`, `tables.md`, `tables.tex`, `figures/`, "
+        "`diagnostics.json`, `diagnostics.md`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_bundle(
+    results_root: str | os.PathLike[str],
+    spec_name: str,
+    run_id: str,
+    dt: xr.DataTree,
+    meta: Mapping[str, Any],
+    estimands: xr.Dataset,
+    gate: GateResult,
+    *,
+    forbidden_ids: Iterable[str] | None = None,
+    save_failed: bool = True,
+    figure_formats: tuple[str, ...] = figures.DEFAULT_FORMATS,
+) -> Path:
+    """Write ``results_root/spec_name/run_id/`` atomically and return its path.
+
+    Parameters
+    ----------
+    results_root : path
+        Usually ``results/``.
+    spec_name, run_id : str
+        Folder names; letters, digits, ``_``, ``.`` and ``-`` only (no path separators).
+    dt : xarray.DataTree
+        Sampler output; written whole to ``posterior.nc``.
+    meta : mapping
+        Run metadata, written as ``run.json`` and used in captions and ``report.md``.
+    estimands : xarray.Dataset
+        Output of :func:`~alliance_bayes.report.estimands.compute_estimands`.
+    gate : GateResult
+        Output of :func:`~alliance_bayes.diagnostics.check_convergence`.
+    forbidden_ids : iterable of str, optional
+        Raw identifiers that must not appear anywhere in the bundle (whole-token match; see
+        module docstring). Purely numeric ids will also match numbers in tables, which aborts
+        the write: pseudonymise ids before modelling.
+    save_failed : bool
+        Save a run whose gate failed (marked FAILED in ``report.md`` and ``diagnostics.md``). If
+        False, a failed gate raises :class:`ConvergenceFailedError` and nothing is written.
+    figure_formats : tuple of str
+        Figure file formats.
+
+    Returns
+    -------
+    pathlib.Path
+        The final run folder.
+
+    Raises
+    ------
+    FileExistsError
+        The run folder already exists.
+    ForbiddenIdentifierError
+        A forbidden identifier would have been written.
+    ConvergenceFailedError
+        The gate failed and ``save_failed`` is False.
+    """
+    for label, name in (("spec_name", spec_name), ("run_id", run_id)):
+        if not _SAFE_NAME.match(name):
+            raise ValueError(f"{label} {name!r} must match {_SAFE_NAME.pattern}")
+    if not gate.passed and not save_failed:
+        raise ConvergenceFailedError(gate.headline())
+    spec_dir = Path(results_root) / spec_name
+    final = spec_dir / run_id
+    if final.exists():
+        raise FileExistsError(f"run folder {final} exists; refusing to overwrite it")
+    spec_dir.mkdir(parents=True, exist_ok=True)
+
+    pattern = _token_pattern(forbidden_ids or ())
+    # Check the tree before spending time writing it; text files are checked again at the end.
+    for where, text in _datatree_strings(dt):
+        _check_forbidden(pattern, f"posterior.nc ({where})", text)
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.partial-", dir=spec_dir))
+    try:
+        prepare_for_netcdf(dt).to_netcdf(tmp / "posterior.nc", engine="h5netcdf")
+        _dump_json(dict(meta), tmp / "run.json")
+        _estimands_csv(estimands, meta, gate, tmp / "estimands.csv")
+        tables_md = tables_markdown(estimands, meta)
+        (tmp / "tables.md").write_text(tables_md, encoding="utf-8")
+        (tmp / "tables.tex").write_text(tables_latex(estimands, meta), encoding="utf-8")
+        figs = figures.make_all_figures(
+            dt, estimands, meta, tmp / "figures", formats=figure_formats
+        )
+        _dump_json(gate.to_json(), tmp / "diagnostics.json")
+        (tmp / "diagnostics.md").write_text(gate.to_markdown(), encoding="utf-8")
+        report = _report_md(spec_name, run_id, meta, gate, tables_md, figs)
+        (tmp / "report.md").write_text(report, encoding="utf-8")
+
+        for path in sorted(tmp.rglob("*")):
+            if path.is_file() and path.suffix in _TEXT_SUFFIXES:
+                _check_forbidden(
+                    pattern, str(path.relative_to(tmp)), path.read_text(encoding="utf-8")
+                )
+        if final.exists():  # another writer won the race while we were writing
+            raise FileExistsError(f"run folder {final} appeared during writing; not replacing it")
+        # mkdtemp creates the folder private (0700); give the run folder ordinary permissions.
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final

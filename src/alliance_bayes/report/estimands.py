@@ -1,0 +1,294 @@
+"""Stable-named estimands computed draw by draw from the posterior, and their summary table.
+
+Authors cite estimands by name (``b_goal_within``, ``b_goal_within[therapist]``,
+``b_goal_within[therapist-coach]``, ``sd_provider[coach]``, ``icc_provider[therapist]`` …), so the
+names here are a public interface: see the design note, "Estimands have stable names".
+
+Every derived quantity (contrasts, ICC) is computed per draw, so its posterior summary and its
+convergence diagnostics are those of the derived quantity itself, not a combination of summaries.
+"""
+
+from __future__ import annotations
+
+import arviz_stats as azs
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+__all__ = [
+    "HDI_PROB",
+    "KINDS",
+    "TABLE_COLUMNS",
+    "compute_estimands",
+    "estimand_table",
+]
+
+#: Interval reported everywhere: 95% highest density interval.
+HDI_PROB = 0.95
+
+#: Groups used to lay out tables, in display order.
+KINDS = ("fixed effect", "subscale effect", "contrast", "variance component")
+
+#: Columns of :func:`estimand_table` (``units`` follows them).
+TABLE_COLUMNS = (
+    "estimand",
+    "mean",
+    "sd",
+    "hdi95_low",
+    "hdi95_high",
+    "prob_positive",
+    "ess_bulk",
+    "ess_tail",
+    "r_hat",
+    "mcse_mean",
+)
+
+_SAMPLE_DIMS = ("chain", "draw")
+
+# Units of the covariate slopes; the outcome's own units are prefixed at run time.
+_COVARIATE_UNITS = {
+    "age": "per year of age",
+    "male": "difference, male vs not male",
+    "days_in_care": "per day in care",
+}
+
+
+def _put(
+    out: dict[str, xr.DataArray],
+    name: str,
+    da: xr.DataArray,
+    *,
+    units: str,
+    kind: str,
+    **extra: str,
+) -> None:
+    """Store ``da`` as estimand ``name`` with only the sample dims left and tidy attrs."""
+    # Drop scalar coordinates left by .sel so that variables with different origins merge cleanly.
+    da = da.reset_coords(drop=True).transpose(*_SAMPLE_DIMS)
+    out[name] = da.assign_attrs({"units": units, "kind": kind, **extra})
+
+
+def compute_estimands(
+    posterior: xr.Dataset,
+    *,
+    outcome_units: str = "outcome points",
+    effect_units: str | None = None,
+) -> xr.Dataset:
+    """Compute the stable-named estimands present in ``posterior``.
+
+    Parameters
+    ----------
+    posterior : xarray.Dataset
+        The ``posterior`` group (dims ``chain``, ``draw`` first). Variables that are absent are
+        simply skipped, so the same function serves ``paper_table2`` and the hierarchical models.
+    outcome_units : str
+        Units of the outcome, e.g. ``"WHO-5 points"``; used for intercepts, SDs and covariates.
+    effect_units : str, optional
+        Units of the alliance slopes, e.g. ``"WHO-5 points per 1 point of alliance (1–5 scale)"``.
+        Defaults to ``f"{outcome_units} per 1 point of alliance (1–5 scale)"``.
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per estimand, each with dims ``(chain, draw)`` and attrs ``units``, ``kind``
+        (one of :data:`KINDS`) and, where meaningful, ``subscale``, ``level``, ``care_type``,
+        ``provider_type`` (used by the tables to lay rows out).
+
+    Notes
+    -----
+    Contrasts are ``[therapist-coach]`` and ``[both-coach]`` per subscale and level (coach is the
+    reference: the newer, less-studied provider type), and ``b_goal-bond_{level}`` for the pooled
+    subscale difference. The provider ICC per provider type is
+    ``sd_provider[t]² / (sd_provider[t]² + sigma²)``: the share of residual outcome variance (on the
+    model's scale, conditional on the predictors) that lies between providers of that type. With
+    Student-t residuals ``sigma`` is a scale, not an SD, and the ICC is then an approximation.
+    """
+    if effect_units is None:
+        effect_units = f"{outcome_units} per 1 point of alliance (1–5 scale)"
+    sd_units = f"{outcome_units} (SD)"
+    out: dict[str, xr.DataArray] = {}
+    fixed, sub, con, var = KINDS
+
+    if "intercept" in posterior:
+        _put(out, "intercept", posterior["intercept"], units=outcome_units, kind=fixed)
+    if "b_baseline" in posterior:
+        _put(
+            out,
+            "b_baseline",
+            posterior["b_baseline"],
+            units=f"{outcome_units} per baseline point",
+            kind=fixed,
+        )
+    if "b_covariate" in posterior:
+        for cov in posterior["b_covariate"]["covariate"].values.tolist():
+            unit = _COVARIATE_UNITS.get(str(cov), f"per unit of {cov}")
+            _put(
+                out,
+                f"b_{cov}",
+                posterior["b_covariate"].sel(covariate=cov),
+                units=f"{outcome_units} {unit}"
+                if unit.startswith("per")
+                else f"{outcome_units}, {unit}",
+                kind=fixed,
+            )
+    if "b_alliance" in posterior:
+        _put(out, "b_alliance", posterior["b_alliance"], units=effect_units, kind=fixed)
+
+    if "mu_b" in posterior:
+        mu_b = posterior["mu_b"]
+        subscales = [str(s) for s in mu_b["subscale"].values]
+        levels = [str(v) for v in mu_b["level"].values]
+        for s in subscales:
+            for lv in levels:
+                _put(
+                    out,
+                    f"b_{s}_{lv}",
+                    mu_b.sel(subscale=s, level=lv),
+                    units=effect_units,
+                    kind=sub,
+                    subscale=s,
+                    level=lv,
+                    care_type="pooled",
+                )
+        if "goal" in subscales and "bond" in subscales:
+            for lv in levels:
+                diff = mu_b.sel(subscale="goal", level=lv) - mu_b.sel(subscale="bond", level=lv)
+                _put(
+                    out,
+                    f"b_goal-bond_{lv}",
+                    diff,
+                    units=effect_units,
+                    kind=con,
+                    subscale="goal-bond",
+                    level=lv,
+                    care_type="pooled",
+                )
+
+    if "b" in posterior:
+        b = posterior["b"]
+        cares = [str(c) for c in b["care_type"].values]
+        for s in (str(x) for x in b["subscale"].values):
+            for lv in (str(x) for x in b["level"].values):
+                cell = b.sel(subscale=s, level=lv)
+                for care in cares:
+                    _put(
+                        out,
+                        f"b_{s}_{lv}[{care}]",
+                        cell.sel(care_type=care),
+                        units=effect_units,
+                        kind=sub,
+                        subscale=s,
+                        level=lv,
+                        care_type=care,
+                    )
+                if "coach" in cares:
+                    for care in ("therapist", "both"):
+                        if care in cares:
+                            _put(
+                                out,
+                                f"b_{s}_{lv}[{care}-coach]",
+                                cell.sel(care_type=care) - cell.sel(care_type="coach"),
+                                units=effect_units,
+                                kind=con,
+                                subscale=s,
+                                level=lv,
+                                care_type=f"{care}-coach",
+                            )
+
+    if "sd_b" in posterior:
+        sd_b = posterior["sd_b"]
+        for s in (str(x) for x in sd_b["subscale"].values):
+            for lv in (str(x) for x in sd_b["level"].values):
+                _put(
+                    out,
+                    f"sd_b_{s}_{lv}",
+                    sd_b.sel(subscale=s, level=lv),
+                    units=f"{effect_units} (SD across care types)",
+                    kind=var,
+                    subscale=s,
+                    level=lv,
+                )
+    if "sd_provider" in posterior:
+        for t in (str(x) for x in posterior["sd_provider"]["provider_type"].values):
+            _put(
+                out,
+                f"sd_provider[{t}]",
+                posterior["sd_provider"].sel(provider_type=t),
+                units=sd_units,
+                kind=var,
+                provider_type=t,
+            )
+    if "sd_provider_slope" in posterior:
+        for s in (str(x) for x in posterior["sd_provider_slope"]["subscale"].values):
+            _put(
+                out,
+                f"sd_provider_slope[{s}]",
+                posterior["sd_provider_slope"].sel(subscale=s),
+                units=f"{effect_units} (SD across providers)",
+                kind=var,
+                subscale=s,
+            )
+    if "sigma" in posterior:
+        _put(out, "sigma", posterior["sigma"], units=f"{outcome_units} (residual SD)", kind=var)
+    if "sd_provider" in posterior and "sigma" in posterior:
+        for t in (str(x) for x in posterior["sd_provider"]["provider_type"].values):
+            v_p = posterior["sd_provider"].sel(provider_type=t) ** 2
+            icc = v_p / (v_p + posterior["sigma"] ** 2)
+            _put(
+                out,
+                f"icc_provider[{t}]",
+                icc,
+                units="proportion of residual variance between providers (0–1)",
+                kind=var,
+                provider_type=t,
+            )
+    if "nu" in posterior:
+        _put(out, "nu", posterior["nu"], units="degrees of freedom (Student-t)", kind=var)
+
+    return xr.Dataset(out)
+
+
+def estimand_table(estimands: xr.Dataset) -> pd.DataFrame:
+    """Summarise every estimand at full precision.
+
+    Parameters
+    ----------
+    estimands : xarray.Dataset
+        Output of :func:`compute_estimands` (scalar variables over ``chain``, ``draw``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`TABLE_COLUMNS` then ``units``, one row per estimand in dataset order.
+        ``hdi95_*`` is the 95% highest density interval (``arviz_stats.hdi``, method "nearest");
+        ``prob_positive`` is the share of draws above zero; ``r_hat`` is the rank-normalised split
+        R-hat and ``ess_bulk``/``ess_tail`` the bulk and tail ESS of Vehtari et al. (2021),
+        doi:10.1214/20-BA1221; ``mcse_mean`` is the Monte Carlo standard error of the mean.
+    """
+    if not estimands.data_vars:
+        return pd.DataFrame(columns=[*TABLE_COLUMNS, "units"])
+    hdi = azs.hdi(estimands, prob=HDI_PROB, dim=list(_SAMPLE_DIMS))
+    ess_bulk = azs.ess(estimands, sample_dims=list(_SAMPLE_DIMS), method="bulk")
+    ess_tail = azs.ess(estimands, sample_dims=list(_SAMPLE_DIMS), method="tail")
+    rhat = azs.rhat(estimands, sample_dims=list(_SAMPLE_DIMS), method="rank")
+    mcse = azs.mcse(estimands, sample_dims=list(_SAMPLE_DIMS), method="mean")
+    rows = []
+    for name, da in estimands.data_vars.items():
+        values = da.values
+        rows.append(
+            {
+                "estimand": str(name),
+                "mean": float(values.mean()),
+                # ddof=1: the sample SD of the draws, as ArviZ reports it.
+                "sd": float(values.std(ddof=1)),
+                "hdi95_low": float(hdi[name].sel(ci_bound="lower")),
+                "hdi95_high": float(hdi[name].sel(ci_bound="upper")),
+                "prob_positive": float(np.mean(values > 0)),
+                "ess_bulk": float(ess_bulk[name]),
+                "ess_tail": float(ess_tail[name]),
+                "r_hat": float(rhat[name]),
+                "mcse_mean": float(mcse[name]),
+                "units": str(da.attrs.get("units", "")),
+            }
+        )
+    return pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "units"])

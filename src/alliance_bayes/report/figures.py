@@ -1,0 +1,372 @@
+"""Figures of a results bundle (matplotlib Agg; PNG always, PDF too by default for papers).
+
+Each public function saves one figure and returns a :class:`FigureResult`: the saved paths and a
+one-line interpretation computed from the numbers shown (``report.md`` prints it under the figure).
+arviz-plots draws the rank and energy plots; the forest, predictive-check and provider figures use
+plain matplotlib because they combine quantities (estimands across care types, ceiling shares,
+change scores) that are not single posterior variables. No client or provider identifier is drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless and deterministic; must precede pyplot import
+
+import arviz_plots as azp
+import arviz_stats as azs
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+
+from alliance_bayes.report.estimands import HDI_PROB, estimand_table
+
+__all__ = [
+    "FigureResult",
+    "make_all_figures",
+    "plot_energy",
+    "plot_forest_subscales",
+    "plot_ppc",
+    "plot_prior_predictive",
+    "plot_provider_effects",
+    "plot_rank",
+]
+
+DEFAULT_FORMATS = ("png", "pdf")
+KEY_PARAMETERS = ("b_alliance", "b_baseline", "mu_b", "sd_provider", "sigma", "nu")
+_CARE_ORDER = ("therapist", "coach", "both", "pooled")
+_CARE_COLOURS = {"therapist": "C0", "coach": "C1", "both": "C2", "pooled": "black"}
+
+
+@dataclass
+class FigureResult:
+    """Saved figure: ``name`` (file stem), ``paths`` and one-line ``interpretation``."""
+
+    name: str
+    paths: list[Path]
+    interpretation: str
+
+
+def _save(fig: Any, outdir: Path, name: str, formats: Sequence[str]) -> list[Path]:
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    try:
+        for ext in formats:
+            p = outdir / f"{name}.{ext}"
+            # Fixed metadata keeps PDFs byte-stable across runs (no creation date).
+            meta = {"CreationDate": None} if ext == "pdf" else None
+            fig.savefig(p, dpi=110, bbox_inches="tight", metadata=meta)
+            paths.append(p)
+    finally:
+        plt.close(fig)
+    return paths
+
+
+def _pc_figure(pc: Any) -> Any:
+    fig = pc.viz["figure"]
+    return fig.item() if hasattr(fig, "item") else fig
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _percentile_of(value: float, reference: np.ndarray) -> int:
+    """Mid-rank percentile of ``value`` among ``reference`` (ties count half)."""
+    ref = np.asarray(reference, dtype=float).ravel()
+    share = (np.sum(ref < value) + 0.5 * np.sum(ref == value)) / ref.size
+    return round(100 * share)
+
+
+def plot_rank(
+    dt: xr.DataTree,
+    outdir: Path,
+    *,
+    var_names: Sequence[str] | None = None,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+) -> FigureResult:
+    """Rank (ECDF-difference) plots of the key parameters, via ``arviz_plots.plot_rank``."""
+    post = dt["posterior"]
+    names = [v for v in (var_names or KEY_PARAMETERS) if v in post.data_vars]
+    if not names:
+        names = list(post.data_vars)[:4]
+    pc = azp.plot_rank(dt, var_names=names, backend="matplotlib")
+    rhat = azs.rhat(post.to_dataset()[names], method="rank")
+    worst_var, worst = max(((v, float(rhat[v].max())) for v in names), key=lambda kv: kv[1])
+    text = (
+        f"Rank plots of {', '.join(names)}: flat, overlapping chains indicate mixing; "
+        f"largest rank-normalised R-hat among them {worst:.3f} ({worst_var})."
+    )
+    return FigureResult("rank", _save(_pc_figure(pc), outdir, "rank", formats), text)
+
+
+def plot_energy(
+    dt: xr.DataTree, outdir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS
+) -> FigureResult:
+    """Marginal vs transition energy with per-chain E-BFMI, via ``arviz_plots.plot_energy``."""
+    pc = azp.plot_energy(dt, backend="matplotlib")
+    bfmi = np.asarray(azs.bfmi(dt["sample_stats"].to_dataset()[["energy"]])["energy"].values)
+    text = (
+        f"E-BFMI per chain ranges {bfmi.min():.2f}–{bfmi.max():.2f} (threshold 0.3); "
+        f"{int(np.sum(bfmi < 0.3))} of {bfmi.size} chains below it."
+    )
+    return FigureResult("energy", _save(_pc_figure(pc), outdir, "energy", formats), text)
+
+
+def plot_forest_subscales(
+    estimands: xr.Dataset,
+    outdir: Path,
+    *,
+    effect_units: str = "outcome points per 1 point of alliance",
+    formats: Sequence[str] = DEFAULT_FORMATS,
+) -> FigureResult:
+    """Forest plot of subscale effects by care type and level, with the pooled effect."""
+    names = [n for n, v in estimands.data_vars.items() if v.attrs.get("kind") == "subscale effect"]
+    summary = estimand_table(estimands[names]).set_index("estimand") if names else None
+    fig, ax = plt.subplots(figsize=(6.5, 0.28 * max(len(names), 4) + 1.0))
+    if summary is None:
+        ax.text(0.5, 0.5, "No subscale effects in this model", ha="center", va="center")
+        ax.set_axis_off()
+        return FigureResult(
+            "forest_subscales",
+            _save(fig, outdir, "forest_subscales", formats),
+            "No subscale effects in this model.",
+        )
+    rows = []
+    groups = dict.fromkeys(
+        (estimands[n].attrs["subscale"], estimands[n].attrs["level"]) for n in names
+    )
+    for s, lv in groups:
+        for care in _CARE_ORDER:
+            for n in names:
+                a = estimands[n].attrs
+                if (a["subscale"], a["level"], a["care_type"]) == (s, lv, care):
+                    rows.append((n, care))
+    y = np.arange(len(rows))[::-1]
+    for yi, (n, care) in zip(y, rows, strict=True):
+        r = summary.loc[n]
+        ax.plot([r["hdi95_low"], r["hdi95_high"]], [yi, yi], color=_CARE_COLOURS[care], lw=1.5)
+        ax.plot(r["mean"], yi, "o", color=_CARE_COLOURS[care], ms=4 if care != "pooled" else 6)
+    ax.axvline(0.0, color="grey", lw=0.8, ls="--")
+    ax.set_yticks(y, [n for n, _ in rows], fontsize=7)
+    ax.set_xlabel(f"{effect_units}\n(posterior mean, {round(HDI_PROB * 100)}% HDI)", fontsize=8)
+    fig.tight_layout()
+    pooled = [n for n, c in rows if c == "pooled"]
+    care_rows = [n for n, c in rows if c != "pooled"]
+    excl = sum(
+        1 for n in care_rows if summary.loc[n, "hdi95_low"] > 0 or summary.loc[n, "hdi95_high"] < 0
+    )
+    text = f"{excl} of {len(care_rows)} care-type-specific 95% HDIs exclude zero"
+    if pooled:
+        best = max(pooled, key=lambda n: abs(summary.loc[n, "mean"]))
+        r = summary.loc[best]
+        text += (
+            f"; largest pooled effect {best} = {r['mean']:.2f} "
+            f"[{r['hdi95_low']:.2f}, {r['hdi95_high']:.2f}]"
+        )
+    return FigureResult(
+        "forest_subscales", _save(fig, outdir, "forest_subscales", formats), text + "."
+    )
+
+
+def _flat_draws(da: xr.DataArray) -> np.ndarray:
+    """(sample, client) array of replicated outcomes."""
+    return da.stack(sample=("chain", "draw")).transpose("sample", ...).values
+
+
+def plot_ppc(
+    dt: xr.DataTree,
+    outdir: Path,
+    *,
+    outcome_range: Sequence[float] = (0.0, 100.0),
+    outcome_label: str = "outcome",
+    n_replicates: int = 50,
+    seed: int = 0,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+) -> FigureResult:
+    """Posterior predictive checks on the outcome scale.
+
+    Three panels: histogram of observed ``y`` over ``n_replicates`` replicated histograms; the share
+    at the ceiling (``y >= outcome_range[1]``) observed vs the distribution of replicated shares
+    (all draws); the change score ``y − baseline`` observed vs replicated.
+    """
+    y_obs = np.asarray(dt["observed_data"]["y"].values, dtype=float)
+    y_rep = _flat_draws(dt["posterior_predictive"]["y"]).astype(float)
+    baseline = np.asarray(dt["constant_data"]["baseline"].values, dtype=float)
+    lo, hi = float(outcome_range[0]), float(outcome_range[1])
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(y_rep.shape[0], size=min(n_replicates, y_rep.shape[0]), replace=False)
+    bins = np.linspace(lo, hi, 26)
+    ok = np.isfinite(y_obs)
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for i in pick:
+        axes[0].hist(y_rep[i], bins=bins, density=True, histtype="step", color="C0", alpha=0.15)
+    axes[0].hist(y_obs[ok], bins=bins, density=True, histtype="step", color="black", lw=2)
+    axes[0].set_xlabel(outcome_label)
+    axes[0].set_title("y: observed (black) vs replicated", fontsize=9)
+
+    share_obs = float(np.mean(y_obs[ok] >= hi))
+    share_rep = np.mean(y_rep[:, ok] >= hi, axis=1)
+    axes[1].hist(share_rep * 100, bins=30, color="C0", alpha=0.6)
+    axes[1].axvline(share_obs * 100, color="black", lw=2)
+    axes[1].set_xlabel(f"% of clients at the ceiling (y = {hi:g})")
+    axes[1].set_title("Ceiling share: observed (line) vs replicated", fontsize=9)
+    pct = _percentile_of(share_obs, share_rep)
+
+    change_obs = y_obs[ok] - baseline[ok]
+    change_rep = y_rep[:, ok] - baseline[ok]
+    cbins = np.linspace(lo - hi, hi - lo, 41)
+    for i in pick:
+        axes[2].hist(
+            change_rep[i], bins=cbins, density=True, histtype="step", color="C0", alpha=0.15
+        )
+    axes[2].hist(change_obs, bins=cbins, density=True, histtype="step", color="black", lw=2)
+    axes[2].set_xlabel("change score y − baseline")
+    axes[2].set_title("Change: observed vs replicated", fontsize=9)
+    fig.tight_layout()
+
+    mean_rep = change_rep.mean(axis=1)
+    q_lo, q_hi = np.quantile(mean_rep, [0.025, 0.975])
+    text = (
+        f"Observed share at the ceiling {share_obs:.1%} lies at the {_ordinal(pct)} percentile of "
+        f"replicated shares; observed mean change {change_obs.mean():.1f} points vs replicated "
+        f"{mean_rep.mean():.1f} (95% interval {q_lo:.1f} to {q_hi:.1f})."
+    )
+    return FigureResult("ppc", _save(fig, outdir, "ppc", formats), text)
+
+
+def plot_prior_predictive(
+    dt: xr.DataTree,
+    outdir: Path,
+    *,
+    outcome_range: Sequence[float] = (0.0, 100.0),
+    outcome_label: str = "outcome",
+    formats: Sequence[str] = DEFAULT_FORMATS,
+) -> FigureResult:
+    """Histogram of prior predictive ``y`` with the outcome's possible range marked."""
+    y_pri = np.asarray(dt["prior_predictive"]["y"].values, dtype=float).ravel()
+    y_pri = y_pri[np.isfinite(y_pri)]
+    lo, hi = float(outcome_range[0]), float(outcome_range[1])
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.hist(y_pri, bins=60, color="C2", alpha=0.7, density=True)
+    for b in (lo, hi):
+        ax.axvline(b, color="black", ls="--", lw=1)
+    ax.set_xlabel(outcome_label)
+    ax.set_title("Prior predictive distribution of y", fontsize=9)
+    fig.tight_layout()
+    outside = float(np.mean((y_pri < lo) | (y_pri > hi)))
+    q = np.quantile(y_pri, [0.025, 0.975])
+    text = (
+        f"{outside:.1%} of prior predictive draws fall outside the outcome range [{lo:g}, {hi:g}]; "
+        f"the central 95% spans {q[0]:.1f} to {q[1]:.1f}."
+    )
+    return FigureResult("prior_predictive", _save(fig, outdir, "prior_predictive", formats), text)
+
+
+def _provider_types(dt: xr.DataTree, n: int) -> np.ndarray:
+    """Type of each provider: a coordinate on ``u_provider``'s provider dim, else constant_data."""
+    u = dt["posterior"]["u_provider"]
+    for name, coord in u.coords.items():
+        if coord.dims == ("provider",) and name != "provider":
+            vals = np.asarray(coord.values).astype(str)
+            if set(vals) <= {"therapist", "coach"}:
+                return vals
+    if "constant_data" in dt.children and "provider_type" in dt["constant_data"].data_vars:
+        vals = dt["constant_data"]["provider_type"]
+        if vals.dims == ("provider",):
+            return np.asarray(vals.values).astype(str)
+    return np.full(n, "all providers")
+
+
+def plot_provider_effects(
+    dt: xr.DataTree,
+    outdir: Path,
+    *,
+    outcome_units: str = "outcome points",
+    formats: Sequence[str] = DEFAULT_FORMATS,
+) -> FigureResult:
+    """Provider intercepts ``u_provider`` by provider type, sorted, with 95% HDIs.
+
+    Providers are shown by rank, not by identifier.
+    """
+    if "u_provider" not in dt["posterior"].data_vars:
+        fig, ax = plt.subplots(figsize=(4, 2))
+        ax.text(0.5, 0.5, "No provider effects in this model", ha="center", va="center")
+        ax.set_axis_off()
+        paths = _save(fig, outdir, "provider_effects", formats)
+        return FigureResult("provider_effects", paths, "No provider effects in this model.")
+    u = dt["posterior"]["u_provider"]
+    mean = u.mean(("chain", "draw")).values
+    hdi = azs.hdi(u, prob=HDI_PROB, dim=["chain", "draw"])
+    low, high = hdi.sel(ci_bound="lower").values, hdi.sel(ci_bound="upper").values
+    types = _provider_types(dt, mean.size)
+    kinds = list(dict.fromkeys(types))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.4), squeeze=False)
+    parts = []
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        idx = np.flatnonzero(types == kind)
+        order = idx[np.argsort(mean[idx])]
+        x = np.arange(order.size)
+        ax.vlines(x, low[order], high[order], color=_CARE_COLOURS.get(kind, "C3"), lw=1)
+        ax.plot(x, mean[order], "o", color=_CARE_COLOURS.get(kind, "C3"), ms=3)
+        ax.axhline(0, color="grey", lw=0.8, ls="--")
+        ax.set_title(f"{kind} (n = {order.size})", fontsize=9)
+        ax.set_xlabel("provider rank")
+        ax.set_ylabel(f"u_provider ({outcome_units})")
+        excl = int(np.sum((low[idx] > 0) | (high[idx] < 0)))
+        spread = float(np.std(mean[idx], ddof=1)) if idx.size > 1 else 0.0
+        parts.append(
+            f"{kind}: SD of posterior means {spread:.1f}, "
+            f"{excl} of {idx.size} 95% HDIs exclude zero"
+        )
+    fig.tight_layout()
+    text = "Provider effects — " + "; ".join(parts) + "."
+    return FigureResult("provider_effects", _save(fig, outdir, "provider_effects", formats), text)
+
+
+def make_all_figures(
+    dt: xr.DataTree,
+    estimands: xr.Dataset,
+    meta: Mapping[str, Any],
+    outdir: Path,
+    *,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+) -> list[FigureResult]:
+    """Draw every figure of a bundle into ``outdir`` (groups that are absent are skipped)."""
+    outcome_range = meta.get("outcome_range", (0.0, 100.0))
+    label = meta.get("outcome_label", meta.get("outcome", "outcome"))
+    groups = set(dt.children)
+    results = [
+        plot_rank(dt, outdir, formats=formats),
+    ]
+    if "sample_stats" in groups and "energy" in dt["sample_stats"].data_vars:
+        results.append(plot_energy(dt, outdir, formats=formats))
+    results.append(
+        plot_forest_subscales(
+            estimands,
+            outdir,
+            effect_units=meta.get("effect_units", "outcome points per 1 point of alliance"),
+            formats=formats,
+        )
+    )
+    if {"posterior_predictive", "observed_data", "constant_data"} <= groups:
+        results.append(
+            plot_ppc(dt, outdir, outcome_range=outcome_range, outcome_label=label, formats=formats)
+        )
+    if "prior_predictive" in groups:
+        results.append(
+            plot_prior_predictive(
+                dt, outdir, outcome_range=outcome_range, outcome_label=label, formats=formats
+            )
+        )
+    if "u_provider" in dt["posterior"].data_vars:
+        results.append(plot_provider_effects(dt, outdir, formats=formats))
+    return results

@@ -1,0 +1,250 @@
+"""Tables, figures and the atomic results bundle, on hand-made posteriors (no MCMC)."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from alliance_bayes.diagnostics import check_convergence
+from alliance_bayes.report import bundle as bundle_mod
+from alliance_bayes.report import figures
+from alliance_bayes.report.bundle import (
+    FAILED_MARKER,
+    ConvergenceFailedError,
+    ForbiddenIdentifierError,
+    write_bundle,
+)
+from alliance_bayes.report.estimands import compute_estimands
+from alliance_bayes.report.tables import (
+    decimals_for_mcse,
+    format_by_mcse,
+    tables_latex,
+    tables_markdown,
+)
+from fake_posterior import make_fake_datatree, make_fake_meta, replace_group
+
+
+@pytest.fixture(scope="module")
+def run():
+    dt = make_fake_datatree(draws=200, seed=11)
+    est = compute_estimands(dt["posterior"].to_dataset(), outcome_units="WHO-5 points")
+    return dt, est, make_fake_meta(dt), check_convergence(dt, est)
+
+
+# --- rounding rule -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mean", "mcse", "text"),
+    [
+        (1.23456, 0.013, "1.23"),  # 2×MCSE = 0.026 → hundredths
+        (1.23456, 0.004, "1.235"),  # 0.008 → thousandths
+        (1.23456, 0.4, "1.2"),  # 0.8 → tenths
+        (1.23456, 0.05, "1.2"),  # exactly 0.1 → tenths
+        (123.456, 3.0, "123"),  # 6 → units
+        (1234.5, 30.0, "1230"),  # 60 → tens
+        (-0.0004, 0.01, "0.00"),  # no "-0.00"
+    ],
+)
+def test_round_by_mcse(mean, mcse, text):
+    assert format_by_mcse(mean, mcse) == text
+
+
+def test_decimals_for_degenerate_mcse():
+    assert decimals_for_mcse(0.0) == decimals_for_mcse(float("nan")) == 6
+
+
+# --- tables --------------------------------------------------------------------------------------
+
+
+def test_markdown_tables_content(run):
+    _, est, meta, _ = run
+    md = tables_markdown(est, meta)
+    for title in (
+        "Fixed effects",
+        "Alliance subscale effects by care type",
+        "Within- vs between-provider",
+        "Variance components and intraclass correlation",
+        "Contrasts",
+    ):
+        assert f"### {title}" in md
+    assert "| Subscale | Level | Therapist | Coach | Both | Pooled |" in md
+    assert "95% HDI" in md and "4 chains × 200 draws" in md and "`who5_change`" in md
+    assert "WHO-5 points per 1 point of alliance (1–5 scale)" in md
+    assert "b_goal_within[therapist-coach]" in md and "b_goal-bond_between" in md
+    assert "icc_provider[coach]" in md
+    # The mean in the table is the full-precision mean rounded by its MCSE.
+    from alliance_bayes.report.estimands import estimand_table
+
+    row = estimand_table(est).set_index("estimand").loc["b_baseline"]
+    assert f"| b_baseline | {format_by_mcse(row['mean'], row['mcse_mean'])} |" in md
+
+
+def test_latex_tables_booktabs_and_escaped(run):
+    _, est, meta, _ = run
+    tex = tables_latex(est, meta)
+    assert tex.count("\\begin{table}") == 5 == tex.count("\\bottomrule")
+    assert "\\toprule" in tex and "\\midrule" in tex
+    assert "b\\_goal\\_within[therapist-coach]" in tex
+    assert "95\\% HDI" in tex and "who5\\_change" in tex
+    body = [ln for ln in tex.splitlines() if ln.endswith("\\\\") and "b\\_" in ln]
+    assert body and not any("_" in ln.replace("\\_", "") for ln in body)
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def test_figures_saved_with_interpretations(run, tmp_path):
+    dt, est, meta, _ = run
+    results = figures.make_all_figures(dt, est, meta, tmp_path, formats=("png",))
+    names = [r.name for r in results]
+    assert names == [
+        "rank",
+        "energy",
+        "forest_subscales",
+        "ppc",
+        "prior_predictive",
+        "provider_effects",
+    ]
+    for r in results:
+        assert r.paths and all(p.exists() and p.stat().st_size > 1000 for p in r.paths)
+        assert isinstance(r.interpretation, str) and r.interpretation.endswith(".")
+    ppc = results[3].interpretation
+    assert "share at the ceiling" in ppc and "percentile of replicated shares" in ppc
+    assert "E-BFMI" in results[1].interpretation
+    assert plt.get_fignums() == []  # every figure closed
+
+
+def test_ppc_ceiling_percentile_is_computed(run, tmp_path):
+    dt, _, _, _ = run
+    obs = dt["observed_data"].to_dataset()
+    obs["y"] = obs["y"].copy(data=np.full(obs["y"].shape, 100.0))  # everyone at the ceiling
+    res = figures.plot_ppc(replace_group(dt, "observed_data", obs), tmp_path, formats=("png",))
+    assert res.interpretation.startswith("Observed share at the ceiling 100.0% lies at the 100th")
+
+
+# --- bundle --------------------------------------------------------------------------------------
+
+
+def _partials(root):
+    return [p for p in root.rglob(".*") if "partial" in p.name]
+
+
+def test_bundle_complete_and_reloadable(run, tmp_path):
+    dt, est, meta, gate = run
+    out = write_bundle(tmp_path, "who5_change", "run-1", dt, meta, est, gate)
+    assert out == tmp_path / "who5_change" / "run-1"
+    for name in (
+        "posterior.nc",
+        "run.json",
+        "estimands.csv",
+        "tables.md",
+        "tables.tex",
+        "diagnostics.json",
+        "diagnostics.md",
+        "report.md",
+    ):
+        assert (out / name).is_file(), name
+    for stem in ("rank", "energy", "forest_subscales", "ppc", "prior_predictive"):
+        assert (out / "figures" / f"{stem}.png").is_file()
+        assert (out / "figures" / f"{stem}.pdf").is_file()
+    assert not _partials(tmp_path)
+
+    back = xr.open_datatree(out / "posterior.nc", engine="h5netcdf")
+    try:
+        assert set(back.children) == set(dt.children)
+        np.testing.assert_array_equal(back["posterior"]["b"].values, dt["posterior"]["b"].values)
+        assert back["sample_stats"]["diverging"].dtype == bool
+    finally:
+        back.close()
+
+    assert json.loads((out / "run.json").read_text())["spec"] == "who5_change"
+    csv_text = (out / "estimands.csv").read_text()
+    assert csv_text.startswith("# ") and "# interval: 95% highest density interval" in csv_text
+    df = pd.read_csv(out / "estimands.csv", comment="#")
+    assert list(df.columns)[:4] == ["estimand", "mean", "sd", "hdi95_low"]
+    assert len(df) == len(est.data_vars)
+    diag = json.loads((out / "diagnostics.json").read_text())
+    assert diag["passed"] is True
+    assert (out / "diagnostics.md").read_text().startswith("# Convergence: PASSED")
+    report = (out / "report.md").read_text()
+    assert not report.startswith(FAILED_MARKER) and "Convergence: PASSED" in report
+    assert "![ppc](figures/ppc.png)" in report and "percentile of replicated shares" in report
+    assert "### Fixed effects" in report
+
+
+def test_interrupted_write_leaves_nothing(run, tmp_path, monkeypatch):
+    dt, est, meta, gate = run
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("figure failed")
+
+    monkeypatch.setattr(figures, "plot_ppc", boom)
+    with pytest.raises(RuntimeError, match="figure failed"):
+        write_bundle(tmp_path, "who5_change", "run-x", dt, meta, est, gate, figure_formats=("png",))
+    assert not (tmp_path / "who5_change" / "run-x").exists()
+    assert not _partials(tmp_path)
+
+
+def test_failed_gate_marked(run, tmp_path):
+    dt, _, meta, _ = run
+    post = dt["posterior"].to_dataset()
+    post["sigma"] = post["sigma"] + xr.DataArray([0.0, 0.0, 0.0, 5.0], dims="chain")
+    bad = replace_group(dt, "posterior", post)
+    est = compute_estimands(post)
+    gate = check_convergence(bad, est)
+    assert not gate.passed
+    out = write_bundle(
+        tmp_path, "who5_change", "bad", bad, meta, est, gate, figure_formats=("png",)
+    )
+    assert (out / "report.md").read_text().splitlines()[0] == FAILED_MARKER
+    assert (out / "diagnostics.md").read_text().startswith("# Convergence: FAILED — r_hat")
+    assert "# convergence: FAILED" in (out / "estimands.csv").read_text()
+    with pytest.raises(ConvergenceFailedError):
+        write_bundle(tmp_path, "who5_change", "bad2", bad, meta, est, gate, save_failed=False)
+    assert not (tmp_path / "who5_change" / "bad2").exists()
+
+
+def test_existing_folder_refused(run, tmp_path):
+    dt, est, meta, gate = run
+    (tmp_path / "who5_change" / "taken").mkdir(parents=True)  # even an empty one
+    with pytest.raises(FileExistsError):
+        write_bundle(tmp_path, "who5_change", "taken", dt, meta, est, gate)
+    assert list((tmp_path / "who5_change" / "taken").iterdir()) == []
+    with pytest.raises(ValueError, match="run_id"):
+        write_bundle(tmp_path, "who5_change", "../escape", dt, meta, est, gate)
+
+
+def test_forbidden_ids_abort(run, tmp_path):
+    dt, est, meta, gate = run
+    # Raw id in the metadata text → run.json would leak it.
+    leaky = {**meta, "spec_toml": meta["spec_toml"] + "# example client RAW-7731\n"}
+    with pytest.raises(ForbiddenIdentifierError) as err:
+        write_bundle(
+            tmp_path, "who5_change", "leak1", dt, leaky, est, gate,
+            forbidden_ids={"RAW-7731"}, figure_formats=("png",),
+        )  # fmt: skip
+    assert "RAW-7731" not in str(err.value) and "run.json" in str(err.value)
+    # Raw id as a client coordinate → posterior.nc would leak it.
+    with pytest.raises(ForbiddenIdentifierError, match=r"posterior\.nc"):
+        write_bundle(tmp_path, "who5_change", "leak2", dt, meta, est, gate,
+                     forbidden_ids={"client_003"})  # fmt: skip
+    assert not (tmp_path / "who5_change" / "leak1").exists()
+    assert not (tmp_path / "who5_change" / "leak2").exists()
+    assert not _partials(tmp_path)
+    # Ids that occur nowhere (and a mere prefix of a real token) do not block the write.
+    out = write_bundle(
+        tmp_path, "who5_change", "clean", dt, meta, est, gate,
+        forbidden_ids={"RAW-7731", "client_0"}, figure_formats=("png",),
+    )  # fmt: skip
+    assert out.is_dir()
+
+
+def test_outcome_units_from_meta():
+    assert bundle_mod.outcome_units_from_meta({"outcome": "phq9_followup"}) == "PHQ-9 points"
+    assert bundle_mod.outcome_units_from_meta({"outcome": "who5_followup"}) == "WHO-5 points"

@@ -1,0 +1,76 @@
+"""Model specs are data: every shipped TOML loads, and bad specs fail with a message naming the key."""
+
+from pathlib import Path
+
+import pytest
+
+from alliance_bayes.model.spec import MODELS_DIR, SpecError, load_spec, parse_spec
+
+SHIPPED = sorted(p.stem for p in MODELS_DIR.glob("*.toml"))
+
+
+def test_the_three_required_specs_ship():
+    assert {"paper_table2", "who5_change", "depression_change"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_spec_loads(name):
+    spec = load_spec(name)
+    assert spec.name == name
+    assert spec.source.endswith(f"{name}.toml")
+
+
+def test_paper_spec_is_the_papers_design():
+    spec = load_spec("paper_table2")
+    assert spec.data.sample == "elevated" and spec.data.who5_cutoff == 28
+    assert spec.predictors.alliance == "composite"
+    assert spec.predictors.covariates == ("age", "male", "days_in_care")
+    assert not spec.hierarchical
+
+
+def test_a_variant_is_a_new_toml_not_new_code(tmp_path: Path):
+    path = tmp_path / "wider_cutoff.toml"
+    path.write_text(
+        'name = "wider_cutoff"\noutcome = "who5_followup"\nlikelihood = "student_t"\n'
+        '[data]\nsample = "elevated"\nwho5_cutoff = 50\n'
+        "[hierarchy]\nprovider_slopes = false\n"
+    )
+    spec = load_spec(path)
+    assert spec.likelihood == "student_t"
+    assert spec.data.who5_cutoff == 50.0
+    assert spec.hierarchy.provider_slopes is False
+    assert spec.hierarchy.provider_intercepts is True
+
+
+BASE = 'name = "m"\noutcome = "who5_followup"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (BASE + "colour = 1\n", "unknown key(s) ['colour']"),
+        (BASE + "[priors]\nsigma = 3\n", "[priors]: unknown key(s) ['sigma']"),
+        (BASE + "[priors]\nsigma_sd = -1\n", "sigma_sd must be > 0"),
+        (BASE + '[priors]\nsigma_sd = "wide"\n', "[priors].sigma_sd: expected float"),
+        (BASE + "[sampler]\nchains = 2.5\n", "[sampler].chains: expected int"),
+        (BASE + '[sampler]\nname = "stan"\n', "name: one of ['nutpie', 'pymc']"),
+        (BASE + "[data]\nwho5_cutoff = 120\n", "who5_cutoff must lie in 0–100"),
+        (BASE + '[data]\nelevated_by = "gad7"\n', "elevated_by"),
+        (BASE + '[predictors]\ncovariates = ["income"]\n', "unknown covariate(s) ['income']"),
+        (BASE + "[hierarchy]\nprovider_intercepts = false\n", "provider_slopes needs"),
+        (BASE + 'likelihood = "cauchy"\n', "likelihood"),
+        ('name = "m"\noutcome = "gad7_followup"\n', "outcome 'gad7_followup'"),
+        ('outcome = "who5_followup"\n', "'name' is required"),
+        (BASE + "[data\n", "not valid TOML"),
+    ],
+)
+def test_bad_specs_name_the_problem(text, fragment):
+    with pytest.raises(SpecError) as err:
+        parse_spec(text, source="bad.toml")
+    assert "bad.toml" in str(err.value)
+    assert fragment in str(err.value)
+
+
+def test_unknown_spec_name_lists_the_known_ones():
+    with pytest.raises(SpecError, match=r"known specs: .*who5_change"):
+        load_spec("no_such_model")
