@@ -19,6 +19,9 @@ from pymc.model.transform.conditioning import remove_value_transforms
 from alliance_bayes.model.spec import SamplerSpec
 
 
+PREDICTIVE_DRAWS_PER_CHAIN = 250
+
+
 @dataclass(frozen=True)
 class SamplerSettings:
     """What one run of the sampler used (recorded in ``run.json``)."""
@@ -107,18 +110,21 @@ def sample_model(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataTre
         timings["compile"] = max(timings["sample"] - timings["sampling"], 0.0)
 
         t = time.perf_counter()
-        pm.sample_posterior_predictive(
-            dt,
-            random_seed=ppc_seed,
-            extend_inferencedata=True,
-            progressbar=False,
-            backend=settings.backend,
+        # A few hundred replicates per chain are plenty for predictive checks; all draws would
+        # make posterior.nc hundreds of MB for the full study.
+        thin = max(1, settings.draws // PREDICTIVE_DRAWS_PER_CHAIN)
+        thinned = xr.DataTree.from_dict({"posterior": dt["posterior"].isel(draw=slice(None, None, thin))})
+        ppc = pm.sample_posterior_predictive(
+            thinned, random_seed=ppc_seed, progressbar=False, backend=settings.backend
         )
+        dt["posterior_predictive"] = ppc["posterior_predictive"]
         timings["posterior_predictive"] = time.perf_counter() - t
 
         t = time.perf_counter()
         posterior = dt["posterior"].to_dataset()
-        dt["log_likelihood"] = log_density(model, posterior, model.observed_RVs, settings.backend)
+        # float32 halves the largest group (draws x clients) at no cost to LOO's precision.
+        loglik = log_density(model, posterior, model.observed_RVs, settings.backend)
+        dt["log_likelihood"] = loglik.astype("float32")
         dt["log_prior"] = log_density(model, posterior, model.free_RVs, settings.backend)
         timings["log_density"] = time.perf_counter() - t
 

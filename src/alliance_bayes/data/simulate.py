@@ -783,7 +783,7 @@ def target_table(
     add(
         "hard",
         "OLS alliance within 1 of 2.04",
-        "|b - 2.04| <= 1",
+        "abs(b - 2.04) <= 1",
         round(b_all, 3),
         abs(b_all - 2.04) <= 1,
     )

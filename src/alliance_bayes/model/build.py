@@ -49,6 +49,7 @@ from alliance_bayes.model.design import ModelData
 from alliance_bayes.model.spec import ModelSpec
 
 OUTCOME = "y"  # name of the observed variable in every model (dims: client)
+OBSERVED = "y_observed"  # its data container
 
 
 def build_model(spec: ModelSpec, data: ModelData) -> pm.Model:
@@ -146,8 +147,10 @@ def _provider_effects(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
 def _likelihood(spec: ModelSpec, mu: pt.TensorVariable, y: np.ndarray) -> None:
     """The per-client likelihood: the one seam a sufficient-statistics version will replace."""
     sigma = pm.HalfNormal("sigma", spec.priors.sigma_sd)
+    # A data container, so that a compiled model can be refitted to new outcomes (SBC, K-fold).
+    observed = pm.Data(OBSERVED, y, dims="client")
     if spec.likelihood == "student_t":
         nu = pm.Deterministic("nu", 1.0 + pm.Exponential("nu_minus_one", spec.priors.nu_rate))
-        pm.StudentT(OUTCOME, nu=nu, mu=mu, sigma=sigma, observed=y, dims="client")
+        pm.StudentT(OUTCOME, nu=nu, mu=mu, sigma=sigma, observed=observed, dims="client")
     else:
-        pm.Normal(OUTCOME, mu=mu, sigma=sigma, observed=y, dims="client")
+        pm.Normal(OUTCOME, mu=mu, sigma=sigma, observed=observed, dims="client")

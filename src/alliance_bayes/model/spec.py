@@ -135,6 +135,10 @@ class ModelSpec:
         return OUTCOMES[self.outcome][2]
 
     @property
+    def outcome_units(self) -> str:
+        return OUTCOMES[self.outcome][3]
+
+    @property
     def effect_units(self) -> str:
         return f"{OUTCOMES[self.outcome][3]} per 1 point of alliance (1–5 scale)"
 
