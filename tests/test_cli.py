@@ -32,7 +32,9 @@ def test_help_explains_every_option():
 
 @pytest.mark.mcmc
 def test_failed_gate_exits_3_and_saves_nothing(small_study_dir, tmp_path, capsys):
-    code = run_fit(["paper_table2", "--data", str(small_study_dir), "--out", str(tmp_path), *STARVED])
+    code = run_fit(
+        ["paper_table2", "--data", str(small_study_dir), "--out", str(tmp_path), *STARVED]
+    )
     captured = capsys.readouterr()
     assert code == EXIT_NOT_CONVERGED
     assert "CONVERGENCE CHECKS FAILED" in captured.err
@@ -75,7 +77,15 @@ def test_bundle_is_complete_and_reloadable(failed_bundle, small_study_dir):
     dt = xr.open_datatree(bundle / "posterior.nc", engine="h5netcdf")
     assert {"posterior", "log_likelihood", "posterior_predictive", "prior"} <= set(dt.children)
     run = json.loads((bundle / "run.json").read_text())
-    for key in ("seed", "sampler", "backend", "packages", "data_sha256", "spec_as_run", "timings_s"):
+    for key in (
+        "seed",
+        "sampler",
+        "backend",
+        "packages",
+        "data_sha256",
+        "spec_as_run",
+        "timings_s",
+    ):
         assert key in run, key
     assert run["seed"] == 3 and run["sampler"] == "nutpie" and run["chains"] == 2
     assert run["packages"]["pymc"].startswith("6.")

@@ -147,8 +147,12 @@ def run_fit(argv: list[str] | None = None) -> int:
     model = build_model(spec, data)
     dt, timings = sample_model(model, settings)
     # Provider types travel with the draws so that figures can group provider effects.
-    dt["constant_data"] = dt["constant_data"].to_dataset().assign(
-        provider_type=("provider", data.frame.providers["provider_type"].astype(str).to_numpy())
+    dt["constant_data"] = (
+        dt["constant_data"]
+        .to_dataset()
+        .assign(
+            provider_type=("provider", data.frame.providers["provider_type"].astype(str).to_numpy())
+        )
     )
     estimands = compute_estimands(
         dt["posterior"].to_dataset(),

@@ -18,7 +18,6 @@ from pymc.model.transform.conditioning import remove_value_transforms
 
 from alliance_bayes.model.spec import SamplerSpec
 
-
 PREDICTIVE_DRAWS_PER_CHAIN = 250
 
 
@@ -56,7 +55,9 @@ class SamplerSettings:
         return asdict(self)
 
 
-def sample_model(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataTree, dict[str, float]]:
+def sample_model(
+    model: pm.Model, settings: SamplerSettings
+) -> tuple[xr.DataTree, dict[str, float]]:
     """Run the full sampling workflow on ``model``.
 
     Independent seeds for the prior predictive, the sampler and the posterior predictive are spawned
@@ -113,7 +114,9 @@ def sample_model(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataTre
         # A few hundred replicates per chain are plenty for predictive checks; all draws would
         # make posterior.nc hundreds of MB for the full study.
         thin = max(1, settings.draws // PREDICTIVE_DRAWS_PER_CHAIN)
-        thinned = xr.DataTree.from_dict({"posterior": dt["posterior"].isel(draw=slice(None, None, thin))})
+        thinned = xr.DataTree.from_dict(
+            {"posterior": dt["posterior"].isel(draw=slice(None, None, thin))}
+        )
         ppc = pm.sample_posterior_predictive(
             thinned, random_seed=ppc_seed, progressbar=False, backend=settings.backend
         )

@@ -124,8 +124,8 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
 
     idx, weight = sub.membership_arrays()
     care = c["care_type"].astype(str).map({k: i for i, k in enumerate(CARE_TYPES)})
-    ptype = sub.providers["provider_type"].astype(str).map(
-        {k: i for i, k in enumerate(PROVIDER_TYPES)}
+    ptype = (
+        sub.providers["provider_type"].astype(str).map({k: i for i, k in enumerate(PROVIDER_TYPES)})
     )
     return ModelData(
         frame=sub,
