@@ -154,11 +154,22 @@ def run_fit(argv: list[str] | None = None) -> int:
             provider_type=("provider", data.frame.providers["provider_type"].astype(str).to_numpy())
         )
     )
-    estimands = compute_estimands(
-        dt["posterior"].to_dataset(),
-        outcome_units=spec.outcome_units,
-        effect_units=spec.effect_units,
-    )
+    if spec.measurement is not None:  # latent alliance: two outcomes in one model
+        from alliance_bayes.model.measurement import outcome_short
+        from alliance_bayes.model.spec import OUTCOMES
+        from alliance_bayes.report.estimands import compute_joint_estimands
+
+        estimands = compute_joint_estimands(
+            dt["posterior"].to_dataset(),
+            outcome_units={outcome_short(o): OUTCOMES[o][3] for o in spec.measurement.outcomes},
+            primary=outcome_short(spec.outcome),
+        )
+    else:
+        estimands = compute_estimands(
+            dt["posterior"].to_dataset(),
+            outcome_units=spec.outcome_units,
+            effect_units=spec.effect_units,
+        )
     gate = check_convergence(dt, estimands)
     timings["wall_total"] = time.perf_counter() - started
 

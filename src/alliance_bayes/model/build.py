@@ -58,8 +58,14 @@ def build_model(spec: ModelSpec, data: ModelData) -> pm.Model:
     Returns
     -------
     pymc.Model
-        Observed variable ``y`` (dims ``client``); ``baseline`` in the constant data.
+        Observed variable ``y`` (dims ``client``); ``baseline`` in the constant data. With
+        ``alliance = "latent"`` the model of :mod:`alliance_bayes.model.measurement` (``data`` is
+        then its :class:`~alliance_bayes.model.measurement.LatentData`).
     """
+    if spec.predictors.alliance == "latent":
+        from alliance_bayes.model.measurement import build_latent_model
+
+        return build_latent_model(spec, data)
     pr = spec.priors
     coords = data.coords()
     with pm.Model(coords=coords) as model:

@@ -49,6 +49,9 @@ class PredictorSpec:
 
     ``alliance = "composite"`` uses the client's mean of goal and bond (the paper's score);
     ``alliance = "subscales"`` uses each subscale split into its within- and between-provider parts.
+    ``alliance = "latent"`` replaces the averaged scores by latent ones from a session-level
+    graded-response measurement model (see :mod:`alliance_bayes.model.measurement` and
+    :class:`MeasurementSpec`).
     """
 
     covariates: tuple[str, ...] = COVARIATES
@@ -108,6 +111,25 @@ class SamplerSpec:
 
 
 @dataclass(frozen=True)
+class MeasurementSpec:
+    """The ``[measurement]`` table of a latent-alliance model (``alliance = "latent"`` only).
+
+    ``outcomes``: follow-up outcomes modelled jointly (the first must be the spec's ``outcome``;
+    at most two, with correlated residuals). Prior scales in ``[priors]`` are on the first
+    outcome's metric; for another outcome they are multiplied by the ratio of the outcome ranges
+    (27/100 for PHQ-9 against WHO-5). ``threshold_sd``: Normal SD of the ordered item thresholds
+    (logit units of the client latent SD). ``discrimination_sd``: log-normal SD of the item
+    discriminations (median 1). ``sd_provider_alliance_sd``: Half-Normal scale of the SD of the
+    provider part of the latent alliance, relative to the client part (whose SD is 1).
+    """
+
+    outcomes: tuple[str, ...] = ("who5_followup", "phq9_followup")
+    threshold_sd: float = 3.0
+    discrimination_sd: float = 1.0
+    sd_provider_alliance_sd: float = 0.5
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A validated model specification (one TOML file in ``models/``)."""
 
@@ -120,6 +142,7 @@ class ModelSpec:
     likelihood: str = "normal"
     priors: PriorSpec = field(default_factory=PriorSpec)
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    measurement: MeasurementSpec | None = None  # only for alliance = "latent"
     source: str = ""
 
     @property
@@ -151,6 +174,8 @@ class ModelSpec:
         """The spec as run (plain data, for ``run.json``)."""
         d = asdict(self)
         d.pop("source")
+        if d["measurement"] is None:  # keeps run.json of the other models as it was
+            d.pop("measurement")
         return d
 
 
@@ -161,7 +186,7 @@ _SECTIONS = {
     "priors": PriorSpec,
     "sampler": SamplerSpec,
 }
-_TOP_KEYS = {"name", "description", "outcome", "likelihood", *_SECTIONS}
+_TOP_KEYS = {"name", "description", "outcome", "likelihood", "measurement", *_SECTIONS}
 
 
 def _section(where: str, cls: type, raw: Any) -> Any:
@@ -224,6 +249,16 @@ def parse_spec(text: str, source: str = "<string>") -> ModelSpec:
     for key in ("name", "outcome"):
         _check(source, isinstance(raw.get(key), str), f"'{key}' is required and must be a string")
     sections = {k: _section(f"{source} [{k}]", cls, raw.get(k, {})) for k, cls in _SECTIONS.items()}
+    latent = sections["predictors"].alliance == "latent"
+    _check(
+        source,
+        latent or "measurement" not in raw,
+        "a [measurement] table needs alliance = 'latent' in [predictors]",
+    )
+    if latent:
+        sections["measurement"] = _section(
+            f"{source} [measurement]", MeasurementSpec, raw.get("measurement", {})
+        )
     spec = ModelSpec(
         name=raw["name"],
         description=str(raw.get("description", "")),
@@ -253,8 +288,8 @@ def _validate(spec: ModelSpec, src: str) -> None:
     _check(f"{src} [predictors]", not bad, f"unknown covariate(s) {bad}; known {list(COVARIATES)}")
     _check(
         f"{src} [predictors]",
-        p.alliance in ("composite", "subscales"),
-        "alliance: 'composite' or 'subscales'",
+        p.alliance in ("composite", "subscales", "latent"),
+        "alliance: 'composite', 'subscales' or 'latent'",
     )
     _check(
         f"{src} [hierarchy]",
@@ -263,9 +298,28 @@ def _validate(spec: ModelSpec, src: str) -> None:
     )
     _check(
         f"{src} [hierarchy]",
-        p.alliance == "subscales" or not spec.hierarchical,
+        p.alliance in ("subscales", "latent") or not spec.hierarchical,
         "a hierarchy needs alliance = 'subscales' (slopes are per subscale and level)",
     )
+    if spec.measurement is not None:
+        m, where = spec.measurement, f"{src} [measurement]"
+        bad = sorted(set(m.outcomes) - set(OUTCOMES))
+        _check(where, not bad, f"unknown outcome(s) {bad}; known {sorted(OUTCOMES)}")
+        _check(where, 1 <= len(m.outcomes) <= 2, "outcomes: one or two follow-up outcomes")
+        _check(where, len(set(m.outcomes)) == len(m.outcomes), "outcomes must be distinct")
+        _check(
+            where,
+            m.outcomes[0] == spec.outcome,
+            f"the first of outcomes must be the spec's outcome {spec.outcome!r}",
+        )
+        for name in ("threshold_sd", "discrimination_sd", "sd_provider_alliance_sd"):
+            _check(where, getattr(m, name) > 0, f"{name} must be > 0")
+        _check(
+            f"{src} [hierarchy]",
+            not h.provider_slopes,
+            "provider_slopes is not available with alliance = 'latent'",
+        )
+        _check(src, spec.likelihood == "normal", "alliance = 'latent' needs likelihood = 'normal'")
     for f in fields(spec.priors):
         _check(f"{src} [priors]", getattr(spec.priors, f.name) > 0, f"{f.name} must be > 0")
     _check(f"{src} [sampler]", s.name in SAMPLERS, f"name: one of {list(SAMPLERS)}")

@@ -20,6 +20,7 @@ __all__ = [
     "KINDS",
     "TABLE_COLUMNS",
     "compute_estimands",
+    "compute_joint_estimands",
     "estimand_table",
 ]
 
@@ -27,7 +28,7 @@ __all__ = [
 HDI_PROB = 0.95
 
 #: Groups used to lay out tables, in display order.
-KINDS = ("fixed effect", "subscale effect", "contrast", "variance component")
+KINDS = ("fixed effect", "subscale effect", "contrast", "variance component", "measurement")
 
 #: Columns of :func:`estimand_table` (``units`` follows them).
 TABLE_COLUMNS = (
@@ -107,7 +108,7 @@ def compute_estimands(
         effect_units = f"{outcome_units} per 1 point of alliance (1–5 scale)"
     sd_units = f"{outcome_units} (SD)"
     out: dict[str, xr.DataArray] = {}
-    fixed, sub, con, var = KINDS
+    fixed, sub, con, var = KINDS[:4]
 
     if "intercept" in posterior:
         _put(out, "intercept", posterior["intercept"], units=outcome_units, kind=fixed)
@@ -245,6 +246,95 @@ def compute_estimands(
     if "nu" in posterior:
         _put(out, "nu", posterior["nu"], units="degrees of freedom (Student-t)", kind=var)
 
+    return xr.Dataset(out)
+
+
+def compute_joint_estimands(
+    posterior: xr.Dataset,
+    *,
+    outcome_units: dict[str, str],
+    primary: str,
+) -> xr.Dataset:
+    """Estimands of a model with an ``outcome`` dimension (the latent-alliance model).
+
+    Parameters
+    ----------
+    posterior : xarray.Dataset
+        Posterior whose outcome parameters (``mu_b``, ``b``, ``sd_b``, ``sd_provider``, ``sigma``,
+        ``b_baseline``, ``b_covariate``) carry a leading ``outcome`` dimension (e.g. ``who5``,
+        ``phq9``).
+    outcome_units : dict
+        Units of each outcome coordinate, e.g. ``{"who5": "WHO-5 points", "phq9": "PHQ-9 points"}``.
+    primary : str
+        The outcome coordinate whose estimands keep the plain stable names (``b_goal_within`` …),
+        so that they line up with the single-outcome models; every other outcome's estimands are
+        prefixed ``"<outcome>:"`` (``phq9:b_goal_within``) and their ``subscale`` attribute too,
+        so that tables keep the outcomes in separate rows.
+
+    Returns
+    -------
+    xarray.Dataset
+        The :func:`compute_estimands` of each outcome, then ``rho_outcomes`` (residual correlation
+        of the outcomes, where both are observed) and the measurement estimands (kind
+        ``"measurement"``): ``threshold[<subscale>,<k>|<k+1>]`` (logit units, client latent SD 1),
+        ``discrimination[<subscale>]``, ``sd_provider_alliance[<subscale>]`` (SD of the provider
+        part of the latent alliance, in client-SD units) and ``corr_client_alliance[<pair>]``.
+    """
+    out: dict[str, xr.DataArray] = {}
+    outcomes = [str(o) for o in posterior["outcome"].values]
+    with_dim = [v for v in posterior.data_vars if "outcome" in posterior[v].dims]
+    for o in [primary, *(o for o in outcomes if o != primary)]:
+        part = compute_estimands(posterior[with_dim].sel(outcome=o), outcome_units=outcome_units[o])
+        prefix = "" if o == primary else f"{o}:"
+        for name, da in part.data_vars.items():
+            attrs = dict(da.attrs)
+            if prefix and "subscale" in attrs:
+                attrs["subscale"] = prefix + attrs["subscale"]
+            out[prefix + str(name)] = da.assign_attrs(attrs)
+    if "rho_outcomes" in posterior:
+        _put(
+            out,
+            "rho_outcomes",
+            posterior["rho_outcomes"],
+            units=f"correlation of the {' and '.join(outcomes)} residuals (-1 to 1)",
+            kind="variance component",
+        )
+    if "threshold" in posterior:
+        th = posterior["threshold"]
+        for s in (str(x) for x in th["subscale"].values):
+            for k in (str(x) for x in th["cut"].values):
+                _put(
+                    out,
+                    f"threshold[{s},{k}]",
+                    th.sel(subscale=s, cut=k),
+                    units="logit units (client latent SD = 1)",
+                    kind="measurement",
+                    subscale=s,
+                )
+    for var, units in (
+        ("discrimination", "per client latent SD (logit scale)"),
+        ("sd_provider_alliance", "client latent SDs"),
+    ):
+        if var in posterior:
+            for s in (str(x) for x in posterior[var]["subscale"].values):
+                _put(
+                    out,
+                    f"{var}[{s}]",
+                    posterior[var].sel(subscale=s),
+                    units=units,
+                    kind="measurement",
+                    subscale=s,
+                )
+    if "corr_client_alliance" in posterior:
+        corr = posterior["corr_client_alliance"]
+        for pair in (str(x) for x in corr["subscale_pair"].values):
+            _put(
+                out,
+                f"corr_client_alliance[{pair}]",
+                corr.sel(subscale_pair=pair),
+                units="correlation of client latent subscale scores (-1 to 1)",
+                kind="measurement",
+            )
     return xr.Dataset(out)
 
 

@@ -1,0 +1,608 @@
+r"""Model comparison: PSIS-LOO and leave-provider-out K-fold over the model sequence (issue 5, part 2).
+
+The sequence is ``who5_pooled`` (no provider level) → ``who5_intercepts`` (provider intercepts) →
+``who5_change`` (provider intercepts and alliance slopes) → the joint latent model when it exists.
+Every model must be fitted on the **same clients**, because elpd is a sum over clients.
+
+PSIS-LOO
+    Pareto-smoothed importance-sampling leave-one-client-out (Vehtari, Gelman & Gabry 2017,
+    doi:10.1007/s11222-016-9696-4) from ``arviz_stats.loo``. The unit is the client: where a model
+    has several observed variables (the joint WHO-5 + PHQ-9 model), their pointwise log-likelihoods
+    are summed per client first (:func:`client_log_likelihood`), so that one client's two outcomes
+    are left out together. Pareto-k counts are reported; k above 0.7 (or the sample-size-dependent
+    threshold ``good_k`` when lower) makes that client's estimate unreliable and raises a warning.
+
+Leave-provider-out K-fold
+    Clients of one provider share the provider's effect, so leaving one client out still lets the
+    model learn that provider from the others: LOO then answers "a new client of a known provider",
+    not "a client of a new provider". The grouped K-fold assigns **providers** to folds and each
+    client to the fold of their **main provider** (most sessions; ties: the provider listed first,
+    i.e. the lower pseudonym). A client who saw both a coach and a therapist thus follows their main
+    provider. A client whose *other* provider is in the test fold is left out of that fold's training
+    set (and tested only in their main provider's fold), so every test client's main provider is new
+    to the refit; a test client's other provider may be in training, and then its posterior effect
+    is used (:mod:`alliance_bayes.model.predict`). Each fold
+    refits the model on the training clients (design centred on all clients) and scores the test
+    clients by :func:`~alliance_bayes.model.predict.heldout_log_density`, drawing new providers'
+    effects from their population distribution.
+
+The comparison table gives elpd, its SE, differences to the best model with the SE of the paired
+difference, ``p_loo``, Pareto-k counts and stacking weights (Yao et al. 2018, arXiv:1704.02030) for
+LOO, and the same (elpd, SE, difference, SE) for K-fold; it is written in Markdown and LaTeX with a
+plot, into an atomic folder ``results/comparison/<run-id>/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+__all__ = [
+    "KFoldResult",
+    "ParetoKWarning",
+    "client_log_likelihood",
+    "comparison_table",
+    "kfold_summary",
+    "loo_models",
+    "main_provider",
+    "pareto_k_counts",
+    "plot_comparison",
+    "provider_folds",
+    "run_kfold",
+    "table_latex",
+    "table_markdown",
+    "write_comparison",
+]
+
+CLIENT_DIM = "client"
+CLIENT_VAR = "y_client"  # name of the combined per-client log-likelihood variable
+SAMPLE_DIMS = ("chain", "draw")
+K_HIGH = 0.7
+
+
+class ParetoKWarning(UserWarning):
+    """Some clients have Pareto k above 0.7: their PSIS-LOO contributions are unreliable."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-client log-likelihood and PSIS-LOO
+
+
+def _client_dim(da: xr.DataArray, client_dim: str) -> str:
+    """The dimension of ``da`` that indexes clients: ``client`` or one starting with ``client``."""
+    if client_dim in da.dims:
+        return client_dim
+    candidates = [d for d in da.dims if str(d).startswith(client_dim)]
+    if len(candidates) != 1:
+        raise ValueError(
+            f"log-likelihood variable {da.name!r} has dims {da.dims}: expected one client dimension"
+        )
+    return str(candidates[0])
+
+
+def client_log_likelihood(dt: xr.DataTree, client_dim: str = CLIENT_DIM) -> xr.DataTree:
+    """A copy of ``dt`` whose ``log_likelihood`` group holds one variable, summed per client.
+
+    Every variable of ``log_likelihood`` is summed over its dimensions other than chain, draw and the
+    client dimension (``client``, or a dimension whose name starts with it, e.g. ``client_phq9``,
+    whose coordinate values are client labels); variables are aligned on the client label and summed,
+    a client absent from a variable (an outcome not observed) contributing 0 to it. For a joint model
+    this is log p(y_who5,i, y_phq9,i | θ), the density of everything observed on client i.
+    """
+    ll = dt["log_likelihood"].to_dataset()
+    parts = []
+    for name, da in ll.data_vars.items():
+        cdim = _client_dim(da, client_dim)
+        other = [d for d in da.dims if d not in (*SAMPLE_DIMS, cdim)]
+        summed = da.astype("float64").sum(other) if other else da.astype("float64")
+        parts.append(summed.rename({cdim: client_dim}).rename(str(name)))
+    if not parts:
+        raise ValueError("the log_likelihood group is empty")
+    aligned = xr.align(*parts, join="outer", fill_value=0.0)
+    total = sum(aligned[1:], aligned[0]).rename(CLIENT_VAR)
+    total = total.transpose(*SAMPLE_DIMS, client_dim)
+    out = dt.copy()
+    out["log_likelihood"] = xr.Dataset({CLIENT_VAR: total})
+    return out
+
+
+def pareto_k_counts(elpd: Any, threshold: float = K_HIGH) -> dict[str, int]:
+    """Counts of Pareto k: ``good`` (k ≤ min(good_k, 0.7)), ``ok_high`` (≤ 1) and ``very_high`` (> 1)."""
+    k = np.asarray(elpd.pareto_k).ravel()
+    good_k = min(float(getattr(elpd, "good_k", threshold) or threshold), threshold)
+    return {
+        "k_good": int((k <= good_k).sum()),
+        "k_high": int(((k > good_k) & (k <= 1.0)).sum()),
+        "k_very_high": int((k > 1.0).sum()),
+        "k_max": float(np.max(k)) if k.size else float("nan"),
+        "good_k": good_k,
+    }
+
+
+def _check_same_clients(fits: Mapping[str, xr.DataTree]) -> list[str]:
+    labels = None
+    for name, dt in fits.items():
+        these = [str(c) for c in dt["log_likelihood"][CLIENT_VAR][CLIENT_DIM].values]
+        if labels is None:
+            labels, first = these, name
+        elif sorted(these) != sorted(labels):
+            raise ValueError(
+                f"models {first!r} and {name!r} were not fitted on the same clients "
+                f"({len(labels)} vs {len(these)}): elpd sums over clients and cannot be compared"
+            )
+    return labels or []
+
+
+def loo_models(fits: Mapping[str, xr.DataTree]) -> dict[str, Any]:
+    """PSIS-LOO (pointwise) of each fit, per client; warns when any Pareto k > 0.7.
+
+    Raises
+    ------
+    ValueError
+        When the fits are not on the same clients.
+    """
+    import arviz_stats as azs
+
+    combined = {name: client_log_likelihood(dt) for name, dt in fits.items()}
+    _check_same_clients(combined)
+    out = {}
+    for name, dt in combined.items():
+        with warnings.catch_warnings():
+            # arviz-stats warns about high k itself; we count and warn once, by name, below.
+            warnings.simplefilter("ignore")
+            elpd = azs.loo(dt, pointwise=True, var_name=CLIENT_VAR)
+        counts = pareto_k_counts(elpd)
+        if counts["k_high"] + counts["k_very_high"]:
+            warnings.warn(
+                f"{name}: {counts['k_high'] + counts['k_very_high']} client(s) with Pareto k > "
+                f"{counts['good_k']:.2f} (max {counts['k_max']:.2f}): PSIS-LOO is unreliable for "
+                "them; trust the K-fold column or refit those clients out (reloo)",
+                ParetoKWarning,
+                stacklevel=2,
+            )
+        out[name] = elpd
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Leave-provider-out folds
+
+
+def main_provider(index: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Each client's main provider (largest membership weight; ties → the first slot).
+
+    ``index`` and ``weight`` are :meth:`AnalysisFrame.membership_arrays`, whose slots are in
+    provider order, so a tie goes to the provider listed first (the lower pseudonym).
+    """
+    slot = np.argmax(np.asarray(weight), axis=1)  # argmax returns the first maximum
+    return np.asarray(index)[np.arange(len(slot)), slot]
+
+
+def provider_folds(
+    index: np.ndarray, weight: np.ndarray, n_providers: int, k: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Assign providers to ``k`` folds and each client to their main provider's fold.
+
+    Providers are shuffled (``seed``) and then placed, largest first, into the fold with the fewest
+    clients so far, so that folds have similar numbers of clients.
+
+    Returns
+    -------
+    client_fold : (client,) int array in 0..k-1
+    provider_fold : (provider,) int array in 0..k-1 (providers that are nobody's main provider
+        still get a fold; it only matters for reporting)
+    """
+    main = main_provider(index, weight)
+    if k < 2:
+        raise ValueError("k must be at least 2")
+    counts = np.bincount(main, minlength=n_providers)
+    if (counts > 0).sum() < k:
+        raise ValueError(
+            f"only {(counts > 0).sum()} providers are a main provider: fewer than k={k}"
+        )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_providers)
+    order = order[np.argsort(-counts[order], kind="stable")]
+    provider_fold = np.empty(n_providers, dtype=np.int64)
+    load = np.zeros(k, dtype=np.int64)
+    for p in order:
+        f = int(np.argmin(load))
+        provider_fold[p] = f
+        load[f] += counts[p]
+    return provider_fold[main], provider_fold
+
+
+@dataclass
+class KFoldResult:
+    """Pointwise held-out log predictive densities of one model."""
+
+    name: str
+    elpd_i: np.ndarray  # (client,)
+    fold: np.ndarray  # (client,)
+    clients: list[str]
+    details: dict[str, Any]
+
+    @property
+    def elpd(self) -> float:
+        return float(self.elpd_i.sum())
+
+    @property
+    def se(self) -> float:
+        return float(np.sqrt(len(self.elpd_i) * np.var(self.elpd_i)))
+
+
+def run_kfold(
+    spec,
+    data,
+    client_fold: np.ndarray,
+    fit: Callable[[Any, Any], xr.DataTree],
+    *,
+    provider_fold: np.ndarray | None = None,
+    n_mc: int = 200,
+    max_draws: int | None = 1000,
+    seed: int = 0,
+    on_fold: Callable[[int, dict], None] | None = None,
+) -> KFoldResult:
+    """Leave-provider-out K-fold for one model.
+
+    Parameters
+    ----------
+    spec, data : ModelSpec, ModelData
+        The model and all clients (prepared once, so every fold shares its centring).
+    client_fold : (client,) int array
+        From :func:`provider_folds`.
+    provider_fold : (provider,) int array, optional
+        From :func:`provider_folds`. When given, a client who saw any provider of the test fold is
+        left out of that fold's training set (and tested only in their main provider's fold), so
+        that every test client's main provider is new to the refit. Without it, training is simply
+        all clients not in the test fold.
+    fit : callable
+        ``fit(spec, train_data) -> DataTree`` with a ``posterior`` group (the caller picks the
+        sampler settings; :func:`alliance_bayes.inference.sample_model` in the scripts).
+    n_mc, max_draws, seed
+        Passed to :func:`~alliance_bayes.model.predict.heldout_log_density`.
+    """
+    from alliance_bayes.model.predict import heldout_log_density, subset_data
+
+    elpd_i = np.full(data.n_clients, np.nan)
+    details: dict[str, Any] = {"folds": []}
+    for f in np.unique(client_fold):
+        test = client_fold == f
+        train = ~test
+        if provider_fold is not None:
+            # No training client may have seen a provider of this fold: its main providers are new.
+            in_fold = (provider_fold[data.membership_index] == f) & (data.membership_weight > 0)
+            train &= ~in_fold.any(axis=1)
+        train_data, test_data = subset_data(data, train), subset_data(data, test)
+        dt = fit(spec, train_data)
+        posterior = dt["posterior"].to_dataset()
+        elpd_i[test] = heldout_log_density(
+            spec, test_data, posterior, n_mc=n_mc, max_draws=max_draws, seed=seed + int(f)
+        )
+        train_providers = set(train_data.frame.providers["provider"].astype(str))
+        test_providers = set(test_data.frame.providers["provider"].astype(str))
+        info = {
+            "fold": int(f),
+            "n_train": int(train.sum()),
+            "n_excluded": int((~train & ~test).sum()),
+            "n_test": int(test.sum()),
+            "n_new_providers": len(test_providers - train_providers),
+            "n_test_providers_seen_in_training": len(test_providers & train_providers),
+            "elpd": float(elpd_i[test].sum()),
+        }
+        details["folds"].append(info)
+        if on_fold is not None:
+            on_fold(int(f), info)
+    return KFoldResult(
+        name=spec.name,
+        elpd_i=elpd_i,
+        fold=np.asarray(client_fold),
+        clients=data.frame.clients["client"].astype(str).tolist(),
+        details=details,
+    )
+
+
+def kfold_summary(results: Mapping[str, KFoldResult]) -> pd.DataFrame:
+    """elpd_kfold, SE, difference to the best model and the SE of the paired difference."""
+    names = list(results)
+    first = results[names[0]].clients
+    for n in names[1:]:
+        if results[n].clients != first:
+            raise ValueError(f"K-fold of {n!r} is not on the same clients as {names[0]!r}")
+    best = max(names, key=lambda n: results[n].elpd)
+    rows = []
+    for n in names:
+        diff_i = results[n].elpd_i - results[best].elpd_i
+        rows.append(
+            {
+                "model": n,
+                "elpd_kfold": results[n].elpd,
+                "se_kfold": results[n].se,
+                "kfold_diff": float(diff_i.sum()),
+                "kfold_dse": float(np.sqrt(len(diff_i) * np.var(diff_i))),
+            }
+        )
+    return pd.DataFrame(rows).set_index("model")
+
+
+# --------------------------------------------------------------------------------------------------
+# Table, plot and folder
+
+
+def comparison_table(
+    loo: Mapping[str, Any], kfold: Mapping[str, KFoldResult] | None = None, method: str = "stacking"
+) -> pd.DataFrame:
+    """One row per model, best LOO first.
+
+    Columns: ``rank``, ``elpd_loo``, ``se``, ``elpd_diff``, ``dse`` (SE of the paired difference to
+    the best model), ``p_loo``, ``weight`` (``method`` weights of :func:`arviz_stats.compare`),
+    ``k_good``, ``k_high``, ``k_very_high``, ``k_max`` and, with ``kfold``, ``elpd_kfold``,
+    ``se_kfold``, ``kfold_diff``, ``kfold_dse``.
+    """
+    import arviz_stats as azs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cmp = azs.compare(dict(loo), method=method, round_to="none")
+    table = pd.DataFrame(
+        {
+            "rank": cmp["rank"].astype(int) + 1,
+            "elpd_loo": cmp["elpd"].astype(float),
+            "se": cmp["se"].astype(float),
+            "elpd_diff": 0.0 - cmp["elpd_diff"].astype(float).abs(),
+            "dse": cmp["dse"].astype(float),
+            "p_loo": cmp["p"].astype(float),
+            "weight": cmp["weight"].astype(float),
+        },
+        index=cmp.index,
+    )
+    counts = pd.DataFrame({n: pareto_k_counts(e) for n, e in loo.items()}).T
+    table = table.join(counts[["k_good", "k_high", "k_very_high", "k_max"]])
+    for c in ("k_good", "k_high", "k_very_high"):
+        table[c] = table[c].astype(int)
+    if kfold:
+        table = table.join(kfold_summary(kfold))
+    table.index.name = "model"
+    return table
+
+
+_LABELS = {
+    "rank": "rank",
+    "elpd_loo": "elpd LOO",
+    "se": "SE",
+    "elpd_diff": "Δelpd",
+    "dse": "SE Δ",
+    "p_loo": "p_loo",
+    "weight": "weight",
+    "k_good": "k ≤ 0.7",
+    "k_high": "0.7 < k ≤ 1",
+    "k_very_high": "k > 1",
+    "k_max": "max k",
+    "elpd_kfold": "elpd K-fold",
+    "se_kfold": "SE",
+    "kfold_diff": "Δelpd K-fold",
+    "kfold_dse": "SE Δ",
+}
+
+
+def _fmt(col: str, v: Any) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    if col in ("rank", "k_good", "k_high", "k_very_high"):
+        return str(int(v))
+    if col in ("weight", "k_max"):
+        return f"{v:.2f}"
+    return f"{v:.1f}"
+
+
+def table_markdown(table: pd.DataFrame, caption: str = "") -> str:
+    """The comparison table in Markdown (one decimal for elpd; weights and k to 0.01)."""
+    cols = list(table.columns)
+    head = "| model | " + " | ".join(_LABELS.get(c, c) for c in cols) + " |"
+    rule = "|---|" + "|".join("---:" for _ in cols) + "|"
+    body = [
+        f"| `{name}` | " + " | ".join(_fmt(c, row[c]) for c in cols) + " |"
+        for name, row in table.iterrows()
+    ]
+    lines = ([caption, ""] if caption else []) + [head, rule, *body, ""]
+    notes = (
+        "Δelpd: difference to the best model by LOO (K-fold: to the best by K-fold); SE Δ: SE of the "
+        "paired per-client difference. Weights: stacking. Pareto k above 0.7 marks a client whose "
+        "PSIS-LOO term is unreliable. K-fold leaves out providers (clients by main provider), "
+        "with new providers' effects drawn from their population distribution."
+    )
+    return "\n".join([*lines, notes, ""])
+
+
+def _tex_escape(s: str) -> str:
+    return s.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+
+
+_TEX_LABELS = {
+    **_LABELS,
+    "elpd_diff": r"$\Delta$elpd",
+    "dse": r"SE $\Delta$",
+    "k_good": r"$k \le 0.7$",
+    "k_high": r"$0.7 < k \le 1$",
+    "k_very_high": r"$k > 1$",
+    "k_max": r"max $k$",
+    "p_loo": r"$p_{\mathrm{loo}}$",
+    "kfold_diff": r"$\Delta$elpd K-fold",
+    "kfold_dse": r"SE $\Delta$",
+}
+
+
+def table_latex(table: pd.DataFrame, caption: str = "", label: str = "tab:comparison") -> str:
+    """The comparison table as a LaTeX ``table`` (booktabs)."""
+    cols = list(table.columns)
+    lines = [
+        r"\begin{table}[ht]",
+        r"\centering",
+        r"\small",
+        r"\begin{tabular}{l" + "r" * len(cols) + "}",
+        r"\toprule",
+        "Model & " + " & ".join(_TEX_LABELS.get(c, _tex_escape(c)) for c in cols) + r" \\",
+        r"\midrule",
+    ]
+    for name, row in table.iterrows():
+        cells = [_fmt(c, row[c]).replace("–", "--") for c in cols]
+        lines.append(rf"\texttt{{{_tex_escape(str(name))}}} & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(rf"\caption{{{_tex_escape(caption)}}}")
+    lines += [rf"\label{{{label}}}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def plot_comparison(table: pd.DataFrame, path_stem: Path, formats=("png", "pdf")) -> list[Path]:
+    """elpd ± 2 SE of the difference to the best model, LOO and (when present) K-fold, per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("elpd_diff", "dse", "PSIS-LOO")]
+    if "kfold_diff" in table:
+        panels.append(("kfold_diff", "kfold_dse", "leave-provider-out K-fold"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 0.6 * len(table) + 1.6))
+    axes = np.atleast_1d(axes)
+    names = list(table.index)
+    ypos = np.arange(len(names))[::-1]
+    for ax, (col, se, title) in zip(axes, panels, strict=True):
+        ax.errorbar(table[col], ypos, xerr=2 * table[se], fmt="o", color="C0", capsize=3)
+        ax.axvline(0, color="grey", lw=0.8, ls="--")
+        ax.set_yticks(ypos, names)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("elpd difference to the best model (± 2 SE)")
+    fig.tight_layout()
+    paths = []
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    for fmt in formats:
+        p = path_stem.with_suffix(f".{fmt}")
+        fig.savefig(p, dpi=150)
+        paths.append(p)
+    plt.close(fig)
+    return paths
+
+
+def write_comparison(
+    results_root: str | os.PathLike[str],
+    run_id: str,
+    table: pd.DataFrame,
+    meta: Mapping[str, Any],
+    *,
+    pointwise: pd.DataFrame | None = None,
+    folder: str = "comparison",
+    caption: str = "",
+) -> Path:
+    """Write ``results_root/<folder>/<run_id>/`` atomically (temporary sibling, then one rename).
+
+    Contents: ``comparison.md``, ``comparison.tex``, ``comparison.csv``, ``pointwise.csv`` (per
+    client and model: elpd_loo_i, pareto_k, elpd_kfold_i, fold; pseudonymised labels only),
+    ``run.json`` and ``figures/comparison.png|pdf``.
+    """
+    from alliance_bayes.report.bundle import _SAFE_NAME, _dump_json
+
+    if not _SAFE_NAME.match(run_id) or not _SAFE_NAME.match(folder):
+        raise ValueError(f"run_id {run_id!r} and folder {folder!r} must match {_SAFE_NAME.pattern}")
+    parent = Path(results_root) / folder
+    final = parent / run_id
+    if final.exists():
+        raise FileExistsError(f"{final} exists; refusing to overwrite it")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.partial-", dir=parent))
+    try:
+        (tmp / "comparison.md").write_text(table_markdown(table, caption), encoding="utf-8")
+        (tmp / "comparison.tex").write_text(table_latex(table, caption), encoding="utf-8")
+        table.to_csv(tmp / "comparison.csv", lineterminator="\n")
+        if pointwise is not None:
+            pointwise.to_csv(tmp / "pointwise.csv", lineterminator="\n")
+        _dump_json(dict(meta), tmp / "run.json")
+        plot_comparison(table, tmp / "figures" / "comparison")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def pointwise_frame(
+    loo: Mapping[str, Any], kfold: Mapping[str, KFoldResult] | None
+) -> pd.DataFrame:
+    """Per client (rows) and model: ``<model>:elpd_loo``, ``<model>:pareto_k``, K-fold columns."""
+    cols = {}
+    index = None
+    for name, e in loo.items():
+        da = e.elpd_i
+        index = [str(c) for c in da[CLIENT_DIM].values]
+        cols[f"{name}:elpd_loo"] = np.asarray(da.values, float)
+        cols[f"{name}:pareto_k"] = np.asarray(e.pareto_k.values, float)
+    frame = pd.DataFrame(cols, index=pd.Index(index, name=CLIENT_DIM))
+    for name, r in (kfold or {}).items():
+        k = pd.DataFrame(
+            {f"{name}:elpd_kfold": r.elpd_i, f"{name}:fold": r.fold},
+            index=pd.Index(r.clients, name=CLIENT_DIM),
+        )
+        frame = frame.join(k, how="outer")
+    return frame
+
+
+# --------------------------------------------------------------------------------------------------
+# Fitting helpers shared by scripts/compare.py and scripts/sensitivity.py
+
+
+def load_design(spec, data_dir: Path):
+    """(frame, ModelData) of ``spec`` on the study in ``data_dir`` (as ``scripts/fit.py`` builds them)."""
+    from alliance_bayes.data.frame import build_frame
+    from alliance_bayes.data.load import load_study
+    from alliance_bayes.model.design import prepare
+
+    study = load_study(data_dir)
+    frame = build_frame(
+        study,
+        elevated_by=spec.data.elevated_by,
+        who5_cutoff=spec.data.who5_cutoff,
+        phq9_cutoff=spec.data.phq9_cutoff,
+    )
+    return study, prepare(spec, frame)
+
+
+def fit_model(spec, data, settings, cache_dir: Path | None = None, key: str | None = None):
+    """Sample ``spec`` on ``data`` with :func:`~alliance_bayes.inference.sample_model`.
+
+    With ``cache_dir``, the DataTree is stored as ``<cache_dir>/<key or spec.name>.nc`` and reloaded
+    on the next call with the same key (so that the comparison and the sensitivity scripts can share
+    fits); the key should then encode the settings.
+    """
+    from alliance_bayes.inference import sample_model
+    from alliance_bayes.model.build import build_model
+    from alliance_bayes.report.bundle import prepare_for_netcdf
+
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{key or spec.name}.nc"
+        if path.is_file():
+            return xr.open_datatree(path, engine="h5netcdf").load()
+    dt, _ = sample_model(build_model(spec, data), settings)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".partial")
+        prepare_for_netcdf(dt).to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, path)
+    return dt
+
+
+def settings_key(name: str, settings) -> str:
+    """A cache key for ``fit_model``: spec name, chains, draws, tune, seed."""
+    return f"{name}-c{settings.chains}-d{settings.draws}-t{settings.tune}-s{settings.seed}"

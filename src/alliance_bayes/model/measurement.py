@@ -1,0 +1,571 @@
+r"""Latent alliance: a session-level graded-response measurement model feeding two outcomes jointly.
+
+All PyMC code of the ``alliance = "latent"`` model family lives here;
+:func:`alliance_bayes.model.build.build_model` dispatches to :func:`build_latent_model` and
+:func:`alliance_bayes.model.design.prepare` to :func:`prepare_latent`.
+
+Why
+---
+The averaged client score :math:`\bar r_{is}` (mean of a few 1–5 ratings that pile up at 5) is the
+true score plus measurement error, so a regression on it attenuates the alliance effects towards
+zero (classical errors-in-variables). Here the ratings are modelled at the session level and the
+outcome regressions use the latent true scores, so measurement error and the ceiling are absorbed
+by the measurement model and the slopes are not attenuated.
+
+Measurement part (Samejima 1969, graded response)
+-------------------------------------------------
+Client :math:`i` saw provider :math:`p` (membership :math:`m = (i, p)`, weight :math:`w_{ip}` =
+the provider's share of the client's sessions, as in :mod:`alliance_bayes.data.frame`). For
+subscale (item) :math:`s` in goal, bond (and task when measured), each session rating
+:math:`r \in \{1,\dots,5\}` with :math:`p` follows
+
+.. math::
+    \Pr(r \ge k \mid \theta_{ips}) = \operatorname{logit}^{-1}\big(\alpha_s(\theta_{ips}
+        - \kappa_{s,k-1})\big), \quad k = 2,\dots,5,\qquad
+    \kappa_{s,1} < \kappa_{s,2} < \kappa_{s,3} < \kappa_{s,4},
+
+with item thresholds :math:`\kappa_s` (lowest :math:`\kappa_{s,1} \sim \mathcal N(0, s_\kappa)`,
+gaps :math:`\kappa_{s,k+1} - \kappa_{s,k} \sim \text{Half-}\mathcal N(s_\kappa)`) and
+discrimination :math:`\alpha_s` (one item per subscale). The latent score is a provider part plus a client part,
+
+.. math::
+    \theta_{ips} = a_{ps} + e_{is}, \qquad
+    e_i = L_e z_i,\; L_e L_e^\top \sim \text{LKJ}(\eta), \qquad
+    a_p = \operatorname{diag}(\sigma^a) L_a z_p,\; L_a L_a^\top \sim \text{LKJ}(\eta),
+
+non-centred (:math:`z \sim \mathcal N(0, 1)`). The client part has unit SD per subscale (the usual
+IRT convention that fixes the latent scale), so :math:`\alpha_s` and the provider SD
+:math:`\sigma^a_s` (relative to the client SD) are identified; the mean is fixed at 0 and the
+thresholds carry the location. With one item per subscale the discrimination is equivalent to the
+latent SD on the logit scale; it is reported as a discrimination under this convention.
+
+From the latent scale to the 1–5 alliance scale
+----------------------------------------------
+Each membership's true score is the **expected rating**
+
+.. math::
+    \tau_{ips} = \mathbb E[r \mid \theta_{ips}] = 1 + \sum_{k=1}^{4}
+        \operatorname{logit}^{-1}\big(\alpha_s(\theta_{ips} - \kappa_{s,k})\big) \in (1, 5),
+
+the quantity that the client's observed mean rating estimates without bias. The client's true
+score, the provider mean, and the within/between split follow the definitions of the analysis
+frame applied to true instead of observed scores:
+:math:`\tau_{is} = \sum_p w_{ip}\tau_{ips}`; :math:`m_{ps}` = mean of :math:`\tau_{ips}` over the
+clients of :math:`p` (each client weighted equally); :math:`B_{is} = \sum_p w_{ip} m_{ps}`;
+:math:`W_{is} = \tau_{is} - B_{is}`. The slopes are therefore "outcome points per one point of
+the 1–5 alliance scale", exactly as in ``who5_change``, and directly comparable. (Parameterising
+the latent location on the 1–5 scale directly was rejected: with the ceiling, a linear latent
+scale has no natural unit there, while the expected rating is what the averaged score measures.)
+The simulator of :mod:`alliance_bayes.data.simulate` defines its planted truth the same way.
+
+Outcome part (the ``who5_change`` structure, per outcome :math:`o`)
+-------------------------------------------------------------------
+.. math::
+    \mu_{oi} = \alpha_o + \beta^0_o (y^0_{oi} - \bar y^0_o) + x_i^\top\beta_o
+        + \sum_s \big(b_{o,c[i],s,W} W_{is} + b_{o,c[i],s,B}(B_{is} - \bar B_s)\big)
+        + \sum_p w_{ip} u_{op},
+
+with care-type slopes partially pooled (:math:`b_{o,c,s,l} = \mu^b_{o,s,l} + \tau_{o,s,l}
+z_{o,c,s,l}`), provider intercepts :math:`u_{op} \sim \mathcal N(0, \sigma^u_{o,t[p]})`
+(non-centred; multiple membership, Browne, Goldstein & Rasbash 2001) and residuals bivariate
+normal with correlation :math:`\rho` (``rho_outcomes``): where both outcomes are observed the
+likelihood is the bivariate normal, factorised as :math:`y_1 \sim \mathcal N(\mu_1, \sigma_1)`,
+:math:`y_2 \mid y_1 \sim \mathcal N(\mu_2 + \rho\sigma_2 (y_1-\mu_1)/\sigma_1,
+\sigma_2\sqrt{1-\rho^2})`; where only one is observed, its marginal normal. The within/between
+split follows Baldwin, Wampold & Imel (2007), doi:10.1037/0022-006X.75.6.842; alliance as the
+goal/bond/task agreement follows Bordin (1979), doi:10.1037/h0085885.
+
+Missing data
+------------
+Every client in the sample informs the measurement part, with or without follow-up. A client
+enters an outcome's likelihood when that follow-up, its baseline and the covariates are observed.
+**Assumption:** follow-up is missing at random given the model (the covariates, care type,
+provider and the latent alliance); clients with one outcome missing contribute the other through
+its marginal. No imputation draws are stored.
+
+Stored variables
+----------------
+Outcome parameters reuse the names of ``who5_change`` with a leading ``outcome`` dimension
+(``mu_b``, ``b``, ``sd_b``, ``sd_provider``, ``sigma``, ``b_baseline``, ``b_covariate``, ``alpha``);
+plus ``rho_outcomes``, ``threshold`` (subscale, threshold), ``discrimination``,
+``sd_provider_alliance``, ``corr_client_alliance``, ``corr_provider_alliance``. Observed variables:
+``y`` (first outcome; dims ``obs_<short>``), ``y_<short>`` (second outcome) and ``ratings``: the
+rating counts per subscale and category. ``ratings`` is observed at that summary level so that
+posterior predictive draws and pointwise log-likelihoods stay small; its log density is nevertheless
+that of **every session rating** (the cell counts per membership and subscale travel as constant
+data), and its predictive draws are sums of the per-membership multinomial draws.
+Per-client latent scores are not stored (draws × clients); :func:`latent_scores` recomputes them
+from the posterior.
+
+References
+----------
+Samejima, F. (1969). Estimation of latent ability using a response pattern of graded scores.
+Psychometrika Monograph Supplement 17.
+Bordin, E. S. (1979). The generalizability of the psychoanalytic concept of the working alliance.
+Psychotherapy: Theory, Research & Practice 16, 252–260. doi:10.1037/h0085885.
+Baldwin, S. A., Wampold, B. E. & Imel, Z. E. (2007). Untangling the alliance-outcome correlation.
+J Consult Clin Psychol 75, 842–852. doi:10.1037/0022-006X.75.6.842.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
+import xarray as xr
+from scipy import special
+
+from alliance_bayes.data.frame import AnalysisFrame
+from alliance_bayes.model.spec import OUTCOMES, ModelSpec
+
+CARE_TYPES = ("therapist", "coach", "both")
+PROVIDER_TYPES = ("therapist", "coach")
+LEVELS = ("within", "between")
+N_CATEGORIES = 5
+CATEGORIES = tuple(str(k) for k in range(1, N_CATEGORIES + 1))
+THRESHOLDS = tuple(f"{k}|{k + 1}" for k in range(1, N_CATEGORIES))
+RATINGS = "ratings"
+
+
+def outcome_short(outcome: str) -> str:
+    """``who5_followup`` → ``who5``."""
+    return outcome.removesuffix("_followup")
+
+
+def _prior_scale(spec: ModelSpec, outcome: str) -> float:
+    """Priors are on the first outcome's metric; other outcomes scale them by the range ratio."""
+    lo0, hi0 = OUTCOMES[spec.outcome][1]
+    lo, hi = OUTCOMES[outcome][1]
+    return (hi - lo) / (hi0 - lo0)
+
+
+@dataclass(frozen=True)
+class OutcomeData:
+    """One follow-up outcome: the clients with it observed (positions in the model's clients)."""
+
+    outcome: str
+    short: str
+    client_index: np.ndarray  # (n_o,) positions in LatentData clients
+    y: np.ndarray
+    baseline: np.ndarray
+    baseline_mean: float
+    prior_scale: float
+
+    @property
+    def dim(self) -> str:
+        return f"obs_{self.short}"
+
+
+@dataclass(frozen=True)
+class LatentData:
+    """Arrays for the latent-alliance model: every client of the sample, memberships and ratings."""
+
+    frame: AnalysisFrame
+    subscales: tuple[str, ...]
+    covariates: np.ndarray  # (client, covariate), centred; 0 where missing (client then not in y)
+    covariate_names: tuple[str, ...]
+    covariate_means: np.ndarray
+    care_index: np.ndarray  # (client,)
+    mem_client: np.ndarray  # (membership,)
+    mem_provider: np.ndarray  # (membership,)
+    mem_weight: np.ndarray  # (membership,)
+    membership_index: np.ndarray  # (client, K) padded, as AnalysisFrame.membership_arrays
+    membership_weight: np.ndarray  # (client, K)
+    provider_type_index: np.ndarray  # (provider,)
+    counts: np.ndarray  # (subscale, membership, category) number of ratings
+    observed_scores: np.ndarray  # (client, subscale) observed mean rating
+    between_mean: np.ndarray  # (subscale,) centring constant of the between part (observed)
+    outcomes: tuple[OutcomeData, ...]
+    exclusions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_clients(self) -> int:
+        return len(self.frame.clients)
+
+    @property
+    def category_totals(self) -> np.ndarray:
+        """(subscale, category) observed rating counts."""
+        return self.counts.sum(axis=1)
+
+    def coords(self) -> dict[str, list[str]]:
+        c = self.frame.clients["client"].to_numpy()
+        p = self.frame.providers["provider"].to_numpy()
+        subs = list(self.subscales)
+        coords = {
+            "client": c.tolist(),
+            "provider": p.tolist(),
+            "membership": [
+                f"{c[i]}:{p[j]}" for i, j in zip(self.mem_client, self.mem_provider, strict=True)
+            ],
+            "care_type": list(CARE_TYPES),
+            "provider_type": list(PROVIDER_TYPES),
+            "subscale": subs,
+            "subscale_pair": [
+                f"{subs[i]}~{subs[j]}" for i, j in zip(*_pairs(len(subs)), strict=True)
+            ],
+            "level": list(LEVELS),
+            "covariate": list(self.covariate_names),
+            "cut": list(THRESHOLDS),
+            "gap": list(THRESHOLDS[1:]),
+            "category": list(CATEGORIES),
+            "outcome": [o.short for o in self.outcomes],
+        }
+        for o in self.outcomes:
+            coords[o.dim] = c[o.client_index].tolist()
+        return coords
+
+
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = np.tril_indices(n, k=-1)
+    return cols, rows  # (j, i) with j < i: "goal~bond"
+
+
+def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
+    """Select the spec's clients and build the measurement and outcome arrays.
+
+    Every client of the sample with at least one rating enters the measurement part; each outcome
+    uses the clients with that follow-up, its baseline and every covariate observed.
+    """
+    from alliance_bayes.model.design import DesignError, _elevated
+
+    assert spec.measurement is not None
+    clients = frame.clients
+    keep = np.ones(len(clients), dtype=bool)
+    exclusions: dict[str, int] = {"clients_in_data": len(clients)}
+    if spec.data.sample == "elevated":
+        elevated = _elevated(clients, spec).to_numpy()
+        exclusions["not_elevated_at_baseline"] = int((~elevated).sum())
+        keep &= elevated
+    if keep.sum() < 20:
+        raise DesignError(f"spec {spec.name!r}: only {int(keep.sum())} client(s) in the sample")
+    sub = frame.select(keep)
+    c = sub.clients
+    n = len(c)
+    subscales = tuple(sub.subscales)
+    exclusions["clients_in_measurement_model"] = n
+
+    cov_names = tuple(spec.predictors.covariates)
+    for column in cov_names:
+        if column not in c or c[column].isna().all():
+            raise DesignError(f"spec {spec.name!r} needs column {column!r}, absent from the data")
+    x = c[list(cov_names)].to_numpy(float).reshape(n, len(cov_names))
+    complete_x = ~np.isnan(x).any(axis=1)
+    exclusions["missing_covariate"] = int((~complete_x).sum())
+    x_mean = x[complete_x].mean(axis=0) if complete_x.any() else np.zeros(len(cov_names))
+    x = np.where(np.isnan(x), 0.0, x - x_mean)
+
+    outcomes = []
+    for outcome in spec.measurement.outcomes:
+        base_col = OUTCOMES[outcome][0]
+        if outcome not in c or c[outcome].isna().all():
+            raise DesignError(f"spec {spec.name!r} needs column {outcome!r}, absent from the data")
+        y = c[outcome].to_numpy(float)
+        y0 = c[base_col].to_numpy(float)
+        ok = ~np.isnan(y) & ~np.isnan(y0) & complete_x
+        exclusions[f"missing_{outcome}"] = int(np.isnan(y).sum())
+        exclusions[f"clients_in_{outcome_short(outcome)}_likelihood"] = int(ok.sum())
+        if ok.sum() < 10:
+            raise DesignError(f"spec {spec.name!r}: fewer than 10 clients with {outcome!r}")
+        idx = np.flatnonzero(ok)
+        outcomes.append(
+            OutcomeData(
+                outcome=outcome,
+                short=outcome_short(outcome),
+                client_index=idx,
+                y=y[idx],
+                baseline=y0[idx],
+                baseline_mean=float(y0[idx].mean()),
+                prior_scale=_prior_scale(spec, outcome),
+            )
+        )
+
+    mem = sub.memberships
+    mem_client = mem["client_index"].to_numpy(np.int64)
+    mem_provider = mem["provider_index"].to_numpy(np.int64)
+    slot = pd.Series(
+        np.arange(len(mem)), index=pd.MultiIndex.from_arrays([mem_client, mem_provider])
+    )
+    ses = sub.sessions
+    ses_mem = slot.reindex(
+        pd.MultiIndex.from_arrays(
+            [ses["client_index"].to_numpy(np.int64), ses["provider_index"].to_numpy(np.int64)]
+        )
+    ).to_numpy()
+    counts = np.zeros((len(subscales), len(mem), N_CATEGORIES), dtype=np.int64)
+    for j, s in enumerate(subscales):
+        r = ses[f"wai_{s}"].to_numpy(dtype=float, na_value=np.nan)
+        ok = ~np.isnan(r)
+        np.add.at(counts[j], (ses_mem[ok], r[ok].astype(np.int64) - 1), 1)
+    observed = np.column_stack([c[f"alliance_{s}"].to_numpy(float) for s in subscales])
+    between = np.column_stack([c[f"alliance_{s}_between"].to_numpy(float) for s in subscales])
+    idx, weight = sub.membership_arrays()
+    care = c["care_type"].astype(str).map({k: i for i, k in enumerate(CARE_TYPES)})
+    ptype = (
+        sub.providers["provider_type"].astype(str).map({k: i for i, k in enumerate(PROVIDER_TYPES)})
+    )
+    return LatentData(
+        frame=sub,
+        subscales=subscales,
+        covariates=x,
+        covariate_names=cov_names,
+        covariate_means=x_mean,
+        care_index=care.to_numpy(np.int64),
+        mem_client=mem_client,
+        mem_provider=mem_provider,
+        mem_weight=mem["weight"].to_numpy(float),
+        membership_index=np.asarray(idx, np.int64),
+        membership_weight=np.asarray(weight, float),
+        provider_type_index=ptype.to_numpy(np.int64),
+        counts=counts,
+        observed_scores=observed,
+        between_mean=np.nanmean(between, axis=0),
+        outcomes=tuple(outcomes),
+        exclusions=exclusions,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# the graded-response pieces (shared by the PyMC graph and the numpy recomputation)
+
+
+def _log_category_probs(eta: pt.TensorVariable) -> pt.TensorVariable:
+    """log P(r = k), k = 1..5, from ``eta[..., k] = alpha (theta - kappa_k)``, k = 1..4.
+
+    Uses ``sigma(a) - sigma(b) = sigma(a) sigma(-b) (1 - exp(b - a))`` for a > b, stable at the
+    ceiling where the middle categories have tiny probabilities.
+    """
+    log_sig = -pt.softplus(-eta)  # log P(r > k)
+    log_sig_neg = -pt.softplus(eta)  # log P(r <= k)
+    first = log_sig_neg[..., :1]
+    last = log_sig[..., -1:]
+    a, b = eta[..., :-1], eta[..., 1:]
+    middle = log_sig[..., :-1] + log_sig_neg[..., 1:] + pt.log1mexp(b - a)
+    return pt.concatenate([first, middle, last], axis=-1)
+
+
+def expected_rating_np(theta: np.ndarray, discrimination: np.ndarray, thresholds: np.ndarray):
+    """E[r | theta] on 1–5 (numpy); ``theta[..., s]``, ``discrimination[..., s]``,
+    ``thresholds[..., s, k]`` broadcast on their leading axes."""
+    eta = discrimination[..., None] * (theta[..., None] - thresholds)
+    return 1.0 + special.expit(eta).sum(axis=-1)
+
+
+def _ratings_dist(n, log_p, counts, size):
+    # Posterior/prior predictive: per-membership multinomials, summed over memberships.
+    p = pt.exp(log_p)
+    p = p / p.sum(axis=-1, keepdims=True)
+    return pm.Multinomial.dist(n=n, p=p).sum(axis=-2)
+
+
+def _ratings_logp(value, n, log_p, counts):
+    # The log density of every session rating (categorical), from the cell counts, split by the
+    # category rated (subscale, category), so that pointwise log-likelihoods match the value's shape.
+    return (counts * log_p).sum(axis=-2)
+
+
+# --------------------------------------------------------------------------------------------------
+def build_latent_model(
+    spec: ModelSpec, data: LatentData, *, store_scores: bool = False
+) -> pm.Model:
+    """Build the joint measurement + outcome model (see the module docstring for the maths).
+
+    ``store_scores=True`` adds the per-client true scores as a deterministic ``alliance_true``
+    (client, subscale); off by default because it stores draws × clients numbers
+    (:func:`latent_scores` recomputes them from the posterior instead).
+    """
+    pr, ms, h = spec.priors, spec.measurement, spec.hierarchy
+    assert ms is not None
+    n_sub = len(data.subscales)
+    n_prov = len(data.provider_type_index)
+    outs = data.outcomes
+    with pm.Model(coords=data.coords()) as model:
+        # ---- measurement: graded response with provider + client latent parts (non-centred)
+        mem_client = pm.Data("mem_client", data.mem_client, dims="membership")
+        mem_provider = pm.Data("mem_provider", data.mem_provider, dims="membership")
+        mem_weight = pm.Data("mem_weight", data.mem_weight, dims="membership")
+        pm.Data("alliance_observed", data.observed_scores, dims=("client", "subscale"))
+        counts = pm.Data("rating_counts", data.counts, dims=("subscale", "membership", "category"))
+
+        # Ordered thresholds without a custom initial value (PyMC's model graph tools refuse those):
+        # the lowest is Normal, the gaps between consecutive ones Half-Normal.
+        kappa_1 = pm.Normal("threshold_lowest", 0.0, ms.threshold_sd, dims="subscale")
+        gaps = pm.HalfNormal("threshold_gap", ms.threshold_sd, dims=("subscale", "gap"))
+        kappa = pm.Deterministic(
+            "threshold",
+            pt.concatenate(
+                [kappa_1[:, None], kappa_1[:, None] + pt.cumsum(gaps, axis=-1)], axis=-1
+            ),
+            dims=("subscale", "cut"),
+        )
+        disc = pm.LogNormal("discrimination", 0.0, ms.discrimination_sd, dims="subscale")
+        rows, cols = np.tril_indices(n_sub, k=-1)
+        z_client = pm.Normal("z_client_alliance", 0.0, 1.0, dims=("client", "subscale"))
+        z_prov = pm.Normal("z_provider_alliance", 0.0, 1.0, dims=("provider", "subscale"))
+        sd_a = pm.HalfNormal("sd_provider_alliance", ms.sd_provider_alliance_sd, dims="subscale")
+        if n_sub > 1:
+            chol_e = pm.LKJCorr("chol_client_alliance", n=n_sub, eta=pr.lkj_eta)
+            chol_a = pm.LKJCorr("chol_provider_alliance", n=n_sub, eta=pr.lkj_eta)
+            pm.Deterministic(
+                "corr_client_alliance", (chol_e @ chol_e.T)[rows, cols], dims="subscale_pair"
+            )
+            pm.Deterministic(
+                "corr_provider_alliance", (chol_a @ chol_a.T)[rows, cols], dims="subscale_pair"
+            )
+            e = pt.dot(z_client, chol_e.T)
+            a = pt.dot(z_prov, chol_a.T) * sd_a
+        else:
+            e, a = z_client, z_prov * sd_a
+        theta = a[mem_provider] + e[mem_client]  # (membership, subscale)
+        eta = disc[None, :, None] * (theta[:, :, None] - kappa[None, :, :])  # (M, S, 4)
+        log_p = _log_category_probs(eta).dimshuffle(1, 0, 2)  # (S, M, 5)
+        pm.CustomDist(
+            RATINGS,
+            counts.sum(axis=-1),
+            log_p,
+            counts,
+            dist=_ratings_dist,
+            logp=_ratings_logp,
+            signature="(m),(m,k),(m,k)->(k)",
+            observed=data.category_totals,
+            dims=("subscale", "category"),
+        )
+
+        # ---- true scores on the 1–5 scale and their within/between split (frame definitions)
+        tau_m = 1.0 + pt.sigmoid(eta).sum(axis=-1)  # (M, S) expected rating
+        n_clients = data.n_clients
+        tau = pt.zeros((n_clients, n_sub))[mem_client].inc(mem_weight[:, None] * tau_m)
+        n_mem = np.bincount(data.mem_provider, minlength=n_prov).astype(float)
+        prov_mean = pt.zeros((n_prov, n_sub))[mem_provider].inc(tau_m) / n_mem[:, None]
+        between = pt.zeros((n_clients, n_sub))[mem_client].inc(
+            mem_weight[:, None] * prov_mean[mem_provider]
+        )
+        within = tau - between
+        if store_scores:
+            pm.Deterministic("alliance_true", tau, dims=("client", "subscale"))
+        parts = pt.stack([within, between - data.between_mean], axis=-1)  # (client, S, level)
+
+        # ---- outcomes (who5_change structure with an outcome dimension)
+        scale = np.array([o.prior_scale for o in outs])
+        n_out = len(outs)
+        x = pm.Data("x_covariate", data.covariates, dims=("client", "covariate"))
+        alpha = pm.Normal(
+            "alpha", np.array([o.y.mean() for o in outs]), pr.intercept_sd * scale, dims="outcome"
+        )
+        b_baseline = pm.Normal("b_baseline", 0.0, pr.b_baseline_sd, dims="outcome")
+        b_cov = pm.Normal(
+            "b_covariate", 0.0, pr.b_covariate_sd * scale[:, None], dims=("outcome", "covariate")
+        )
+        dims_b = ("outcome", "care_type", "subscale", "level")
+        if h.care_type_pooling:
+            mu_b = pm.Normal(
+                "mu_b",
+                0.0,
+                pr.mu_b_sd * scale[:, None, None],
+                dims=("outcome", "subscale", "level"),
+            )
+            sd_b = pm.HalfNormal(
+                "sd_b", pr.sd_b_sd * scale[:, None, None], dims=("outcome", "subscale", "level")
+            )
+            z_b = pm.Normal("z_b", 0.0, 1.0, dims=dims_b)
+            b = pm.Deterministic("b", mu_b[:, None] + sd_b[:, None] * z_b, dims=dims_b)
+        else:
+            b = pm.Normal("b", 0.0, pr.mu_b_sd * scale[:, None, None, None], dims=dims_b)
+        if h.provider_intercepts:
+            sd_u = pm.HalfNormal(
+                "sd_provider", pr.sd_provider_sd * scale[:, None], dims=("outcome", "provider_type")
+            )
+            z_u = pm.Normal("z_provider", 0.0, 1.0, dims=("outcome", "provider"))
+            u = pm.Deterministic(
+                "u_outcome_provider",
+                z_u * sd_u[:, data.provider_type_index],
+                dims=("outcome", "provider"),
+            )
+            # (outcome, client): multiple-membership provider intercepts
+            u_client = (data.membership_weight[None] * u[:, data.membership_index]).sum(axis=-1)
+        sigma = pm.HalfNormal("sigma", pr.sigma_sd * scale, dims="outcome")
+        if n_out == 2:
+            r01 = pm.Beta("rho_outcomes_raw", pr.lkj_eta, pr.lkj_eta)  # LKJ(eta) marginal for 2x2
+            rho = pm.Deterministic("rho_outcomes", 2.0 * r01 - 1.0)
+
+        mus = []
+        for k, o in enumerate(outs):
+            idx = o.client_index
+            base = pm.Data("baseline" if k == 0 else f"baseline_{o.short}", o.baseline, dims=o.dim)
+            mu = (
+                alpha[k]
+                + b_baseline[k] * (base - o.baseline_mean)
+                + pt.dot(x[idx], b_cov[k])
+                + (b[k][data.care_index[idx]] * parts[idx]).sum(axis=(1, 2))
+            )
+            if h.provider_intercepts:
+                mu = mu + u_client[k][idx]
+            mus.append(mu)
+
+        first = outs[0]
+        pm.Normal("y", mu=mus[0], sigma=sigma[0], observed=first.y, dims=first.dim)
+        if n_out == 2:
+            second = outs[1]
+            pos = pd.Series(np.arange(len(first.client_index)), index=first.client_index)
+            where = pos.reindex(second.client_index).to_numpy()
+            both = ~np.isnan(where)
+            at = np.where(both, where, 0).astype(np.int64)
+            resid1 = (first.y - mus[0])[at]
+            mean2 = mus[1] + both * rho * sigma[1] / sigma[0] * resid1
+            sd2 = sigma[1] * pt.sqrt(1.0 - both * rho**2)
+            pm.Normal(f"y_{second.short}", mu=mean2, sigma=sd2, observed=second.y, dims=second.dim)
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+def latent_scores(
+    posterior: xr.Dataset, constant: xr.Dataset, *, max_draws: int = 200
+) -> xr.DataArray:
+    """Per-client true scores on the 1–5 scale, recomputed from (a thinned subset of) the draws.
+
+    Parameters
+    ----------
+    posterior : xarray.Dataset
+        The ``posterior`` group of a latent-alliance fit.
+    constant : xarray.Dataset
+        Its ``constant_data`` (``mem_client``, ``mem_provider``, ``mem_weight``).
+    max_draws : int
+        At most this many draws, evenly thinned over chains and draws.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``(sample, client, subscale)``: :math:`\\tau_{is} = \\sum_p w_{ip} E[r \\mid
+        \\theta_{ips}]`, the quantity the model's outcome regressions use.
+    """
+    stacked = posterior.stack(sample=("chain", "draw"))
+    n = stacked.sizes["sample"]
+    pick = np.unique(np.linspace(0, n - 1, min(max_draws, n)).round().astype(int))
+    s = stacked.isel(sample=pick).transpose("sample", ...)
+    z_c = s["z_client_alliance"].transpose("sample", "client", "subscale").values
+    z_p = s["z_provider_alliance"].transpose("sample", "provider", "subscale").values
+    sd_a = s["sd_provider_alliance"].transpose("sample", "subscale").values
+    if "chol_client_alliance" in s:
+        lc = s["chol_client_alliance"].values  # (sample, S, S): sample is first after transpose
+        lp = s["chol_provider_alliance"].values
+        e = np.einsum("dcs,dts->dct", z_c, lc)
+        a = np.einsum("dps,dts->dpt", z_p, lp) * sd_a[:, None, :]
+    else:
+        e, a = z_c, z_p * sd_a[:, None, :]
+    mc = constant["mem_client"].values.astype(int)
+    mp = constant["mem_provider"].values.astype(int)
+    w = constant["mem_weight"].values
+    theta = a[:, mp] + e[:, mc]  # (sample, M, S)
+    disc = s["discrimination"].transpose("sample", "subscale").values[:, None, :]
+    kappa = s["threshold"].transpose("sample", "subscale", "cut").values[:, None]
+    tau_m = expected_rating_np(theta, disc, kappa)
+    out = np.zeros((len(pick), posterior.sizes["client"], tau_m.shape[-1]))
+    np.add.at(out, (slice(None), mc), w[None, :, None] * tau_m)
+    return xr.DataArray(
+        out,
+        dims=("sample", "client", "subscale"),
+        coords={"client": posterior["client"].values, "subscale": posterior["subscale"].values},
+        name="alliance_true",
+    )

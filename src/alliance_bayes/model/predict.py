@@ -1,0 +1,287 @@
+r"""Predictive densities of the :mod:`~alliance_bayes.model.build` models for held-out clients.
+
+Used by leave-provider-out K-fold cross-validation (:mod:`alliance_bayes.compare`). This module
+restates the linear predictor of :func:`~alliance_bayes.model.build.build_model` in NumPy, draw by
+draw, from the posterior's named variables; ``tests/test_compare.py`` checks it against the
+sampler's own ``log_likelihood`` group, so the two cannot drift apart unnoticed.
+
+Held-out density with new providers
+-----------------------------------
+For a held-out client :math:`i` and posterior draw :math:`s` from a fit to the training clients,
+
+.. math::
+    p(y_i \mid \theta_s) = \int p\big(y_i \mid \mu_{is} + \textstyle\sum_p w_{ip}
+        (u_{p0} + \sum_k u_{pk} W_{ik}), \sigma_s\big)\, p(u \mid \theta_s)\, du,
+
+where a provider seen in training keeps its posterior effect :math:`u_{ps}` and a provider absent
+from training (a *new* provider) has its effects drawn from their population distribution
+:math:`u_p = \operatorname{diag}(\sigma^u_{t[p],s}, \tau^u_s)\, L_s z`, :math:`z \sim \mathcal N(0, I)`
+(intercept only: :math:`u_{p0} \sim \mathcal N(0, \sigma^u_{t[p],s})`). The integral is estimated by
+Monte Carlo with ``n_mc`` draws of :math:`z` per posterior draw (``method="mc"``, any likelihood),
+or exactly for the Normal likelihood (``method="analytic"``: the new-provider part is Gaussian, so
+:math:`y_i \mid \theta_s \sim \mathcal N(\mu, \sqrt{\sigma^2 + \sum_p w_{ip}^2 a_i^\top \Sigma_{t[p]} a_i})`
+with :math:`a_i = (1, W_{i1}, \dots)`). Then
+:math:`\log p(y_i \mid y_{\text{train}}) = \log \frac1S \sum_s p(y_i \mid \theta_s)`.
+
+Each held-out client's integral is taken separately (pointwise elpd, as in Vehtari, Gelman & Gabry
+2017, doi:10.1007/s11222-016-9696-4), even when two held-out clients share a new provider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import xarray as xr
+from scipy import special, stats
+
+from alliance_bayes.model.design import PROVIDER_TYPES, ModelData
+from alliance_bayes.model.spec import ModelSpec
+
+__all__ = [
+    "heldout_log_density",
+    "linear_predictor",
+    "pointwise_log_likelihood",
+    "subset_data",
+]
+
+
+def subset_data(data: ModelData, mask: np.ndarray) -> ModelData:
+    """The clients of ``data`` where ``mask`` is true, with providers and memberships re-pointed.
+
+    Centring (``*_mean``) is kept from ``data``, so that a training subset and a test subset share one
+    parametrisation and the intercept means the same thing in both.
+    """
+    keep = np.asarray(mask, dtype=bool)
+    if keep.shape != (data.n_clients,):
+        raise ValueError(f"mask must have shape ({data.n_clients},), got {keep.shape}")
+    sub = data.frame.select(keep)
+    idx, weight = sub.membership_arrays()
+    ptype = (
+        sub.providers["provider_type"].astype(str).map({k: i for i, k in enumerate(PROVIDER_TYPES)})
+    )
+    return replace(
+        data,
+        frame=sub,
+        y=data.y[keep],
+        baseline=data.baseline[keep],
+        covariates=data.covariates[keep],
+        care_index=data.care_index[keep],
+        alliance=data.alliance[keep],
+        composite=data.composite[keep],
+        membership_index=np.asarray(idx, np.int64),
+        membership_weight=np.asarray(weight, float),
+        provider_type_index=ptype.to_numpy(np.int64),
+        exclusions={**data.exclusions, "clients_in_model": int(keep.sum())},
+    )
+
+
+def _draws(posterior: xr.Dataset, name: str, max_draws: int | None, seed: int) -> np.ndarray:
+    """(S, ...) array of variable ``name``, chains and draws flattened, optionally thinned."""
+    da = posterior[name]
+    arr = da.values.reshape(da.shape[0] * da.shape[1], *da.shape[2:])
+    return arr[_keep_draws(arr.shape[0], max_draws, seed)]
+
+
+def _n_draws(posterior: xr.Dataset) -> int:
+    return int(posterior.sizes["chain"] * posterior.sizes["draw"])
+
+
+def _keep_draws(n: int, max_draws: int | None, seed: int) -> np.ndarray:
+    if max_draws is None or max_draws >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_draws, replace=False))
+
+
+def linear_predictor(
+    spec: ModelSpec,
+    data: ModelData,
+    posterior: xr.Dataset,
+    *,
+    max_draws: int | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Draw-wise mean of ``y`` without provider effects: (S, client).
+
+    Everything of :func:`~alliance_bayes.model.build.build_model`'s ``mu`` except the provider
+    intercepts and slopes, on the centred design of ``data``.
+    """
+    g = lambda n: _draws(posterior, n, max_draws, seed)  # noqa: E731
+    mu = g("alpha")[:, None] + g("b_baseline")[:, None] * (data.baseline - data.baseline_mean)[None]
+    mu = mu + g("b_covariate") @ data.covariates.T
+    if spec.predictors.alliance == "composite":
+        mu = mu + g("b_alliance")[:, None] * data.composite[None]
+    else:
+        b = g("b")  # (S, care_type, subscale, level)
+        mu = mu + np.einsum("snkl,nkl->sn", b[:, data.care_index], data.alliance)
+    return mu
+
+
+def _log_density(spec: ModelSpec, y, mu, sigma, nu) -> np.ndarray:
+    if spec.likelihood == "student_t":
+        return stats.t.logpdf(y, df=nu, loc=mu, scale=sigma)
+    return stats.norm.logpdf(y, loc=mu, scale=sigma)
+
+
+def _known_provider_part(
+    spec: ModelSpec, data: ModelData, posterior: xr.Dataset, positions: np.ndarray, max_draws, seed
+) -> np.ndarray:
+    """(S, client): sum over the client's providers known to ``posterior`` (``positions >= 0``)."""
+    idx, w = data.membership_index, data.membership_weight
+    known = positions[idx] >= 0  # (client, K)
+    if not known.any():
+        return np.zeros((len(_keep_draws(_n_draws(posterior), max_draws, seed)), data.n_clients))
+    pos = np.where(known, positions[idx], 0)
+    weight = np.where(known, w, 0.0)
+    u0 = _draws(posterior, "u_provider", max_draws, seed)  # (S, provider)
+    part = (u0[:, pos] * weight[None]).sum(axis=-1)
+    if spec.hierarchy.provider_slopes:
+        us = _draws(posterior, "u_provider_slope", max_draws, seed)  # (S, provider, subscale)
+        within = data.alliance[:, :, 0]  # (client, subscale)
+        slope = np.einsum("snkj,nj->snk", us[:, pos], within)
+        part = part + (slope * weight[None]).sum(axis=-1)
+    return part
+
+
+def _provider_positions(data: ModelData, posterior: xr.Dataset) -> np.ndarray:
+    """Position of each of ``data``'s providers in the posterior's ``provider`` coordinate, or -1."""
+    labels = data.frame.providers["provider"].astype(str).tolist()
+    if "provider" not in posterior.coords:
+        return np.full(len(labels), -1, dtype=np.int64)
+    where = {str(p): i for i, p in enumerate(posterior["provider"].values.tolist())}
+    return np.array([where.get(p, -1) for p in labels], dtype=np.int64)
+
+
+def pointwise_log_likelihood(
+    spec: ModelSpec,
+    data: ModelData,
+    posterior: xr.Dataset,
+    *,
+    max_draws: int | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """log p(y_i | θ_s) for clients whose providers are all in ``posterior``: (S, client).
+
+    The NumPy twin of the sampler's ``log_likelihood`` group, used to check this module.
+    """
+    mu = linear_predictor(spec, data, posterior, max_draws=max_draws, seed=seed)
+    if spec.hierarchy.provider_intercepts:
+        positions = _provider_positions(data, posterior)
+        if (positions < 0).any():
+            raise ValueError("some providers are not in the posterior; use heldout_log_density")
+        mu = mu + _known_provider_part(spec, data, posterior, positions, max_draws, seed)
+    sigma = _draws(posterior, "sigma", max_draws, seed)[:, None]
+    nu = (
+        _draws(posterior, "nu", max_draws, seed)[:, None]
+        if spec.likelihood == "student_t"
+        else None
+    )
+    return _log_density(spec, data.y[None], mu, sigma, nu)
+
+
+def _population_cov(spec: ModelSpec, posterior: xr.Dataset, max_draws, seed) -> np.ndarray:
+    """(S, provider_type, E, E) covariance of a new provider's effects (intercept, subscale slopes)."""
+    sd0 = _draws(posterior, "sd_provider", max_draws, seed)  # (S, provider_type)
+    if not spec.hierarchy.provider_slopes:
+        return (sd0**2)[:, :, None, None]
+    sds = _draws(posterior, "sd_provider_slope", max_draws, seed)  # (S, subscale)
+    pairs = _draws(posterior, "corr_provider", max_draws, seed)  # (S, pair)
+    n_eff = 1 + sds.shape[1]
+    rows, cols = np.tril_indices(n_eff, k=-1)
+    corr = np.broadcast_to(np.eye(n_eff), (sd0.shape[0], n_eff, n_eff)).copy()
+    corr[:, rows, cols] = pairs
+    corr[:, cols, rows] = pairs
+    scale = np.concatenate(
+        [
+            sd0[:, :, None],
+            np.broadcast_to(sds[:, None, :], (sd0.shape[0], sd0.shape[1], sds.shape[1])),
+        ],
+        axis=-1,
+    )  # (S, type, E)
+    return corr[:, None] * scale[..., :, None] * scale[..., None, :]
+
+
+def heldout_log_density(
+    spec: ModelSpec,
+    data: ModelData,
+    posterior: xr.Dataset,
+    *,
+    method: str = "mc",
+    n_mc: int = 200,
+    max_draws: int | None = None,
+    seed: int = 0,
+    chunk: int | None = None,
+) -> np.ndarray:
+    """log p(y_i | training data) for each client of ``data`` (the held-out clients): (client,).
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The model that ``posterior`` was fitted with.
+    data : ModelData
+        The held-out clients, centred like the training data (see :func:`subset_data`).
+    posterior : xarray.Dataset
+        Posterior of the fit to the training clients.
+    method : {"mc", "analytic"}
+        Monte Carlo integral over new providers' effects (any likelihood), or the exact Gaussian
+        integral (Normal likelihood only).
+    n_mc : int
+        Monte Carlo draws of each new provider's effects per posterior draw.
+    max_draws : int, optional
+        Use at most this many posterior draws (a random subset).
+    seed : int
+        Seed for the draw subset and the Monte Carlo draws.
+    chunk : int, optional
+        Clients per block; by default about 2·10⁷ Monte Carlo numbers per block.
+    """
+    if method not in ("mc", "analytic"):
+        raise ValueError("method must be 'mc' or 'analytic'")
+    if method == "analytic" and spec.likelihood != "normal":
+        raise ValueError("method='analytic' needs the Normal likelihood")
+    mu = linear_predictor(spec, data, posterior, max_draws=max_draws, seed=seed)
+    sigma = _draws(posterior, "sigma", max_draws, seed)
+    nu = _draws(posterior, "nu", max_draws, seed) if spec.likelihood == "student_t" else None
+    n_draws = mu.shape[0]
+    if not spec.hierarchy.provider_intercepts:
+        lp = _log_density(
+            spec, data.y[None], mu, sigma[:, None], None if nu is None else nu[:, None]
+        )
+        return special.logsumexp(lp, axis=0) - np.log(n_draws)
+
+    positions = _provider_positions(data, posterior)
+    mu = mu + _known_provider_part(spec, data, posterior, positions, max_draws, seed)
+    idx, w = data.membership_index, data.membership_weight
+    new_w = np.where(positions[idx] < 0, w, 0.0)  # (client, K) weights of new providers
+    new_type = data.provider_type_index[idx]  # (client, K)
+    cov = _population_cov(spec, posterior, max_draws, seed)  # (S, type, E, E)
+    n_eff = cov.shape[-1]
+    a = np.concatenate([np.ones((data.n_clients, 1)), data.alliance[:, :, 0]], axis=1)[:, :n_eff]
+
+    out = np.empty(data.n_clients)
+    rng = np.random.default_rng(seed)
+    chol = np.linalg.cholesky(cov + 1e-12 * np.eye(n_eff))  # (S, type, E, E)
+    if chunk is None:
+        chunk = max(1, int(2e7 // (n_draws * n_mc * idx.shape[1] * n_eff)))
+    for start in range(0, data.n_clients, chunk):
+        sl = slice(start, min(start + chunk, data.n_clients))
+        y, m = data.y[sl], mu[:, sl]  # (n,), (S, n)
+        nw, nt, ai = new_w[sl], new_type[sl], a[sl]
+        if method == "analytic":
+            # Var of sum_k w_k a' u_k with independent u_k ~ N(0, Σ_t): sum_k w_k² a' Σ_t a.
+            quad = np.einsum("ne,stef,nf->stn", ai, cov, ai)  # (S, type, n)
+            quad = quad[:, nt, np.arange(len(y))[:, None]]  # (S, n, K): each slot's provider type
+            var_u = (nw[None] ** 2 * quad).sum(-1)
+            sd = np.sqrt(sigma[:, None] ** 2 + var_u)
+            lp = stats.norm.logpdf(y[None], loc=m, scale=sd)
+        else:
+            z = rng.standard_normal((n_draws, n_mc, len(y), nw.shape[1], n_eff))
+            # u = L_t z for each slot's provider type; effect on y is a' u.
+            lt = chol[:, nt]  # (S, n, K, E, E)
+            eff = np.einsum("snkef,smnkf,ne->smnk", lt, z, ai)
+            shift = (eff * nw[None, None]).sum(-1)  # (S, M, n)
+            sc = sigma[:, None, None]
+            df = None if nu is None else nu[:, None, None]
+            lpm = _log_density(spec, y[None, None], m[:, None] + shift, sc, df)
+            lp = special.logsumexp(lpm, axis=1) - np.log(n_mc)  # (S, n)
+        out[sl] = special.logsumexp(lp, axis=0) - np.log(n_draws)
+    return out

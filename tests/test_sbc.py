@@ -1,0 +1,210 @@
+"""Simulation-based calibration: the runner, its uniformity tests, and a small SBC that can fail.
+
+The MCMC tests run a small SBC (50 replicates on a design of about 85 clients in 15 providers) of a
+varying-intercept model twice: once with data drawn from the fitting model's own prior (must pass),
+once with data drawn from a prior whose provider-SD and residual-SD scales are 3x wider (a mis-scaled
+prior in the fitting model, which must be caught).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from alliance_bayes.sbc import (
+    LOGLIK,
+    SBCDesign,
+    SBCError,
+    SBCSettings,
+    all_calibrated,
+    ecdf_band,
+    load_replicates,
+    quantity_labels,
+    replicate_seeds,
+    run_sbc,
+    summarise,
+    uniformity,
+)
+
+HERE = Path(__file__).resolve().parent
+SPEC = str(HERE / "sbc" / "vi_normal.toml")
+WIDE = str(HERE / "sbc" / "vi_wide.toml")
+DESIGN = SBCDesign(
+    n_coach_clients=80,
+    n_therapist_clients=25,
+    n_both_clients=25,
+    n_therapists=5,
+    n_coaches=10,
+    seed=11,
+)
+REPLICATES = 50
+
+
+def _settings(generate_spec: str | None = None, **overrides) -> SBCSettings:
+    values = {
+        "spec": SPEC,
+        "generate_spec": generate_spec,
+        "design": DESIGN,
+        "replicates": REPLICATES,
+        "seed": 20230505,
+        "chains": 2,
+        "tune": 300,
+        "draws": 300,
+        "thin_to": 100,
+    }
+    values.update(overrides)
+    return SBCSettings(**values)
+
+
+# --- fast checks (no sampling) ------------------------------------------------------------------
+
+
+def _table(pits: dict[str, np.ndarray]) -> pd.DataFrame:
+    return pd.DataFrame({f"pit:{k}": v for k, v in pits.items()})
+
+
+def test_uniformity_accepts_uniform_and_rejects_shifted_or_overdispersed_ranks():
+    rng = np.random.default_rng(1)
+    n = 200
+    table = _table(
+        {
+            "uniform": rng.uniform(size=n),
+            "biased": rng.beta(1.6, 1.0, size=n),  # posterior systematically too low
+            "too_narrow": rng.beta(0.5, 0.5, size=n),  # U-shaped: posterior too narrow
+            "too_wide": rng.beta(3.0, 3.0, size=n),  # hump: posterior too wide
+        }
+    )
+    result = uniformity(table).set_index("quantity")
+    assert result.loc["uniform", "calibrated"]
+    assert result.loc["uniform", "ecdf_p"] > 0.05 and result.loc["uniform", "chi2_p"] > 0.05
+    for q in ("biased", "too_narrow", "too_wide"):
+        assert not result.loc[q, "calibrated"], q
+    assert not all_calibrated(result)
+
+
+def test_simultaneous_band_has_its_coverage():
+    """About 95% of null ECDFs stay inside the simultaneous 95% band (Säilynoja et al. 2022)."""
+    n, sims = 50, 400
+    z, lower, upper = ecdf_band(n, 0.95)
+    rng = np.random.default_rng(7)
+    u = np.sort(rng.uniform(size=(sims, n)), axis=1)
+    ecdf = np.stack([np.searchsorted(row, z, side="right") / n for row in u])
+    inside = ((ecdf >= lower - 1e-12) & (ecdf <= upper + 1e-12)).all(axis=1).mean()
+    assert 0.92 <= inside <= 0.98
+    # a pointwise 95% band would be much narrower than the simultaneous one
+    assert np.all(upper - lower >= 0) and (upper - lower).max() > 0.25
+
+
+def test_replicate_seeds_do_not_depend_on_the_run_size():
+    seeds = [replicate_seeds(5, i) for i in range(100)]
+    assert seeds[3] == replicate_seeds(5, 3)
+    assert len({s for triple in seeds for s in triple}) == 300
+    assert replicate_seeds(6, 3) != replicate_seeds(5, 3)
+
+
+def test_who5_change_quantities_cover_the_key_estimands():
+    from alliance_bayes.model.build import build_model
+    from alliance_bayes.model.spec import load_spec
+    from alliance_bayes.sbc import sbc_design
+
+    spec = load_spec("who5_change")
+    model = build_model(spec, sbc_design(spec, DESIGN))
+    labels = [q[0] for q in quantity_labels(model)]
+    for label in (
+        "mu_b[goal,within]",
+        "mu_b[bond,between]",
+        "sd_provider[therapist]",
+        "sd_provider[coach]",
+        "sigma",
+        "b_baseline",
+        "b[coach,goal,within]",
+        "sd_provider_slope[goal]",
+    ):
+        assert label in labels
+    assert len(labels) == len(set(labels))
+
+
+# --- a small SBC that passes for the right model and fails for a mis-scaled prior ----------------
+
+
+@pytest.fixture(scope="module")
+def sbc_runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sbc")
+    runs = {}
+    for name, generate in (("correct", None), ("mis_scaled", WIDE)):
+        out = folder / name
+        assert run_sbc(_settings(generate), out, workers=1) == REPLICATES
+        runs[name] = (out, summarise(out))
+    return runs
+
+
+@pytest.mark.mcmc
+def test_sbc_of_the_correct_model_is_calibrated(sbc_runs):
+    out, result = sbc_runs["correct"]
+    table = result["uniformity"]
+    assert len(result["table"]) == REPLICATES
+    assert set(table["quantity"]) >= {LOGLIK, "sigma", "sd_provider[coach]", "b_baseline"}
+    assert (table["n"] == REPLICATES).all()
+    assert result["calibrated"], table.to_string()
+    for name in ("ranks.csv", "uniformity.csv", "ecdf_difference.png", "summary.md"):
+        assert (out / name).is_file(), name
+    assert "calibrated" in (out / "summary.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.mcmc
+def test_sbc_catches_a_mis_scaled_prior(sbc_runs):
+    _, result = sbc_runs["mis_scaled"]
+    table = result["uniformity"].set_index("quantity")
+    assert not result["calibrated"], table.to_string()
+    # the quantities whose prior is wrong (or that see all of them: the log-likelihood) fail
+    failing = set(table.index[~table["calibrated"]])
+    assert failing & {"sigma", "sd_provider[therapist]", "sd_provider[coach]", LOGLIK}, failing
+    assert "NOT calibrated" in (sbc_runs["mis_scaled"][0] / "summary.md").read_text("utf-8")
+
+
+@pytest.mark.mcmc
+def test_sbc_resumes_and_refuses_to_mix_runs(sbc_runs):
+    out, _ = sbc_runs["correct"]
+    before = load_replicates(out)
+    assert run_sbc(_settings(), out, workers=1) == 0  # every replicate is already written
+    # a lost replicate is rerun alone, with the same seeds and so the same ranks
+    lost = out / "replicates" / "rep-00007.json"
+    old = json.loads(lost.read_text(encoding="utf-8"))
+    lost.unlink()
+    assert run_sbc(_settings(), out, workers=1) == 1
+    new = json.loads(lost.read_text(encoding="utf-8"))
+    assert new["rank"] == old["rank"] and new["seeds"] == old["seeds"]
+    pd.testing.assert_frame_equal(
+        before.filter(like="rank:"), load_replicates(out).filter(like="rank:")
+    )
+    with pytest.raises(SBCError, match="other settings"):
+        run_sbc(_settings(seed=1), out, workers=1)
+
+
+@pytest.mark.slow
+def test_sbc_cli_runs_replicates_in_parallel_workers(tmp_path):
+    """``scripts/sbc.py`` with two worker processes (each compiles once) writes every output."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "cli"
+    args = [
+        sys.executable,
+        str(HERE.parent / "scripts" / "sbc.py"),
+        *("--spec", SPEC, "--replicates", "6", "--workers", "2", "--out", str(out)),
+        *("--chains", "2", "--tune", "300", "--draws", "300", "--thin-to", "100"),
+        *("--n-coach-clients", "80", "--n-therapist-clients", "25", "--n-both-clients", "25"),
+        *("--n-therapists", "5", "--n-coaches", "10"),
+    ]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    table = load_replicates(out)
+    assert sorted(table["replicate"]) == list(range(6))
+    assert (out / "summary.md").is_file() and (out / "ecdf_difference.png").is_file()
+    # a replicate's seeds do not depend on which worker ran it
+    record = json.loads((out / "replicates" / "rep-00003.json").read_text(encoding="utf-8"))
+    assert record["seeds"]["prior"] == replicate_seeds(20230505, 3)[0]
