@@ -128,8 +128,12 @@ def test_ratings_log_density_is_the_session_level_ordered_logistic(small_frame):
     ]
     graphs = model.replace_rvs_by_values([model[n] for n in names])
     vals = dict(zip(names, evaluate(graphs), strict=True))
-    e = vals["z_client_alliance"] @ vals["chol_client_alliance"].T
-    a = (vals["z_provider_alliance"] @ vals["chol_provider_alliance"].T) * vals[
+
+    def centred(z):  # the model centres z over clients / providers (unit variance kept)
+        return (z - z.mean(axis=0)) * np.sqrt(len(z) / (len(z) - 1.0))
+
+    e = centred(vals["z_client_alliance"]) @ vals["chol_client_alliance"].T
+    a = (centred(vals["z_provider_alliance"]) @ vals["chol_provider_alliance"].T) * vals[
         "sd_provider_alliance"
     ]
     ses = data.frame.sessions

@@ -248,3 +248,19 @@ def test_forbidden_ids_abort(run, tmp_path):
 def test_outcome_units_from_meta():
     assert bundle_mod.outcome_units_from_meta({"outcome": "phq9_followup"}) == "PHQ-9 points"
     assert bundle_mod.outcome_units_from_meta({"outcome": "who5_followup"}) == "WHO-5 points"
+
+
+def test_report_links_the_trust_checks_when_they_exist(tmp_path):
+    from alliance_bayes.report.bundle import _trust_section
+
+    missing = "\n".join(_trust_section(tmp_path, "who5_change"))
+    assert "SBC: not run yet" in missing and "scripts/compare.py" in missing
+    sbc = tmp_path / "sbc" / "who5_change"
+    sbc.mkdir(parents=True)
+    (sbc / "summary.md").write_text("# SBC\n- verdict: **calibrated**\n")
+    sens = tmp_path / "sensitivity" / "run1"
+    sens.mkdir(parents=True)
+    (sens / "who5_change.md").write_text("|a|\n| `b_x` | robust |\n| `sd_y` | prior-sensitive |\n")
+    found = "\n".join(_trust_section(tmp_path, "who5_change"))
+    assert "../../sbc/who5_change/summary.md" in found and "calibrated" in found
+    assert "1 of 2 estimands robust" in found

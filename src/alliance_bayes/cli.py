@@ -218,7 +218,7 @@ def run_metadata(spec, data, settings, timings, data_sha256: str) -> dict:
         "effect_units": spec.effect_units,
         "seed": settings.seed,
         "sampler": settings.sampler,
-        "backend": settings.backend if settings.sampler == "nutpie" else "pytensor default",
+        "backend": settings.backend,
         "chains": settings.chains,
         "draws": settings.draws,
         "tune": settings.tune,

@@ -19,36 +19,29 @@ from pymc.model.transform.conditioning import remove_value_transforms
 from alliance_bayes.model.spec import SamplerSpec
 
 PREDICTIVE_DRAWS_PER_CHAIN = 250
+# With numba's fastmath on, a model loaded from PyTensor's on-disk cache is numerically different
+# from a fresh compile (separately cached pieces are re-associated differently), so the same seed gave
+# different draws depending on whether the cache was warm. Measured: cold and warm runs each reproduce
+# themselves but disagree; with fastmath off they agree and the cache still saves the compile time.
+REPRODUCIBLE_COMPILE = {"numba__fastmath": False}
 
 
 @dataclass(frozen=True)
-class SamplerSettings:
-    """What one run of the sampler used (recorded in ``run.json``)."""
+class SamplerSettings(SamplerSpec):
+    """What one run of the sampler uses: a spec's ``[sampler]`` table plus run-time choices."""
 
-    sampler: str = "nutpie"
-    backend: str = "numba"
-    chains: int = 4
-    draws: int = 1000
-    tune: int = 1000
-    seed: int = 20221013
-    target_accept: float = 0.9
-    prior_draws: int = 500
     progressbar: bool = True
+
+    @property
+    def sampler(self) -> str:
+        return self.name
 
     @classmethod
     def from_spec(cls, spec: SamplerSpec, **overrides) -> SamplerSettings:
         """Settings from a spec's ``[sampler]`` table, with CLI overrides (``None`` = keep)."""
-        values = {
-            "sampler": spec.name,
-            "backend": spec.backend,
-            "chains": spec.chains,
-            "draws": spec.draws,
-            "tune": spec.tune,
-            "seed": spec.seed,
-            "target_accept": spec.target_accept,
-            "prior_draws": spec.prior_draws,
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values = {**asdict(spec), **{k: v for k, v in overrides.items() if v is not None}}
+        if "sampler" in values:
+            values["name"] = values.pop("sampler")
         return cls(**values)
 
     def to_dict(self) -> dict:
@@ -83,7 +76,7 @@ def sample_model(
     # that pip installs no system BLAS; that function does no linear algebra, so the warning is noise.
     with (
         model,
-        pytensor.config.change_flags(mode=settings.backend.upper()),
+        pytensor.config.change_flags(mode=settings.backend.upper(), **REPRODUCIBLE_COMPILE),
         warnings.catch_warnings(),
     ):
         warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
@@ -204,7 +197,7 @@ def compile_for_refit(model: pm.Model, settings: SamplerSettings):
         raise ValueError(
             f"refitting a compiled model needs the nutpie sampler, not {settings.sampler!r}"
         )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), pytensor.config.change_flags(**REPRODUCIBLE_COMPILE):
         warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
         return nutpie.compile_pymc_model(model, backend=settings.backend, freeze_model=False)
 

@@ -26,17 +26,22 @@ subscale (item) :math:`s` in goal, bond (and task when measured), each session r
 
 with item thresholds :math:`\kappa_s` (lowest :math:`\kappa_{s,1} \sim \mathcal N(0, s_\kappa)`,
 gaps :math:`\kappa_{s,k+1} - \kappa_{s,k} \sim \text{Half-}\mathcal N(s_\kappa)`) and
-discrimination :math:`\alpha_s` (one item per subscale). The latent score is a provider part plus a client part,
+discrimination :math:`\alpha_s` (one item per subscale). The latent score is a provider part
+plus a client part,
 
 .. math::
     \theta_{ips} = a_{ps} + e_{is}, \qquad
     e_i = L_e z_i,\; L_e L_e^\top \sim \text{LKJ}(\eta), \qquad
     a_p = \operatorname{diag}(\sigma^a) L_a z_p,\; L_a L_a^\top \sim \text{LKJ}(\eta),
 
-non-centred (:math:`z \sim \mathcal N(0, 1)`). The client part has unit SD per subscale (the usual
-IRT convention that fixes the latent scale), so :math:`\alpha_s` and the provider SD
-:math:`\sigma^a_s` (relative to the client SD) are identified; the mean is fixed at 0 and the
-thresholds carry the location. With one item per subscale the discrimination is equivalent to the
+non-centred, with :math:`z` standard normal and then centred over clients (and over providers) per
+subscale, rescaled by :math:`\sqrt{n/(n-1)}` to keep unit variance: the thresholds alone carry the
+location. This removes the ridge "shift every latent score and every threshold together", whose
+width is :math:`1/\sqrt n`, far narrower than any other direction (it forces tiny steps).
+The client part has unit SD per subscale (the usual IRT convention that fixes the latent scale),
+so :math:`\alpha_s` and the provider SD :math:`\sigma^a_s` (relative to the client SD) are
+identified; the latent mean is fixed at 0 and the thresholds carry the location. With one item
+per subscale the discrimination is equivalent to the
 latent SD on the logit scale; it is reported as a discrimination under this convention.
 
 From the latent scale to the 1–5 alliance scale
@@ -353,6 +358,12 @@ def expected_rating_np(theta: np.ndarray, discrimination: np.ndarray, thresholds
     return 1.0 + special.expit(eta).sum(axis=-1)
 
 
+def _centred(z):
+    """Centre ``z`` over its first axis, rescaled so that each element keeps unit variance."""
+    n = z.shape[0]
+    return (z - z.mean(axis=0, keepdims=True)) * np.sqrt(n / (n - 1.0))
+
+
 def _ratings_dist(n, log_p, counts, size):
     # Posterior/prior predictive: per-membership multinomials, summed over memberships.
     p = pt.exp(log_p)
@@ -402,8 +413,12 @@ def build_latent_model(
         )
         disc = pm.LogNormal("discrimination", 0.0, ms.discrimination_sd, dims="subscale")
         rows, cols = np.tril_indices(n_sub, k=-1)
-        z_client = pm.Normal("z_client_alliance", 0.0, 1.0, dims=("client", "subscale"))
-        z_prov = pm.Normal("z_provider_alliance", 0.0, 1.0, dims=("provider", "subscale"))
+        # Centred over clients (and over providers): the latent location is carried by the
+        # thresholds alone. Otherwise shifting every z and every threshold together is a narrow
+        # ridge (width 1/sqrt(n)) that a diagonal mass matrix cannot adapt to; after centring, the
+        # mean of z is a free standard normal direction that the likelihood ignores.
+        z_client = _centred(pm.Normal("z_client_alliance", 0.0, 1.0, dims=("client", "subscale")))
+        z_prov = _centred(pm.Normal("z_provider_alliance", 0.0, 1.0, dims=("provider", "subscale")))
         sd_a = pm.HalfNormal("sd_provider_alliance", ms.sd_provider_alliance_sd, dims="subscale")
         if n_sub > 1:
             chol_e = pm.LKJCorr("chol_client_alliance", n=n_sub, eta=pr.lkj_eta)
@@ -546,6 +561,8 @@ def latent_scores(
     s = stacked.isel(sample=pick).transpose("sample", ...)
     z_c = s["z_client_alliance"].transpose("sample", "client", "subscale").values
     z_p = s["z_provider_alliance"].transpose("sample", "provider", "subscale").values
+    z_c = (z_c - z_c.mean(axis=1, keepdims=True)) * np.sqrt(z_c.shape[1] / (z_c.shape[1] - 1.0))
+    z_p = (z_p - z_p.mean(axis=1, keepdims=True)) * np.sqrt(z_p.shape[1] / (z_p.shape[1] - 1.0))
     sd_a = s["sd_provider_alliance"].transpose("sample", "subscale").values
     if "chol_client_alliance" in s:
         lc = s["chol_client_alliance"].values  # (sample, S, S): sample is first after transpose

@@ -194,6 +194,7 @@ def _report_md(
     gate: GateResult,
     tables_md: str,
     figs: list[figures.FigureResult],
+    trust: list[str],
 ) -> str:
     lines = []
     if not gate.passed:
@@ -220,7 +221,7 @@ def _report_md(
     for k in facts:
         if k in meta:
             lines.append(f"| {k} | `{meta[k]}` |")
-    for k in ("versions", "timings"):
+    for k in ("packages", "timings_s"):
         if isinstance(meta.get(k), Mapping):
             val = ", ".join(f"{a}={b}" for a, b in meta[k].items())
             lines.append(f"| {k} | {val} |")
@@ -228,6 +229,7 @@ def _report_md(
     for f in figs:
         png = next((p for p in f.paths if p.suffix == ".png"), f.paths[0])
         lines += [f"### {f.name}", "", f"![{f.name}](figures/{png.name})", "", f.interpretation, ""]
+    lines += trust
     lines += [
         "## Files",
         "",
@@ -237,6 +239,50 @@ def _report_md(
         "",
     ]
     return "\n".join(lines)
+
+
+def _latest(paths: Iterable[Path]) -> Path | None:
+    found = sorted(paths, key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def _trust_section(results_root: Path, spec_name: str) -> list[str]:
+    """Links to the latest SBC, model comparison and prior sensitivity runs of this spec.
+
+    Those checks are expensive and run on their own (``scripts/sbc.py``, ``compare.py``,
+    ``sensitivity.py``) into sibling folders of the results root; the reviewer report points to them,
+    or says how to produce them, so that one page answers "is this fit trustworthy?".
+    """
+    up = Path("..", "..")
+    lines = ["## Calibration, model comparison and prior sensitivity", ""]
+    sbc = results_root / "sbc" / spec_name / "summary.md"
+    if sbc.is_file():
+        verdict = next((ln for ln in sbc.read_text().splitlines() if "verdict" in ln), "")
+        rel = up / "sbc" / spec_name / "summary.md"
+        lines.append(f"- SBC: [{rel}]({rel}) {verdict.lstrip('- ')}")
+    else:
+        lines.append(f"- SBC: not run yet (`python scripts/sbc.py --spec {spec_name}`).")
+    comparison = _latest(
+        p
+        for p in results_root.glob("comparison/*/comparison.md")
+        if f"`{spec_name}`" in p.read_text()
+    )
+    if comparison is not None:
+        rel = up / comparison.relative_to(results_root)
+        lines.append(f"- Model comparison (PSIS-LOO, leave-provider-out K-fold): [{rel}]({rel})")
+    else:
+        lines.append("- Model comparison: not run yet (`python scripts/compare.py`).")
+    sensitivity = _latest(results_root.glob(f"sensitivity/*/{spec_name}.md"))
+    if sensitivity is not None:
+        text = sensitivity.read_text()
+        robust, total = text.count("| robust |"), text.count("\n| `")
+        rel = up / sensitivity.relative_to(results_root)
+        lines.append(f"- Prior sensitivity: {robust} of {total} estimands robust: [{rel}]({rel})")
+    else:
+        lines.append(
+            f"- Prior sensitivity: not run yet (`python scripts/sensitivity.py {spec_name}`)."
+        )
+    return [*lines, ""]
 
 
 def write_bundle(
@@ -321,7 +367,15 @@ def write_bundle(
         )
         _dump_json(gate.to_json(), tmp / "diagnostics.json")
         (tmp / "diagnostics.md").write_text(gate.to_markdown(), encoding="utf-8")
-        report = _report_md(spec_name, run_id, meta, gate, tables_md, figs)
+        report = _report_md(
+            spec_name,
+            run_id,
+            meta,
+            gate,
+            tables_md,
+            figs,
+            _trust_section(Path(results_root), spec_name),
+        )
         (tmp / "report.md").write_text(report, encoding="utf-8")
 
         for path in sorted(tmp.rglob("*")):
