@@ -354,7 +354,13 @@ def _number_column(
 
 
 def _integer_column(
-    df: pd.DataFrame, src: Source, column: str, *, low: int, high: int | None, expected: str,
+    df: pd.DataFrame,
+    src: Source,
+    column: str,
+    *,
+    low: int,
+    high: int | None,
+    expected: str,
     required: bool,
 ) -> pd.Series:
     raw = df[column]
@@ -417,7 +423,8 @@ def _clients(df: pd.DataFrame, src: Source) -> pd.DataFrame:
     out["age"] = _number_column(df, src, "age", 18, 100, required=True, what="an age in years")
     out["sex"] = _category(df, src, "sex", SEXES, required=False)
     out["country"] = (
-        _text(df["country"]) if "country" in df.columns
+        _text(df["country"])
+        if "country" in df.columns
         else pd.Series(np.nan, index=df.index, dtype="str")
     )
     who5 = "a WHO-5 score (0–100 percentage metric)"
@@ -447,7 +454,9 @@ def _clients(df: pd.DataFrame, src: Source) -> pd.DataFrame:
         if one_only.any():
             column = "last_session" if last.isna()[one_only].any() else "first_session"
             raise src.fail_where(
-                one_only, df[column], column,
+                one_only,
+                df[column],
+                column,
                 "both first_session and last_session, or neither (then days_in_care)",
             )
         backwards = last < first
@@ -459,7 +468,12 @@ def _clients(df: pd.DataFrame, src: Source) -> pd.DataFrame:
 
     if has_days:
         days = _integer_column(
-            df, src, "days_in_care", low=0, high=None, required=False,
+            df,
+            src,
+            "days_in_care",
+            low=0,
+            high=None,
+            required=False,
             expected="a whole number of days >= 0 (or empty when dates are given)",
         )
         both = days.notna() & span.notna()
@@ -470,9 +484,7 @@ def _clients(df: pd.DataFrame, src: Source) -> pd.DataFrame:
                 "days_in_care to equal last_session - first_session in days",
                 column="days_in_care",
                 rows=[int(i) + 1 for i in index],
-                got=[
-                    _Bare(f"{days[i]} (dates give {span[i]})") for i in index[:_MAX_SHOWN]
-                ],
+                got=[_Bare(f"{days[i]} (dates give {span[i]})") for i in index[:_MAX_SHOWN]],
             )
         days = days.fillna(span)
     else:
@@ -481,7 +493,9 @@ def _clients(df: pd.DataFrame, src: Source) -> pd.DataFrame:
     if undetermined.any():
         column = "days_in_care" if "days_in_care" in df.columns else "first_session"
         raise src.fail_where(
-            undetermined, df[column], column,
+            undetermined,
+            df[column],
+            column,
             "days_in_care, or first_session and last_session dates, on every row",
         )
     out["first_session"] = first
@@ -518,13 +532,20 @@ def _sessions(df: pd.DataFrame, src: Source) -> pd.DataFrame:
             )
     if has_index:
         index = _integer_column(
-            df, src, "session_index", low=1, high=None, required=True,
+            df,
+            src,
+            "session_index",
+            low=1,
+            high=None,
+            required=True,
             expected="a whole number >= 1 on every row",
         )
         dup = pd.concat([out["client_id"], index.rename("i")], axis=1).duplicated(keep=False)
         if dup.any():
             raise src.fail_where(
-                dup, df["session_index"], "session_index",
+                dup,
+                df["session_index"],
+                "session_index",
                 "each session_index once within a client",
             )
     else:
@@ -545,39 +566,54 @@ def _sessions(df: pd.DataFrame, src: Source) -> pd.DataFrame:
         zero = ~missing & (values == 0)
         if zero.any():
             raise src.fail_where(
-                zero, raw, column,
+                zero,
+                raw,
+                column,
                 "an integer rating from 1 to 5 (0 is not a rating; leave missing items empty)",
             )
         out[column] = _integer_column(
-            df, src, column, low=1, high=5, required=False,
+            df,
+            src,
+            column,
+            low=1,
+            high=5,
+            required=False,
             expected="an integer rating from 1 to 5 (or empty when missing)",
         )
     return out
 
 
 def _links(
-    providers: pd.DataFrame, clients: pd.DataFrame, sessions: pd.DataFrame,
+    providers: pd.DataFrame,
+    clients: pd.DataFrame,
+    sessions: pd.DataFrame,
     sources: Mapping[str, Source],
 ) -> None:
     src = sources["sessions"]
     unknown = ~sessions["client_id"].isin(clients["client_id"])
     if unknown.any():
         raise src.fail_where(
-            unknown, sessions["client_id"], "client_id",
+            unknown,
+            sessions["client_id"],
+            "client_id",
             f"a client_id listed in {sources['clients'].file} (unknown client)",
             quote=True,
         )
     unknown = ~sessions["provider_id"].isin(providers["provider_id"])
     if unknown.any():
         raise src.fail_where(
-            unknown, sessions["provider_id"], "provider_id",
+            unknown,
+            sessions["provider_id"],
+            "provider_id",
             f"a provider_id listed in {sources['providers'].file} (unknown provider)",
             quote=True,
         )
     idle = ~clients["client_id"].isin(sessions["client_id"])
     if idle.any():
         raise sources["clients"].fail_where(
-            idle, clients["client_id"], "client_id",
+            idle,
+            clients["client_id"],
+            "client_id",
             f"every client to have at least one session in {src.file} (client with no sessions)",
             quote=True,
         )
@@ -601,7 +637,9 @@ def validate_tables(
         typed[table] = checks[table](df, src)
     _links(typed["providers"], typed["clients"], typed["sessions"], sources)
     columns = {
-        "providers": PROVIDER_COLUMNS, "clients": CLIENT_COLUMNS, "sessions": SESSION_COLUMNS
+        "providers": PROVIDER_COLUMNS,
+        "clients": CLIENT_COLUMNS,
+        "sessions": SESSION_COLUMNS,
     }
     return tuple(  # type: ignore[return-value]
         typed[t].loc[:, list(columns[t])].reset_index(drop=True) for t in TABLES

@@ -218,10 +218,10 @@ class AnalysisFrame:
         per_client = c["n_sessions"]
         lines = [
             f"Analysis frame (data sha256 {self.data_sha256[:12]})",
-            f"  clients:   {len(c)} ("
-            + ", ".join(f"{k} {int(care[k])}" for k in CARE_TYPES) + ")",
+            f"  clients:   {len(c)} (" + ", ".join(f"{k} {int(care[k])}" for k in CARE_TYPES) + ")",
             f"  providers: {len(p)} ("
-            + ", ".join(f"{k} {int(ptype[k])}" for k in PROVIDER_TYPES) + ")",
+            + ", ".join(f"{k} {int(ptype[k])}" for k in PROVIDER_TYPES)
+            + ")",
             f"  sessions:  {len(self.sessions)} (per client median {_fmt(per_client.median())}, "
             f"range {_fmt(per_client.min())}–{_fmt(per_client.max())})",
             f"  subscales: {', '.join(self.subscales)}",
@@ -323,9 +323,9 @@ def build_frame(
     ses = pd.DataFrame(
         {
             "client_index": raw_sessions["client_id"].map(client_pos).to_numpy(dtype=np.int64),
-            "provider_index": raw_sessions["provider_id"].map(provider_pos).to_numpy(
-                dtype=np.int64
-            ),
+            "provider_index": raw_sessions["provider_id"]
+            .map(provider_pos)
+            .to_numpy(dtype=np.int64),
             "order": raw_sessions["session_index"].to_numpy(dtype=np.int64),
             "row": np.arange(len(raw_sessions), dtype=np.int64),
         }
@@ -340,8 +340,10 @@ def build_frame(
 
     subscales = ("goal", "bond", "task") if sessions["wai_task"].notna().any() else ("goal", "bond")
     ratings = pd.DataFrame(
-        {s: sessions[f"wai_{s}"].to_numpy(dtype=np.float64, na_value=np.nan)
-         for s in _ALL_SUBSCALES}
+        {
+            s: sessions[f"wai_{s}"].to_numpy(dtype=np.float64, na_value=np.nan)
+            for s in _ALL_SUBSCALES
+        }
     )
     ratings["client_index"] = sessions["client_index"]
     ratings["provider_index"] = sessions["provider_index"]
@@ -355,8 +357,12 @@ def build_frame(
     client_sessions = cp.groupby("client_index")["n_sessions"].transform("sum")
     cp["weight"] = cp["n_sessions"] / client_sessions
     memberships = cp[["client_index", "provider_index", "n_sessions", "weight"]].astype(
-        {"client_index": np.int64, "provider_index": np.int64, "n_sessions": np.int64,
-         "weight": np.float64}
+        {
+            "client_index": np.int64,
+            "provider_index": np.int64,
+            "n_sessions": np.int64,
+            "weight": np.float64,
+        }
     )
 
     # ---- client alliance and its within/between split -----------------------------------------
@@ -418,9 +424,11 @@ def build_frame(
     clients["alliance_within"] = clients["alliance"].to_numpy() - b
 
     # ---- providers table ----------------------------------------------------------------------
-    pcounts = cp.groupby("provider_index").agg(
-        n_clients=("client_index", "size"), n_sessions=("n_sessions", "sum")
-    ).reindex(range(n_providers))
+    pcounts = (
+        cp.groupby("provider_index")
+        .agg(n_clients=("client_index", "size"), n_sessions=("n_sessions", "sum"))
+        .reindex(range(n_providers))
+    )
     providers = pd.DataFrame(
         {
             "provider": [f"P{i + 1:04d}" for i in range(n_providers)],

@@ -310,4 +310,3 @@ def _atomic_write(target: Path, payload: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
