@@ -35,8 +35,6 @@ plot, into an atomic folder ``results/comparison/<run-id>/``.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -511,17 +509,11 @@ def write_comparison(
     client and model: elpd_loo_i, pareto_k, elpd_kfold_i, fold; pseudonymised labels only),
     ``run.json`` and ``figures/comparison.png|pdf``.
     """
-    from alliance_bayes.report.bundle import _SAFE_NAME, _dump_json
+    from alliance_bayes.report.bundle import _SAFE_NAME, _dump_json, atomic_folder
 
     if not _SAFE_NAME.match(run_id) or not _SAFE_NAME.match(folder):
         raise ValueError(f"run_id {run_id!r} and folder {folder!r} must match {_SAFE_NAME.pattern}")
-    parent = Path(results_root) / folder
-    final = parent / run_id
-    if final.exists():
-        raise FileExistsError(f"{final} exists; refusing to overwrite it")
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.partial-", dir=parent))
-    try:
+    with atomic_folder(Path(results_root) / folder, run_id) as tmp:
         (tmp / "comparison.md").write_text(table_markdown(table, caption), encoding="utf-8")
         (tmp / "comparison.tex").write_text(table_latex(table, caption), encoding="utf-8")
         table.to_csv(tmp / "comparison.csv", lineterminator="\n")
@@ -529,12 +521,7 @@ def write_comparison(
             pointwise.to_csv(tmp / "pointwise.csv", lineterminator="\n")
         _dump_json(dict(meta), tmp / "run.json")
         plot_comparison(table, tmp / "figures" / "comparison")
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    return Path(results_root) / folder / run_id
 
 
 def pointwise_frame(

@@ -30,8 +30,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -249,18 +247,12 @@ def write_sensitivity(
     """Write ``results_root/<folder>/<run_id>/`` atomically: per table ``<key>.md|.tex|.csv``, and
     ``run.json``. ``tables`` maps a key (e.g. ``who5_change`` or ``psense_who5_pooled``) to a table
     from :func:`combined_table`."""
-    from alliance_bayes.report.bundle import _SAFE_NAME, _dump_json
+    from alliance_bayes.report.bundle import _SAFE_NAME, _dump_json, atomic_folder
 
     for name in (run_id, folder, *tables):
         if not _SAFE_NAME.match(name):
             raise ValueError(f"{name!r} must match {_SAFE_NAME.pattern}")
-    parent = Path(results_root) / folder
-    final = parent / run_id
-    if final.exists():
-        raise FileExistsError(f"{final} exists; refusing to overwrite it")
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.partial-", dir=parent))
-    try:
+    with atomic_folder(Path(results_root) / folder, run_id) as tmp:
         for key, table in tables.items():
             caption = f"Prior sensitivity: {key}"
             (tmp / f"{key}.md").write_text(sensitivity_markdown(table, caption), encoding="utf-8")
@@ -269,9 +261,4 @@ def write_sensitivity(
             )
             table.to_csv(tmp / f"{key}.csv", lineterminator="\n")
         _dump_json(dict(meta), tmp / "run.json")
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    return Path(results_root) / folder / run_id

@@ -22,7 +22,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +286,32 @@ def _trust_section(results_root: Path, spec_name: str) -> list[str]:
     return [*lines, ""]
 
 
+@contextmanager
+def atomic_folder(parent: Path, name: str) -> Iterator[Path]:
+    """Write ``parent/name`` atomically: yield a temporary sibling, rename it into place on success.
+
+    On any exception (an interrupt included) the temporary folder is removed, so nothing that looks
+    finished is left behind. An existing ``parent/name`` is never overwritten.
+    """
+    if not _SAFE_NAME.match(name):
+        raise ValueError(f"{name!r} must match {_SAFE_NAME.pattern}")
+    final = parent / name
+    if final.exists():
+        raise FileExistsError(f"{final} exists; refusing to overwrite it")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent))
+    try:
+        yield tmp
+        if final.exists():  # another writer won the race while we were writing
+            raise FileExistsError(f"{final} appeared during writing; not replacing it")
+        # mkdtemp creates the folder private (0700); give the result ordinary permissions.
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_bundle(
     results_root: str | os.PathLike[str],
     spec_name: str,
@@ -343,19 +370,12 @@ def write_bundle(
             raise ValueError(f"{label} {name!r} must match {_SAFE_NAME.pattern}")
     if not gate.passed and not save_failed:
         raise ConvergenceFailedError(gate.headline())
-    spec_dir = Path(results_root) / spec_name
-    final = spec_dir / run_id
-    if final.exists():
-        raise FileExistsError(f"run folder {final} exists; refusing to overwrite it")
-    spec_dir.mkdir(parents=True, exist_ok=True)
-
     pattern = _token_pattern(forbidden_ids or ())
     # Check the tree before spending time writing it; text files are checked again at the end.
     for where, text in _datatree_strings(dt):
         _check_forbidden(pattern, f"posterior.nc ({where})", text)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.partial-", dir=spec_dir))
-    try:
+    with atomic_folder(Path(results_root) / spec_name, run_id) as tmp:
         prepare_for_netcdf(dt).to_netcdf(tmp / "posterior.nc", engine="h5netcdf")
         _dump_json(dict(meta), tmp / "run.json")
         _estimands_csv(estimands, meta, gate, tmp / "estimands.csv")
@@ -383,12 +403,4 @@ def write_bundle(
                 _check_forbidden(
                     pattern, str(path.relative_to(tmp)), path.read_text(encoding="utf-8")
                 )
-        if final.exists():  # another writer won the race while we were writing
-            raise FileExistsError(f"run folder {final} appeared during writing; not replacing it")
-        # mkdtemp creates the folder private (0700); give the run folder ordinary permissions.
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    return Path(results_root) / spec_name / run_id
