@@ -24,10 +24,12 @@ from alliance_bayes.data.simulate import SimulationConfig, simulate_study, write
 from alliance_bayes.model.build import build_model
 from alliance_bayes.model.design import prepare
 from alliance_bayes.model.measurement import (
+    LATENT_GROUP,
     LatentData,
     build_latent_model,
     expected_rating_np,
     latent_scores,
+    store_latent_scores,
 )
 from alliance_bayes.model.spec import SpecError, load_spec, parse_spec
 from alliance_bayes.report.estimands import compute_estimands, compute_joint_estimands
@@ -164,11 +166,12 @@ def test_expected_rating_limits():
 
 
 def test_latent_scores_match_the_model_graph(small_frame):
-    """The numpy recomputation used by the figures equals the model's own true scores."""
+    """The numpy recomputation equals the model's own true scores, and the bundle stores them
+    thinned in place of the client latent draws."""
     spec = _latent_spec('["who5_followup"]')
     data = prepare(spec, small_frame)
     model = build_latent_model(spec, data, store_scores=True)
-    prior = pm.sample_prior_predictive(draws=3, model=model, random_seed=2)
+    prior = pm.sample_prior_predictive(draws=6, model=model, random_seed=2)
     post = prior["prior"].to_dataset()
     consts = xr.Dataset(
         {
@@ -177,9 +180,19 @@ def test_latent_scores_match_the_model_graph(small_frame):
         }
     )
     got = latent_scores(post, consts)
-    want = post["alliance_true"].stack(sample=("chain", "draw")).transpose("sample", ...)
+    want = post["alliance_true"].transpose("chain", "draw", "client", "subscale")
     np.testing.assert_allclose(got.values, want.values, rtol=1e-10)
     assert np.all((got.values > 1.0) & (got.values < 5.0))
+
+    dt = xr.DataTree.from_dict({"posterior": post, "constant_data": consts})
+    stored = store_latent_scores(dt, draws_per_chain=3)
+    assert "z_client_alliance" not in stored["posterior"].data_vars
+    assert "z_provider_alliance" in stored["posterior"].data_vars
+    assert "z_client_alliance" in dt["posterior"].data_vars  # the input is left alone
+    kept = stored[LATENT_GROUP]["alliance_true"]
+    assert kept.dtype == np.float32
+    assert kept["draw"].values.tolist() == [0, 2, 4]
+    np.testing.assert_allclose(kept.values, want.isel(draw=[0, 2, 4]).values, rtol=1e-6)
 
 
 def test_joint_estimands_keep_the_stable_names():

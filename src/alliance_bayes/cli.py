@@ -171,6 +171,11 @@ def run_fit(argv: list[str] | None = None) -> int:
             effect_units=spec.effect_units,
         )
     gate = check_convergence(dt, estimands)
+    if spec.measurement is not None:
+        from alliance_bayes.inference import PREDICTIVE_DRAWS_PER_CHAIN
+        from alliance_bayes.model.measurement import store_latent_scores
+
+        dt = store_latent_scores(dt, PREDICTIVE_DRAWS_PER_CHAIN)
     timings["wall_total"] = time.perf_counter() - started
 
     meta = run_metadata(spec, data, settings, timings, study.sha256)

@@ -24,10 +24,16 @@ subscale (item) :math:`s` in goal, bond (and task when measured), each session r
         - \kappa_{s,k-1})\big), \quad k = 2,\dots,5,\qquad
     \kappa_{s,1} < \kappa_{s,2} < \kappa_{s,3} < \kappa_{s,4},
 
-with item thresholds :math:`\kappa_s` (lowest :math:`\kappa_{s,1} \sim \mathcal N(0, s_\kappa)`,
-gaps :math:`\kappa_{s,k+1} - \kappa_{s,k} \sim \text{Half-}\mathcal N(s_\kappa)`) and
-discrimination :math:`\alpha_s` (one item per subscale). The latent score is a provider part
-plus a client part,
+with item thresholds :math:`\kappa_s` and discrimination :math:`\alpha_s` (one item per
+subscale). The sampler works with the logit-scale cut-points :math:`c_{s,k} = \alpha_s
+\kappa_{s,k}` (so :math:`\alpha_s\theta - c_{s,k}` is linear in each), anchored at the top: the
+highest :math:`c_{s,4} \sim \mathcal N(0, s_\kappa)`, the gaps below it
+:math:`c_{s,k+1} - c_{s,k} \sim \text{Half-}\mathcal N(s_\kappa)`. The 4|5 cut-point is pinned by
+the many 5s and the 1|2 one only loosely by the few 1s; built upwards from 1|2, the
+well-determined 4|5 would be a sum of every parameter. On the shipped study this choice took the
+gap ESS from about 6 to about 140 per 400 draws (issue 4 note). :math:`\kappa = c/\alpha` is
+stored as ``threshold``;
+the latent score is a provider part plus a client part,
 
 .. math::
     \theta_{ips} = a_{ps} + e_{is}, \qquad
@@ -99,8 +105,10 @@ rating counts per subscale and category. ``ratings`` is observed at that summary
 posterior predictive draws and pointwise log-likelihoods stay small; its log density is nevertheless
 that of **every session rating** (the cell counts per membership and subscale travel as constant
 data), and its predictive draws are sums of the per-membership multinomial draws.
-Per-client latent scores are not stored (draws × clients); :func:`latent_scores` recomputes them
-from the posterior.
+The client latent draws ``z_client_alliance`` (draws × clients × subscales, about 0.5 GB for the
+shipped study) are checked by the convergence gate and then replaced in the saved bundle by
+:func:`store_latent_scores`: each client's true score on the 1–5 scale, every ``thin``-th draw,
+float32, in the group ``latent_alliance``.
 
 References
 ----------
@@ -400,18 +408,20 @@ def build_latent_model(
         pm.Data("alliance_observed", data.observed_scores, dims=("client", "subscale"))
         counts = pm.Data("rating_counts", data.counts, dims=("subscale", "membership", "category"))
 
-        # Ordered thresholds without a custom initial value (PyMC's model graph tools refuse those):
-        # the lowest is Normal, the gaps between consecutive ones Half-Normal.
-        kappa_1 = pm.Normal("threshold_lowest", 0.0, ms.threshold_sd, dims="subscale")
-        gaps = pm.HalfNormal("threshold_gap", ms.threshold_sd, dims=("subscale", "gap"))
-        kappa = pm.Deterministic(
-            "threshold",
-            pt.concatenate(
-                [kappa_1[:, None], kappa_1[:, None] + pt.cumsum(gaps, axis=-1)], axis=-1
-            ),
-            dims=("subscale", "cut"),
-        )
+        # Ordered cut-points on the logit scale, without a custom initial value (PyMC's model graph
+        # tools refuse those): the highest is Normal, the gaps below it Half-Normal. Two choices
+        # here decide how well the sampler mixes on the ceiling-heavy ratings:
+        # - anchored at the top: the 4|5 cut-point is pinned by the many 5s, the 1|2 cut-point
+        #   only loosely by the few 1s; built upwards from 1|2, the well-determined 4|5 would be
+        #   a sum of every parameter, a strong posterior correlation between all of them;
+        # - on the logit scale, c = alpha * kappa: eta = alpha * theta - c keeps c nearly
+        #   orthogonal to alpha, while latent-scale thresholds kappa = c / alpha move with alpha.
+        cut_top = pm.Normal("cutpoint_top", 0.0, ms.threshold_sd, dims="subscale")
+        gaps = pm.HalfNormal("cutpoint_gap", ms.threshold_sd, dims=("subscale", "gap"))
+        below = pt.cumsum(gaps[:, ::-1], axis=-1)[:, ::-1]  # c_4 - c_k for k = 1..3
+        cut = pt.concatenate([cut_top[:, None] - below, cut_top[:, None]], axis=-1)
         disc = pm.LogNormal("discrimination", 0.0, ms.discrimination_sd, dims="subscale")
+        pm.Deterministic("threshold", cut / disc[:, None], dims=("subscale", "cut"))
         rows, cols = np.tril_indices(n_sub, k=-1)
         # Centred over clients (and over providers): the latent location is carried by the
         # thresholds alone. Otherwise shifting every z and every threshold together is a narrow
@@ -434,7 +444,7 @@ def build_latent_model(
         else:
             e, a = z_client, z_prov * sd_a
         theta = a[mem_provider] + e[mem_client]  # (membership, subscale)
-        eta = disc[None, :, None] * (theta[:, :, None] - kappa[None, :, :])  # (M, S, 4)
+        eta = disc[None, :, None] * theta[:, :, None] - cut[None, :, :]  # (M, S, 4)
         log_p = _log_category_probs(eta).dimshuffle(1, 0, 2)  # (S, M, 5)
         pm.CustomDist(
             RATINGS,
@@ -535,34 +545,26 @@ def build_latent_model(
 
 
 # --------------------------------------------------------------------------------------------------
-def latent_scores(
-    posterior: xr.Dataset, constant: xr.Dataset, *, max_draws: int = 200
-) -> xr.DataArray:
-    """Per-client true scores on the 1–5 scale, recomputed from (a thinned subset of) the draws.
+def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
+    r"""Per-client true scores on the 1–5 scale, recomputed from posterior draws.
 
     Parameters
     ----------
     posterior : xarray.Dataset
-        The ``posterior`` group of a latent-alliance fit.
+        The ``posterior`` group of a latent-alliance fit (or a thinned copy of it); needs the
+        client latent draws ``z_client_alliance``.
     constant : xarray.Dataset
         Its ``constant_data`` (``mem_client``, ``mem_provider``, ``mem_weight``).
-    max_draws : int
-        At most this many draws, evenly thinned over chains and draws.
 
     Returns
     -------
     xarray.DataArray
-        Dims ``(sample, client, subscale)``: :math:`\\tau_{is} = \\sum_p w_{ip} E[r \\mid
-        \\theta_{ips}]`, the quantity the model's outcome regressions use.
+        Dims ``(chain, draw, client, subscale)``: :math:`\tau_{is} = \sum_p w_{ip} E[r \mid
+        \theta_{ips}]`, the quantity the model's outcome regressions use.
     """
-    stacked = posterior.stack(sample=("chain", "draw"))
-    n = stacked.sizes["sample"]
-    pick = np.unique(np.linspace(0, n - 1, min(max_draws, n)).round().astype(int))
-    s = stacked.isel(sample=pick).transpose("sample", ...)
-    z_c = s["z_client_alliance"].transpose("sample", "client", "subscale").values
-    z_p = s["z_provider_alliance"].transpose("sample", "provider", "subscale").values
-    z_c = (z_c - z_c.mean(axis=1, keepdims=True)) * np.sqrt(z_c.shape[1] / (z_c.shape[1] - 1.0))
-    z_p = (z_p - z_p.mean(axis=1, keepdims=True)) * np.sqrt(z_p.shape[1] / (z_p.shape[1] - 1.0))
+    s = posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
+    z_c = _centred_np(s["z_client_alliance"].transpose("sample", "client", "subscale").values)
+    z_p = _centred_np(s["z_provider_alliance"].transpose("sample", "provider", "subscale").values)
     sd_a = s["sd_provider_alliance"].transpose("sample", "subscale").values
     if "chol_client_alliance" in s:
         lc = s["chol_client_alliance"].values  # (sample, S, S): sample is first after transpose
@@ -578,11 +580,48 @@ def latent_scores(
     disc = s["discrimination"].transpose("sample", "subscale").values[:, None, :]
     kappa = s["threshold"].transpose("sample", "subscale", "cut").values[:, None]
     tau_m = expected_rating_np(theta, disc, kappa)
-    out = np.zeros((len(pick), posterior.sizes["client"], tau_m.shape[-1]))
+    out = np.zeros((s.sizes["sample"], posterior.sizes["client"], tau_m.shape[-1]))
     np.add.at(out, (slice(None), mc), w[None, :, None] * tau_m)
-    return xr.DataArray(
+    scores = xr.DataArray(
         out,
         dims=("sample", "client", "subscale"),
-        coords={"client": posterior["client"].values, "subscale": posterior["subscale"].values},
+        coords={
+            "sample": s["sample"],
+            "client": posterior["client"].values,
+            "subscale": posterior["subscale"].values,
+        },
         name="alliance_true",
     )
+    return scores.unstack("sample").transpose("chain", "draw", "client", "subscale")
+
+
+def _centred_np(z: np.ndarray) -> np.ndarray:
+    """:func:`_centred` over axis 1 (axis 0 is the draw)."""
+    n = z.shape[1]
+    return (z - z.mean(axis=1, keepdims=True)) * np.sqrt(n / (n - 1.0))
+
+
+LATENT_GROUP = "latent_alliance"
+
+
+def store_latent_scores(dt: xr.DataTree, draws_per_chain: int) -> xr.DataTree:
+    """Replace the client latent draws by the clients' true scores, thinned, in their own group.
+
+    The raw ``z_client_alliance`` draws are (draws × clients × subscales) float64, about 0.5 GB
+    for the shipped study at the default settings, and only meaningful through the model's
+    transformation. What a reader needs is each client's true score on the 1–5 scale with its
+    uncertainty: :func:`latent_scores` of every ``thin``-th draw, float32, as
+    ``dt["latent_alliance"]["alliance_true"]`` (chain, draw, client, subscale), where ``draw``
+    keeps the original draw numbers. Call it after the convergence gate, which checks every
+    element of the posterior, ``z_client_alliance`` included.
+    """
+    post = dt["posterior"].to_dataset()
+    thin = max(1, post.sizes["draw"] // draws_per_chain)
+    scores = latent_scores(
+        post.isel(draw=slice(None, None, thin)), dt["constant_data"].to_dataset()
+    )
+    out = dt.copy()
+    out[LATENT_GROUP] = xr.Dataset({"alliance_true": scores.astype("float32")})
+    out[LATENT_GROUP].attrs["thinned_every"] = thin
+    out["posterior"] = post.drop_vars("z_client_alliance")
+    return out

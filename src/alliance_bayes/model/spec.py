@@ -117,10 +117,11 @@ class MeasurementSpec:
     ``outcomes``: follow-up outcomes modelled jointly (the first must be the spec's ``outcome``;
     at most two, with correlated residuals). Prior scales in ``[priors]`` are on the first
     outcome's metric; for another outcome they are multiplied by the ratio of the outcome ranges
-    (27/100 for PHQ-9 against WHO-5). ``threshold_sd``: Normal SD of the ordered item thresholds
-    (logit units of the client latent SD). ``discrimination_sd``: log-normal SD of the item
-    discriminations (median 1). ``sd_provider_alliance_sd``: Half-Normal scale of the SD of the
-    provider part of the latent alliance, relative to the client part (whose SD is 1).
+    (27/100 for PHQ-9 against WHO-5). ``threshold_sd``: prior scale of the ordered item cut-points
+    on the logit scale (the highest is Normal, the gaps below it Half-Normal).
+    ``discrimination_sd``: log-normal SD of the item discriminations (median 1).
+    ``sd_provider_alliance_sd``: Half-Normal scale of the SD of the provider part of the latent
+    alliance, relative to the client part (whose SD is 1).
     """
 
     outcomes: tuple[str, ...] = ("who5_followup", "phq9_followup")

@@ -388,11 +388,14 @@ def plot_latent_vs_averaged(
     dt: xr.DataTree, outdir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS
 ) -> FigureResult:
     """Each client's latent true score (posterior mean, 1–5 scale) against the averaged rating."""
-    from alliance_bayes.model.measurement import latent_scores
+    from alliance_bayes.model.measurement import LATENT_GROUP, latent_scores
 
     consts = dt["constant_data"].to_dataset()
-    scores = latent_scores(dt["posterior"].to_dataset(), consts)
-    latent = scores.mean("sample")
+    if LATENT_GROUP in dt.children:
+        scores = dt[LATENT_GROUP]["alliance_true"]
+    else:
+        scores = latent_scores(dt["posterior"].to_dataset(), consts)
+    latent = scores.mean(("chain", "draw"))
     observed = consts["alliance_observed"]
     subs = [str(s) for s in latent["subscale"].values]
     fig, axes = plt.subplots(1, len(subs), figsize=(4.2 * len(subs), 3.8), squeeze=False)
@@ -498,7 +501,8 @@ def make_all_figures(
     if {"threshold", "discrimination"} <= set(post):
         results.append(plot_item_characteristic_curves(dt, outdir, formats=formats))
         consts = dt["constant_data"].data_vars if "constant_data" in groups else {}
-        if {"z_client_alliance", "z_provider_alliance"} <= set(post) and {
+        stored = "latent_alliance" in groups or "z_client_alliance" in post
+        if stored and {
             "mem_client",
             "mem_provider",
             "mem_weight",
