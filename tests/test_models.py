@@ -119,8 +119,11 @@ def test_same_seed_same_draws(small_study_dir, fitted):
     _, first = fitted("seed_a", spec, frame, **settings)
     _, second = fitted("seed_b", spec, frame, **settings)
     _, other = fitted("seed_c", spec, frame, **{**settings, "seed": 8})
+    # chains one after another give the same draws as chains in parallel
+    _, serial = fitted("seed_serial", spec, frame, **settings, cores=1)
     for name in ("mu_b", "sd_provider", "sigma", "u_provider"):
         np.testing.assert_array_equal(first["posterior"][name], second["posterior"][name])
+        np.testing.assert_array_equal(first["posterior"][name], serial["posterior"][name])
     np.testing.assert_array_equal(
         first["posterior_predictive"]["y"], second["posterior_predictive"]["y"]
     )
