@@ -86,6 +86,18 @@ likelihood is the bivariate normal, factorised as :math:`y_1 \sim \mathcal N(\mu
 split follows Baldwin, Wampold & Imel (2007), doi:10.1037/0022-006X.75.6.842; alliance as the
 goal/bond/task agreement follows Bordin (1979), doi:10.1037/h0085885.
 
+Sampling cost (shipped study, 2-core machine, nutpie + numba)
+--------------------------------------------------------------
+6,825 free parameters (6,174 client latent scores), 3,893 memberships, 35,160 ratings summarised
+as counts. One gradient costs about 2.7 ms; at the spec's ``target_accept`` 0.9 the step size
+adapts to about 0.09 and every draw takes 63 leapfrog steps (tree depth 6, never saturated).
+Measured with 4 × 2,500 draws: sampling 1,206 s, the smallest bulk ESS 1,519 (15% of the draws)
+and tail ESS 1,913, R-hat ≤ 1.006; the spec's 1,000 draws leave ESS ≈ 600 over the gate's 400.
+The slow directions are the item discriminations (= the client latent SD on the logit scale),
+the top cut-points and ``sd_provider_alliance``: non-centred client scores move with the
+discrimination. A centred client part was tried and mixed worse (discrimination ESS 12 vs 25 per
+400 draws), as was nutpie's low-rank mass matrix (no gain in a 300-draw warm-up).
+
 Missing data
 ------------
 Every client in the sample informs the measurement part, with or without follow-up. A client
