@@ -91,8 +91,13 @@ Sampling cost (shipped study, 2-core machine, nutpie + numba)
 6,825 free parameters (6,174 client latent scores), 3,893 memberships, 35,160 ratings summarised
 as counts. One gradient costs about 2.7 ms; at the spec's ``target_accept`` 0.9 the step size
 adapts to about 0.09 and every draw takes 63 leapfrog steps (tree depth 6, never saturated).
-Measured with 4 × 2,500 draws: sampling 1,206 s, the smallest bulk ESS 1,519 (15% of the draws)
-and tail ESS 1,913, R-hat ≤ 1.006; the spec's 1,000 draws leave ESS ≈ 600 over the gate's 400.
+Measured after 1,000 tuning iterations per chain:
+
+- 4 × 2,500 draws: sampling 1,206 s, smallest bulk ESS 1,519 (15% of the draws), R-hat ≤ 1.006;
+- 4 × 1,000 draws: failed the gate on R-hat 1.016 for ``sd_provider[phq9, therapist]`` (a
+  provider-intercept SD of the outcome part, informed by only 694 PHQ-9 follow-ups);
+- 4 × 1,500 draws (the spec): sampling 770 s, 14.5 min for the whole ``scripts/fit.py`` process,
+  R-hat ≤ 1.007, smallest bulk ESS 851.
 The slow directions are the item discriminations (= the client latent SD on the logit scale),
 the top cut-points and ``sd_provider_alliance``: non-centred client scores move with the
 discrimination. A centred client part was tried and mixed worse (discrimination ESS 12 vs 25 per
