@@ -97,6 +97,7 @@ Measured after 1,000 tuning iterations per chain:
   provider-intercept SD of the outcome part, informed by only 694 PHQ-9 follow-ups);
 - 4 × 1,500 draws (the spec): sampling 770 s, 14.5 min for the whole ``scripts/fit.py`` process,
   R-hat ≤ 1.007, smallest bulk ESS 851.
+
 The slow directions are the item discriminations (= the client latent SD on the logit scale),
 the top cut-points and ``sd_provider_alliance``: non-centred client scores move with the
 discrimination. A centred client part was tried and mixed worse (discrimination ESS 12 vs 25 per
