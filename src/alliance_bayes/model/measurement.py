@@ -383,10 +383,11 @@ def expected_rating_np(theta: np.ndarray, discrimination: np.ndarray, thresholds
     return 1.0 + special.expit(eta).sum(axis=-1)
 
 
-def _centred(z):
-    """Centre ``z`` over its first axis, rescaled so that each element keeps unit variance."""
-    n = z.shape[0]
-    return (z - z.mean(axis=0, keepdims=True)) * np.sqrt(n / (n - 1.0))
+def _centred(z, axis: int = 0):
+    """Centre ``z`` over ``axis``, rescaled so that each element keeps unit variance (PyTensor
+    graph or numpy draws alike)."""
+    n = z.shape[axis]
+    return (z - z.mean(axis=axis, keepdims=True)) * np.sqrt(n / (n - 1.0))
 
 
 def _ratings_dist(n, log_p, counts, size):
@@ -580,8 +581,9 @@ def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
         \theta_{ips}]`, the quantity the model's outcome regressions use.
     """
     s = posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
-    z_c = _centred_np(s["z_client_alliance"].transpose("sample", "client", "subscale").values)
-    z_p = _centred_np(s["z_provider_alliance"].transpose("sample", "provider", "subscale").values)
+    # axis 0 is the draw: centre over clients (providers), as the model graph does
+    z_c = _centred(s["z_client_alliance"].transpose("sample", "client", "subscale").values, 1)
+    z_p = _centred(s["z_provider_alliance"].transpose("sample", "provider", "subscale").values, 1)
     sd_a = s["sd_provider_alliance"].transpose("sample", "subscale").values
     if "chol_client_alliance" in s:
         lc = s["chol_client_alliance"].values  # (sample, S, S): sample is first after transpose
@@ -610,12 +612,6 @@ def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
         name="alliance_true",
     )
     return scores.unstack("sample").transpose("chain", "draw", "client", "subscale")
-
-
-def _centred_np(z: np.ndarray) -> np.ndarray:
-    """:func:`_centred` over axis 1 (axis 0 is the draw)."""
-    n = z.shape[1]
-    return (z - z.mean(axis=1, keepdims=True)) * np.sqrt(n / (n - 1.0))
 
 
 LATENT_GROUP = "latent_alliance"
