@@ -2,8 +2,10 @@ r"""PyMC models of alliance and outcome change, built from a :class:`ModelSpec`.
 
 The family (one TOML in ``models/`` per variant)
 ------------------------------------------------
-For client :math:`i` with follow-up :math:`y_i`, baseline :math:`y^0_i`, centred covariates
-:math:`x_i` (age, male, days in care) and care type :math:`c[i] \in` {therapist, coach, both}:
+For client :math:`i` with follow-up :math:`y_i`, baseline :math:`y^0_i`, standardised covariates
+:math:`x_i` (age, male, days in care; each centred and divided by its sample SD, so that
+:math:`\beta` and its prior are per SD of the covariate; the reported ``b_age`` … are per raw
+unit, :math:`\beta_j / \text{sd}(x_j)`) and care type :math:`c[i] \in` {therapist, coach, both}:
 
 **Paper regression** (``alliance = "composite"``, no hierarchy; Sagui-Henson et al. 2022, Table 2,
 doi:10.1007/s41347-022-00263-5):
@@ -19,21 +21,39 @@ because provider-level and client-level alliance carry different information (Ba
 2007, doi:10.1037/0022-006X.75.6.842; Falkenström et al. 2017, doi:10.1037/ccp0000203):
 
 .. math::
-    \mu_i = \alpha + \beta_0 (y^0_i - \bar y^0) + x_i^\top\beta
+    \mu_i = \alpha + \gamma_{c[i]} + \beta_0 (y^0_i - \bar y^0) + x_i^\top\beta
             + \sum_s \big(b_{c[i],s,W} W_{is} + b_{c[i],s,B} (B_{is} - \bar B_s)\big)
             + \sum_p w_{ip} \big(u_{p0} + \sum_s u_{ps} W_{is}\big)
 
-- care-type slopes partially pooled, non-centred:
-  :math:`b_{c,s,l} = \mu^b_{s,l} + \tau_{s,l} z_{c,s,l}`, :math:`\tau_{s,l} \sim \text{Half-}\mathcal N`
-  with an informative scale, since three care types cannot estimate a variance alone
-  (Gelman 2006, doi:10.1214/06-BA117A);
+- care-type intercepts :math:`\gamma_c` with coach-only care as the reference
+  (:math:`\gamma_{\text{coach}} = 0`), reported as ``b_care[therapist-coach]`` and
+  ``b_care[both-coach]``: the difference in expected follow-up at equal alliance (the sample mean
+  of the between parts, the same within parts) and equal covariates. Provider effects are mean-zero
+  within provider type, so without them a care type's mean outcome has nowhere to go but the slopes
+  and the provider SDs; and care type is a confounder of every alliance slope;
+
+- care-type slopes partially pooled: :math:`b_{c,s,l} = \mu^b_{s,l} + \tau z_{c,s,l}`,
+  :math:`z \sim \mathcal N(0, 1)`, with the spread :math:`\tau` across care types fixed at
+  ``sd_b_sd`` (``care_slope_sd = "fixed"``, the default). Three care types cannot estimate a
+  variance (Gelman 2006, doi:10.1214/06-BA117A): with :math:`\tau \sim \text{Half-}\mathcal N`
+  (``care_slope_sd = "estimated"``) its posterior is close to its prior, and the funnel between
+  :math:`\tau` and the slopes caused divergent transitions on some sampler seeds of the shipped
+  study whichever way it was parametrised (non-centred: at large :math:`\tau`, where the data pin
+  the coach slopes down; centred: at small :math:`\tau`). With :math:`\tau` fixed the prior is
+  Gaussian, the posterior has no funnel, and the care-type slopes are shrunk towards
+  :math:`\mu^b` by the same ridge in every study;
 - provider effects with multiple membership (Browne, Goldstein & Rasbash 2001,
   doi:10.1177/1471082X0100100202): weights :math:`w_{ip}` are the provider's share of the client's
   sessions; :math:`u_p = \operatorname{diag}(\sigma^u_{t[p]}, \tau^u_1, \dots) L z_p` with the
   intercept SD :math:`\sigma^u_t` per provider type, within-slope SDs :math:`\tau^u_s`, and
   :math:`L L^\top \sim \text{LKJ}(\eta)` (non-centred; Betancourt & Girolami 2015, arXiv:1312.0906);
-- residuals :math:`y_i \sim \mathcal N(\mu_i, \sigma)` or Student-t with :math:`\nu - 1 \sim
-  \text{Exp}`.
+- residuals :math:`y_i \sim \mathcal N(\mu_i, \sigma)`, Student-t with :math:`\nu - 1 \sim
+  \text{Exp}`, or (``likelihood = "censored_normal"``) a Normal censored at the bounds of the
+  outcome's metric :math:`[L, U]` (WHO-5 0–100, PHQ-9 0–27; Tobin 1958, doi:10.2307/1907382):
+  a follow-up at :math:`L` contributes :math:`\Phi((L - \mu_i)/\sigma)`, one at :math:`U`
+  contributes :math:`1 - \Phi((U - \mu_i)/\sigma)`, and replicated outcomes are
+  :math:`\min(U, \max(L, y^*))`. The floor is real: 3.5% of WHO-5 follow-ups in the study and
+  8.8% of those of the elevated group are 0, a spike that no Normal reproduces.
 
 Effects are in outcome points per one point of the 1–5 alliance scale. The intercept prior is
 centred at the sample mean of the outcome (as brms does), which is weakly data-dependent and recorded.
@@ -74,8 +94,8 @@ def build_model(spec: ModelSpec, data: ModelData) -> pm.Model:
 
         alpha = pm.Normal("alpha", float(np.mean(data.y)), pr.intercept_sd)
         b_baseline = pm.Normal("b_baseline", 0.0, pr.b_baseline_sd)
-        b_cov = pm.Normal("b_covariate", 0.0, pr.b_covariate_sd, dims="covariate")
-        mu = alpha + b_baseline * (baseline - data.baseline_mean) + pt.dot(x, b_cov)
+        b_cov_z, b_cov = covariate_slopes(pr.b_covariate_sd, data.covariate_sds)
+        mu = alpha + b_baseline * (baseline - data.baseline_mean) + pt.dot(x, b_cov_z)
 
         if spec.predictors.alliance == "composite":
             b_alliance = pm.Normal("b_alliance", 0.0, pr.b_alliance_sd)
@@ -89,6 +109,8 @@ def build_model(spec: ModelSpec, data: ModelData) -> pm.Model:
                 - b_alliance * data.composite_mean,
             )
         else:
+            if spec.hierarchy.care_type_intercepts:
+                mu = mu + care_intercepts(pr.b_care_sd)[data.care_index]
             mu = mu + _subscale_effects(spec, data)
             if spec.hierarchy.provider_intercepts:
                 mu = mu + _provider_effects(spec, data)
@@ -97,18 +119,39 @@ def build_model(spec: ModelSpec, data: ModelData) -> pm.Model:
     return model
 
 
+def covariate_slopes(
+    prior_sd: float | np.ndarray, sds: np.ndarray, dims: tuple[str, ...] = ("covariate",)
+) -> tuple[pt.TensorVariable, pt.TensorVariable]:
+    """Covariate slopes per SD (``b_covariate_z``, sampled) and per raw unit (``b_covariate``)."""
+    b_z = pm.Normal("b_covariate_z", 0.0, prior_sd, dims=dims)
+    return b_z, pm.Deterministic("b_covariate", b_z / sds, dims=dims)
+
+
+def care_intercepts(prior_sd: float | np.ndarray, dims: tuple[str, ...] = ()) -> pt.TensorVariable:
+    """Care-type intercepts against coach-only care: a (..., care_type) tensor, 0 for coach.
+
+    ``b_care`` has dims ``(*dims, "care_contrast")`` = therapist−coach, both−coach.
+    """
+    b_care = pm.Normal("b_care", 0.0, prior_sd, dims=(*dims, "care_contrast"))
+    zero = pt.zeros_like(b_care[..., :1])
+    return pt.concatenate([b_care[..., :1], zero, b_care[..., 1:]], axis=-1)
+
+
 def _subscale_effects(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
-    """Care-type-specific subscale slopes at both levels, partially pooled (non-centred)."""
+    """Care-type-specific subscale slopes at both levels, partially pooled across care types."""
     pr = spec.priors
     dims = ("care_type", "subscale", "level")
-    if spec.hierarchy.care_type_pooling:
+    alliance = pm.Data("alliance_parts", data.alliance, dims=("client", "subscale", "level"))
+    if not spec.hierarchy.care_type_pooling:
+        b = pm.Normal("b", 0.0, pr.mu_b_sd, dims=dims)
+    else:
         mu_b = pm.Normal("mu_b", 0.0, pr.mu_b_sd, dims=dims[1:])
-        sd_b = pm.HalfNormal("sd_b", pr.sd_b_sd, dims=dims[1:])
+        if spec.hierarchy.care_slope_sd == "estimated":
+            sd_b = pm.HalfNormal("sd_b", pr.sd_b_sd, dims=dims[1:])
+        else:
+            sd_b = pr.sd_b_sd
         z_b = pm.Normal("z_b", 0.0, 1.0, dims=dims)
         b = pm.Deterministic("b", mu_b + sd_b * z_b, dims=dims)
-    else:
-        b = pm.Normal("b", 0.0, pr.mu_b_sd, dims=dims)
-    alliance = pm.Data("alliance_parts", data.alliance, dims=("client", "subscale", "level"))
     return (b[data.care_index] * alliance).sum(axis=(1, 2))
 
 
@@ -158,5 +201,59 @@ def _likelihood(spec: ModelSpec, mu: pt.TensorVariable, y: np.ndarray) -> None:
     if spec.likelihood == "student_t":
         nu = pm.Deterministic("nu", 1.0 + pm.Exponential("nu_minus_one", spec.priors.nu_rate))
         pm.StudentT(OUTCOME, nu=nu, mu=mu, sigma=sigma, observed=observed, dims="client")
+    elif spec.likelihood == "censored_normal":
+        censored_normal(OUTCOME, mu, sigma, spec.outcome_range, observed=observed, dims="client")
     else:
         pm.Normal(OUTCOME, mu=mu, sigma=sigma, observed=observed, dims="client")
+
+
+_LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
+
+
+def log_normal_cdf(z: pt.TensorVariable) -> pt.TensorVariable:
+    r""":math:`\log \Phi(z)`, accurate in the far left tail.
+
+    ``log(erfc(-z/√2)/2)`` above :math:`z = -20` (where ``erfc`` is still far from underflow);
+    below it the asymptotic series
+    :math:`-z^2/2 - \log(-z) - \log\sqrt{2\pi} + \log(1 - z^{-2} + 3 z^{-4} - 15 z^{-6})`
+    (Abramowitz & Stegun 26.2.12), relative error below 1e-9 there, and far cheaper than the
+    scaled complementary error function PyMC uses.
+    """
+    safe = pt.minimum(z, -20.0)
+    z2 = safe**2
+    tail = -0.5 * z2 - pt.log(-safe) - _LOG_SQRT_2PI + pt.log1p(-1 / z2 + 3 / z2**2 - 15 / z2**3)
+    return pt.switch(z < -20.0, tail, pt.log(0.5 * pt.erfc(-pt.maximum(z, -20.0) / np.sqrt(2.0))))
+
+
+def censored_normal(
+    name: str,
+    mu: pt.TensorVariable,
+    sigma: pt.TensorVariable,
+    bounds: tuple[float, float],
+    **kwargs,
+) -> pt.TensorVariable:
+    r"""A Normal outcome censored at ``bounds`` (Tobit), as an observed variable.
+
+    The log density is the Normal one for a value strictly inside the bounds,
+    :math:`\log\Phi((L - \mu)/\sigma)` at the lower bound and
+    :math:`\log\Phi((\mu - U)/\sigma)` at the upper; replicates are clipped Normal draws. The
+    cumulative terms are computed only for the values at a bound (found from the value itself, so
+    that refitting to new outcomes through the data container stays correct): computing both for
+    every client, as :class:`pymc.Censored` does, made each gradient about five times as costly.
+    """
+    lower, upper = (float(b) for b in bounds)
+
+    def logp(value, mu, sigma):
+        mu = pt.broadcast_to(mu, value.shape)
+        sigma = pt.broadcast_to(sigma, value.shape)
+        z = (value - mu) / sigma
+        out = -0.5 * z**2 - pt.log(sigma) - _LOG_SQRT_2PI
+        low = pt.nonzero(pt.le(value, lower))[0]
+        high = pt.nonzero(pt.ge(value, upper))[0]
+        out = pt.set_subtensor(out[low], log_normal_cdf((lower - mu[low]) / sigma[low]))
+        return pt.set_subtensor(out[high], log_normal_cdf((mu[high] - upper) / sigma[high]))
+
+    def random(mu, sigma, rng=None, size=None):
+        return np.clip(rng.normal(mu, sigma, size=size), lower, upper)
+
+    return pm.CustomDist(name, mu, sigma, logp=logp, random=random, **kwargs)

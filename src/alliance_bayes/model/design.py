@@ -4,7 +4,9 @@ The model layer consumes an :class:`~alliance_bayes.data.frame.AnalysisFrame`. T
 spec's data filter (all clients, or those elevated at baseline), keeps the clients with an observed
 outcome, baseline and covariates (complete cases: missing follow-up is assumed missing at random given
 the covariates), and centres the predictors so that the intercept is the expected follow-up of an
-average client, which decorrelates it from the slopes and helps the sampler.
+average client, which decorrelates it from the slopes and helps the sampler. Covariates are also
+scaled to unit SD, so that their priors are per SD of the covariate, on the outcome's own scale
+whatever the covariate's units (a day in care and a year of age are not comparable units).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.model.spec import ModelSpec
 
 CARE_TYPES = ("therapist", "coach", "both")
+#: Care-type intercepts are contrasts against coach-only care (the reference: the largest group).
+CARE_CONTRASTS = ("therapist-coach", "both-coach")
 PROVIDER_TYPES = ("therapist", "coach")
 LEVELS = ("within", "between")
 
@@ -31,16 +35,18 @@ class ModelData:
     """Arrays for one model, aligned on the clients that enter the likelihood.
 
     Predictors are centred at their sample means (``*_mean`` keep the means, so that effects stay
-    in natural units and the uncentred intercept can be recovered).
+    in natural units and the uncentred intercept can be recovered); covariates are also divided by
+    their sample SDs (``covariate_sds``).
     """
 
     frame: AnalysisFrame
     y: np.ndarray
     baseline: np.ndarray
     baseline_mean: float
-    covariates: np.ndarray  # (client, covariate), centred
+    covariates: np.ndarray  # (client, covariate), standardised
     covariate_names: tuple[str, ...]
     covariate_means: np.ndarray
+    covariate_sds: np.ndarray
     care_index: np.ndarray  # index into CARE_TYPES
     subscales: tuple[str, ...]
     alliance: np.ndarray  # (client, subscale, level): within part, centred between part
@@ -62,6 +68,7 @@ class ModelData:
             "client": self.frame.clients["client"].tolist(),
             "provider": self.frame.providers["provider"].tolist(),
             "care_type": list(CARE_TYPES),
+            "care_contrast": list(CARE_CONTRASTS),
             "provider_type": list(PROVIDER_TYPES),
             "subscale": list(self.subscales),
             "level": list(LEVELS),
@@ -112,8 +119,7 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
 
     baseline = c[spec.baseline].to_numpy(float)
     cov_names = tuple(spec.predictors.covariates)
-    x = c[list(cov_names)].to_numpy(float).reshape(n, len(cov_names))
-    x_mean = x.mean(axis=0)
+    x, x_mean, x_sd = standardise(c[list(cov_names)].to_numpy(float).reshape(n, len(cov_names)))
 
     alliance = np.stack(
         [
@@ -139,9 +145,10 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
         y=c[spec.outcome].to_numpy(float),
         baseline=baseline,
         baseline_mean=float(baseline.mean()),
-        covariates=x - x_mean,
+        covariates=x,
         covariate_names=cov_names,
         covariate_means=x_mean,
+        covariate_sds=x_sd,
         care_index=care.to_numpy(np.int64),
         subscales=subscales,
         alliance=alliance - alliance_means,
@@ -153,6 +160,23 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
         provider_type_index=ptype.to_numpy(np.int64),
         exclusions=exclusions,
     )
+
+
+def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Columns of ``x`` centred and scaled to unit SD over their non-missing rows.
+
+    Returns ``(z, mean, sd)``; missing cells stay missing. A constant column (SD 0, e.g. a study
+    without men) is centred only (its SD is taken as 1), so its slope is left to its prior.
+    """
+    x = np.asarray(x, dtype=float)
+    if x.shape[0] == 0 or np.isnan(x).all(axis=0).any():
+        mean = np.zeros(x.shape[1])
+        sd = np.ones(x.shape[1])
+    else:
+        mean = np.nanmean(x, axis=0)
+        sd = np.nanstd(x, axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    return (x - mean) / sd, mean, sd
 
 
 def _elevated(clients: pd.DataFrame, spec: ModelSpec) -> pd.Series:

@@ -18,7 +18,7 @@ from training (a *new* provider) has its effects drawn from their population dis
 :math:`u_p = \operatorname{diag}(\sigma^u_{t[p],s}, \tau^u_s)\, L_s z`, :math:`z \sim \mathcal N(0, I)`
 (intercept only: :math:`u_{p0} \sim \mathcal N(0, \sigma^u_{t[p],s})`). The integral is estimated by
 Monte Carlo with ``n_mc`` draws of :math:`z` per posterior draw (``method="mc"``, any likelihood),
-or exactly for the Normal likelihood (``method="analytic"``: the new-provider part is Gaussian, so
+or exactly for the (censored) Normal likelihood (``method="analytic"``: the new-provider part is Gaussian, so
 :math:`y_i \mid \theta_s \sim \mathcal N(\mu, \sqrt{\sigma^2 + \sum_p w_{ip}^2 a_i^\top \Sigma_{t[p]} a_i})`
 with :math:`a_i = (1, W_{i1}, \dots)`). Then
 :math:`\log p(y_i \mid y_{\text{train}}) = \log \frac1S \sum_s p(y_i \mid \theta_s)`.
@@ -108,7 +108,11 @@ def linear_predictor(
     """
     g = lambda n: _draws(posterior, n, max_draws, seed)  # noqa: E731
     mu = g("alpha")[:, None] + g("b_baseline")[:, None] * (data.baseline - data.baseline_mean)[None]
-    mu = mu + g("b_covariate") @ data.covariates.T
+    mu = mu + g("b_covariate_z") @ data.covariates.T
+    if spec.hierarchy.care_type_intercepts and spec.predictors.alliance != "composite":
+        b_care = g("b_care")  # (S, contrast): therapist−coach, both−coach
+        care = np.column_stack([b_care[:, 0], np.zeros(len(b_care)), b_care[:, 1]])
+        mu = mu + care[:, data.care_index]
     if spec.predictors.alliance == "composite":
         mu = mu + g("b_alliance")[:, None] * data.composite[None]
     else:
@@ -120,6 +124,14 @@ def linear_predictor(
 def _log_density(spec: ModelSpec, y, mu, sigma, nu) -> np.ndarray:
     if spec.likelihood == "student_t":
         return stats.t.logpdf(y, df=nu, loc=mu, scale=sigma)
+    if spec.likelihood == "censored_normal":
+        lower, upper = spec.outcome_range
+        y, mu, sigma = np.broadcast_arrays(y, mu, sigma)
+        out = stats.norm.logpdf(y, loc=mu, scale=sigma)
+        low, high = y <= lower, y >= upper
+        out[low] = stats.norm.logcdf(lower, loc=mu[low], scale=sigma[low])
+        out[high] = stats.norm.logsf(upper, loc=mu[high], scale=sigma[high])
+        return out
     return stats.norm.logpdf(y, loc=mu, scale=sigma)
 
 
@@ -236,8 +248,9 @@ def heldout_log_density(
     """
     if method not in ("mc", "analytic"):
         raise ValueError("method must be 'mc' or 'analytic'")
-    if method == "analytic" and spec.likelihood != "normal":
-        raise ValueError("method='analytic' needs the Normal likelihood")
+    if method == "analytic" and spec.likelihood == "student_t":
+        # Censoring applies to the latent Normal outcome, whose new-provider part stays Gaussian.
+        raise ValueError("method='analytic' needs the (censored) Normal likelihood")
     mu = linear_predictor(spec, data, posterior, max_draws=max_draws, seed=seed)
     sigma = _draws(posterior, "sigma", max_draws, seed)
     nu = _draws(posterior, "nu", max_draws, seed) if spec.likelihood == "student_t" else None
@@ -272,7 +285,7 @@ def heldout_log_density(
             quad = quad[:, nt, np.arange(len(y))[:, None]]  # (S, n, K): each slot's provider type
             var_u = (nw[None] ** 2 * quad).sum(-1)
             sd = np.sqrt(sigma[:, None] ** 2 + var_u)
-            lp = stats.norm.logpdf(y[None], loc=m, scale=sd)
+            lp = _log_density(spec, y[None], m, sd, None)
         else:
             z = rng.standard_normal((n_draws, n_mc, len(y), nw.shape[1], n_eff))
             # u = L_t z for each slot's provider type; effect on y is a' u.

@@ -22,6 +22,7 @@ OUTCOMES = {
 }
 COVARIATES = ("age", "male", "days_in_care")
 SAMPLERS = ("nutpie", "pymc")
+LIKELIHOODS = ("normal", "student_t", "censored_normal")
 
 
 class SpecError(ValueError):
@@ -63,14 +64,22 @@ class HierarchySpec:
     """Levels of the hierarchy.
 
     ``care_type_pooling``: subscale slopes partially pooled across therapist / coach / both.
+    ``care_type_intercepts``: the expected outcome at equal alliance and covariates may differ
+    between care types (contrasts against coach-only care). Care type is a confounder of every
+    alliance slope, so every hierarchical model has them unless this is switched off.
     ``provider_intercepts``: provider intercepts with one SD per provider type (multiple membership).
     ``provider_slopes``: within-provider subscale slopes vary across providers, correlated with the
     intercepts (LKJ prior); requires ``provider_intercepts``.
+    ``care_slope_sd``: the spread of the care-type slopes around the pooled slope is
+    ``"fixed"`` at ``sd_b_sd`` (default) or ``"estimated"`` with a Half-Normal(``sd_b_sd``)
+    prior (see :mod:`alliance_bayes.model.build` for why fixed is the default).
     """
 
     care_type_pooling: bool = True
+    care_type_intercepts: bool = True
     provider_intercepts: bool = True
     provider_slopes: bool = True
+    care_slope_sd: str = "fixed"
 
 
 @dataclass(frozen=True)
@@ -79,20 +88,26 @@ class PriorSpec:
 
     Every coefficient has a Normal(0, sd) prior and every SD a Half-Normal(sd) prior, except
     ``lkj_eta`` (LKJ shape) and ``nu_rate`` (Exponential rate of ``nu - 1`` for Student-t).
-    ``sd_b`` is deliberately informative: three care types cannot estimate a variance alone
-    (Gelman 2006, doi:10.1214/06-BA117A).
+    ``intercept_sd`` is around the sample mean of the outcome (the expected follow-up of an
+    average client); ``b_baseline_sd`` is per baseline point; ``b_covariate_sd`` is per SD of the
+    covariate (covariates enter standardised); ``b_care_sd`` is a care-type contrast in outcome
+    points; ``mu_b_sd``, ``b_alliance_sd`` and ``sd_provider_slope_sd`` are per alliance point.
+    ``sd_b_sd`` is the spread of the care-type slopes around the pooled slope (fixed, or the scale
+    of its prior): three care types cannot estimate a variance alone (Gelman 2006,
+    doi:10.1214/06-BA117A).
     """
 
-    intercept_sd: float = 50.0
-    b_baseline_sd: float = 2.0
-    b_covariate_sd: float = 10.0
+    intercept_sd: float = 15.0
+    b_baseline_sd: float = 1.0
+    b_covariate_sd: float = 5.0
+    b_care_sd: float = 10.0
     b_alliance_sd: float = 10.0
     mu_b_sd: float = 10.0
     sd_b_sd: float = 2.0
-    sd_provider_sd: float = 10.0
+    sd_provider_sd: float = 5.0
     sd_provider_slope_sd: float = 3.0
     lkj_eta: float = 2.0
-    sigma_sd: float = 30.0
+    sigma_sd: float = 20.0
     nu_rate: float = 1.0 / 29.0
 
 
@@ -169,7 +184,12 @@ class ModelSpec:
     @property
     def hierarchical(self) -> bool:
         h = self.hierarchy
-        return h.care_type_pooling or h.provider_intercepts or h.provider_slopes
+        return (
+            h.care_type_pooling
+            or h.care_type_intercepts
+            or h.provider_intercepts
+            or h.provider_slopes
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as run (plain data, for ``run.json``)."""
@@ -187,7 +207,7 @@ _SECTIONS = {
     "priors": PriorSpec,
     "sampler": SamplerSpec,
 }
-_TOP_KEYS = {"name", "description", "outcome", "likelihood", "measurement", *_SECTIONS}
+_TOP_KEYS = {"name", "description", "outcome", "likelihood", "measurement", "extends", *_SECTIONS}
 
 
 def _section(where: str, cls: type, raw: Any) -> Any:
@@ -240,11 +260,13 @@ def parse_spec(text: str, source: str = "<string>") -> ModelSpec:
     ------
     SpecError
         On a TOML syntax error, an unknown key, a value of the wrong type, or an impossible value.
+
+    Notes
+    -----
+    ``extends = "<spec name or path>"`` starts from another spec: its tables are merged key by key
+    and top-level values replaced, so that a variant states only what differs.
     """
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise SpecError(f"{source}: not valid TOML: {err}") from err
+    raw = _read_toml(text, source, ())
     unknown = sorted(set(raw) - _TOP_KEYS)
     _check(source, not unknown, f"unknown key(s) {unknown}; expected some of {sorted(_TOP_KEYS)}")
     for key in ("name", "outcome"):
@@ -272,10 +294,39 @@ def parse_spec(text: str, source: str = "<string>") -> ModelSpec:
     return spec
 
 
+def _read_toml(text: str, source: str, chain: tuple[str, ...]) -> dict[str, Any]:
+    """TOML text as a dict, with ``extends`` resolved (recursively, cycles refused)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"{source}: not valid TOML: {err}") from err
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    _check(source, isinstance(base_name, str), "'extends' must be a spec name or path")
+    path = _spec_path(base_name)
+    if path.suffix == ".toml" and not path.is_absolute() and Path(source).is_file():
+        path = Path(source).parent / path  # a relative path is relative to the extending file
+    _check(source, path.is_file(), f"extends {base_name!r}: no such spec ({path})")
+    _check(source, str(path) not in chain, f"extends {base_name!r}: a cycle of extends")
+    base = _read_toml(path.read_text(encoding="utf-8"), str(path), (*chain, str(path)))
+    for key, value in raw.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return base
+
+
+def _spec_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    return path if path.suffix == ".toml" else MODELS_DIR / f"{name_or_path}.toml"
+
+
 def _validate(spec: ModelSpec, src: str) -> None:
     _check(src, spec.name.isidentifier(), f"name {spec.name!r} must be a plain identifier")
     _check(src, spec.outcome in OUTCOMES, f"outcome {spec.outcome!r} not in {sorted(OUTCOMES)}")
-    _check(src, spec.likelihood in ("normal", "student_t"), "likelihood: 'normal' or 'student_t'")
+    _check(src, spec.likelihood in LIKELIHOODS, f"likelihood: one of {list(LIKELIHOODS)}")
     d, p, h, s = spec.data, spec.predictors, spec.hierarchy, spec.sampler
     _check(f"{src} [data]", d.sample in ("all", "elevated"), "sample: 'all' or 'elevated'")
     _check(
@@ -294,13 +345,18 @@ def _validate(spec: ModelSpec, src: str) -> None:
     )
     _check(
         f"{src} [hierarchy]",
+        h.care_slope_sd in ("fixed", "estimated"),
+        "care_slope_sd: 'fixed' or 'estimated'",
+    )
+    _check(
+        f"{src} [hierarchy]",
         not h.provider_slopes or h.provider_intercepts,
         "provider_slopes needs provider_intercepts",
     )
     _check(
         f"{src} [hierarchy]",
         p.alliance in ("subscales", "latent") or not spec.hierarchical,
-        "a hierarchy needs alliance = 'subscales' (slopes are per subscale and level)",
+        "a hierarchy (care-type intercepts included) needs alliance = 'subscales' or 'latent'",
     )
     if spec.measurement is not None:
         m, where = spec.measurement, f"{src} [measurement]"
@@ -333,9 +389,7 @@ def _validate(spec: ModelSpec, src: str) -> None:
 
 def load_spec(name_or_path: str | Path) -> ModelSpec:
     """Load a spec by name (``models/<name>.toml``) or by path."""
-    path = Path(name_or_path)
-    if path.suffix != ".toml":
-        path = MODELS_DIR / f"{name_or_path}.toml"
+    path = _spec_path(name_or_path)
     if not path.is_file():
         known = sorted(p.stem for p in MODELS_DIR.glob("*.toml"))
         raise SpecError(f"{path}: no such model spec; known specs: {known}")

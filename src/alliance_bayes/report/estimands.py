@@ -28,7 +28,14 @@ __all__ = [
 HDI_PROB = 0.95
 
 #: Groups used to lay out tables, in display order.
-KINDS = ("fixed effect", "subscale effect", "contrast", "variance component", "measurement")
+KINDS = (
+    "fixed effect",
+    "subscale effect",
+    "contrast",
+    "variance component",
+    "measurement",
+    "care-type intercept",
+)
 
 #: Columns of :func:`estimand_table` (``units`` follows them).
 TABLE_COLUMNS = (
@@ -97,6 +104,8 @@ def compute_estimands(
 
     Notes
     -----
+    ``b_care[therapist-coach]`` and ``b_care[both-coach]`` are the care-type intercepts: the
+    difference in expected follow-up between care types at equal alliance and covariates.
     Contrasts are ``[therapist-coach]`` and ``[both-coach]`` per subscale and level (coach is the
     reference: the newer, less-studied provider type), and ``b_goal-bond_{level}`` for the pooled
     subscale difference. The provider ICC per provider type is
@@ -134,6 +143,16 @@ def compute_estimands(
             )
     if "b_alliance" in posterior:
         _put(out, "b_alliance", posterior["b_alliance"], units=effect_units, kind=fixed)
+    if "b_care" in posterior:
+        for contrast in (str(c) for c in posterior["b_care"]["care_contrast"].values):
+            _put(
+                out,
+                f"b_care[{contrast}]",
+                posterior["b_care"].sel(care_contrast=contrast),
+                units=f"{outcome_units} at equal alliance and covariates",
+                kind=KINDS[5],
+                care_type=contrast,
+            )
 
     if "mu_b" in posterior:
         mu_b = posterior["mu_b"]

@@ -28,6 +28,7 @@ from alliance_bayes.report.estimands import HDI_PROB, estimand_table
 
 __all__ = [
     "FigureResult",
+    "bound_shares",
     "make_all_figures",
     "plot_energy",
     "plot_forest_subscales",
@@ -38,6 +39,7 @@ __all__ = [
     "plot_provider_effects",
     "plot_rank",
     "plot_rating_ppc",
+    "prior_predictive_bound_share",
 ]
 
 DEFAULT_FORMATS = ("png", "pdf")
@@ -184,6 +186,42 @@ def _flat_draws(da: xr.DataArray) -> np.ndarray:
     return da.stack(sample=("chain", "draw")).transpose("sample", ...).values
 
 
+#: A replicated value within this share of the range from a bound counts as at that bound
+#: (below 2 or above 98 on WHO-5's 0–100), since a Normal replicate is never exactly 0 or 100.
+BOUND_TOLERANCE = 0.02
+
+
+def bound_shares(
+    y_obs: np.ndarray, y_rep: np.ndarray, outcome_range: Sequence[float]
+) -> dict[str, tuple[float, np.ndarray]]:
+    """Observed and replicated shares of clients at the floor and at the ceiling.
+
+    Parameters
+    ----------
+    y_obs : array (client,)
+        Observed outcomes (non-finite entries are ignored).
+    y_rep : array (replicate, client)
+        Replicated outcomes.
+    outcome_range : (lower, upper)
+        Bounds of the outcome's metric.
+
+    Returns
+    -------
+    dict
+        ``{"floor": (observed share, replicated shares), "ceiling": (...)}``. A value counts as at
+        the floor below ``lower + BOUND_TOLERANCE·(upper − lower)``, at the ceiling above
+        ``upper − BOUND_TOLERANCE·(upper − lower)``.
+    """
+    lo, hi = float(outcome_range[0]), float(outcome_range[1])
+    tol = BOUND_TOLERANCE * (hi - lo)
+    ok = np.isfinite(y_obs)
+    obs, rep = np.asarray(y_obs, float)[ok], np.asarray(y_rep, float)[:, ok]
+    return {
+        "floor": (float(np.mean(obs < lo + tol)), np.mean(rep < lo + tol, axis=1)),
+        "ceiling": (float(np.mean(obs > hi - tol)), np.mean(rep > hi - tol, axis=1)),
+    }
+
+
 def plot_ppc(
     dt: xr.DataTree,
     outdir: Path,
@@ -196,9 +234,10 @@ def plot_ppc(
 ) -> FigureResult:
     """Posterior predictive checks on the outcome scale.
 
-    Three panels: histogram of observed ``y`` over ``n_replicates`` replicated histograms; the share
-    at the ceiling (``y >= outcome_range[1]``) observed vs the distribution of replicated shares
-    (all draws); the change score ``y − baseline`` observed vs replicated.
+    Four panels: histogram of observed ``y`` over ``n_replicates`` replicated histograms; the share
+    at the floor and the share at the ceiling, observed vs the distribution of replicated shares
+    (all draws; see :func:`bound_shares`); the change score ``y − baseline`` observed vs
+    replicated.
     """
     y_obs = np.asarray(dt["observed_data"]["y"].values, dtype=float)
     y_rep = _flat_draws(dt["posterior_predictive"]["y"]).astype(float)
@@ -209,41 +248,62 @@ def plot_ppc(
     bins = np.linspace(lo, hi, 26)
     ok = np.isfinite(y_obs)
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
     for i in pick:
         axes[0].hist(y_rep[i], bins=bins, density=True, histtype="step", color="C0", alpha=0.15)
     axes[0].hist(y_obs[ok], bins=bins, density=True, histtype="step", color="black", lw=2)
     axes[0].set_xlabel(outcome_label)
     axes[0].set_title("y: observed (black) vs replicated", fontsize=9)
 
-    share_obs = float(np.mean(y_obs[ok] >= hi))
-    share_rep = np.mean(y_rep[:, ok] >= hi, axis=1)
-    axes[1].hist(share_rep * 100, bins=30, color="C0", alpha=0.6)
-    axes[1].axvline(share_obs * 100, color="black", lw=2)
-    axes[1].set_xlabel(f"% of clients at the ceiling (y = {hi:g})")
-    axes[1].set_title("Ceiling share: observed (line) vs replicated", fontsize=9)
-    pct = _percentile_of(share_obs, share_rep)
+    shares = bound_shares(y_obs, y_rep, outcome_range)
+    lines = []
+    for ax, (where, bound) in zip(axes[1:3], (("floor", lo), ("ceiling", hi)), strict=True):
+        share_obs, share_rep = shares[where]
+        ax.hist(share_rep * 100, bins=30, color="C0", alpha=0.6)
+        ax.axvline(share_obs * 100, color="black", lw=2)
+        ax.set_xlabel(f"% of clients at the {where} (y = {bound:g})")
+        ax.set_title(f"{where.capitalize()} share: observed (line) vs replicated", fontsize=9)
+        q = np.quantile(share_rep, [0.025, 0.975])
+        inside = "inside" if q[0] <= share_obs <= q[1] else "OUTSIDE"
+        lines.append(
+            f"observed share at the {where} {share_obs:.1%} lies at the "
+            f"{_ordinal(_percentile_of(share_obs, share_rep))} percentile of replicated shares "
+            f"(central 95% {q[0]:.1%} to {q[1]:.1%}: {inside})"
+        )
 
     change_obs = y_obs[ok] - baseline[ok]
     change_rep = y_rep[:, ok] - baseline[ok]
     cbins = np.linspace(lo - hi, hi - lo, 41)
     for i in pick:
-        axes[2].hist(
+        axes[3].hist(
             change_rep[i], bins=cbins, density=True, histtype="step", color="C0", alpha=0.15
         )
-    axes[2].hist(change_obs, bins=cbins, density=True, histtype="step", color="black", lw=2)
-    axes[2].set_xlabel("change score y − baseline")
-    axes[2].set_title("Change: observed vs replicated", fontsize=9)
+    axes[3].hist(change_obs, bins=cbins, density=True, histtype="step", color="black", lw=2)
+    axes[3].set_xlabel("change score y − baseline")
+    axes[3].set_title("Change: observed vs replicated", fontsize=9)
     fig.tight_layout()
 
     mean_rep = change_rep.mean(axis=1)
     q_lo, q_hi = np.quantile(mean_rep, [0.025, 0.975])
     text = (
-        f"Observed share at the ceiling {share_obs:.1%} lies at the {_ordinal(pct)} percentile of "
-        f"replicated shares; observed mean change {change_obs.mean():.1f} points vs replicated "
-        f"{mean_rep.mean():.1f} (95% interval {q_lo:.1f} to {q_hi:.1f})."
+        f"{lines[0][0].upper()}{lines[0][1:]}; {lines[1]}; observed mean change "
+        f"{change_obs.mean():.1f} points vs replicated {mean_rep.mean():.1f} "
+        f"(95% interval {q_lo:.1f} to {q_hi:.1f})."
     )
     return FigureResult("ppc", _save(fig, outdir, "ppc", formats), text)
+
+
+def prior_predictive_bound_share(y_prior: np.ndarray, outcome_range: Sequence[float]) -> float:
+    """Share of prior predictive datasets that put more than half of the clients at or beyond a
+    bound of the outcome's metric.
+
+    ``y_prior`` is (dataset, client). A prior on the data's scale keeps this small: a dataset with
+    most clients at 0 or 100 (or beyond) is not a study anyone could observe.
+    """
+    lo, hi = float(outcome_range[0]), float(outcome_range[1])
+    y = np.asarray(y_prior, dtype=float)
+    at_bounds = np.mean((y <= lo) | (y >= hi), axis=1)
+    return float(np.mean(at_bounds > 0.5))
 
 
 def plot_prior_predictive(
@@ -255,7 +315,9 @@ def plot_prior_predictive(
     formats: Sequence[str] = DEFAULT_FORMATS,
 ) -> FigureResult:
     """Histogram of prior predictive ``y`` with the outcome's possible range marked."""
-    y_pri = np.asarray(dt["prior_predictive"]["y"].values, dtype=float).ravel()
+    per_dataset = _flat_draws(dt["prior_predictive"]["y"]).astype(float)
+    extreme = prior_predictive_bound_share(per_dataset, outcome_range)
+    y_pri = per_dataset.ravel()
     y_pri = y_pri[np.isfinite(y_pri)]
     lo, hi = float(outcome_range[0]), float(outcome_range[1])
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
@@ -268,8 +330,9 @@ def plot_prior_predictive(
     outside = float(np.mean((y_pri < lo) | (y_pri > hi)))
     q = np.quantile(y_pri, [0.025, 0.975])
     text = (
-        f"{outside:.1%} of prior predictive draws fall outside the outcome range [{lo:g}, {hi:g}]; "
-        f"the central 95% spans {q[0]:.1f} to {q[1]:.1f}."
+        f"{extreme:.1%} of prior predictive datasets put more than half of the clients at or "
+        f"beyond the bounds [{lo:g}, {hi:g}]; {outside:.1%} of all prior predictive values fall "
+        f"outside the range; the central 95% spans {q[0]:.1f} to {q[1]:.1f}."
     )
     return FigureResult("prior_predictive", _save(fig, outdir, "prior_predictive", formats), text)
 

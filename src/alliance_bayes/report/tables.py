@@ -124,7 +124,7 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
     Returns
     -------
     list of Table
-        In order: fixed effects, subscale effects by care type, within vs between provider,
+        In order: fixed effects, care-type intercepts, subscale effects by care type, within vs between provider,
         variance components and ICC, contrasts.
     """
     summary = estimand_table(estimands).set_index("estimand")
@@ -153,6 +153,20 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
                 "fixed",
                 "Fixed effects",
                 f"Units per row. {common}",
+                ["Estimand", *_STAT_HEADER, "Units"],
+                rows,
+            )
+        )
+
+    care = of_kind("care-type intercept")
+    if care:
+        rows = [[n, *_stat_cells(summary.loc[n]), summary.loc[n, "units"]] for n in care]
+        tables.append(
+            Table(
+                "care",
+                "Care-type intercepts (against coach-only care)",
+                f"{outcome} difference at equal alliance (sample-mean between-provider parts, "
+                f"equal within parts) and equal covariates. {common}",
                 ["Estimand", *_STAT_HEADER, "Units"],
                 rows,
             )
