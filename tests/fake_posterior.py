@@ -91,7 +91,7 @@ def make_fake_datatree(
             ("chain", "draw", "care_type", "subscale", "level"),
             mu_b[:, :, None] + normal(0.0, 0.8, nc, ns, nl),
         )
-        post["sd_b"] = (("chain", "draw", "subscale", "level"), positive(0.8, 0.3, ns, nl))
+        post["b_care"] = (("chain", "draw", "care_contrast"), normal(-2.0, 1.5, 2))
         post["sd_provider"] = (("chain", "draw", "provider_type"), positive(4.0, 0.2, 2))
         post["sd_provider_slope"] = (("chain", "draw", "subscale"), positive(0.5, 0.3, ns))
         post["z_provider"] = (("chain", "draw", "provider"), normal(0.0, 1.0, n_providers))
@@ -111,6 +111,7 @@ def make_fake_datatree(
             subscale=list(subscales),
             level=list(LEVELS),
             care_type=list(CARE_TYPES),
+            care_contrast=["therapist-coach", "both-coach"],
             provider_type=list(PROVIDER_TYPES),
             provider=[f"p{i:02d}" for i in range(n_providers)],
             corr_row=[0, 1],

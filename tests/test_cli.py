@@ -124,3 +124,70 @@ def test_default_spec_and_data_are_the_shipped_ones():
     args = fit_parser().parse_args([])
     assert args.spec == DEFAULT_SPEC == "who5_change"
     assert Path(args.data) == DEFAULT_DATA and (DEFAULT_DATA / "clients.csv").is_file()
+
+
+@pytest.mark.mcmc
+def test_readme_main_command_exits_0_with_a_complete_bundle(tmp_path):
+    """``./dev fit``: the default spec on the shipped study with the spec's own sampler settings.
+
+    Also the default spec's own promises: its posterior predictive reproduces the observed shares
+    at the floor and at the ceiling, and under 10% of its prior predictive datasets put more than
+    half of the clients at a bound.
+    """
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "fit.py"), "--out", str(tmp_path), "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (bundle,) = (tmp_path / "who5_change").iterdir()
+    for name in (
+        "posterior.nc",
+        "run.json",
+        "estimands.csv",
+        "tables.md",
+        "tables.tex",
+        "diagnostics.json",
+        "diagnostics.md",
+        "report.md",
+        "figures/ppc.png",
+        "figures/prior_predictive.png",
+        "figures/rank.png",
+    ):
+        assert (bundle / name).is_file(), name
+    assert not list(tmp_path.glob("who5_change/.*")), "a temporary folder was left behind"
+    report = (bundle / "report.md").read_text()
+    assert not report.startswith("# FAILED")
+    assert json.loads((bundle / "diagnostics.json").read_text())["passed"] is True
+    assert report.count("(central 95% ") >= 2 and "OUTSIDE" not in report
+    share = float(report.split("% of prior predictive datasets put more than half")[0].split()[-1])
+    assert share < 10.0
+    est = pd.read_csv(bundle / "estimands.csv", comment="#").set_index("estimand")
+    assert {"b_care[therapist-coach]", "b_care[both-coach]"} <= set(est.index)
+
+
+@pytest.mark.mcmc
+def test_numeric_ids_and_one_chain_give_a_bundle(small_study_dir, tmp_path):
+    """The most common export: ids 1, 2, … (clients and providers sharing values); one chain."""
+    study = tmp_path / "numeric"
+    study.mkdir()
+    providers = pd.read_csv(small_study_dir / "providers.csv", dtype=str)
+    clients = pd.read_csv(small_study_dir / "clients.csv", dtype=str, keep_default_na=False)
+    sessions = pd.read_csv(small_study_dir / "sessions.csv", dtype=str, keep_default_na=False)
+    pid = {p: str(i + 1) for i, p in enumerate(providers["provider_id"])}
+    cid = {c: str(i + 1) for i, c in enumerate(clients["client_id"])}
+    providers["provider_id"] = providers["provider_id"].map(pid)
+    clients["client_id"] = clients["client_id"].map(cid)
+    sessions["client_id"] = sessions["client_id"].map(cid)
+    sessions["provider_id"] = sessions["provider_id"].map(pid)
+    for name, df in (("providers", providers), ("clients", clients), ("sessions", sessions)):
+        df.to_csv(study / f"{name}.csv", index=False)
+    out = tmp_path / "results"
+    settings = ["--chains", "1", "--draws", "300", "--tune", "300", "--allow-failed-diagnostics"]
+    code = run_fit(["paper_table2", "--data", str(study), "--out", str(out), *settings, "--quiet"])
+    assert code in (0, EXIT_NOT_CONVERGED)
+    (bundle,) = (out / "paper_table2").iterdir()
+    report = (bundle / "report.md").read_text()
+    assert "### rank" in report and "rank plots compare chains and this run has one" in report
+    assert (bundle / "posterior.nc").is_file() and (bundle / "figures" / "ppc.png").is_file()

@@ -111,6 +111,7 @@ def _tiny_case(slopes: bool):
         covariates=np.array([[1.0, 0.0, -2.0], [0.0, 1.0, 3.0]]),
         covariate_names=("age", "male", "days_in_care"),
         covariate_means=np.zeros(3),
+        covariate_sds=np.ones(3),
         care_index=np.array([2, 1]),
         subscales=("goal", "bond"),
         alliance=np.array([[[0.5, 0.2], [-0.3, 0.1]], [[0.1, -0.2], [0.4, 0.3]]]),
@@ -131,7 +132,8 @@ def _tiny_case(slopes: bool):
     post = {
         "alpha": v(scale=5) if False else (("chain", "draw"), 45 + rng.normal(size=(1, s))),
         "b_baseline": v(),
-        "b_covariate": v(3, dims=("covariate",)),
+        "b_covariate_z": v(3, dims=("covariate",)),
+        "b_care": v(2, dims=("care_contrast",), scale=3),
         "b": v(3, 2, 2, dims=("care_type", "subscale", "level"), scale=2),
         "sd_provider": v(2, dims=("provider_type",), scale=3, pos=True),
         "u_provider": v(1, dims=("provider",), scale=3),
@@ -156,7 +158,8 @@ def _by_hand(spec, data, posterior, slopes):
         dens = []
         for s in range(3):
             mu = p["alpha"][s] + p["b_baseline"][s] * (data.baseline[i] - 25.0)
-            mu += data.covariates[i] @ p["b_covariate"][s]
+            mu += data.covariates[i] @ p["b_covariate_z"][s]
+            mu += [p["b_care"][s][0], 0.0, p["b_care"][s][1]][data.care_index[i]]
             mu += (p["b"][s][data.care_index[i]] * data.alliance[i]).sum()
             within = data.alliance[i, :, 0]
             var = p["sigma"][s] ** 2
@@ -191,6 +194,20 @@ def test_heldout_density_matches_hand_computation(slopes):
     np.testing.assert_allclose(exact, expected, rtol=1e-10)
     mc = predict.heldout_log_density(spec, data, posterior, method="mc", n_mc=20000, seed=5)
     np.testing.assert_allclose(mc, expected, atol=0.02)
+
+
+def test_censored_density_puts_probability_mass_at_the_bounds():
+    spec, *_ = _tiny_case(False)
+    assert spec.likelihood == "censored_normal" and spec.outcome_range == (0.0, 100.0)
+    y = np.array([0.0, 37.0, 100.0])
+    mu, sigma = np.array([10.0, 40.0, 90.0]), np.array([15.0, 15.0, 15.0])
+    got = predict._log_density(spec, y[None], mu[None], sigma[None], None)[0]
+    want = [
+        stats.norm.logcdf(0.0, 10.0, 15.0),
+        stats.norm.logpdf(37.0, 40.0, 15.0),
+        stats.norm.logsf(100.0, 90.0, 15.0),
+    ]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
 def test_heldout_density_pooled_model_and_student_t_guard():

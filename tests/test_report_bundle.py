@@ -88,7 +88,8 @@ def test_markdown_tables_content(run):
 def test_latex_tables_booktabs_and_escaped(run):
     _, est, meta, _ = run
     tex = tables_latex(est, meta)
-    assert tex.count("\\begin{table}") == 5 == tex.count("\\bottomrule")
+    assert tex.count("\\begin{table}") == 6 == tex.count("\\bottomrule")
+    assert "Care-type intercepts" in tex and "b\\_care[therapist-coach]" in tex
     assert "\\toprule" in tex and "\\midrule" in tex
     assert "b\\_goal\\_within[therapist-coach]" in tex
     assert "95\\% HDI" in tex and "who5\\_change" in tex
@@ -125,7 +126,26 @@ def test_ppc_ceiling_percentile_is_computed(run, tmp_path):
     obs = dt["observed_data"].to_dataset()
     obs["y"] = obs["y"].copy(data=np.full(obs["y"].shape, 100.0))  # everyone at the ceiling
     res = figures.plot_ppc(replace_group(dt, "observed_data", obs), tmp_path, formats=("png",))
-    assert res.interpretation.startswith("Observed share at the ceiling 100.0% lies at the 100th")
+    assert "observed share at the ceiling 100.0% lies at the 100th" in res.interpretation
+    assert (
+        "ceiling 100.0% lies at the 100th percentile of replicated shares (central 95%"
+        in (res.interpretation)
+        and "OUTSIDE" in res.interpretation
+    )
+
+
+def test_bound_shares_count_replicates_near_the_bounds():
+    y_obs = np.array([0.0, 0.0, 48.0, 100.0])
+    y_rep = np.array([[1.9, 2.1, 50.0, 98.1], [-3.0, 0.0, 97.9, 99.0]])
+    shares = figures.bound_shares(y_obs, y_rep, (0.0, 100.0))
+    assert shares["floor"][0] == 0.5 and shares["ceiling"][0] == 0.25
+    np.testing.assert_array_equal(shares["floor"][1], [0.25, 0.5])
+    np.testing.assert_array_equal(shares["ceiling"][1], [0.25, 0.25])
+
+
+def test_prior_predictive_bound_share_counts_datasets_mostly_at_the_bounds():
+    y = np.array([[0.0, 0.0, 50.0], [120.0, 100.0, -5.0], [0.0, 50.0, 60.0], [10, 20, 30]])
+    assert figures.prior_predictive_bound_share(y, (0.0, 100.0)) == 0.5
 
 
 # --- bundle --------------------------------------------------------------------------------------

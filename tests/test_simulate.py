@@ -52,7 +52,13 @@ def test_different_seeds_differ() -> None:
     assert not a.sessions.equals(b.sessions)
     assert not a.clients.equals(b.clients)
     assert a.truth["seed"] != b.truth["seed"]
-    assert a.truth["who5"] == b.truth["who5"]  # the truth is fixed; only the realisation changes
+
+    # The truth is fixed; only the realisation changes. The care-type gaps are the exception: they
+    # are stated at the realised study's mean between-provider alliance.
+    def fixed(truth):
+        return {k: v for k, v in truth.items() if not k.startswith("b_care")}
+
+    assert fixed(a.truth["who5"]) == fixed(b.truth["who5"])
 
 
 def test_shipped_files_are_reproducible(tmp_path: Path) -> None:

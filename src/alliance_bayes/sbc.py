@@ -28,10 +28,10 @@ The replicates
 
 The quantities
     Ranks are computed for the key estimands (``mu_b`` elements, ``sd_provider``, ``sigma``,
-    ``b_baseline``, care-type slopes, ``sd_provider_slope``) and for the log-likelihood of the
-    replicate's data, :math:`\\log p(\\tilde y \\mid \\theta)`, a data-dependent test quantity that is
-    sensitive to miscalibration that no single parameter shows (Modrák et al. 2023,
-    doi:10.1214/23-BA1404).
+    ``b_baseline``, care-type slopes, ``sd_provider_slope``, care-type intercepts ``b_care``) and
+    for the log-likelihood of the replicate's data, :math:`\\log p(\\tilde y \\mid \\theta)`, a
+    data-dependent test quantity that is sensitive to miscalibration that no single parameter shows
+    (Modrák et al. 2023, doi:10.1214/23-BA1404).
 
 Uniformity
     Each rank is turned into a fractional rank (PIT) :math:`u = (r + U)/(L + 1)`, :math:`U \\sim
@@ -78,6 +78,7 @@ ESTIMANDS: tuple[tuple[str, dict[str, str]], ...] = (
     ("b", {"care_type": "therapist", "subscale": "bond", "level": "between"}),
     ("sd_provider_slope", {}),
     ("b_alliance", {}),
+    ("b_care", {}),
 )
 
 

@@ -122,13 +122,34 @@ class OutcomeTruth:
     lower: float  # reporting range
     upper: float
     step: float  # reporting grid (4 for the WHO-5 percentage metric, 1 for PHQ-9)
+    # added to the intercept per care type; 0 in the shipped truth, whose care-type gaps at equal
+    # alliance come from its care-type slopes alone (see estimands(between_mean=...))
+    care_intercept: dict[str, float] = field(default_factory=lambda: dict.fromkeys(CARE_TYPES, 0.0))
 
     def slope(self, care: str, subscale: str, level: str) -> float:
         key = f"{subscale}_{level}"
         return self.mu_b[key] + self.deviation[care][key]
 
-    def estimands(self) -> dict[str, float]:
-        """Named estimands as in design.md (values of the generative truth)."""
+    def care_gap(self, care: str, between_mean: dict[str, float]) -> float:
+        """Expected-outcome difference of ``care`` vs coach at equal alliance and covariates.
+
+        The models centre the between-provider parts at their sample mean and leave the within
+        parts uncentred, so their care-type intercepts compare care types at between parts equal
+        to ``between_mean`` (per subscale) and equal within parts: the planted intercept
+        difference plus each between slope's difference times the mean between part.
+        """
+        gap = self.care_intercept[care] - self.care_intercept["coach"]
+        for s in SUBSCALES:
+            diff = self.slope(care, s, "between") - self.slope("coach", s, "between")
+            gap += diff * between_mean[s]
+        return gap
+
+    def estimands(self, between_mean: dict[str, float] | None = None) -> dict[str, float]:
+        """Named estimands as in design.md (values of the generative truth).
+
+        With ``between_mean`` (the study's mean true between-provider part per subscale) the
+        care-type intercepts ``b_care[therapist-coach]`` and ``b_care[both-coach]`` are included.
+        """
         out: dict[str, float] = {
             "intercept": self.intercept,
             "b_baseline": self.b_baseline,
@@ -147,6 +168,9 @@ class OutcomeTruth:
             sd = self.sd_provider[t]
             out[f"sd_provider[{t}]"] = sd
             out[f"icc_provider[{t}]"] = sd**2 / (sd**2 + self.sigma**2)
+        if between_mean is not None:
+            for care in ("therapist", "both"):
+                out[f"b_care[{care}-coach]"] = self.care_gap(care, between_mean)
         return dict(sorted(out.items()))
 
 
@@ -505,6 +529,7 @@ def simulate_study(
             alliance_part += (bw[ci] + prov_v[:, j]) * within[:, j] + bb[ci] * between[:, j]
         mean = (
             tr.intercept
+            + np.array([tr.care_intercept[c] for c in CARE_TYPES])[ci]
             + tr.b_baseline * baseline
             + tr.b_age * age
             + tr.b_male * male
@@ -516,6 +541,7 @@ def simulate_study(
         return _round_to(ystar, tr.step, tr.lower, tr.upper), ystar, mean, prov_u
 
     who5_fu, who5_star, who5_mean, who5_u = outcome(cfg.who5, "who5", who5_bl)
+    between_mean = {s: float(between[:, j].mean()) for j, s in enumerate(SUBSCALES)}
 
     # ---- PHQ-9
     p_phq = np.array([cfg.p_phq9[c] for c in care])
@@ -595,8 +621,8 @@ def simulate_study(
     truth = {
         "seed": int(seed),
         "config": _jsonable(cfg.to_dict()),
-        "who5": cfg.who5.estimands(),
-        "phq9": cfg.phq9.estimands(),
+        "who5": cfg.who5.estimands(between_mean),
+        "phq9": cfg.phq9.estimands(between_mean),
         "design": {
             "n_clients": int(n),
             "n_clients_by_care_type": {c: int((care == c).sum()) for c in CARE_TYPES},

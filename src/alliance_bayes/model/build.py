@@ -41,12 +41,16 @@ because provider-level and client-level alliance carry different information (Ba
   study whichever way it was parametrised (non-centred: at large :math:`\tau`, where the data pin
   the coach slopes down; centred: at small :math:`\tau`). With :math:`\tau` fixed the prior is
   Gaussian, the posterior has no funnel, and the care-type slopes are shrunk towards
-  :math:`\mu^b` by the same ridge in every study;
+  :math:`\mu^b` by the same ridge in every study. Each cell is sampled centred or non-centred by
+  how much data it has (:func:`centred_care_slopes`);
 - provider effects with multiple membership (Browne, Goldstein & Rasbash 2001,
   doi:10.1177/1471082X0100100202): weights :math:`w_{ip}` are the provider's share of the client's
   sessions; :math:`u_p = \operatorname{diag}(\sigma^u_{t[p]}, \tau^u_1, \dots) L z_p` with the
   intercept SD :math:`\sigma^u_t` per provider type, within-slope SDs :math:`\tau^u_s`, and
-  :math:`L L^\top \sim \text{LKJ}(\eta)` (non-centred; Betancourt & Girolami 2015, arXiv:1312.0906);
+  :math:`L L^\top \sim \text{LKJ}(\eta)` (non-centred; Betancourt & Girolami 2015, arXiv:1312.0906),
+  the intercept partially non-centred per provider by how much data it has
+  (:func:`provider_noncentring`); each SD of provider effects has a Gamma(2, 2/scale) prior with
+  mean ``scale`` (:func:`group_sd`);
 - residuals :math:`y_i \sim \mathcal N(\mu_i, \sigma)`, Student-t with :math:`\nu - 1 \sim
   \text{Exp}`, or (``likelihood = "censored_normal"``) a Normal censored at the bounds of the
   outcome's metric :math:`[L, U]` (WHO-5 0–100, PHQ-9 0–27; Tobin 1958, doi:10.2307/1907382):
@@ -65,7 +69,7 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from alliance_bayes.model.design import ModelData
+from alliance_bayes.model.design import CARE_TYPES, LEVELS, ModelData
 from alliance_bayes.model.spec import ModelSpec
 
 OUTCOME = "y"  # name of the observed variable in every model (dims: client)
@@ -144,15 +148,65 @@ def _subscale_effects(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
     alliance = pm.Data("alliance_parts", data.alliance, dims=("client", "subscale", "level"))
     if not spec.hierarchy.care_type_pooling:
         b = pm.Normal("b", 0.0, pr.mu_b_sd, dims=dims)
-    else:
-        mu_b = pm.Normal("mu_b", 0.0, pr.mu_b_sd, dims=dims[1:])
-        if spec.hierarchy.care_slope_sd == "estimated":
-            sd_b = pm.HalfNormal("sd_b", pr.sd_b_sd, dims=dims[1:])
-        else:
-            sd_b = pr.sd_b_sd
+        return (b[data.care_index] * alliance).sum(axis=(1, 2))
+    mu_b = pm.Normal("mu_b", 0.0, pr.mu_b_sd, dims=dims[1:])
+    if spec.hierarchy.care_slope_sd == "estimated":
+        sd_b = pm.HalfNormal("sd_b", pr.sd_b_sd, dims=dims[1:])
         z_b = pm.Normal("z_b", 0.0, 1.0, dims=dims)
         b = pm.Deterministic("b", mu_b + sd_b * z_b, dims=dims)
+        return (b[data.care_index] * alliance).sum(axis=(1, 2))
+    centred = centred_care_slopes(spec, data)
+    pm.Data("b_centred", centred.astype(np.int8), dims=dims)
+    mean = pt.broadcast_to(mu_b, centred.shape).flatten()
+    flat = centred.ravel()
+    on, off = np.flatnonzero(flat), np.flatnonzero(~flat)
+    cells = [
+        f"{CARE_TYPES[c]},{data.subscales[k]},{LEVELS[v]}" for c, k, v in np.ndindex(*centred.shape)
+    ]
+    model = pm.modelcontext(None)
+    b_flat = pt.zeros(flat.size)
+    if on.size:
+        model.add_coord("care_slope_centred", [cells[i] for i in on])
+        b_on = pm.Normal("b_centred_slope", mean[on], pr.sd_b_sd, dims="care_slope_centred")
+        b_flat = pt.set_subtensor(b_flat[on], b_on)
+    if off.size:
+        model.add_coord("care_slope_noncentred", [cells[i] for i in off])
+        z_b = pm.Normal("z_b", 0.0, 1.0, dims="care_slope_noncentred")
+        b_flat = pt.set_subtensor(b_flat[off], mean[off] + pr.sd_b_sd * z_b)
+    b = pm.Deterministic("b", b_flat.reshape(centred.shape), dims=dims)
     return (b[data.care_index] * alliance).sum(axis=(1, 2))
+
+
+def centred_care_slopes(spec: ModelSpec, data: ModelData) -> np.ndarray:
+    r"""Which care-type slopes are sampled centred: a boolean (care_type, subscale, level) array.
+
+    With the spread :math:`\tau` fixed, :math:`b_c = \mu + \tau z_c` (non-centred) and
+    :math:`b_c \sim \mathcal N(\mu, \tau)` (centred) are the same Gaussian prior in two linear
+    coordinate systems, and the better one is the one in which the posterior is least correlated
+    (Papaspiliopoulos, Roberts & Sköld 2007, doi:10.1214/088342307000000014): centred when the data
+    pin :math:`b_c` down more tightly than :math:`\tau` (then :math:`\mu` and :math:`b_c` are
+    nearly independent, while :math:`\mu` and :math:`z_c` lie on a ridge), non-centred when they
+    do not. NUTS adapts a diagonal mass matrix, so a ridge costs it. Both regimes occur here: the
+    coach within-provider slopes rest on thousands of clients, the therapist between-provider
+    slopes on a few dozen providers, and a study ten times larger moves every cell towards the
+    data. A cell is centred when its approximate standard error,
+    :math:`\hat\sigma / \sqrt{\sum_{i \in c} (x_{isl} - \bar x_{csl})^2}`, is below
+    :math:`\tau` (``sd_b_sd``), with :math:`\hat\sigma` the residual SD of a least-squares fit of
+    the outcome on its baseline and the covariates. The choice is stored with the draws
+    (``constant_data/b_centred``).
+    """
+    shape = (len(CARE_TYPES), len(data.subscales), len(LEVELS))
+    design = np.column_stack([np.ones(data.n_clients), data.baseline, data.covariates])
+    coef, *_ = np.linalg.lstsq(design, data.y, rcond=None)
+    sigma_hat = float(np.std(data.y - design @ coef))
+    centred = np.zeros(shape, dtype=bool)
+    for c in range(shape[0]):
+        x = data.alliance[data.care_index == c]
+        if len(x) < 2:
+            continue
+        ss = ((x - x.mean(axis=0)) ** 2).sum(axis=0)  # (subscale, level)
+        centred[c] = sigma_hat / np.sqrt(np.maximum(ss, 1e-12)) < spec.priors.sd_b_sd
+    return centred
 
 
 def _provider_effects(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
@@ -160,10 +214,15 @@ def _provider_effects(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
     pr = spec.priors
     idx, weight = data.membership_index, data.membership_weight
     ptype = data.provider_type_index
-    sd_provider = pm.HalfNormal("sd_provider", pr.sd_provider_sd, dims="provider_type")
+    sd_provider = group_sd(spec, "sd_provider", pr.sd_provider_sd, dims="provider_type")
+    # Partially non-centred intercepts: u = sd^w * v with v ~ N(0, sd^(1 - w)), per provider.
+    w = provider_noncentring(data)
+    pm.Data("provider_noncentring", w, dims="provider")
+    sd_p = sd_provider[ptype]
+    v = pm.Normal("v_provider", 0.0, sd_p ** (1.0 - w), dims="provider")
+    z0 = v * sd_p ** (w - 1.0)  # the standardised intercept u / sd
     if not spec.hierarchy.provider_slopes:
-        z = pm.Normal("z_provider", 0.0, 1.0, dims="provider")
-        u0 = pm.Deterministic("u_provider", z * sd_provider[ptype], dims="provider")
+        u0 = pm.Deterministic("u_provider", z0 * sd_p, dims="provider")
         return (weight * u0[idx]).sum(axis=1)
 
     subscales = list(data.subscales)
@@ -173,24 +232,94 @@ def _provider_effects(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
     pairs = [f"{effects[i]}~{effects[j]}" for i in range(len(effects)) for j in range(i)]
     model.add_coord("effect_pair", pairs)
 
-    sd_slope = pm.HalfNormal("sd_provider_slope", pr.sd_provider_slope_sd, dims="subscale")
-    chol = pm.LKJCorr("chol_provider", n=len(effects), eta=pr.lkj_eta)
-    corr = chol @ chol.T
-    rows, cols = np.tril_indices(len(effects), k=-1)
-    # Only the off-diagonal correlations: the diagonal is 1 by construction and has no R-hat.
-    pm.Deterministic("corr_provider", corr[rows, cols], dims="effect_pair")
-    z = pm.Normal("z_provider", 0.0, 1.0, dims=("provider", "effect"))
+    sd_slope = group_sd(spec, "sd_provider_slope", pr.sd_provider_slope_sd, dims="subscale")
+    z_slope = pm.Normal("z_provider_slope", 0.0, 1.0, dims=("provider", "subscale"))
+    z = pt.concatenate([z0[:, None], z_slope], axis=1)
+    if spec.hierarchy.provider_correlation:
+        chol = pm.LKJCorr("chol_provider", n=len(effects), eta=pr.lkj_eta)
+        corr = chol @ chol.T
+        rows, cols = np.tril_indices(len(effects), k=-1)
+        # Only the off-diagonal correlations: the diagonal is 1 by construction and has no R-hat.
+        pm.Deterministic("corr_provider", corr[rows, cols], dims="effect_pair")
+        z = pt.dot(z, chol.T)
     n_providers = len(ptype)
     scale = pt.concatenate(
         [sd_provider[ptype][:, None], pt.broadcast_to(sd_slope, (n_providers, len(subscales)))],
         axis=1,
     )
-    u = pt.dot(z, chol.T) * scale
+    u = z * scale
     u0 = pm.Deterministic("u_provider", u[:, 0], dims="provider")
     u_slope = pm.Deterministic("u_provider_slope", u[:, 1:], dims=("provider", "subscale"))
     within = data.alliance[:, :, 0]  # (client, subscale)
     slope_part = (u_slope[idx] * within[:, None, :]).sum(axis=-1)  # (client, K)
     return (weight * (u0[idx] + slope_part)).sum(axis=1)
+
+
+def group_sd(spec: ModelSpec, name: str, scale: float, dims: str) -> pt.TensorVariable:
+    r"""The SD of a set of provider effects: Gamma(2, 2/scale) (mean ``scale``) or Half-Normal.
+
+    The Gamma(2) prior (``sd_prior = "gamma"``, the default) has zero density at 0 (Chung et al.
+    2013, doi:10.1007/s11336-013-9328-2). The sampler works on :math:`\log\sigma`; with a
+    Half-Normal prior and a weakly informative likelihood, the posterior of :math:`\log\sigma`
+    has a long left tail towards :math:`-\infty` that NUTS explores slowly: the tail ESS of
+    ``sd_provider[coach]`` fell below 400 on some sampler seeds of the shipped study and of a
+    third of it. Under Gamma(2) that tail decays like :math:`\sigma^2`. The price is a
+    prior that rules out an SD of exactly zero, which nobody believes for providers anyway.
+    """
+    if spec.hierarchy.sd_prior == "halfnormal":
+        return pm.HalfNormal(name, scale, dims=dims)
+    return pm.Gamma(name, alpha=2.0, beta=2.0 / scale, dims=dims)
+
+
+def provider_noncentring(data: ModelData) -> np.ndarray:
+    r"""How far each provider's intercept is non-centred: :math:`w_p \in [0, 1]` (1 = fully).
+
+    The intercept is sampled as :math:`u_p = \sigma_t^{w_p} v_p` with
+    :math:`v_p \sim \mathcal N(0, \sigma_t^{1 - w_p})`: :math:`w_p = 1` is the non-centred
+    :math:`u_p = \sigma_t z_p`, :math:`w_p = 0` the centred :math:`u_p \sim \mathcal N(0,
+    \sigma_t)`. For a Gaussian random intercept the choice that makes :math:`v_p` and
+    :math:`\sigma_t` a posteriori uncorrelated is :math:`w_p = \sigma^2 / (\sigma^2 + I_p
+    \sigma_t^2)`, one minus the reliability of provider :math:`p`'s data, with
+    :math:`I_p = \sum_i w_{ip}^2` its membership information (Papaspiliopoulos, Roberts & Sköld
+    2003, "Non-centered parameterisations for hierarchical models and data augmentation",
+    Bayesian Statistics 7; Gelfand, Sahu & Carlin 1995, doi:10.1093/biomet/82.3.479). Providers
+    here sit in between: a therapist with 30 clients has reliability about 0.5, a coach with 20
+    about 0.3, and a fully non-centred intercept mixed slowly for ``sd_provider[coach]`` (tail ESS
+    below 400 on some seeds of the shipped study).
+
+    :math:`\sigma^2` and :math:`\sigma_t^2` are moment estimates from the data alone: the
+    residual variance of a least-squares fit of the outcome on its baseline, the covariates, care
+    type and the alliance parts, and per provider type the variance of the providers'
+    membership-weighted mean residuals minus its sampling part. Where that is not positive the
+    type's intercepts stay fully non-centred. The weights are stored with the draws
+    (``constant_data/provider_noncentring``).
+    """
+    n = data.n_clients
+    care = np.eye(3)[data.care_index][:, [0, 2]]
+    design = np.column_stack(
+        [np.ones(n), data.baseline, data.covariates, care, data.alliance.reshape(n, -1)]
+    )
+    coef, *_ = np.linalg.lstsq(design, data.y, rcond=None)
+    resid = data.y - design @ coef
+    sigma2 = float(np.var(resid))
+    n_prov = len(data.provider_type_index)
+    idx, wt = data.membership_index.ravel(), data.membership_weight.ravel()
+    total, info, weighted = (np.zeros(n_prov) for _ in range(3))
+    np.add.at(total, idx, wt)
+    np.add.at(info, idx, wt**2)
+    np.add.at(weighted, idx, wt * np.repeat(resid, data.membership_index.shape[1]))
+    w = np.ones(n_prov)
+    seen = total > 0
+    for t in np.unique(data.provider_type_index):
+        of_type = seen & (data.provider_type_index == t)
+        if of_type.sum() < 3:
+            continue
+        means = weighted[of_type] / total[of_type]
+        noise = sigma2 * info[of_type] / total[of_type] ** 2
+        sd2 = float(np.mean(means**2) - np.mean(noise))
+        if sd2 > 0:
+            w[of_type] = sigma2 / (sigma2 + info[of_type] * sd2)
+    return w
 
 
 def _likelihood(spec: ModelSpec, mu: pt.TensorVariable, y: np.ndarray) -> None:

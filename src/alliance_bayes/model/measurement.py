@@ -71,12 +71,14 @@ The simulator of :mod:`alliance_bayes.data.simulate` defines its planted truth t
 Outcome part (the ``who5_change`` structure, per outcome :math:`o`)
 -------------------------------------------------------------------
 .. math::
-    \mu_{oi} = \alpha_o + \beta^0_o (y^0_{oi} - \bar y^0_o) + x_i^\top\beta_o
+    \mu_{oi} = \alpha_o + \gamma_{o,c[i]} + \beta^0_o (y^0_{oi} - \bar y^0_o) + x_i^\top\beta_o
         + \sum_s \big(b_{o,c[i],s,W} W_{is} + b_{o,c[i],s,B}(B_{is} - \bar B_s)\big)
         + \sum_p w_{ip} u_{op},
 
-with care-type slopes partially pooled (:math:`b_{o,c,s,l} = \mu^b_{o,s,l} + \tau_{o,s,l}
-z_{o,c,s,l}`), provider intercepts :math:`u_{op} \sim \mathcal N(0, \sigma^u_{o,t[p]})`
+with care-type intercepts :math:`\gamma_{o,c}` against coach-only care (``b_care``), covariates
+standardised (:math:`\beta_o` per SD), care-type slopes partially pooled
+(:math:`b_{o,c,s,l} = \mu^b_{o,s,l} + \tau_o z_{o,c,s,l}`, the spread fixed unless
+``care_slope_sd = "estimated"``), provider intercepts :math:`u_{op} \sim \mathcal N(0, \sigma^u_{o,t[p]})`
 (non-centred; multiple membership, Browne, Goldstein & Rasbash 2001) and residuals bivariate
 normal with correlation :math:`\rho` (``rho_outcomes``): where both outcomes are observed the
 likelihood is the bivariate normal, factorised as :math:`y_1 \sim \mathcal N(\mu_1, \sigma_1)`,
@@ -149,11 +151,18 @@ import xarray as xr
 from scipy import special
 
 from alliance_bayes.data.frame import AnalysisFrame
+from alliance_bayes.model.build import care_intercepts, covariate_slopes
+from alliance_bayes.model.design import (
+    CARE_CONTRASTS,
+    CARE_TYPES,
+    LEVELS,
+    PROVIDER_TYPES,
+    DesignError,
+    _elevated,
+    standardise,
+)
 from alliance_bayes.model.spec import OUTCOMES, ModelSpec
 
-CARE_TYPES = ("therapist", "coach", "both")
-PROVIDER_TYPES = ("therapist", "coach")
-LEVELS = ("within", "between")
 N_CATEGORIES = 5
 CATEGORIES = tuple(str(k) for k in range(1, N_CATEGORIES + 1))
 THRESHOLDS = tuple(f"{k}|{k + 1}" for k in range(1, N_CATEGORIES))
@@ -195,9 +204,10 @@ class LatentData:
 
     frame: AnalysisFrame
     subscales: tuple[str, ...]
-    covariates: np.ndarray  # (client, covariate), centred; 0 where missing (client then not in y)
+    covariates: np.ndarray  # (client, covariate), standardised; 0 where missing (then not in y)
     covariate_names: tuple[str, ...]
     covariate_means: np.ndarray
+    covariate_sds: np.ndarray
     care_index: np.ndarray  # (client,)
     mem_client: np.ndarray  # (membership,)
     mem_provider: np.ndarray  # (membership,)
@@ -231,6 +241,7 @@ class LatentData:
                 f"{c[i]}:{p[j]}" for i, j in zip(self.mem_client, self.mem_provider, strict=True)
             ],
             "care_type": list(CARE_TYPES),
+            "care_contrast": list(CARE_CONTRASTS),
             "provider_type": list(PROVIDER_TYPES),
             "subscale": subs,
             "subscale_pair": [
@@ -259,8 +270,6 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
     Every client of the sample with at least one rating enters the measurement part; each outcome
     uses the clients with that follow-up, its baseline and every covariate observed.
     """
-    from alliance_bayes.model.design import DesignError, _elevated
-
     assert spec.measurement is not None
     clients = frame.clients
     keep = np.ones(len(clients), dtype=bool)
@@ -284,8 +293,8 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
     x = c[list(cov_names)].to_numpy(float).reshape(n, len(cov_names))
     complete_x = ~np.isnan(x).any(axis=1)
     exclusions["missing_covariate"] = int((~complete_x).sum())
-    x_mean = x[complete_x].mean(axis=0) if complete_x.any() else np.zeros(len(cov_names))
-    x = np.where(np.isnan(x), 0.0, x - x_mean)
+    z, x_mean, x_sd = standardise(np.where(complete_x[:, None], x, np.nan))
+    x = np.where(np.isnan(z), 0.0, z)
 
     outcomes = []
     for outcome in spec.measurement.outcomes:
@@ -342,6 +351,7 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
         covariates=x,
         covariate_names=cov_names,
         covariate_means=x_mean,
+        covariate_sds=x_sd,
         care_index=care.to_numpy(np.int64),
         mem_client=mem_client,
         mem_provider=mem_provider,
@@ -498,8 +508,13 @@ def build_latent_model(
             "alpha", np.array([o.y.mean() for o in outs]), pr.intercept_sd * scale, dims="outcome"
         )
         b_baseline = pm.Normal("b_baseline", 0.0, pr.b_baseline_sd, dims="outcome")
-        b_cov = pm.Normal(
-            "b_covariate", 0.0, pr.b_covariate_sd * scale[:, None], dims=("outcome", "covariate")
+        b_cov, _ = covariate_slopes(
+            pr.b_covariate_sd * scale[:, None], data.covariate_sds, dims=("outcome", "covariate")
+        )
+        care = (
+            care_intercepts(pr.b_care_sd * scale[:, None], dims=("outcome",))
+            if h.care_type_intercepts
+            else None
         )
         dims_b = ("outcome", "care_type", "subscale", "level")
         if h.care_type_pooling:
@@ -509,9 +524,14 @@ def build_latent_model(
                 pr.mu_b_sd * scale[:, None, None],
                 dims=("outcome", "subscale", "level"),
             )
-            sd_b = pm.HalfNormal(
-                "sd_b", pr.sd_b_sd * scale[:, None, None], dims=("outcome", "subscale", "level")
-            )
+            if h.care_slope_sd == "estimated":
+                sd_b = pm.HalfNormal(
+                    "sd_b",
+                    pr.sd_b_sd * scale[:, None, None],
+                    dims=("outcome", "subscale", "level"),
+                )
+            else:  # fixed spread across care types, as in who5_change
+                sd_b = pr.sd_b_sd * scale[:, None, None]
             z_b = pm.Normal("z_b", 0.0, 1.0, dims=dims_b)
             b = pm.Deterministic("b", mu_b[:, None] + sd_b[:, None] * z_b, dims=dims_b)
         else:
@@ -543,6 +563,8 @@ def build_latent_model(
                 + pt.dot(x[idx], b_cov[k])
                 + (b[k][data.care_index[idx]] * parts[idx]).sum(axis=(1, 2))
             )
+            if care is not None:
+                mu = mu + care[k][data.care_index[idx]]
             if h.provider_intercepts:
                 mu = mu + u_client[k][idx]
             mus.append(mu)

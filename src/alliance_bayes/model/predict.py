@@ -197,12 +197,13 @@ def _population_cov(spec: ModelSpec, posterior: xr.Dataset, max_draws, seed) -> 
     if not spec.hierarchy.provider_slopes:
         return (sd0**2)[:, :, None, None]
     sds = _draws(posterior, "sd_provider_slope", max_draws, seed)  # (S, subscale)
-    pairs = _draws(posterior, "corr_provider", max_draws, seed)  # (S, pair)
     n_eff = 1 + sds.shape[1]
-    rows, cols = np.tril_indices(n_eff, k=-1)
     corr = np.broadcast_to(np.eye(n_eff), (sd0.shape[0], n_eff, n_eff)).copy()
-    corr[:, rows, cols] = pairs
-    corr[:, cols, rows] = pairs
+    if "corr_provider" in posterior:  # else independent effects
+        pairs = _draws(posterior, "corr_provider", max_draws, seed)  # (S, pair)
+        rows, cols = np.tril_indices(n_eff, k=-1)
+        corr[:, rows, cols] = pairs
+        corr[:, cols, rows] = pairs
     scale = np.concatenate(
         [
             sd0[:, :, None],

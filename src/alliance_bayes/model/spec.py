@@ -69,17 +69,23 @@ class HierarchySpec:
     alliance slope, so every hierarchical model has them unless this is switched off.
     ``provider_intercepts``: provider intercepts with one SD per provider type (multiple membership).
     ``provider_slopes``: within-provider subscale slopes vary across providers, correlated with the
-    intercepts (LKJ prior); requires ``provider_intercepts``.
+    intercepts (LKJ prior unless ``provider_correlation = false``, then independent); requires
+    ``provider_intercepts``.
     ``care_slope_sd``: the spread of the care-type slopes around the pooled slope is
     ``"fixed"`` at ``sd_b_sd`` (default) or ``"estimated"`` with a Half-Normal(``sd_b_sd``)
     prior (see :mod:`alliance_bayes.model.build` for why fixed is the default).
+    ``sd_prior``: prior of the provider-effect SDs, ``"gamma"`` (Gamma(2, 2/scale), mean
+    ``scale``; default) or ``"halfnormal"`` (Half-Normal(scale)); the scales are
+    ``sd_provider_sd`` and ``sd_provider_slope_sd``.
     """
 
     care_type_pooling: bool = True
     care_type_intercepts: bool = True
     provider_intercepts: bool = True
     provider_slopes: bool = True
+    provider_correlation: bool = True
     care_slope_sd: str = "fixed"
+    sd_prior: str = "gamma"
 
 
 @dataclass(frozen=True)
@@ -347,6 +353,11 @@ def _validate(spec: ModelSpec, src: str) -> None:
         f"{src} [hierarchy]",
         h.care_slope_sd in ("fixed", "estimated"),
         "care_slope_sd: 'fixed' or 'estimated'",
+    )
+    _check(
+        f"{src} [hierarchy]",
+        h.sd_prior in ("gamma", "halfnormal"),
+        "sd_prior: 'gamma' or 'halfnormal'",
     )
     _check(
         f"{src} [hierarchy]",

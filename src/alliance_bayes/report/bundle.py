@@ -9,9 +9,11 @@ Contents: ``posterior.nc`` (the whole DataTree, h5netcdf), ``run.json``, ``estim
 header lines, then full-precision CSV), ``tables.md``, ``tables.tex``, ``figures/*.png|pdf``,
 ``diagnostics.json``, ``diagnostics.md`` and ``report.md``.
 
-Privacy guard: when ``forbidden_ids`` (e.g. the raw client identifiers of the input data) is given,
-the DataTree's coordinate values and attributes and every text file of the bundle are scanned, and
-the write is aborted (:class:`ForbiddenIdentifierError`) if any identifier occurs as a whole token.
+Privacy guard: raw identifiers never pass the loader (the analysis frame carries pseudonyms only).
+When ``forbidden_ids`` (the raw identifiers of the input data) is given, the id-bearing
+coordinates of the DataTree (client, provider, membership) are checked against them, and every text
+file of the bundle is scanned for the ids that are not plain numbers; the write is aborted
+(:class:`ForbiddenIdentifierError`) on a match.
 """
 
 from __future__ import annotations
@@ -147,27 +149,40 @@ def _token_pattern(ids: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile(rf"(?<![A-Za-z0-9_])(?:{alt})(?![A-Za-z0-9_])")
 
 
-def _datatree_strings(dt: xr.DataTree) -> Iterable[tuple[str, str]]:
-    """(where, text) for string coordinate/variable values and attributes of every group."""
+_NUMBER = re.compile(r"[+-]?\d+(?:\.\d*)?")
+
+#: Dimensions whose coordinate values name clients or providers (the only id-bearing fields).
+_ID_DIMS = ("client", "provider", "membership")
+
+
+def _is_id_dim(dim: str) -> bool:
+    return dim in _ID_DIMS or dim.startswith("obs_")
+
+
+def _id_strings(dt: xr.DataTree) -> Iterable[tuple[str, str]]:
+    """(where, value) for every label of an id-bearing coordinate in every group."""
     for node in dt.subtree:
         ds = node.to_dataset(inherit=False)
-        for name in ds.variables:
-            var = ds[name]
-            if var.dtype.kind in "OUS":
-                for x in np.ravel(var.values):
+        for name, coord in ds.coords.items():
+            if coord.ndim == 1 and _is_id_dim(str(coord.dims[0])):
+                for x in np.ravel(coord.values):
                     yield f"{node.path}/{name}", str(x)
-            for k, v in var.attrs.items():
-                yield f"{node.path}/{name}@{k}", str(v)
-        for k, v in ds.attrs.items():
-            yield f"{node.path}@{k}", str(v)
 
 
-def _check_forbidden(pattern: re.Pattern[str] | None, where: str, text: str) -> None:
-    if pattern is not None and pattern.search(text):
-        # Do not echo the identifier: error messages end up in logs and CI output.
-        raise ForbiddenIdentifierError(
-            f"a forbidden raw identifier occurs in {where}; the bundle was not written"
-        )
+def _check_ids(ids: set[str], dt: xr.DataTree) -> None:
+    """Every client and provider label is a pseudonym, never a raw identifier.
+
+    Raw ids cannot reach the bundle by construction (the analysis frame carries pseudonyms only);
+    this checks the id-bearing coordinates themselves, by exact match and by token, rather than
+    every digit string in the file (a numeric id such as ``7`` would match timestamps and
+    counts, which are not identifiers).
+    """
+    pattern = _token_pattern(ids)
+    for where, value in _id_strings(dt):
+        if value in ids or (pattern is not None and pattern.search(value)):
+            raise ForbiddenIdentifierError(
+                f"a raw identifier occurs in posterior.nc ({where}); the bundle was not written"
+            )
 
 
 def _estimands_csv(
@@ -228,6 +243,9 @@ def _report_md(
             lines.append(f"| {k} | {val} |")
     lines += ["", "## Tables", "", tables_md, "## Figures", ""]
     for f in figs:
+        if not f.paths:  # a figure that cannot be drawn for this run says why
+            lines += [f"### {f.name}", "", f.interpretation, ""]
+            continue
         png = next((p for p in f.paths if p.suffix == ".png"), f.paths[0])
         lines += [f"### {f.name}", "", f"![{f.name}](figures/{png.name})", "", f.interpretation, ""]
     lines += trust
@@ -342,9 +360,7 @@ def write_bundle(
     gate : GateResult
         Output of :func:`~alliance_bayes.diagnostics.check_convergence`.
     forbidden_ids : iterable of str, optional
-        Raw identifiers that must not appear anywhere in the bundle (whole-token match; see
-        module docstring). Purely numeric ids will also match numbers in tables, which aborts
-        the write: pseudonymise ids before modelling.
+        Raw identifiers that must not appear in the bundle (see the module docstring).
     save_failed : bool
         Save a run whose gate failed (marked FAILED in ``report.md`` and ``diagnostics.md``). If
         False, a failed gate raises :class:`ConvergenceFailedError` and nothing is written.
@@ -370,10 +386,11 @@ def write_bundle(
             raise ValueError(f"{label} {name!r} must match {_SAFE_NAME.pattern}")
     if not gate.passed and not save_failed:
         raise ConvergenceFailedError(gate.headline())
-    pattern = _token_pattern(forbidden_ids or ())
-    # Check the tree before spending time writing it; text files are checked again at the end.
-    for where, text in _datatree_strings(dt):
-        _check_forbidden(pattern, f"posterior.nc ({where})", text)
+    forbidden = {str(i) for i in forbidden_ids or () if str(i)}
+    _check_ids(forbidden, dt)
+    # Text files are scanned for the ids that cannot be confused with a number; a purely numeric
+    # id is checked through the id-bearing coordinates above, where it would have to appear.
+    pattern = _token_pattern(i for i in forbidden if not _NUMBER.fullmatch(i))
 
     with atomic_folder(Path(results_root) / spec_name, run_id) as tmp:
         prepare_for_netcdf(dt).to_netcdf(tmp / "posterior.nc", engine="h5netcdf")
@@ -400,7 +417,11 @@ def write_bundle(
 
         for path in sorted(tmp.rglob("*")):
             if path.is_file() and path.suffix in _TEXT_SUFFIXES:
-                _check_forbidden(
-                    pattern, str(path.relative_to(tmp)), path.read_text(encoding="utf-8")
-                )
+                text = path.read_text(encoding="utf-8")
+                if pattern is not None and pattern.search(text):
+                    # Do not echo the identifier: error messages end up in logs and CI output.
+                    raise ForbiddenIdentifierError(
+                        f"a raw identifier occurs in {path.relative_to(tmp)}; "
+                        "the bundle was not written"
+                    )
     return Path(results_root) / spec_name / run_id

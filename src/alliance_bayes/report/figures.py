@@ -534,9 +534,19 @@ def make_all_figures(
     outcome_range = meta.get("outcome_range", (0.0, 100.0))
     label = meta.get("outcome_label", meta.get("outcome", "outcome"))
     groups = set(dt.children)
-    results = [
-        plot_rank(dt, outdir, formats=formats),
-    ]
+    n_chains = int(dt["posterior"].sizes.get("chain", 1))
+    if n_chains >= 2:
+        results = [plot_rank(dt, outdir, formats=formats)]
+    else:
+        # Rank plots compare chains; with one there is nothing to compare (and no R-hat).
+        results = [
+            FigureResult(
+                "rank",
+                [],
+                "Not drawn: rank plots compare chains and this run has one; rerun with "
+                "--chains 4 before using the estimates.",
+            )
+        ]
     if "sample_stats" in groups and "energy" in dt["sample_stats"].data_vars:
         results.append(plot_energy(dt, outdir, formats=formats))
     results.append(

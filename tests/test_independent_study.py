@@ -1,0 +1,52 @@
+"""The default model on a study it was not written for (see ``independent_study.py``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alliance_bayes.data.frame import build_frame
+from alliance_bayes.data.load import load_study
+from alliance_bayes.diagnostics import check_convergence
+from alliance_bayes.model.spec import load_spec
+from alliance_bayes.report.estimands import compute_estimands, estimand_table
+from independent_study import IndependentTruth, write_independent_study
+
+SEED = 11
+
+
+@pytest.fixture(scope="module")
+def independent_fit(tmp_path_factory, fitted):
+    folder = tmp_path_factory.mktemp("independent")
+    truth = IndependentTruth()
+    clients = write_independent_study(folder, truth, seed=SEED)
+    spec = load_spec("who5_change")
+    frame = build_frame(load_study(folder))
+    _, dt = fitted("independent_who5_change", spec, frame)
+    estimands = compute_estimands(dt["posterior"].to_dataset(), outcome_units=spec.outcome_units)
+    return truth, clients, dt, estimands
+
+
+@pytest.mark.mcmc
+def test_independent_study_has_a_floor_and_numeric_ids(independent_fit):
+    _, clients, dt, _ = independent_fit
+    y = clients["who5_followup"].dropna().to_numpy(float)
+    assert np.mean(y == 0) > 0.02 and np.mean(y == 100) > 0.005
+    assert clients["client_id"].dtype.kind == "i"
+    labels = dt["posterior"]["client"].values.astype(str)
+    assert all(label.startswith("C") for label in labels)  # pseudonyms, not the raw numbers
+
+
+@pytest.mark.mcmc
+def test_default_model_recovers_an_independent_study(independent_fit):
+    """Every planted key estimand within 3 posterior SDs, and the gate passes."""
+    truth, _, dt, estimands = independent_fit
+    table = estimand_table(estimands).set_index("estimand")
+    errors = {
+        name: (table.loc[name, "mean"] - value) / table.loc[name, "sd"]
+        for name, value in truth.estimands().items()
+    }
+    far = {k: round(v, 2) for k, v in errors.items() if abs(v) > 3}
+    assert not far, far
+    gate = check_convergence(dt, estimands)
+    assert gate.passed, gate.headline()
