@@ -51,7 +51,7 @@ class IndependentTruth:
     b_age: float = 0.05
     sd_provider: dict[str, float] = field(default_factory=lambda: {"therapist": 4.0, "coach": 3.0})
     sigma: float = 18.0
-    intercept: float = 5.0  # at age 0, baseline 0 and every alliance part 0
+    intercept: float = -10.0  # at age 0, baseline 0 and every alliance part 0
 
     def estimands(self) -> dict[str, float]:
         out = {f"b_{k}": v for k, v in self.slopes.items()}

@@ -25,6 +25,8 @@ PLANTED = [
     "sd_provider[coach]",
     "sigma",
     "b_baseline",
+    "b_care[therapist-coach]",
+    "b_care[both-coach]",
 ]
 
 
@@ -32,7 +34,7 @@ PLANTED = [
     ("spec_name", "outcome"), [("who5_change", "who5"), ("depression_change", "phq9")]
 )
 def test_full_study_recovers_truth_and_passes_the_gate(spec_name, outcome, shipped_study, fitted):
-    """At least all but two of the 20 planted values inside their 95% HDI (20 checks at 95% expect
+    """At least all but two of the 22 planted values inside their 95% HDI (22 checks at 95% expect
     one miss), every one inside the 99% HDI, and the default fit passes the convergence gate."""
     truth = json.loads((SHIPPED / "truth.json").read_text())[outcome]
     spec = load_spec(spec_name)

