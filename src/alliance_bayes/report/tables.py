@@ -143,11 +143,14 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
     def of_kind(kind: str) -> list[str]:
         return [n for n, a in attrs.items() if a.get("kind") == kind]
 
+    def unit_rows(names: list[str]) -> list[list[str]]:
+        return [[n, *_stat_cells(summary.loc[n]), summary.loc[n, "units"]] for n in names]
+
     tables: list[Table] = []
 
     fixed = of_kind("fixed effect")
     if fixed:
-        rows = [[n, *_stat_cells(summary.loc[n]), summary.loc[n, "units"]] for n in fixed]
+        rows = unit_rows(fixed)
         tables.append(
             Table(
                 "fixed",
@@ -160,7 +163,7 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
 
     care = of_kind("care-type intercept")
     if care:
-        rows = [[n, *_stat_cells(summary.loc[n]), summary.loc[n, "units"]] for n in care]
+        rows = unit_rows(care)
         tables.append(
             Table(
                 "care",
@@ -223,7 +226,7 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
 
     var = of_kind("variance component")
     if var:
-        rows = [[n, *_stat_cells(summary.loc[n]), summary.loc[n, "units"]] for n in var]
+        rows = unit_rows(var)
         tables.append(
             Table(
                 "variance",
