@@ -384,7 +384,8 @@ def censored_normal(
         out = pt.set_subtensor(out[low], log_normal_cdf((lower - mu[low]) / sigma[low]))
         return pt.set_subtensor(out[high], log_normal_cdf((mu[high] - upper) / sigma[high]))
 
-    def random(mu, sigma, rng=None, size=None):
-        return np.clip(rng.normal(mu, sigma, size=size), lower, upper)
+    def dist(mu, sigma, size):
+        # A symbolic graph rather than a Python ``random``, so that every backend compiles it.
+        return pt.clip(pm.Normal.dist(mu, sigma, size=size), lower, upper)
 
-    return pm.CustomDist(name, mu, sigma, logp=logp, random=random, **kwargs)
+    return pm.CustomDist(name, mu, sigma, dist=dist, logp=logp, **kwargs)
