@@ -33,7 +33,7 @@ def test_independent_study_has_a_floor_and_numeric_ids(independent_fit):
     y = clients["who5_followup"].dropna().to_numpy(float)
     assert np.mean(y == 0) > 0.02 and np.mean(y == 100) > 0.0
     assert clients["client_id"].dtype.kind == "i"
-    labels = dt["posterior"]["client"].values.astype(str)
+    labels = dt["observed_data"]["client"].values.astype(str)
     assert all(label.startswith("C") for label in labels)  # pseudonyms, not the raw numbers
 
 
