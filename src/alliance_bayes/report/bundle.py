@@ -169,6 +169,14 @@ def _id_strings(dt: xr.DataTree) -> Iterable[tuple[str, str]]:
                     yield f"{node.path}/{name}", str(x)
 
 
+def _check_forbidden(pattern: re.Pattern[str] | None, where: str, text: str) -> None:
+    if pattern is not None and pattern.search(text):
+        # Do not echo the identifier: error messages end up in logs and CI output.
+        raise ForbiddenIdentifierError(
+            f"a raw identifier occurs in {where}; the bundle was not written"
+        )
+
+
 def _check_ids(ids: set[str], dt: xr.DataTree) -> None:
     """Every client and provider label is a pseudonym, never a raw identifier.
 
@@ -179,10 +187,7 @@ def _check_ids(ids: set[str], dt: xr.DataTree) -> None:
     """
     pattern = _token_pattern(ids)
     for where, value in _id_strings(dt):
-        if value in ids or (pattern is not None and pattern.search(value)):
-            raise ForbiddenIdentifierError(
-                f"a raw identifier occurs in posterior.nc ({where}); the bundle was not written"
-            )
+        _check_forbidden(pattern, f"posterior.nc ({where})", value)
 
 
 def _estimands_csv(
@@ -417,11 +422,7 @@ def write_bundle(
 
         for path in sorted(tmp.rglob("*")):
             if path.is_file() and path.suffix in _TEXT_SUFFIXES:
-                text = path.read_text(encoding="utf-8")
-                if pattern is not None and pattern.search(text):
-                    # Do not echo the identifier: error messages end up in logs and CI output.
-                    raise ForbiddenIdentifierError(
-                        f"a raw identifier occurs in {path.relative_to(tmp)}; "
-                        "the bundle was not written"
-                    )
+                _check_forbidden(
+                    pattern, str(path.relative_to(tmp)), path.read_text(encoding="utf-8")
+                )
     return Path(results_root) / spec_name / run_id
