@@ -1,8 +1,8 @@
-"""Fit an alliance model and write a results bundle. Run ``python scripts/fit.py --help``."""
+"""`alliance-bayes fit`, kept as a script: run ``python scripts/fit.py --help``."""
 
 import sys
 
-from alliance_bayes.cli import run_fit
+from alliance_bayes.cli import subcommand
 
 if __name__ == "__main__":
-    sys.exit(run_fit())
+    sys.exit(subcommand("fit")())

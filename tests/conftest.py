@@ -50,20 +50,19 @@ def medium_study(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def fitted():
-    """``fitted(key, spec, frame, **settings)`` → (ModelData, DataTree), cached per ``key``."""
-    from alliance_bayes.inference import SamplerSettings, sample_model
-    from alliance_bayes.model.build import build_model
-    from alliance_bayes.model.design import prepare
+    """``fitted(key, spec, frame, **settings)`` → (design, DataTree), cached per ``key``.
+
+    Goes through the package's one pipeline (:func:`alliance_bayes.fitting.fit_design`).
+    """
+    from alliance_bayes.fitting import design_of, fit_design, settings_for
 
     cache: dict[str, tuple] = {}
 
     def fit(key: str, spec, frame, **settings):
         if key not in cache:
-            data = prepare(spec, frame)
-            model = build_model(spec, data)
-            opts = SamplerSettings.from_spec(spec.sampler, progressbar=False, **settings)
-            dt, _ = sample_model(model, opts)
-            cache[key] = (data, dt)
+            data = design_of(spec, frame)
+            result = fit_design(spec, data, settings_for(spec, progress=False, **settings))
+            cache[key] = (data, result.datatree)
         return cache[key]
 
     return fit

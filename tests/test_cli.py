@@ -1,4 +1,5 @@
-"""scripts/fit.py end to end: exit codes, the FAILED bundle, bad input, and no raw identifiers."""
+"""``alliance-bayes fit`` (and scripts/fit.py) end to end: exit codes, the FAILED bundle, bad input,
+no raw identifiers; the other subcommands' help."""
 
 from __future__ import annotations
 
@@ -12,7 +13,18 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from alliance_bayes.cli import EXIT_BAD_INPUT, EXIT_NOT_CONVERGED, REPO_ROOT, run_fit
+from alliance_bayes.cli import EXIT_BAD_INPUT, EXIT_NOT_CONVERGED, build_parser, main
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SUBCOMMANDS = (
+    "fit", "report", "compare", "sbc", "sensitivity", "simulate", "benchmark", "recovery",
+    "engine-check",
+)  # fmt: skip
+
+
+def run_fit(argv: list[str]) -> int:
+    return main(["fit", *argv])
+
 
 # Far too few draws for 400 effective draws: the convergence gate must fail.
 STARVED = ["--draws", "40", "--tune", "40", "--chains", "2", "--seed", "3", "--quiet"]
@@ -118,10 +130,33 @@ def test_unknown_spec_exits_2(tmp_path, capsys):
     assert "known specs" in capsys.readouterr().err
 
 
-def test_default_spec_and_data_are_the_shipped_ones():
-    from alliance_bayes.cli import DEFAULT_DATA, DEFAULT_SPEC, fit_parser
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_documents_its_options_and_exit_codes(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    flat = " ".join(out.split())
+    assert "exit codes: 0" in flat and "130 interrupted" in flat
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    for action in sub._actions:
+        assert action.help, f"{command} {action.option_strings or action.dest} has no help"
+        for option in action.option_strings:
+            assert option in out
 
-    args = fit_parser().parse_args([])
+
+def test_console_command_is_declared():
+    import tomllib
+
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"alliance-bayes": "alliance_bayes.cli:main"}
+
+
+def test_default_spec_and_data_are_the_shipped_ones():
+    from alliance_bayes.cli import DEFAULT_DATA, DEFAULT_SPEC
+
+    args = build_parser().parse_args(["fit"])
     assert args.spec == DEFAULT_SPEC == "who5_change"
     assert Path(args.data) == DEFAULT_DATA and (DEFAULT_DATA / "clients.csv").is_file()
 

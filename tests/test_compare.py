@@ -10,8 +10,8 @@ import pytest
 import xarray as xr
 from scipy import stats
 
-from alliance_bayes import compare as cmp
-from alliance_bayes.model import predict
+from alliance_bayes.checks import compare as cmp
+from alliance_bayes.model.regression import predict
 from alliance_bayes.model.spec import load_spec
 
 
@@ -252,8 +252,7 @@ def test_small_fit_kfold_and_numpy_twin(small_study_dir, fitted):
     2-fold leave-provider-out run gives finite held-out densities for every client."""
     from alliance_bayes.data.frame import build_frame
     from alliance_bayes.data.load import load_study
-    from alliance_bayes.inference import SamplerSettings, sample_model
-    from alliance_bayes.model.build import build_model
+    from alliance_bayes.fitting import fit_design, settings_for
 
     spec = load_spec("who5_intercepts")
     frame = build_frame(load_study(small_study_dir))
@@ -269,8 +268,7 @@ def test_small_fit_kfold_and_numpy_twin(small_study_dir, fitted):
     )
 
     def refit(s, d):
-        opts = SamplerSettings.from_spec(s.sampler, progressbar=False, **settings)
-        return sample_model(build_model(s, d), opts)[0]
+        return fit_design(s, d, settings_for(s, progress=False, **settings)).datatree
 
     result = cmp.run_kfold(
         spec, data, client_fold, refit, provider_fold=provider_fold, n_mc=50, max_draws=100

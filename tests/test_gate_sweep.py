@@ -11,8 +11,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from alliance_bayes.data.frame import build_frame
-from alliance_bayes.data.load import load_study
 from alliance_bayes.data.simulate import (
     DEFAULT_SEED,
     SimulationConfig,
@@ -20,9 +18,9 @@ from alliance_bayes.data.simulate import (
     write_simulated_study,
 )
 from alliance_bayes.diagnostics import check_convergence
+from alliance_bayes.fitting import design_of
 from alliance_bayes.inference import SamplerSettings, compile_for_refit, sample_compiled
-from alliance_bayes.model.build import build_model
-from alliance_bayes.model.design import prepare
+from alliance_bayes.model.families import family_of
 from alliance_bayes.model.spec import load_spec
 from alliance_bayes.report.estimands import compute_estimands
 
@@ -53,9 +51,9 @@ def test_default_spec_passes_the_gate_on_every_seed(design, seeds, tmp_path):
         study = simulate_study(SimulationConfig().scaled(10), seed=DEFAULT_SEED)
         write_simulated_study(study, folder)
     spec = load_spec("who5_change")
-    data = prepare(spec, build_frame(load_study(folder)))
+    data = design_of(spec, folder)
     settings = SamplerSettings.from_spec(spec.sampler, progressbar=False)
-    compiled = compile_for_refit(build_model(spec, data), settings)
+    compiled = compile_for_refit(family_of(spec).build(spec, data), settings)
     failed = {}
     for seed in range(1, seeds + 1):
         dt, _ = sample_compiled(compiled, settings, seed=seed)

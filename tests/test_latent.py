@@ -21,9 +21,9 @@ import xarray as xr
 from alliance_bayes.data.frame import build_frame
 from alliance_bayes.data.load import load_study
 from alliance_bayes.data.simulate import SimulationConfig, simulate_study, write_simulated_study
-from alliance_bayes.model.build import build_model
-from alliance_bayes.model.design import prepare
-from alliance_bayes.model.measurement import (
+from alliance_bayes.fitting import design_of
+from alliance_bayes.model.families import family_of
+from alliance_bayes.model.latent.measurement import (
     LATENT_GROUP,
     LatentData,
     build_latent_model,
@@ -105,9 +105,9 @@ def test_latent_spec_errors(text, message):
 # --- measurement maths ---------------------------------------------------------------------------
 def test_ratings_log_density_is_the_session_level_ordered_logistic(small_frame):
     spec = _latent_spec()
-    data = prepare(spec, small_frame)
+    data = design_of(spec, small_frame)
     assert isinstance(data, LatentData)
-    model = build_model(spec, data)
+    model = family_of(spec).build(spec, data)
     rng = np.random.default_rng(1)
     point = {k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in model.initial_point().items()}
 
@@ -169,7 +169,7 @@ def test_latent_scores_match_the_model_graph(small_frame):
     """The numpy recomputation equals the model's own true scores, and the bundle stores them
     thinned in place of the client latent draws."""
     spec = _latent_spec('["who5_followup"]')
-    data = prepare(spec, small_frame)
+    data = design_of(spec, small_frame)
     model = build_latent_model(spec, data, store_scores=True)
     prior = pm.sample_prior_predictive(draws=6, model=model, random_seed=2)
     post = prior["prior"].to_dataset()

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alliance_bayes.sbc import (
+from alliance_bayes.checks.sbc import (
     LOGLIK,
     SBCDesign,
     SBCError,
@@ -107,12 +107,12 @@ def test_replicate_seeds_do_not_depend_on_the_run_size():
 
 
 def test_who5_change_quantities_cover_the_key_estimands():
-    from alliance_bayes.model.build import build_model
+    from alliance_bayes.checks.sbc import sbc_design
+    from alliance_bayes.model.families import family_of
     from alliance_bayes.model.spec import load_spec
-    from alliance_bayes.sbc import sbc_design
 
     spec = load_spec("who5_change")
-    model = build_model(spec, sbc_design(spec, DESIGN))
+    model = family_of(spec).build(spec, sbc_design(spec, DESIGN))
     labels = [q[0] for q in quantity_labels(model)]
     for label in (
         "mu_b[goal,within]",

@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 from scipy import stats
 
-from alliance_bayes import sensitivity as sens
+from alliance_bayes.checks import sensitivity as sens
 from alliance_bayes.model.spec import load_spec
 
 
@@ -98,16 +98,15 @@ def test_prior_sets_are_declared_and_differ_only_in_priors():
 @pytest.mark.slow
 def test_numpyro_engine_agrees_on_small_study(small_study_dir):
     pytest.importorskip("numpyro")
-    from alliance_bayes import engine_check as ec
-    from alliance_bayes.compare import load_design
-    from alliance_bayes.inference import SamplerSettings, sample_model
-    from alliance_bayes.model.build import build_model
+    from alliance_bayes.checks import engine_check as ec
+    from alliance_bayes.fitting import design_of, fit_design, settings_for
 
     for name, kind in (("paper_table2", "composite"), ("who5_intercepts", "intercepts")):
         spec = load_spec(name)
-        _study, data = load_design(spec, small_study_dir)
-        opts = SamplerSettings.from_spec(spec.sampler, draws=500, tune=500, progressbar=False)
-        dt, _ = sample_model(build_model(spec, data), opts)
+        data = design_of(spec, small_study_dir)
+        dt = fit_design(
+            spec, data, settings_for(spec, draws=500, tune=500, progress=False)
+        ).datatree
         other = ec.fit_numpyro(spec, data, draws=500, tune=500)
         table = ec.agreement_table(dt["posterior"].to_dataset(), other, ec.COMPARED[kind])
         assert table["agree"].all(), table[~table["agree"]]

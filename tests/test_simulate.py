@@ -241,15 +241,10 @@ def test_session_noise_controls_measurement_error() -> None:
 
 
 # ---- the script and the target table
-def test_script_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import importlib.util
+def test_simulate_command_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from alliance_bayes.cli import main
 
-    spec = importlib.util.spec_from_file_location(
-        "simulate_script", ROOT / "scripts" / "simulate.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--out", str(tmp_path), "--seed", "9", "--small"]) == 0
+    assert main(["simulate", "--out", str(tmp_path), "--seed", "9", "--small"]) == 0
     assert all((tmp_path / name).exists() for name in FILES)
     assert "| hard | N clients |" in capsys.readouterr().out
 

@@ -1,7 +1,61 @@
 """alliance-bayes: Bayesian hierarchical models of the therapeutic alliance and change in well-being.
 
-Data flow (one way): ``data`` (load + validate → analysis frame) → ``model`` (TOML spec → PyMC model)
-→ ``inference`` (sampling) → ``diagnostics`` (convergence gate) → ``report`` (results bundle).
+The public API::
+
+    import alliance_bayes as ab
+
+    study = ab.load_study("path/to/study")    # validated and pseudonymised; DataContractError
+    fit = ab.fit("who5_change", study)        # spec name, TOML path or ab.load_spec(...)
+    fit.passed, fit.summary(), fit.tables("latex")
+    path = fit.save("results")                # the atomic results bundle
+    again = ab.Fit.load(path)
+
+Data flow (one way): ``data`` (load + validate → analysis frame) → ``model`` (TOML spec → the
+family's PyMC model) → ``inference`` (sampling) → ``diagnostics`` (convergence gate) → ``report``
+(results bundle); :mod:`alliance_bayes.fitting` is the one pipeline through them. Names are
+imported on first use, so that ``import alliance_bayes`` (and the command's ``--help``) is quick.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_API = {
+    "load_study": "alliance_bayes.data.load",
+    "DataContractError": "alliance_bayes.data.contract",
+    "load_spec": "alliance_bayes.model.spec",
+    "spec_names": "alliance_bayes.model.spec",
+    "SpecError": "alliance_bayes.model.spec",
+    "DesignError": "alliance_bayes.model.regression.design",
+    "fit": "alliance_bayes.fitting",
+    "Fit": "alliance_bayes.fitting",
+}
+__all__ = [
+    "DataContractError",
+    "DesignError",
+    "Fit",
+    "SpecError",
+    "__version__",
+    "fit",
+    "load_spec",
+    "load_study",
+    "spec_names",
+]
+
+if TYPE_CHECKING:
+    from alliance_bayes.data.contract import DataContractError
+    from alliance_bayes.data.load import load_study
+    from alliance_bayes.fitting import Fit, fit
+    from alliance_bayes.model.regression.design import DesignError
+    from alliance_bayes.model.spec import SpecError, load_spec, spec_names
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'alliance_bayes' has no attribute {name!r}")

@@ -1,96 +1,117 @@
-"""Command-line entry points used by ``scripts/``: load → build → sample → diagnose → report.
+"""The ``alliance-bayes`` command: fit, report, compare, sbc, sensitivity, simulate, benchmark, recovery.
 
-Exit codes: 0 success; 2 bad input (data contract or model spec); 3 the fit failed its convergence
-checks (with ``--allow-failed-diagnostics`` the bundle is still written, marked FAILED).
+Every subcommand parses its options and calls the library (the same functions as the Python API),
+so the command and a script give the same results. Heavy imports wait until after parsing, so
+``--help`` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import platform
-import subprocess
 import sys
-import time
-from datetime import UTC, datetime
-from importlib import metadata
+from collections.abc import Callable
+from importlib.resources import files
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = REPO_ROOT / "data" / "synthetic"
-DEFAULT_RESULTS = REPO_ROOT / "results"
 DEFAULT_SPEC = "who5_change"
+#: The shipped synthetic study (``data/synthetic/`` of the repository; installed as package data).
+DEFAULT_DATA = Path(str(files("alliance_bayes.synthetic_study")))
+DEFAULT_RESULTS = Path("results")
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_NOT_CONVERGED = 3
-PACKAGES = (
-    "alliance-bayes", "pymc", "pytensor", "nutpie", "arviz", "arviz-base", "arviz-stats",
-    "arviz-plots", "numpy", "pandas", "xarray", "matplotlib", "h5netcdf", "numba",
-)  # fmt: skip
+EXIT_INTERRUPTED = 130
+
+_EXIT_CODES = {
+    "fit": "0 converged and saved; 2 bad input (data contract, spec, design); 3 the convergence "
+    "gate failed (nothing saved unless --allow-failed-diagnostics, then saved marked FAILED)",
+    "report": "0 re-rendered; 2 not a bundle, or --data differs from the data the bundle was "
+    "fitted to",
+    "compare": "0 written; 2 bad input (or the models select different clients)",
+    "sbc": "0 every quantity passes its uniformity tests; 1 one fails; 2 bad input",
+    "sensitivity": "0 written; 2 bad input",
+    "simulate": "0 written (a warning on stderr when a hard target of the paper is missed)",
+    "benchmark": "0 done; 2 bad input",
+    "recovery": "0 printed; 2 a bundle is missing or the bundles disagree on the outcome",
+    "engine-check": "0 every scalar agrees; 1 one does not; 2 bad input",
+}
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of Python and of every package a result depends on."""
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it has one (not ``(default: None)``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or "%(default)" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action) or ""
 
 
-def git_commit() -> str | None:
-    """The repository's commit, with ``+dirty`` when the work tree has changes; ``None`` outside git."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")
-
-
-def fit_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="fit.py",
-        description=(
-            "Fit one alliance model (a TOML spec in models/) to a study folder and write a results "
-            "bundle results/<spec>/<run-id>/ (posterior.nc, run.json, estimands.csv, tables, "
-            "figures, diagnostics, report.md). Sampler settings default to the spec's [sampler]."
-        ),
+def _parser_for(sub, name: str, help_: str, description: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help_,
+        description=description,
+        epilog=f"exit codes: {_EXIT_CODES[name]}; 130 interrupted (Ctrl-C)",
+        formatter_class=_HelpFormatter,
     )
-    p.add_argument(
-        "spec",
-        nargs="?",
-        default=DEFAULT_SPEC,
-        help=f"model spec: a name in models/ or a path to a .toml file (default {DEFAULT_SPEC})",
-    )
+
+
+def _data_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         type=Path,
         default=DEFAULT_DATA,
-        help="study folder with providers, clients and sessions (.csv or .parquet) "
-        "(default: the shipped synthetic study)",
+        help="study folder with providers, clients and sessions (.csv or .parquet); the default "
+        "is the shipped synthetic study",
     )
-    p.add_argument(
-        "--out", type=Path, default=DEFAULT_RESULTS, help="results root (default results/)"
-    )
-    p.add_argument("--draws", type=int, help="posterior draws per chain (default: spec)")
+
+
+def _out_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results root folder")
+
+
+def _sampler_options(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--draws", type=int, help=f"posterior draws per chain{what} (default: spec)")
     p.add_argument("--tune", type=int, help="tuning (warm-up) iterations per chain (default: spec)")
-    p.add_argument("--chains", type=int, help="number of chains (default: spec, 4)")
-    p.add_argument("--seed", type=int, help="random seed for every random step (default: spec)")
+    p.add_argument("--chains", type=int, help="number of chains (default: spec)")
+
+
+def _cache_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--sampler",
-        choices=("nutpie", "pymc"),
-        help="NUTS implementation: nutpie (default, compiled with numba) or PyMC's own",
+        "--cache",
+        type=Path,
+        help="folder that keeps full fits and reuses them for the same spec, data and settings "
+        "(shared by compare, sensitivity and engine-check)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alliance-bayes",
+        description="Bayesian models of the therapeutic alliance and change in well-being "
+        "(WHO-5) and depression (PHQ-9) in telehealth care.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _parser_for(
+        sub,
+        "fit",
+        "fit one model and write its results bundle",
+        "Fit one model (a shipped spec or a TOML file) to a study and write the bundle "
+        "<out>/<spec>/<run-id>/ (posterior.nc, run.json, estimands.csv, tables, figures, "
+        "diagnostics, report.md). Sampler settings default to the spec's [sampler] table.",
+    )
+    p.add_argument(
+        "spec", nargs="?", default=DEFAULT_SPEC, help="a shipped spec name or a path to a .toml"
+    )
+    _data_option(p)
+    _out_option(p)
+    _sampler_options(p)
+    p.add_argument("--seed", type=int, help="seed of every random step (default: spec)")
+    p.add_argument(
+        "--sampler", choices=("nutpie", "pymc"), help="NUTS implementation (default: spec, nutpie)"
     )
     p.add_argument(
         "--allow-failed-diagnostics",
@@ -99,151 +120,404 @@ def fit_parser() -> argparse.ArgumentParser:
         "at the top and the exit code is still 3",
     )
     p.add_argument("--quiet", action="store_true", help="no progress display")
-    return p
+    p.set_defaults(run=_fit)
+
+    p = _parser_for(
+        sub,
+        "report",
+        "re-render a bundle's tables, figures and report without sampling",
+        "Re-render tables, figures and report.md of a saved bundle from its draws (no sampling).",
+    )
+    p.add_argument("bundle", type=Path, help="a results bundle folder <results>/<spec>/<run-id>")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="write a complete new bundle under this results root instead of replacing BUNDLE",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="the study the bundle was fitted to: its hash is checked against the bundle's, and "
+        "its raw identifiers are kept out of the re-rendered files",
+    )
+    p.set_defaults(run=_report)
+
+    from alliance_bayes.checks.compare import DEFAULT_MODELS as COMPARE_MODELS
+    from alliance_bayes.checks.sbc import SBCDesign, SBCSettings
+    from alliance_bayes.checks.sensitivity import DEFAULT_MODELS as SENSITIVITY_MODELS
+
+    p = _parser_for(
+        sub,
+        "compare",
+        "compare models by PSIS-LOO and leave-provider-out K-fold",
+        "Fit each model to the same clients and compare them by PSIS-LOO and leave-provider-out "
+        "K-fold; writes <out>/comparison/<run-id>/ (comparison.md, .tex, .csv, pointwise.csv, "
+        "run.json, figures/).",
+    )
+    p.add_argument("models", nargs="*", default=list(COMPARE_MODELS), help="specs to compare")
+    _data_option(p)
+    _out_option(p)
+    p.add_argument("--k", type=int, default=5, help="leave-provider-out folds (0: no K-fold)")
+    p.add_argument("--fold-seed", type=int, default=20221013, help="seed of the fold assignment")
+    _sampler_options(p, " of the full fits")
+    p.add_argument("--kfold-draws", type=int, default=500, help="draws per chain of fold refits")
+    p.add_argument("--kfold-tune", type=int, default=500, help="tuning of fold refits")
+    p.add_argument("--kfold-chains", type=int, default=2, help="chains of fold refits")
+    p.add_argument("--n-mc", type=int, default=200, help="Monte Carlo draws per posterior draw")
+    _cache_option(p)
+    p.set_defaults(run=_compare)
+
+    d, s = SBCDesign(), SBCSettings(spec=DEFAULT_SPEC)
+    p = _parser_for(
+        sub,
+        "sbc",
+        "simulation-based calibration of a model",
+        "Simulation-based calibration: draw parameters and outcomes from the model's prior on "
+        "the design of a small simulated study, refit (nutpie, compiled once per worker), and "
+        "rank the truth among the draws. One JSON per replicate under OUT/replicates as it "
+        "finishes (a rerun skips finished ones); at the end ranks.csv, uniformity.csv, "
+        "ecdf_difference.png and summary.md.",
+    )
+    p.add_argument("--spec", default=DEFAULT_SPEC, help="fitting model (name or TOML path)")
+    p.add_argument(
+        "--generate-spec",
+        help="model whose prior generates the data (default: --spec; another one checks that a "
+        "mis-specified prior is caught)",
+    )
+    p.add_argument("--replicates", type=int, default=s.replicates, help="replicates")
+    p.add_argument("--workers", type=int, default=1, help="processes (each compiles once)")
+    p.add_argument("--out", type=Path, help="folder (default results/sbc/SPEC)")
+    p.add_argument("--seed", type=int, default=s.seed, help="seed of the replicates")
+    p.add_argument("--chains", type=int, default=s.chains, help="chains per refit")
+    p.add_argument("--draws", type=int, default=s.draws, help="posterior draws per chain")
+    p.add_argument("--tune", type=int, default=s.tune, help="tuning iterations per chain")
+    p.add_argument("--thin-to", type=int, default=s.thin_to, help="draws kept for ranking")
+    p.add_argument("--target-accept", type=float, default=s.target_accept, help="NUTS target")
+    for field in ("n_coach_clients", "n_therapist_clients", "n_both_clients"):
+        p.add_argument(f"--{field.replace('_', '-')}", type=int, default=getattr(d, field),
+                       help=f"design: {field.replace('_', ' ').removeprefix('n ')}")  # fmt: skip
+    p.add_argument("--n-therapists", type=int, default=d.n_therapists, help="design: therapists")
+    p.add_argument("--n-coaches", type=int, default=d.n_coaches, help="design: coaches")
+    p.add_argument("--design-seed", type=int, default=d.seed, help="seed of the design study")
+    p.add_argument("--summary-only", action="store_true", help="summarise finished replicates")
+    p.set_defaults(run=_sbc)
+
+    p = _parser_for(
+        sub,
+        "sensitivity",
+        "prior sensitivity: power-scaling and refits under other prior sets",
+        "Prior sensitivity: power-scaling (psense) of every model, and refits of a base model "
+        "under the priors of other specs; writes <out>/sensitivity/<run-id>/.",
+    )
+    p.add_argument("models", nargs="*", default=list(SENSITIVITY_MODELS), help="specs")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="BASE=SPEC",
+        help="refit BASE under the priors of SPEC (repeatable); default: who5_change under "
+        "who5_change_priors_wide and who5_change_priors_narrow",
+    )
+    _data_option(p)
+    _out_option(p)
+    _sampler_options(p)
+    _cache_option(p)
+    p.set_defaults(run=_sensitivity)
+
+    p = _parser_for(
+        sub,
+        "simulate",
+        "write a synthetic study matching the paper's margins",
+        "Generate the synthetic study (providers.csv, clients.csv, sessions.csv, truth.json) and "
+        "print the target-vs-achieved table.",
+    )
+    p.add_argument("--out", type=Path, default=Path("synthetic_study"), help="output folder")
+    p.add_argument("--seed", type=int, help="random seed (default: the shipped study's)")
+    p.add_argument(
+        "--small", action="store_true", help="small design (300 clients, 30 providers), same truth"
+    )
+    p.set_defaults(run=_simulate)
+
+    p = _parser_for(
+        sub,
+        "benchmark",
+        "compare samplers on one model (ratios against the first)",
+        "Fit one model once per sampler in one process and print compile and sampling time, "
+        "min ESS, ESS per second and ratios against the first sampler (the baseline).",
+    )
+    p.add_argument("spec", nargs="?", default=DEFAULT_SPEC, help="spec name or TOML path")
+    _data_option(p)
+    _sampler_options(p)
+    p.add_argument("--seed", type=int, help="seed (default: spec)")
+    p.add_argument(
+        "--samplers", nargs="+", default=["nutpie", "pymc"], choices=["nutpie", "pymc"],
+        help="samplers; the first is the baseline",
+    )  # fmt: skip
+    p.set_defaults(run=_benchmark)
+
+    p = _parser_for(
+        sub,
+        "recovery",
+        "planted truth against posterior for bundles of a simulated study",
+        "For every estimand the study's truth.json plants, print the truth and per bundle the "
+        "posterior mean, 95%% HDI, error in posterior SDs and coverage.",
+    )
+    p.add_argument("bundles", type=Path, nargs="+", help="results bundle folders")
+    p.add_argument(
+        "--truth", type=Path, default=DEFAULT_DATA / "truth.json", help="the study's truth.json"
+    )
+    p.add_argument("--outcome", choices=("who5", "phq9"), help="outcome (default: the bundles')")
+    p.add_argument("--alliance-only", action="store_true", help="only the alliance slopes")
+    p.set_defaults(run=_recovery)
+
+    p = _parser_for(
+        sub,
+        "engine-check",
+        "refit models in numpyro and check the posterior means agree",
+        "Refit models in numpyro (needs the 'engines' extra) and check that every posterior "
+        "mean agrees within 3 MCSE + 0.05 SD.",
+    )
+    p.add_argument("models", nargs="*", default=["paper_table2", "who5_intercepts"], help="specs")
+    _data_option(p)
+    p.add_argument("--draws", type=int, default=1000, help="draws per chain")
+    p.add_argument("--tune", type=int, default=1000, help="tuning iterations per chain")
+    p.add_argument("--chains", type=int, default=4, help="chains")
+    _cache_option(p)
+    p.add_argument("--csv", type=Path, help="write the agreement tables here")
+    p.set_defaults(run=_engine_check)
+    return parser
 
 
-def run_fit(argv: list[str] | None = None) -> int:
-    """``scripts/fit.py``: returns the process exit code."""
-    args = fit_parser().parse_args(argv)
-    # Imports are deferred so that --help answers at once.
+def main(argv: list[str] | None = None) -> int:
+    """Run ``alliance-bayes``; returns the exit code (see each subcommand's ``--help``)."""
+    args = build_parser().parse_args(argv)
     from alliance_bayes.data.contract import DataContractError
-    from alliance_bayes.data.frame import build_frame
-    from alliance_bayes.data.load import load_study
-    from alliance_bayes.model.design import DesignError, prepare
-    from alliance_bayes.model.spec import SpecError, load_spec
+    from alliance_bayes.model.regression.design import DesignError
+    from alliance_bayes.model.spec import SpecError
 
-    started = time.perf_counter()
     try:
-        spec = load_spec(args.spec)
-        study = load_study(args.data)
-        frame = build_frame(
-            study,
-            elevated_by=spec.data.elevated_by,
-            who5_cutoff=spec.data.who5_cutoff,
-            phq9_cutoff=spec.data.phq9_cutoff,
-        )
-        data = prepare(spec, frame)
-    except (SpecError, DataContractError, DesignError) as err:
+        return args.run(args)
+    except (SpecError, DataContractError, DesignError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(frame.summary())
-    print(f"model {spec.name}: {data.n_clients} clients in the likelihood; {data.exclusions}")
+    except KeyboardInterrupt:
+        print("interrupted: nothing was saved", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
-    from alliance_bayes.diagnostics import check_convergence
-    from alliance_bayes.inference import SamplerSettings, min_ess_per_second, sample_model
-    from alliance_bayes.model.build import build_model
-    from alliance_bayes.report.bundle import write_bundle
-    from alliance_bayes.report.estimands import compute_estimands
 
-    settings = SamplerSettings.from_spec(
-        spec.sampler,
-        sampler=args.sampler,
+def subcommand(name: str) -> Callable[[], int]:
+    """An entry point for ``scripts/<name>.py``: ``alliance-bayes <name>`` with the script's args."""
+    return lambda: main([name, *sys.argv[1:]])
+
+
+# --- subcommands ----------------------------------------------------------------------------------
+
+
+def _fit(args) -> int:
+    from alliance_bayes.data.load import load_study
+    from alliance_bayes.fitting import design_of, fit_design, settings_for
+    from alliance_bayes.model.spec import load_spec
+
+    spec = load_spec(args.spec)
+    study = load_study(args.data)
+    design = design_of(spec, study)
+    print(design.frame.summary())
+    print(f"model {spec.name}: {design.n_clients} clients in the likelihood; {design.exclusions}")
+    settings = settings_for(
+        spec,
         draws=args.draws,
         tune=args.tune,
         chains=args.chains,
         seed=args.seed,
-        progressbar=not args.quiet and sys.stderr.isatty(),
+        sampler=args.sampler,
+        progress=not args.quiet and sys.stderr.isatty(),
     )
-    model = build_model(spec, data)
-    dt, timings = sample_model(model, settings)
-    # Provider types travel with the draws so that figures can group provider effects.
-    dt["constant_data"] = (
-        dt["constant_data"]
-        .to_dataset()
-        .assign(
-            provider_type=("provider", data.frame.providers["provider_type"].astype(str).to_numpy())
-        )
+    result = fit_design(
+        spec, design, settings, forbidden_ids=study.clients["client_id"].astype(str)
     )
-    if spec.measurement is not None:  # latent alliance: two outcomes in one model
-        from alliance_bayes.model.measurement import outcome_short
-        from alliance_bayes.model.spec import OUTCOMES
-        from alliance_bayes.report.estimands import compute_joint_estimands
-
-        estimands = compute_joint_estimands(
-            dt["posterior"].to_dataset(),
-            outcome_units={outcome_short(o): OUTCOMES[o][3] for o in spec.measurement.outcomes},
-            primary=outcome_short(spec.outcome),
-        )
-    else:
-        estimands = compute_estimands(
-            dt["posterior"].to_dataset(),
-            outcome_units=spec.outcome_units,
-            effect_units=spec.effect_units,
-        )
-    gate = check_convergence(dt, estimands)
-    if spec.measurement is not None:
-        from alliance_bayes.inference import PREDICTIVE_DRAWS_PER_CHAIN
-        from alliance_bayes.model.measurement import store_latent_scores
-
-        dt = store_latent_scores(dt, PREDICTIVE_DRAWS_PER_CHAIN)
-    timings["wall_total"] = time.perf_counter() - started
-
-    meta = run_metadata(spec, data, settings, timings, study.sha256)
-    meta["min_ess_bulk_per_second"] = min_ess_per_second(dt, timings["sampling"])
-    meta["convergence_passed"] = bool(gate.passed)
-    print(gate.to_markdown())
-    if gate.passed or args.allow_failed_diagnostics:
-        run_id = make_run_id(meta)
-        path = write_bundle(
-            args.out,
-            spec.name,
-            run_id,
-            dt,
-            meta,
-            estimands,
-            gate,
-            forbidden_ids=set(study.clients["client_id"].astype(str)),
-        )
-        print(f"results written to {path}")
+    print(result.gate.to_markdown())
+    if result.passed or args.allow_failed_diagnostics:
+        print(f"results written to {result.save(args.out)}")
+    t = result.timings
     print(
-        f"timings (s): compile {timings['compile']:.1f}, sampling {timings['sampling']:.1f}, "
-        f"total {timings['wall_total']:.1f}; min bulk ESS/s {meta['min_ess_bulk_per_second']:.1f}"
+        f"timings (s): compile {t['compile']:.1f}, sampling {t['sampling']:.1f}, "
+        f"total {t['wall_total']:.1f}; min bulk ESS/s {result.meta['min_ess_bulk_per_second']:.1f}"
     )
-    if not gate.passed:
+    if not result.passed:
         print(
             "CONVERGENCE CHECKS FAILED: these estimates must not be used"
             + ("" if args.allow_failed_diagnostics else " (nothing was saved; see above)"),
             file=sys.stderr,
         )
         return EXIT_NOT_CONVERGED
-    return 0
+    return EXIT_OK
 
 
-def run_metadata(spec, data, settings, timings, data_sha256: str) -> dict:
-    """Everything needed to reproduce and audit a run (written as ``run.json``)."""
-    return {
-        "spec": spec.name,
-        "spec_as_run": spec.to_dict(),
-        "spec_toml": Path(spec.source).read_text(encoding="utf-8")
-        if Path(spec.source).is_file()
-        else "",
-        "outcome": spec.outcome,
-        "outcome_label": spec.outcome_label,
-        "outcome_range": list(spec.outcome_range),
-        "effect_units": spec.effect_units,
-        "seed": settings.seed,
-        "sampler": settings.sampler,
-        "backend": settings.backend,
-        "chains": settings.chains,
-        "draws": settings.draws,
-        "tune": settings.tune,
-        "sampler_settings": settings.to_dict(),
-        "packages": package_versions(),
-        "platform": platform.platform(),
-        "data_sha256": data_sha256,
-        "exclusions": data.exclusions,
-        "n_clients": data.n_clients,
-        "n_providers": len(data.frame.providers),
-        "timings_s": timings,
-        "git_commit": git_commit(),
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+def _report(args) -> int:
+    from alliance_bayes.data.load import load_study
+    from alliance_bayes.fitting import Fit
+
+    result = Fit.load(args.bundle)
+    study = None
+    if args.data is not None:
+        study = load_study(args.data)
+        if study.sha256 != result.meta.get("data_sha256"):
+            print(
+                f"error: {args.data} is not the data {args.bundle} was fitted to (SHA-256 "
+                f"{study.sha256[:12]}… against the bundle's {str(result.meta.get('data_sha256'))[:12]}…)",
+                file=sys.stderr,
+            )
+            return EXIT_BAD_INPUT
+    print(f"report written to {result.report(args.out, study=study)}")
+    return EXIT_OK
 
 
-def make_run_id(meta: dict) -> str:
-    """Sortable and unique: UTC time plus a digest of what determines the draws."""
-    key = json.dumps(
-        [meta["spec_as_run"], meta["data_sha256"], meta["sampler_settings"]], sort_keys=True
+def _compare(args) -> int:
+    from alliance_bayes.checks.compare import run_comparison
+
+    path = run_comparison(
+        args.models,
+        args.data,
+        args.out,
+        k=args.k,
+        fold_seed=args.fold_seed,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        kfold_draws=args.kfold_draws,
+        kfold_tune=args.kfold_tune,
+        kfold_chains=args.kfold_chains,
+        n_mc=args.n_mc,
+        cache=args.cache,
+        log=lambda line: print(line, flush=True),
     )
-    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{digest}"
+    print(f"comparison written to {path}")
+    return EXIT_OK
+
+
+def _sbc(args) -> int:
+    import time
+
+    from alliance_bayes.checks.sbc import SBCDesign, SBCSettings, run_sbc, summarise
+
+    settings = SBCSettings(
+        spec=args.spec,
+        generate_spec=args.generate_spec,
+        design=SBCDesign(
+            n_coach_clients=args.n_coach_clients,
+            n_therapist_clients=args.n_therapist_clients,
+            n_both_clients=args.n_both_clients,
+            n_therapists=args.n_therapists,
+            n_coaches=args.n_coaches,
+            seed=args.design_seed,
+        ),
+        replicates=args.replicates,
+        seed=args.seed,
+        chains=args.chains,
+        tune=args.tune,
+        draws=args.draws,
+        thin_to=args.thin_to,
+        target_accept=args.target_accept,
+    )
+    out = args.out or DEFAULT_RESULTS / "sbc" / Path(args.spec).stem
+    if not args.summary_only:
+        start = time.perf_counter()
+        ran = run_sbc(settings, out, workers=args.workers, log=print)
+        print(f"ran {ran} replicate(s) in {time.perf_counter() - start:.0f} s")
+    result = summarise(out)
+    print((out / "summary.md").read_text(encoding="utf-8"))
+    return EXIT_OK if result["calibrated"] else EXIT_CHECK_FAILED
+
+
+def _sensitivity(args) -> int:
+    from alliance_bayes.checks.sensitivity import run_sensitivity
+
+    variants: dict[str, list[str]] | None = None
+    if args.variant:
+        variants = {}
+        for item in args.variant:
+            base, sep, other = item.partition("=")
+            if not sep or not base or not other:
+                print(f"error: --variant {item!r}: expected BASE=SPEC", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            variants.setdefault(base, []).append(other)
+    path = run_sensitivity(
+        args.models,
+        args.data,
+        args.out,
+        variants=variants,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        cache=args.cache,
+        log=lambda line: print(line, flush=True),
+    )
+    print(f"sensitivity written to {path}")
+    return EXIT_OK
+
+
+def _simulate(args) -> int:
+    from alliance_bayes.data.simulate import (
+        DEFAULT_SEED,
+        SimulationConfig,
+        format_table,
+        hard_targets_met,
+        simulate_study,
+        target_table,
+        write_simulated_study,
+    )
+
+    seed = DEFAULT_SEED if args.seed is None else args.seed
+    config = SimulationConfig.small() if args.small else SimulationConfig()
+    study = simulate_study(config, seed=seed)
+    write_simulated_study(study, args.out)
+    table = target_table(study.providers, study.clients, study.sessions)
+    print(f"wrote {args.out} (seed {seed}, {len(study.clients)} clients)")
+    print(format_table(table))
+    if not args.small and not hard_targets_met(table):
+        print("warning: some hard targets are not met for this seed", file=sys.stderr)
+    return EXIT_OK
+
+
+def _benchmark(args) -> int:
+    from alliance_bayes.benchmark import run_benchmark
+
+    run_benchmark(
+        args.spec,
+        args.data,
+        samplers=args.samplers,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        seed=args.seed,
+    )
+    return EXIT_OK
+
+
+def _recovery(args) -> int:
+    from alliance_bayes.checks.recovery import format_recovery, recovery_table
+
+    try:
+        outcome, table = recovery_table(
+            args.bundles, args.truth, outcome=args.outcome, alliance_only=args.alliance_only
+        )
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(format_recovery(outcome, table))
+    return EXIT_OK
+
+
+def _engine_check(args) -> int:
+    from alliance_bayes.checks.engine_check import run_engine_check
+
+    ok = run_engine_check(
+        args.models,
+        args.data,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        cache=args.cache,
+        csv=args.csv,
+    )
+    return EXIT_OK if ok else EXIT_CHECK_FAILED

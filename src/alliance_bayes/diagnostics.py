@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import arviz_stats as azs
@@ -120,6 +120,13 @@ class GateResult:
             "reference": "Vehtari et al. (2021) doi:10.1214/20-BA1221",
             "checks": [_jsonable(asdict(c)) for c in self.checks],
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GateResult:
+        """The inverse of :meth:`to_json` (reads a bundle's ``diagnostics.json``)."""
+        keys = {f.name for f in fields(CheckResult)}
+        checks = [CheckResult(**{k: v for k, v in c.items() if k in keys}) for c in data["checks"]]
+        return cls(bool(data["passed"]), checks, int(data["chains"]), int(data["draws"]))
 
     def to_markdown(self) -> str:
         """Readable ``diagnostics.md``: a loud first line, a summary, then a table per check."""

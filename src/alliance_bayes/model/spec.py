@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
+#: The shipped specs (``models/`` of the repository, installed as the package ``alliance_bayes.specs``).
+MODELS_DIR = Path(str(files("alliance_bayes.specs")))
 
 OUTCOMES = {
     # outcome column → (baseline column, range on its own metric, label, units of one point)
@@ -51,7 +53,7 @@ class PredictorSpec:
     ``alliance = "composite"`` uses the client's mean of goal and bond (the paper's score);
     ``alliance = "subscales"`` uses each subscale split into its within- and between-provider parts.
     ``alliance = "latent"`` replaces the averaged scores by latent ones from a session-level
-    graded-response measurement model (see :mod:`alliance_bayes.model.measurement` and
+    graded-response measurement model (see :mod:`alliance_bayes.model.latent.measurement` and
     :class:`MeasurementSpec`).
     """
 
@@ -73,7 +75,7 @@ class HierarchySpec:
     ``provider_intercepts``.
     ``care_slope_sd``: the spread of the care-type slopes around the pooled slope is
     ``"fixed"`` at ``sd_b_sd`` (default) or ``"estimated"`` with a Half-Normal(``sd_b_sd``)
-    prior (see :mod:`alliance_bayes.model.build` for why fixed is the default).
+    prior (see :mod:`alliance_bayes.model.regression.graph` for why fixed is the default).
     ``sd_prior``: prior of the provider-effect SDs, ``"gamma"`` (Gamma(2, 2/scale), mean
     ``scale``; default) or ``"halfnormal"`` (Half-Normal(scale)); the scales are
     ``sd_provider_sd`` and ``sd_provider_slope_sd``.
@@ -272,7 +274,10 @@ def parse_spec(text: str, source: str = "<string>") -> ModelSpec:
     ``extends = "<spec name or path>"`` starts from another spec: its tables are merged key by key
     and top-level values replaced, so that a variant states only what differs.
     """
-    raw = _read_toml(text, source, ())
+    return _from_raw(_read_toml(text, source, ()), source)
+
+
+def _from_raw(raw: dict[str, Any], source: str) -> ModelSpec:
     unknown = sorted(set(raw) - _TOP_KEYS)
     _check(source, not unknown, f"unknown key(s) {unknown}; expected some of {sorted(_TOP_KEYS)}")
     for key in ("name", "outcome"):
@@ -316,12 +321,18 @@ def _read_toml(text: str, source: str, chain: tuple[str, ...]) -> dict[str, Any]
     _check(source, path.is_file(), f"extends {base_name!r}: no such spec ({path})")
     _check(source, str(path) not in chain, f"extends {base_name!r}: a cycle of extends")
     base = _read_toml(path.read_text(encoding="utf-8"), str(path), (*chain, str(path)))
-    for key, value in raw.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = {**base[key], **value}
+    return _merge(base, raw)
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes``: tables merged key by key, other values replaced."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
         else:
-            base[key] = value
-    return base
+            out[key] = value
+    return out
 
 
 def _spec_path(name_or_path: str | Path) -> Path:
@@ -398,10 +409,41 @@ def _validate(spec: ModelSpec, src: str) -> None:
     _check(f"{src} [sampler]", s.seed >= 0, "seed must be >= 0")
 
 
-def load_spec(name_or_path: str | Path) -> ModelSpec:
-    """Load a spec by name (``models/<name>.toml``) or by path."""
+def load_spec(name_or_path: str | Path, **overrides: Any) -> ModelSpec:
+    """Load a spec by name (a shipped spec, see :func:`spec_names`) or by path to a TOML file.
+
+    Parameters
+    ----------
+    name_or_path : str or path
+        ``"who5_change"`` or ``"my_models/variant.toml"``.
+    **overrides
+        Top-level values and tables merged into the spec as ``extends`` merges them, and validated
+        exactly as the TOML is: ``load_spec("who5_change", likelihood="normal",
+        sampler={"draws": 500}, priors={"sigma_sd": 10.0})``. An override renames nothing: pass
+        ``name=`` to give the variant its own results folder.
+
+    Raises
+    ------
+    SpecError
+        No such spec, or an invalid spec or override (unknown key, wrong type, impossible value).
+    """
     path = _spec_path(name_or_path)
     if not path.is_file():
-        known = sorted(p.stem for p in MODELS_DIR.glob("*.toml"))
-        raise SpecError(f"{path}: no such model spec; known specs: {known}")
-    return parse_spec(path.read_text(encoding="utf-8"), source=str(path))
+        raise SpecError(f"{path}: no such model spec; known specs: {spec_names()}")
+    source = str(path)
+    raw = _read_toml(path.read_text(encoding="utf-8"), source, ())
+    if overrides:
+        _check(source, "extends" not in overrides, "'extends' cannot be an override")
+        raw = _merge(raw, overrides)
+        source = f"{source} (with overrides {sorted(overrides)})"
+    return _from_raw(raw, source)
+
+
+def spec_from_dict(values: dict[str, Any], source: str) -> ModelSpec:
+    """A spec from :meth:`ModelSpec.to_dict` output (e.g. a bundle's ``run.json``), validated."""
+    return _from_raw(dict(values), source)
+
+
+def spec_names() -> list[str]:
+    """Names of the shipped specs."""
+    return sorted(p.stem for p in MODELS_DIR.glob("*.toml"))

@@ -18,14 +18,9 @@ file of the bundle is scanned for the ids that are not plain numbers; the write 
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +31,13 @@ from alliance_bayes.diagnostics import GateResult
 from alliance_bayes.report import figures
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
 from alliance_bayes.report.tables import tables_latex, tables_markdown
+from alliance_bayes.storage import atomic_folder, check_name, dump_json, write_datatree
 
 __all__ = [
     "FAILED_MARKER",
     "ConvergenceFailedError",
     "ForbiddenIdentifierError",
     "outcome_units_from_meta",
-    "prepare_for_netcdf",
     "write_bundle",
 ]
 
@@ -50,7 +45,6 @@ __all__ = [
 FAILED_MARKER = "# FAILED convergence checks — do not use these estimates"
 
 _TEXT_SUFFIXES = {".md", ".tex", ".csv", ".json", ".txt"}
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 class ForbiddenIdentifierError(RuntimeError):
@@ -69,75 +63,6 @@ def outcome_units_from_meta(meta: Mapping[str, Any]) -> str:
     if outcome.startswith("phq9"):
         return "PHQ-9 points"
     return "outcome points"
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
-
-
-def _clean_json(obj: Any) -> Any:
-    """Strict JSON: NaN/inf become null."""
-    if isinstance(obj, dict):
-        return {str(k): _clean_json(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean_json(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _dump_json(obj: Any, path: Path) -> None:
-    text = json.dumps(
-        _clean_json(json.loads(json.dumps(obj, default=_json_default))),
-        indent=2,
-        ensure_ascii=False,
-        allow_nan=False,
-    )
-    path.write_text(text + "\n", encoding="utf-8")
-
-
-def _clean_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """netCDF attributes must be str, numbers or 1-D arrays of them; JSON-encode anything else."""
-    out = {}
-    for k, v in attrs.items():
-        if isinstance(v, str | int | float | np.number):
-            out[str(k)] = v
-        elif isinstance(v, bool | np.bool_):
-            out[str(k)] = int(v)
-        elif isinstance(v, list | tuple | np.ndarray) and all(
-            isinstance(x, str | int | float | np.number) for x in np.ravel(np.asarray(v, object))
-        ):
-            out[str(k)] = np.asarray(v) if not all(isinstance(x, str) for x in v) else list(v)
-        else:
-            out[str(k)] = json.dumps(v, default=_json_default, ensure_ascii=False)
-    return out
-
-
-def prepare_for_netcdf(dt: xr.DataTree) -> xr.DataTree:
-    """Copy of ``dt`` that h5netcdf can write.
-
-    Object-dtype variables (nutpie's ``divergence_message``) become fixed-width unicode with
-    ``None`` as the empty string, and attributes that netCDF cannot hold are JSON-encoded.
-    """
-    groups: dict[str, xr.Dataset] = {}
-    for node in dt.subtree:
-        ds = node.to_dataset(inherit=False)
-        for name in list(ds.variables):
-            var = ds[name]
-            if var.dtype == object:
-                flat = ["" if x is None else str(x) for x in var.values.ravel()]
-                arr = np.asarray(flat, dtype=str).reshape(var.shape)
-                ds[name] = var.copy(data=arr)
-            ds[name].attrs = _clean_attrs(ds[name].attrs)
-        ds.attrs = _clean_attrs(ds.attrs)
-        groups[node.path] = ds
-    return xr.DataTree.from_dict(groups)
 
 
 def _token_pattern(ids: Iterable[str]) -> re.Pattern[str] | None:
@@ -309,32 +234,6 @@ def _trust_section(results_root: Path, spec_name: str) -> list[str]:
     return [*lines, ""]
 
 
-@contextmanager
-def atomic_folder(parent: Path, name: str) -> Iterator[Path]:
-    """Write ``parent/name`` atomically: yield a temporary sibling, rename it into place on success.
-
-    On any exception (an interrupt included) the temporary folder is removed, so nothing that looks
-    finished is left behind. An existing ``parent/name`` is never overwritten.
-    """
-    if not _SAFE_NAME.match(name):
-        raise ValueError(f"{name!r} must match {_SAFE_NAME.pattern}")
-    final = parent / name
-    if final.exists():
-        raise FileExistsError(f"{final} exists; refusing to overwrite it")
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent))
-    try:
-        yield tmp
-        if final.exists():  # another writer won the race while we were writing
-            raise FileExistsError(f"{final} appeared during writing; not replacing it")
-        # mkdtemp creates the folder private (0700); give the result ordinary permissions.
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def write_bundle(
     results_root: str | os.PathLike[str],
     spec_name: str,
@@ -347,6 +246,8 @@ def write_bundle(
     forbidden_ids: Iterable[str] | None = None,
     save_failed: bool = True,
     figure_formats: tuple[str, ...] = figures.DEFAULT_FORMATS,
+    family_figures: tuple[figures.FigureMaker, ...] = (),
+    links_root: Path | None = None,
 ) -> Path:
     """Write ``results_root/spec_name/run_id/`` atomically and return its path.
 
@@ -371,6 +272,11 @@ def write_bundle(
         False, a failed gate raises :class:`ConvergenceFailedError` and nothing is written.
     figure_formats : tuple of str
         Figure file formats.
+    family_figures : tuple of callables
+        Figures the model family adds (:attr:`~alliance_bayes.model.families.Family.figures`).
+    links_root : path, optional
+        The results root whose SBC, comparison and sensitivity runs the report links to
+        (default ``results_root``).
 
     Returns
     -------
@@ -386,9 +292,8 @@ def write_bundle(
     ConvergenceFailedError
         The gate failed and ``save_failed`` is False.
     """
-    for label, name in (("spec_name", spec_name), ("run_id", run_id)):
-        if not _SAFE_NAME.match(name):
-            raise ValueError(f"{label} {name!r} must match {_SAFE_NAME.pattern}")
+    check_name("spec_name", spec_name)
+    check_name("run_id", run_id)
     if not gate.passed and not save_failed:
         raise ConvergenceFailedError(gate.headline())
     forbidden = {str(i) for i in forbidden_ids or () if str(i)}
@@ -398,16 +303,21 @@ def write_bundle(
     pattern = _token_pattern(i for i in forbidden if not _NUMBER.fullmatch(i))
 
     with atomic_folder(Path(results_root) / spec_name, run_id) as tmp:
-        prepare_for_netcdf(dt).to_netcdf(tmp / "posterior.nc", engine="h5netcdf")
-        _dump_json(dict(meta), tmp / "run.json")
+        write_datatree(dt, tmp / "posterior.nc")
+        dump_json(dict(meta), tmp / "run.json")
         _estimands_csv(estimands, meta, gate, tmp / "estimands.csv")
         tables_md = tables_markdown(estimands, meta)
         (tmp / "tables.md").write_text(tables_md, encoding="utf-8")
         (tmp / "tables.tex").write_text(tables_latex(estimands, meta), encoding="utf-8")
         figs = figures.make_all_figures(
-            dt, estimands, meta, tmp / "figures", formats=figure_formats
+            dt,
+            estimands,
+            meta,
+            tmp / "figures",
+            formats=figure_formats,
+            family_figures=family_figures,
         )
-        _dump_json(gate.to_json(), tmp / "diagnostics.json")
+        dump_json(gate.to_json(), tmp / "diagnostics.json")
         (tmp / "diagnostics.md").write_text(gate.to_markdown(), encoding="utf-8")
         report = _report_md(
             spec_name,
@@ -416,7 +326,7 @@ def write_bundle(
             gate,
             tables_md,
             figs,
-            _trust_section(Path(results_root), spec_name),
+            _trust_section(Path(links_root or results_root), spec_name),
         )
         (tmp / "report.md").write_text(report, encoding="utf-8")
 

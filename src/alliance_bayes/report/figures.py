@@ -1,4 +1,4 @@
-"""Figures of a results bundle (matplotlib Agg; PNG always, PDF too by default for papers).
+"""Figures of a results bundle (PNG always, PDF too by default for papers).
 
 Each public function saves one figure and returns a :class:`FigureResult`: the saved paths and a
 one-line interpretation computed from the numbers shown (``report.md`` prints it under the figure).
@@ -9,14 +9,10 @@ change scores) that are not single posterior variables. No client or provider id
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import matplotlib
-
-matplotlib.use("Agg")  # headless and deterministic; must precede pyplot import
 
 import arviz_plots as azp
 import arviz_stats as azs
@@ -27,18 +23,16 @@ import xarray as xr
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
 
 __all__ = [
+    "FigureMaker",
     "FigureResult",
     "bound_shares",
     "make_all_figures",
     "plot_energy",
     "plot_forest_subscales",
-    "plot_item_characteristic_curves",
-    "plot_latent_vs_averaged",
     "plot_ppc",
     "plot_prior_predictive",
     "plot_provider_effects",
     "plot_rank",
-    "plot_rating_ppc",
     "prior_predictive_bound_share",
 ]
 
@@ -57,7 +51,11 @@ class FigureResult:
     interpretation: str
 
 
-def _save(fig: Any, outdir: Path, name: str, formats: Sequence[str]) -> list[Path]:
+#: A figure a model family adds: ``make(dt, outdir, formats=...)`` → FigureResult or None.
+FigureMaker = Callable[..., "FigureResult | None"]
+
+
+def save_figure(fig: Any, outdir: Path, name: str, formats: Sequence[str]) -> list[Path]:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -78,12 +76,12 @@ def _pc_figure(pc: Any) -> Any:
     return fig.item() if hasattr(fig, "item") else fig
 
 
-def _ordinal(n: int) -> str:
+def ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
 
 
-def _percentile_of(value: float, reference: np.ndarray) -> int:
+def percentile_of(value: float, reference: np.ndarray) -> int:
     """Mid-rank percentile of ``value`` among ``reference`` (ties count half)."""
     ref = np.asarray(reference, dtype=float).ravel()
     share = (np.sum(ref < value) + 0.5 * np.sum(ref == value)) / ref.size
@@ -109,7 +107,7 @@ def plot_rank(
         f"Rank plots of {', '.join(names)}: flat, overlapping chains indicate mixing; "
         f"largest rank-normalised R-hat among them {worst:.3f} ({worst_var})."
     )
-    return FigureResult("rank", _save(_pc_figure(pc), outdir, "rank", formats), text)
+    return FigureResult("rank", save_figure(_pc_figure(pc), outdir, "rank", formats), text)
 
 
 def plot_energy(
@@ -122,7 +120,7 @@ def plot_energy(
         f"E-BFMI per chain ranges {bfmi.min():.2f}–{bfmi.max():.2f} (threshold 0.3); "
         f"{int(np.sum(bfmi < 0.3))} of {bfmi.size} chains below it."
     )
-    return FigureResult("energy", _save(_pc_figure(pc), outdir, "energy", formats), text)
+    return FigureResult("energy", save_figure(_pc_figure(pc), outdir, "energy", formats), text)
 
 
 def plot_forest_subscales(
@@ -141,7 +139,7 @@ def plot_forest_subscales(
         ax.set_axis_off()
         return FigureResult(
             "forest_subscales",
-            _save(fig, outdir, "forest_subscales", formats),
+            save_figure(fig, outdir, "forest_subscales", formats),
             "No subscale effects in this model.",
         )
     rows = []
@@ -177,11 +175,11 @@ def plot_forest_subscales(
             f"[{r['hdi95_low']:.2f}, {r['hdi95_high']:.2f}]"
         )
     return FigureResult(
-        "forest_subscales", _save(fig, outdir, "forest_subscales", formats), text + "."
+        "forest_subscales", save_figure(fig, outdir, "forest_subscales", formats), text + "."
     )
 
 
-def _flat_draws(da: xr.DataArray) -> np.ndarray:
+def flat_draws(da: xr.DataArray) -> np.ndarray:
     """(sample, client) array of replicated outcomes."""
     return da.stack(sample=("chain", "draw")).transpose("sample", ...).values
 
@@ -240,7 +238,7 @@ def plot_ppc(
     replicated.
     """
     y_obs = np.asarray(dt["observed_data"]["y"].values, dtype=float)
-    y_rep = _flat_draws(dt["posterior_predictive"]["y"]).astype(float)
+    y_rep = flat_draws(dt["posterior_predictive"]["y"]).astype(float)
     baseline = np.asarray(dt["constant_data"]["baseline"].values, dtype=float)
     lo, hi = float(outcome_range[0]), float(outcome_range[1])
     rng = np.random.default_rng(seed)
@@ -267,7 +265,7 @@ def plot_ppc(
         inside = "inside" if q[0] <= share_obs <= q[1] else "OUTSIDE"
         lines.append(
             f"observed share at the {where} {share_obs:.1%} lies at the "
-            f"{_ordinal(_percentile_of(share_obs, share_rep))} percentile of replicated shares "
+            f"{ordinal(percentile_of(share_obs, share_rep))} percentile of replicated shares "
             f"(central 95% {q[0]:.1%} to {q[1]:.1%}: {inside})"
         )
 
@@ -290,7 +288,7 @@ def plot_ppc(
         f"{change_obs.mean():.1f} points vs replicated {mean_rep.mean():.1f} "
         f"(95% interval {q_lo:.1f} to {q_hi:.1f})."
     )
-    return FigureResult("ppc", _save(fig, outdir, "ppc", formats), text)
+    return FigureResult("ppc", save_figure(fig, outdir, "ppc", formats), text)
 
 
 def prior_predictive_bound_share(y_prior: np.ndarray, outcome_range: Sequence[float]) -> float:
@@ -315,7 +313,7 @@ def plot_prior_predictive(
     formats: Sequence[str] = DEFAULT_FORMATS,
 ) -> FigureResult:
     """Histogram of prior predictive ``y`` with the outcome's possible range marked."""
-    per_dataset = _flat_draws(dt["prior_predictive"]["y"]).astype(float)
+    per_dataset = flat_draws(dt["prior_predictive"]["y"]).astype(float)
     extreme = prior_predictive_bound_share(per_dataset, outcome_range)
     y_pri = per_dataset.ravel()
     y_pri = y_pri[np.isfinite(y_pri)]
@@ -334,7 +332,9 @@ def plot_prior_predictive(
         f"beyond the bounds [{lo:g}, {hi:g}]; {outside:.1%} of all prior predictive values fall "
         f"outside the range; the central 95% spans {q[0]:.1f} to {q[1]:.1f}."
     )
-    return FigureResult("prior_predictive", _save(fig, outdir, "prior_predictive", formats), text)
+    return FigureResult(
+        "prior_predictive", save_figure(fig, outdir, "prior_predictive", formats), text
+    )
 
 
 def _provider_types(dt: xr.DataTree, n: int) -> np.ndarray:
@@ -367,7 +367,7 @@ def plot_provider_effects(
         fig, ax = plt.subplots(figsize=(4, 2))
         ax.text(0.5, 0.5, "No provider effects in this model", ha="center", va="center")
         ax.set_axis_off()
-        paths = _save(fig, outdir, "provider_effects", formats)
+        paths = save_figure(fig, outdir, "provider_effects", formats)
         return FigureResult("provider_effects", paths, "No provider effects in this model.")
     u = dt["posterior"]["u_provider"]
     mean = u.mean(("chain", "draw")).values
@@ -395,131 +395,9 @@ def plot_provider_effects(
         )
     fig.tight_layout()
     text = "Provider effects — " + "; ".join(parts) + "."
-    return FigureResult("provider_effects", _save(fig, outdir, "provider_effects", formats), text)
-
-
-# --------------------------------------------------------------------------------------------------
-# latent-alliance model (alliance_bayes.model.measurement)
-
-
-def plot_item_characteristic_curves(
-    dt: xr.DataTree, outdir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS
-) -> FigureResult:
-    """Graded-response category curves P(r = k | theta) per item at the posterior means, with the
-    expected rating E[r | theta] (right axis, the 1–5 scale the outcome slopes use)."""
-    from scipy.special import expit
-
-    post = dt["posterior"]
-    kappa = post["threshold"].mean(("chain", "draw"))
-    disc = post["discrimination"].mean(("chain", "draw"))
-    subs = [str(s) for s in kappa["subscale"].values]
-    k_all = np.asarray(kappa.values, dtype=float)
-    theta = np.linspace(min(-4.0, k_all.min() - 1.5), max(3.0, k_all.max() + 1.5), 301)
-    fig, axes = plt.subplots(1, len(subs), figsize=(4.6 * len(subs), 3.4), squeeze=False)
-    parts = []
-    for ax, s in zip(axes[0], subs, strict=True):
-        k, d = kappa.sel(subscale=s).values, float(disc.sel(subscale=s))
-        cum = expit(d * (theta[:, None] - k[None, :]))  # P(r > k)
-        upper = np.column_stack([np.ones_like(theta), cum])
-        lower = np.column_stack([cum, np.zeros_like(theta)])
-        probs = upper - lower
-        for j in range(probs.shape[1]):
-            ax.plot(theta, probs[:, j], lw=1.2, label=f"r = {j + 1}")
-        ax.set_xlabel("latent alliance θ (client SD units)")
-        ax.set_ylabel("P(rating = k | θ)")
-        ax.set_title(f"{s}: discrimination {d:.2f}", fontsize=9)
-        twin = ax.twinx()
-        twin.plot(theta, 1.0 + cum.sum(axis=1), color="black", ls="--", lw=1)
-        twin.set_ylim(1, 5)
-        twin.set_ylabel("E[rating | θ] (1–5)", fontsize=8)
-        parts.append(f"{s}: P(5) exceeds 1/2 above θ = {k[-1]:.2f}")
-    axes[0][0].legend(fontsize=7, loc="center left")
-    fig.tight_layout()
-    text = (
-        "Item characteristic curves at posterior means (θ = 0 is the average client); "
-        + "; ".join(parts)
-        + "."
-    )
     return FigureResult(
-        "item_characteristic_curves",
-        _save(fig, outdir, "item_characteristic_curves", formats),
-        text,
+        "provider_effects", save_figure(fig, outdir, "provider_effects", formats), text
     )
-
-
-def plot_latent_vs_averaged(
-    dt: xr.DataTree, outdir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS
-) -> FigureResult:
-    """Each client's latent true score (posterior mean, 1–5 scale) against the averaged rating."""
-    from alliance_bayes.model.measurement import LATENT_GROUP, latent_scores
-
-    consts = dt["constant_data"].to_dataset()
-    if LATENT_GROUP in dt.children:
-        scores = dt[LATENT_GROUP]["alliance_true"]
-    else:
-        scores = latent_scores(dt["posterior"].to_dataset(), consts)
-    latent = scores.mean(("chain", "draw"))
-    observed = consts["alliance_observed"]
-    subs = [str(s) for s in latent["subscale"].values]
-    fig, axes = plt.subplots(1, len(subs), figsize=(4.2 * len(subs), 3.8), squeeze=False)
-    parts = []
-    for ax, s in zip(axes[0], subs, strict=True):
-        x = np.asarray(observed.sel(subscale=s).values, dtype=float)
-        y = np.asarray(latent.sel(subscale=s).values, dtype=float)
-        ok = np.isfinite(x)
-        ax.scatter(x[ok], y[ok], s=4, alpha=0.3, color="C0")
-        ax.plot([1, 5], [1, 5], color="grey", ls="--", lw=0.8)
-        ax.set_xlim(0.9, 5.1)
-        ax.set_ylim(0.9, 5.1)
-        ax.set_xlabel(f"averaged {s} rating (observed mean)")
-        ax.set_ylabel(f"latent {s} score (posterior mean)")
-        at5 = ok & (x == 5.0)
-        sd_ratio = float(np.std(y[ok]) / np.std(x[ok]))
-        parts.append(
-            f"{s}: {int(at5.sum())} clients average exactly 5, their latent scores "
-            f"{np.quantile(y[at5], 0.05) if at5.any() else float('nan'):.2f}–"
-            f"{np.quantile(y[at5], 0.95) if at5.any() else float('nan'):.2f} (5–95%); "
-            f"SD ratio latent/averaged {sd_ratio:.2f}"
-        )
-    fig.tight_layout()
-    text = "Latent vs averaged scores (shrinkage towards the mean) — " + "; ".join(parts) + "."
-    return FigureResult(
-        "latent_vs_averaged", _save(fig, outdir, "latent_vs_averaged", formats), text
-    )
-
-
-def plot_rating_ppc(
-    dt: xr.DataTree, outdir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS
-) -> FigureResult:
-    """Posterior predictive distribution of the item ratings (share of each category per item,
-    the share at 5 included) against the observed shares."""
-    obs = dt["observed_data"]["ratings"]
-    rep = dt["posterior_predictive"]["ratings"]
-    subs = [str(s) for s in obs["subscale"].values]
-    cats = [str(c) for c in obs["category"].values]
-    fig, axes = plt.subplots(1, len(subs), figsize=(4.2 * len(subs), 3.4), squeeze=False)
-    parts = []
-    for ax, s in zip(axes[0], subs, strict=True):
-        o = np.asarray(obs.sel(subscale=s).values, dtype=float)
-        r = _flat_draws(rep.sel(subscale=s)).astype(float)
-        o_share, r_share = o / o.sum(), r / r.sum(axis=1, keepdims=True)
-        x = np.arange(len(cats))
-        lo, hi = np.quantile(r_share, [0.025, 0.975], axis=0)
-        ax.bar(x, r_share.mean(axis=0), color="C0", alpha=0.5, label="replicated (mean, 95%)")
-        ax.vlines(x, lo, hi, color="C0")
-        ax.plot(x, o_share, "o", color="black", label="observed")
-        ax.set_xticks(x, cats)
-        ax.set_xlabel(f"{s} rating")
-        ax.set_ylabel("share of session ratings")
-        pct = _percentile_of(o_share[-1], r_share[:, -1])
-        parts.append(
-            f"{s}: observed share at 5 {o_share[-1]:.1%} vs replicated "
-            f"{r_share[:, -1].mean():.1%} ({_ordinal(pct)} percentile)"
-        )
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    text = "Item rating distribution, observed vs posterior predictive — " + "; ".join(parts) + "."
-    return FigureResult("rating_ppc", _save(fig, outdir, "rating_ppc", formats), text)
 
 
 def make_all_figures(
@@ -529,8 +407,13 @@ def make_all_figures(
     outdir: Path,
     *,
     formats: Sequence[str] = DEFAULT_FORMATS,
+    family_figures: Sequence[FigureMaker] = (),
 ) -> list[FigureResult]:
-    """Draw every figure of a bundle into ``outdir`` (groups that are absent are skipped)."""
+    """Draw every figure of a bundle into ``outdir`` (groups that are absent are skipped).
+
+    ``family_figures`` are the figures a model family adds (see
+    :mod:`alliance_bayes.model.families`); each may return ``None`` when its inputs are absent.
+    """
     outcome_range = meta.get("outcome_range", (0.0, 100.0))
     label = meta.get("outcome_label", meta.get("outcome", "outcome"))
     groups = set(dt.children)
@@ -569,23 +452,8 @@ def make_all_figures(
         )
     if "u_provider" in dt["posterior"].data_vars:
         results.append(plot_provider_effects(dt, outdir, formats=formats))
-    # latent-alliance model: only when its variables exist
-    post = dt["posterior"].data_vars
-    if {"threshold", "discrimination"} <= set(post):
-        results.append(plot_item_characteristic_curves(dt, outdir, formats=formats))
-        consts = dt["constant_data"].data_vars if "constant_data" in groups else {}
-        stored = "latent_alliance" in groups or "z_client_alliance" in post
-        if stored and {
-            "mem_client",
-            "mem_provider",
-            "mem_weight",
-            "alliance_observed",
-        } <= set(consts):
-            results.append(plot_latent_vs_averaged(dt, outdir, formats=formats))
-    if (
-        {"posterior_predictive", "observed_data"} <= groups
-        and "ratings" in dt["observed_data"].data_vars
-        and "ratings" in dt["posterior_predictive"].data_vars
-    ):
-        results.append(plot_rating_ppc(dt, outdir, formats=formats))
+    for make in family_figures:
+        made = make(dt, outdir, formats=formats)
+        if made is not None:
+            results.append(made)
     return results

@@ -22,6 +22,7 @@ import pandas as pd
 import xarray as xr
 
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
+from alliance_bayes.report.render import latex_escape, latex_table, markdown_table
 
 __all__ = [
     "Table",
@@ -253,46 +254,13 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
     return tables
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def tables_markdown(estimands: xr.Dataset, meta: Mapping[str, Any]) -> str:
     """All tables as GitHub-flavoured Markdown, each with a heading and an italic caption."""
     out = []
     for t in build_tables(estimands, meta):
         out += [f"### {t.title}", "", f"*{t.caption}*", ""]
-        out.append("| " + " | ".join(_md_escape(h) for h in t.header) + " |")
-        out.append("|" + "|".join("---" for _ in t.header) + "|")
-        for r in t.rows:
-            out.append("| " + " | ".join(_md_escape(c) for c in r) + " |")
-        out.append("")
+        out += [*markdown_table(t.header, t.rows), ""]
     return "\n".join(out)
-
-
-_LATEX_MAP = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "–": "--",
-    "—": "---",
-    "−": "$-$",
-    "×": r"$\times$",
-    "²": r"\textsuperscript{2}",
-    "`": "",
-}
-
-
-def latex_escape(text: str) -> str:
-    """Escape LaTeX specials and map the few Unicode symbols we use to plain LaTeX."""
-    return "".join(_LATEX_MAP.get(ch, ch) for ch in str(text))
 
 
 def _latex_cell(cell: str) -> str:
@@ -311,20 +279,15 @@ def tables_latex(estimands: xr.Dataset, meta: Mapping[str, Any]) -> str:
         "",
     ]
     for t in build_tables(estimands, meta):
-        spec = "l" * _n_text_cols(t) + "r" * (len(t.header) - _n_text_cols(t))
-        out += [
-            "\\begin{table}[ht]",
-            "\\centering",
-            f"\\caption{{{latex_escape(t.title)}. {latex_escape(t.caption)}}}",
-            f"\\label{{tab:{t.key}}}",
-            f"\\begin{{tabular}}{{{spec}}}",
-            "\\toprule",
-            " & ".join(latex_escape(h) for h in t.header) + " \\\\",
-            "\\midrule",
-        ]
-        for r in t.rows:
-            out.append(" & ".join(_latex_cell(c) for c in r) + " \\\\")
-        out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+        align = "l" * _n_text_cols(t) + "r" * (len(t.header) - _n_text_cols(t))
+        out += latex_table(
+            [latex_escape(h) for h in t.header],
+            [[_latex_cell(c) for c in r] for r in t.rows],
+            align=align,
+            caption=f"{t.title}. {t.caption}",
+            label=f"tab:{t.key}",
+            escaped=True,
+        )
     return "\n".join(out)
 
 

@@ -21,9 +21,9 @@ Leave-provider-out K-fold
     provider. A client whose *other* provider is in the test fold is left out of that fold's training
     set (and tested only in their main provider's fold), so every test client's main provider is new
     to the refit; a test client's other provider may be in training, and then its posterior effect
-    is used (:mod:`alliance_bayes.model.predict`). Each fold
+    is used (:mod:`alliance_bayes.model.regression.predict`). Each fold
     refits the model on the training clients (design centred on all clients) and scores the test
-    clients by :func:`~alliance_bayes.model.predict.heldout_log_density`, drawing new providers'
+    clients by :func:`~alliance_bayes.model.regression.predict.heldout_log_density`, drawing new providers'
     effects from their population distribution.
 
 The comparison table gives elpd, its SE, differences to the best model with the SE of the paired
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
+
+from alliance_bayes.report.render import latex_escape, latex_table, markdown_table
 
 __all__ = [
     "KFoldResult",
@@ -268,9 +270,9 @@ def run_kfold(
         ``fit(spec, train_data) -> DataTree`` with a ``posterior`` group (the caller picks the
         sampler settings; :func:`alliance_bayes.inference.sample_model` in the scripts).
     n_mc, max_draws, seed
-        Passed to :func:`~alliance_bayes.model.predict.heldout_log_density`.
+        Passed to :func:`~alliance_bayes.model.regression.predict.heldout_log_density`.
     """
-    from alliance_bayes.model.predict import heldout_log_density, subset_data
+    from alliance_bayes.model.regression.predict import heldout_log_density, subset_data
 
     elpd_i = np.full(data.n_clients, np.nan)
     details: dict[str, Any] = {"folds": []}
@@ -406,13 +408,10 @@ def _fmt(col: str, v: Any) -> str:
 def table_markdown(table: pd.DataFrame, caption: str = "") -> str:
     """The comparison table in Markdown (one decimal for elpd; weights and k to 0.01)."""
     cols = list(table.columns)
-    head = "| model | " + " | ".join(_LABELS.get(c, c) for c in cols) + " |"
-    rule = "|---|" + "|".join("---:" for _ in cols) + "|"
-    body = [
-        f"| `{name}` | " + " | ".join(_fmt(c, row[c]) for c in cols) + " |"
-        for name, row in table.iterrows()
-    ]
-    lines = ([caption, ""] if caption else []) + [head, rule, *body, ""]
+    rows = [[f"`{name}`", *(_fmt(c, row[c]) for c in cols)] for name, row in table.iterrows()]
+    header = ["model", *(_LABELS.get(c, c) for c in cols)]
+    body = markdown_table(header, rows, numeric=[False] + [True] * len(cols))
+    lines = ([caption, ""] if caption else []) + [*body, ""]
     notes = (
         "Δelpd: difference to the best model by LOO (K-fold: to the best by K-fold); SE Δ: SE of the "
         "paired per-client difference. Weights: stacking. Pareto k above 0.7 marks a client whose "
@@ -420,10 +419,6 @@ def table_markdown(table: pd.DataFrame, caption: str = "") -> str:
         "with new providers' effects drawn from their population distribution."
     )
     return "\n".join([*lines, notes, ""])
-
-
-def _tex_escape(s: str) -> str:
-    return s.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
 
 
 _TEX_LABELS = {
@@ -443,22 +438,15 @@ _TEX_LABELS = {
 def table_latex(table: pd.DataFrame, caption: str = "", label: str = "tab:comparison") -> str:
     """The comparison table as a LaTeX ``table`` (booktabs)."""
     cols = list(table.columns)
-    lines = [
-        r"\begin{table}[ht]",
-        r"\centering",
-        r"\small",
-        r"\begin{tabular}{l" + "r" * len(cols) + "}",
-        r"\toprule",
-        "Model & " + " & ".join(_TEX_LABELS.get(c, _tex_escape(c)) for c in cols) + r" \\",
-        r"\midrule",
+    header = ["Model", *(_TEX_LABELS.get(c, latex_escape(c)) for c in cols)]
+    rows = [
+        [rf"\texttt{{{latex_escape(str(name))}}}", *(latex_escape(_fmt(c, row[c])) for c in cols)]
+        for name, row in table.iterrows()
     ]
-    for name, row in table.iterrows():
-        cells = [_fmt(c, row[c]).replace("–", "--") for c in cols]
-        lines.append(rf"\texttt{{{_tex_escape(str(name))}}} & " + " & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    if caption:
-        lines.append(rf"\caption{{{_tex_escape(caption)}}}")
-    lines += [rf"\label{{{label}}}", r"\end{table}", ""]
+    lines = latex_table(
+        header, rows, align="l" + "r" * len(cols), caption=caption, label=label, size=r"\small",
+        escaped=True,
+    )  # fmt: skip
     return "\n".join(lines)
 
 
@@ -509,17 +497,17 @@ def write_comparison(
     client and model: elpd_loo_i, pareto_k, elpd_kfold_i, fold; pseudonymised labels only),
     ``run.json`` and ``figures/comparison.png|pdf``.
     """
-    from alliance_bayes.report.bundle import _SAFE_NAME, _dump_json, atomic_folder
+    from alliance_bayes.storage import atomic_folder, check_name, dump_json
 
-    if not _SAFE_NAME.match(run_id) or not _SAFE_NAME.match(folder):
-        raise ValueError(f"run_id {run_id!r} and folder {folder!r} must match {_SAFE_NAME.pattern}")
+    check_name("run_id", run_id)
+    check_name("folder", folder)
     with atomic_folder(Path(results_root) / folder, run_id) as tmp:
         (tmp / "comparison.md").write_text(table_markdown(table, caption), encoding="utf-8")
         (tmp / "comparison.tex").write_text(table_latex(table, caption), encoding="utf-8")
         table.to_csv(tmp / "comparison.csv", lineterminator="\n")
         if pointwise is not None:
             pointwise.to_csv(tmp / "pointwise.csv", lineterminator="\n")
-        _dump_json(dict(meta), tmp / "run.json")
+        dump_json(dict(meta), tmp / "run.json")
         plot_comparison(table, tmp / "figures" / "comparison")
     return Path(results_root) / folder / run_id
 
@@ -546,50 +534,112 @@ def pointwise_frame(
 
 
 # --------------------------------------------------------------------------------------------------
-# Fitting helpers shared by scripts/compare.py and scripts/sensitivity.py
+# The whole comparison, as ``alliance-bayes compare`` runs it
+
+DEFAULT_MODELS = ("who5_pooled", "who5_intercepts", "who5_change")
+FOLD_RULE = "providers shuffled and balanced into k folds; client -> main provider's fold"
 
 
-def load_design(spec, data_dir: Path):
-    """(frame, ModelData) of ``spec`` on the study in ``data_dir`` (as ``scripts/fit.py`` builds them)."""
-    from alliance_bayes.data.frame import build_frame
-    from alliance_bayes.data.load import load_study
-    from alliance_bayes.model.design import prepare
+def run_comparison(
+    models: Sequence[str],
+    study,
+    results: Path,
+    *,
+    k: int = 5,
+    fold_seed: int = 20221013,
+    draws: int | None = None,
+    tune: int | None = None,
+    chains: int | None = None,
+    kfold_draws: int = 500,
+    kfold_tune: int = 500,
+    kfold_chains: int = 2,
+    n_mc: int = 200,
+    cache: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Fit every model to ``study``, compare them by PSIS-LOO and leave-provider-out K-fold, and
+    write ``<results>/comparison/<run-id>/`` (see :func:`write_comparison`); returns the folder.
 
-    study = load_study(data_dir)
-    frame = build_frame(
-        study,
-        elevated_by=spec.data.elevated_by,
-        who5_cutoff=spec.data.who5_cutoff,
-        phq9_cutoff=spec.data.phq9_cutoff,
-    )
-    return study, prepare(spec, frame)
-
-
-def fit_model(spec, data, settings, cache_dir: Path | None = None, key: str | None = None):
-    """Sample ``spec`` on ``data`` with :func:`~alliance_bayes.inference.sample_model`.
-
-    With ``cache_dir``, the DataTree is stored as ``<cache_dir>/<key or spec.name>.nc`` and reloaded
-    on the next call with the same key (so that the comparison and the sensitivity scripts can share
-    fits); the key should then encode the settings.
+    Every model must select the same clients (elpd is a sum over clients).
     """
-    from alliance_bayes.inference import sample_model
-    from alliance_bayes.model.build import build_model
-    from alliance_bayes.report.bundle import prepare_for_netcdf
+    import time
 
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"{key or spec.name}.nc"
-        if path.is_file():
-            return xr.open_datatree(path, engine="h5netcdf").load()
-    dt, _ = sample_model(build_model(spec, data), settings)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".partial")
-        prepare_for_netcdf(dt).to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    return dt
+    from alliance_bayes.data.load import RawStudy, load_study
+    from alliance_bayes.fitting import design_of, fit_design, resolve_spec, settings_for
+    from alliance_bayes.model.regression.design import DesignError
+    from alliance_bayes.provenance import environment, time_id
 
+    started = time.perf_counter()
+    study = study if isinstance(study, RawStudy) else load_study(study)
+    fits, kfold, meta_models = {}, {}, {}
+    folds = pfolds = fold_clients = None
+    for name in models:
+        spec = resolve_spec(name)
+        design = design_of(spec, study)
+        settings = settings_for(spec, draws=draws, tune=tune, chains=chains, progress=False)
+        t = time.perf_counter()
+        fits[name] = fit_design(spec, design, settings, cache=cache).datatree
+        meta_models[name] = {
+            "n_clients": design.n_clients,
+            "settings": settings.to_dict(),
+            "fit_s": time.perf_counter() - t,
+        }
+        log(f"{name}: fitted on {design.n_clients} clients ({meta_models[name]['fit_s']:.0f} s)")
+        if not k:
+            continue
+        clients = design.frame.clients["client"].tolist()
+        if folds is None:
+            folds, pfolds = provider_folds(
+                design.membership_index,
+                design.membership_weight,
+                len(design.frame.providers),
+                k,
+                fold_seed,
+            )
+            fold_clients = clients
+        elif clients != fold_clients:
+            raise DesignError(f"{name} is not on the same clients as {models[0]}")
+        ksettings = settings_for(
+            spec, draws=kfold_draws, tune=kfold_tune, chains=kfold_chains, progress=False
+        )
+        t = time.perf_counter()
+        kfold[name] = run_kfold(
+            spec,
+            design,
+            folds,
+            lambda s, d, ks=ksettings: fit_design(s, d, ks).datatree,
+            provider_fold=pfolds,
+            n_mc=n_mc,
+            seed=fold_seed,
+            on_fold=lambda f, info, n=name: log(f"  {n} fold {f}: {info}"),
+        )
+        meta_models[name]["kfold_s"] = time.perf_counter() - t
+        meta_models[name]["kfold"] = kfold[name].details
 
-def settings_key(name: str, settings) -> str:
-    """A cache key for ``fit_model``: spec name, chains, draws, tune, seed."""
-    return f"{name}-c{settings.chains}-d{settings.draws}-t{settings.tune}-s{settings.seed}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ParetoKWarning)
+        loo = loo_models(fits)
+    for w in caught:
+        log(f"WARNING: {w.message}")
+    table = comparison_table(loo, kfold or None)
+    log(table_markdown(table))
+    meta = {
+        "models": meta_models,
+        "k": k,
+        "fold_seed": fold_seed,
+        "n_mc": n_mc,
+        "fold_rule": FOLD_RULE,
+        "warnings": [str(w.message) for w in caught],
+        "data_sha256": study.sha256,
+        "wall_s": time.perf_counter() - started,
+        "clients_per_fold": np.bincount(folds).tolist() if folds is not None else None,
+        **environment(),
+    }
+    return write_comparison(
+        results,
+        time_id(),
+        table,
+        meta,
+        pointwise=pointwise_frame(loo, kfold or None),
+        caption=f"Model comparison on {meta_models[models[0]]['n_clients']} clients",
+    )

@@ -1,8 +1,8 @@
 r"""Latent alliance: a session-level graded-response measurement model feeding two outcomes jointly.
 
 All PyMC code of the ``alliance = "latent"`` model family lives here;
-:func:`alliance_bayes.model.build.build_model` dispatches to :func:`build_latent_model` and
-:func:`alliance_bayes.model.design.prepare` to :func:`prepare_latent`.
+:func:`alliance_bayes.model.regression.graph.build_model` dispatches to :func:`build_latent_model` and
+:func:`alliance_bayes.model.regression.design.prepare` to :func:`prepare_latent`.
 
 Why
 ---
@@ -151,8 +151,7 @@ import xarray as xr
 from scipy import special
 
 from alliance_bayes.data.frame import AnalysisFrame
-from alliance_bayes.model.build import care_intercepts, covariate_slopes
-from alliance_bayes.model.design import (
+from alliance_bayes.model.regression.design import (
     CARE_CONTRASTS,
     CARE_TYPES,
     LEVELS,
@@ -161,6 +160,7 @@ from alliance_bayes.model.design import (
     _elevated,
     standardise,
 )
+from alliance_bayes.model.regression.graph import care_intercepts, covariate_slopes
 from alliance_bayes.model.spec import OUTCOMES, ModelSpec
 
 N_CATEGORIES = 5

@@ -24,6 +24,8 @@ CARE_TYPES = ("therapist", "coach", "both")
 CARE_CONTRASTS = ("therapist-coach", "both-coach")
 PROVIDER_TYPES = ("therapist", "coach")
 LEVELS = ("within", "between")
+OUTCOME = "y"  # name of the observed variable in every model (dims: client)
+OBSERVED = "y_observed"  # its data container
 
 
 class DesignError(ValueError):
@@ -83,14 +85,7 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
     ------
     DesignError
         When no client (or too few to estimate anything) remains after filtering.
-
-    With ``alliance = "latent"`` the arrays of
-    :func:`alliance_bayes.model.measurement.prepare_latent` are returned instead.
     """
-    if spec.predictors.alliance == "latent":
-        from alliance_bayes.model.measurement import prepare_latent
-
-        return prepare_latent(spec, frame)
     clients = frame.clients
     keep = pd.Series(True, index=clients.index)
     exclusions: dict[str, int] = {"clients_in_data": len(clients)}

@@ -69,11 +69,8 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from alliance_bayes.model.design import CARE_TYPES, LEVELS, ModelData
+from alliance_bayes.model.regression.design import CARE_TYPES, LEVELS, OBSERVED, OUTCOME, ModelData
 from alliance_bayes.model.spec import ModelSpec
-
-OUTCOME = "y"  # name of the observed variable in every model (dims: client)
-OBSERVED = "y_observed"  # its data container
 
 
 def build_model(spec: ModelSpec, data: ModelData) -> pm.Model:
@@ -82,14 +79,8 @@ def build_model(spec: ModelSpec, data: ModelData) -> pm.Model:
     Returns
     -------
     pymc.Model
-        Observed variable ``y`` (dims ``client``); ``baseline`` in the constant data. With
-        ``alliance = "latent"`` the model of :mod:`alliance_bayes.model.measurement` (``data`` is
-        then its :class:`~alliance_bayes.model.measurement.LatentData`).
+        Observed variable ``y`` (dims ``client``); ``baseline`` in the constant data.
     """
-    if spec.predictors.alliance == "latent":
-        from alliance_bayes.model.measurement import build_latent_model
-
-        return build_latent_model(spec, data)
     pr = spec.priors
     coords = data.coords()
     with pm.Model(coords=coords) as model:

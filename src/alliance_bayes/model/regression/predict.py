@@ -1,7 +1,7 @@
-r"""Predictive densities of the :mod:`~alliance_bayes.model.build` models for held-out clients.
+r"""Predictive densities of the :mod:`~alliance_bayes.model.regression.graph` models for held-out clients.
 
-Used by leave-provider-out K-fold cross-validation (:mod:`alliance_bayes.compare`). This module
-restates the linear predictor of :func:`~alliance_bayes.model.build.build_model` in NumPy, draw by
+Used by leave-provider-out K-fold cross-validation (:mod:`alliance_bayes.checks.compare`). This module
+restates the linear predictor of :func:`~alliance_bayes.model.regression.graph.build_model` in NumPy, draw by
 draw, from the posterior's named variables; ``tests/test_compare.py`` checks it against the
 sampler's own ``log_likelihood`` group, so the two cannot drift apart unnoticed.
 
@@ -35,7 +35,7 @@ import numpy as np
 import xarray as xr
 from scipy import special, stats
 
-from alliance_bayes.model.design import PROVIDER_TYPES, ModelData
+from alliance_bayes.model.regression.design import PROVIDER_TYPES, ModelData
 from alliance_bayes.model.spec import ModelSpec
 
 __all__ = [
@@ -103,7 +103,7 @@ def linear_predictor(
 ) -> np.ndarray:
     """Draw-wise mean of ``y`` without provider effects: (S, client).
 
-    Everything of :func:`~alliance_bayes.model.build.build_model`'s ``mu`` except the provider
+    Everything of :func:`~alliance_bayes.model.regression.graph.build_model`'s ``mu`` except the provider
     intercepts and slopes, on the centred design of ``data``.
     """
     g = lambda n: _draws(posterior, n, max_draws, seed)  # noqa: E731

@@ -13,7 +13,7 @@ The design
     covariates and within/between alliance parts of a study simulated by the package's own simulator
     (:func:`alliance_bayes.data.simulate.simulate_study`, reduced counts as in
     ``SimulationConfig.small()``), passed through :func:`~alliance_bayes.data.frame.build_frame` and
-    :func:`~alliance_bayes.model.design.prepare` exactly as real data would be. Only the outcome is
+    :func:`~alliance_bayes.model.regression.design.prepare` exactly as real data would be. Only the outcome is
     replaced, by a draw from the model's prior predictive distribution.
 
 The replicates
@@ -60,8 +60,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from alliance_bayes.model.build import OBSERVED, OUTCOME, build_model
-from alliance_bayes.model.design import ModelData, prepare
+from alliance_bayes.model.regression.design import OBSERVED, OUTCOME, ModelData
 from alliance_bayes.model.spec import ModelSpec, load_spec
 
 LOGLIK = "loglik"  # label of the log-likelihood test quantity
@@ -144,18 +143,13 @@ class SBCSettings:
 
 def sbc_design(spec: ModelSpec, design: SBCDesign) -> ModelData:
     """The design arrays of ``spec`` on a study simulated by the package's simulator."""
-    from alliance_bayes.data.frame import build_frame
     from alliance_bayes.data.load import RawStudy
     from alliance_bayes.data.simulate import SimulationConfig, simulate_study
+    from alliance_bayes.fitting import design_of
 
     counts = {k: v for k, v in dataclasses.asdict(design).items() if k != "seed"}
     study = simulate_study(SimulationConfig.small(**counts), seed=design.seed)
-    raw = RawStudy.from_frames(study.providers, study.clients, study.sessions)
-    d = spec.data
-    frame = build_frame(
-        raw, elevated_by=d.elevated_by, who5_cutoff=d.who5_cutoff, phq9_cutoff=d.phq9_cutoff
-    )
-    return prepare(spec, frame)
+    return design_of(spec, RawStudy.from_frames(study.providers, study.clients, study.sessions))
 
 
 def replicate_seeds(seed: int, index: int) -> tuple[int, int, int]:
@@ -208,14 +202,15 @@ class _Worker:
             SamplerSettings,
             compile_for_refit,
         )
+        from alliance_bayes.model.families import family_of
 
         self.settings = settings
         fit_spec = load_spec(settings.spec)
         gen_spec = load_spec(settings.generate_spec) if settings.generate_spec else fit_spec
         self.data = sbc_design(fit_spec, settings.design)
-        self.model = build_model(fit_spec, self.data)
+        self.model = family_of(fit_spec).build(fit_spec, self.data)
         gen_data = self.data if gen_spec is fit_spec else sbc_design(gen_spec, settings.design)
-        self.gen_model = build_model(gen_spec, gen_data)
+        self.gen_model = family_of(gen_spec).build(gen_spec, gen_data)
         _check_same_parameters(self.model, self.gen_model)
         self.quantities = quantity_labels(self.model)
         self.sampler = SamplerSettings(

@@ -11,7 +11,7 @@ per draw), with
 * the prior: every ``log_prior`` term except the non-centred auxiliaries ``z_*`` (standard Normal
   by construction; they are part of the hierarchical model, and power-scaling them would rescale the
   provider or care-type effects rather than a prior anyone chose);
-* the likelihood: the per-client log-likelihood (:func:`alliance_bayes.compare.client_log_likelihood`).
+* the likelihood: the per-client log-likelihood (:func:`alliance_bayes.checks.compare.client_log_likelihood`).
 
 Refits under a wider and a narrower prior set, declared as TOML specs
 (``models/who5_change_priors_wide.toml``: every scale doubled, LKJ η = 1;
@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
+
+from alliance_bayes.report.render import latex_escape, latex_table, markdown_table
 
 __all__ = [
     "SHIFT_LIMIT",
@@ -73,7 +75,7 @@ def psense_estimands(
     """
     import arviz_stats as azs
 
-    from alliance_bayes.compare import CLIENT_VAR, client_log_likelihood
+    from alliance_bayes.checks.compare import CLIENT_VAR, client_log_likelihood
 
     names = list(var_names) if var_names is not None else [str(v) for v in estimands.data_vars]
     ll = client_log_likelihood(dt)["log_likelihood"].to_dataset()
@@ -179,16 +181,14 @@ def _display_columns(table: pd.DataFrame) -> list[str]:
 def sensitivity_markdown(table: pd.DataFrame, caption: str = "") -> str:
     """Markdown: estimand means under each prior set, shifts in base SDs, psense and the verdict."""
     cols = _display_columns(table)
-    lines = [caption, ""] if caption else []
-    lines.append("| estimand | " + " | ".join(cols) + " |")
-    lines.append(
-        "|---|"
-        + "|".join("---:" if c not in ("diagnosis", "verdict") else "---" for c in cols)
-        + "|"
+    rows = [
+        [f"`{name}`", *(_cell(row[c], 3 if c.startswith("psense") else 2) for c in cols)]
+        for name, row in table.iterrows()
+    ]
+    numeric = [False, *(c not in ("diagnosis", "verdict") for c in cols)]
+    lines = ([caption, ""] if caption else []) + markdown_table(
+        ["estimand", *cols], rows, numeric=numeric
     )
-    for name, row in table.iterrows():
-        digits = {c: 3 if c.startswith("psense") else 2 for c in cols}
-        lines.append(f"| `{name}` | " + " | ".join(_cell(row[c], digits[c]) for c in cols) + " |")
     lines += [
         "",
         f"`<set>:shift` = (mean under that prior set − base mean) / base posterior SD. psense: "
@@ -203,31 +203,17 @@ def sensitivity_latex(
     table: pd.DataFrame, caption: str = "", label: str = "tab:sensitivity"
 ) -> str:
     """LaTeX version of :func:`sensitivity_markdown` (booktabs)."""
-
-    def esc(s: str) -> str:
-        return str(s).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("✓", "ok")
-
     cols = _display_columns(table)
-    lines = [
-        r"\begin{table}[ht]",
-        r"\centering",
-        r"\scriptsize",
-        r"\begin{tabular}{l"
-        + "".join("l" if c in ("diagnosis", "verdict") else "r" for c in cols)
-        + "}",
-        r"\toprule",
-        "Estimand & " + " & ".join(esc(c) for c in cols) + r" \\",
-        r"\midrule",
+    rows = [
+        [rf"\texttt{{{latex_escape(name)}}}"]
+        + [latex_escape(_cell(row[c], 3 if c.startswith("psense") else 2)) for c in cols]
+        for name, row in table.iterrows()
     ]
-    for name, row in table.iterrows():
-        cells = [
-            esc(_cell(row[c], 3 if c.startswith("psense") else 2)).replace("–", "--") for c in cols
-        ]
-        lines.append(rf"\texttt{{{esc(name)}}} & " + " & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    if caption:
-        lines.append(rf"\caption{{{esc(caption)}}}")
-    lines += [rf"\label{{{label}}}", r"\end{table}", ""]
+    align = "l" + "".join("l" if c in ("diagnosis", "verdict") else "r" for c in cols)
+    header = ["Estimand", *(latex_escape(c) for c in cols)]
+    lines = latex_table(
+        header, rows, align=align, caption=caption, label=label, size=r"\scriptsize", escaped=True
+    )
     return "\n".join(lines)
 
 
@@ -247,11 +233,10 @@ def write_sensitivity(
     """Write ``results_root/<folder>/<run_id>/`` atomically: per table ``<key>.md|.tex|.csv``, and
     ``run.json``. ``tables`` maps a key (e.g. ``who5_change`` or ``psense_who5_pooled``) to a table
     from :func:`combined_table`."""
-    from alliance_bayes.report.bundle import _SAFE_NAME, _dump_json, atomic_folder
+    from alliance_bayes.storage import atomic_folder, check_name, dump_json
 
     for name in (run_id, folder, *tables):
-        if not _SAFE_NAME.match(name):
-            raise ValueError(f"{name!r} must match {_SAFE_NAME.pattern}")
+        check_name("name", name)
     with atomic_folder(Path(results_root) / folder, run_id) as tmp:
         for key, table in tables.items():
             caption = f"Prior sensitivity: {key}"
@@ -260,5 +245,65 @@ def write_sensitivity(
                 sensitivity_latex(table, caption, label=f"tab:sens-{key}"), encoding="utf-8"
             )
             table.to_csv(tmp / f"{key}.csv", lineterminator="\n")
-        _dump_json(dict(meta), tmp / "run.json")
+        dump_json(dict(meta), tmp / "run.json")
     return Path(results_root) / folder / run_id
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole check, as ``alliance-bayes sensitivity`` runs it
+
+DEFAULT_MODELS = ("paper_table2", "who5_pooled", "who5_intercepts", "who5_change")
+#: base model -> prior sets declared as TOML specs (the same model, other [priors])
+DEFAULT_VARIANTS = {"who5_change": ("who5_change_priors_wide", "who5_change_priors_narrow")}
+
+
+def run_sensitivity(
+    models: Sequence[str],
+    study,
+    results: Path,
+    *,
+    variants: Mapping[str, Sequence[str]] | None = None,
+    draws: int | None = None,
+    tune: int | None = None,
+    chains: int | None = None,
+    cache: Path | None = None,
+    log=print,
+) -> Path:
+    """Power-scaling sensitivity of every model and refits of each base model under the prior
+    sets in ``variants``; writes ``<results>/sensitivity/<run-id>/`` and returns the folder."""
+    import time
+
+    from alliance_bayes.data.load import RawStudy, load_study
+    from alliance_bayes.fitting import fit
+    from alliance_bayes.provenance import environment, time_id
+
+    started = time.perf_counter()
+    study = study if isinstance(study, RawStudy) else load_study(study)
+    variants = DEFAULT_VARIANTS if variants is None else variants
+    options = {"draws": draws, "tune": tune, "chains": chains, "progress": False, "cache": cache}
+    tables, meta_models = {}, {}
+    for name in models:
+        base = fit(name, study, **options)
+        psense = psense_estimands(base.datatree, base.estimands)
+        shifts = None
+        if variants.get(name):
+            others = {v: fit(v, study, **options).estimands for v in variants[name]}
+            shifts = shift_table(base.estimands, others)
+        table = combined_table(shifts, psense)
+        tables[name] = table
+        meta_models[name] = {
+            "n_clients": base.meta["n_clients"],
+            "variants": list(variants.get(name, ())),
+            "verdicts": table["verdict"].value_counts().to_dict(),
+        }
+        log(sensitivity_markdown(table, f"## {name}"))
+    meta = {
+        "models": meta_models,
+        "shift_limit_sd": SHIFT_LIMIT,
+        "psense_threshold": PSENSE_THRESHOLD,
+        "psense_prior_terms": "log_prior minus the non-centred z_* auxiliaries",
+        "data_sha256": study.sha256,
+        "wall_s": time.perf_counter() - started,
+        **environment(),
+    }
+    return write_sensitivity(results, time_id(), tables, meta)

@@ -162,3 +162,44 @@ def agreement_table(
                 }
             )
     return pd.DataFrame(rows).set_index("parameter")
+
+
+def run_engine_check(
+    models, study, *, draws=1000, tune=1000, chains=4, cache=None, csv=None, log=print
+) -> bool:
+    """Fit each model with PyMC (through the pipeline) and numpyro; True when every scalar agrees.
+
+    With ``csv`` the agreement table of each model is written there as ``engine_<model>.csv``.
+    """
+    import time
+    from pathlib import Path
+
+    from alliance_bayes.data.load import RawStudy, load_study
+    from alliance_bayes.fitting import design_of, fit_design, resolve_spec, settings_for
+
+    study = study if isinstance(study, RawStudy) else load_study(study)
+    ok = True
+    for name in models:
+        spec = resolve_spec(name)
+        design = design_of(spec, study)
+        settings = settings_for(spec, draws=draws, tune=tune, chains=chains, progress=False)
+        t = time.perf_counter()
+        pymc_fit = fit_design(spec, design, settings, cache=cache)
+        t_pymc = time.perf_counter() - t
+        t = time.perf_counter()
+        other = fit_numpyro(spec, design, chains=chains, draws=draws, tune=tune)
+        t_np = time.perf_counter() - t
+        kind = "composite" if spec.predictors.alliance == "composite" else "intercepts"
+        table = agreement_table(pymc_fit.datatree["posterior"].to_dataset(), other, COMPARED[kind])
+        with pd.option_context("display.width", 160, "display.max_rows", 200):
+            log(f"\n{name}: {design.n_clients} clients; PyMC {t_pymc:.0f} s, numpyro {t_np:.0f} s")
+            log(table.round(3).to_string())
+        worst = (table["diff"].abs() / table["tolerance"]).max()
+        log(
+            f"{name}: {int(table['agree'].sum())}/{len(table)} agree; max |diff|/tolerance {worst:.2f}"
+        )
+        ok &= bool(table["agree"].all())
+        if csv is not None:
+            Path(csv).mkdir(parents=True, exist_ok=True)
+            table.to_csv(Path(csv) / f"engine_{name}.csv")
+    return ok

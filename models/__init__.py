@@ -1,0 +1,1 @@
+"""The model specifications (one TOML per variant), installed as package data."""

@@ -1,0 +1,409 @@
+"""The one pipeline: spec → study → frame → design → model → sample → gate, and its result, :class:`Fit`.
+
+Every entry point (the ``alliance-bayes`` command, the trust checks, the benchmark, the tests) goes
+through :func:`fit` or its steps :func:`design_of` and :func:`fit_design`, so that a fit is made
+one way only. A :class:`Fit` holds the draws (one :class:`xarray.DataTree`), the estimands, the
+convergence gate and the provenance (``meta``, written as ``run.json``); :meth:`Fit.save` writes
+the atomic results bundle and :meth:`Fit.load` reads it back.
+
+A failed gate never raises here: ``fit.passed`` is False, the draws are kept, and
+:meth:`Fit.save` writes a bundle marked FAILED.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import xarray as xr
+
+from alliance_bayes.data.frame import AnalysisFrame, build_frame
+from alliance_bayes.data.load import RawStudy, load_study
+from alliance_bayes.diagnostics import GateResult, check_convergence
+from alliance_bayes.inference import SamplerSettings, min_ess_per_second, sample_model
+from alliance_bayes.model.families import family_of
+from alliance_bayes.model.spec import ModelSpec, load_spec, spec_from_dict
+from alliance_bayes.provenance import environment, run_id
+from alliance_bayes.storage import read_datatree, write_datatree
+
+__all__ = ["Fit", "design_of", "fit", "fit_design", "frame_of", "resolve_spec", "settings_for"]
+
+#: Columns of :meth:`Fit.summary`.
+SUMMARY_COLUMNS = (
+    "mean", "sd", "hdi95_low", "hdi95_high", "prob_positive",
+    "ess_bulk", "ess_tail", "r_hat", "mcse_mean", "units",
+)  # fmt: skip
+_META_ATTR = "alliance_bayes_run"  # run metadata in the cached DataTree's root attributes
+
+
+def resolve_spec(spec: str | os.PathLike[str] | ModelSpec) -> ModelSpec:
+    """A spec object from a shipped spec's name, a path to a TOML file, or a spec object."""
+    return spec if isinstance(spec, ModelSpec) else load_spec(spec)
+
+
+def frame_of(spec: ModelSpec, study: RawStudy) -> AnalysisFrame:
+    """The analysis frame of ``study`` under the data options of ``spec`` (elevation rule, cut-offs)."""
+    d = spec.data
+    return build_frame(
+        study, elevated_by=d.elevated_by, who5_cutoff=d.who5_cutoff, phq9_cutoff=d.phq9_cutoff
+    )
+
+
+def design_of(spec: ModelSpec, source: RawStudy | AnalysisFrame | str | os.PathLike[str]):
+    """The arrays the model of ``spec`` needs, from a study (folder or loaded) or a frame.
+
+    Raises
+    ------
+    DataContractError
+        The study breaks the data contract.
+    DesignError
+        The data cannot support the model (e.g. no client left after the spec's filters).
+    """
+    if isinstance(source, str | os.PathLike):
+        source = load_study(source)
+    frame = frame_of(spec, source) if isinstance(source, RawStudy) else source
+    return family_of(spec).prepare(spec, frame)
+
+
+def settings_for(
+    spec: ModelSpec,
+    *,
+    draws: int | None = None,
+    tune: int | None = None,
+    chains: int | None = None,
+    seed: int | None = None,
+    sampler: str | None = None,
+    progress: bool = True,
+) -> SamplerSettings:
+    """The spec's ``[sampler]`` settings with the given overrides (``None`` keeps the spec's)."""
+    return SamplerSettings.from_spec(
+        spec.sampler,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        sampler=sampler,
+        progressbar=progress,
+    )
+
+
+def fit(
+    spec: str | os.PathLike[str] | ModelSpec,
+    study: RawStudy | str | os.PathLike[str],
+    *,
+    draws: int | None = None,
+    tune: int | None = None,
+    chains: int | None = None,
+    seed: int | None = None,
+    sampler: str | None = None,
+    progress: bool = True,
+    cache: str | os.PathLike[str] | None = None,
+) -> Fit:
+    """Fit one model to one study.
+
+    Parameters
+    ----------
+    spec : str, path or ModelSpec
+        A shipped spec's name (``"who5_change"``), a path to a TOML file, or a spec from
+        :func:`~alliance_bayes.model.spec.load_spec`.
+    study : RawStudy or path
+        A study from :func:`~alliance_bayes.data.load.load_study`, or its folder.
+    draws, tune, chains, seed, sampler : optional
+        Override the spec's ``[sampler]`` table (``None`` keeps it).
+    progress : bool
+        Show the sampler's progress display.
+    cache : path, optional
+        Keep the draws in this folder and reuse them when the same spec, data and settings are
+        fitted again (the trust checks share fits this way).
+
+    Returns
+    -------
+    Fit
+        Whatever the gate says; check :attr:`Fit.passed` before using the estimates.
+    """
+    started = time.perf_counter()
+    spec = resolve_spec(spec)
+    if not isinstance(study, RawStudy):
+        study = load_study(study)
+    design = design_of(spec, study)
+    settings = settings_for(
+        spec, draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler, progress=progress
+    )
+    return fit_design(
+        spec,
+        design,
+        settings,
+        forbidden_ids=study.clients["client_id"].astype(str),
+        cache=cache,
+        started=started,
+    )
+
+
+def fit_design(
+    spec: ModelSpec,
+    design,
+    settings: SamplerSettings,
+    *,
+    forbidden_ids=(),
+    cache: str | os.PathLike[str] | None = None,
+    started: float | None = None,
+) -> Fit:
+    """Sample the model of ``spec`` on a prepared design, run the gate and collect the provenance.
+
+    ``forbidden_ids`` are the study's raw client identifiers, which :meth:`Fit.save` checks never
+    reach the bundle. With ``cache`` the DataTree is kept as ``<cache>/<spec>-<digest>.nc``, the
+    digest covering the spec as run, the data hash and the sampler settings.
+    """
+    started = time.perf_counter() if started is None else started
+    family = family_of(spec)
+    path = _cache_path(cache, spec, design, settings)
+    if path is not None and path.is_file():
+        dt = read_datatree(path)
+        meta = json.loads(dt.attrs.pop(_META_ATTR))
+        return _assemble(spec, dt, meta, design=design, forbidden_ids=forbidden_ids)
+
+    dt, timings = sample_model(family.build(spec, design), settings)
+    # Provider types travel with the draws so that figures can group provider effects.
+    providers = design.frame.providers["provider_type"].astype(str).to_numpy()
+    dt["constant_data"] = (
+        dt["constant_data"].to_dataset().assign(provider_type=("provider", providers))
+    )
+    estimands = family.estimands(spec, dt["posterior"].to_dataset())
+    gate = check_convergence(dt, estimands)  # before finish: the gate sees every draw
+    ess_rate = min_ess_per_second(dt, timings["sampling"])
+    dt = family.finish(dt)
+    timings["wall_total"] = time.perf_counter() - started
+    meta = _run_metadata(spec, design, settings, timings)
+    meta["min_ess_bulk_per_second"] = ess_rate
+    meta["convergence_passed"] = bool(gate.passed)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".partial")
+        cached = dt.copy()
+        cached.attrs = {**dt.attrs, _META_ATTR: json.dumps(meta, default=str)}
+        write_datatree(cached, tmp)
+        os.replace(tmp, path)
+    return Fit(
+        spec, dt, estimands, gate, meta, design=design, forbidden_ids=frozenset(forbidden_ids)
+    )
+
+
+def _cache_path(cache, spec: ModelSpec, design, settings: SamplerSettings) -> Path | None:
+    if cache is None:
+        return None
+    key = json.dumps(
+        [spec.to_dict(), design.frame.data_sha256, design.n_clients, settings.to_dict()],
+        sort_keys=True,
+        default=str,
+    )
+    return Path(cache) / f"{spec.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.nc"
+
+
+def _assemble(spec, dt, meta, *, design=None, forbidden_ids=(), gate=None, path=None) -> Fit:
+    estimands = family_of(spec).estimands(spec, dt["posterior"].to_dataset())
+    if gate is None:
+        gate = check_convergence(dt, estimands)
+    return Fit(spec, dt, estimands, gate, meta, design, frozenset(forbidden_ids), path)
+
+
+def _run_metadata(spec: ModelSpec, design, settings: SamplerSettings, timings) -> dict[str, Any]:
+    """Everything needed to reproduce and audit a run (written as ``run.json``)."""
+    source = Path(spec.source)
+    return {
+        "spec": spec.name,
+        "spec_as_run": spec.to_dict(),
+        "spec_toml": source.read_text(encoding="utf-8") if source.is_file() else "",
+        "family": family_of(spec).name,
+        "outcome": spec.outcome,
+        "outcome_label": spec.outcome_label,
+        "outcome_range": list(spec.outcome_range),
+        "effect_units": spec.effect_units,
+        "seed": settings.seed,
+        "sampler": settings.sampler,
+        "backend": settings.backend,
+        "chains": settings.chains,
+        "draws": settings.draws,
+        "tune": settings.tune,
+        "sampler_settings": settings.to_dict(),
+        "data_sha256": design.frame.data_sha256,
+        "exclusions": design.exclusions,
+        "n_clients": design.n_clients,
+        "n_providers": len(design.frame.providers),
+        "timings_s": timings,
+        **environment(),
+    }
+
+
+@dataclass
+class Fit:
+    """One fitted model: draws, estimands, gate and provenance.
+
+    Attributes
+    ----------
+    spec : ModelSpec
+        The spec as run.
+    datatree : xarray.DataTree
+        Every group: posterior, sample_stats, prior, prior_predictive, posterior_predictive,
+        log_likelihood, log_prior, observed_data, constant_data (and the family's own).
+    estimands : xarray.Dataset
+        The stable-named quantities the tables report, one variable each over (chain, draw).
+    gate : GateResult
+        The convergence gate (R-hat, ESS, divergences, E-BFMI, tree depth).
+    meta : dict
+        Provenance: spec, versions, sampler, backend, seed, data hash, timings (``run.json``).
+    design : optional
+        The arrays the model was fitted to (``None`` for a fit loaded from a bundle).
+    path : pathlib.Path, optional
+        The bundle this fit was saved to or loaded from.
+    """
+
+    spec: ModelSpec
+    datatree: xr.DataTree
+    estimands: xr.Dataset
+    gate: GateResult
+    meta: dict[str, Any]
+    design: Any = None
+    forbidden_ids: frozenset[str] = field(default=frozenset(), repr=False)
+    path: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        """The convergence gate's verdict: use the estimates only when True."""
+        return bool(self.gate.passed)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Wall seconds per phase (``compile``, ``sampling``, ``wall_total``, ...)."""
+        return dict(self.meta.get("timings_s", {}))
+
+    def summary(self) -> pd.DataFrame:
+        """Posterior summary, one row per estimand (index), columns :data:`SUMMARY_COLUMNS`.
+
+        ``hdi95_*`` is the 95% highest density interval, ``prob_positive`` the share of draws above
+        zero, ``r_hat`` the rank-normalised split R-hat, ``ess_*`` bulk and tail ESS (Vehtari et
+        al. 2021, doi:10.1214/20-BA1221), ``mcse_mean`` the Monte Carlo SE of the mean.
+        """
+        from alliance_bayes.report.estimands import estimand_table
+
+        return estimand_table(self.estimands).set_index("estimand")[list(SUMMARY_COLUMNS)]
+
+    def tables(self, fmt: str = "markdown") -> str:
+        """The paper tables as ``"markdown"`` or ``"latex"`` (what ``tables.md``/``.tex`` hold)."""
+        from alliance_bayes.report.tables import tables_latex, tables_markdown
+
+        writers = {"markdown": tables_markdown, "latex": tables_latex}
+        if fmt not in writers:
+            raise ValueError(f"fmt must be one of {sorted(writers)}, not {fmt!r}")
+        return writers[fmt](self.estimands, self.meta)
+
+    def save(
+        self,
+        results: str | os.PathLike[str] = "results",
+        *,
+        run: str | None = None,
+        figure_formats: tuple[str, ...] | None = None,
+        _links_root: Path | None = None,
+    ) -> Path:
+        """Write the bundle ``<results>/<spec>/<run>/`` atomically and return its folder.
+
+        A fit that failed the gate is saved too, marked FAILED at the top of ``report.md`` and
+        ``diagnostics.md``. ``run`` defaults to the UTC time plus a digest of the spec, data and
+        settings.
+        """
+        from alliance_bayes.report.bundle import write_bundle
+        from alliance_bayes.report.figures import DEFAULT_FORMATS
+
+        run = run or run_id(
+            self.meta["spec_as_run"], self.meta["data_sha256"], self.meta["sampler_settings"]
+        )
+        path = write_bundle(
+            results,
+            self.spec.name,
+            run,
+            self.datatree,
+            self.meta,
+            self.estimands,
+            self.gate,
+            forbidden_ids=self.forbidden_ids,
+            figure_formats=figure_formats or DEFAULT_FORMATS,
+            family_figures=family_of(self.spec).figures,
+            links_root=_links_root,
+        )
+        self.path = path
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Fit:
+        """Read a bundle written by :meth:`save`: spec, draws, estimands, gate and provenance.
+
+        The estimands are recomputed from the draws (the same numbers as ``estimands.csv``); the
+        gate is read from ``diagnostics.json``, as judged on every draw before the bundle was
+        written.
+        """
+        path = Path(path)
+        missing = [
+            f for f in ("run.json", "posterior.nc", "diagnostics.json") if not (path / f).is_file()
+        ]
+        if missing:
+            raise FileNotFoundError(
+                f"{path} is not a results bundle (missing {', '.join(missing)})"
+            )
+        meta = json.loads((path / "run.json").read_text(encoding="utf-8"))
+        spec = spec_from_dict(meta["spec_as_run"], source=str(path / "run.json"))
+        gate = GateResult.from_json(json.loads((path / "diagnostics.json").read_text("utf-8")))
+        return _assemble(spec, read_datatree(path / "posterior.nc"), meta, gate=gate, path=path)
+
+    def report(
+        self, out: str | os.PathLike[str] | None = None, *, study: RawStudy | None = None
+    ) -> Path:
+        """Re-render tables, figures and ``report.md`` from the draws, without sampling.
+
+        With ``out`` a complete bundle is written to ``<out>/<spec>/<run>/``; without it the bundle
+        this fit was loaded from is replaced (atomically: the new folder is written beside it and
+        swapped in). ``study`` (the data the bundle was fitted to) enables the identifier guard.
+        """
+        if self.path is None and out is None:
+            raise ValueError("this fit has no bundle yet: give out= (or call save())")
+        run = self.path.name if self.path is not None else None
+        forbidden = self.forbidden_ids
+        if study is not None:
+            forbidden = frozenset(study.clients["client_id"].astype(str))
+        again = replace(self, forbidden_ids=forbidden)
+        if out is not None:
+            return again.save(out, run=run)
+        assert self.path is not None
+        staging = Path(tempfile.mkdtemp(prefix=f".{run}.report-", dir=self.path.parent.parent))
+        try:
+            fresh = again.save(staging, run=run, _links_root=self.path.parent.parent)
+            old = self.path.with_name(f".{run}.previous")
+            os.replace(self.path, old)
+            os.replace(fresh, self.path)
+            shutil.rmtree(old)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return self.path
+
+    def __repr__(self) -> str:
+        n_chains = self.datatree["posterior"].sizes.get("chain", 0)
+        n_draws = self.datatree["posterior"].sizes.get("draw", 0)
+        head = (
+            f"Fit({self.spec.name!r}: {self.meta.get('n_clients', '?')} clients, "
+            f"{n_chains} chains × {n_draws} draws, {self.gate.headline()})"
+        )
+        key = self.summary().head(12)[["mean", "sd", "hdi95_low", "hdi95_high", "r_hat"]]
+        return head + "\n" + key.round(3).to_string()
+
+    def _repr_html_(self) -> str:
+        verdict = "PASSED" if self.passed else "FAILED: do not use these estimates"
+        return (
+            f"<p><b>{self.spec.name}</b>: {self.meta.get('n_clients', '?')} clients; "
+            f"convergence {verdict}</p>" + self.summary().round(3).to_html()
+        )

@@ -1,0 +1,105 @@
+"""The model families: each owns its data preparation, model graph, estimands, figures and finish.
+
+A spec belongs to one family, named by :func:`family_of`; everything downstream (the pipeline, the
+bundle, the checks) asks the family for its parts instead of asking which family it is.
+
+``regression``
+    Averaged-score models (:mod:`alliance_bayes.model.regression`): the client's mean rating per
+    subscale, split into its within- and between-provider parts, as a predictor of one outcome.
+``latent``
+    The measurement model (:mod:`alliance_bayes.model.latent`): session ratings through a
+    graded-response model, latent client and provider alliance, one or two outcomes jointly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pymc as pm
+import xarray as xr
+
+from alliance_bayes.data.frame import AnalysisFrame
+from alliance_bayes.model.spec import OUTCOMES, ModelSpec
+from alliance_bayes.report.figures import FigureMaker
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a model family provides.
+
+    Attributes
+    ----------
+    name : str
+        Registry key.
+    prepare : callable
+        ``prepare(spec, frame)`` → the family's design (it has ``n_clients``, ``exclusions``,
+        ``frame``); raises :class:`~alliance_bayes.model.regression.design.DesignError`.
+    build : callable
+        ``build(spec, design)`` → :class:`pymc.Model`.
+    estimands : callable
+        ``estimands(spec, posterior)`` → the estimand Dataset (stable names, units attached).
+    finish : callable
+        ``finish(dt)`` → the DataTree to save, after the convergence gate has seen every draw
+        (e.g. large latent draws summarised).
+    figures : tuple
+        Figures the family adds to the bundle's common ones.
+    """
+
+    name: str
+    prepare: Callable[[ModelSpec, AnalysisFrame], Any]
+    build: Callable[[ModelSpec, Any], pm.Model]
+    estimands: Callable[[ModelSpec, xr.Dataset], xr.Dataset]
+    finish: Callable[[xr.DataTree], xr.DataTree]
+    figures: tuple[FigureMaker, ...] = ()
+
+
+def _regression() -> Family:
+    from alliance_bayes.model.regression.design import prepare
+    from alliance_bayes.model.regression.graph import build_model
+    from alliance_bayes.report.estimands import compute_estimands
+
+    def estimands(spec: ModelSpec, posterior: xr.Dataset) -> xr.Dataset:
+        return compute_estimands(
+            posterior, outcome_units=spec.outcome_units, effect_units=spec.effect_units
+        )
+
+    return Family("regression", prepare, build_model, estimands, finish=lambda dt: dt)
+
+
+def _latent() -> Family:
+    from alliance_bayes.inference import PREDICTIVE_DRAWS_PER_CHAIN
+    from alliance_bayes.model.latent.figures import FIGURES
+    from alliance_bayes.model.latent.measurement import (
+        build_latent_model,
+        outcome_short,
+        prepare_latent,
+        store_latent_scores,
+    )
+    from alliance_bayes.report.estimands import compute_joint_estimands
+
+    def estimands(spec: ModelSpec, posterior: xr.Dataset) -> xr.Dataset:
+        assert spec.measurement is not None
+        return compute_joint_estimands(
+            posterior,
+            outcome_units={outcome_short(o): OUTCOMES[o][3] for o in spec.measurement.outcomes},
+            primary=outcome_short(spec.outcome),
+        )
+
+    def finish(dt: xr.DataTree) -> xr.DataTree:
+        return store_latent_scores(dt, PREDICTIVE_DRAWS_PER_CHAIN)
+
+    return Family("latent", prepare_latent, build_latent_model, estimands, finish, FIGURES)
+
+
+_FACTORIES: dict[str, Callable[[], Family]] = {"regression": _regression, "latent": _latent}
+_BUILT: dict[str, Family] = {}
+
+
+def family_of(spec: ModelSpec) -> Family:
+    """The family of ``spec``: ``latent`` when its alliance is latent, else ``regression``."""
+    name = "latent" if spec.predictors.alliance == "latent" else "regression"
+    if name not in _BUILT:
+        _BUILT[name] = _FACTORIES[name]()
+    return _BUILT[name]

@@ -1,0 +1,159 @@
+"""Figures of the latent-alliance family: item curves, latent vs averaged scores, rating PPC.
+
+Each is a :data:`~alliance_bayes.report.figures.FigureMaker`; it returns ``None`` when the run lacks
+what it draws (so a bundle reloaded without its latent groups still renders).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+
+from alliance_bayes.model.latent.measurement import LATENT_GROUP, latent_scores
+from alliance_bayes.report.figures import (
+    DEFAULT_FORMATS,
+    FigureResult,
+    flat_draws,
+    ordinal,
+    percentile_of,
+    save_figure,
+)
+
+
+def plot_item_characteristic_curves(
+    dt: xr.DataTree, outdir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS
+) -> FigureResult | None:
+    """Graded-response category curves P(r = k | theta) per item at the posterior means, with the
+    expected rating E[r | theta] (right axis, the 1–5 scale the outcome slopes use)."""
+    from scipy.special import expit
+
+    post = dt["posterior"]
+    if not {"threshold", "discrimination"} <= set(post.data_vars):
+        return None
+    kappa = post["threshold"].mean(("chain", "draw"))
+    disc = post["discrimination"].mean(("chain", "draw"))
+    subs = [str(s) for s in kappa["subscale"].values]
+    k_all = np.asarray(kappa.values, dtype=float)
+    theta = np.linspace(min(-4.0, k_all.min() - 1.5), max(3.0, k_all.max() + 1.5), 301)
+    fig, axes = plt.subplots(1, len(subs), figsize=(4.6 * len(subs), 3.4), squeeze=False)
+    parts = []
+    for ax, s in zip(axes[0], subs, strict=True):
+        k, d = kappa.sel(subscale=s).values, float(disc.sel(subscale=s))
+        cum = expit(d * (theta[:, None] - k[None, :]))  # P(r > k)
+        upper = np.column_stack([np.ones_like(theta), cum])
+        lower = np.column_stack([cum, np.zeros_like(theta)])
+        probs = upper - lower
+        for j in range(probs.shape[1]):
+            ax.plot(theta, probs[:, j], lw=1.2, label=f"r = {j + 1}")
+        ax.set_xlabel("latent alliance θ (client SD units)")
+        ax.set_ylabel("P(rating = k | θ)")
+        ax.set_title(f"{s}: discrimination {d:.2f}", fontsize=9)
+        twin = ax.twinx()
+        twin.plot(theta, 1.0 + cum.sum(axis=1), color="black", ls="--", lw=1)
+        twin.set_ylim(1, 5)
+        twin.set_ylabel("E[rating | θ] (1–5)", fontsize=8)
+        parts.append(f"{s}: P(5) exceeds 1/2 above θ = {k[-1]:.2f}")
+    axes[0][0].legend(fontsize=7, loc="center left")
+    fig.tight_layout()
+    text = (
+        "Item characteristic curves at posterior means (θ = 0 is the average client); "
+        + "; ".join(parts)
+        + "."
+    )
+    return FigureResult(
+        "item_characteristic_curves",
+        save_figure(fig, outdir, "item_characteristic_curves", formats),
+        text,
+    )
+
+
+def plot_latent_vs_averaged(
+    dt: xr.DataTree, outdir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS
+) -> FigureResult | None:
+    """Each client's latent true score (posterior mean, 1–5 scale) against the averaged rating."""
+    if "constant_data" not in dt.children:
+        return None
+    consts = dt["constant_data"].to_dataset()
+    stored = LATENT_GROUP in dt.children or "z_client_alliance" in dt["posterior"].data_vars
+    needed = {"mem_client", "mem_provider", "mem_weight", "alliance_observed"}
+    if not stored or not needed <= set(consts.data_vars):
+        return None
+    if LATENT_GROUP in dt.children:
+        scores = dt[LATENT_GROUP]["alliance_true"]
+    else:
+        scores = latent_scores(dt["posterior"].to_dataset(), consts)
+    latent = scores.mean(("chain", "draw"))
+    observed = consts["alliance_observed"]
+    subs = [str(s) for s in latent["subscale"].values]
+    fig, axes = plt.subplots(1, len(subs), figsize=(4.2 * len(subs), 3.8), squeeze=False)
+    parts = []
+    for ax, s in zip(axes[0], subs, strict=True):
+        x = np.asarray(observed.sel(subscale=s).values, dtype=float)
+        y = np.asarray(latent.sel(subscale=s).values, dtype=float)
+        ok = np.isfinite(x)
+        ax.scatter(x[ok], y[ok], s=4, alpha=0.3, color="C0")
+        ax.plot([1, 5], [1, 5], color="grey", ls="--", lw=0.8)
+        ax.set_xlim(0.9, 5.1)
+        ax.set_ylim(0.9, 5.1)
+        ax.set_xlabel(f"averaged {s} rating (observed mean)")
+        ax.set_ylabel(f"latent {s} score (posterior mean)")
+        at5 = ok & (x == 5.0)
+        sd_ratio = float(np.std(y[ok]) / np.std(x[ok]))
+        parts.append(
+            f"{s}: {int(at5.sum())} clients average exactly 5, their latent scores "
+            f"{np.quantile(y[at5], 0.05) if at5.any() else float('nan'):.2f}–"
+            f"{np.quantile(y[at5], 0.95) if at5.any() else float('nan'):.2f} (5–95%); "
+            f"SD ratio latent/averaged {sd_ratio:.2f}"
+        )
+    fig.tight_layout()
+    text = "Latent vs averaged scores (shrinkage towards the mean) — " + "; ".join(parts) + "."
+    return FigureResult(
+        "latent_vs_averaged", save_figure(fig, outdir, "latent_vs_averaged", formats), text
+    )
+
+
+def plot_rating_ppc(
+    dt: xr.DataTree, outdir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS
+) -> FigureResult | None:
+    """Posterior predictive distribution of the item ratings (share of each category per item,
+    the share at 5 included) against the observed shares."""
+    groups = set(dt.children)
+    if not {"posterior_predictive", "observed_data"} <= groups or not all(
+        "ratings" in dt[g].data_vars for g in ("posterior_predictive", "observed_data")
+    ):
+        return None
+    obs = dt["observed_data"]["ratings"]
+    rep = dt["posterior_predictive"]["ratings"]
+    subs = [str(s) for s in obs["subscale"].values]
+    cats = [str(c) for c in obs["category"].values]
+    fig, axes = plt.subplots(1, len(subs), figsize=(4.2 * len(subs), 3.4), squeeze=False)
+    parts = []
+    for ax, s in zip(axes[0], subs, strict=True):
+        o = np.asarray(obs.sel(subscale=s).values, dtype=float)
+        r = flat_draws(rep.sel(subscale=s)).astype(float)
+        o_share, r_share = o / o.sum(), r / r.sum(axis=1, keepdims=True)
+        x = np.arange(len(cats))
+        lo, hi = np.quantile(r_share, [0.025, 0.975], axis=0)
+        ax.bar(x, r_share.mean(axis=0), color="C0", alpha=0.5, label="replicated (mean, 95%)")
+        ax.vlines(x, lo, hi, color="C0")
+        ax.plot(x, o_share, "o", color="black", label="observed")
+        ax.set_xticks(x, cats)
+        ax.set_xlabel(f"{s} rating")
+        ax.set_ylabel("share of session ratings")
+        pct = percentile_of(o_share[-1], r_share[:, -1])
+        parts.append(
+            f"{s}: observed share at 5 {o_share[-1]:.1%} vs replicated "
+            f"{r_share[:, -1].mean():.1%} ({ordinal(pct)} percentile)"
+        )
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    text = "Item rating distribution, observed vs posterior predictive — " + "; ".join(parts) + "."
+    return FigureResult("rating_ppc", save_figure(fig, outdir, "rating_ppc", formats), text)
+
+
+#: The figures this family adds to a bundle, in report order.
+FIGURES = (plot_item_characteristic_curves, plot_latent_vs_averaged, plot_rating_ppc)
