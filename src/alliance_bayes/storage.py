@@ -125,9 +125,42 @@ def atomic_folder(parent: Path, name: str) -> Iterator[Path]:
         raise
 
 
-def write_datatree(dt: xr.DataTree, path: Path) -> None:
-    """Write ``dt`` to ``path`` (h5netcdf; see :func:`prepare_for_netcdf`)."""
-    prepare_for_netcdf(dt).to_netcdf(path, engine="h5netcdf")
+_COMPRESSION = {"zlib": True, "complevel": 4, "shuffle": True}
+#: Draws kept per chain of the pointwise log-likelihood in a compact file (as many as the posterior
+#: predictive keeps): PSIS-LOO from 1,000 draws is as reliable as from 6,000 for these models, and
+#: the full array (draws x clients) was a third of the bundle.
+COMPACT_LOGLIK_DRAWS_PER_CHAIN = 250
+
+
+def write_datatree(dt: xr.DataTree, path: Path, *, compact: bool = False) -> None:
+    """Write ``dt`` to ``path`` (h5netcdf), every numeric array zlib-compressed.
+
+    ``compact=False`` (caches) is lossless. ``compact=True`` (the results bundle) also stores every
+    floating-point array as float32 (7 significant digits: estimands recomputed from it agree with
+    the run's to about 1e-7 relative, far inside any Monte Carlo error) and thins the pointwise
+    log-likelihood to :data:`COMPACT_LOGLIK_DRAWS_PER_CHAIN` draws per chain (its ``thinned_every``
+    attribute says by how much).
+    """
+    if compact and "log_likelihood" in dt.children:
+        loglik = dt["log_likelihood"].to_dataset()
+        thin = max(1, loglik.sizes.get("draw", 1) // COMPACT_LOGLIK_DRAWS_PER_CHAIN)
+        if thin > 1:
+            dt = dt.copy()
+            dt["log_likelihood"] = loglik.isel(draw=slice(None, None, thin)).assign_attrs(
+                thinned_every=thin
+            )
+    prepared = prepare_for_netcdf(dt)
+    encoding: dict[str, dict[str, dict[str, Any]]] = {}
+    for node in prepared.subtree:
+        ds = node.to_dataset(inherit=False)
+        for name, var in ds.data_vars.items():
+            if var.dtype.kind not in "fiub" or var.ndim == 0:
+                continue
+            enc: dict[str, Any] = dict(_COMPRESSION)
+            if compact and var.dtype.kind == "f":
+                enc["dtype"] = "float32"
+            encoding.setdefault(node.path, {})[str(name)] = enc
+    prepared.to_netcdf(path, engine="h5netcdf", encoding=encoding)
 
 
 def read_datatree(path: Path) -> xr.DataTree:

@@ -35,6 +35,7 @@ from alliance_bayes.storage import atomic_folder, check_name, dump_json, write_d
 
 __all__ = [
     "FAILED_MARKER",
+    "BundleError",
     "ConvergenceFailedError",
     "ForbiddenIdentifierError",
     "outcome_units_from_meta",
@@ -49,6 +50,10 @@ _TEXT_SUFFIXES = {".md", ".tex", ".csv", ".json", ".txt"}
 
 class ForbiddenIdentifierError(RuntimeError):
     """A raw identifier would have been written into the bundle (the message never repeats it)."""
+
+
+class BundleError(RuntimeError):
+    """A step after sampling failed; the message names the step and where the draws were kept."""
 
 
 class ConvergenceFailedError(RuntimeError):
@@ -234,6 +239,27 @@ def _trust_section(results_root: Path, spec_name: str) -> list[str]:
     return [*lines, ""]
 
 
+#: Suffix of the folder that keeps the draws of a bundle that could not be completed.
+INCOMPLETE_SUFFIX = ".incomplete"
+
+
+def _keep_draws(tmp: Path, parent: Path, run_id: str, step: str) -> Path:
+    """Move the draws (and ``run.json``, unless the identifier guard failed) of a failed bundle into
+    ``<run_id>.incomplete/``, with ``ERROR.txt`` naming the step; it has no report, so it never
+    looks complete."""
+    kept = parent / f"{run_id}{INCOMPLETE_SUFFIX}"
+    kept.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp / "posterior.nc", kept / "posterior.nc")
+    if step != "the identifier guard" and (tmp / "run.json").is_file():
+        os.replace(tmp / "run.json", kept / "run.json")
+    (kept / "ERROR.txt").write_text(
+        f"The results bundle {run_id} could not be completed: {step} failed.\n"
+        "posterior.nc holds every group of draws: xarray.open_datatree(path, engine='h5netcdf').\n",
+        encoding="utf-8",
+    )
+    return kept
+
+
 def write_bundle(
     results_root: str | os.PathLike[str],
     spec_name: str,
@@ -288,7 +314,11 @@ def write_bundle(
     FileExistsError
         The run folder already exists.
     ForbiddenIdentifierError
-        A forbidden identifier would have been written.
+        A forbidden identifier would have been written (checked in the draws before anything is
+        written).
+    BundleError
+        A step after the draws were written failed (a table, a figure, the identifier guard on a
+        text file); the draws are kept in ``<results_root>/<spec_name>/<run_id>.incomplete/``.
     ConvergenceFailedError
         The gate failed and ``save_failed`` is False.
     """
@@ -302,37 +332,52 @@ def write_bundle(
     # id is checked through the id-bearing coordinates above, where it would have to appear.
     pattern = _token_pattern(i for i in forbidden if not _NUMBER.fullmatch(i))
 
-    with atomic_folder(Path(results_root) / spec_name, run_id) as tmp:
-        write_datatree(dt, tmp / "posterior.nc")
-        dump_json(dict(meta), tmp / "run.json")
-        _estimands_csv(estimands, meta, gate, tmp / "estimands.csv")
-        tables_md = tables_markdown(estimands, meta)
-        (tmp / "tables.md").write_text(tables_md, encoding="utf-8")
-        (tmp / "tables.tex").write_text(tables_latex(estimands, meta), encoding="utf-8")
-        figs = figures.make_all_figures(
-            dt,
-            estimands,
-            meta,
-            tmp / "figures",
-            formats=figure_formats,
-            family_figures=family_figures,
-        )
-        dump_json(gate.to_json(), tmp / "diagnostics.json")
-        (tmp / "diagnostics.md").write_text(gate.to_markdown(), encoding="utf-8")
-        report = _report_md(
-            spec_name,
-            run_id,
-            meta,
-            gate,
-            tables_md,
-            figs,
-            _trust_section(Path(links_root or results_root), spec_name),
-        )
-        (tmp / "report.md").write_text(report, encoding="utf-8")
-
-        for path in sorted(tmp.rglob("*")):
-            if path.is_file() and path.suffix in _TEXT_SUFFIXES:
-                _check_forbidden(
-                    pattern, str(path.relative_to(tmp)), path.read_text(encoding="utf-8")
-                )
+    parent = Path(results_root) / spec_name
+    with atomic_folder(parent, run_id) as tmp:
+        # The draws first: whatever fails after this point, they are kept (see _keep_draws).
+        write_datatree(dt, tmp / "posterior.nc", compact=True)
+        step = "run.json"
+        try:
+            dump_json(dict(meta), tmp / "run.json")
+            step = "estimands and tables"
+            _estimands_csv(estimands, meta, gate, tmp / "estimands.csv")
+            tables_md = tables_markdown(estimands, meta)
+            (tmp / "tables.md").write_text(tables_md, encoding="utf-8")
+            (tmp / "tables.tex").write_text(tables_latex(estimands, meta), encoding="utf-8")
+            step = "figures"
+            figs = figures.make_all_figures(
+                dt,
+                estimands,
+                meta,
+                tmp / "figures",
+                formats=figure_formats,
+                family_figures=family_figures,
+            )
+            step = "diagnostics and report"
+            dump_json(gate.to_json(), tmp / "diagnostics.json")
+            (tmp / "diagnostics.md").write_text(gate.to_markdown(), encoding="utf-8")
+            report = _report_md(
+                spec_name,
+                run_id,
+                meta,
+                gate,
+                tables_md,
+                figs,
+                _trust_section(Path(links_root or results_root), spec_name),
+            )
+            (tmp / "report.md").write_text(report, encoding="utf-8")
+            step = "the identifier guard"
+            for path in sorted(tmp.rglob("*")):
+                if path.is_file() and path.suffix in _TEXT_SUFFIXES:
+                    _check_forbidden(
+                        pattern, str(path.relative_to(tmp)), path.read_text(encoding="utf-8")
+                    )
+        except Exception as err:
+            kept = _keep_draws(tmp, parent, run_id, step)
+            if isinstance(err, ForbiddenIdentifierError):
+                raise ForbiddenIdentifierError(f"{err}; the draws are kept in {kept}") from err
+            raise BundleError(
+                f"writing the bundle failed at {step} ({type(err).__name__}: {err}); the draws "
+                f"are kept in {kept}"
+            ) from err
     return Path(results_root) / spec_name / run_id

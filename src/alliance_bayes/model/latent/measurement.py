@@ -647,8 +647,7 @@ def store_latent_scores(dt: xr.DataTree, draws_per_chain: int) -> xr.DataTree:
     transformation. What a reader needs is each client's true score on the 1–5 scale with its
     uncertainty: :func:`latent_scores` of every ``thin``-th draw, float32, as
     ``dt["latent_alliance"]["alliance_true"]`` (chain, draw, client, subscale), where ``draw``
-    keeps the original draw numbers. Its pointwise log prior (another 0.5 GB) is summed over
-    clients, which keeps every draw's total log prior (what prior power-scaling uses). Call it
+    keeps the original draw numbers (the log prior is already summed per variable). Call it
     after the convergence gate, which checks every element of the posterior,
     ``z_client_alliance`` included.
     """
@@ -661,8 +660,4 @@ def store_latent_scores(dt: xr.DataTree, draws_per_chain: int) -> xr.DataTree:
     out[LATENT_GROUP] = xr.Dataset({"alliance_true": scores.astype("float32")})
     out[LATENT_GROUP].attrs["thinned_every"] = thin
     out["posterior"] = post.drop_vars("z_client_alliance")
-    if "log_prior" in dt.children:  # summed over clients: the per-draw total prior is unchanged
-        log_prior = dt["log_prior"].to_dataset()
-        client_prior = log_prior["z_client_alliance"].sum("client")
-        out["log_prior"] = log_prior.assign(z_client_alliance=client_prior)
     return out
