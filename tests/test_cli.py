@@ -226,3 +226,37 @@ def test_numeric_ids_and_one_chain_give_a_bundle(small_study_dir, tmp_path):
     report = (bundle / "report.md").read_text()
     assert "### rank" in report and "rank plots compare chains and this run has one" in report
     assert (bundle / "posterior.nc").is_file() and (bundle / "figures" / "ppc.png").is_file()
+
+
+@pytest.mark.mcmc
+def test_ctrl_c_stops_a_fit_with_exit_130_and_saves_nothing(small_study_dir, tmp_path):
+    """SIGINT during compile or sampling: exit 130 within seconds, no results folder.
+
+    A million tuning steps keep the sampler busy for a minute or more, so the signal sent 30 s
+    after the data are loaded arrives during compile or sampling; either must stop the run.
+    """
+    import signal
+    import time
+
+    out = tmp_path / "results"
+    args = ["paper_table2", "--data", str(small_study_dir), "--out", str(out), "--quiet"]
+    long_run = ["--tune", "1000000", "--draws", "100", "--chains", "2"]
+    with subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "scripts" / "fit.py"), *args, *long_run],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            for line in proc.stdout:
+                if line.startswith("model paper_table2:"):
+                    break
+            time.sleep(30)
+            assert proc.poll() is None, "the fit ended before it could be interrupted"
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    assert not out.exists() or not any(out.rglob("*"))

@@ -7,8 +7,12 @@ seed are always explicit and are returned with the timings, so that every run re
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -65,6 +69,32 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
+@contextmanager
+def interrupts_recorded() -> Iterator[list[int]]:
+    """Record every Ctrl-C (SIGINT) while the block runs, and still raise ``KeyboardInterrupt``.
+
+    The samplers catch ``KeyboardInterrupt`` to return the draws so far (PyMC's nutpie path does),
+    so a fit interrupted mid-sampling went on with a partial posterior and was reported as a
+    convergence failure. The caller checks the returned list after the sampler returns and stops.
+    Outside the main thread (where signal handlers cannot be set) nothing is recorded.
+    """
+    hits: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield hits
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        hits.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield hits
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def sample_model(
     model: pm.Model, settings: SamplerSettings
 ) -> tuple[xr.DataTree, dict[str, float]]:
@@ -92,6 +122,7 @@ def sample_model(
     # too. Only nutpie's initial-point function is still compiled by PyTensor's C linker, which warns
     # that pip installs no system BLAS; that function does no linear algebra, so the warning is noise.
     with (
+        interrupts_recorded() as interrupted,
         model,
         pytensor.config.change_flags(mode=settings.backend.upper(), **REPRODUCIBLE_COMPILE),
         warnings.catch_warnings(),
@@ -117,6 +148,8 @@ def sample_model(
             backend=settings.backend,
         )
         timings["sample"] = time.perf_counter() - t
+        if interrupted:  # the sampler swallowed a Ctrl-C and returned a partial posterior
+            raise KeyboardInterrupt("interrupted during sampling")
         sampling = dt["posterior"].attrs.get("sampling_time")
         timings["sampling"] = float(sampling) if sampling is not None else timings["sample"]
         timings["compile"] = max(timings["sample"] - timings["sampling"], 0.0)
