@@ -77,7 +77,9 @@ def test_failed_gate_returns_a_fit(starved):
     assert summary.index.name == "estimand" and "b_alliance" in summary.index
     row = summary.loc["b_alliance"]
     draws = fit.estimands["b_alliance"].values
-    assert row["mean"] == pytest.approx(draws.mean()) and row["sd"] == pytest.approx(draws.std(ddof=1))
+    assert row["mean"] == pytest.approx(draws.mean()) and row["sd"] == pytest.approx(
+        draws.std(ddof=1)
+    )
     assert fit.tables("markdown").startswith("### ") and "\\begin{table}" in fit.tables("latex")
     with pytest.raises(ValueError, match="markdown"):
         fit.tables("html")
@@ -87,7 +89,7 @@ def test_failed_gate_returns_a_fit(starved):
 
 @pytest.mark.mcmc
 def test_spec_by_name_path_or_object_share_one_cached_fit(starved, small_study_dir):
-    fit, study, cache = starved
+    fit, _, cache = starved
     path = Path(ab.load_spec("paper_table2").source)
     for spec in (path, ab.load_spec("paper_table2")):
         again = ab.fit(spec, small_study_dir, cache=cache, **STARVED)

@@ -15,8 +15,8 @@ from alliance_bayes.report import bundle as bundle_mod
 from alliance_bayes.report import figures
 from alliance_bayes.report.bundle import (
     FAILED_MARKER,
-    ConvergenceFailedError,
     BundleError,
+    ConvergenceFailedError,
     ForbiddenIdentifierError,
     write_bundle,
 )
@@ -181,7 +181,9 @@ def test_bundle_complete_and_reloadable(run, tmp_path):
         assert set(back.children) == set(dt.children)
         # float32 draws in the bundle: equal to float32 precision
         assert back["posterior"]["b"].dtype == np.float32
-        np.testing.assert_allclose(back["posterior"]["b"].values, dt["posterior"]["b"].values, rtol=1e-6)
+        np.testing.assert_allclose(
+            back["posterior"]["b"].values, dt["posterior"]["b"].values, rtol=1e-6
+        )
         assert back["sample_stats"]["diverging"].dtype == bool
     finally:
         back.close()
@@ -201,7 +203,9 @@ def test_bundle_complete_and_reloadable(run, tmp_path):
     assert "### Fixed effects" in report
 
 
-def test_a_failure_after_sampling_keeps_the_draws_and_no_complete_folder(run, tmp_path, monkeypatch):
+def test_a_failure_after_sampling_keeps_the_draws_and_no_complete_folder(
+    run, tmp_path, monkeypatch
+):
     dt, est, meta, gate = run
 
     def boom(*args, **kwargs):
