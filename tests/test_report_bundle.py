@@ -179,11 +179,9 @@ def test_bundle_complete_and_reloadable(run, tmp_path):
     back = xr.open_datatree(out / "posterior.nc", engine="h5netcdf")
     try:
         assert set(back.children) == set(dt.children)
-        # float32 draws in the bundle: equal to float32 precision
-        assert back["posterior"]["b"].dtype == np.float32
-        np.testing.assert_allclose(
-            back["posterior"]["b"].values, dt["posterior"]["b"].values, rtol=1e-6
-        )
+        # population parameters keep float64; per-provider draws and replicates are float32
+        np.testing.assert_array_equal(back["posterior"]["b"].values, dt["posterior"]["b"].values)
+        assert back["posterior_predictive"]["y"].dtype == np.float32
         assert back["sample_stats"]["diverging"].dtype == bool
     finally:
         back.close()

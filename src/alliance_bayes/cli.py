@@ -66,6 +66,24 @@ def _data_option(p: argparse.ArgumentParser) -> None:
         help="study folder with providers, clients and sessions (.csv or .parquet); the default "
         "is the shipped synthetic study",
     )
+    _metric_option(p)
+
+
+def _metric_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--who5-metric",
+        choices=("percentage", "raw"),
+        default="percentage",
+        help="metric of the WHO-5 columns: the 0–100 percentage score, or the raw 0–25 sum "
+        "(multiplied by 4 on loading)",
+    )
+
+
+def _study(args):
+    """The study of ``--data`` read with ``--who5-metric``."""
+    from alliance_bayes.data.load import load_study
+
+    return load_study(args.data, who5_metric=args.who5_metric)
 
 
 def _out_option(p: argparse.ArgumentParser) -> None:
@@ -140,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the study the bundle was fitted to: its hash is checked against the bundle's, and "
         "its raw identifiers are kept out of the re-rendered files",
     )
+    _metric_option(p)
     p.set_defaults(run=_report)
 
     from alliance_bayes.checks.compare import DEFAULT_MODELS as COMPARE_MODELS
@@ -314,12 +333,11 @@ def subcommand(name: str) -> Callable[[], int]:
 
 
 def _fit(args) -> int:
-    from alliance_bayes.data.load import load_study
     from alliance_bayes.fitting import design_of, fit_design, settings_for
     from alliance_bayes.model.spec import load_spec
 
     spec = load_spec(args.spec)
-    study = load_study(args.data)
+    study = _study(args)
     design = design_of(spec, study)
     print(design.frame.summary())
     print(f"model {spec.name}: {design.n_clients} clients in the likelihood; {design.exclusions}")
@@ -354,13 +372,12 @@ def _fit(args) -> int:
 
 
 def _report(args) -> int:
-    from alliance_bayes.data.load import load_study
     from alliance_bayes.fitting import Fit
 
     result = Fit.load(args.bundle)
     study = None
     if args.data is not None:
-        study = load_study(args.data)
+        study = _study(args)
         if study.sha256 != result.meta.get("data_sha256"):
             print(
                 f"error: {args.data} is not the data {args.bundle} was fitted to (SHA-256 "
@@ -377,7 +394,7 @@ def _compare(args) -> int:
 
     path = run_comparison(
         args.models,
-        args.data,
+        _study(args),
         args.out,
         k=args.k,
         fold_seed=args.fold_seed,
@@ -443,7 +460,7 @@ def _sensitivity(args) -> int:
             variants.setdefault(base, []).append(other)
     path = run_sensitivity(
         args.models,
-        args.data,
+        _study(args),
         args.out,
         variants=variants,
         draws=args.draws,
@@ -484,7 +501,7 @@ def _benchmark(args) -> int:
 
     run_benchmark(
         args.spec,
-        args.data,
+        _study(args),
         samplers=args.samplers,
         draws=args.draws,
         tune=args.tune,
@@ -513,7 +530,7 @@ def _engine_check(args) -> int:
 
     ok = run_engine_check(
         args.models,
-        args.data,
+        _study(args),
         draws=args.draws,
         tune=args.tune,
         chains=args.chains,

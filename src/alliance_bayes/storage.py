@@ -132,13 +132,26 @@ _COMPRESSION = {"zlib": True, "complevel": 4, "shuffle": True}
 COMPACT_LOGLIK_DRAWS_PER_CHAIN = 250
 
 
+#: Dimensions that index clients or providers: arrays over them are the large ones.
+_UNIT_DIMS = ("client", "provider", "membership")
+_REPLICATED_GROUPS = ("posterior_predictive", "prior_predictive", "log_likelihood")
+
+
+def _per_unit(group: str | None, dims: tuple) -> bool:
+    """True for replicated data and for draws of per-client or per-provider quantities."""
+    return group in _REPLICATED_GROUPS or any(
+        str(d) in _UNIT_DIMS or str(d).startswith("obs_") for d in dims
+    )
+
+
 def write_datatree(dt: xr.DataTree, path: Path, *, compact: bool = False) -> None:
     """Write ``dt`` to ``path`` (h5netcdf), every numeric array zlib-compressed.
 
-    ``compact=False`` (caches) is lossless. ``compact=True`` (the results bundle) also stores every
-    floating-point array as float32 (7 significant digits: estimands recomputed from it agree with
-    the run's to about 1e-7 relative, far inside any Monte Carlo error) and thins the pointwise
-    log-likelihood to :data:`COMPACT_LOGLIK_DRAWS_PER_CHAIN` draws per chain (its ``thinned_every``
+    ``compact=False`` (caches) is lossless. ``compact=True`` (the results bundle) also stores as
+    float32 (7 significant digits, far inside any Monte Carlo error) the replicated data and the
+    draws of per-client and per-provider quantities, the bulk of the file; population parameters,
+    from which every reported estimand is computed, keep float64, so estimands recomputed from a
+    bundle equal the run's exactly. It also thins the pointwise log-likelihood to :data:`COMPACT_LOGLIK_DRAWS_PER_CHAIN` draws per chain (its ``thinned_every``
     attribute says by how much).
     """
     if compact and "log_likelihood" in dt.children:
@@ -157,7 +170,7 @@ def write_datatree(dt: xr.DataTree, path: Path, *, compact: bool = False) -> Non
             if var.dtype.kind not in "fiub" or var.ndim == 0:
                 continue
             enc: dict[str, Any] = dict(_COMPRESSION)
-            if compact and var.dtype.kind == "f":
+            if compact and var.dtype.kind == "f" and _per_unit(node.name, var.dims):
                 enc["dtype"] = "float32"
             encoding.setdefault(node.path, {})[str(name)] = enc
     prepared.to_netcdf(path, engine="h5netcdf", encoding=encoding)

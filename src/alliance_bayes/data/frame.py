@@ -73,7 +73,7 @@ class AnalysisFrame:
     clients : pandas.DataFrame
         One row per client, RangeIndex ``0..n-1`` in pseudonym order. Columns: ``client``,
         ``care_type`` (Categorical: therapist, coach, both), ``n_sessions``, ``n_providers``,
-        ``age``, ``sex``, ``male`` (1.0 male, 0.0 female, NaN otherwise), ``country``,
+        ``age``, ``sex``, ``male`` (1.0 male, 0.0 female or other, NaN when sex is empty), ``country``,
         ``days_in_care``, ``who5_baseline``, ``who5_followup``, ``who5_change``,
         ``phq9_baseline``, ``phq9_followup``, ``phq9_change``, ``elevated``, ``alliance_goal``,
         ``alliance_bond``, ``alliance_task``, ``alliance`` (composite), and for each subscale in
@@ -400,7 +400,9 @@ def build_frame(
             "n_providers": n_prov.to_numpy(dtype=np.int64),
             "age": raw["age"].to_numpy(dtype=np.float64),
             "sex": sex,
-            "male": sex.map({"male": 1.0, "female": 0.0}).astype("float64"),
+            # "male vs not male", as the paper codes it: "other" is not male; an empty sex is
+            # unknown (missing), so models with the covariate leave such clients out and say so.
+            "male": sex.map({"male": 1.0, "female": 0.0, "other": 0.0}).astype("float64"),
             "country": raw["country"].astype("str"),
             "days_in_care": raw["days_in_care"].to_numpy(dtype=np.float64, na_value=np.nan),
         }

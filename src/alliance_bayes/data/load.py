@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from alliance_bayes.data.contract import (
@@ -133,12 +134,22 @@ def _parse(table: str, path: Path, data: bytes) -> pd.DataFrame:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
             raise src.fail(
-                f"a UTF-8 text CSV file; byte {exc.start} cannot be decoded as UTF-8"
+                f"a UTF-8 text CSV file; byte {exc.start} (line {line}) cannot be decoded as "
+                "UTF-8 (save the file as UTF-8, e.g. 'CSV UTF-8' in a spreadsheet program)"
             ) from exc
         if not text.strip():
             raise src.fail("a header row and at least one data row; the file is blank")
         header = next(csv.reader(io.StringIO(text)), [])
+        if len(header) == 1:
+            for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+                if sep in header[0]:
+                    raise src.fail(
+                        f"a comma-separated file; the header (line 1) is {name}-separated "
+                        "(save it as CSV with commas)",
+                        got=[header[0]],
+                    )
         seen: set[str] = set()
         for name in header:
             if name in seen:
@@ -180,7 +191,10 @@ def _parse(table: str, path: Path, data: bytes) -> pd.DataFrame:
     return df
 
 
-def load_study(folder: str | Path) -> RawStudy:
+WHO5_METRICS = ("percentage", "raw")
+
+
+def load_study(folder: str | Path, *, who5_metric: str = "percentage") -> RawStudy:
     """Load and validate a study folder.
 
     Parameters
@@ -188,6 +202,12 @@ def load_study(folder: str | Path) -> RawStudy:
     folder : str or pathlib.Path
         A folder holding ``providers``, ``clients`` and ``sessions``, each as ``.csv`` or
         ``.parquet`` (exactly one file per table).
+    who5_metric : {"percentage", "raw"}
+        The metric of ``who5_baseline`` and ``who5_followup``: the 0–100 percentage score (the
+        default, as the paper reports it), or the raw 0–25 sum of the five items, which is
+        multiplied by 4 on loading (the WHO-5 manual's conversion). With ``"percentage"`` a study
+        whose every WHO-5 value is at most 25 is refused: that is the raw metric, and read as a
+        percentage it would break the scale and the <= 28 cut-off.
 
     Returns
     -------
@@ -217,6 +237,9 @@ def load_study(folder: str | Path) -> RawStudy:
         for table in TABLES
     }
     providers, clients, sessions = validate_tables(frames, sources)
+    clients = _who5_percentage(clients, sources["clients"], who5_metric)
+    if who5_metric != "percentage":  # the same files read another way are another dataset
+        digest.update(f"who5_metric={who5_metric}".encode())
     return RawStudy(
         providers=providers,
         clients=clients,
@@ -225,6 +248,33 @@ def load_study(folder: str | Path) -> RawStudy:
         files=dict(files),
         sha256=digest.hexdigest(),
     )
+
+
+def _who5_percentage(clients: pd.DataFrame, src: Source, metric: str) -> pd.DataFrame:
+    """WHO-5 on the percentage metric: checked, or converted from the raw metric (× 4)."""
+    if metric not in WHO5_METRICS:
+        raise ValueError(f"who5_metric must be one of {WHO5_METRICS}, not {metric!r}")
+    columns = ["who5_baseline", "who5_followup"]
+    values = clients[columns]
+    if metric == "raw":
+        for column in columns:
+            above = values[column] > 25
+            if above.any():
+                raise src.fail_where(
+                    above, values[column], column, "a raw WHO-5 sum score (0–25; who5_metric raw)"
+                )
+        return clients.assign(**{c: values[c] * 4.0 for c in columns})
+    observed = values.to_numpy(dtype=float).ravel()
+    observed = observed[~np.isnan(observed)]
+    if len(observed) >= 10 and bool((observed <= 25).all()):
+        raise src.fail(
+            "WHO-5 on the 0–100 percentage metric; every value in who5_baseline and "
+            "who5_followup is at most 25, which is the raw 0–25 sum score. Declare it with "
+            "--who5-metric raw (Python: load_study(folder, who5_metric='raw')), which multiplies "
+            "the scores by 4",
+            column="who5_baseline",
+        )
+    return clients
 
 
 # --------------------------------------------------------------------------------------------------

@@ -176,7 +176,7 @@ def _report_md(
         if isinstance(meta.get(k), Mapping):
             val = ", ".join(f"{a}={b}" for a, b in meta[k].items())
             lines.append(f"| {k} | {val} |")
-    lines += ["", "## Tables", "", tables_md, "## Figures", ""]
+    lines += ["", *_clients_section(meta), "## Tables", "", tables_md, "## Figures", ""]
     for f in figs:
         if not f.paths:  # a figure that cannot be drawn for this run says why
             lines += [f"### {f.name}", "", f.interpretation, ""]
@@ -193,6 +193,32 @@ def _report_md(
         "",
     ]
     return "\n".join(lines)
+
+
+def _exclusion_label(key: str) -> str:
+    if key == "clients_in_data":
+        return "clients in the study"
+    if key.startswith("clients_in_"):
+        return "clients in the " + key.removeprefix("clients_in_").replace("_", " ")
+    if key.startswith("missing_"):
+        return f"left out: {key.removeprefix('missing_')} missing"
+    return "left out: " + key.replace("_", " ")
+
+
+def _clients_section(meta: Mapping[str, Any]) -> list[str]:
+    """Who entered the model and who was left out, step by step (as the design applied them)."""
+    exclusions = meta.get("exclusions")
+    if not isinstance(exclusions, Mapping) or not exclusions:
+        return []
+    lines = ["## Clients", "", "| Step | Clients |", "|---|---:|"]
+    lines += [f"| {_exclusion_label(str(k))} | {v} |" for k, v in exclusions.items()]
+    lines += [
+        "",
+        "Steps apply in order; a client left out at one step is not counted again. Missing "
+        "follow-up is assumed missing at random given the covariates (complete cases).",
+        "",
+    ]
+    return lines
 
 
 def _latest(paths: Iterable[Path]) -> Path | None:

@@ -100,6 +100,14 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
         missing = keep & clients[column].isna()
         exclusions[f"missing_{column}"] = int(missing.sum())
         keep &= ~missing
+    if spec.predictors.alliance == "subscales":
+        # A subscale rated at some sessions only (often the task item) enters through the sessions
+        # where it was rated; a client with no rating of it at all has no score and is left out.
+        for sub_name in frame.subscales:
+            parts = clients[[f"alliance_{sub_name}_within", f"alliance_{sub_name}_between"]]
+            missing = keep & parts.isna().any(axis=1)
+            exclusions[f"missing_alliance_{sub_name}"] = int(missing.sum())
+            keep &= ~missing
     n = int(keep.sum())
     exclusions["clients_in_model"] = n
     minimum = 10 + 3 * len(needed)
@@ -111,6 +119,14 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
     sub = frame.select(keep.to_numpy())
     c = sub.clients
     subscales = tuple(sub.subscales)
+    if spec.predictors.alliance != "subscales":
+        # Only the composite (goal and bond, rated at every session) enters the model; a subscale
+        # rated at some sessions only is not needed and must not exclude anyone.
+        subscales = tuple(
+            s
+            for s in subscales
+            if c[[f"alliance_{s}_within", f"alliance_{s}_between"]].notna().all(axis=None)
+        )
 
     baseline = c[spec.baseline].to_numpy(float)
     cov_names = tuple(spec.predictors.covariates)
