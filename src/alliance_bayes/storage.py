@@ -151,8 +151,9 @@ def write_datatree(dt: xr.DataTree, path: Path, *, compact: bool = False) -> Non
     float32 (7 significant digits, far inside any Monte Carlo error) the replicated data and the
     draws of per-client and per-provider quantities, the bulk of the file; population parameters,
     from which every reported estimand is computed, keep float64, so estimands recomputed from a
-    bundle equal the run's exactly. It also thins the pointwise log-likelihood to :data:`COMPACT_LOGLIK_DRAWS_PER_CHAIN` draws per chain (its ``thinned_every``
-    attribute says by how much).
+    bundle equal the run's exactly. It also thins the pointwise log-likelihood to
+    :data:`COMPACT_LOGLIK_DRAWS_PER_CHAIN` draws per chain (its ``thinned_every`` attribute says
+    by how much).
     """
     if compact and "log_likelihood" in dt.children:
         loglik = dt["log_likelihood"].to_dataset()
