@@ -137,7 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the bundle even when the convergence gate fails; it is then marked FAILED "
         "at the top and the exit code is still 3",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress: without it a terminal shows the sampler's bar, and a pipe or log file "
+        "gets a line every 10 s (draws done, time left) and one per phase",
+    )
     p.set_defaults(run=_fit)
 
     p = _parser_for(
@@ -348,13 +353,15 @@ def _fit(args) -> int:
         chains=args.chains,
         seed=args.seed,
         sampler=args.sampler,
-        progress=not args.quiet and sys.stderr.isatty(),
+        progress=not args.quiet,
     )
     result = fit_design(
         spec, design, settings, forbidden_ids=study.clients["client_id"].astype(str)
     )
     print(result.gate.to_markdown())
     if result.passed or args.allow_failed_diagnostics:
+        if not args.quiet:
+            print("writing the results bundle (tables, figures, report)", file=sys.stderr)
         print(f"results written to {result.save(args.out)}")
     t = result.timings
     print(

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
+from unittest import mock
 
 import numpy as np
 import pymc as pm
@@ -95,6 +97,46 @@ def interrupts_recorded() -> Iterator[list[int]]:
         signal.signal(signal.SIGINT, previous)
 
 
+class ProgressLines:
+    """Sampling progress as a log line every :attr:`interval` seconds, for a log file or a pipe.
+
+    PyMC draws nutpie's progress as a live terminal bar, which prints nothing when stderr is not a
+    terminal (``nohup``, ``| tee``, a batch job), so a long fit was silent. This takes the bar's
+    place (same constructor and ``update(chain_progresses)`` callback) and writes draws done, the
+    divergences so far and an estimate of the time left from the rate so far.
+    """
+
+    interval = 10.0
+
+    def __init__(self, chains: int, draws: int, *args, **kwargs):
+        self._start = self._last = time.monotonic()
+
+    def __enter__(self) -> ProgressLines:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, chain_progresses) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        done = sum(int(cp.finished_draws) for cp in chain_progresses)
+        total = sum(int(cp.total_draws) for cp in chain_progresses)
+        divergences = sum(len(cp.divergent_draws) for cp in chain_progresses)
+        elapsed = now - self._start
+        left = f"about {elapsed * (total - done) / done:.0f} s left" if done else "starting"
+        _phase(
+            f"sampling: {done} of {total} draws (tuning included), {divergences} divergences, "
+            f"{elapsed:.0f} s, {left}"
+        )
+
+
+def _phase(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def sample_model(
     model: pm.Model, settings: SamplerSettings
 ) -> tuple[xr.DataTree, dict[str, float]]:
@@ -114,6 +156,11 @@ def sample_model(
         sampler's own clock, draws only), ``compile`` (the difference), ``posterior_predictive``,
         ``log_density`` and ``total``.
     """
+    # On a terminal the sampler draws its own bar; elsewhere ProgressLines logs instead, and each
+    # phase after sampling says when it is done.
+    # (A notebook is not a terminal either, but draws the bar itself.)
+    lines = settings.progressbar and not sys.stderr.isatty() and "ipykernel" not in sys.modules
+    say = _phase if settings.progressbar else (lambda message: None)
     seeds = np.random.SeedSequence(settings.seed).generate_state(3)
     prior_seed, sample_seed, ppc_seed = (int(s) for s in seeds)
     timings: dict[str, float] = {}
@@ -126,13 +173,22 @@ def sample_model(
         model,
         pytensor.config.change_flags(mode=settings.backend.upper(), **REPRODUCIBLE_COMPILE),
         warnings.catch_warnings(),
+        ExitStack() as patches,
     ):
+        if lines and settings.sampler == "nutpie":
+            import pymc.sampling.mcmc
+
+            if hasattr(pymc.sampling.mcmc, "NutpieProgressBarManager"):
+                patches.enter_context(
+                    mock.patch.object(pymc.sampling.mcmc, "NutpieProgressBarManager", ProgressLines)
+                )
         warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
         t = time.perf_counter()
         prior = pm.sample_prior_predictive(
             draws=settings.prior_draws, random_seed=prior_seed, backend=settings.backend
         )
         timings["prior_predictive"] = time.perf_counter() - t
+        say(f"prior predictive draws: {timings['prior_predictive']:.0f} s; compiling and sampling")
 
         t = time.perf_counter()
         dt = pm.sample(
@@ -143,7 +199,7 @@ def sample_model(
             random_seed=sample_seed,
             nuts_sampler=settings.sampler,
             nuts={"target_accept": settings.target_accept},
-            progressbar=settings.progressbar,
+            progressbar=settings.progressbar and (not lines or settings.sampler == "nutpie"),
             compute_convergence_checks=False,  # our own gate (diagnostics.py) decides
             backend=settings.backend,
         )
@@ -153,6 +209,9 @@ def sample_model(
         sampling = dt["posterior"].attrs.get("sampling_time")
         timings["sampling"] = float(sampling) if sampling is not None else timings["sample"]
         timings["compile"] = max(timings["sample"] - timings["sampling"], 0.0)
+        say(
+            f"sampling: done ({timings['compile']:.0f} s compile, {timings['sampling']:.0f} s draws)"
+        )
 
         t = time.perf_counter()
         # A few hundred replicates per chain are plenty for predictive checks; all draws would
@@ -166,6 +225,7 @@ def sample_model(
         )
         dt["posterior_predictive"] = ppc["posterior_predictive"]
         timings["posterior_predictive"] = time.perf_counter() - t
+        say(f"posterior predictive draws: {timings['posterior_predictive']:.0f} s")
 
         t = time.perf_counter()
         posterior = dt["posterior"].to_dataset()
@@ -179,6 +239,7 @@ def sample_model(
             lambda da: da.sum([d for d in da.dims if d not in ("chain", "draw")])
         )
         timings["log_density"] = time.perf_counter() - t
+        say(f"log-likelihood and log prior: {timings['log_density']:.0f} s")
 
     for group in ("prior", "prior_predictive"):
         dt[group] = prior[group]
