@@ -22,13 +22,15 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_NOT_CONVERGED = 3
+EXIT_NOT_SAVED = 4
 EXIT_INTERRUPTED = 130
 
 _EXIT_CODES = {
     "fit": "0 converged and saved; 2 bad input (data contract, spec, design); 3 the convergence "
-    "gate failed (nothing saved unless --allow-failed-diagnostics, then saved marked FAILED)",
+    "gate failed (nothing saved unless --allow-failed-diagnostics, then saved marked FAILED); "
+    "4 a step after sampling failed (the message names it and where the draws were kept)",
     "report": "0 re-rendered; 2 not a bundle, or --data differs from the data the bundle was "
-    "fitted to",
+    "fitted to; 4 re-rendering failed (the bundle is left as it was)",
     "compare": "0 written; 2 bad input (or the models select different clients)",
     "sbc": "0 every quantity passes its uniformity tests; 1 one fails; 2 bad input",
     "sensitivity": "0 written; 2 bad input",
@@ -318,12 +320,16 @@ def main(argv: list[str] | None = None) -> int:
     from alliance_bayes.data.contract import DataContractError
     from alliance_bayes.model.regression.design import DesignError
     from alliance_bayes.model.spec import SpecError
+    from alliance_bayes.report.bundle import BundleError, ForbiddenIdentifierError
 
     try:
         return args.run(args)
     except (SpecError, DataContractError, DesignError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (BundleError, ForbiddenIdentifierError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_NOT_SAVED
     except KeyboardInterrupt:
         print("interrupted: nothing was saved", file=sys.stderr)
         return EXIT_INTERRUPTED
