@@ -41,7 +41,9 @@ SUMMARY_COLUMNS = (
     "mean", "sd", "hdi95_low", "hdi95_high", "prob_positive",
     "ess_bulk", "ess_tail", "r_hat", "mcse_mean", "units",
 )  # fmt: skip
-_META_ATTR = "alliance_bayes_run"  # run metadata in the cached DataTree's root attributes
+# Run metadata and the gate (judged on every draw) in the cached DataTree's root attributes.
+_META_ATTR = "alliance_bayes_run"
+_GATE_ATTR = "alliance_bayes_gate"
 
 
 def resolve_spec(spec: str | os.PathLike[str] | ModelSpec) -> ModelSpec:
@@ -168,7 +170,8 @@ def fit_design(
     if path is not None and path.is_file():
         dt = read_datatree(path)
         meta = json.loads(dt.attrs.pop(_META_ATTR))
-        return _assemble(spec, dt, meta, design=design, forbidden_ids=forbidden_ids)
+        gate = GateResult.from_json(json.loads(dt.attrs.pop(_GATE_ATTR)))
+        return _assemble(spec, dt, meta, design=design, forbidden_ids=forbidden_ids, gate=gate)
 
     dt, timings = sample_model(family.build(spec, design), settings)
     # Provider types travel with the draws so that figures can group provider effects.
@@ -188,7 +191,11 @@ def fit_design(
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".partial")
         cached = dt.copy()
-        cached.attrs = {**dt.attrs, _META_ATTR: json.dumps(meta, default=str)}
+        cached.attrs = {
+            **dt.attrs,
+            _META_ATTR: json.dumps(meta, default=str),
+            _GATE_ATTR: json.dumps(gate.to_json(), default=str),
+        }
         write_datatree(cached, tmp)
         os.replace(tmp, path)
     return Fit(
