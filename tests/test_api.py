@@ -97,6 +97,7 @@ def test_spec_by_name_path_or_object_share_one_cached_fit(starved, small_study_d
             again.datatree["posterior"]["b_alliance"].values,
             fit.datatree["posterior"]["b_alliance"].values,
         )
+        assert again.gate.to_json() == fit.gate.to_json()
     assert len(list(Path(cache).glob("*.nc"))) == 1
 
 

@@ -206,8 +206,9 @@ def fit_design(
 def _cache_path(cache, spec: ModelSpec, design, settings: SamplerSettings) -> Path | None:
     if cache is None:
         return None
+    sampler = {k: v for k, v in settings.to_dict().items() if k != "progressbar"}
     key = json.dumps(
-        [spec.to_dict(), design.frame.data_sha256, design.n_clients, settings.to_dict()],
+        [spec.to_dict(), design.frame.data_sha256, design.n_clients, sampler],
         sort_keys=True,
         default=str,
     )
