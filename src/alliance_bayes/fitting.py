@@ -319,6 +319,7 @@ class Fit:
         run: str | None = None,
         figure_formats: tuple[str, ...] | None = None,
         _links_root: Path | None = None,
+        _draws_file: Path | None = None,
     ) -> Path:
         """Write the bundle ``<results>/<spec>/<run>/`` atomically and return its folder.
 
@@ -344,6 +345,7 @@ class Fit:
             figure_formats=figure_formats or DEFAULT_FORMATS,
             family_figures=family_of(self.spec).figures,
             links_root=_links_root,
+            draws_file=_draws_file,
         )
         self.path = path
         return path
@@ -381,16 +383,19 @@ class Fit:
         if self.path is None and out is None:
             raise ValueError("this fit has no bundle yet: give out= (or call save())")
         run = self.path.name if self.path is not None else None
+        draws = self.path / "posterior.nc" if self.path is not None else None
         forbidden = self.forbidden_ids
         if study is not None:
             forbidden = frozenset(study.clients["client_id"].astype(str))
         again = replace(self, forbidden_ids=forbidden)
         if out is not None:
-            return again.save(out, run=run)
+            return again.save(out, run=run, _draws_file=draws)
         assert self.path is not None
         staging = Path(tempfile.mkdtemp(prefix=f".{run}.report-", dir=self.path.parent.parent))
         try:
-            fresh = again.save(staging, run=run, _links_root=self.path.parent.parent)
+            fresh = again.save(
+                staging, run=run, _links_root=self.path.parent.parent, _draws_file=draws
+            )
             old = self.path.with_name(f".{run}.previous")
             os.replace(self.path, old)
             os.replace(fresh, self.path)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -300,6 +301,7 @@ def write_bundle(
     figure_formats: tuple[str, ...] = figures.DEFAULT_FORMATS,
     family_figures: tuple[figures.FigureMaker, ...] = (),
     links_root: Path | None = None,
+    draws_file: Path | None = None,
 ) -> Path:
     """Write ``results_root/spec_name/run_id/`` atomically and return its path.
 
@@ -329,6 +331,9 @@ def write_bundle(
     links_root : path, optional
         The results root whose SBC, comparison and sensitivity runs the report links to
         (default ``results_root``).
+    draws_file : path, optional
+        A ``posterior.nc`` already written from ``dt`` (re-rendering a saved bundle): copied
+        instead of encoded again.
 
     Returns
     -------
@@ -361,7 +366,10 @@ def write_bundle(
     parent = Path(results_root) / spec_name
     with atomic_folder(parent, run_id) as tmp:
         # The draws first: whatever fails after this point, they are kept (see _keep_draws).
-        write_datatree(dt, tmp / "posterior.nc", compact=True)
+        if draws_file is not None:
+            shutil.copyfile(draws_file, tmp / "posterior.nc")
+        else:
+            write_datatree(dt, tmp / "posterior.nc", compact=True)
         step = "run.json"
         try:
             dump_json(dict(meta), tmp / "run.json")
