@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         "recovery",
         "planted truth against posterior for bundles of a simulated study",
         "For every estimand the study's truth.json plants, print the truth and per bundle the "
-        "posterior mean, 95%% HDI, error in posterior SDs and coverage.",
+        "posterior mean, 95% HDI, error in posterior SDs and coverage.",
     )
     p.add_argument("bundles", type=Path, nargs="+", help="results bundle folders")
     p.add_argument(
