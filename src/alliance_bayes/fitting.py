@@ -84,8 +84,12 @@ def settings_for(
     seed: int | None = None,
     sampler: str | None = None,
     progress: bool = True,
+    cores: int | None = None,
 ) -> SamplerSettings:
-    """The spec's ``[sampler]`` settings with the given overrides (``None`` keeps the spec's)."""
+    """The spec's ``[sampler]`` settings with the given overrides (``None`` keeps the spec's).
+
+    ``cores`` is the number of threads the chains run on (default: every available CPU).
+    """
     return SamplerSettings.from_spec(
         spec.sampler,
         draws=draws,
@@ -94,6 +98,7 @@ def settings_for(
         seed=seed,
         sampler=sampler,
         progressbar=progress,
+        cores=cores,
     )
 
 
