@@ -117,14 +117,13 @@ def test_same_seed_same_draws(small_study_dir, fitted):
     spec = load_spec("who5_change")
     settings = {"draws": 100, "tune": 100, "chains": 2, "seed": 7}
     _, first = fitted("seed_a", spec, frame, **settings)
-    _, second = fitted("seed_b", spec, frame, **settings)
     _, other = fitted("seed_c", spec, frame, **{**settings, "seed": 8})
-    # chains one after another give the same draws as chains in parallel
-    _, serial = fitted("seed_serial", spec, frame, **settings, cores=1)
+    # A second run with the same seed, its chains one after another instead of in parallel, gives
+    # the same draws: reproducible, and independent of the thread layout.
+    _, again = fitted("seed_serial", spec, frame, **settings, cores=1)
     for name in ("mu_b", "sd_provider", "sigma", "u_provider"):
-        np.testing.assert_array_equal(first["posterior"][name], second["posterior"][name])
-        np.testing.assert_array_equal(first["posterior"][name], serial["posterior"][name])
+        np.testing.assert_array_equal(first["posterior"][name], again["posterior"][name])
     np.testing.assert_array_equal(
-        first["posterior_predictive"]["y"], second["posterior_predictive"]["y"]
+        first["posterior_predictive"]["y"], again["posterior_predictive"]["y"]
     )
     assert not np.array_equal(first["posterior"]["sigma"], other["posterior"]["sigma"])
