@@ -67,7 +67,8 @@ def test_sex_male_country_missing_kept(frame):
     c = frame.clients
     assert c["sex"].tolist()[:3] == ["female", "male", "other"]
     assert pd.isna(c["sex"][3])
-    np.testing.assert_array_equal(c["male"], [0.0, 1.0, np.nan, np.nan, 1.0])
+    # "male vs not male": other is not male; an empty sex is unknown
+    np.testing.assert_array_equal(c["male"], [0.0, 1.0, 0.0, np.nan, 1.0])
     assert c["country"].tolist()[0] == "DE" and pd.isna(c["country"][1])
 
 
