@@ -140,3 +140,23 @@ def test_report_rerenders_without_sampling_and_checks_the_data(starved, small_st
     clients.to_csv(other / "clients.csv", index=False)
     assert main(["report", str(bundle), "--data", str(other)]) == EXIT_BAD_INPUT
     assert main(["report", str(tmp_path / "nothing")]) == EXIT_BAD_INPUT
+
+
+@pytest.mark.mcmc
+def test_hypotheses_are_decided_on_a_saved_bundle(starved, tmp_path, capsys):
+    fit, _, _ = starved
+    bundle = fit.save(tmp_path / "results")
+    table = fit.hypotheses()  # the spec's [hypotheses] tests
+    assert table["hypothesis"].tolist() == list(fit.spec.hypotheses.tests)
+    saved = pd.read_csv(bundle / "hypotheses.csv")
+    np.testing.assert_allclose(saved["posterior_prob"], table["posterior_prob"])
+    again = Fit.load(bundle)
+    assert again.prior_estimands is not None and "b_alliance" in again.prior_estimands
+    row = again.hypotheses("b_alliance > 1").iloc[0]
+    assert row["posterior_prob"] == pytest.approx(np.mean(fit.estimands["b_alliance"].values > 1))
+    assert main(["hypothesis", str(bundle), "b_alliance > 1", "--rope", "1"]) == 0
+    assert "`b_alliance > 1`" in capsys.readouterr().out
+    assert main(["hypothesis", str(bundle), "b_nope > 0"]) == 2
+    assert "unknown estimand" in capsys.readouterr().err
+    html = (bundle / "report.html").read_text()
+    assert "<h2>BARG checklist</h2>" in html and "data:image/png;base64," in html

@@ -34,6 +34,8 @@ _EXIT_CODES = {
     "compare": "0 written; 2 bad input (or the models select different clients)",
     "sbc": "0 every quantity passes its uniformity tests; 1 one fails; 2 bad input",
     "sensitivity": "0 written; 2 bad input",
+    "robustness": "0 written; 2 bad input",
+    "hypothesis": "0 printed; 2 bad input (no such bundle, unreadable statement, unknown estimand)",
     "simulate": "0 written (a warning on stderr when a hard target of the paper is missed)",
     "benchmark": "0 done; 2 bad input",
     "recovery": "0 printed; 2 a bundle is missing or the bundles disagree on the outcome",
@@ -266,6 +268,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser_for(
         sub,
+        "robustness",
+        "the reviewer's sensitivity analyses of one model, in one table",
+        "Fit a base model and its reviewer variants (early alliance from the first 3 sessions; "
+        "without days in care; missing follow-up imputed with shifts of 0, -5 and -10 points) and "
+        "write <out>/robustness/<run-id>/ (robustness.md with row blocks per analysis and the "
+        "conclusions in words, robustness.csv, run.json).",
+    )
+    p.add_argument("--base", default=DEFAULT_SPEC, help="base spec name or TOML path")
+    _data_option(p)
+    _out_option(p)
+    _sampler_options(p)
+    _cache_option(p)
+    p.set_defaults(run=_robustness)
+
+    p = _parser_for(
+        sub,
+        "hypothesis",
+        "decide statements about the estimands of a saved bundle",
+        'Evaluate statements such as "b_goal_within > b_bond_within" or '
+        '"b_goal_within-between = 0" on a bundle\'s draws: posterior and prior probability, '
+        "share inside the ROPE with a decision, and a Bayes factor (Savage-Dickey for '='). "
+        "Operators stand between spaces; without statements the spec's [hypotheses] tests are "
+        "decided.",
+    )
+    p.add_argument("bundle", type=Path, help="a results bundle folder")
+    p.add_argument("statements", nargs="*", help="statements to decide")
+    p.add_argument(
+        "--rope", type=float, help="ROPE half-width in outcome points (default: the spec's)"
+    )
+    p.set_defaults(run=_hypothesis)
+
+    p = _parser_for(
+        sub,
         "benchmark",
         "compare samplers on one model (ratios against the first)",
         "Fit one model once per sampler in one process and print compile and sampling time, "
@@ -483,6 +518,41 @@ def _sensitivity(args) -> int:
         log=lambda line: print(line, flush=True),
     )
     print(f"sensitivity written to {path}")
+    return EXIT_OK
+
+
+def _robustness(args) -> int:
+    from alliance_bayes.checks.robustness import run_robustness
+
+    path = run_robustness(
+        _study(args),
+        args.out,
+        base=args.base,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        cache=args.cache,
+        log=lambda line: print(line, flush=True),
+    )
+    print(f"robustness written to {path}")
+    return EXIT_OK
+
+
+def _hypothesis(args) -> int:
+    from alliance_bayes.fitting import Fit
+    from alliance_bayes.model.spec import HypothesisError
+    from alliance_bayes.report.hypotheses import hypotheses_markdown
+
+    result = Fit.load(args.bundle)
+    try:
+        table = result.hypotheses(*args.statements, rope=args.rope)
+    except HypothesisError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if table.empty:
+        print("no statements given and the spec declares no [hypotheses] tests", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print("\n".join(hypotheses_markdown(table, result.meta)))
     return EXIT_OK
 
 

@@ -55,7 +55,11 @@ def frame_of(spec: ModelSpec, study: RawStudy) -> AnalysisFrame:
     """The analysis frame of ``study`` under the data options of ``spec`` (elevation rule, cut-offs)."""
     d = spec.data
     return build_frame(
-        study, elevated_by=d.elevated_by, who5_cutoff=d.who5_cutoff, phq9_cutoff=d.phq9_cutoff
+        study,
+        elevated_by=d.elevated_by,
+        who5_cutoff=d.who5_cutoff,
+        phq9_cutoff=d.phq9_cutoff,
+        alliance_sessions=spec.predictors.alliance_sessions,
     )
 
 
@@ -162,34 +166,46 @@ def fit_design(
     forbidden_ids=(),
     cache: str | os.PathLike[str] | None = None,
     started: float | None = None,
+    draws_only: bool = False,
 ) -> Fit:
     """Sample the model of ``spec`` on a prepared design, run the gate and collect the provenance.
+
+    ``draws_only`` keeps the posterior and sample stats only (no predictive draws or log
+    densities): for refits whose draws are pooled (:mod:`alliance_bayes.imputation`).
 
     ``forbidden_ids`` are the study's raw client identifiers, which :meth:`Fit.save` checks never
     reach the bundle. With ``cache`` the DataTree is kept as ``<cache>/<spec>-<digest>.nc``, the
     digest covering the spec as run, the data hash and the sampler settings.
     """
     started = time.perf_counter() if started is None else started
+    if spec.data.followup_imputations:
+        from alliance_bayes.imputation import fit_imputed
+
+        return fit_imputed(
+            spec, design, settings, forbidden_ids=forbidden_ids, cache=cache, started=started
+        )
     family = family_of(spec)
-    path = _cache_path(cache, spec, design, settings)
+    path = _cache_path(cache, spec, design, settings, draws_only)
     if path is not None and path.is_file():
         dt = read_datatree(path)
         meta = json.loads(dt.attrs.pop(_META_ATTR))
         gate = GateResult.from_json(json.loads(dt.attrs.pop(_GATE_ATTR)))
         return _assemble(spec, dt, meta, design=design, forbidden_ids=forbidden_ids, gate=gate)
 
-    dt, timings = sample_model(family.build(spec, design), settings)
+    scales = family.scales(design)
+    dt, timings = sample_model(family.build(spec, design), settings, draws_only=draws_only)
     # Provider types travel with the draws so that figures can group provider effects.
     providers = design.frame.providers["provider_type"].astype(str).to_numpy()
     dt["constant_data"] = (
         dt["constant_data"].to_dataset().assign(provider_type=("provider", providers))
     )
-    estimands = family.estimands(spec, dt["posterior"].to_dataset())
+    estimands = family.estimands(spec, dt["posterior"].to_dataset(), scales)
     gate = check_convergence(dt, estimands)  # before finish: the gate sees every draw
     ess_rate = min_ess_per_second(dt, timings["sampling"])
     dt = family.finish(dt)
     timings["wall_total"] = time.perf_counter() - started
     meta = _run_metadata(spec, design, settings, timings)
+    meta["scales"] = scales
     meta["min_ess_bulk_per_second"] = ess_rate
     meta["convergence_passed"] = bool(gate.passed)
     if path is not None:
@@ -203,28 +219,52 @@ def fit_design(
         }
         write_datatree(cached, tmp)
         os.replace(tmp, path)
-    return Fit(
-        spec, dt, estimands, gate, meta, design=design, forbidden_ids=frozenset(forbidden_ids)
+    return _assemble(
+        spec, dt, meta, design=design, forbidden_ids=forbidden_ids, gate=gate, estimands=estimands
     )
 
 
-def _cache_path(cache, spec: ModelSpec, design, settings: SamplerSettings) -> Path | None:
+def _cache_path(
+    cache, spec: ModelSpec, design, settings: SamplerSettings, draws_only: bool = False
+) -> Path | None:
     if cache is None:
         return None
     sampler = {k: v for k, v in settings.to_dict().items() if k != "progressbar"}
+    # The outcomes themselves are in the key: refits to imputed or simulated outcomes share the
+    # study's data hash.
+    y_hash = hashlib.sha256()
+    for name in ("y", "y_tuning"):
+        values = getattr(design, name, None)
+        y_hash.update(b"-" if values is None else values.tobytes())
     key = json.dumps(
-        [spec.to_dict(), design.frame.data_sha256, design.n_clients, sampler],
+        [
+            spec.to_dict(),
+            design.frame.data_sha256,
+            design.n_clients,
+            y_hash.hexdigest(),
+            sampler,
+            *(["draws only"] if draws_only else []),
+        ],
         sort_keys=True,
         default=str,
     )
     return Path(cache) / f"{spec.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.nc"
 
 
-def _assemble(spec, dt, meta, *, design=None, forbidden_ids=(), gate=None, path=None) -> Fit:
-    estimands = family_of(spec).estimands(spec, dt["posterior"].to_dataset())
+def _assemble(
+    spec, dt, meta, *, design=None, forbidden_ids=(), gate=None, path=None, estimands=None
+) -> Fit:
+    family = family_of(spec)
+    scales = meta.get("scales") or {}
+    if estimands is None:
+        estimands = family.estimands(spec, dt["posterior"].to_dataset(), scales)
     if gate is None:
         gate = check_convergence(dt, estimands)
-    return Fit(spec, dt, estimands, gate, meta, design, frozenset(forbidden_ids), path)
+    prior = None
+    if "prior" in dt.children:
+        # The same estimands under the prior: prior-vs-posterior plots, Savage–Dickey ratios.
+        prior = family.estimands(spec, dt["prior"].to_dataset(), scales)
+    return Fit(spec, dt, estimands, gate, meta, design, frozenset(forbidden_ids), path, prior)
 
 
 def _run_metadata(spec: ModelSpec, design, settings: SamplerSettings, timings) -> dict[str, Any]:
@@ -276,6 +316,8 @@ class Fit:
         The arrays the model was fitted to (``None`` for a fit loaded from a bundle).
     path : pathlib.Path, optional
         The bundle this fit was saved to or loaded from.
+    prior_estimands : xarray.Dataset, optional
+        The estimands computed from the prior draws (absent when the run has no prior group).
     """
 
     spec: ModelSpec
@@ -286,6 +328,7 @@ class Fit:
     design: Any = None
     forbidden_ids: frozenset[str] = field(default=frozenset(), repr=False)
     path: Path | None = None
+    prior_estimands: xr.Dataset | None = field(default=None, repr=False)
 
     @property
     def passed(self) -> bool:
@@ -307,6 +350,26 @@ class Fit:
         from alliance_bayes.report.estimands import estimand_table
 
         return estimand_table(self.estimands).set_index("estimand")[list(SUMMARY_COLUMNS)]
+
+    def hypotheses(self, *statements: str, rope: float | None = None) -> pd.DataFrame:
+        """Decide statements about estimands: ``fit.hypotheses("b_goal_within > b_bond_within")``.
+
+        Without ``statements`` the spec's ``[hypotheses] tests`` are decided. Each row gives the
+        posterior and prior probability, the share inside the region of practical equivalence
+        (``rope`` in outcome points; default the spec's), a decision and a Bayes factor (see
+        :mod:`alliance_bayes.report.hypotheses`). Raises ``HypothesisError`` for unreadable text
+        or unknown estimands.
+        """
+        from alliance_bayes.report.hypotheses import hypothesis_table
+
+        return hypothesis_table(
+            statements or self.spec.hypotheses.tests,
+            self.estimands,
+            self.prior_estimands,
+            rope=self.spec.rope if rope is None else rope,
+            outcome_units=self.spec.outcome_units,
+            strict=bool(statements),
+        )
 
     def tables(self, fmt: str = "markdown") -> str:
         """The paper tables as ``"markdown"`` or ``"latex"`` (what ``tables.md``/``.tex`` hold)."""
@@ -332,8 +395,18 @@ class Fit:
         ``diagnostics.md``. ``run`` defaults to the UTC time plus a digest of the spec, data and
         settings.
         """
-        from alliance_bayes.report.bundle import write_bundle
+        from alliance_bayes.report.bundle import ReportContent, write_bundle
         from alliance_bayes.report.figures import DEFAULT_FORMATS
+
+        family = family_of(self.spec)
+        content = ReportContent(
+            equations=family.equations(self.spec),
+            data_variables=family.data_variables(self.spec),
+            prior_rows=family.prior_rows(self.spec, self.meta.get("scales") or {}),
+            prior_estimands=self.prior_estimands,
+            hypotheses=self.hypotheses() if self.spec.hypotheses.tests else None,
+            description=self.spec.description,
+        )
 
         run = run or run_id(
             self.meta["spec_as_run"], self.meta["data_sha256"], self.meta["sampler_settings"]
@@ -348,9 +421,10 @@ class Fit:
             self.gate,
             forbidden_ids=self.forbidden_ids,
             figure_formats=figure_formats or DEFAULT_FORMATS,
-            family_figures=family_of(self.spec).figures,
+            family_figures=family.figures,
             links_root=_links_root,
             draws_file=_draws_file,
+            content=content,
         )
         self.path = path
         return path

@@ -138,9 +138,12 @@ def _phase(message: str) -> None:
 
 
 def sample_model(
-    model: pm.Model, settings: SamplerSettings
+    model: pm.Model, settings: SamplerSettings, *, draws_only: bool = False
 ) -> tuple[xr.DataTree, dict[str, float]]:
     """Run the full sampling workflow on ``model``.
+
+    ``draws_only`` skips the prior and posterior predictive draws and the log densities (a refit
+    whose draws are pooled with others needs none of them).
 
     Independent seeds for the prior predictive, the sampler and the posterior predictive are spawned
     from ``settings.seed`` with :class:`numpy.random.SeedSequence`, so that the same seed, data and
@@ -184,11 +187,15 @@ def sample_model(
                 )
         warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
         t = time.perf_counter()
-        prior = pm.sample_prior_predictive(
-            draws=settings.prior_draws, random_seed=prior_seed, backend=settings.backend
-        )
-        timings["prior_predictive"] = time.perf_counter() - t
-        say(f"prior predictive draws: {timings['prior_predictive']:.0f} s; compiling and sampling")
+        prior = None
+        if not draws_only:
+            prior = pm.sample_prior_predictive(
+                draws=settings.prior_draws, random_seed=prior_seed, backend=settings.backend
+            )
+            timings["prior_predictive"] = time.perf_counter() - t
+            say(
+                f"prior predictive draws: {timings['prior_predictive']:.0f} s; compiling and sampling"
+            )
 
         t = time.perf_counter()
         dt = pm.sample(
@@ -213,36 +220,38 @@ def sample_model(
             f"sampling: done ({timings['compile']:.0f} s compile, {timings['sampling']:.0f} s draws)"
         )
 
-        t = time.perf_counter()
-        # A few hundred replicates per chain are plenty for predictive checks; all draws would
-        # make posterior.nc hundreds of MB for the full study.
-        thin = max(1, settings.draws // PREDICTIVE_DRAWS_PER_CHAIN)
-        thinned = xr.DataTree.from_dict(
-            {"posterior": dt["posterior"].isel(draw=slice(None, None, thin))}
-        )
-        ppc = pm.sample_posterior_predictive(
-            thinned, random_seed=ppc_seed, progressbar=False, backend=settings.backend
-        )
-        dt["posterior_predictive"] = ppc["posterior_predictive"]
-        timings["posterior_predictive"] = time.perf_counter() - t
-        say(f"posterior predictive draws: {timings['posterior_predictive']:.0f} s")
+        if not draws_only:
+            t = time.perf_counter()
+            # A few hundred replicates per chain are plenty for predictive checks; all draws would
+            # make posterior.nc hundreds of MB for the full study.
+            thin = max(1, settings.draws // PREDICTIVE_DRAWS_PER_CHAIN)
+            thinned = xr.DataTree.from_dict(
+                {"posterior": dt["posterior"].isel(draw=slice(None, None, thin))}
+            )
+            ppc = pm.sample_posterior_predictive(
+                thinned, random_seed=ppc_seed, progressbar=False, backend=settings.backend
+            )
+            dt["posterior_predictive"] = ppc["posterior_predictive"]
+            timings["posterior_predictive"] = time.perf_counter() - t
+            say(f"posterior predictive draws: {timings['posterior_predictive']:.0f} s")
 
-        t = time.perf_counter()
-        posterior = dt["posterior"].to_dataset()
-        # float32 halves the largest group (draws x clients) at no cost to LOO's precision.
-        loglik = log_density(model, posterior, model.observed_RVs, settings.backend)
-        dt["log_likelihood"] = loglik.astype("float32")
-        # Each variable's log prior summed over its own dimensions: the per-draw totals are what
-        # prior power-scaling uses, and the pointwise terms (draws x providers) were 15% of the file.
-        log_prior = log_density(model, posterior, model.free_RVs, settings.backend)
-        dt["log_prior"] = log_prior.map(
-            lambda da: da.sum([d for d in da.dims if d not in ("chain", "draw")])
-        )
-        timings["log_density"] = time.perf_counter() - t
-        say(f"log-likelihood and log prior: {timings['log_density']:.0f} s")
+            t = time.perf_counter()
+            posterior = dt["posterior"].to_dataset()
+            # float32 halves the largest group (draws x clients) at no cost to LOO's precision.
+            loglik = log_density(model, posterior, model.observed_RVs, settings.backend)
+            dt["log_likelihood"] = loglik.astype("float32")
+            # Each variable's log prior summed over its own dimensions: the per-draw totals are what
+            # prior power-scaling uses, and the pointwise terms (draws x providers) were 15% of the file.
+            log_prior = log_density(model, posterior, model.free_RVs, settings.backend)
+            dt["log_prior"] = log_prior.map(
+                lambda da: da.sum([d for d in da.dims if d not in ("chain", "draw")])
+            )
+            timings["log_density"] = time.perf_counter() - t
+            say(f"log-likelihood and log prior: {timings['log_density']:.0f} s")
 
     for group in ("prior", "prior_predictive"):
-        dt[group] = prior[group]
+        if prior is not None:
+            dt[group] = prior[group]
     for group in [g for g in dt.children if g.startswith("warmup")]:
         del dt[group]
     timings["total"] = time.perf_counter() - start

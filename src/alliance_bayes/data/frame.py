@@ -21,6 +21,10 @@ measured):
   multiple-membership provider mean);
 * within-provider alliance :math:`v_{is} = a_{is} - b_{is}`, so :math:`a_{is} = b_{is} + v_{is}`.
 
+With ``alliance_sessions = k`` (early alliance) every alliance mean above is taken over the client's
+first :math:`k` sessions only, while the weights :math:`w_{ip}` still count all sessions: the
+client's exposure to a provider does not end with the early sessions.
+
 The composite alliance (the paper's score) is :math:`a_i = (a_{i,\mathrm{goal}} +
 a_{i,\mathrm{bond}})/2`; its client–provider value is :math:`(a_{ip,\mathrm{goal}} +
 a_{ip,\mathrm{bond}})/2`, from which the composite provider mean, between and within parts follow
@@ -279,6 +283,7 @@ def build_frame(
     elevated_by: str = "who5",
     who5_cutoff: float = 28,
     phq9_cutoff: float = 10,
+    alliance_sessions: int = 0,
 ) -> AnalysisFrame:
     """Build the pseudonymised analysis frame from a validated study.
 
@@ -294,6 +299,9 @@ def build_frame(
         WHO-5 cut-off (percentage metric); 28 is the "likely depression" screen.
     phq9_cutoff : float
         PHQ-9 cut-off; 10 is the usual threshold for moderate depression.
+    alliance_sessions : int
+        Average the ratings over each client's first ``alliance_sessions`` sessions only (early
+        alliance); 0 uses every session. Membership weights count every session either way.
 
     Returns
     -------
@@ -349,9 +357,13 @@ def build_frame(
     ratings["provider_index"] = sessions["provider_index"]
 
     # ---- client-provider pairs (memberships) --------------------------------------------------
-    pairs = ratings.groupby(["client_index", "provider_index"], sort=True)
-    cp = pairs[list(_ALL_SUBSCALES)].mean()
-    cp["n_sessions"] = pairs.size()
+    keys = ["client_index", "provider_index"]
+    # Early alliance: ratings of the first k sessions only; the weights still count every session.
+    rated = ratings
+    if alliance_sessions:
+        rated = ratings[sessions["session_index"].to_numpy() <= alliance_sessions]
+    cp = ratings.groupby(keys, sort=True).size().rename("n_sessions").to_frame()
+    cp = cp.join(rated.groupby(keys, sort=True)[list(_ALL_SUBSCALES)].mean())
     cp = cp.reset_index()
     cp["composite"] = cp[["goal", "bond"]].mean(axis=1)
     client_sessions = cp.groupby("client_index")["n_sessions"].transform("sum")
@@ -366,7 +378,7 @@ def build_frame(
     )
 
     # ---- client alliance and its within/between split -----------------------------------------
-    per_client = ratings.groupby("client_index")[list(_ALL_SUBSCALES)].mean()
+    per_client = rated.groupby("client_index")[list(_ALL_SUBSCALES)].mean()
     per_client = per_client.reindex(range(n_clients))
     alliance = {s: per_client[s] for s in _ALL_SUBSCALES}
     alliance["composite"] = per_client[["goal", "bond"]].mean(axis=1)

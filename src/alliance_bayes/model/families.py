@@ -13,8 +13,8 @@ bundle, the checks) asks the family for its parts instead of asking which family
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pymc as pm
@@ -39,37 +39,76 @@ class Family:
     build : callable
         ``build(spec, design)`` → :class:`pymc.Model`.
     estimands : callable
-        ``estimands(spec, posterior)`` → the estimand Dataset (stable names, units attached).
+        ``estimands(spec, posterior, scales)`` → the estimand Dataset (stable names, units
+        attached); ``scales`` are the design's sample moments (``scales(design)``, kept in
+        ``run.json``), from which standardised effects are computed.
     finish : callable
         ``finish(dt)`` → the DataTree to save, after the convergence gate has seen every draw
         (e.g. large latent draws summarised).
     figures : tuple
         Figures the family adds to the bundle's common ones.
+    scales : callable
+        ``scales(design)`` → sample moments of the fitted clients (plain data).
+    equations, data_variables, prior_rows : callable
+        ``f(spec)`` / ``prior_rows(spec, scales)``: the report's Model and Priors sections.
+    complete_cases, impute : callable, optional
+        ``complete_cases(design)`` → the clients with an observed outcome;
+        ``impute(spec, design, posterior, n=, delta=, seed=)`` → ``n`` completed designs
+        (multiple imputation of missing follow-up, :mod:`alliance_bayes.imputation`). ``None``
+        where the family cannot impute.
     """
 
     name: str
     prepare: Callable[[ModelSpec, AnalysisFrame], Any]
     build: Callable[[ModelSpec, Any], pm.Model]
-    estimands: Callable[[ModelSpec, xr.Dataset], xr.Dataset]
+    estimands: Callable[[ModelSpec, xr.Dataset, Mapping[str, Any]], xr.Dataset]
     finish: Callable[[xr.DataTree], xr.DataTree]
     figures: tuple[FigureMaker, ...] = ()
+    scales: Callable[[Any], dict[str, Any]] = lambda design: {}
+    equations: Callable[[ModelSpec], list[str]] = lambda spec: []
+    data_variables: Callable[[ModelSpec], list[str]] = lambda spec: []
+    prior_rows: Callable[[ModelSpec, Mapping[str, Any]], list[Any]] = field(
+        default=lambda spec, scales: []
+    )
+    complete_cases: Callable[[Any], Any] | None = None
+    impute: Callable[..., Any] | None = None
 
 
 def _regression() -> Family:
+    from alliance_bayes.model.regression import describe
     from alliance_bayes.model.regression.design import prepare
+    from alliance_bayes.model.regression.figures import FIGURES
     from alliance_bayes.model.regression.graph import build_model
+    from alliance_bayes.model.regression.predict import complete_cases, impute_designs
     from alliance_bayes.report.estimands import compute_estimands
 
-    def estimands(spec: ModelSpec, posterior: xr.Dataset) -> xr.Dataset:
+    def estimands(spec: ModelSpec, posterior: xr.Dataset, scales=None) -> xr.Dataset:
         return compute_estimands(
-            posterior, outcome_units=spec.outcome_units, effect_units=spec.effect_units
+            posterior,
+            outcome_units=spec.outcome_units,
+            effect_units=spec.effect_units,
+            scales=scales,
         )
 
-    return Family("regression", prepare, build_model, estimands, finish=lambda dt: dt)
+    return Family(
+        "regression",
+        prepare,
+        build_model,
+        estimands,
+        finish=lambda dt: dt,
+        figures=FIGURES,
+        scales=lambda design: design.scales(),
+        equations=describe.equations,
+        data_variables=describe.data_variables,
+        prior_rows=describe.prior_rows,
+        complete_cases=complete_cases,
+        impute=impute_designs,
+    )
 
 
 def _latent() -> Family:
     from alliance_bayes.inference import PREDICTIVE_DRAWS_PER_CHAIN
+    from alliance_bayes.model.latent import describe
     from alliance_bayes.model.latent.figures import FIGURES
     from alliance_bayes.model.latent.measurement import (
         build_latent_model,
@@ -79,7 +118,7 @@ def _latent() -> Family:
     )
     from alliance_bayes.report.estimands import compute_joint_estimands
 
-    def estimands(spec: ModelSpec, posterior: xr.Dataset) -> xr.Dataset:
+    def estimands(spec: ModelSpec, posterior: xr.Dataset, scales=None) -> xr.Dataset:
         assert spec.measurement is not None
         return compute_joint_estimands(
             posterior,
@@ -90,7 +129,17 @@ def _latent() -> Family:
     def finish(dt: xr.DataTree) -> xr.DataTree:
         return store_latent_scores(dt, PREDICTIVE_DRAWS_PER_CHAIN)
 
-    return Family("latent", prepare_latent, build_latent_model, estimands, finish, FIGURES)
+    return Family(
+        "latent",
+        prepare_latent,
+        build_latent_model,
+        estimands,
+        finish,
+        FIGURES,
+        equations=describe.equations,
+        data_variables=describe.data_variables,
+        prior_rows=describe.prior_rows,
+    )
 
 
 _FACTORIES: dict[str, Callable[[], Family]] = {"regression": _regression, "latent": _latent}

@@ -14,6 +14,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from alliance_bayes.data.published import PUBLISHED
+
 #: The shipped specs (``models/`` of the repository, installed as the package ``alliance_bayes.specs``).
 MODELS_DIR = Path(str(files("alliance_bayes.specs")))
 
@@ -38,12 +40,21 @@ class DataSpec:
     ``sample = "elevated"`` keeps clients flagged as elevated at baseline by ``elevated_by``
     (``who5``: WHO-5 <= ``who5_cutoff``; ``phq9``: PHQ-9 >= ``phq9_cutoff``; ``phq9_else_who5``:
     the PHQ-9 rule where a PHQ-9 baseline exists, else the WHO-5 screen).
+
+    Missing follow-up: with ``followup_imputations = 0`` (the default) only clients with an observed
+    follow-up enter the model (complete cases, missing at random given the predictors). With
+    ``followup_imputations = M > 0`` the missing follow-ups are imputed from the complete-case
+    posterior, shifted by ``followup_delta`` outcome points (a delta-adjusted pattern-mixture
+    model: missing not at random when δ ≠ 0), and the model is refitted to each of the ``M``
+    completed datasets; the draws of the refits are pooled (see :mod:`alliance_bayes.imputation`).
     """
 
     sample: str = "all"
     elevated_by: str = "who5"
     who5_cutoff: float = 28.0
     phq9_cutoff: float = 10.0
+    followup_imputations: int = 0
+    followup_delta: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -55,10 +66,14 @@ class PredictorSpec:
     ``alliance = "latent"`` replaces the averaged scores by latent ones from a session-level
     graded-response measurement model (see :mod:`alliance_bayes.model.latent.measurement` and
     :class:`MeasurementSpec`).
+    ``alliance_sessions = k > 0`` averages each client's ratings over their first ``k`` sessions
+    only (early alliance, rated before most of the symptom change); 0 (the default) uses every
+    session. Membership weights always count every session.
     """
 
     covariates: tuple[str, ...] = COVARIATES
     alliance: str = "subscales"
+    alliance_sessions: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,6 +168,120 @@ class MeasurementSpec:
     sd_provider_alliance_sd: float = 0.5
 
 
+class HypothesisError(ValueError):
+    """A hypothesis expression cannot be read; the message says where and what was expected."""
+
+
+_OPERATORS = (">", "<", "=")
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    r"""A parsed hypothesis :math:`\sum_j c_j \theta_j + c_0 \;\text{op}\; 0`.
+
+    ``terms`` are (coefficient, estimand name) pairs, ``constant`` the number :math:`c_0`, both
+    after moving the right-hand side to the left; ``operator`` is ``>``, ``<`` or ``=``.
+    """
+
+    text: str
+    terms: tuple[tuple[float, str], ...]
+    constant: float
+    operator: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for _, name in self.terms)
+
+
+def _side(tokens: list[str], text: str, sign: float) -> tuple[list[tuple[float, str]], float]:
+    terms: list[tuple[float, str]] = []
+    constant = 0.0
+    expect_term, next_sign = True, 1.0
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not expect_term:
+            if tok not in ("+", "-"):
+                raise HypothesisError(f"{text!r}: expected + or - before {tok!r}")
+            next_sign = 1.0 if tok == "+" else -1.0
+            expect_term, i = True, i + 1
+            continue
+        coef = 1.0
+        try:
+            number = float(tok)
+        except ValueError:
+            number = None
+        if number is not None and tokens[i + 1 : i + 2] == ["*"]:
+            if i + 2 >= len(tokens):
+                raise HypothesisError(f"{text!r}: an estimand name must follow '*'")
+            coef, tok, i = number, tokens[i + 2], i + 2
+            number = None
+        if number is not None:
+            constant += sign * next_sign * number
+        else:
+            if tok in ("+", "-", "*", *_OPERATORS) or not tok[:1].isalpha():
+                raise HypothesisError(
+                    f"{text!r}: expected an estimand name or a number, got {tok!r}"
+                )
+            terms.append((sign * next_sign * coef, tok))
+        expect_term, i = False, i + 1
+    if expect_term:
+        raise HypothesisError(f"{text!r}: a side of the comparison is empty or ends in + or -")
+    return terms, constant
+
+
+def parse_hypothesis(text: str) -> Hypothesis:
+    """Read ``"b_goal_within > b_bond_within"``-style text (tokens separated by spaces).
+
+    Estimand names contain ``-`` and brackets (``b_goal_within-between``,
+    ``b_care[therapist-coach]``), so operators must stand alone between spaces.
+
+    Raises
+    ------
+    HypothesisError
+        No single comparison operator, an empty side, or a misplaced token.
+    """
+    tokens = str(text).split()
+    ops = [i for i, t in enumerate(tokens) if t in _OPERATORS]
+    if len(ops) != 1:
+        raise HypothesisError(
+            f"{text!r}: expected one of {' '.join(_OPERATORS)} between spaces, "
+            f"e.g. 'b_goal_within > b_bond_within'"
+        )
+    at = ops[0]
+    left, c_left = _side(tokens[:at], text, 1.0)
+    right, c_right = _side(tokens[at + 1 :], text, -1.0)
+    terms: dict[str, float] = {}
+    for coef, name in (*left, *right):
+        terms[name] = terms.get(name, 0.0) + coef
+    kept = tuple((c, n) for n, c in terms.items() if c != 0.0)
+    if not kept:
+        raise HypothesisError(f"{text!r}: no estimand is left once both sides are compared")
+    return Hypothesis(" ".join(tokens), kept, c_left + c_right, tokens[at])
+
+
+#: Default half-width of the region of practical equivalence, per outcome: a tenth of the typical
+#: follow-up SD (WHO-5 about 20 points, PHQ-9 about 5), the "negligible" standardised effect of
+#: Kruschke (2018), doi:10.1177/2515245918771304.
+ROPE_DEFAULTS = {"who5_followup": 2.0, "phq9_followup": 0.5}
+
+
+@dataclass(frozen=True)
+class HypothesesSpec:
+    """The ``[hypotheses]`` table: statements about estimands that the report decides.
+
+    ``tests``: expressions such as ``"b_goal_within > b_bond_within"``,
+    ``"b_goal_within-between = 0"`` or ``"b_care[both-coach] < -2"``: sums and differences of
+    estimand names and numbers (an optional ``number *`` before a name), separated by spaces,
+    compared with ``>``, ``<`` or ``=`` (see :mod:`alliance_bayes.report.hypotheses`).
+    ``rope``: half-width of the region of practical equivalence in outcome points (for a slope,
+    outcome points per alliance point); 0 takes :data:`ROPE_DEFAULTS` of the outcome.
+    """
+
+    rope: float = 0.0
+    tests: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A validated model specification (one TOML file in ``models/``)."""
@@ -167,7 +296,14 @@ class ModelSpec:
     priors: PriorSpec = field(default_factory=PriorSpec)
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     measurement: MeasurementSpec | None = None  # only for alliance = "latent"
+    hypotheses: HypothesesSpec = field(default_factory=HypothesesSpec)
+    published_table: str = ""
     source: str = ""
+
+    @property
+    def rope(self) -> float:
+        """Half-width of the region of practical equivalence, in outcome points."""
+        return self.hypotheses.rope or ROPE_DEFAULTS[self.outcome]
 
     @property
     def baseline(self) -> str:
@@ -205,6 +341,8 @@ class ModelSpec:
         d.pop("source")
         if d["measurement"] is None:  # keeps run.json of the other models as it was
             d.pop("measurement")
+        if not d["published_table"]:
+            d.pop("published_table")
         return d
 
 
@@ -214,8 +352,12 @@ _SECTIONS = {
     "hierarchy": HierarchySpec,
     "priors": PriorSpec,
     "sampler": SamplerSpec,
+    "hypotheses": HypothesesSpec,
 }
-_TOP_KEYS = {"name", "description", "outcome", "likelihood", "measurement", "extends", *_SECTIONS}
+_TOP_KEYS = {
+    "name", "description", "outcome", "likelihood", "measurement", "extends", "published_table",
+    *_SECTIONS,
+}  # fmt: skip
 
 
 def _section(where: str, cls: type, raw: Any) -> Any:
@@ -298,6 +440,7 @@ def _from_raw(raw: dict[str, Any], source: str) -> ModelSpec:
         description=str(raw.get("description", "")),
         outcome=raw["outcome"],
         likelihood=str(raw.get("likelihood", "normal")),
+        published_table=str(raw.get("published_table", "")),
         source=source,
         **sections,
     )
@@ -353,6 +496,18 @@ def _validate(spec: ModelSpec, src: str) -> None:
     )
     _check(f"{src} [data]", 0 <= d.who5_cutoff <= 100, "who5_cutoff must lie in 0–100")
     _check(f"{src} [data]", 0 <= d.phq9_cutoff <= 27, "phq9_cutoff must lie in 0–27")
+    _check(f"{src} [data]", d.followup_imputations >= 0, "followup_imputations must be >= 0")
+    _check(
+        f"{src} [data]",
+        d.followup_imputations > 0 or d.followup_delta == 0,
+        "followup_delta needs followup_imputations > 0 (the shift applies to imputed follow-ups)",
+    )
+    _check(
+        f"{src} [data]",
+        d.followup_imputations == 0 or p.alliance != "latent",
+        "followup_imputations is not available with alliance = 'latent'",
+    )
+    _check(f"{src} [predictors]", p.alliance_sessions >= 0, "alliance_sessions must be >= 0")
     bad = sorted(set(p.covariates) - set(COVARIATES))
     _check(f"{src} [predictors]", not bad, f"unknown covariate(s) {bad}; known {list(COVARIATES)}")
     _check(
@@ -401,6 +556,18 @@ def _validate(spec: ModelSpec, src: str) -> None:
         _check(src, spec.likelihood == "normal", "alliance = 'latent' needs likelihood = 'normal'")
     for f in fields(spec.priors):
         _check(f"{src} [priors]", getattr(spec.priors, f.name) > 0, f"{f.name} must be > 0")
+    _check(f"{src} [hypotheses]", spec.hypotheses.rope >= 0, "rope must be >= 0")
+    for text in spec.hypotheses.tests:
+        try:
+            parse_hypothesis(text)
+        except HypothesisError as err:
+            raise SpecError(f"{src} [hypotheses] tests: {err}") from err
+    if spec.published_table:
+        _check(
+            src,
+            spec.published_table in PUBLISHED,
+            f"published_table {spec.published_table!r}: one of {sorted(PUBLISHED)}",
+        )
     _check(f"{src} [sampler]", s.name in SAMPLERS, f"name: one of {list(SAMPLERS)}")
     _check(f"{src} [sampler]", s.backend in ("numba", "jax"), "backend: 'numba' or 'jax'")
     _check(f"{src} [sampler]", s.chains >= 1, "chains must be >= 1")

@@ -22,15 +22,20 @@ import os
 import re
 import shutil
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from alliance_bayes.diagnostics import GateResult
 from alliance_bayes.report import figures
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
+from alliance_bayes.report.html import markdown_to_html
+from alliance_bayes.report.hypotheses import hypotheses_markdown
+from alliance_bayes.report.render import markdown_table
 from alliance_bayes.report.tables import tables_latex, tables_markdown
 from alliance_bayes.storage import atomic_folder, check_name, dump_json, write_datatree
 
@@ -39,6 +44,7 @@ __all__ = [
     "BundleError",
     "ConvergenceFailedError",
     "ForbiddenIdentifierError",
+    "ReportContent",
     "outcome_units_from_meta",
     "write_bundle",
 ]
@@ -46,7 +52,7 @@ __all__ = [
 #: First line of report.md when the gate failed.
 FAILED_MARKER = "# FAILED convergence checks — do not use these estimates"
 
-_TEXT_SUFFIXES = {".md", ".tex", ".csv", ".json", ".txt"}
+_TEXT_SUFFIXES = {".md", ".tex", ".csv", ".json", ".txt", ".html"}
 
 
 class ForbiddenIdentifierError(RuntimeError):
@@ -139,6 +145,160 @@ def _estimands_csv(
     path.write_text("\n".join(header) + "\n" + body, encoding="utf-8")
 
 
+@dataclass
+class ReportContent:
+    """What the report says beyond the draws, supplied by the model family and the spec.
+
+    ``equations`` (TeX lines) and ``data_variables`` (Markdown) for ``## Model``; ``prior_rows``
+    (:class:`~alliance_bayes.model.regression.describe.PriorRow`) for ``## Priors``;
+    ``prior_estimands`` (the estimands under the prior draws) for the prior-versus-posterior plot;
+    ``hypotheses`` (:func:`~alliance_bayes.report.hypotheses.hypothesis_table`) for the decisions.
+    """
+
+    equations: list[str] = field(default_factory=list)
+    data_variables: list[str] = field(default_factory=list)
+    prior_rows: list[Any] = field(default_factory=list)
+    prior_estimands: xr.Dataset | None = None
+    hypotheses: pd.DataFrame | None = None
+    description: str = ""
+
+
+def _figure_lines(figs: list[figures.FigureResult], section: str) -> list[str]:
+    lines: list[str] = []
+    for f in figs:
+        if f.section != section:
+            continue
+        if not f.paths:  # a figure that cannot be drawn for this run says why
+            lines += [f"### {f.name}", "", f.interpretation, ""]
+            continue
+        png = next((p for p in f.paths if p.suffix == ".png"), f.paths[0])
+        lines += [f"### {f.name}", "", f"![{f.name}](figures/{png.name})", "", f.interpretation, ""]
+    return lines
+
+
+_FACTS = (
+    "spec", "outcome", "outcome_label", "effect_units", "sampler", "backend", "seed", "chains",
+    "draws", "tune", "data_sha256", "git_commit",
+)  # fmt: skip
+
+
+def _model_section(content: ReportContent, meta: Mapping[str, Any]) -> list[str]:
+    lines = ["## Model", ""]
+    if content.description:
+        lines += [content.description, ""]
+    if content.data_variables:
+        lines += [*(f"- {v}" for v in content.data_variables), ""]
+    if content.equations:
+        lines += [*(f"$${e}$$" for e in content.equations), ""]
+        lines += [
+            "Rendered from the spec as run (`run.json`: `spec_as_run`, `spec_toml`); "
+            "covariate slopes are reported per raw unit, the pooled subscale slopes per alliance "
+            "point.",
+            "",
+        ]
+    return [*lines, *_clients_section(meta)]
+
+
+def _priors_section(content: ReportContent, figs: list[figures.FigureResult]) -> list[str]:
+    lines = ["## Priors", ""]
+    if content.prior_rows:
+        lines += markdown_table(
+            ["Parameter", "Prior", "On the data's scale", "Justification"],
+            [
+                [r.parameter, r.distribution, r.on_data_scale, r.justification]
+                for r in content.prior_rows
+            ],
+        )
+        lines.append("")
+    return lines + _figure_lines(figs, "priors")
+
+
+def _computation_section(
+    meta: Mapping[str, Any], gate: GateResult, figs: list[figures.FigureResult]
+) -> list[str]:
+    lines = ["## Computation", "", "| Fact | Value |", "|---|---|"]
+    lines += [f"| {k} | `{meta[k]}` |" for k in _FACTS if k in meta]
+    for k in ("packages", "timings_s"):
+        if isinstance(meta.get(k), Mapping):
+            val = ", ".join(
+                f"{a}={b:.1f}" if isinstance(b, float) else f"{a}={b}" for a, b in meta[k].items()
+            )
+            lines.append(f"| {k} | {val} |")
+    if isinstance(meta.get("imputation"), Mapping):
+        imp = meta["imputation"]
+        lines.append(
+            f"| imputation | {imp.get('imputations')} completed datasets, δ = "
+            f"{imp.get('delta')} points, {imp.get('clients_imputed')} follow-ups imputed |"
+        )
+    lines += ["", f"**{gate.headline()}**", "", "| Check | Worst value | Threshold | Passed |"]
+    lines.append("|---|---:|---:|---|")
+    for c in gate.checks:
+        value = "n/a" if c.value is None else f"{c.value:.4g}"
+        lines.append(f"| {c.name} | {value} | {c.threshold:g} | {'yes' if c.passed else 'NO'} |")
+    lines += ["", "Every check and its worst offenders: `diagnostics.md`.", ""]
+    return lines + _figure_lines(figs, "computation")
+
+
+def _barg_checklist(trust: list[str], content: ReportContent, figs) -> list[str]:
+    """Each BARG step (Kruschke 2021, Table 1) with where this report answers it."""
+    names = {f.name for f in figs if f.paths}
+
+    def status(line_start: str) -> str:
+        line = next((ln for ln in trust if ln.startswith(line_start)), "")
+        return (
+            "not run yet (see ## Sensitivity)"
+            if "not run yet" in line or not line
+            else "## Sensitivity"
+        )
+
+    has_h = content.hypotheses is not None and not content.hypotheses.empty
+    items = [
+        ("1.A Data variables (predicted, predictors)", "## Model (symbols), ## Clients"),
+        ("1.B Likelihood and its parameters", "## Model (equations)"),
+        ("1.C Priors, with justification", "## Priors (table)"),
+        ("1.D Formal specification", "## Model, ## Priors; the spec as run in `run.json`"),
+        (
+            "1.E Prior predictive check",
+            "## Priors (prior_predictive)" if "prior_predictive" in names else "not drawn",
+        ),
+        ("2.A Software and versions", "## Computation (packages, sampler, backend, seed)"),
+        ("2.B MCMC convergence (R-hat, divergences)", "## Computation; `diagnostics.md`"),
+        ("2.C MCMC resolution (ESS, MCSE)", "## Computation; `estimands.csv` (ESS, MCSE)"),
+        (
+            "3.A Posterior predictive check",
+            "## Posterior predictive checks" if "ppc" in names else "not drawn for this run",
+        ),
+        ("3.B Posterior summaries (central tendency, HDI)", "## Results (tables, figures)"),
+        (
+            "3.C Bayes factors and model probabilities",
+            "## Results (Hypotheses: Savage–Dickey BF01)" if has_h else "none declared in the spec",
+        ),
+        (
+            "4 Decisions and their criteria (ROPE, probability)",
+            "## Results (Hypotheses: ROPE, decision rule)"
+            if has_h
+            else "none declared in the spec",
+        ),
+        ("5.A Sensitivity of the posterior to the prior", status("- Prior sensitivity")),
+        (
+            "5.B Sensitivity of Bayes factors to the prior",
+            "refit the prior sets (## Sensitivity) and rerun `alliance-bayes hypothesis`"
+            if has_h
+            else "not applicable: no Bayes factor reported",
+        ),
+        ("6.A Code", "`run.json` (package versions, git commit, spec TOML)"),
+        ("6.B Data", "`run.json` data_sha256 (the data themselves stay with their owner)"),
+        ("6.C Posterior draws", "`posterior.nc` (every group)"),
+    ]
+    lines = [
+        "## BARG checklist",
+        "",
+        "Bayesian Analysis Reporting Guidelines (Kruschke 2021, doi:10.1038/s41562-021-01177-7).",
+        "",
+    ]
+    return lines + markdown_table(["Item", "Where it is answered"], [list(i) for i in items]) + [""]
+
+
 def _report_md(
     spec_name: str,
     run_id: str,
@@ -147,56 +307,42 @@ def _report_md(
     tables_md: str,
     figs: list[figures.FigureResult],
     trust: list[str],
+    content: ReportContent | None = None,
 ) -> str:
+    content = content or ReportContent()
     lines = []
     if not gate.passed:
         lines += [FAILED_MARKER, "", f"**{gate.headline()}**", ""]
         lines += [f"# Results: `{spec_name}` / `{run_id}`", ""]
     else:
         lines += [f"# Results: `{spec_name}` / `{run_id}`", "", f"**{gate.headline()}**", ""]
-    lines += ["See `diagnostics.md` for every check and its worst offenders.", ""]
-    lines += ["## Run", "", "| Fact | Value |", "|---|---|"]
-    facts = [
-        "spec",
-        "outcome",
-        "outcome_label",
-        "effect_units",
-        "sampler",
-        "backend",
-        "seed",
-        "chains",
-        "draws",
-        "tune",
-        "data_sha256",
-        "git_commit",
-    ]
-    for k in facts:
-        if k in meta:
-            lines.append(f"| {k} | `{meta[k]}` |")
-    for k in ("packages", "timings_s"):
-        if isinstance(meta.get(k), Mapping):
-            val = ", ".join(f"{a}={b}" for a, b in meta[k].items())
-            lines.append(f"| {k} | {val} |")
-    lines += ["", *_clients_section(meta), "## Tables", "", tables_md, "## Figures", ""]
-    for f in figs:
-        if not f.paths:  # a figure that cannot be drawn for this run says why
-            lines += [f"### {f.name}", "", f.interpretation, ""]
-            continue
-        png = next((p for p in f.paths if p.suffix == ".png"), f.paths[0])
-        lines += [f"### {f.name}", "", f"![{f.name}](figures/{png.name})", "", f.interpretation, ""]
-    lines += trust
+    lines += _model_section(content, meta)
+    lines += _priors_section(content, figs)
+    lines += _computation_section(meta, gate, figs)
+    lines += ["## Posterior predictive checks", ""]
+    ppc = _figure_lines(figs, "ppc")
+    lines += ppc or ["Not drawn for this run (no posterior predictive group).", ""]
+    lines += ["## Results", "", tables_md]
+    if content.hypotheses is not None and not content.hypotheses.empty:
+        lines += ["### Hypotheses", "", *hypotheses_markdown(content.hypotheses, meta)]
+    lines += _figure_lines(figs, "results")
+    lines += ["## Sensitivity", "", *trust[2:]]
+    lines += _barg_checklist(trust, content, figs)
     lines += [
         "## Files",
         "",
-        "`posterior.nc` (all groups; `xarray.open_datatree(path, engine='h5netcdf')`), "
-        "`run.json`, `estimands.csv`, `tables.md`, `tables.tex`, `figures/`, "
-        "`diagnostics.json`, `diagnostics.md`.",
+        "`report.html` (this report, self-contained), `posterior.nc` (all groups; "
+        "`xarray.open_datatree(path, engine='h5netcdf')`), `run.json`, `estimands.csv`, "
+        "`hypotheses.csv`, `tables.md`, `tables.tex`, `figures/`, `diagnostics.json`, "
+        "`diagnostics.md`.",
         "",
     ]
     return "\n".join(lines)
 
 
 def _exclusion_label(key: str) -> str:
+    if key.startswith("imputed_"):
+        return f"kept, {key.removeprefix('imputed_')} missing and imputed"
     if key == "clients_in_data":
         return "clients in the study"
     if key.startswith("clients_in_"):
@@ -215,8 +361,13 @@ def _clients_section(meta: Mapping[str, Any]) -> list[str]:
     lines += [f"| {_exclusion_label(str(k))} | {v} |" for k, v in exclusions.items()]
     lines += [
         "",
-        "Steps apply in order; a client left out at one step is not counted again. Missing "
-        "follow-up is assumed missing at random given the covariates (complete cases).",
+        "Steps apply in order; a client left out at one step is not counted again. "
+        + (
+            "Missing follow-ups are imputed (see ## Computation)."
+            if any(str(k).startswith("imputed_") for k in exclusions)
+            else "Missing follow-up is assumed missing at random given the covariates (complete "
+            "cases); `## Sensitivity` links the delta-adjusted analyses."
+        ),
         "",
     ]
     return lines
@@ -263,6 +414,24 @@ def _trust_section(results_root: Path, spec_name: str) -> list[str]:
         lines.append(
             f"- Prior sensitivity: not run yet (`python scripts/sensitivity.py {spec_name}`)."
         )
+    robustness = _latest(
+        p
+        for p in results_root.glob("robustness/*/robustness.md")
+        if f"base `{spec_name}`" in p.read_text()
+    )
+    if robustness is not None:
+        text = robustness.read_text()
+        verdict = next((ln for ln in text.splitlines() if ln.startswith("**Conclusion")), "")
+        rel = up / robustness.relative_to(results_root)
+        lines.append(
+            f"- Reviewer sensitivity analyses (early alliance, without days in care, missing "
+            f"follow-up not at random): [{rel}]({rel}) {verdict}"
+        )
+    else:
+        lines.append(
+            "- Reviewer sensitivity analyses (early alliance, without days in care, delta-adjusted "
+            f"missing follow-up): not run yet (`alliance-bayes robustness --base {spec_name}`)."
+        )
     return [*lines, ""]
 
 
@@ -302,6 +471,7 @@ def write_bundle(
     family_figures: tuple[figures.FigureMaker, ...] = (),
     links_root: Path | None = None,
     draws_file: Path | None = None,
+    content: ReportContent | None = None,
 ) -> Path:
     """Write ``results_root/spec_name/run_id/`` atomically and return its path.
 
@@ -334,6 +504,8 @@ def write_bundle(
     draws_file : path, optional
         A ``posterior.nc`` already written from ``dt`` (re-rendering a saved bundle): copied
         instead of encoded again.
+    content : ReportContent, optional
+        The model's equations, priors, prior estimands and hypotheses for the report.
 
     Returns
     -------
@@ -379,6 +551,9 @@ def write_bundle(
             (tmp / "tables.md").write_text(tables_md, encoding="utf-8")
             (tmp / "tables.tex").write_text(tables_latex(estimands, meta), encoding="utf-8")
             step = "figures"
+            content = content or ReportContent()
+            if content.hypotheses is not None:
+                content.hypotheses.to_csv(tmp / "hypotheses.csv", index=False, lineterminator="\n")
             figs = figures.make_all_figures(
                 dt,
                 estimands,
@@ -386,6 +561,7 @@ def write_bundle(
                 tmp / "figures",
                 formats=figure_formats,
                 family_figures=family_figures,
+                prior_estimands=content.prior_estimands,
             )
             step = "diagnostics and report"
             dump_json(gate.to_json(), tmp / "diagnostics.json")
@@ -398,8 +574,12 @@ def write_bundle(
                 tables_md,
                 figs,
                 _trust_section(Path(links_root or results_root), spec_name),
+                content,
             )
             (tmp / "report.md").write_text(report, encoding="utf-8")
+            step = "report.html"
+            page = markdown_to_html(report, tmp, f"{spec_name} / {run_id}")
+            (tmp / "report.html").write_text(page, encoding="utf-8")
             step = "the identifier guard"
             for path in sorted(tmp.rglob("*")):
                 if path.is_file() and path.suffix in _TEXT_SUFFIXES:

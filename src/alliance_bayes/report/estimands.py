@@ -10,6 +10,9 @@ convergence diagnostics are those of the derived quantity itself, not a combinat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import arviz_stats as azs
 import numpy as np
 import pandas as pd
@@ -35,6 +38,8 @@ KINDS = (
     "variance component",
     "measurement",
     "care-type intercept",
+    "standardised effect",
+    "model fit",
 )
 
 #: Columns of :func:`estimand_table` (``units`` follows them).
@@ -81,8 +86,9 @@ def compute_estimands(
     *,
     outcome_units: str = "outcome points",
     effect_units: str | None = None,
+    scales: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
-    """Compute the stable-named estimands present in ``posterior``.
+    r"""Compute the stable-named estimands present in ``posterior``.
 
     Parameters
     ----------
@@ -94,6 +100,10 @@ def compute_estimands(
     effect_units : str, optional
         Units of the alliance slopes, e.g. ``"WHO-5 points per 1 point of alliance (1–5 scale)"``.
         Defaults to ``f"{outcome_units} per 1 point of alliance (1–5 scale)"``.
+    scales : mapping, optional
+        Sample SDs of the outcome and the predictors in the fitted clients
+        (:meth:`~alliance_bayes.model.regression.design.ModelData.scales`); with them the
+        standardised slopes ``beta_*`` are added.
 
     Returns
     -------
@@ -108,10 +118,20 @@ def compute_estimands(
     difference in expected follow-up between care types at equal alliance and covariates.
     Contrasts are ``[therapist-coach]`` and ``[both-coach]`` per subscale and level (coach is the
     reference: the newer, less-studied provider type), and ``b_goal-bond_{level}`` for the pooled
-    subscale difference. The provider ICC per provider type is
+    subscale difference, and ``b_<s>_within-between`` for the difference between a subscale's
+    within- and between-provider slopes (the contrast of Baldwin, Wampold & Imel 2007,
+    doi:10.1037/0022-006X.75.6.842: does a client's alliance relative to the provider's other
+    clients matter as much as the provider's typical alliance?). The provider ICC per provider type is
     ``sd_provider[t]² / (sd_provider[t]² + sigma²)``: the share of residual outcome variance (on the
     model's scale, conditional on the predictors) that lies between providers of that type. With
     Student-t residuals ``sigma`` is a scale, not an SD, and the ICC is then an approximation.
+
+    Standardised slopes (kind ``"standardised effect"``) are the paper's β,
+    :math:`\beta = b \cdot \text{sd}(x) / \text{sd}(y)` with sample SDs of the fitted clients:
+    ``beta_<s>_<level>`` for the pooled subscale slopes (per SD of that within- or between-provider
+    part), ``beta_alliance``, ``beta_baseline`` and ``beta_<covariate>``. ``r2_bayes`` (kind
+    ``"model fit"``) is the Bayesian R² of Gelman, Goodrich, Gabry & Vehtari (2019),
+    doi:10.1080/00031305.2018.1549100, computed in the model draw by draw.
     """
     if effect_units is None:
         effect_units = f"{outcome_units} per 1 point of alliance (1–5 scale)"
@@ -168,6 +188,18 @@ def compute_estimands(
                     kind=sub,
                     subscale=s,
                     level=lv,
+                    care_type="pooled",
+                )
+        if "within" in levels and "between" in levels:
+            for s in subscales:
+                _put(
+                    out,
+                    f"b_{s}_within-between",
+                    mu_b.sel(subscale=s, level="within") - mu_b.sel(subscale=s, level="between"),
+                    units=effect_units,
+                    kind=con,
+                    subscale=s,
+                    level="within-between",
                     care_type="pooled",
                 )
         if "goal" in subscales and "bond" in subscales:
@@ -264,8 +296,55 @@ def compute_estimands(
             )
     if "nu" in posterior:
         _put(out, "nu", posterior["nu"], units="degrees of freedom (Student-t)", kind=var)
-
+    if scales:
+        _standardised(out, posterior, scales)
+    if "r2_bayes" in posterior:
+        _put(
+            out,
+            "r2_bayes",
+            posterior["r2_bayes"],
+            units="share of outcome variance explained (0–1)",
+            kind="model fit",
+        )
     return xr.Dataset(out)
+
+
+_BETA_UNITS = "outcome SDs per SD of the predictor"
+
+
+def _standardised(
+    out: dict[str, xr.DataArray], posterior: xr.Dataset, scales: Mapping[str, Any]
+) -> None:
+    """The paper's β for every slope that has the SDs it needs (see :func:`compute_estimands`)."""
+    sd_y = float(scales["outcome_sd"])
+    kind = "standardised effect"
+    if "b_baseline" in posterior:
+        beta = posterior["b_baseline"] * float(scales["baseline_sd"]) / sd_y
+        _put(out, "beta_baseline", beta, units=_BETA_UNITS, kind=kind)
+    if "b_covariate" in posterior:
+        for cov in (str(c) for c in posterior["b_covariate"]["covariate"].values):
+            if cov in scales.get("covariate_sd", {}):
+                beta = posterior["b_covariate"].sel(covariate=cov) * scales["covariate_sd"][cov]
+                _put(out, f"beta_{cov}", beta / sd_y, units=_BETA_UNITS, kind=kind)
+    if "b_alliance" in posterior and "composite_sd" in scales:
+        beta = posterior["b_alliance"] * float(scales["composite_sd"]) / sd_y
+        _put(out, "beta_alliance", beta, units=_BETA_UNITS, kind=kind)
+    if "mu_b" in posterior:
+        mu_b = posterior["mu_b"]
+        for s in (str(x) for x in mu_b["subscale"].values):
+            for lv in (str(x) for x in mu_b["level"].values):
+                sd_x = scales.get("alliance_sd", {}).get(s, {}).get(lv)
+                if sd_x is not None:
+                    beta = mu_b.sel(subscale=s, level=lv) * float(sd_x) / sd_y
+                    _put(
+                        out,
+                        f"beta_{s}_{lv}",
+                        beta,
+                        units=_BETA_UNITS,
+                        kind=kind,
+                        subscale=s,
+                        level=lv,
+                    )
 
 
 def compute_joint_estimands(

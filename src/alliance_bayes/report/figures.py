@@ -19,6 +19,7 @@ import arviz_stats as azs
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
+from scipy import stats
 
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
 
@@ -30,8 +31,10 @@ __all__ = [
     "plot_energy",
     "plot_forest_subscales",
     "plot_ppc",
+    "plot_prior_posterior",
     "plot_prior_predictive",
     "plot_provider_effects",
+    "plot_provider_slopes",
     "plot_rank",
     "prior_predictive_bound_share",
 ]
@@ -44,14 +47,16 @@ _CARE_COLOURS = {"therapist": "C0", "coach": "C1", "both": "C2", "pooled": "blac
 
 @dataclass
 class FigureResult:
-    """Saved figure: ``name`` (file stem), ``paths`` and one-line ``interpretation``."""
+    """Saved figure: ``name`` (file stem), ``paths``, one-line ``interpretation``, and the report
+    ``section`` it belongs to (``priors``, ``computation``, ``ppc`` or ``results``)."""
 
     name: str
     paths: list[Path]
     interpretation: str
+    section: str = "results"
 
 
-#: A figure a model family adds: ``make(dt, outdir, formats=...)`` → FigureResult or None.
+#: A figure a model family adds: ``make(dt, outdir, meta=..., formats=...)`` → FigureResult or None.
 FigureMaker = Callable[..., "FigureResult | None"]
 
 
@@ -107,7 +112,8 @@ def plot_rank(
         f"Rank plots of {', '.join(names)}: flat, overlapping chains indicate mixing; "
         f"largest rank-normalised R-hat among them {worst:.3f} ({worst_var})."
     )
-    return FigureResult("rank", save_figure(_pc_figure(pc), outdir, "rank", formats), text)
+    paths = save_figure(_pc_figure(pc), outdir, "rank", formats)
+    return FigureResult("rank", paths, text, section="computation")
 
 
 def plot_energy(
@@ -120,7 +126,8 @@ def plot_energy(
         f"E-BFMI per chain ranges {bfmi.min():.2f}–{bfmi.max():.2f} (threshold 0.3); "
         f"{int(np.sum(bfmi < 0.3))} of {bfmi.size} chains below it."
     )
-    return FigureResult("energy", save_figure(_pc_figure(pc), outdir, "energy", formats), text)
+    paths = save_figure(_pc_figure(pc), outdir, "energy", formats)
+    return FigureResult("energy", paths, text, section="computation")
 
 
 def plot_forest_subscales(
@@ -288,7 +295,7 @@ def plot_ppc(
         f"{change_obs.mean():.1f} points vs replicated {mean_rep.mean():.1f} "
         f"(95% interval {q_lo:.1f} to {q_hi:.1f})."
     )
-    return FigureResult("ppc", save_figure(fig, outdir, "ppc", formats), text)
+    return FigureResult("ppc", save_figure(fig, outdir, "ppc", formats), text, section="ppc")
 
 
 def prior_predictive_bound_share(y_prior: np.ndarray, outcome_range: Sequence[float]) -> float:
@@ -332,9 +339,8 @@ def plot_prior_predictive(
         f"beyond the bounds [{lo:g}, {hi:g}]; {outside:.1%} of all prior predictive values fall "
         f"outside the range; the central 95% spans {q[0]:.1f} to {q[1]:.1f}."
     )
-    return FigureResult(
-        "prior_predictive", save_figure(fig, outdir, "prior_predictive", formats), text
-    )
+    paths = save_figure(fig, outdir, "prior_predictive", formats)
+    return FigureResult("prior_predictive", paths, text, section="priors")
 
 
 def _provider_types(dt: xr.DataTree, n: int) -> np.ndarray:
@@ -400,6 +406,112 @@ def plot_provider_effects(
     )
 
 
+def plot_provider_slopes(
+    dt: xr.DataTree, outdir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS
+) -> FigureResult:
+    """Caterpillar plot of the providers' within-provider slope deviations ``u_provider_slope``.
+
+    One panel per subscale, providers sorted by posterior mean (by rank, never by identifier),
+    95% HDIs; the pooled slope is the zero line.
+    """
+    u = dt["posterior"]["u_provider_slope"]
+    subs = [str(s) for s in u["subscale"].values]
+    fig, axes = plt.subplots(1, len(subs), figsize=(4.5 * len(subs), 3.4), squeeze=False)
+    parts = []
+    for ax, s in zip(axes[0], subs, strict=True):
+        us = u.sel(subscale=s)
+        mean = us.mean(("chain", "draw")).values
+        hdi = azs.hdi(us, prob=HDI_PROB, dim=["chain", "draw"])
+        low, high = hdi.sel(ci_bound="lower").values, hdi.sel(ci_bound="upper").values
+        order = np.argsort(mean)
+        x = np.arange(order.size)
+        ax.vlines(x, low[order], high[order], color="C4", lw=0.8)
+        ax.plot(x, mean[order], "o", color="C4", ms=2.5)
+        ax.axhline(0, color="grey", lw=0.8, ls="--")
+        ax.set_title(f"{s}: provider deviation from the pooled within slope", fontsize=9)
+        ax.set_xlabel("provider rank")
+        excl = int(np.sum((low > 0) | (high < 0)))
+        parts.append(f"{s}: {excl} of {mean.size} providers' 95% HDIs exclude zero")
+    axes[0, 0].set_ylabel("u_provider_slope (points per alliance point)")
+    fig.tight_layout()
+    text = "Provider slopes — " + "; ".join(parts) + "."
+    return FigureResult(
+        "provider_slopes", save_figure(fig, outdir, "provider_slopes", formats), text
+    )
+
+
+#: Kinds of estimand whose prior and posterior densities are compared (the key parameters).
+_PRIOR_POSTERIOR_KINDS = ("fixed effect", "care-type intercept", "variance component")
+
+
+def prior_posterior_names(estimands: xr.Dataset, prior: xr.Dataset, limit: int = 12) -> list[str]:
+    """Key estimands present under both prior and posterior: pooled slopes first, then the rest."""
+    names = []
+    for n, v in estimands.data_vars.items():
+        a = v.attrs
+        pooled_slope = a.get("kind") == "subscale effect" and a.get("care_type") == "pooled"
+        if n in prior and (pooled_slope or a.get("kind") in _PRIOR_POSTERIOR_KINDS):
+            if not str(n).startswith("icc_") and not str(n).startswith("intercept"):
+                names.append(str(n))
+    pooled = [n for n in names if estimands[n].attrs.get("kind") == "subscale effect"]
+    return (pooled + [n for n in names if n not in pooled])[:limit]
+
+
+def plot_prior_posterior(
+    estimands: xr.Dataset,
+    prior: xr.Dataset,
+    outdir: Path,
+    *,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+) -> FigureResult | None:
+    """Posterior (blue) and prior (grey line) densities of the key estimands, with the SD ratio.
+
+    The posterior-to-prior SD ratio says how much the data taught: near 1, the estimand is the
+    prior's (WAMBS item 8, Depaoli & van de Schoot 2017, doi:10.1037/met0000065).
+    """
+    names = prior_posterior_names(estimands, prior)
+    if not names:
+        return None
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.4 * rows), squeeze=False)
+    ratios = {}
+    for ax, n in zip(axes.ravel(), names, strict=False):
+        post = np.asarray(estimands[n].values, float).ravel()
+        pri = np.asarray(prior[n].values, float).ravel()
+        pri = pri[np.isfinite(pri)]
+        # The window of the posterior, widened to 8 posterior SDs: a prior far wider than the
+        # posterior then shows as a nearly flat line, which is what it is here.
+        lo, hi = np.quantile(post, [0.001, 0.999])
+        centre, half = 0.5 * (lo + hi), max(0.5 * (hi - lo), 4 * float(np.std(post)))
+        grid = np.linspace(centre - half, centre + half, 200)
+        ax.hist(post, bins=np.linspace(lo, hi, 40), density=True, color="C0", alpha=0.7,
+                label="posterior")  # fmt: skip
+        if pri.size > 1 and np.std(pri) > 0:
+            ax.plot(grid, stats.gaussian_kde(pri)(grid), color="grey", lw=1.5, label="prior")
+        ax.set_xlim(grid[0], grid[-1])
+        ratios[n] = float(np.std(post) / np.std(pri)) if np.std(pri) > 0 else float("nan")
+        ax.set_title(f"{n}\nSD ratio {ratios[n]:.2f}", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_yticks([])
+    for ax in axes.ravel()[len(names) :]:
+        ax.set_axis_off()
+    axes[0, 0].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    weak = [n for n, r in ratios.items() if r > 0.5]
+    text = (
+        f"Posterior/prior SD ratios from {min(ratios.values()):.2f} to "
+        f"{max(ratios.values()):.2f}; "
+        + (
+            "the data dominate every one shown."
+            if not weak
+            else f"the prior still shapes {', '.join(weak)} (ratio above 0.5)."
+        )
+    )
+    paths = save_figure(fig, outdir, "prior_posterior", formats)
+    return FigureResult("prior_posterior", paths, text, section="priors")
+
+
 def make_all_figures(
     dt: xr.DataTree,
     estimands: xr.Dataset,
@@ -408,6 +520,7 @@ def make_all_figures(
     *,
     formats: Sequence[str] = DEFAULT_FORMATS,
     family_figures: Sequence[FigureMaker] = (),
+    prior_estimands: xr.Dataset | None = None,
 ) -> list[FigureResult]:
     """Draw every figure of a bundle into ``outdir`` (groups that are absent are skipped).
 
@@ -450,10 +563,16 @@ def make_all_figures(
                 dt, outdir, outcome_range=outcome_range, outcome_label=label, formats=formats
             )
         )
+    if prior_estimands is not None:
+        made = plot_prior_posterior(estimands, prior_estimands, outdir, formats=formats)
+        if made is not None:
+            results.append(made)
     if "u_provider" in dt["posterior"].data_vars:
         results.append(plot_provider_effects(dt, outdir, formats=formats))
+    if "u_provider_slope" in dt["posterior"].data_vars:
+        results.append(plot_provider_slopes(dt, outdir, formats=formats))
     for make in family_figures:
-        made = make(dt, outdir, formats=formats)
+        made = make(dt, outdir, meta=meta, formats=formats)
         if made is not None:
             results.append(made)
     return results

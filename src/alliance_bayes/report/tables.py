@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
+from alliance_bayes.data.published import PUBLISHED
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
 from alliance_bayes.report.render import latex_escape, latex_table, markdown_table
 
@@ -239,6 +240,24 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
             )
         )
 
+    standardised = of_kind("standardised effect") + of_kind("model fit")
+    if standardised:
+        tables.append(
+            Table(
+                "standardised",
+                "Standardised effects (β) and Bayesian R²",
+                "β = b · sd(predictor) / sd(outcome), sample SDs of the fitted clients (the "
+                "published β); for the subscales, per SD of the within- or between-provider part. "
+                "R² per draw = var(expected outcome) / (var + residual variance) (Gelman et al. "
+                f"2019). {common}",
+                ["Estimand", *_STAT_HEADER, "Units"],
+                unit_rows(standardised),
+            )
+        )
+    published_key = (meta.get("spec_as_run") or {}).get("published_table")
+    if published_key:
+        tables.append(_published_table(summary, PUBLISHED[published_key], common))
+
     contrasts = of_kind("contrast")
     if contrasts:
         rows = [[n, *_stat_cells(summary.loc[n])] for n in contrasts]
@@ -252,6 +271,41 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
             )
         )
     return tables
+
+
+def _published_table(summary: pd.DataFrame, published: Mapping[str, Any], common: str) -> Table:
+    """The published coefficients beside this posterior's, row by row (b, β, interval)."""
+
+    def ours(name: str) -> str:
+        return _cell(summary.loc[name]) if name in summary.index else "—"
+
+    rows = []
+    for estimand, label, b, beta, low, high in published["rows"]:
+        beta_name = "beta_" + estimand.removeprefix("b_") if estimand.startswith("b_") else ""
+        rows.append(
+            [
+                label,
+                f"{b:g} [{low:g}, {high:g}]",
+                ours(estimand),
+                "—" if beta is None else f"{beta:g}",
+                ours(beta_name) if beta_name else "—",
+            ]
+        )
+    rows.append(["R²", f"{published['r2']:g}", ours("r2_bayes"), "", ""])
+    return Table(
+        "published",
+        "Published table and this posterior, side by side",
+        f"Published: {published['citation']}: b [95% CI], β. This posterior: mean [95% HDI] "
+        f"on the synthetic or supplied study. {common}",
+        [
+            "Predictor",
+            "Published b [95% CI]",
+            "Posterior b [95% HDI]",
+            "Published β",
+            "Posterior β",
+        ],
+        rows,
+    )
 
 
 def tables_markdown(estimands: xr.Dataset, meta: Mapping[str, Any]) -> str:

@@ -25,7 +25,7 @@ from alliance_bayes.report.figures import (
 
 
 def plot_item_characteristic_curves(
-    dt: xr.DataTree, outdir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS
+    dt: xr.DataTree, outdir: Path, *, meta=None, formats: Sequence[str] = DEFAULT_FORMATS
 ) -> FigureResult | None:
     """Graded-response category curves P(r = k | theta) per item at the posterior means, with the
     expected rating E[r | theta] (right axis, the 1–5 scale the outcome slopes use)."""
@@ -72,7 +72,7 @@ def plot_item_characteristic_curves(
 
 
 def plot_latent_vs_averaged(
-    dt: xr.DataTree, outdir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS
+    dt: xr.DataTree, outdir: Path, *, meta=None, formats: Sequence[str] = DEFAULT_FORMATS
 ) -> FigureResult | None:
     """Each client's latent true score (posterior mean, 1–5 scale) against the averaged rating."""
     if "constant_data" not in dt.children:
@@ -117,7 +117,7 @@ def plot_latent_vs_averaged(
 
 
 def plot_rating_ppc(
-    dt: xr.DataTree, outdir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS
+    dt: xr.DataTree, outdir: Path, *, meta=None, formats: Sequence[str] = DEFAULT_FORMATS
 ) -> FigureResult | None:
     """Posterior predictive distribution of the item ratings (share of each category per item,
     the share at 5 included) against the observed shares."""

@@ -59,10 +59,56 @@ class ModelData:
     membership_weight: np.ndarray  # (client, K) session shares, 0 where padded
     provider_type_index: np.ndarray  # (provider,) index into PROVIDER_TYPES
     exclusions: dict[str, int] = field(default_factory=dict)
+    # Outcomes the data-dependent sampler choices are computed from (None: y). Refits to imputed
+    # outcomes share one set, so that their model graphs are identical and compile once.
+    y_tuning: np.ndarray | None = None
 
     @property
     def n_clients(self) -> int:
         return len(self.y)
+
+    @property
+    def tuning_y(self) -> np.ndarray:
+        """The outcomes behind the intercept prior's centre and the parametrisation choices."""
+        return self.y if self.y_tuning is None else self.y_tuning
+
+    def scales(self) -> dict[str, object]:
+        """Sample moments of the clients in the model, for standardised effects and predictions.
+
+        ``outcome_sd``, ``baseline_sd``, ``covariate_sd``, ``alliance_sd`` (per subscale and level)
+        and ``composite_sd`` are sample SDs (ddof = 1) over the clients, as a paper's β uses them;
+        ``outcome_mean``, ``baseline_mean``, ``between_mean`` (mean between-provider part per
+        subscale) and ``alliance_range`` / ``composite_range`` (observed minimum and maximum of
+        the client scores) place conditional predictions on the data's scale.
+        """
+        sd = lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else float("nan")  # noqa: E731
+        score = self.alliance[:, :, 0] + self.alliance[:, :, 1] + self.alliance_means[:, 1]
+        composite = self.composite + self.composite_mean
+        return {
+            "outcome_mean": float(np.mean(self.y)),
+            "outcome_sd": sd(self.y),
+            "baseline_mean": self.baseline_mean,
+            "baseline_sd": sd(self.baseline),
+            "covariate_sd": {
+                n: sd(self.covariates[:, j] * self.covariate_sds[j])
+                for j, n in enumerate(self.covariate_names)
+            },
+            "alliance_sd": {
+                s: {lv: sd(self.alliance[:, k, v]) for v, lv in enumerate(LEVELS)}
+                for k, s in enumerate(self.subscales)
+            },
+            "between_mean": {
+                s: float(self.alliance_means[k, 1]) for k, s in enumerate(self.subscales)
+            },
+            "alliance_range": {
+                s: [float(score[:, k].min()), float(score[:, k].max())]
+                for k, s in enumerate(self.subscales)
+            },
+            "composite_mean": self.composite_mean,
+            "composite_sd": sd(composite),
+            "composite_range": [float(composite.min()), float(composite.max())],
+            "care_types": [CARE_TYPES[i] for i in sorted(set(self.care_index.tolist()))],
+        }
 
     def coords(self) -> dict[str, list[str]]:
         """Named dimensions of the model (pseudonymised labels only)."""
@@ -94,10 +140,15 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
         exclusions["not_elevated_at_baseline"] = int((~elevated).sum())
         keep &= elevated
     needed = [spec.outcome, spec.baseline, *spec.predictors.covariates]
+    imputed = spec.data.followup_imputations > 0
     for column in needed:
         if column not in clients or clients[column].isna().all():
             raise DesignError(f"spec {spec.name!r} needs column {column!r}, absent from the data")
         missing = keep & clients[column].isna()
+        if imputed and column == spec.outcome:
+            # Kept, and imputed from the complete-case posterior (multiple imputation).
+            exclusions[f"imputed_{column}"] = int(missing.sum())
+            continue
         exclusions[f"missing_{column}"] = int(missing.sum())
         keep &= ~missing
     if spec.predictors.alliance == "subscales":

@@ -87,7 +87,7 @@ def build_model(spec: ModelSpec, data: ModelData) -> pm.Model:
         baseline = pm.Data("baseline", data.baseline, dims="client")
         x = pm.Data("x_covariate", data.covariates, dims=("client", "covariate"))
 
-        alpha = pm.Normal("alpha", float(np.mean(data.y)), pr.intercept_sd)
+        alpha = pm.Normal("alpha", float(np.mean(data.tuning_y)), pr.intercept_sd)
         b_baseline = pm.Normal("b_baseline", 0.0, pr.b_baseline_sd)
         b_cov_z, b_cov = covariate_slopes(pr.b_covariate_sd, data.covariate_sds)
         mu = alpha + b_baseline * (baseline - data.baseline_mean) + pt.dot(x, b_cov_z)
@@ -110,8 +110,28 @@ def build_model(spec: ModelSpec, data: ModelData) -> pm.Model:
             if spec.hierarchy.provider_intercepts:
                 mu = mu + _provider_effects(spec, data)
 
-        _likelihood(spec, mu, data.y)
+        sigma, nu = _likelihood(spec, mu, data.y)
+        bayes_r2(mu, sigma, nu)
     return model
+
+
+def bayes_r2(
+    mu: pt.TensorVariable, sigma: pt.TensorVariable, nu: pt.TensorVariable | None = None
+) -> pt.TensorVariable:
+    r"""Bayesian R² (Gelman, Goodrich, Gabry & Vehtari 2019, doi:10.1080/00031305.2018.1549100).
+
+    Per draw, :math:`R^2 = V_{\mu} / (V_{\mu} + \sigma^2_{\text{res}})` with :math:`V_{\mu}` the
+    variance over clients of the expected outcome :math:`\mu_i` (every term, provider effects
+    included) and :math:`\sigma^2_{\text{res}}` the model's residual variance: :math:`\sigma^2`
+    (for a censored outcome, on the uncensored scale), :math:`\sigma^2 \nu / (\nu - 2)` for
+    Student-t residuals (infinite, so :math:`R^2 = 0`, when :math:`\nu \le 2`). A Deterministic:
+    it is computed from the draws after sampling and costs the gradient nothing.
+    """
+    v_mu = pt.var(mu)
+    v_res = sigma**2
+    if nu is not None:
+        v_res = pt.switch(nu > 2, v_res * nu / pt.maximum(nu - 2, 1e-9), np.inf)
+    return pm.Deterministic("r2_bayes", v_mu / (v_mu + v_res))
 
 
 def covariate_slopes(
@@ -188,8 +208,8 @@ def centred_care_slopes(spec: ModelSpec, data: ModelData) -> np.ndarray:
     """
     shape = (len(CARE_TYPES), len(data.subscales), len(LEVELS))
     design = np.column_stack([np.ones(data.n_clients), data.baseline, data.covariates])
-    coef, *_ = np.linalg.lstsq(design, data.y, rcond=None)
-    sigma_hat = float(np.std(data.y - design @ coef))
+    coef, *_ = np.linalg.lstsq(design, data.tuning_y, rcond=None)
+    sigma_hat = float(np.std(data.tuning_y - design @ coef))
     centred = np.zeros(shape, dtype=bool)
     for c in range(shape[0]):
         x = data.alliance[data.care_index == c]
@@ -292,8 +312,8 @@ def provider_noncentring(data: ModelData) -> np.ndarray:
     design = np.column_stack(
         [np.ones(n), data.baseline, data.covariates, care, data.alliance.reshape(n, -1)]
     )
-    coef, *_ = np.linalg.lstsq(design, data.y, rcond=None)
-    resid = data.y - design @ coef
+    coef, *_ = np.linalg.lstsq(design, data.tuning_y, rcond=None)
+    resid = data.tuning_y - design @ coef
     sigma2 = float(np.var(resid))
     n_prov = len(data.provider_type_index)
     idx, wt = data.membership_index.ravel(), data.membership_weight.ravel()
@@ -315,18 +335,23 @@ def provider_noncentring(data: ModelData) -> np.ndarray:
     return w
 
 
-def _likelihood(spec: ModelSpec, mu: pt.TensorVariable, y: np.ndarray) -> None:
-    """The per-client likelihood: the one seam a sufficient-statistics version will replace."""
+def _likelihood(spec: ModelSpec, mu: pt.TensorVariable, y: np.ndarray):
+    """The per-client likelihood: the one seam a sufficient-statistics version will replace.
+
+    Returns the residual scale ``sigma`` and, for Student-t residuals, ``nu`` (else ``None``).
+    """
     sigma = pm.HalfNormal("sigma", spec.priors.sigma_sd)
     # A data container, so that a compiled model can be refitted to new outcomes (SBC, K-fold).
     observed = pm.Data(OBSERVED, y, dims="client")
     if spec.likelihood == "student_t":
         nu = pm.Deterministic("nu", 1.0 + pm.Exponential("nu_minus_one", spec.priors.nu_rate))
         pm.StudentT(OUTCOME, nu=nu, mu=mu, sigma=sigma, observed=observed, dims="client")
-    elif spec.likelihood == "censored_normal":
+        return sigma, nu
+    if spec.likelihood == "censored_normal":
         censored_normal(OUTCOME, mu, sigma, spec.outcome_range, observed=observed, dims="client")
     else:
         pm.Normal(OUTCOME, mu=mu, sigma=sigma, observed=observed, dims="client")
+    return sigma, None
 
 
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
