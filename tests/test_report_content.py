@@ -210,3 +210,17 @@ def test_report_html_renders_in_a_headless_browser(bundle, tmp_path):
     # A rendered page: dark text on white, and the figures further down are drawn too.
     assert (pixels < 100).mean() > 0.005 and (pixels > 240).mean() > 0.5
     assert (pixels[1500:] < 200).mean() > 0.01
+
+
+def test_the_identifier_guard_reads_the_html_text_not_its_embedded_images(tmp_path):
+    """Short ids occur by chance inside base64 images; the guard must not refuse the bundle then."""
+    dt = make_fake_datatree(draws=100, seed=12)
+    est = compute_estimands(dt["posterior"].to_dataset(), outcome_units="WHO-5 points")
+    ids = [f"{chr(65 + i)}{n:02d}" for i in range(26) for n in range(100)]
+    path = write_bundle(
+        tmp_path, "who5_change", "r1", dt, make_fake_meta(dt), est, check_convergence(dt, est),
+        forbidden_ids=ids, figure_formats=("png",),
+    )  # fmt: skip
+    page = (path / "report.html").read_text()
+    chance = sum(bool(re.search(rf"[+/]{i}[+/]", page)) for i in ids)
+    assert chance > 0  # the images do hold such tokens, so this checks something

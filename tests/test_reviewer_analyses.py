@@ -195,3 +195,22 @@ def test_conditional_predictions_are_the_model_at_the_sample_means():
     )
     assert conditional_predictions(post, {}) == {}
     assert stats.norm.cdf(0) == 0.5
+
+
+def test_rubins_rules_combine_within_and_between_imputation_variance():
+    from alliance_bayes.imputation import rubin_summary
+
+    rng = np.random.default_rng(9)
+    refits = []
+    for centre in (1.0, 2.0, 3.0):
+        z = rng.standard_normal(200_000)
+        z = (z - z.mean()) / z.std(ddof=1)  # exactly mean 0, variance 1
+        refits.append(xr.Dataset({"b": (("chain", "draw"), (centre + z).reshape(4, -1))}))
+    row = rubin_summary(refits).set_index("estimand").loc["b"]
+    within, between, m = 1.0, 1.0, 3
+    total = within + (1 + 1 / m) * between
+    df = (m - 1) * (1 + within / ((1 + 1 / m) * between)) ** 2
+    assert row["mean"] == pytest.approx(2.0)
+    assert row["sd"] == pytest.approx(np.sqrt(total)) and row["df"] == pytest.approx(df)
+    assert row["ci95_high"] - 2.0 == pytest.approx(stats.t.ppf(0.975, df) * np.sqrt(total))
+    assert row["fmi"] == pytest.approx((4 / 3) / total)

@@ -174,8 +174,9 @@ def fit_design(
     densities): for refits whose draws are pooled (:mod:`alliance_bayes.imputation`).
 
     ``forbidden_ids`` are the study's raw client identifiers, which :meth:`Fit.save` checks never
-    reach the bundle. With ``cache`` the DataTree is kept as ``<cache>/<spec>-<digest>.nc``, the
-    digest covering the spec as run, the data hash and the sampler settings.
+    reach the bundle. With ``cache`` the DataTree is kept as ``<cache>/<family>-<digest>.nc``, the
+    digest covering the spec as run (but its name and description), the data hash, the outcomes
+    and the sampler settings.
     """
     started = time.perf_counter() if started is None else started
     if spec.data.followup_imputations:
@@ -189,6 +190,8 @@ def fit_design(
     if path is not None and path.is_file():
         dt = read_datatree(path)
         meta = json.loads(dt.attrs.pop(_META_ATTR))
+        # The same model under another name (names only name results folders) shares the fit.
+        meta.update(spec=spec.name, spec_as_run=spec.to_dict())
         gate = GateResult.from_json(json.loads(dt.attrs.pop(_GATE_ATTR)))
         return _assemble(spec, dt, meta, design=design, forbidden_ids=forbidden_ids, gate=gate)
 
@@ -236,9 +239,10 @@ def _cache_path(
     for name in ("y", "y_tuning"):
         values = getattr(design, name, None)
         y_hash.update(b"-" if values is None else values.tobytes())
+    model = {k: v for k, v in spec.to_dict().items() if k not in ("name", "description")}
     key = json.dumps(
         [
-            spec.to_dict(),
+            model,
             design.frame.data_sha256,
             design.n_clients,
             y_hash.hexdigest(),
@@ -248,7 +252,9 @@ def _cache_path(
         sort_keys=True,
         default=str,
     )
-    return Path(cache) / f"{spec.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.nc"
+    return (
+        Path(cache) / f"{family_of(spec).name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.nc"
+    )
 
 
 def _assemble(

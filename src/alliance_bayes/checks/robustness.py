@@ -15,8 +15,8 @@ Variants of the base (``who5_change`` by default; each is also a shipped TOML fo
     error), δ < 0 says the clients who did not return were doing worse than their predictors
     imply (delta-adjusted pattern mixture, :mod:`alliance_bayes.imputation`).
 
-Conclusion per estimand, in words: *robust* when the sign of the posterior mean and whether the 95%
-HDI excludes 0 are the same in every analysis; otherwise which analyses change it.
+Conclusion per estimand, in words: *robust* when its 95% interval lies above 0, below 0 or across 0
+alike in every analysis; otherwise which analyses change that verdict.
 """
 
 from __future__ import annotations
@@ -74,26 +74,33 @@ def variants(base: str | ModelSpec = "who5_change") -> list[tuple[str, ModelSpec
     return out
 
 
+def _verdict(low: float, high: float) -> str:
+    return "above 0" if low > 0 else "below 0" if high < 0 else "includes 0"
+
+
 def conclusions(table: pd.DataFrame) -> list[str]:
-    """One sentence per estimand: robust, or which analyses change its sign or its verdict."""
+    """One sentence per estimand: robust when its 95% interval is above 0, below 0 or includes 0
+    in every analysis alike, else which analyses change that verdict."""
     out = []
     for name, rows in table.groupby("estimand", sort=False):
         if len(rows) < 2:
             continue
-        excludes = (rows["hdi95_low"] > 0) | (rows["hdi95_high"] < 0)
-        sign = rows["mean"] > 0
-        base_ex, base_sign = bool(excludes.iloc[0]), bool(sign.iloc[0])
-        changed = rows.loc[(excludes != base_ex) | (sign != base_sign), "analysis"].tolist()
+        verdicts = [
+            _verdict(lo, hi) for lo, hi in zip(rows["hdi95_low"], rows["hdi95_high"], strict=True)
+        ]
+        base = verdicts[0]
+        changed = [
+            f"{a} ({v})" for a, v in zip(rows["analysis"], verdicts, strict=True) if v != base
+        ]
         span = f"means {rows['mean'].min():.2f} to {rows['mean'].max():.2f}"
-        verdict = "excludes 0" if base_ex else "includes 0"
         if not changed:
             out.append(
-                f"`{name}`: robust — its 95% HDI {verdict} in all {len(rows)} analyses ({span})."
+                f"`{name}`: robust — its 95% interval {base} in all {len(rows)} analyses ({span})."
             )
         else:
             out.append(
-                f"`{name}`: not robust — its 95% HDI {verdict} in the main analysis but not in "
-                f"{', '.join(changed)} ({span})."
+                f"`{name}`: not robust — its 95% interval {base} in the main analysis but not in "
+                f"{'; '.join(changed)} ({span})."
             )
     return out
 
@@ -123,7 +130,9 @@ def robustness_markdown(table: pd.DataFrame, base: str) -> str:
         ),
         "",
         "The δ analyses impute each missing follow-up from the posterior and add δ points "
-        "before refitting (5 imputations, draws pooled); their clients include those imputed.",
+        f"before refitting ({IMPUTATIONS} imputations); their rows are Rubin's rules over the "
+        "refits (mean, 95% interval with a t reference, P(>0) from it), and their clients "
+        "include those imputed. The other rows are posterior means and 95% HDIs.",
         "",
     ]
     said = conclusions(table)
@@ -167,6 +176,10 @@ def run_robustness(
             spec, study, draws=draws, tune=tune, chains=chains, progress=False, cache=cache
         )
         summary = result.summary()
+        rubin = (result.meta.get("imputation") or {}).get("rubin")
+        if rubin:  # multiple imputation: Rubin's rules, not the mixture of few refits
+            summary = pd.DataFrame(rubin).set_index("estimand")
+            summary = summary.rename(columns={"ci95_low": "hdi95_low", "ci95_high": "hdi95_high"})
         gate = "passed" if result.passed else "FAILED"
         for name in (n for n in KEY_ESTIMANDS if n in summary.index):
             r = summary.loc[name]

@@ -53,6 +53,7 @@ __all__ = [
 FAILED_MARKER = "# FAILED convergence checks — do not use these estimates"
 
 _TEXT_SUFFIXES = {".md", ".tex", ".csv", ".json", ".txt", ".html"}
+_DATA_URI = re.compile(r"data:[a-z+/]+;base64,[A-Za-z0-9+/=]+")
 
 
 class ForbiddenIdentifierError(RuntimeError):
@@ -299,6 +300,37 @@ def _barg_checklist(trust: list[str], content: ReportContent, figs) -> list[str]
     return lines + markdown_table(["Item", "Where it is answered"], [list(i) for i in items]) + [""]
 
 
+def _rubin_lines(meta: Mapping[str, Any]) -> list[str]:
+    """Rubin's rules over the refits of an imputed fit: the intervals to quote (see imputation)."""
+    rubin = (
+        (meta.get("imputation") or {}).get("rubin")
+        if isinstance(meta.get("imputation"), Mapping)
+        else None
+    )
+    if not rubin:
+        return []
+    table = pd.DataFrame(rubin)
+    rows = [
+        [
+            f"`{r.estimand}`",
+            f"{r.mean:.3g}",
+            f"[{r.ci95_low:.3g}, {r.ci95_high:.3g}]",
+            f"{r.fmi:.2f}",
+        ]
+        for r in table.itertuples()
+    ]
+    return [
+        "### Multiple imputation: Rubin's rules (the intervals to quote)",
+        "",
+        "*The tables below summarise the mixed draws of the refits, whose intervals are too narrow "
+        "with few imputations; these are Rubin's rules over the refits (t reference), with the "
+        "fraction of missing information.*",
+        "",
+        *markdown_table(["Estimand", "Mean", "95% interval", "FMI"], rows),
+        "",
+    ]
+
+
 def _report_md(
     spec_name: str,
     run_id: str,
@@ -322,7 +354,7 @@ def _report_md(
     lines += ["## Posterior predictive checks", ""]
     ppc = _figure_lines(figs, "ppc")
     lines += ppc or ["Not drawn for this run (no posterior predictive group).", ""]
-    lines += ["## Results", "", tables_md]
+    lines += ["## Results", "", *_rubin_lines(meta), tables_md]
     if content.hypotheses is not None and not content.hypotheses.empty:
         lines += ["### Hypotheses", "", *hypotheses_markdown(content.hypotheses, meta)]
     lines += _figure_lines(figs, "results")
@@ -583,9 +615,10 @@ def write_bundle(
             step = "the identifier guard"
             for path in sorted(tmp.rglob("*")):
                 if path.is_file() and path.suffix in _TEXT_SUFFIXES:
-                    _check_forbidden(
-                        pattern, str(path.relative_to(tmp)), path.read_text(encoding="utf-8")
-                    )
+                    text = path.read_text(encoding="utf-8")
+                    # Embedded images are base64, where any short id occurs by chance.
+                    text = _DATA_URI.sub("", text) if path.suffix == ".html" else text
+                    _check_forbidden(pattern, str(path.relative_to(tmp)), text)
         except Exception as err:
             kept = _keep_draws(tmp, parent, run_id, step)
             if isinstance(err, ForbiddenIdentifierError):

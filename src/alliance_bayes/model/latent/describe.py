@@ -31,7 +31,14 @@ def equations(spec: ModelSpec) -> list[str]:
         r"\tau_{ips} = 1 + \sum_{k=1}^{4} \mathrm{logit}^{-1}(\alpha_s(\theta_{ips} - \kappa_{s,k})), "
         r"\quad \tau_{is} = \sum_p w_{ip} \tau_{ips}",
     ]
-    return measurement + regression.equations(_outcome_view(spec))
+    joint = []
+    if spec.measurement is not None and len(spec.measurement.outcomes) == 2:
+        # Each outcome has its own copy of the outcome part; their residuals are correlated.
+        joint = [
+            r"(\varepsilon_{1i}, \varepsilon_{2i}) \sim \mathcal{N}(0, \Sigma), \quad "
+            r"\rho = \mathrm{corr}(\varepsilon_1, \varepsilon_2)"
+        ]
+    return measurement + regression.equations(_outcome_view(spec)) + joint
 
 
 def data_variables(spec: ModelSpec) -> list[str]:
@@ -42,8 +49,8 @@ def data_variables(spec: ModelSpec) -> list[str]:
         "(unit SD); $\\tau$: the expected rating (1–5), the true score the averaged score estimates.",
         "$W_{is}$, $B_{is}$: the within- and between-provider parts of the true score $\\tau_{is}$ "
         "(the frame's definitions applied to true scores).",
-        *regression.data_variables(spec)[:1],
-        *regression.data_variables(_outcome_view(spec))[1:2],
+        # The outcome part's symbols, except the averaged-score split the true scores replace.
+        *(v for v in regression.data_variables(_outcome_view(spec)) if not v.startswith("$W_")),
     ]
 
 

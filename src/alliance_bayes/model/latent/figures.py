@@ -152,7 +152,8 @@ def plot_rating_ppc(
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     text = "Item rating distribution, observed vs posterior predictive — " + "; ".join(parts) + "."
-    return FigureResult("rating_ppc", save_figure(fig, outdir, "rating_ppc", formats), text)
+    paths = save_figure(fig, outdir, "rating_ppc", formats)
+    return FigureResult("rating_ppc", paths, text, section="ppc")
 
 
 #: The figures this family adds to a bundle, in report order.

@@ -343,7 +343,7 @@ def impute_designs(
     picks = np.linspace(0, total - 1, n).round().astype(int)
     gone = subset_data(data, missing)
     lower, upper = spec.outcome_range
-    designs = []
+    designs, tuning = [], None
     for s in picks:
         per_chain = posterior.sizes["draw"]
         one = posterior.isel(chain=[int(s) // per_chain], draw=[int(s) % per_chain])
@@ -357,15 +357,17 @@ def impute_designs(
             noise = sigma * rng.standard_t(float(one["nu"].values.ravel()[0]), size=mu.size)
         else:
             noise = sigma * rng.standard_normal(mu.size)
-        y_new = mu + noise + delta
-        if spec.likelihood == "censored_normal":
-            y_new = np.clip(y_new, lower, upper)
+        clip = spec.likelihood == "censored_normal"
         y = data.y.copy()
-        y[missing] = y_new
-        designs.append(replace(data, y=y))
-    # One set of data-dependent sampler choices for every refit: their graphs then differ only in
-    # the outcome data and compile once.
-    return [replace(d, y_tuning=designs[0].y) for d in designs]
+        if tuning is None:
+            # The first imputation without the shift sets the data-dependent sampler choices (and
+            # the intercept prior's centre) of every refit, whatever δ: the refits' graphs then
+            # differ only in the outcome data and compile once, and δ moves no prior.
+            y[missing] = np.clip(mu + noise, lower, upper) if clip else mu + noise
+            tuning = y.copy()
+        y[missing] = np.clip(mu + noise + delta, lower, upper) if clip else mu + noise + delta
+        designs.append(replace(data, y=y, y_tuning=tuning))
+    return designs
 
 
 def _new_provider_part(
