@@ -214,3 +214,23 @@ def test_rubins_rules_combine_within_and_between_imputation_variance():
     assert row["sd"] == pytest.approx(np.sqrt(total)) and row["df"] == pytest.approx(df)
     assert row["ci95_high"] - 2.0 == pytest.approx(stats.t.ppf(0.975, df) * np.sqrt(total))
     assert row["fmi"] == pytest.approx((4 / 3) / total)
+
+
+def test_a_fit_is_reused_only_for_the_same_design_arrays(imputed_design):
+    """The complete cases of an imputed design are the main design's clients, centred otherwise:
+    they must not share its cached fit; a renamed copy of the same model must."""
+    from alliance_bayes.fitting import _cache_path, settings_for
+
+    spec, data = imputed_design
+    base = load_spec("who5_change")
+    main = design_of(base, data.frame)
+    settings = settings_for(base)
+    cc = complete_cases(data)
+    assert cc.n_clients == main.n_clients and (cc.y == main.y).all()
+    assert _cache_path("c", base, cc, settings) != _cache_path("c", base, main, settings)
+    renamed = load_spec("who5_change", name="renamed", description="another name")
+    assert _cache_path("c", renamed, main, settings) == _cache_path("c", base, main, settings)
+    imputed = impute_designs(spec, data, _posterior(cc, sigma=1.0), n=2, seed=3)
+    assert _cache_path("c", base, imputed[0], settings) != _cache_path(
+        "c", base, imputed[1], settings
+    )

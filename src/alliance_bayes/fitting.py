@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -175,8 +176,8 @@ def fit_design(
 
     ``forbidden_ids`` are the study's raw client identifiers, which :meth:`Fit.save` checks never
     reach the bundle. With ``cache`` the DataTree is kept as ``<cache>/<family>-<digest>.nc``, the
-    digest covering the spec as run (but its name and description), the data hash, the outcomes
-    and the sampler settings.
+    digest covering the spec as run (but its name and description), the data hash, every array of
+    the design and the sampler settings.
     """
     started = time.perf_counter() if started is None else started
     if spec.data.followup_imputations:
@@ -233,19 +234,19 @@ def _cache_path(
     if cache is None:
         return None
     sampler = {k: v for k, v in settings.to_dict().items() if k != "progressbar"}
-    # The outcomes themselves are in the key: refits to imputed or simulated outcomes share the
-    # study's data hash.
-    y_hash = hashlib.sha256()
-    for name in ("y", "y_tuning"):
-        values = getattr(design, name, None)
-        y_hash.update(b"-" if values is None else values.tobytes())
+    # Every array of the design is in the key, not only the study's hash: refits to imputed or
+    # simulated outcomes share the study, and a subset of clients keeps the whole design's centring.
+    arrays = hashlib.sha256()
+    for name, value in sorted(vars(design).items()):
+        if isinstance(value, np.ndarray | float | int):
+            arrays.update(name.encode() + np.ascontiguousarray(value).tobytes())
     model = {k: v for k, v in spec.to_dict().items() if k not in ("name", "description")}
     key = json.dumps(
         [
             model,
             design.frame.data_sha256,
             design.n_clients,
-            y_hash.hexdigest(),
+            arrays.hexdigest(),
             sampler,
             *(["draws only"] if draws_only else []),
         ],

@@ -192,9 +192,9 @@ def _model_section(content: ReportContent, meta: Mapping[str, Any]) -> list[str]
     if content.equations:
         lines += [*(f"$${e}$$" for e in content.equations), ""]
         lines += [
-            "Rendered from the spec as run (`run.json`: `spec_as_run`, `spec_toml`); "
-            "covariate slopes are reported per raw unit, the pooled subscale slopes per alliance "
-            "point.",
+            "Rendered from the spec as run (`run.json`: `spec_as_run`, `spec_toml`). Slopes are "
+            "reported per raw unit of their predictor (alliance: per point of the 1–5 scale), the "
+            "standardised β per SD of predictor and outcome.",
             "",
         ]
     return [*lines, *_clients_section(meta)]
@@ -358,7 +358,7 @@ def _report_md(
     if content.hypotheses is not None and not content.hypotheses.empty:
         lines += ["### Hypotheses", "", *hypotheses_markdown(content.hypotheses, meta)]
     lines += _figure_lines(figs, "results")
-    lines += ["## Sensitivity", "", *trust[2:]]
+    lines += ["## Sensitivity", "", *trust]
     lines += _barg_checklist(trust, content, figs)
     lines += [
         "## Files",
@@ -411,14 +411,14 @@ def _latest(paths: Iterable[Path]) -> Path | None:
 
 
 def _trust_section(results_root: Path, spec_name: str) -> list[str]:
-    """Links to the latest SBC, model comparison and prior sensitivity runs of this spec.
+    """Links to the latest SBC, comparison, prior sensitivity and robustness runs of this spec.
 
     Those checks are expensive and run on their own (``scripts/sbc.py``, ``compare.py``,
     ``sensitivity.py``) into sibling folders of the results root; the reviewer report points to them,
     or says how to produce them, so that one page answers "is this fit trustworthy?".
     """
     up = Path("..", "..")
-    lines = ["## Calibration, model comparison and prior sensitivity", ""]
+    lines = []
     sbc = results_root / "sbc" / spec_name / "summary.md"
     if sbc.is_file():
         verdict = next((ln for ln in sbc.read_text().splitlines() if "verdict" in ln), "")
