@@ -541,6 +541,7 @@ def make_all_figures(
                 [],
                 "Not drawn: rank plots compare chains and this run has one; rerun with "
                 "--chains 4 before using the estimates.",
+                section="computation",
             )
         ]
     if "sample_stats" in groups and "energy" in dt["sample_stats"].data_vars:
