@@ -358,6 +358,25 @@ def _provider_types(dt: xr.DataTree, n: int) -> np.ndarray:
     return np.full(n, "all providers")
 
 
+def _mean_and_hdi(da: xr.DataArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Posterior mean and 95% HDI bounds of ``da`` over chains and draws."""
+    hdi = azs.hdi(da, prob=HDI_PROB, dim=["chain", "draw"])
+    mean = da.mean(("chain", "draw")).values
+    return mean, hdi.sel(ci_bound="lower").values, hdi.sel(ci_bound="upper").values
+
+
+def _caterpillar(ax: Any, mean, low, high, colour: str, ms: float, lw: float) -> int:
+    """Intervals sorted by posterior mean (by rank, never by identifier), a zero line; returns
+    how many of the 95% HDIs exclude zero."""
+    order = np.argsort(mean)
+    x = np.arange(order.size)
+    ax.vlines(x, low[order], high[order], color=colour, lw=lw)
+    ax.plot(x, mean[order], "o", color=colour, ms=ms)
+    ax.axhline(0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("provider rank")
+    return int(np.sum((low > 0) | (high < 0)))
+
+
 def plot_provider_effects(
     dt: xr.DataTree,
     outdir: Path,
@@ -375,25 +394,17 @@ def plot_provider_effects(
         ax.set_axis_off()
         paths = save_figure(fig, outdir, "provider_effects", formats)
         return FigureResult("provider_effects", paths, "No provider effects in this model.")
-    u = dt["posterior"]["u_provider"]
-    mean = u.mean(("chain", "draw")).values
-    hdi = azs.hdi(u, prob=HDI_PROB, dim=["chain", "draw"])
-    low, high = hdi.sel(ci_bound="lower").values, hdi.sel(ci_bound="upper").values
+    mean, low, high = _mean_and_hdi(dt["posterior"]["u_provider"])
     types = _provider_types(dt, mean.size)
     kinds = list(dict.fromkeys(types))
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.4), squeeze=False)
     parts = []
     for ax, kind in zip(axes[0], kinds, strict=True):
         idx = np.flatnonzero(types == kind)
-        order = idx[np.argsort(mean[idx])]
-        x = np.arange(order.size)
-        ax.vlines(x, low[order], high[order], color=_CARE_COLOURS.get(kind, "C3"), lw=1)
-        ax.plot(x, mean[order], "o", color=_CARE_COLOURS.get(kind, "C3"), ms=3)
-        ax.axhline(0, color="grey", lw=0.8, ls="--")
-        ax.set_title(f"{kind} (n = {order.size})", fontsize=9)
-        ax.set_xlabel("provider rank")
+        colour = _CARE_COLOURS.get(kind, "C3")
+        excl = _caterpillar(ax, mean[idx], low[idx], high[idx], colour, ms=3, lw=1.0)
+        ax.set_title(f"{kind} (n = {idx.size})", fontsize=9)
         ax.set_ylabel(f"u_provider ({outcome_units})")
-        excl = int(np.sum((low[idx] > 0) | (high[idx] < 0)))
         spread = float(np.std(mean[idx], ddof=1)) if idx.size > 1 else 0.0
         parts.append(
             f"{kind}: SD of posterior means {spread:.1f}, "
@@ -419,18 +430,9 @@ def plot_provider_slopes(
     fig, axes = plt.subplots(1, len(subs), figsize=(4.5 * len(subs), 3.4), squeeze=False)
     parts = []
     for ax, s in zip(axes[0], subs, strict=True):
-        us = u.sel(subscale=s)
-        mean = us.mean(("chain", "draw")).values
-        hdi = azs.hdi(us, prob=HDI_PROB, dim=["chain", "draw"])
-        low, high = hdi.sel(ci_bound="lower").values, hdi.sel(ci_bound="upper").values
-        order = np.argsort(mean)
-        x = np.arange(order.size)
-        ax.vlines(x, low[order], high[order], color="C4", lw=0.8)
-        ax.plot(x, mean[order], "o", color="C4", ms=2.5)
-        ax.axhline(0, color="grey", lw=0.8, ls="--")
+        mean, low, high = _mean_and_hdi(u.sel(subscale=s))
+        excl = _caterpillar(ax, mean, low, high, "C4", ms=2.5, lw=0.8)
         ax.set_title(f"{s}: provider deviation from the pooled within slope", fontsize=9)
-        ax.set_xlabel("provider rank")
-        excl = int(np.sum((low > 0) | (high < 0)))
         parts.append(f"{s}: {excl} of {mean.size} providers' 95% HDIs exclude zero")
     axes[0, 0].set_ylabel("u_provider_slope (points per alliance point)")
     fig.tight_layout()
