@@ -198,10 +198,14 @@ def fit_design(
 
     scales = family.scales(design)
     dt, timings = sample_model(family.build(spec, design), settings, draws_only=draws_only)
+    t = time.perf_counter()
+    dt = family.complete(spec, design, dt, settings.seed, draws_only=draws_only)
+    timings["complete"] = time.perf_counter() - t
     # Provider types travel with the draws so that figures can group provider effects.
     providers = design.frame.providers["provider_type"].astype(str).to_numpy()
-    dt["constant_data"] = (
-        dt["constant_data"].to_dataset().assign(provider_type=("provider", providers))
+    constant = dt["constant_data"].to_dataset() if "constant_data" in dt.children else xr.Dataset()
+    dt["constant_data"] = constant.assign(provider_type=("provider", providers)).assign_coords(
+        provider=design.frame.providers["provider"].tolist()
     )
     estimands = family.estimands(spec, dt["posterior"].to_dataset(), scales)
     gate = check_convergence(dt, estimands)  # before finish: the gate sees every draw

@@ -186,6 +186,8 @@ def sample_model(
                     mock.patch.object(pymc.sampling.mcmc, "NutpieProgressBarManager", ProgressLines)
                 )
         warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
+        # The only Potential in these models is a collapsed likelihood, which prior draws must ignore.
+        warnings.filterwarnings("ignore", message="The effect of Potentials on other parameters")
         t = time.perf_counter()
         prior = None
         if not draws_only:
@@ -220,7 +222,10 @@ def sample_model(
             f"sampling: done ({timings['compile']:.0f} s compile, {timings['sampling']:.0f} s draws)"
         )
 
-        if not draws_only:
+        # A model whose likelihood is a Potential (collapsed) has no observed variable: its
+        # predictive draws and pointwise log-likelihood come from its family afterwards.
+        observed = bool(model.observed_RVs)
+        if not draws_only and observed:
             t = time.perf_counter()
             # A few hundred replicates per chain are plenty for predictive checks; all draws would
             # make posterior.nc hundreds of MB for the full study.
@@ -235,11 +240,13 @@ def sample_model(
             timings["posterior_predictive"] = time.perf_counter() - t
             say(f"posterior predictive draws: {timings['posterior_predictive']:.0f} s")
 
+        if not draws_only:
             t = time.perf_counter()
             posterior = dt["posterior"].to_dataset()
-            # float32 halves the largest group (draws x clients) at no cost to LOO's precision.
-            loglik = log_density(model, posterior, model.observed_RVs, settings.backend)
-            dt["log_likelihood"] = loglik.astype("float32")
+            if observed:
+                # float32 halves the largest group (draws x clients) at no cost to LOO's precision.
+                loglik = log_density(model, posterior, model.observed_RVs, settings.backend)
+                dt["log_likelihood"] = loglik.astype("float32")
             # Each variable's log prior summed over its own dimensions: the per-draw totals are what
             # prior power-scaling uses, and the pointwise terms (draws x providers) were 15% of the file.
             log_prior = log_density(model, posterior, model.free_RVs, settings.backend)
@@ -250,7 +257,7 @@ def sample_model(
             say(f"log-likelihood and log prior: {timings['log_density']:.0f} s")
 
     for group in ("prior", "prior_predictive"):
-        if prior is not None:
+        if prior is not None and group in prior.children:
             dt[group] = prior[group]
     for group in [g for g in dt.children if g.startswith("warmup")]:
         del dt[group]

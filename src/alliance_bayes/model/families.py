@@ -51,6 +51,10 @@ class Family:
         ``scales(design)`` → sample moments of the fitted clients (plain data).
     equations, data_variables, prior_rows : callable
         ``f(spec)`` / ``prior_rows(spec, scales)``: the report's Model and Priors sections.
+    complete : callable
+        ``complete(spec, design, dt, seed, draws_only=)`` → ``dt`` with what sampling left out
+        (for a collapsed likelihood: the provider effects, the pointwise log-likelihood and the
+        predictive draws), before the estimands and the gate.
     complete_cases, impute : callable, optional
         ``complete_cases(design)`` → the clients with an observed outcome;
         ``impute(spec, design, posterior, n=, delta=, seed=)`` → ``n`` completed designs
@@ -70,12 +74,14 @@ class Family:
     prior_rows: Callable[[ModelSpec, Mapping[str, Any]], list[Any]] = field(
         default=lambda spec, scales: []
     )
+    complete: Callable[..., xr.DataTree] = lambda spec, design, dt, seed, draws_only=False: dt
     complete_cases: Callable[[Any], Any] | None = None
     impute: Callable[..., Any] | None = None
 
 
 def _regression() -> Family:
-    from alliance_bayes.model.regression import describe
+    from alliance_bayes.inference import PREDICTIVE_DRAWS_PER_CHAIN
+    from alliance_bayes.model.regression import collapsed, describe
     from alliance_bayes.model.regression.design import prepare
     from alliance_bayes.model.regression.figures import FIGURES
     from alliance_bayes.model.regression.graph import build_model
@@ -90,6 +96,16 @@ def _regression() -> Family:
             scales=scales,
         )
 
+    def complete(spec, design, dt, seed, draws_only=False):
+        return collapsed.complete(
+            spec,
+            design,
+            dt,
+            seed,
+            draws_only=draws_only,
+            predictive_draws_per_chain=PREDICTIVE_DRAWS_PER_CHAIN,
+        )
+
     return Family(
         "regression",
         prepare,
@@ -101,6 +117,7 @@ def _regression() -> Family:
         equations=describe.equations,
         data_variables=describe.data_variables,
         prior_rows=describe.prior_rows,
+        complete=complete,
         complete_cases=complete_cases,
         impute=impute_designs,
     )

@@ -27,6 +27,10 @@ OUTCOMES = {
 COVARIATES = ("age", "male", "days_in_care")
 SAMPLERS = ("nutpie", "pymc")
 LIKELIHOODS = ("normal", "student_t", "censored_normal")
+#: How a Normal likelihood with provider effects is computed: ``"auto"`` (collapsed for a Normal
+#: likelihood, per client otherwise), ``"collapsed"`` (provider effects integrated out from
+#: sufficient statistics, :mod:`alliance_bayes.model.regression.collapsed`) or ``"per_client"``.
+LIKELIHOOD_FORMS = ("auto", "collapsed", "per_client")
 
 
 class SpecError(ValueError):
@@ -293,6 +297,7 @@ class ModelSpec:
     predictors: PredictorSpec = field(default_factory=PredictorSpec)
     hierarchy: HierarchySpec = field(default_factory=HierarchySpec)
     likelihood: str = "normal"
+    likelihood_form: str = "auto"
     priors: PriorSpec = field(default_factory=PriorSpec)
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     measurement: MeasurementSpec | None = None  # only for alliance = "latent"
@@ -355,8 +360,8 @@ _SECTIONS = {
     "hypotheses": HypothesesSpec,
 }
 _TOP_KEYS = {
-    "name", "description", "outcome", "likelihood", "measurement", "extends", "published_table",
-    *_SECTIONS,
+    "name", "description", "outcome", "likelihood", "likelihood_form", "measurement", "extends",
+    "published_table", *_SECTIONS,
 }  # fmt: skip
 
 
@@ -440,6 +445,7 @@ def _from_raw(raw: dict[str, Any], source: str) -> ModelSpec:
         description=str(raw.get("description", "")),
         outcome=raw["outcome"],
         likelihood=str(raw.get("likelihood", "normal")),
+        likelihood_form=str(raw.get("likelihood_form", "auto")),
         published_table=str(raw.get("published_table", "")),
         source=source,
         **sections,
@@ -487,6 +493,17 @@ def _validate(spec: ModelSpec, src: str) -> None:
     _check(src, spec.name.isidentifier(), f"name {spec.name!r} must be a plain identifier")
     _check(src, spec.outcome in OUTCOMES, f"outcome {spec.outcome!r} not in {sorted(OUTCOMES)}")
     _check(src, spec.likelihood in LIKELIHOODS, f"likelihood: one of {list(LIKELIHOODS)}")
+    _check(
+        src,
+        spec.likelihood_form in LIKELIHOOD_FORMS,
+        f"likelihood_form: one of {list(LIKELIHOOD_FORMS)}",
+    )
+    _check(
+        src,
+        spec.likelihood_form != "collapsed" or spec.likelihood == "normal",
+        "likelihood_form = 'collapsed' needs likelihood = 'normal' (the integral over provider "
+        "effects is closed-form only for Gaussian residuals)",
+    )
     d, p, h, s = spec.data, spec.predictors, spec.hierarchy, spec.sampler
     _check(f"{src} [data]", d.sample in ("all", "elevated"), "sample: 'all' or 'elevated'")
     _check(

@@ -69,6 +69,12 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
+from alliance_bayes.model.regression.collapsed import (
+    collapsed_log_likelihood,
+    is_collapsed,
+    n_effects,
+    sufficient_statistics,
+)
 from alliance_bayes.model.regression.design import CARE_TYPES, LEVELS, OBSERVED, OUTCOME, ModelData
 from alliance_bayes.model.spec import ModelSpec
 
@@ -81,6 +87,8 @@ def build_model(spec: ModelSpec, data: ModelData) -> pm.Model:
     pymc.Model
         Observed variable ``y`` (dims ``client``); ``baseline`` in the constant data.
     """
+    if is_collapsed(spec):
+        return _build_collapsed(spec, data)
     pr = spec.priors
     coords = data.coords()
     with pm.Model(coords=coords) as model:
@@ -113,6 +121,92 @@ def build_model(spec: ModelSpec, data: ModelData) -> pm.Model:
         sigma, nu = _likelihood(spec, mu, data.y)
         bayes_r2(mu, sigma, nu)
     return model
+
+
+def _build_collapsed(spec: ModelSpec, data: ModelData) -> pm.Model:
+    r"""The same model with the collapsed providers' effects integrated out (Gaussian only).
+
+    The priors and parameters are those of the per-client form, but for the effects of the
+    collapsed providers (absent: drawn after sampling) and those of the sampled ones
+    (:func:`~alliance_bayes.model.regression.collapsed.split_providers`), which are non-centred,
+    :math:`u_p = \operatorname{diag}(\sigma^u_{t[p]}, \tau^u) L z_p`. The likelihood is one
+    ``Potential`` (``y_collapsed``) from the data's sufficient statistics; there is no observed
+    variable, and the predictive draws and pointwise log-likelihood are computed after sampling
+    (:func:`~alliance_bayes.model.regression.collapsed.complete`).
+    """
+    pr = spec.priors
+    stats = sufficient_statistics(spec, data)
+    with pm.Model(coords=data.coords()) as model:
+        alpha = pm.Normal("alpha", float(np.mean(data.tuning_y)), pr.intercept_sd)
+        b_baseline = pm.Normal("b_baseline", 0.0, pr.b_baseline_sd)
+        b_cov_z, b_cov = covariate_slopes(pr.b_covariate_sd, data.covariate_sds)
+        terms = [alpha[None], b_baseline[None], b_cov_z]
+        if spec.predictors.alliance == "composite":
+            b_alliance = pm.Normal("b_alliance", 0.0, pr.b_alliance_sd)
+            terms.append(b_alliance[None])
+            pm.Deterministic(
+                "intercept",
+                alpha
+                - b_baseline * data.baseline_mean
+                - pt.dot(data.covariate_means, b_cov)
+                - b_alliance * data.composite_mean,
+            )
+        else:
+            if spec.hierarchy.care_type_intercepts:
+                care_intercepts(pr.b_care_sd)
+                terms.append(model["b_care"])
+            terms.append(subscale_slopes(spec, data).flatten())
+        theta = pt.concatenate(terms)
+        u_sampled = sigma_inv = logdet = None
+        if n_effects(spec, data):
+            u_sampled, sigma_inv, logdet = _collapsed_provider_prior(spec, data, stats.sampled)
+        sigma = pm.HalfNormal("sigma", pr.sigma_sd)
+        pm.Potential(
+            "y_collapsed",
+            collapsed_log_likelihood(stats, theta, u_sampled, sigma, sigma_inv, logdet),
+        )
+    return model
+
+
+def _collapsed_provider_prior(spec: ModelSpec, data: ModelData, sampled: np.ndarray):
+    r"""Provider-effect SDs and correlations; :math:`\Sigma_t^{-1}`, :math:`\log|\Sigma_t|`; sampled effects."""
+    pr = spec.priors
+    model = pm.modelcontext(None)
+    sd_provider = group_sd(spec, "sd_provider", pr.sd_provider_sd, dims="provider_type")
+    effects = ["intercept"]
+    n_types = len(data.coords()["provider_type"])
+    if spec.hierarchy.provider_slopes:
+        effects += list(data.subscales)
+    model.add_coord("effect", effects)
+    scale = sd_provider[:, None]
+    chol = pt.eye(len(effects))
+    if spec.hierarchy.provider_slopes:
+        pairs = [f"{effects[i]}~{effects[j]}" for i in range(len(effects)) for j in range(i)]
+        model.add_coord("effect_pair", pairs)
+        sd_slope = group_sd(spec, "sd_provider_slope", pr.sd_provider_slope_sd, dims="subscale")
+        if spec.hierarchy.provider_correlation:
+            chol = pm.LKJCorr("chol_provider", n=len(effects), eta=pr.lkj_eta)
+            rows, cols = np.tril_indices(len(effects), k=-1)
+            pm.Deterministic("corr_provider", (chol @ chol.T)[rows, cols], dims="effect_pair")
+        scale = pt.concatenate(
+            [scale, pt.broadcast_to(sd_slope, (n_types, len(data.subscales)))], axis=1
+        )
+    chol_inv = pt.linalg.solve_triangular(chol, pt.eye(len(effects)), lower=True)
+    corr_inv = chol_inv.T @ chol_inv
+    sigma_inv = corr_inv[None] / (scale[:, :, None] * scale[:, None, :])
+    logdet = 2.0 * pt.log(scale).sum(axis=1) + 2.0 * pt.log(pt.diag(chol)).sum()
+    u_sampled = None
+    if sampled.any():
+        labels = np.asarray(data.coords()["provider"])[sampled]
+        model.add_coord("provider_sampled", labels.tolist())
+        z = pm.Normal("z_provider_sampled", 0.0, 1.0, dims=("provider_sampled", "effect"))
+        types = data.provider_type_index[sampled]
+        u_sampled = pm.Deterministic(
+            "u_provider_sampled",
+            pt.dot(z, chol.T) * scale[types],
+            dims=("provider_sampled", "effect"),
+        )
+    return u_sampled, sigma_inv, logdet
 
 
 def bayes_r2(
@@ -153,19 +247,23 @@ def care_intercepts(prior_sd: float | np.ndarray, dims: tuple[str, ...] = ()) ->
 
 
 def _subscale_effects(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
-    """Care-type-specific subscale slopes at both levels, partially pooled across care types."""
+    """Care-type-specific subscale slopes at both levels times the client's parts: (client,)."""
+    alliance = pm.Data("alliance_parts", data.alliance, dims=("client", "subscale", "level"))
+    b = subscale_slopes(spec, data)
+    return (b[data.care_index] * alliance).sum(axis=(1, 2))
+
+
+def subscale_slopes(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
+    """Care-type-specific subscale slopes ``b`` (care_type, subscale, level), partially pooled."""
     pr = spec.priors
     dims = ("care_type", "subscale", "level")
-    alliance = pm.Data("alliance_parts", data.alliance, dims=("client", "subscale", "level"))
     if not spec.hierarchy.care_type_pooling:
-        b = pm.Normal("b", 0.0, pr.mu_b_sd, dims=dims)
-        return (b[data.care_index] * alliance).sum(axis=(1, 2))
+        return pm.Normal("b", 0.0, pr.mu_b_sd, dims=dims)
     mu_b = pm.Normal("mu_b", 0.0, pr.mu_b_sd, dims=dims[1:])
     if spec.hierarchy.care_slope_sd == "estimated":
         sd_b = pm.HalfNormal("sd_b", pr.sd_b_sd, dims=dims[1:])
         z_b = pm.Normal("z_b", 0.0, 1.0, dims=dims)
-        b = pm.Deterministic("b", mu_b + sd_b * z_b, dims=dims)
-        return (b[data.care_index] * alliance).sum(axis=(1, 2))
+        return pm.Deterministic("b", mu_b + sd_b * z_b, dims=dims)
     centred = centred_care_slopes(spec, data)
     pm.Data("b_centred", centred.astype(np.int8), dims=dims)
     mean = pt.broadcast_to(mu_b, centred.shape).flatten()
@@ -184,8 +282,7 @@ def _subscale_effects(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
         model.add_coord("care_slope_noncentred", [cells[i] for i in off])
         z_b = pm.Normal("z_b", 0.0, 1.0, dims="care_slope_noncentred")
         b_flat = pt.set_subtensor(b_flat[off], mean[off] + pr.sd_b_sd * z_b)
-    b = pm.Deterministic("b", b_flat.reshape(centred.shape), dims=dims)
-    return (b[data.care_index] * alliance).sum(axis=(1, 2))
+    return pm.Deterministic("b", b_flat.reshape(centred.shape), dims=dims)
 
 
 def centred_care_slopes(spec: ModelSpec, data: ModelData) -> np.ndarray:

@@ -1,0 +1,530 @@
+r"""The Gaussian likelihood with provider effects integrated out, from sufficient statistics.
+
+For a Normal likelihood the per-client form costs every gradient :math:`O(n)` (every client's
+mean) and samples a vector of effects per provider. Both costs go: the fixed part of the mean is
+linear in its coefficients, :math:`\mu_i = x_i^\top\theta + \sum_p w_{ip} z_i^\top u_p` with
+:math:`x_i` the fixed design (intercept, baseline, covariates, care type, the care-type-specific
+alliance parts; :func:`fixed_design`), :math:`\theta` their coefficients and
+:math:`z_i = (1, W_{i1}, \dots, W_{iS})` the provider design (intercept and within parts), and
+each provider's effects are Gaussian given the hyperparameters, :math:`u_p \sim \mathcal N(0,
+\Sigma_{t[p]})`. So they can be integrated out in closed form, and what is left depends on the
+data only through cross-products per provider.
+
+Multiple membership
+-------------------
+A client who saw a coach and a therapist ties the two providers' effects together, so the
+marginal likelihood does not factor by provider. It does factor given some of them: providers are
+split into a *sampled* set :math:`\mathcal S` (their effects stay parameters) and a *collapsed*
+set :math:`\mathcal C` such that every client has at most one collapsed provider
+(:func:`split_providers`: the providers of the type with fewer providers among the clients with
+several, then any more a client needs). Given :math:`\theta`, :math:`u_{\mathcal S}`,
+:math:`\sigma` and :math:`\Sigma`, with residuals
+:math:`r_i = y_i - x_i^\top\theta - \sum_{p \in \mathcal S} w_{ip} z_i^\top u_p` and, per collapsed
+provider :math:`c`, :math:`\tilde Z_c` the rows :math:`w_{ic} z_i^\top` of its clients,
+:math:`A_c = \tilde Z_c^\top \tilde Z_c`, :math:`g_c = \tilde Z_c^\top r_c` and
+:math:`M_c = \sigma^2 \Sigma_{t[c]}^{-1} + A_c`, Woodbury's identity and the determinant lemma give
+the exact
+
+.. math::
+    \log p(y \mid \theta, u_{\mathcal S}, \sigma, \Sigma) = -\tfrac n2 \log 2\pi\sigma^2
+      - \frac{r^\top r}{2\sigma^2}
+      + \sum_{c \in \mathcal C} \Big( -\tfrac12 \log|\Sigma_{t[c]}| - \tfrac12 \log|M_c|
+      + \tfrac E2 \log\sigma^2 + \frac{g_c^\top M_c^{-1} g_c}{2\sigma^2} \Big)
+
+(Searle, Casella & McCulloch 1992, *Variance Components*, ch. 6; the same algebra as lme4's
+profiled deviance, Bates et al. 2015, doi:10.18637/jss.v067.i01). :math:`r^\top r` and
+:math:`g_c` are quadratic and linear in :math:`(\theta, u_{\mathcal S})` with coefficients
+:math:`X^\top X`, :math:`X^\top y`, :math:`y^\top y`, and per provider :math:`\tilde Z_p^\top X`,
+:math:`\tilde Z_p^\top y`, :math:`A_p`, and per pair of providers sharing clients
+:math:`B_{pq} = \sum_i w_{ip} w_{iq} z_i z_i^\top` (:class:`SufficientStatistics`). A gradient then
+costs :math:`O(P E F + \text{pairs} \cdot E^2)`, whatever the number of clients; the
+:math:`E \times E` Cholesky factors of :math:`M_c` are written out elementwise, vectorised over
+providers.
+
+Provider effects are drawn after sampling, exactly: :math:`u_c \mid y, \theta, u_{\mathcal S},
+\sigma, \Sigma \sim \mathcal N(M_c^{-1} g_c, \sigma^2 M_c^{-1})`, one draw per posterior draw
+(:func:`draw_provider_effects`), so the bundle holds ``u_provider`` (and ``u_provider_slope``) as
+the per-client form does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytensor.tensor as pt
+import scipy.sparse as sparse
+import xarray as xr
+
+from alliance_bayes.model.regression.design import PROVIDER_TYPES, ModelData
+from alliance_bayes.model.spec import ModelSpec
+
+__all__ = [
+    "SufficientStatistics",
+    "collapsed_log_likelihood",
+    "complete",
+    "draw_provider_effects",
+    "fixed_design",
+    "is_collapsed",
+    "split_providers",
+    "sufficient_statistics",
+]
+
+
+def is_collapsed(spec: ModelSpec) -> bool:
+    """Whether ``spec``'s likelihood is computed in collapsed form (``likelihood_form``)."""
+    if spec.likelihood_form == "per_client":
+        return False
+    return spec.likelihood == "normal"
+
+
+def n_effects(spec: ModelSpec, data: ModelData) -> int:
+    """Effects per provider: 0 (none), 1 (intercept) or 1 + subscales (intercept and slopes)."""
+    h = spec.hierarchy
+    if spec.predictors.alliance == "composite" or not h.provider_intercepts:
+        return 0
+    return 1 + len(data.subscales) if h.provider_slopes else 1
+
+
+def fixed_design(spec: ModelSpec, data: ModelData) -> np.ndarray:
+    r"""The fixed part's design matrix :math:`X` (client, F), in the order of the model's :math:`\theta`.
+
+    Columns: intercept; centred baseline; standardised covariates; then for the composite model the
+    centred composite, else the care-type dummies (therapist, both; coach is the reference) when
+    the spec has care-type intercepts, and one column per (care type, subscale, level) cell,
+    :math:`1[c_i = c]\, a_{isl}`, the alliance part the slope :math:`b_{c,s,l}` multiplies.
+    """
+    n = data.n_clients
+    cols = [np.ones((n, 1)), (data.baseline - data.baseline_mean)[:, None], data.covariates]
+    if spec.predictors.alliance == "composite":
+        cols.append(data.composite[:, None])
+        return np.hstack(cols)
+    care = np.eye(3)[data.care_index]  # (client, care_type)
+    if spec.hierarchy.care_type_intercepts:
+        cols.append(care[:, [0, 2]])
+    cells = care[:, :, None, None] * data.alliance[:, None]  # (client, care, subscale, level)
+    cols.append(cells.reshape(n, -1))
+    return np.hstack(cols)
+
+
+def provider_design(data: ModelData, n_eff: int) -> np.ndarray:
+    """:math:`z_i`: (client, E), the intercept and the within parts the provider effects multiply."""
+    return np.column_stack([np.ones(data.n_clients), data.alliance[:, :, 0]])[:, :n_eff]
+
+
+def split_providers(data: ModelData) -> np.ndarray:
+    """Which providers' effects are sampled (True) so that no client has two collapsed providers.
+
+    Every provider of the type with fewer providers among clients with several providers is
+    sampled; a client still left with more than one collapsed provider (several of one type) has
+    all of them but the first sampled too. Providers of single-provider clients only are collapsed.
+    """
+    n_prov = len(data.provider_type_index)
+    idx, w = data.membership_index, data.membership_weight
+    active = w > 0
+    sampled = np.zeros(n_prov, dtype=bool)
+    multi = active.sum(axis=1) > 1
+    if not multi.any():
+        return sampled
+    shared = np.unique(idx[multi][active[multi]])
+    types = data.provider_type_index[shared]
+    counts = np.bincount(types, minlength=len(PROVIDER_TYPES))
+    present = np.flatnonzero(counts)
+    fewer = present[np.argmin(counts[present])]
+    sampled[shared[types == fewer]] = True
+    for i in np.flatnonzero(multi):
+        left = [p for p in idx[i][active[i]] if not sampled[p]]
+        sampled[left[1:]] = True
+    return sampled
+
+
+@dataclass(frozen=True)
+class SufficientStatistics:
+    """What the collapsed likelihood needs from the data, whatever the number of clients.
+
+    ``xtx`` (F, F), ``xty`` (F,), ``yty`` and ``n`` over clients; ``col_sum`` (F,) the design's
+    column sums and ``z_sum`` (P, E) the weighted provider-design sums (for the mean of
+    :math:`\\mu`); per provider ``zx`` (P, E, F), ``zy`` (P, E), ``zz`` (P, E, E); pairs of
+    providers sharing clients ``pair`` (Q, 2) with ``pair_zz`` (Q, E, E); ``sampled`` (P,) the split
+    of :func:`split_providers`.
+    """
+
+    n: int
+    yty: float
+    xtx: np.ndarray
+    xty: np.ndarray
+    col_sum: np.ndarray
+    zx: np.ndarray
+    zy: np.ndarray
+    zz: np.ndarray
+    z_sum: np.ndarray
+    pair: np.ndarray
+    pair_zz: np.ndarray
+    sampled: np.ndarray
+    provider_type: np.ndarray
+
+    @property
+    def n_effects(self) -> int:
+        return self.zz.shape[-1]
+
+    @property
+    def collapsed_index(self) -> np.ndarray:
+        return np.flatnonzero(~self.sampled)
+
+    @property
+    def sampled_index(self) -> np.ndarray:
+        return np.flatnonzero(self.sampled)
+
+
+def sufficient_statistics(spec: ModelSpec, data: ModelData, y: np.ndarray | None = None):
+    """The :class:`SufficientStatistics` of ``data`` (outcome ``y``, default ``data.y``)."""
+    y = data.y if y is None else np.asarray(y, float)
+    x = fixed_design(spec, data)
+    n_eff = n_effects(spec, data)
+    n_prov = len(data.provider_type_index)
+    z = provider_design(data, n_eff)
+    idx, w = data.membership_index, data.membership_weight
+    rows = np.repeat(np.arange(data.n_clients), idx.shape[1])
+    # W[p, i] = w_ip: the provider-by-client membership matrix.
+    weights = sparse.csr_matrix((w.ravel(), (idx.ravel(), rows)), shape=(n_prov, data.n_clients))
+    squares = weights.multiply(weights).tocsr()
+    zx = np.empty((n_prov, n_eff, x.shape[1]))
+    zy, z_sum = np.empty((n_prov, n_eff)), np.empty((n_prov, n_eff))
+    zz = np.empty((n_prov, n_eff, n_eff))
+    for e in range(n_eff):
+        zx[:, e] = weights @ (z[:, [e]] * x)
+        zy[:, e] = weights @ (z[:, e] * y)
+        z_sum[:, e] = weights @ z[:, e]
+    for e in range(n_eff):
+        for f in range(n_eff):
+            zz[:, e, f] = squares @ (z[:, e] * z[:, f])
+    pairs, blocks = [], []
+    active = w > 0
+    for k in range(idx.shape[1]):
+        for m in range(k + 1, idx.shape[1]):
+            both = active[:, k] & active[:, m]
+            if both.any():
+                pairs.append(np.column_stack([idx[both, k], idx[both, m]]))
+                ww = (w[both, k] * w[both, m])[:, None, None]
+                blocks.append(ww * z[both, :, None] * z[both, None, :])
+    if pairs:
+        all_pairs = np.vstack(pairs)
+        all_pairs.sort(axis=1)
+        pair, inverse = np.unique(all_pairs, axis=0, return_inverse=True)
+        pair_zz = np.zeros((len(pair), n_eff, n_eff))
+        np.add.at(pair_zz, inverse.ravel(), np.concatenate(blocks))
+    else:
+        pair = np.zeros((0, 2), dtype=np.int64)
+        pair_zz = np.zeros((0, n_eff, n_eff))
+    return SufficientStatistics(
+        n=data.n_clients,
+        yty=float(y @ y),
+        xtx=x.T @ x,
+        xty=x.T @ y,
+        col_sum=x.sum(axis=0),
+        zx=zx,
+        zy=zy,
+        zz=zz,
+        z_sum=z_sum,
+        pair=pair.astype(np.int64),
+        pair_zz=pair_zz,
+        sampled=split_providers(data) if n_eff else np.zeros(n_prov, dtype=bool),
+        provider_type=data.provider_type_index,
+    )
+
+
+_LOG_2PI = np.log(2.0 * np.pi)
+
+
+def _residual_terms(stats: SufficientStatistics, theta, u_sampled, xp):
+    """:math:`r^\\top r` and :math:`g_c` (C, E) given θ and the sampled effects, in ``xp``.
+
+    ``xp`` is ``pytensor.tensor`` (the model graph) or ``numpy`` (draws after sampling, where θ
+    and ``u_sampled`` carry a leading draw axis).
+    """
+    s_idx, c_idx = stats.sampled_index, stats.collapsed_index
+    dot = xp.tensordot
+    rr = stats.yty - 2.0 * dot(theta, stats.xty, axes=[[-1], [0]])
+    rr = rr + (dot(theta, stats.xtx, axes=[[-1], [0]]) * theta).sum(axis=-1)
+    zx_c = stats.zx[c_idx]
+    # g_c without the sampled providers' part: Z_c'y − (Z_c'X) θ, (..., C, E).
+    g = stats.zy[c_idx] - dot(theta, zx_c, axes=[[-1], [2]])
+    if len(s_idx):
+        zx_s = stats.zx[s_idx]
+        fitted = dot(theta, zx_s, axes=[[-1], [2]])  # (..., S, E)
+        rr = rr - 2.0 * (u_sampled * (stats.zy[s_idx] - fitted)).sum(axis=(-1, -2))
+        # u_s' A_s u_s and, below, 2 u_a' B_ab u_b for pairs of sampled providers.
+        quad = (u_sampled[..., :, :, None] * stats.zz[s_idx] * u_sampled[..., :, None, :]).sum(
+            axis=(-1, -2, -3)
+        )
+        rr = rr + quad
+        where = np.full(len(stats.sampled), -1)
+        where[s_idx] = np.arange(len(s_idx))
+        cpos = np.full(len(stats.sampled), -1)
+        cpos[c_idx] = np.arange(len(c_idx))
+        a, b = stats.pair[:, 0], stats.pair[:, 1]
+        ss = (where[a] >= 0) & (where[b] >= 0)
+        if ss.any():
+            ua = u_sampled[..., where[a[ss]], :]
+            ub = u_sampled[..., where[b[ss]], :]
+            rr = rr + 2.0 * (ua[..., :, :, None] * stats.pair_zz[ss] * ub[..., :, None, :]).sum(
+                axis=(-1, -2, -3)
+            )
+        # The sampled partner of each (collapsed, sampled) pair, with its B block oriented c→s.
+        cs_c = np.where(cpos[a] >= 0, cpos[a], cpos[b])
+        cs_s = np.where(cpos[a] >= 0, where[b], where[a])
+        cs = (cs_c >= 0) & (cs_s >= 0)
+        if cs.any():
+            shift = (stats.pair_zz[cs] * u_sampled[..., cs_s[cs], None, :]).sum(axis=-1)
+            if xp is np:
+                total = np.zeros((*shift.shape[:-2], len(c_idx), shift.shape[-1]))
+                np.add.at(np.moveaxis(total, -2, 0), cs_c[cs], np.moveaxis(shift, -2, 0))
+            else:
+                total = pt.zeros((len(c_idx), stats.n_effects))
+                total = pt.inc_subtensor(total[cs_c[cs]], shift)
+            g = g - total
+    return rr, g
+
+
+def _cholesky_terms(m, g, n_eff: int):
+    """Elementwise Cholesky of (..., E, E) ``m``: :math:`\\log|m|` and :math:`g^\\top m^{-1} g`."""
+    chol = [[None] * n_eff for _ in range(n_eff)]
+    for j in range(n_eff):
+        d = m[..., j, j] - sum((chol[j][k] ** 2 for k in range(j)), 0.0)
+        chol[j][j] = pt.sqrt(d)
+        for i in range(j + 1, n_eff):
+            off = m[..., i, j] - sum((chol[i][k] * chol[j][k] for k in range(j)), 0.0)
+            chol[i][j] = off / chol[j][j]
+    v: list = []
+    for i in range(n_eff):
+        v.append((g[..., i] - sum((chol[i][k] * v[k] for k in range(i)), 0.0)) / chol[i][i])
+    logdet = 2.0 * sum(pt.log(chol[j][j]) for j in range(n_eff))
+    return logdet, sum(vi**2 for vi in v)
+
+
+def collapsed_log_likelihood(
+    stats: SufficientStatistics,
+    theta: pt.TensorVariable,
+    u_sampled: pt.TensorVariable | None,
+    sigma: pt.TensorVariable,
+    sigma_inv: pt.TensorVariable | None,
+    logdet_sigma: pt.TensorVariable | None,
+) -> pt.TensorVariable:
+    r"""The exact :math:`\log p(y \mid \theta, u_{\mathcal S}, \sigma, \Sigma)` (module docstring).
+
+    ``sigma_inv`` (provider_type, E, E) and ``logdet_sigma`` (provider_type,) are
+    :math:`\Sigma_t^{-1}` and :math:`\log|\Sigma_t|`; all three provider arguments are ``None``
+    when the model has no provider effects (then only :math:`r^\top r` is left).
+    """
+    rr, g = _residual_terms(stats, theta, u_sampled, pt)
+    s2 = sigma**2
+    out = -0.5 * stats.n * (_LOG_2PI + pt.log(s2)) - rr / (2.0 * s2)
+    c_idx = stats.collapsed_index
+    if stats.n_effects == 0 or not len(c_idx):
+        return out
+    types = stats.provider_type[c_idx]
+    m = s2 * sigma_inv[types] + stats.zz[c_idx]
+    logdet_m, quad = _cholesky_terms(m, g, stats.n_effects)
+    per = -0.5 * logdet_sigma[types] - 0.5 * logdet_m + 0.5 * stats.n_effects * pt.log(s2)
+    return out + per.sum() + quad.sum() / (2.0 * s2)
+
+
+def draw_provider_effects(
+    stats: SufficientStatistics,
+    theta: np.ndarray,
+    u_sampled: np.ndarray | None,
+    sigma: np.ndarray,
+    cov: np.ndarray,
+    rng: np.random.Generator,
+    chunk: int = 256,
+) -> np.ndarray:
+    r"""Every provider's effects, one exact draw per posterior draw: (draw, provider, E).
+
+    Collapsed providers get :math:`u_c \sim \mathcal N(M_c^{-1} g_c, \sigma^2 M_c^{-1})`
+    (``cov`` is :math:`\Sigma_t` per draw, (draw, provider_type, E, E)); sampled providers keep
+    ``u_sampled`` (draw, S, E).
+    """
+    n_draws, n_eff = len(sigma), stats.n_effects
+    out = np.zeros((n_draws, len(stats.sampled), n_eff))
+    s_idx, c_idx = stats.sampled_index, stats.collapsed_index
+    if len(s_idx):
+        out[:, s_idx] = u_sampled
+    types = stats.provider_type[c_idx]
+    for start in range(0, n_draws, chunk):
+        sl = slice(start, min(start + chunk, n_draws))
+        us = u_sampled[sl] if len(s_idx) else None
+        _, g = _residual_terms(stats, theta[sl], us, np)  # (d, C, E)
+        s2 = sigma[sl, None, None, None] ** 2
+        m = s2 * np.linalg.inv(cov[sl][:, types]) + stats.zz[c_idx]
+        chol = np.linalg.cholesky(m)
+        mean = np.linalg.solve(m, g[..., None])[..., 0]
+        noise = rng.standard_normal(mean.shape)
+        # cov = σ² M⁻¹ = σ² L⁻ᵀ L⁻¹, so σ L⁻ᵀ ε has it.
+        shift = np.linalg.solve(np.swapaxes(chol, -1, -2), noise[..., None])[..., 0]
+        out[sl, c_idx] = mean + sigma[sl, None, None] * shift
+    return out
+
+
+def mean_moments(stats: SufficientStatistics, theta: np.ndarray, u: np.ndarray | None):
+    r"""Per draw, the mean and variance over clients of :math:`\mu_i` (with every provider effect).
+
+    :math:`\sum_i \mu_i = 1^\top X\theta + \sum_p \tilde z_p^\top u_p` and :math:`\sum_i \mu_i^2 =
+    \theta^\top X^\top X\theta + 2 \sum_p u_p^\top \tilde Z_p^\top X \theta + \sum_p u_p^\top A_p
+    u_p + 2 \sum_{(p,q)} u_p^\top B_{pq} u_q`, from the sufficient statistics alone (Bayesian
+    :math:`R^2` without a draws × clients array).
+    """
+    total = theta @ stats.col_sum
+    square = np.einsum("df,fg,dg->d", theta, stats.xtx, theta)
+    if u is not None and stats.n_effects:
+        total = total + np.einsum("dpe,pe->d", u, stats.z_sum)
+        square = square + 2 * np.einsum("dpe,pef,df->d", u, stats.zx, theta)
+        square = square + np.einsum("dpe,pef,dpf->d", u, stats.zz, u)
+        a, b = stats.pair[:, 0], stats.pair[:, 1]
+        square = square + 2 * np.einsum("dqe,qef,dqf->d", u[:, a], stats.pair_zz, u[:, b])
+    mean = total / stats.n
+    return mean, square / stats.n - mean**2
+
+
+#: At most this many (draw × client) cells in the pointwise log-likelihood and in each
+#: predictive group; above it they are computed for a random subset of clients (stated in the
+#: groups' ``clients_of`` attribute and the report), so that the bundle stays bounded.
+MAX_POINTWISE_CELLS = 25_000_000
+
+
+def _flat(ds: xr.Dataset, name: str) -> np.ndarray:
+    da = ds[name]
+    return da.values.reshape(da.shape[0] * da.shape[1], *da.shape[2:])
+
+
+def theta_draws(spec: ModelSpec, ds: xr.Dataset) -> np.ndarray:
+    """θ per draw, (draw, F), in the column order of :func:`fixed_design`."""
+    parts = [
+        _flat(ds, "alpha")[:, None],
+        _flat(ds, "b_baseline")[:, None],
+        _flat(ds, "b_covariate_z"),
+    ]
+    if spec.predictors.alliance == "composite":
+        parts.append(_flat(ds, "b_alliance")[:, None])
+    else:
+        if spec.hierarchy.care_type_intercepts:
+            parts.append(_flat(ds, "b_care"))
+        b = _flat(ds, "b")
+        parts.append(b.reshape(len(b), -1))
+    return np.hstack(parts)
+
+
+def _with_effects(spec, data, stats, ds: xr.Dataset, rng, *, from_prior: bool):
+    """``ds`` with every provider's effects and ``r2_bayes``; also (θ, σ, u) per draw."""
+    from alliance_bayes.model.regression.predict import _population_cov
+
+    theta, sigma = theta_draws(spec, ds), _flat(ds, "sigma")
+    shape = (ds.sizes["chain"], ds.sizes["draw"])
+    u = None
+    new: dict[str, tuple] = {}
+    if stats.n_effects:
+        cov = _population_cov(spec, ds, None, 0)
+        us = _flat(ds, "u_provider_sampled") if stats.sampled.any() else None
+        if from_prior:  # the collapsed providers' effects from their population distribution
+            chol = np.linalg.cholesky(cov[:, stats.provider_type])  # (draw, provider, E, E)
+            u = np.einsum("dpef,dpf->dpe", chol, rng.standard_normal(chol.shape[:-1]))
+            if us is not None:
+                u[:, stats.sampled] = us
+        else:
+            u = draw_provider_effects(stats, theta, us, sigma, cov, rng)
+        new["u_provider"] = (("chain", "draw", "provider"), u[..., 0].reshape(*shape, -1))
+        if spec.hierarchy.provider_slopes:
+            slopes = u[..., 1:].reshape(*shape, u.shape[1], -1)
+            new["u_provider_slope"] = (("chain", "draw", "provider", "subscale"), slopes)
+    _, var = mean_moments(stats, theta, u)
+    new["r2_bayes"] = (("chain", "draw"), (var / (var + sigma**2)).reshape(shape))
+    coords = {"provider": data.coords()["provider"], "subscale": list(data.subscales)}
+    used = {d for dims, _ in new.values() for d in dims}
+    out = ds.assign(new).assign_coords({k: v for k, v in coords.items() if k in used})
+    return out, theta, sigma, u
+
+
+def _client_means(spec, data, keep, theta, u, n_eff) -> np.ndarray:
+    """μ for the clients ``keep``, every draw: (draw, client)."""
+    mu = theta @ fixed_design(spec, data)[keep].T
+    if u is not None and n_eff:
+        z = provider_design(data, n_eff)[keep]
+        idx, w = data.membership_index[keep], data.membership_weight[keep]
+        for k in range(idx.shape[1]):
+            mu += w[:, k] * np.einsum("dne,ne->dn", u[:, idx[:, k]], z)
+    return mu
+
+
+def complete(
+    spec: ModelSpec,
+    data: ModelData,
+    dt: xr.DataTree,
+    seed: int,
+    *,
+    draws_only: bool = False,
+    predictive_draws_per_chain: int = 250,
+) -> xr.DataTree:
+    """Everything a collapsed fit's bundle needs that sampling did not give (a no-op otherwise).
+
+    Adds to the posterior (and the prior) every provider's effects (exact conditional draws) and
+    ``r2_bayes`` (from the sufficient statistics); then, unless ``draws_only``, the pointwise
+    log-likelihood ``y`` at every draw, the posterior predictive ``y`` (thinned to
+    ``predictive_draws_per_chain`` draws per chain), the prior predictive ``y``, and the observed
+    outcomes and baselines, for every client or, above :data:`MAX_POINTWISE_CELLS`, a random
+    subset of clients (the groups' ``clients_of`` attribute gives the study's number).
+    """
+    if not is_collapsed(spec):
+        return dt
+    rng = np.random.default_rng([int(seed), 20221013])
+    stats = sufficient_statistics(spec, data)
+    n_eff = stats.n_effects
+    post, theta, sigma, u = _with_effects(
+        spec, data, stats, dt["posterior"].to_dataset(), rng, from_prior=False
+    )
+    dt["posterior"] = post
+    prior = None
+    if "prior" in dt.children:
+        prior, p_theta, p_sigma, p_u = _with_effects(
+            spec, data, stats, dt["prior"].to_dataset(), rng, from_prior=True
+        )
+        dt["prior"] = prior
+    if draws_only:
+        return dt
+    n, n_draws = data.n_clients, len(sigma)
+    keep = np.arange(n)
+    if n * n_draws > MAX_POINTWISE_CELLS:
+        keep = np.sort(rng.choice(n, size=max(1, MAX_POINTWISE_CELLS // n_draws), replace=False))
+    labels = np.asarray(data.coords()["client"])[keep]
+    attrs = {"clients_of": n, "clients_kept": len(keep)}
+    chains, draws = post.sizes["chain"], post.sizes["draw"]
+    mu = _client_means(spec, data, keep, theta, u, n_eff)
+    y = data.y[keep]
+    loglik = -0.5 * ((y - mu) / sigma[:, None]) ** 2 - np.log(sigma[:, None]) - 0.5 * _LOG_2PI
+    client = {"client": labels}
+    dt["log_likelihood"] = xr.Dataset(
+        {"y": (("chain", "draw", "client"), loglik.reshape(chains, draws, -1).astype("float32"))},
+        coords=client,
+        attrs=attrs,
+    )
+    thin = max(1, draws // predictive_draws_per_chain)
+    picked = mu.reshape(chains, draws, -1)[:, ::thin]
+    scale = sigma.reshape(chains, draws)[:, ::thin, None]
+    y_rep = picked + scale * rng.standard_normal(picked.shape)
+    dt["posterior_predictive"] = xr.Dataset(
+        {"y": (("chain", "draw", "client"), y_rep)},
+        coords={**client, "draw": post["draw"].values[::thin]},
+        attrs=attrs,
+    )
+    if prior is not None:
+        p_mu = _client_means(spec, data, keep, p_theta, p_u, n_eff)
+        p_rep = p_mu + p_sigma[:, None] * rng.standard_normal(p_mu.shape)
+        dt["prior_predictive"] = xr.Dataset(
+            {"y": (("chain", "draw", "client"), p_rep.reshape(*prior["sigma"].shape, -1))},
+            coords=client,
+            attrs=attrs,
+        )
+    dt["observed_data"] = xr.Dataset({"y": (("client",), y)}, coords=client, attrs=attrs)
+    constant = dt["constant_data"].to_dataset() if "constant_data" in dt.children else xr.Dataset()
+    dt["constant_data"] = constant.assign(
+        baseline=(("client",), data.baseline[keep])
+    ).assign_coords(client)
+    return dt
