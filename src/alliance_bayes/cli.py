@@ -314,6 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--samplers", nargs="+", default=["nutpie", "pymc"], choices=["nutpie", "pymc"],
         help="samplers; the first is the baseline",
     )  # fmt: skip
+    p.add_argument(
+        "--scale", nargs="+", type=int, metavar="CLIENTS",
+        help="instead: simulated platforms of these many clients (e.g. 10000 100000 1000000), "
+        "who5_change_normal collapsed and, up to --per-client-max clients, per client",
+    )  # fmt: skip
+    p.add_argument("--providers", type=int, default=10_000, help="providers (with --scale)")
+    p.add_argument(
+        "--per-client-max", type=int, default=100_000,
+        help="largest size also fitted per client (with --scale)",
+    )  # fmt: skip
     p.set_defaults(run=_benchmark)
 
     p = _parser_for(
@@ -582,6 +592,18 @@ def _simulate(args) -> int:
 def _benchmark(args) -> int:
     from alliance_bayes.benchmark import run_benchmark
 
+    if args.scale:
+        from alliance_bayes.checks.scale import run_scale
+
+        run_scale(
+            args.scale,
+            n_providers=args.providers,
+            per_client_max=args.per_client_max,
+            draws=args.draws or 500,
+            tune=args.tune or 500,
+            seed=args.seed or 1,
+        )
+        return EXIT_OK
     run_benchmark(
         args.spec,
         _study(args),

@@ -205,8 +205,14 @@ class _Worker:
         from alliance_bayes.model.families import family_of
 
         self.settings = settings
-        fit_spec = load_spec(settings.spec)
-        gen_spec = load_spec(settings.generate_spec) if settings.generate_spec else fit_spec
+        # Replicates swap the outcome's data container of one compiled model, so the likelihood is
+        # per client: a collapsed one holds the data as sufficient statistics in the graph.
+        fit_spec = load_spec(settings.spec, likelihood_form="per_client")
+        gen_spec = (
+            load_spec(settings.generate_spec, likelihood_form="per_client")
+            if settings.generate_spec
+            else fit_spec
+        )
         self.data = sbc_design(fit_spec, settings.design)
         self.model = family_of(fit_spec).build(fit_spec, self.data)
         gen_data = self.data if gen_spec is fit_spec else sbc_design(gen_spec, settings.design)

@@ -50,6 +50,7 @@ the per-client form does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pytensor.tensor as pt
@@ -167,13 +168,77 @@ class SufficientStatistics:
     def n_effects(self) -> int:
         return self.zz.shape[-1]
 
-    @property
+    @cached_property
     def collapsed_index(self) -> np.ndarray:
-        return np.flatnonzero(~self.sampled)
+        """Collapsed providers, grouped by provider type (contiguous blocks, see ``type_counts``)."""
+        c = np.flatnonzero(~self.sampled)
+        return c[np.argsort(self.provider_type[c], kind="stable")]
 
-    @property
+    @cached_property
+    def type_counts(self) -> np.ndarray:
+        """Collapsed providers of each provider type, in the order of ``collapsed_index``."""
+        types = self.provider_type[self.collapsed_index]
+        return np.bincount(types, minlength=len(PROVIDER_TYPES))
+
+    @cached_property
     def sampled_index(self) -> np.ndarray:
         return np.flatnonzero(self.sampled)
+
+    @cached_property
+    def by_effect(self) -> dict[str, list[np.ndarray]]:
+        """The per-provider statistics the gradient reads, one contiguous array per effect.
+
+        ``zx_c[e]`` (F, C) and ``zx_s[e]`` (F, S): θ times them is :math:`(\\tilde Z_p^\\top
+        X\\theta)_e` for the collapsed and the sampled providers; ``zy_c[e]``, ``zy_s[e]``;
+        ``zz_c[e*E+f]`` (C,), ``zz_s[e*E+f]`` (S,); ``pair_zz[e*E+f]`` (Q,). Elementwise graphs
+        over contiguous vectors fuse into one loop; strided slices of (P, E, E) arrays did not.
+        """
+        c, s, n_eff = self.collapsed_index, self.sampled_index, self.n_effects
+        cont = np.ascontiguousarray
+        return {
+            "zx_c": [cont(self.zx[c, e].T) for e in range(n_eff)],
+            "zx_s": [cont(self.zx[s, e].T) for e in range(n_eff)],
+            "zy_c": [cont(self.zy[c, e]) for e in range(n_eff)],
+            "zy_s": [cont(self.zy[s, e]) for e in range(n_eff)],
+            "zz_c": [cont(self.zz[c, e, f]) for e in range(n_eff) for f in range(n_eff)],
+            "zz_s": [cont(self.zz[s, e, f]) for e in range(n_eff) for f in range(n_eff)],
+            "pair_zz": [cont(self.pair_zz[:, e, f]) for e in range(n_eff) for f in range(n_eff)],
+        }
+
+    @cached_property
+    def pair_scatter(self):
+        """(cs pairs, C) sparse 0/1: a row vector over pairs times it sums into collapsed providers."""
+        roles = self.pair_roles
+        n = len(roles["cs"])
+        return sparse.csr_matrix(
+            (np.ones(n), (np.arange(n), roles["cs_c"])), shape=(n, len(self.collapsed_index))
+        )
+
+    @cached_property
+    def pair_roles(self) -> dict[str, np.ndarray]:
+        """Pairs of providers sharing clients, by role.
+
+        ``ss`` pairs of sampled providers (positions ``ss_a``, ``ss_b`` among the sampled);
+        ``cs`` pairs of a collapsed and a sampled provider (``cs_c`` among the collapsed,
+        ``cs_s`` among the sampled). No pair has two collapsed providers.
+        """
+        where = np.full(len(self.sampled), -1)
+        where[self.sampled_index] = np.arange(len(self.sampled_index))
+        cpos = np.full(len(self.sampled), -1)
+        cpos[self.collapsed_index] = np.arange(len(self.collapsed_index))
+        a, b = self.pair[:, 0], self.pair[:, 1]
+        ss = (where[a] >= 0) & (where[b] >= 0)
+        cs_c = np.where(cpos[a] >= 0, cpos[a], cpos[b])
+        cs_s = np.where(cpos[a] >= 0, where[b], where[a])
+        cs = (cs_c >= 0) & (cs_s >= 0)
+        return {
+            "ss": np.flatnonzero(ss),
+            "ss_a": where[a[ss]],
+            "ss_b": where[b[ss]],
+            "cs": np.flatnonzero(cs),
+            "cs_c": cs_c[cs],
+            "cs_s": cs_s[cs],
+        }
 
 
 def sufficient_statistics(spec: ModelSpec, data: ModelData, y: np.ndarray | None = None):
@@ -237,67 +302,95 @@ _LOG_2PI = np.log(2.0 * np.pi)
 
 
 def _residual_terms(stats: SufficientStatistics, theta, u_sampled, xp):
-    """:math:`r^\\top r` and :math:`g_c` (C, E) given θ and the sampled effects, in ``xp``.
+    """:math:`r^\\top r` and :math:`g_c`, as a list over effects of (..., C) arrays, in ``xp``.
 
     ``xp`` is ``pytensor.tensor`` (the model graph) or ``numpy`` (draws after sampling, where θ
-    and ``u_sampled`` carry a leading draw axis).
+    and ``u_sampled`` (..., S, E) carry a leading draw axis).
     """
-    s_idx, c_idx = stats.sampled_index, stats.collapsed_index
-    dot = xp.tensordot
-    rr = stats.yty - 2.0 * dot(theta, stats.xty, axes=[[-1], [0]])
-    rr = rr + (dot(theta, stats.xtx, axes=[[-1], [0]]) * theta).sum(axis=-1)
-    zx_c = stats.zx[c_idx]
-    # g_c without the sampled providers' part: Z_c'y − (Z_c'X) θ, (..., C, E).
-    g = stats.zy[c_idx] - dot(theta, zx_c, axes=[[-1], [2]])
-    if len(s_idx):
-        zx_s = stats.zx[s_idx]
-        fitted = dot(theta, zx_s, axes=[[-1], [2]])  # (..., S, E)
-        rr = rr - 2.0 * (u_sampled * (stats.zy[s_idx] - fitted)).sum(axis=(-1, -2))
-        # u_s' A_s u_s and, below, 2 u_a' B_ab u_b for pairs of sampled providers.
-        quad = (u_sampled[..., :, :, None] * stats.zz[s_idx] * u_sampled[..., :, None, :]).sum(
-            axis=(-1, -2, -3)
-        )
-        rr = rr + quad
-        where = np.full(len(stats.sampled), -1)
-        where[s_idx] = np.arange(len(s_idx))
-        cpos = np.full(len(stats.sampled), -1)
-        cpos[c_idx] = np.arange(len(c_idx))
-        a, b = stats.pair[:, 0], stats.pair[:, 1]
-        ss = (where[a] >= 0) & (where[b] >= 0)
-        if ss.any():
-            ua = u_sampled[..., where[a[ss]], :]
-            ub = u_sampled[..., where[b[ss]], :]
-            rr = rr + 2.0 * (ua[..., :, :, None] * stats.pair_zz[ss] * ub[..., :, None, :]).sum(
-                axis=(-1, -2, -3)
+    n_eff, st = stats.n_effects, stats.by_effect
+    rr = stats.yty - 2.0 * xp.dot(theta, stats.xty)
+    rr = rr + (xp.dot(theta, stats.xtx) * theta).sum(axis=-1)
+    # g_c without the sampled providers' part: Z_c'y − (Z_c'X) θ.
+    g = [st["zy_c"][e] - xp.dot(theta, st["zx_c"][e]) for e in range(n_eff)]
+    if not len(stats.sampled_index):
+        return rr, g
+    u = [u_sampled[..., :, e] for e in range(n_eff)]
+    for e in range(n_eff):
+        rr = rr - 2.0 * (u[e] * (st["zy_s"][e] - xp.dot(theta, st["zx_s"][e]))).sum(axis=-1)
+        # u_s' A_s u_s and 2 u_a' B_ab u_b for pairs of sampled providers.
+        for f in range(n_eff):
+            rr = rr + (u[e] * st["zz_s"][e * n_eff + f] * u[f]).sum(axis=-1)
+    roles = stats.pair_roles
+    if len(roles["ss"]):
+        for e in range(n_eff):
+            for f in range(n_eff):
+                block = st["pair_zz"][e * n_eff + f][roles["ss"]]
+                term = u[e][..., roles["ss_a"]] * block * u[f][..., roles["ss_b"]]
+                rr = rr + 2.0 * term.sum(axis=-1)
+    if len(roles["cs"]):
+        n_c = len(stats.collapsed_index)
+        for e in range(n_eff):
+            shift = sum(
+                st["pair_zz"][e * n_eff + f][roles["cs"]] * u[f][..., roles["cs_s"]]
+                for f in range(n_eff)
             )
-        # The sampled partner of each (collapsed, sampled) pair, with its B block oriented c→s.
-        cs_c = np.where(cpos[a] >= 0, cpos[a], cpos[b])
-        cs_s = np.where(cpos[a] >= 0, where[b], where[a])
-        cs = (cs_c >= 0) & (cs_s >= 0)
-        if cs.any():
-            shift = (stats.pair_zz[cs] * u_sampled[..., cs_s[cs], None, :]).sum(axis=-1)
             if xp is np:
-                total = np.zeros((*shift.shape[:-2], len(c_idx), shift.shape[-1]))
-                np.add.at(np.moveaxis(total, -2, 0), cs_c[cs], np.moveaxis(shift, -2, 0))
+                total = np.asarray(shift @ stats.pair_scatter)
             else:
-                total = pt.zeros((len(c_idx), stats.n_effects))
-                total = pt.inc_subtensor(total[cs_c[cs]], shift)
-            g = g - total
+                total = pt.inc_subtensor(pt.zeros(n_c)[roles["cs_c"]], shift)
+            g[e] = g[e] - total
     return rr, g
 
 
-def _cholesky_terms(m, g, n_eff: int):
-    """Elementwise Cholesky of (..., E, E) ``m``: :math:`\\log|m|` and :math:`g^\\top m^{-1} g`."""
+def correlation_inverse(chol, n_eff: int) -> pt.TensorVariable:
+    """:math:`R^{-1} = L^{-\\top} L^{-1}` of a small correlation Cholesky factor, elementwise."""
+    inv = [[None] * n_eff for _ in range(n_eff)]
+    for j in range(n_eff):
+        inv[j][j] = 1.0 / chol[j, j]
+        for i in range(j + 1, n_eff):
+            inv[i][j] = -sum(chol[i, k] * inv[k][j] for k in range(j, i)) / chol[i, i]
+    rows = []
+    for a in range(n_eff):
+        rows.append(
+            pt.stack(
+                [sum(inv[k][a] * inv[k][b] for k in range(max(a, b), n_eff)) for b in range(n_eff)]
+            )
+        )
+    return pt.stack(rows)
+
+
+def _cholesky(m, n_eff: int, sqrt):
+    """Lower Cholesky factor of ``m`` (``m[i][j]``: arrays over providers), entry by entry."""
     chol = [[None] * n_eff for _ in range(n_eff)]
     for j in range(n_eff):
-        d = m[..., j, j] - sum((chol[j][k] ** 2 for k in range(j)), 0.0)
-        chol[j][j] = pt.sqrt(d)
+        chol[j][j] = sqrt(m[j][j] - sum((chol[j][k] ** 2 for k in range(j)), 0.0))
         for i in range(j + 1, n_eff):
-            off = m[..., i, j] - sum((chol[i][k] * chol[j][k] for k in range(j)), 0.0)
+            off = m[i][j] - sum((chol[i][k] * chol[j][k] for k in range(j)), 0.0)
             chol[i][j] = off / chol[j][j]
+    return chol
+
+
+def _forward(chol, b, n_eff: int) -> list:
+    """Solve :math:`L v = b` entry by entry."""
     v: list = []
     for i in range(n_eff):
-        v.append((g[..., i] - sum((chol[i][k] * v[k] for k in range(i)), 0.0)) / chol[i][i])
+        v.append((b[i] - sum((chol[i][k] * v[k] for k in range(i)), 0.0)) / chol[i][i])
+    return v
+
+
+def _backward(chol, b, n_eff: int) -> list:
+    """Solve :math:`L^\\top x = b` entry by entry."""
+    x: list = [None] * n_eff
+    for i in reversed(range(n_eff)):
+        rest = sum((chol[k][i] * x[k] for k in range(i + 1, n_eff)), 0.0)
+        x[i] = (b[i] - rest) / chol[i][i]
+    return x
+
+
+def _cholesky_terms(m, g, n_eff: int):
+    """:math:`\\log|m|` and :math:`g^\\top m^{-1} g` per provider, ``m`` given entry by entry."""
+    chol = _cholesky(m, n_eff, pt.sqrt)
+    v = _forward(chol, g, n_eff)
     logdet = 2.0 * sum(pt.log(chol[j][j]) for j in range(n_eff))
     return logdet, sum(vi**2 for vi in v)
 
@@ -322,11 +415,18 @@ def collapsed_log_likelihood(
     c_idx = stats.collapsed_index
     if stats.n_effects == 0 or not len(c_idx):
         return out
-    types = stats.provider_type[c_idx]
-    m = s2 * sigma_inv[types] + stats.zz[c_idx]
-    logdet_m, quad = _cholesky_terms(m, g, stats.n_effects)
-    per = -0.5 * logdet_sigma[types] - 0.5 * logdet_m + 0.5 * stats.n_effects * pt.log(s2)
-    return out + per.sum() + quad.sum() / (2.0 * s2)
+    # Σ_t⁻¹ per collapsed provider through a one-hot product (a gather over providers would make
+    # the gradient a scatter-add).
+    onehot = np.eye(len(PROVIDER_TYPES))[stats.provider_type[c_idx]]
+    n_eff, zz = stats.n_effects, stats.by_effect["zz_c"]
+    m = [
+        [s2 * pt.dot(onehot, sigma_inv[:, i, j]) + zz[i * n_eff + j] for j in range(n_eff)]
+        for i in range(n_eff)
+    ]
+    logdet_m, quad = _cholesky_terms(m, g, n_eff)
+    logdet_prior = pt.dot(stats.type_counts.astype(float), logdet_sigma)
+    per = -0.5 * logdet_prior - 0.5 * logdet_m.sum() + 0.5 * n_eff * len(c_idx) * pt.log(s2)
+    return out + per + quad.sum() / (2.0 * s2)
 
 
 def draw_provider_effects(
@@ -353,15 +453,20 @@ def draw_provider_effects(
     for start in range(0, n_draws, chunk):
         sl = slice(start, min(start + chunk, n_draws))
         us = u_sampled[sl] if len(s_idx) else None
-        _, g = _residual_terms(stats, theta[sl], us, np)  # (d, C, E)
-        s2 = sigma[sl, None, None, None] ** 2
-        m = s2 * np.linalg.inv(cov[sl][:, types]) + stats.zz[c_idx]
-        chol = np.linalg.cholesky(m)
-        mean = np.linalg.solve(m, g[..., None])[..., 0]
-        noise = rng.standard_normal(mean.shape)
-        # cov = σ² M⁻¹ = σ² L⁻ᵀ L⁻¹, so σ L⁻ᵀ ε has it.
-        shift = np.linalg.solve(np.swapaxes(chol, -1, -2), noise[..., None])[..., 0]
-        out[sl, c_idx] = mean + sigma[sl, None, None] * shift
+        _, g = _residual_terms(stats, theta[sl], us, np)  # E arrays (d, C)
+        s2 = sigma[sl, None] ** 2
+        prec = np.linalg.inv(cov[sl])[:, types]  # (d, C, E, E)
+        m = [
+            [s2 * prec[..., i, j] + stats.zz[c_idx, i, j] for j in range(n_eff)]
+            for i in range(n_eff)
+        ]
+        chol = _cholesky(m, n_eff, np.sqrt)
+        # mean M⁻¹g = L⁻ᵀ L⁻¹ g; cov σ² M⁻¹ = σ² L⁻ᵀ L⁻¹, so σ L⁻ᵀ ε has it.
+        noise = list(rng.standard_normal((n_eff, *g[0].shape)))
+        mean = _backward(chol, _forward(chol, g, n_eff), n_eff)
+        shift = _backward(chol, noise, n_eff)
+        for e in range(n_eff):
+            out[sl, c_idx, e] = mean[e] + sigma[sl, None] * shift[e]
     return out
 
 
@@ -376,11 +481,13 @@ def mean_moments(stats: SufficientStatistics, theta: np.ndarray, u: np.ndarray |
     total = theta @ stats.col_sum
     square = np.einsum("df,fg,dg->d", theta, stats.xtx, theta)
     if u is not None and stats.n_effects:
-        total = total + np.einsum("dpe,pe->d", u, stats.z_sum)
-        square = square + 2 * np.einsum("dpe,pef,df->d", u, stats.zx, theta)
-        square = square + np.einsum("dpe,pef,dpf->d", u, stats.zz, u)
+        total = total + np.einsum("dpe,pe->d", u, stats.z_sum, optimize=True)
+        square = square + 2 * np.einsum("dpe,pef,df->d", u, stats.zx, theta, optimize=True)
+        square = square + np.einsum("dpe,pef,dpf->d", u, stats.zz, u, optimize=True)
         a, b = stats.pair[:, 0], stats.pair[:, 1]
-        square = square + 2 * np.einsum("dqe,qef,dqf->d", u[:, a], stats.pair_zz, u[:, b])
+        square = square + 2 * np.einsum(
+            "dqe,qef,dqf->d", u[:, a], stats.pair_zz, u[:, b], optimize=True
+        )
     mean = total / stats.n
     return mean, square / stats.n - mean**2
 

@@ -71,6 +71,7 @@ import pytensor.tensor as pt
 
 from alliance_bayes.model.regression.collapsed import (
     collapsed_log_likelihood,
+    correlation_inverse,
     is_collapsed,
     n_effects,
     sufficient_statistics,
@@ -191,8 +192,7 @@ def _collapsed_provider_prior(spec: ModelSpec, data: ModelData, sampled: np.ndar
         scale = pt.concatenate(
             [scale, pt.broadcast_to(sd_slope, (n_types, len(data.subscales)))], axis=1
         )
-    chol_inv = pt.linalg.solve_triangular(chol, pt.eye(len(effects)), lower=True)
-    corr_inv = chol_inv.T @ chol_inv
+    corr_inv = correlation_inverse(chol, len(effects))
     sigma_inv = corr_inv[None] / (scale[:, :, None] * scale[:, None, :])
     logdet = 2.0 * pt.log(scale).sum(axis=1) + 2.0 * pt.log(pt.diag(chol)).sum()
     u_sampled = None
