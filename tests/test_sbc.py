@@ -208,3 +208,14 @@ def test_sbc_cli_runs_replicates_in_parallel_workers(tmp_path):
     # a replicate's seeds do not depend on which worker ran it
     record = json.loads((out / "replicates" / "rep-00003.json").read_text(encoding="utf-8"))
     assert record["seeds"]["prior"] == replicate_seeds(20230505, 3)[0]
+
+
+@pytest.mark.mcmc
+def test_sbc_on_a_dask_cluster_gives_the_local_ranks(sbc_runs, tmp_path):
+    """Replicates run as tasks on a 2-worker dask.distributed cluster give the in-process ranks."""
+    out, _ = sbc_runs["correct"]
+    local = load_replicates(out).set_index("replicate").filter(like="rank:").loc[:3]
+    on_dask = tmp_path / "dask"
+    assert run_sbc(_settings(replicates=4), on_dask, workers=2, dask="local") == 4
+    remote = load_replicates(on_dask).set_index("replicate").filter(like="rank:")
+    pd.testing.assert_frame_equal(local, remote)

@@ -214,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--replicates", type=int, default=s.replicates, help="replicates")
     p.add_argument("--workers", type=int, default=1, help="processes (each compiles once)")
+    p.add_argument(
+        "--dask", metavar="local|ADDRESS",
+        help="run the replicates on dask.distributed: 'local' (a cluster of --workers processes) "
+        "or a scheduler address such as tcp://host:8786 (needs the 'dask' extra)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, help="folder (default results/sbc/SPEC)")
     p.add_argument("--seed", type=int, default=s.seed, help="seed of the replicates")
     p.add_argument("--chains", type=int, default=s.chains, help="chains per refit")
@@ -497,7 +502,13 @@ def _sbc(args) -> int:
     out = args.out or DEFAULT_RESULTS / "sbc" / Path(args.spec).stem
     if not args.summary_only:
         start = time.perf_counter()
-        ran = run_sbc(settings, out, workers=args.workers, log=print)
+        from alliance_bayes.sweeps import SweepError
+
+        try:
+            ran = run_sbc(settings, out, workers=args.workers, dask=args.dask, log=print)
+        except SweepError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         print(f"ran {ran} replicate(s) in {time.perf_counter() - start:.0f} s")
     result = summarise(out)
     print((out / "summary.md").read_text(encoding="utf-8"))

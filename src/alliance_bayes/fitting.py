@@ -214,6 +214,7 @@ def fit_design(
     timings["wall_total"] = time.perf_counter() - started
     meta = _run_metadata(spec, design, settings, timings)
     meta["scales"] = scales
+    meta.update(_likelihood_facts(dt))
     meta["min_ess_bulk_per_second"] = ess_rate
     meta["convergence_passed"] = bool(gate.passed)
     if path is not None:
@@ -276,6 +277,21 @@ def _assemble(
         # The same estimands under the prior: prior-vs-posterior plots, Savage–Dickey ratios.
         prior = family.estimands(spec, dt["prior"].to_dataset(), scales)
     return Fit(spec, dt, estimands, gate, meta, design, frozenset(forbidden_ids), path, prior)
+
+
+def _likelihood_facts(dt: xr.DataTree) -> dict[str, Any]:
+    """How the likelihood was computed, and which clients the pointwise groups hold."""
+    facts = {"likelihood_form": dt["posterior"].attrs.get("likelihood_form", "per_client")}
+    if "sampled_providers" in dt["posterior"].attrs:
+        facts["sampled_providers"] = int(dt["posterior"].attrs["sampled_providers"])
+    if "log_likelihood" in dt.children:
+        attrs = dt["log_likelihood"].attrs
+        if attrs.get("clients_kept", 0) < attrs.get("clients_of", 0):
+            facts["pointwise_clients"] = (
+                f"{attrs['clients_kept']} of {attrs['clients_of']} clients (random subset) in the "
+                "pointwise log-likelihood and the predictive draws"
+            )
+    return facts
 
 
 def _run_metadata(spec: ModelSpec, design, settings: SamplerSettings, timings) -> dict[str, Any]:

@@ -361,22 +361,27 @@ def _loglik_function(model, mode: str) -> tuple[Any, Callable[..., Any], list[st
     return umodel, fn, [name for name, _ in free]
 
 
-def _run_share(settings_dict: dict, out: str, indices: list[int], workers: int) -> int:
-    """Run the replicates ``indices`` not yet written in ``out`` (one worker process)."""
+#: Per worker process: the compiled pieces of the runs it has worked for, by settings.
+_WORKERS: dict[str, _Worker] = {}
+
+
+def _worker_for(settings_dict: dict) -> _Worker:
+    """This process's worker for these settings, compiled on its first task only."""
+    key = json.dumps(settings_dict, sort_keys=True, default=str)
+    if key not in _WORKERS:
+        _WORKERS.clear()  # one run at a time per process: drop another run's compiled model
+        _WORKERS[key] = _Worker(SBCSettings.from_dict(settings_dict))
+    return _WORKERS[key]
+
+
+def _run_replicate(settings_dict: dict, index: int, workers: int) -> dict:
+    """One replicate's record (a task: runs in whichever worker process the executor picks)."""
     global _WORKERS_HINT
     _WORKERS_HINT = workers
-    settings = SBCSettings.from_dict(settings_dict)
-    folder = Path(out) / REPLICATES_DIR
-    todo = [i for i in indices if not _replicate_path(folder, i).is_file()]
-    if not todo:
-        return 0
-    worker = _Worker(settings)
-    for i in todo:
-        t = time.perf_counter()
-        record = worker.run(i)
-        record["seconds"] = time.perf_counter() - t
-        _write_json(_replicate_path(folder, i), record)
-    return len(todo)
+    t = time.perf_counter()
+    record = _worker_for(settings_dict).run(index)
+    record["seconds"] = time.perf_counter() - t
+    return record
 
 
 def _replicate_path(folder: Path, index: int) -> Path:
@@ -397,14 +402,18 @@ def run_sbc(
     out: str | Path,
     *,
     workers: int = 1,
+    dask: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> int:
     """Run (or resume, or extend) an SBC in ``out``; returns how many replicates were run now.
 
     Replicates already in ``out/replicates`` are skipped. ``out/sbc.json`` records the settings; a
     folder whose settings differ (other than the replicate count) is refused, so that replicates of
-    different runs are never mixed. With ``workers > 1`` each worker process compiles the model once
-    and runs every ``workers``-th replicate.
+    different runs are never mixed. With ``workers > 1`` or ``dask`` the replicates are tasks of an
+    executor (:func:`alliance_bayes.sweeps.executor`: local processes, or dask.distributed with
+    ``dask="local"`` or a scheduler address); each worker process compiles the model on its first
+    task and keeps it. A replicate's seeds depend on its index only, so every executor gives the
+    same ranks.
     """
     out = Path(out)
     (out / REPLICATES_DIR).mkdir(parents=True, exist_ok=True)
@@ -416,23 +425,26 @@ def run_sbc(
     if not todo:
         return 0
     workers = max(1, min(workers, len(todo)))
-    shares = [todo[k::workers] for k in range(workers)]
-    if workers == 1:
-        return _run_share(settings.to_dict(), str(out), todo, 1)
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    settings_dict = settings.to_dict()
+    if workers == 1 and dask is None:
+        for i in todo:
+            _write_json(_replicate_path(folder, i), _run_replicate(settings_dict, i, 1))
+        return len(todo)
+    from concurrent.futures import as_completed
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [
-            pool.submit(_run_share, settings.to_dict(), str(out), share, workers)
-            for share in shares
-        ]
-        return sum(f.result() for f in futures)
+    from alliance_bayes.sweeps import executor
+
+    with executor(dask, workers) as pool:
+        futures = {pool.submit(_run_replicate, settings_dict, i, workers): i for i in todo}
+        for future in as_completed(futures):
+            # Written here, as each finishes: an interrupted run keeps every finished replicate.
+            _write_json(_replicate_path(folder, futures[future]), future.result())
+    return len(todo)
 
 
 def _claim_folder(settings: SBCSettings, out: Path) -> None:
     path = out / "sbc.json"
-    fit_spec = load_spec(settings.spec)
+    fit_spec = load_spec(settings.spec, likelihood_form="per_client")
     data = sbc_design(fit_spec, settings.design)
     record = {
         "settings": settings.to_dict(),
@@ -441,7 +453,9 @@ def _claim_folder(settings: SBCSettings, out: Path) -> None:
         "n_providers": len(data.provider_type_index),
     }
     if settings.generate_spec:
-        record["generate_spec"] = load_spec(settings.generate_spec).to_dict()
+        record["generate_spec"] = load_spec(
+            settings.generate_spec, likelihood_form="per_client"
+        ).to_dict()
     record = json.loads(json.dumps(record))  # as it reads back (tuples become lists)
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))

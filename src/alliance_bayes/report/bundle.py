@@ -179,7 +179,8 @@ def _figure_lines(figs: list[figures.FigureResult], section: str) -> list[str]:
 
 _FACTS = (
     "spec", "outcome", "outcome_label", "effect_units", "sampler", "backend", "seed", "chains",
-    "draws", "tune", "data_sha256", "git_commit",
+    "draws", "tune", "likelihood_form", "sampled_providers", "pointwise_clients", "data_sha256",
+    "git_commit",
 )  # fmt: skip
 
 

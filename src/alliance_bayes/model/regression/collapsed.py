@@ -587,7 +587,9 @@ def complete(
     post, theta, sigma, u = _with_effects(
         spec, data, stats, dt["posterior"].to_dataset(), rng, from_prior=False
     )
-    dt["posterior"] = post
+    dt["posterior"] = post.assign_attrs(
+        likelihood_form="collapsed", sampled_providers=int(stats.sampled.sum())
+    )
     prior = None
     if "prior" in dt.children:
         prior, p_theta, p_sigma, p_u = _with_effects(
