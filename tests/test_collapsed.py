@@ -212,3 +212,44 @@ def test_same_posterior_as_the_per_client_form(shipped_study):
     u = {k: f.datatree["posterior"]["u_provider"].mean(("chain", "draw")) for k, f in fits.items()}
     sd = fits["per_client"].datatree["posterior"]["u_provider"].std(("chain", "draw"))
     assert float((abs(u["collapsed"] - u["per_client"]) / sd).max()) < 0.25
+
+
+def test_complete_adds_effects_pointwise_and_predictive_groups(tmp_path_factory, monkeypatch):
+    """``complete`` on prior draws standing in for a posterior: every group the bundle needs, the
+    pointwise log-likelihood equal to the NumPy twin's given the drawn effects, and a stated subset
+    of clients above the cell limit."""
+    import pymc as pm
+    import xarray as xr
+
+    from alliance_bayes.model.regression import collapsed, predict
+    from alliance_bayes.model.regression.graph import build_model
+
+    spec, data = _design("who5_change_normal", tmp_path_factory)
+    # The Potential is the collapsed likelihood, which prior draws must ignore.
+    with build_model(spec, data), pytest.warns(UserWarning, match="effect of Potentials"):
+        draws = pm.sample_prior_predictive(draws=40, random_seed=SEED)["prior"]
+    dt = xr.DataTree.from_dict({"posterior": draws.to_dataset()})
+    full = collapsed.complete(spec, data, dt.copy(), SEED)
+    post = full["posterior"].to_dataset()
+    assert post["u_provider"].shape == (1, 40, len(data.provider_type_index))
+    assert post["u_provider_slope"].shape == (1, 40, len(data.provider_type_index), 2)
+    assert ((post["r2_bayes"] >= 0) & (post["r2_bayes"] <= 1)).all()
+    np.testing.assert_array_equal(
+        post["u_provider_sampled"].values[..., 0],
+        post["u_provider"].values[..., np.flatnonzero(split_providers(data))],
+    )
+    twin = predict.pointwise_log_likelihood(spec, data, post)
+    np.testing.assert_allclose(
+        full["log_likelihood"]["y"].values.reshape(twin.shape), twin, rtol=1e-5
+    )
+    assert full["posterior_predictive"]["y"].shape[-1] == data.n_clients
+    np.testing.assert_array_equal(full["observed_data"]["y"].values, data.y)
+
+    monkeypatch.setattr(collapsed, "MAX_POINTWISE_CELLS", 40 * 20)
+    part = collapsed.complete(spec, data, dt.copy(), SEED)
+    ll = part["log_likelihood"]
+    assert ll["y"].shape == (1, 40, 20)
+    assert ll.attrs["clients_kept"] == 20 and ll.attrs["clients_of"] == data.n_clients
+    kept = [list(data.coords()["client"]).index(c) for c in ll["client"].values]
+    np.testing.assert_array_equal(part["observed_data"]["y"].values, data.y[kept])
+    np.testing.assert_array_equal(part["constant_data"]["baseline"].values, data.baseline[kept])

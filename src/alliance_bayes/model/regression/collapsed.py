@@ -58,6 +58,7 @@ import scipy.sparse as sparse
 import xarray as xr
 
 from alliance_bayes.model.regression.design import PROVIDER_TYPES, ModelData
+from alliance_bayes.model.regression.predict import _draws, _log_density, _population_cov
 from alliance_bayes.model.spec import ModelSpec
 
 __all__ = [
@@ -241,9 +242,9 @@ class SufficientStatistics:
         }
 
 
-def sufficient_statistics(spec: ModelSpec, data: ModelData, y: np.ndarray | None = None):
-    """The :class:`SufficientStatistics` of ``data`` (outcome ``y``, default ``data.y``)."""
-    y = data.y if y is None else np.asarray(y, float)
+def sufficient_statistics(spec: ModelSpec, data: ModelData) -> SufficientStatistics:
+    """The :class:`SufficientStatistics` of ``data`` under ``spec``."""
+    y = data.y
     x = fixed_design(spec, data)
     n_eff = n_effects(spec, data)
     n_prov = len(data.provider_type_index)
@@ -499,8 +500,7 @@ MAX_POINTWISE_CELLS = 25_000_000
 
 
 def _flat(ds: xr.Dataset, name: str) -> np.ndarray:
-    da = ds[name]
-    return da.values.reshape(da.shape[0] * da.shape[1], *da.shape[2:])
+    return _draws(ds, name, None, 0)
 
 
 def theta_draws(spec: ModelSpec, ds: xr.Dataset) -> np.ndarray:
@@ -522,8 +522,6 @@ def theta_draws(spec: ModelSpec, ds: xr.Dataset) -> np.ndarray:
 
 def _with_effects(spec, data, stats, ds: xr.Dataset, rng, *, from_prior: bool):
     """``ds`` with every provider's effects and ``r2_bayes``; also (θ, σ, u) per draw."""
-    from alliance_bayes.model.regression.predict import _population_cov
-
     theta, sigma = theta_draws(spec, ds), _flat(ds, "sigma")
     shape = (ds.sizes["chain"], ds.sizes["draw"])
     u = None
@@ -607,7 +605,7 @@ def complete(
     chains, draws = post.sizes["chain"], post.sizes["draw"]
     mu = _client_means(spec, data, keep, theta, u, n_eff)
     y = data.y[keep]
-    loglik = -0.5 * ((y - mu) / sigma[:, None]) ** 2 - np.log(sigma[:, None]) - 0.5 * _LOG_2PI
+    loglik = _log_density(spec, y[None], mu, sigma[:, None], None)
     client = {"client": labels}
     dt["log_likelihood"] = xr.Dataset(
         {"y": (("chain", "draw", "client"), loglik.reshape(chains, draws, -1).astype("float32"))},
