@@ -104,14 +104,7 @@ def build_model(spec: ModelSpec, data: ModelData) -> pm.Model:
         if spec.predictors.alliance == "composite":
             b_alliance = pm.Normal("b_alliance", 0.0, pr.b_alliance_sd)
             mu = mu + b_alliance * pm.Data("alliance_c", data.composite, dims="client")
-            # The uncentred intercept (all predictors at zero) is what OLS reports.
-            pm.Deterministic(
-                "intercept",
-                alpha
-                - b_baseline * data.baseline_mean
-                - pt.dot(data.covariate_means, b_cov)
-                - b_alliance * data.composite_mean,
-            )
+            uncentred_intercept(alpha, b_baseline, b_cov, b_alliance, data)
         else:
             if spec.hierarchy.care_type_intercepts:
                 mu = mu + care_intercepts(pr.b_care_sd)[data.care_index]
@@ -122,6 +115,17 @@ def build_model(spec: ModelSpec, data: ModelData) -> pm.Model:
         sigma, nu = _likelihood(spec, mu, data.y)
         bayes_r2(mu, sigma, nu)
     return model
+
+
+def uncentred_intercept(alpha, b_baseline, b_cov, b_alliance, data: ModelData) -> pt.TensorVariable:
+    """``intercept``: the expected outcome with every predictor at zero, which OLS reports."""
+    return pm.Deterministic(
+        "intercept",
+        alpha
+        - b_baseline * data.baseline_mean
+        - pt.dot(data.covariate_means, b_cov)
+        - b_alliance * data.composite_mean,
+    )
 
 
 def _build_collapsed(spec: ModelSpec, data: ModelData) -> pm.Model:
@@ -145,13 +149,7 @@ def _build_collapsed(spec: ModelSpec, data: ModelData) -> pm.Model:
         if spec.predictors.alliance == "composite":
             b_alliance = pm.Normal("b_alliance", 0.0, pr.b_alliance_sd)
             terms.append(b_alliance[None])
-            pm.Deterministic(
-                "intercept",
-                alpha
-                - b_baseline * data.baseline_mean
-                - pt.dot(data.covariate_means, b_cov)
-                - b_alliance * data.composite_mean,
-            )
+            uncentred_intercept(alpha, b_baseline, b_cov, b_alliance, data)
         else:
             if spec.hierarchy.care_type_intercepts:
                 care_intercepts(pr.b_care_sd)
