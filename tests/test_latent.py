@@ -267,6 +267,7 @@ def _attenuation_study():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.mcmc
 def test_latent_model_undoes_the_attenuation_of_averaged_scores(tmp_path, fitted):
     study = simulate_study(_attenuation_study(), seed=7)

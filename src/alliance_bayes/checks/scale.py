@@ -216,6 +216,12 @@ def run_scale(
                 f"(wall {row['min_ess_per_s_wall']:.1f}), peak {row['peak_gb']:.1f} GB, "
                 f"truth in 95% interval {row['covered']}, divergences {row['divergences']}"
             )
+            steps = ", ".join(
+                f"{k} {v:.0f}" for k, v in timings.items() if k not in ("total", "wall_total")
+            )
+            log(f"    seconds: {steps}")
+            if not result.passed:
+                log(f"    {result.gate.headline()}")
             for name, (v, lo, hi) in planted.items():
                 log(f"    {name:26} truth {v:7.2f}  95% [{lo:7.2f}, {hi:7.2f}]")
         same = [r for r in rows if r["clients"] == n]

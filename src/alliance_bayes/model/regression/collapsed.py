@@ -68,6 +68,7 @@ __all__ = [
     "draw_provider_effects",
     "fixed_design",
     "is_collapsed",
+    "sampled_noncentring",
     "split_providers",
     "sufficient_statistics",
 ]
@@ -186,25 +187,46 @@ class SufficientStatistics:
         return np.flatnonzero(self.sampled)
 
     @cached_property
-    def by_effect(self) -> dict[str, list[np.ndarray]]:
-        """The per-provider statistics the gradient reads, one contiguous array per effect.
+    def arrays(self) -> dict[str, np.ndarray]:
+        r"""The arrays the log-likelihood reads, by name, one contiguous array per effect.
 
-        ``zx_c[e]`` (F, C) and ``zx_s[e]`` (F, S): θ times them is :math:`(\\tilde Z_p^\\top
-        X\\theta)_e` for the collapsed and the sampled providers; ``zy_c[e]``, ``zy_s[e]``;
-        ``zz_c[e*E+f]`` (C,), ``zz_s[e*E+f]`` (S,); ``pair_zz[e*E+f]`` (Q,). Elementwise graphs
-        over contiguous vectors fuse into one loop; strided slices of (P, E, E) arrays did not.
+        ``zx_c{e}`` (F, C) and ``zx_s{e}`` (F, S): θ times them is :math:`(\tilde Z_p^\top
+        X\theta)_e` for the collapsed and the sampled providers; ``zy_c{e}``, ``zy_s{e}``;
+        ``zz_c{e}{f}`` (C,), ``zz_s{e}{f}`` (S,); ``pair_ss{e}{f}`` and ``pair_cs{e}{f}`` the
+        :math:`B_{pq}` entries of the pairs by role (:attr:`pair_roles`), with the pairs' positions
+        ``ss_a``, ``ss_b``, ``cs_c``, ``cs_s``; ``onehot`` (C, provider_type) and ``type_counts``
+        of the collapsed providers; ``sampled_type`` (S,); and the scalars. Elementwise graphs over
+        contiguous vectors fuse into one loop; strided slices of (P, E, E) arrays did not.
         """
         c, s, n_eff = self.collapsed_index, self.sampled_index, self.n_effects
         cont = np.ascontiguousarray
-        return {
-            "zx_c": [cont(self.zx[c, e].T) for e in range(n_eff)],
-            "zx_s": [cont(self.zx[s, e].T) for e in range(n_eff)],
-            "zy_c": [cont(self.zy[c, e]) for e in range(n_eff)],
-            "zy_s": [cont(self.zy[s, e]) for e in range(n_eff)],
-            "zz_c": [cont(self.zz[c, e, f]) for e in range(n_eff) for f in range(n_eff)],
-            "zz_s": [cont(self.zz[s, e, f]) for e in range(n_eff) for f in range(n_eff)],
-            "pair_zz": [cont(self.pair_zz[:, e, f]) for e in range(n_eff) for f in range(n_eff)],
+        roles = self.pair_roles
+        out = {
+            "n": np.float64(self.n),
+            "yty": np.float64(self.yty),
+            "xty": self.xty,
+            "xtx": self.xtx,
+            "n_collapsed": np.float64(len(c)),
+            "onehot": np.eye(len(PROVIDER_TYPES))[self.provider_type[c]],
+            "type_counts": self.type_counts.astype(float),
+            "sampled_type": self.provider_type[s],
+            **{k: roles[k] for k in ("ss_a", "ss_b", "cs_c", "cs_s")},
         }
+        for e in range(n_eff):
+            out |= {
+                f"zx_c{e}": cont(self.zx[c, e].T),
+                f"zx_s{e}": cont(self.zx[s, e].T),
+                f"zy_c{e}": cont(self.zy[c, e]),
+                f"zy_s{e}": cont(self.zy[s, e]),
+            }
+            for f in range(n_eff):
+                out |= {
+                    f"zz_c{e}{f}": cont(self.zz[c, e, f]),
+                    f"zz_s{e}{f}": cont(self.zz[s, e, f]),
+                    f"pair_ss{e}{f}": cont(self.pair_zz[roles["ss"], e, f]),
+                    f"pair_cs{e}{f}": cont(self.pair_zz[roles["cs"], e, f]),
+                }
+        return out
 
     @cached_property
     def pair_scatter(self):
@@ -299,46 +321,82 @@ def sufficient_statistics(spec: ModelSpec, data: ModelData) -> SufficientStatist
     )
 
 
+def sampled_noncentring(stats: SufficientStatistics) -> np.ndarray:
+    r"""How far each sampled provider's effects are non-centred: (S, E) weights in [0, 1].
+
+    Each effect is sampled as its innovation given the effects before it (the rows of
+    :math:`u_p = \operatorname{diag}(s_t) L z_p`): :math:`z_{pe} = v_{pe} / c_{te}^{1 - w_{pe}}` with
+    :math:`v_{pe} \sim \mathcal N(0, c_{te}^{1 - w_{pe}})` and :math:`c_{te} = s_{te} L_{ee}`, so
+    :math:`w = 1` is the non-centred :math:`z \sim \mathcal N(0, 1)` and :math:`w = 0` the centred
+    innovation. As for the per-client form's intercepts (:func:`~alliance_bayes.model.regression.
+    graph.provider_noncentring`; Papaspiliopoulos, Roberts & Sköld 2003),
+    :math:`w_{pe} = \hat\sigma^2 / (\hat\sigma^2 + I_{pe} \hat s_{te}^2)`, one minus the
+    reliability of the provider's data on that effect, with :math:`I_{pe} = (A_p)_{ee}` its
+    information. A sampled provider on a large platform has a hundred or more clients, so its data
+    dominate and the non-centred form alone samples it in long trajectories.
+
+    :math:`\hat\sigma^2` and :math:`\hat s_{te}^2` are moment estimates from the sufficient
+    statistics: the residual variance of the least-squares fit of the fixed design, and per
+    provider type and effect, from :math:`g_{pe} = (\tilde Z_p^\top r)_e \approx I_{pe} u_{pe} +
+    \varepsilon` with :math:`\operatorname{var}\varepsilon = \hat\sigma^2 I_{pe}`, the
+    information-weighted moment estimate :math:`\hat s_{te}^2 = \sum_p (g_{pe}^2 - \hat\sigma^2
+    I_{pe}) / \sum_p I_{pe}^2` (DerSimonian & Laird 1986, doi:10.1016/0197-2456(86)90046-2); an
+    unweighted one was dominated by the providers with least data and centred slopes the data
+    could not pin down. Where the estimate is not positive the effect stays non-centred. The
+    weights only choose the parametrisation; the posterior is the same.
+    """
+    theta = np.linalg.lstsq(stats.xtx, stats.xty, rcond=None)[0]
+    sigma2 = (stats.yty - 2.0 * theta @ stats.xty + theta @ stats.xtx @ theta) / stats.n
+    info = np.einsum("pee->pe", stats.zz)
+    cross = stats.zy - stats.zx @ theta
+    w = np.ones_like(info)
+    for t in np.unique(stats.provider_type):
+        for e in range(stats.n_effects):
+            on = (stats.provider_type == t) & (info[:, e] > 0)
+            if on.sum() < 3:
+                continue
+            g, i = cross[on, e], info[on, e]
+            s2 = float(np.sum(g**2 - sigma2 * i) / np.sum(i**2))
+            if s2 > 0:
+                w[on, e] = sigma2 / (sigma2 + info[on, e] * s2)
+    return w[stats.sampled_index]
+
+
 _LOG_2PI = np.log(2.0 * np.pi)
 
 
 def _residual_terms(stats: SufficientStatistics, theta, u_sampled, xp):
-    """:math:`r^\\top r` and :math:`g_c`, as a list over effects of (..., C) arrays, in ``xp``.
+    r""":math:`r^\top r` and :math:`g_c`, as a list over effects of (..., C) arrays, in ``xp``.
 
     ``xp`` is ``pytensor.tensor`` (the model graph) or ``numpy`` (draws after sampling, where θ
     and ``u_sampled`` (..., S, E) carry a leading draw axis).
     """
-    n_eff, st = stats.n_effects, stats.by_effect
-    rr = stats.yty - 2.0 * xp.dot(theta, stats.xty)
-    rr = rr + (xp.dot(theta, stats.xtx) * theta).sum(axis=-1)
+    n_eff, a = stats.n_effects, stats.arrays
+    rr = a["yty"] - 2.0 * xp.dot(theta, a["xty"])
+    rr = rr + (xp.dot(theta, a["xtx"]) * theta).sum(axis=-1)
     # g_c without the sampled providers' part: Z_c'y − (Z_c'X) θ.
-    g = [st["zy_c"][e] - xp.dot(theta, st["zx_c"][e]) for e in range(n_eff)]
+    g = [a[f"zy_c{e}"] - xp.dot(theta, a[f"zx_c{e}"]) for e in range(n_eff)]
     if not len(stats.sampled_index):
         return rr, g
     u = [u_sampled[..., :, e] for e in range(n_eff)]
     for e in range(n_eff):
-        rr = rr - 2.0 * (u[e] * (st["zy_s"][e] - xp.dot(theta, st["zx_s"][e]))).sum(axis=-1)
+        rr = rr - 2.0 * (u[e] * (a[f"zy_s{e}"] - xp.dot(theta, a[f"zx_s{e}"]))).sum(axis=-1)
         # u_s' A_s u_s and 2 u_a' B_ab u_b for pairs of sampled providers.
         for f in range(n_eff):
-            rr = rr + (u[e] * st["zz_s"][e * n_eff + f] * u[f]).sum(axis=-1)
+            rr = rr + (u[e] * a[f"zz_s{e}{f}"] * u[f]).sum(axis=-1)
     roles = stats.pair_roles
     if len(roles["ss"]):
         for e in range(n_eff):
             for f in range(n_eff):
-                block = st["pair_zz"][e * n_eff + f][roles["ss"]]
-                term = u[e][..., roles["ss_a"]] * block * u[f][..., roles["ss_b"]]
+                term = u[e][..., a["ss_a"]] * a[f"pair_ss{e}{f}"] * u[f][..., a["ss_b"]]
                 rr = rr + 2.0 * term.sum(axis=-1)
     if len(roles["cs"]):
-        n_c = len(stats.collapsed_index)
         for e in range(n_eff):
-            shift = sum(
-                st["pair_zz"][e * n_eff + f][roles["cs"]] * u[f][..., roles["cs_s"]]
-                for f in range(n_eff)
-            )
+            shift = sum(a[f"pair_cs{e}{f}"] * u[f][..., a["cs_s"]] for f in range(n_eff))
             if xp is np:
                 total = np.asarray(shift @ stats.pair_scatter)
             else:
-                total = pt.inc_subtensor(pt.zeros(n_c)[roles["cs_c"]], shift)
+                total = pt.inc_subtensor(pt.zeros_like(g[e])[a["cs_c"]], shift)
             g[e] = g[e] - total
     return rr, g
 
@@ -411,22 +469,21 @@ def collapsed_log_likelihood(
     when the model has no provider effects (then only :math:`r^\top r` is left).
     """
     rr, g = _residual_terms(stats, theta, u_sampled, pt)
+    a = stats.arrays
     s2 = sigma**2
-    out = -0.5 * stats.n * (_LOG_2PI + pt.log(s2)) - rr / (2.0 * s2)
-    c_idx = stats.collapsed_index
-    if stats.n_effects == 0 or not len(c_idx):
+    out = -0.5 * a["n"] * (_LOG_2PI + pt.log(s2)) - rr / (2.0 * s2)
+    if stats.n_effects == 0 or not len(stats.collapsed_index):
         return out
     # Σ_t⁻¹ per collapsed provider through a one-hot product (a gather over providers would make
     # the gradient a scatter-add).
-    onehot = np.eye(len(PROVIDER_TYPES))[stats.provider_type[c_idx]]
-    n_eff, zz = stats.n_effects, stats.by_effect["zz_c"]
+    n_eff = stats.n_effects
     m = [
-        [s2 * pt.dot(onehot, sigma_inv[:, i, j]) + zz[i * n_eff + j] for j in range(n_eff)]
+        [s2 * pt.dot(a["onehot"], sigma_inv[:, i, j]) + a[f"zz_c{i}{j}"] for j in range(n_eff)]
         for i in range(n_eff)
     ]
     logdet_m, quad = _cholesky_terms(m, g, n_eff)
-    logdet_prior = pt.dot(stats.type_counts.astype(float), logdet_sigma)
-    per = -0.5 * logdet_prior - 0.5 * logdet_m.sum() + 0.5 * n_eff * len(c_idx) * pt.log(s2)
+    logdet_prior = pt.dot(a["type_counts"], logdet_sigma)
+    per = -0.5 * logdet_prior - 0.5 * logdet_m.sum() + 0.5 * n_eff * a["n_collapsed"] * pt.log(s2)
     return out + per + quad.sum() / (2.0 * s2)
 
 

@@ -70,10 +70,12 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from alliance_bayes.model.regression.collapsed import (
+    SufficientStatistics,
     collapsed_log_likelihood,
     correlation_inverse,
     is_collapsed,
     n_effects,
+    sampled_noncentring,
     sufficient_statistics,
 )
 from alliance_bayes.model.regression.design import CARE_TYPES, LEVELS, OBSERVED, OUTCOME, ModelData
@@ -133,8 +135,10 @@ def _build_collapsed(spec: ModelSpec, data: ModelData) -> pm.Model:
 
     The priors and parameters are those of the per-client form, but for the effects of the
     collapsed providers (absent: drawn after sampling) and those of the sampled ones
-    (:func:`~alliance_bayes.model.regression.collapsed.split_providers`), which are non-centred,
-    :math:`u_p = \operatorname{diag}(\sigma^u_{t[p]}, \tau^u) L z_p`. The likelihood is one
+    (:func:`~alliance_bayes.model.regression.collapsed.split_providers`), which are
+    :math:`u_p = \operatorname{diag}(\sigma^u_{t[p]}, \tau^u) L z_p` with each :math:`z_{pe}`
+    partially non-centred by how much data the provider has on that effect
+    (:func:`~alliance_bayes.model.regression.collapsed.sampled_noncentring`). The likelihood is one
     ``Potential`` (``y_collapsed``) from the data's sufficient statistics; there is no observed
     variable, and the predictive draws and pointwise log-likelihood are computed after sampling
     (:func:`~alliance_bayes.model.regression.collapsed.complete`).
@@ -158,7 +162,7 @@ def _build_collapsed(spec: ModelSpec, data: ModelData) -> pm.Model:
         theta = pt.concatenate(terms)
         u_sampled = sigma_inv = logdet = None
         if n_effects(spec, data):
-            u_sampled, sigma_inv, logdet = _collapsed_provider_prior(spec, data, stats.sampled)
+            u_sampled, sigma_inv, logdet = _collapsed_provider_prior(spec, data, stats)
         sigma = pm.HalfNormal("sigma", pr.sigma_sd)
         pm.Potential(
             "y_collapsed",
@@ -167,7 +171,7 @@ def _build_collapsed(spec: ModelSpec, data: ModelData) -> pm.Model:
     return model
 
 
-def _collapsed_provider_prior(spec: ModelSpec, data: ModelData, sampled: np.ndarray):
+def _collapsed_provider_prior(spec: ModelSpec, data: ModelData, stats: SufficientStatistics):
     r"""Provider-effect SDs and correlations; :math:`\Sigma_t^{-1}`, :math:`\log|\Sigma_t|`; sampled effects."""
     pr = spec.priors
     model = pm.modelcontext(None)
@@ -194,15 +198,17 @@ def _collapsed_provider_prior(spec: ModelSpec, data: ModelData, sampled: np.ndar
     sigma_inv = corr_inv[None] / (scale[:, :, None] * scale[:, None, :])
     logdet = 2.0 * pt.log(scale).sum(axis=1) + 2.0 * pt.log(pt.diag(chol)).sum()
     u_sampled = None
-    if sampled.any():
-        labels = np.asarray(data.coords()["provider"])[sampled]
+    if stats.sampled.any():
+        dims = ("provider_sampled", "effect")
+        labels = np.asarray(data.coords()["provider"])[stats.sampled]
         model.add_coord("provider_sampled", labels.tolist())
-        z = pm.Normal("z_provider_sampled", 0.0, 1.0, dims=("provider_sampled", "effect"))
-        types = data.provider_type_index[sampled]
+        types = stats.arrays["sampled_type"]
+        # Partially non-centred innovations (sampled_noncentring): z = v / c^(1-w).
+        power = 1.0 - pm.Data("provider_sampled_noncentring", sampled_noncentring(stats), dims=dims)
+        v_sd = (scale * pt.diag(chol)[None, :])[types] ** power
+        v = pm.Normal("v_provider_sampled", 0.0, v_sd, dims=dims)
         u_sampled = pm.Deterministic(
-            "u_provider_sampled",
-            pt.dot(z, chol.T) * scale[types],
-            dims=("provider_sampled", "effect"),
+            "u_provider_sampled", pt.dot(v / v_sd, chol.T) * scale[types], dims=dims
         )
     return u_sampled, sigma_inv, logdet
 
