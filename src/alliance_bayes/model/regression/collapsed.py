@@ -194,21 +194,15 @@ class SufficientStatistics:
         X\theta)_e` for the collapsed and the sampled providers; ``zy_c{e}``, ``zy_s{e}``;
         ``zz_c{e}{f}`` (C,), ``zz_s{e}{f}`` (S,); ``pair_ss{e}{f}`` and ``pair_cs{e}{f}`` the
         :math:`B_{pq}` entries of the pairs by role (:attr:`pair_roles`), with the pairs' positions
-        ``ss_a``, ``ss_b``, ``cs_c``, ``cs_s``; ``onehot`` (C, provider_type) and ``type_counts``
-        of the collapsed providers; ``sampled_type`` (S,); and the scalars. Elementwise graphs over
-        contiguous vectors fuse into one loop; strided slices of (P, E, E) arrays did not.
+        ``ss_a``, ``ss_b``, ``cs_c``, ``cs_s``; ``onehot`` (C, provider_type) of the collapsed
+        providers' types and ``sampled_type`` (S,). Elementwise graphs over contiguous vectors fuse
+        into one loop; strided slices of (P, E, E) arrays did not.
         """
         c, s, n_eff = self.collapsed_index, self.sampled_index, self.n_effects
         cont = np.ascontiguousarray
         roles = self.pair_roles
         out = {
-            "n": np.float64(self.n),
-            "yty": np.float64(self.yty),
-            "xty": self.xty,
-            "xtx": self.xtx,
-            "n_collapsed": np.float64(len(c)),
             "onehot": np.eye(len(PROVIDER_TYPES))[self.provider_type[c]],
-            "type_counts": self.type_counts.astype(float),
             "sampled_type": self.provider_type[s],
             **{k: roles[k] for k in ("ss_a", "ss_b", "cs_c", "cs_s")},
         }
@@ -358,7 +352,7 @@ def sampled_noncentring(stats: SufficientStatistics) -> np.ndarray:
             g, i = cross[on, e], info[on, e]
             s2 = float(np.sum(g**2 - sigma2 * i) / np.sum(i**2))
             if s2 > 0:
-                w[on, e] = sigma2 / (sigma2 + info[on, e] * s2)
+                w[on, e] = sigma2 / (sigma2 + i * s2)
     return w[stats.sampled_index]
 
 
@@ -372,8 +366,8 @@ def _residual_terms(stats: SufficientStatistics, theta, u_sampled, xp):
     and ``u_sampled`` (..., S, E) carry a leading draw axis).
     """
     n_eff, a = stats.n_effects, stats.arrays
-    rr = a["yty"] - 2.0 * xp.dot(theta, a["xty"])
-    rr = rr + (xp.dot(theta, a["xtx"]) * theta).sum(axis=-1)
+    rr = stats.yty - 2.0 * xp.dot(theta, stats.xty)
+    rr = rr + (xp.dot(theta, stats.xtx) * theta).sum(axis=-1)
     # g_c without the sampled providers' part: Z_c'y − (Z_c'X) θ.
     g = [a[f"zy_c{e}"] - xp.dot(theta, a[f"zx_c{e}"]) for e in range(n_eff)]
     if not len(stats.sampled_index):
@@ -471,8 +465,9 @@ def collapsed_log_likelihood(
     rr, g = _residual_terms(stats, theta, u_sampled, pt)
     a = stats.arrays
     s2 = sigma**2
-    out = -0.5 * a["n"] * (_LOG_2PI + pt.log(s2)) - rr / (2.0 * s2)
-    if stats.n_effects == 0 or not len(stats.collapsed_index):
+    out = -0.5 * stats.n * (_LOG_2PI + pt.log(s2)) - rr / (2.0 * s2)
+    n_c = len(stats.collapsed_index)
+    if stats.n_effects == 0 or not n_c:
         return out
     # Σ_t⁻¹ per collapsed provider through a one-hot product (a gather over providers would make
     # the gradient a scatter-add).
@@ -482,8 +477,8 @@ def collapsed_log_likelihood(
         for i in range(n_eff)
     ]
     logdet_m, quad = _cholesky_terms(m, g, n_eff)
-    logdet_prior = pt.dot(a["type_counts"], logdet_sigma)
-    per = -0.5 * logdet_prior - 0.5 * logdet_m.sum() + 0.5 * n_eff * a["n_collapsed"] * pt.log(s2)
+    logdet_prior = pt.dot(stats.type_counts.astype(float), logdet_sigma)
+    per = -0.5 * logdet_prior - 0.5 * logdet_m.sum() + 0.5 * n_eff * n_c * pt.log(s2)
     return out + per + quad.sum() / (2.0 * s2)
 
 
