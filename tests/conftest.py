@@ -50,18 +50,23 @@ def medium_study(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def fitted():
-    """``fitted(key, spec, frame, **settings)`` → (design, DataTree), cached per ``key``.
+    """``fitted(key, spec, frame, draws_only=False, **settings)`` → (design, DataTree), cached per
+    ``key``.
 
-    Goes through the package's one pipeline (:func:`alliance_bayes.fitting.fit_design`).
+    Goes through the package's one pipeline (:func:`alliance_bayes.fitting.fit_design`);
+    ``draws_only`` skips the predictive draws and log densities, for tests that read the
+    posterior alone.
     """
     from alliance_bayes.fitting import design_of, fit_design, settings_for
 
     cache: dict[str, tuple] = {}
 
-    def fit(key: str, spec, frame, **settings):
+    def fit(key: str, spec, frame, draws_only: bool = False, **settings):
         if key not in cache:
             data = design_of(spec, frame)
-            result = fit_design(spec, data, settings_for(spec, progress=False, **settings))
+            result = fit_design(
+                spec, data, settings_for(spec, progress=False, **settings), draws_only=draws_only
+            )
             cache[key] = (data, result.datatree)
         return cache[key]
 

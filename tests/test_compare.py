@@ -39,10 +39,15 @@ def test_client_log_likelihood_sums_outcomes_per_client():
         dims=("chain", "draw", "client_phq9"),
         coords={"client_phq9": ["c", "a"]},
     )
-    out = cmp.client_log_likelihood(_tree({"y_who5": who5, "y_phq9": phq9}))
+    # the latent model's rating summary has no client dimension: conditioned on, not scored
+    ratings = xr.DataArray(
+        np.full((1, 2, 2, 5), -7.0), dims=("chain", "draw", "subscale", "category")
+    )
+    out = cmp.client_log_likelihood(_tree({"y_who5": who5, "y_phq9": phq9, "ratings": ratings}))
     total = out["log_likelihood"][cmp.CLIENT_VAR].sel(client=["a", "b", "c"])
     np.testing.assert_allclose(total.isel(chain=0, draw=0).values, [3.0, 1.0, 3.0])
     assert list(out["log_likelihood"].data_vars) == [cmp.CLIENT_VAR]
+    assert out["log_likelihood"].attrs["conditioned_on"] == "ratings"
 
 
 def test_loo_table_formats_and_ranks():

@@ -17,6 +17,7 @@ import pymc as pm
 import pytensor
 import pytest
 import xarray as xr
+from scipy import special
 
 from alliance_bayes.data.frame import build_frame
 from alliance_bayes.data.load import load_study
@@ -127,6 +128,7 @@ def test_ratings_log_density_is_the_session_level_ordered_logistic(small_frame):
         "sd_provider_alliance",
         "chol_client_alliance",
         "chol_provider_alliance",
+        "provider_type_alliance",
     ]
     graphs = model.replace_rvs_by_values([model[n] for n in names])
     vals = dict(zip(names, evaluate(graphs), strict=True))
@@ -138,6 +140,8 @@ def test_ratings_log_density_is_the_session_level_ordered_logistic(small_frame):
     a = (centred(vals["z_provider_alliance"]) @ vals["chol_provider_alliance"].T) * vals[
         "sd_provider_alliance"
     ]
+    therapist = data.provider_type_index == 0  # PROVIDER_TYPES = (therapist, coach)
+    a = a + therapist[:, None] * vals["provider_type_alliance"]
     ses = data.frame.sessions
     ci, pi = ses["client_index"].to_numpy(), ses["provider_index"].to_numpy()
     want = 0.0
@@ -178,6 +182,7 @@ def test_latent_scores_match_the_model_graph(small_frame):
             k: (("membership",), model[k].get_value())
             for k in ("mem_client", "mem_provider", "mem_weight")
         }
+        | {"provider_therapist": (("provider",), model["provider_therapist"].get_value())}
     )
     got = latent_scores(post, consts)
     want = post["alliance_true"].transpose("chain", "draw", "client", "subscale")
@@ -305,3 +310,119 @@ def test_latent_model_undoes_the_attenuation_of_averaged_scores(tmp_path, fitted
     assert (truth - a.mean()) / a.std() > 3.0
     assert abs(la.mean() - truth) / la.std() < 1.5
     assert la.mean() > a.mean()
+
+
+# --- the doubly latent between part --------------------------------------------------------------
+def test_provider_expected_rating_integrates_the_client_part():
+    """The quadrature equals the integral over e ~ N(0, 1) computed by adaptive quadrature."""
+    from scipy import integrate, stats
+
+    from alliance_bayes.model.latent.measurement import provider_expected_rating
+
+    a = np.array([[-1.5, 0.0], [0.4, 2.0]])  # (provider, subscale)
+    disc = np.array([0.7, 4.0])
+    cut = np.array([[-4.0, -3.0, -1.5, 0.5], [-9.0, -6.0, -3.0, 1.0]])
+    got = provider_expected_rating(a, disc, cut).eval()
+    for p in range(2):
+        for s in range(2):
+
+            def integrand(e, p=p, s=s):
+                eta = disc[s] * (a[p, s] + e) - cut[s]
+                return (1.0 + special.expit(eta).sum()) * stats.norm.pdf(e)
+
+            want, _ = integrate.quad(integrand, -12, 12, epsabs=1e-12)
+            assert got[p, s] == pytest.approx(want, abs=1e-6)
+
+
+DOUBLY_LATENT_WITHIN, DOUBLY_LATENT_BETWEEN = 2.0, 20.0
+
+
+def _doubly_latent_study():
+    """The between effect planted on the providers' latent alliance, about ten clients each; the
+    intercept moves with the slopes so that the follow-up stays inside 0–100 (about 4.5 points of
+    between part times the larger slopes)."""
+    base = SimulationConfig.small()
+    zero = {k: 0.0 for k in base.who5.mu_b}
+    w, b = DOUBLY_LATENT_WITHIN, DOUBLY_LATENT_BETWEEN
+    shift = sum(b - base.who5.mu_b[f"{s}_between"] for s in ("goal", "bond")) * 4.55
+    who5 = dataclasses.replace(
+        base.who5,
+        intercept=base.who5.intercept - shift,
+        mu_b={"goal_within": w, "bond_within": w, "goal_between": b, "bond_between": b},
+        deviation={care: dict(zero) for care in base.who5.deviation},
+        sd_provider={"therapist": 1.0, "coach": 1.0},
+        sigma=8.0,
+    )
+    return SimulationConfig.small(
+        n_coach_clients=390,
+        n_therapist_clients=108,
+        n_both_clients=102,
+        n_therapists=20,
+        n_coaches=40,
+        provider_alliance_sd=0.5,
+        between_definition="latent",
+        who5=who5,
+    )
+
+
+@pytest.mark.mcmc
+def test_doubly_latent_between_part_removes_the_bias_of_caseload_means(tmp_path, fitted):
+    """Caseload means of averaged scores estimate a provider's alliance with sampling error, so
+    the averaged-score model's between slope is pulled toward the within slope; the latent
+    model's between part is the provider's latent alliance, and its intervals hold the truth."""
+    study = simulate_study(_doubly_latent_study(), seed=11)
+    write_simulated_study(study, tmp_path)
+    frame = build_frame(load_study(tmp_path))
+    settings = {"chains": 2, "draws": 500, "tune": 500, "draws_only": True}
+    _, dt_avg = fitted("doubly_latent_avg", load_spec("who5_change"), frame, **settings)
+    _, dt_lat = fitted("doubly_latent", load_spec("alliance_latent_who5"), frame, **settings)
+    avg = compute_estimands(dt_avg["posterior"].to_dataset())
+    lat = compute_joint_estimands(
+        dt_lat["posterior"].to_dataset(), outcome_units={"who5": "WHO-5 points"}, primary="who5"
+    )
+    truth = DOUBLY_LATENT_BETWEEN
+    for name in ("b_goal_between", "b_bond_between"):
+        a, la = avg[name].values.ravel(), lat[name].values.ravel()
+        lo, hi = np.quantile(la, [0.025, 0.975])
+        print(
+            f"{name}: truth {truth}, averaged {a.mean():.2f} ± {a.std():.2f}, "
+            f"latent {la.mean():.2f} ± {la.std():.2f} [{lo:.2f}, {hi:.2f}]"
+        )
+        assert lo < truth < hi, (name, la.mean(), lo, hi)
+    # the subscale-averaged between slope: the averaged-score model's lies between the within and
+    # the between truth, more than 2 posterior SDs below the between truth; the latent model's is
+    # within 2 posterior SDs of it
+    a = ((avg["b_goal_between"] + avg["b_bond_between"]) / 2).values.ravel()
+    la = ((lat["b_goal_between"] + lat["b_bond_between"]) / 2).values.ravel()
+    print(
+        f"mean between: averaged {a.mean():.2f} ± {a.std():.2f}, latent {la.mean():.2f} ± {la.std():.2f}"
+    )
+    assert DOUBLY_LATENT_WITHIN < a.mean() and (truth - a.mean()) / a.std() > 2.0
+    assert abs(la.mean() - truth) / la.std() < 2.0
+
+
+def test_phq9_ppc_panel_from_a_fake_joint_posterior(tmp_path):
+    """The joint model's PHQ-9 posterior predictive panel: drawn from ``y_phq9`` on PHQ-9's range,
+    and skipped for a WHO-5-only fit."""
+    from alliance_bayes.model.latent.figures import plot_phq9_ppc
+
+    rng = np.random.default_rng(3)
+    clients = [f"C{i}" for i in range(30)]
+    base = rng.integers(10, 27, 30).astype(float)
+    obs = np.clip(base - 5 + rng.normal(0, 4, 30).round(), 0, 27)
+    rep = np.clip(base - 5 + rng.normal(0, 4, (2, 40, 30)), 0, 27)
+    dims = ("client_phq9",)
+    dt = xr.DataTree.from_dict(
+        {
+            "observed_data": xr.Dataset({"y_phq9": (dims, obs)}, coords={dims[0]: clients}),
+            "posterior_predictive": xr.Dataset(
+                {"y_phq9": (("chain", "draw", *dims), rep)}, coords={dims[0]: clients}
+            ),
+            "constant_data": xr.Dataset({"baseline_phq9": (dims, base)}, coords={dims[0]: clients}),
+        }
+    )
+    made = plot_phq9_ppc(dt, tmp_path, formats=("png",))
+    assert made is not None and made.name == "ppc_phq9" and made.section == "ppc"
+    assert (tmp_path / "ppc_phq9.png").is_file()
+    assert "at the floor" in made.interpretation and "at the ceiling" in made.interpretation
+    assert plot_phq9_ppc(xr.DataTree.from_dict({"observed_data": xr.Dataset()}), tmp_path) is None

@@ -260,3 +260,38 @@ def test_data_card_shows_the_current_table() -> None:
     st = simulate_study()
     table = format_table(target_table(st.providers, st.clients, st.sessions))
     assert table in (SHIPPED / "README.md").read_text(encoding="utf-8")
+
+
+def test_latent_between_is_the_limit_of_caseload_means() -> None:
+    """``between_definition = "latent"`` plants the provider's expected rating over the population
+    of clients (closed form); with caseloads of about a thousand, the caseload mean of true scores
+    (the default definition, same seed, same draws) must agree within its sampling error."""
+    cfg = SimulationConfig.small(
+        n_coach_clients=3000,
+        n_therapist_clients=2000,
+        n_both_clients=0,
+        n_therapists=2,
+        n_coaches=3,
+        p_second_coach=0.0,
+    )
+    caseload = simulate_study(cfg, seed=8).latent
+    latent = simulate_study(dataclasses.replace(cfg, between_definition="latent"), seed=8).latent
+    assert latent["who5_followup_star"].ne(caseload["who5_followup_star"]).any()
+    for s in SUBSCALES:
+        pair = pd.DataFrame(
+            {
+                "provider": caseload[f"{s}_between"].round(12),  # one value per provider
+                "caseload": caseload[f"{s}_between"],
+                "latent": latent[f"{s}_between"],
+                "true": caseload[f"true_{s}"],
+            }
+        )
+        by = pair.groupby("provider")
+        assert by.ngroups == 5
+        gap = by["latent"].first() - by["caseload"].first()
+        se = by["true"].std() / np.sqrt(by.size())
+        assert (gap.abs() < 4 * se).all(), pd.DataFrame({"gap": gap, "se": se})
+        # the latent values are not the caseload means themselves
+        assert (gap.abs() > 0).all()
+    with pytest.raises(ValueError, match="between_definition"):
+        simulate_study(dataclasses.replace(cfg, between_definition="mean"), seed=8)

@@ -140,7 +140,7 @@ _REPLICATED_GROUPS = ("posterior_predictive", "prior_predictive", "log_likelihoo
 def _per_unit(group: str | None, dims: tuple) -> bool:
     """True for replicated data and for draws of per-client or per-provider quantities."""
     return group in _REPLICATED_GROUPS or any(
-        str(d) in _UNIT_DIMS or str(d).startswith("obs_") for d in dims
+        str(d) in _UNIT_DIMS or str(d).startswith("client_") for d in dims
     )
 
 

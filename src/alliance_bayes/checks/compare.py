@@ -98,10 +98,18 @@ def client_log_likelihood(dt: xr.DataTree, client_dim: str = CLIENT_DIM) -> xr.D
     whose coordinate values are client labels); variables are aligned on the client label and summed,
     a client absent from a variable (an outcome not observed) contributing 0 to it. For a joint model
     this is log p(y_who5,i, y_phq9,i | θ), the density of everything observed on client i.
+
+    Variables with no client dimension (the latent model's session ratings, observed as one
+    summary per subscale and category) are conditioned on, not scored: the elpd is then that of
+    each client's outcomes given every rating, which is what makes it comparable with a model of
+    averaged ratings. Their names are kept in the group's ``conditioned_on`` attribute.
     """
     ll = dt["log_likelihood"].to_dataset()
-    parts = []
+    parts, conditioned = [], []
     for name, da in ll.data_vars.items():
+        if not any(str(d).startswith(client_dim) for d in da.dims):
+            conditioned.append(str(name))
+            continue
         cdim = _client_dim(da, client_dim)
         other = [d for d in da.dims if d not in (*SAMPLE_DIMS, cdim)]
         summed = da.astype("float64").sum(other) if other else da.astype("float64")
@@ -113,6 +121,7 @@ def client_log_likelihood(dt: xr.DataTree, client_dim: str = CLIENT_DIM) -> xr.D
     total = total.transpose(*SAMPLE_DIMS, client_dim)
     out = dt.copy()
     out["log_likelihood"] = xr.Dataset({CLIENT_VAR: total})
+    out["log_likelihood"].attrs["conditioned_on"] = ", ".join(conditioned)
     return out
 
 

@@ -26,7 +26,13 @@ Generative story (client c, providers p, subscales s in {goal, bond})
    latent model can undo. The provider's true mean is the mean of its clients' true scores with
    it, each client weighted equally, ``m_ps = mean_{c in C_p} tau_cps`` (as
    :mod:`alliance_bayes.data.frame` defines it for observed scores); between part
-   ``between_cs = sum_p w_cp m_ps``; within part ``within_cs = tau_cs - between_cs``.
+   ``between_cs = sum_p w_cp m_ps``; within part ``within_cs = tau_cs - between_cs``. With
+   ``between_definition = "latent"`` the provider's true mean is instead its latent alliance,
+   the expected rating over the population of clients (the client part integrated out), so the
+   between effect is planted on the provider itself rather than on its caseload: the averaged
+   caseload mean then estimates it with sampling error (reliability well below 1 for caseloads
+   of 10-30 and an alliance ICC of a few per cent), and a model that uses it is biased toward
+   the within effect (Ludtke et al. 2008, doi:10.1037/a0012869).
 3. WHO-5 baseline: a two-component normal mixture (distressed / not distressed) on the 0–100
    metric, rounded to a multiple of 4 and clipped. Follow-up::
 
@@ -279,6 +285,10 @@ class SimulationConfig:
     session_noise_sd: float = (
         0.5  # SD of session-level item noise before rounding (measurement error)
     )
+    # where the between-provider truth lives: "caseload" (the mean of the provider's clients' true
+    # scores) or "latent" (the provider's latent alliance: its expected rating over the population
+    # of clients, so free of which clients it happened to see; Marsh et al. 2009)
+    between_definition: str = "caseload"
     # --- WHO-5 baseline: mixture on the 0–100 metric, rounded to multiples of 4
     who5_low_share: float = 0.33
     who5_low_mean: float = 19.0
@@ -360,6 +370,28 @@ def _expected_rating(eta: np.ndarray, noise_sd: float) -> np.ndarray:
     out = np.ones_like(eta, dtype=float)
     for k in range(1, 5):
         out += special.ndtr((eta - k - 0.5) / noise_sd)
+    return out
+
+
+def _population_expected_rating(location: np.ndarray, cfg: SimulationConfig) -> np.ndarray:
+    r"""A provider's expected rating over the population of clients, per subscale.
+
+    The client part is, per subscale, the mixture :math:`(1-\pi) \mathcal N(0, s_e^2) + \pi
+    \mathcal N(\mu_r, s_e^2 + s_r^2 + s_{rs}^2)` (ruptures with probability :math:`\pi`), so with
+    session noise SD :math:`s` each term of :func:`_expected_rating` integrates in closed form:
+    :math:`\mathbb E\,\Phi((\ell + X - k - 1/2)/s) = \Phi((\ell + m_X - k - 1/2) /
+    \sqrt{s^2 + v_X})` for :math:`X \sim \mathcal N(m_X, v_X)`.
+    """
+    v_client = cfg.client_alliance_sd**2
+    v_rupture = v_client + cfg.rupture_shift_sd**2 + cfg.rupture_subscale_sd**2
+    out = np.ones_like(location, dtype=float)
+    for k in range(1, 5):
+        cut = location - k - 0.5
+        out += (1.0 - cfg.p_rupture) * special.ndtr(
+            cut / np.sqrt(cfg.session_noise_sd**2 + v_client)
+        ) + cfg.p_rupture * special.ndtr(
+            (cut + cfg.rupture_shift_mean) / np.sqrt(cfg.session_noise_sd**2 + v_rupture)
+        )
     return out
 
 
@@ -482,6 +514,12 @@ def simulate_study(
     np.add.at(num, second[has_second], tau2[has_second])
     np.add.at(den, second[has_second], 1.0)
     prov_mean = np.divide(num, den[:, None], out=np.full_like(num, np.nan), where=den[:, None] > 0)
+    if cfg.between_definition == "latent":
+        prov_mean = _population_expected_rating(mu + a_prov, cfg)
+    elif cfg.between_definition != "caseload":
+        raise ValueError(
+            f"between_definition: 'caseload' or 'latent', got {cfg.between_definition!r}"
+        )
     between = w1[:, None] * prov_mean[first] + np.where(
         has_second[:, None], w2[:, None] * prov_mean[np.maximum(second, 0)], 0.0
     )
@@ -642,9 +680,14 @@ def simulate_study(
                 "(age 0, female, 0 days, baseline 0, alliance parts 0)"
             ),
             "within_between_definition": (
-                "provider true mean = mean of its clients' true scores with it (clients weighted "
-                "equally, as in data.frame); "
-                "between = sum_p w_cp * provider mean; within = client true score - between"
+                (
+                    "provider true mean = mean of its clients' true scores with it (clients "
+                    "weighted equally, as in data.frame); "
+                    if cfg.between_definition == "caseload"
+                    else "provider true mean = its latent alliance: the expected rating over the "
+                    "population of clients (doubly latent); "
+                )
+                + "between = sum_p w_cp * provider mean; within = client true score - between"
             ),
         },
     }

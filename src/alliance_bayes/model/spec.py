@@ -163,13 +163,20 @@ class MeasurementSpec:
     on the logit scale (the highest is Normal, the gaps below it Half-Normal).
     ``discrimination_sd``: log-normal SD of the item discriminations (median 1).
     ``sd_provider_alliance_sd``: Half-Normal scale of the SD of the provider part of the latent
-    alliance, relative to the client part (whose SD is 1).
+    alliance, relative to the client part (whose SD is 1). ``provider_type_alliance_sd``: Normal
+    scale of the therapist-minus-coach difference in mean latent alliance (client SDs).
+    ``phq9_sample``: which clients enter the PHQ-9 outcome's likelihood: ``"elevated"`` (the
+    default) those elevated at baseline under ``[data]``'s rule and cut-offs, the sample of
+    ``depression_change``; ``"all"`` every client with both PHQ-9 scores. Every client still
+    informs the measurement part and the first outcome.
     """
 
     outcomes: tuple[str, ...] = ("who5_followup", "phq9_followup")
     threshold_sd: float = 3.0
     discrimination_sd: float = 1.0
     sd_provider_alliance_sd: float = 0.5
+    provider_type_alliance_sd: float = 1.0
+    phq9_sample: str = "elevated"
 
 
 class HypothesisError(ValueError):
@@ -563,8 +570,18 @@ def _validate(spec: ModelSpec, src: str) -> None:
             m.outcomes[0] == spec.outcome,
             f"the first of outcomes must be the spec's outcome {spec.outcome!r}",
         )
-        for name in ("threshold_sd", "discrimination_sd", "sd_provider_alliance_sd"):
+        for name in (
+            "threshold_sd",
+            "discrimination_sd",
+            "sd_provider_alliance_sd",
+            "provider_type_alliance_sd",
+        ):
             _check(where, getattr(m, name) > 0, f"{name} must be > 0")
+        _check(
+            where,
+            m.phq9_sample in ("elevated", "all"),
+            f"phq9_sample: 'elevated' or 'all', got {m.phq9_sample!r}",
+        )
         _check(
             f"{src} [hierarchy]",
             not h.provider_slopes,

@@ -94,7 +94,7 @@ _ID_DIMS = ("client", "provider", "membership")
 
 
 def _is_id_dim(dim: str) -> bool:
-    return dim in _ID_DIMS or dim.startswith("obs_")
+    return dim in _ID_DIMS or dim.startswith("client_")
 
 
 def _id_strings(dt: xr.DataTree) -> Iterable[tuple[str, str]]:

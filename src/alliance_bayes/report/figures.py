@@ -236,17 +236,20 @@ def plot_ppc(
     n_replicates: int = 50,
     seed: int = 0,
     formats: Sequence[str] = DEFAULT_FORMATS,
+    var: str = "y",
+    baseline_var: str = "baseline",
+    name: str = "ppc",
 ) -> FigureResult:
     """Posterior predictive checks on the outcome scale.
 
-    Four panels: histogram of observed ``y`` over ``n_replicates`` replicated histograms; the share
-    at the floor and the share at the ceiling, observed vs the distribution of replicated shares
-    (all draws; see :func:`bound_shares`); the change score ``y − baseline`` observed vs
-    replicated.
+    Four panels: histogram of observed ``var`` over ``n_replicates`` replicated histograms; the
+    share at the floor and the share at the ceiling, observed vs the distribution of replicated
+    shares (all draws; see :func:`bound_shares`); the change score ``var − baseline_var``
+    observed vs replicated. ``name`` is the figure's file name.
     """
-    y_obs = np.asarray(dt["observed_data"]["y"].values, dtype=float)
-    y_rep = flat_draws(dt["posterior_predictive"]["y"]).astype(float)
-    baseline = np.asarray(dt["constant_data"]["baseline"].values, dtype=float)
+    y_obs = np.asarray(dt["observed_data"][var].values, dtype=float)
+    y_rep = flat_draws(dt["posterior_predictive"][var]).astype(float)
+    baseline = np.asarray(dt["constant_data"][baseline_var].values, dtype=float)
     lo, hi = float(outcome_range[0]), float(outcome_range[1])
     rng = np.random.default_rng(seed)
     pick = rng.choice(y_rep.shape[0], size=min(n_replicates, y_rep.shape[0]), replace=False)
@@ -258,7 +261,7 @@ def plot_ppc(
         axes[0].hist(y_rep[i], bins=bins, density=True, histtype="step", color="C0", alpha=0.15)
     axes[0].hist(y_obs[ok], bins=bins, density=True, histtype="step", color="black", lw=2)
     axes[0].set_xlabel(outcome_label)
-    axes[0].set_title("y: observed (black) vs replicated", fontsize=9)
+    axes[0].set_title(f"{outcome_label}: observed (black) vs replicated", fontsize=9)
 
     shares = bound_shares(y_obs, y_rep, outcome_range)
     lines = []
@@ -295,7 +298,7 @@ def plot_ppc(
         f"{change_obs.mean():.1f} points vs replicated {mean_rep.mean():.1f} "
         f"(95% interval {q_lo:.1f} to {q_hi:.1f})."
     )
-    return FigureResult("ppc", save_figure(fig, outdir, "ppc", formats), text, section="ppc")
+    return FigureResult(name, save_figure(fig, outdir, name, formats), text, section="ppc")
 
 
 def prior_predictive_bound_share(y_prior: np.ndarray, outcome_range: Sequence[float]) -> float:

@@ -27,9 +27,11 @@ def equations(spec: ModelSpec) -> list[str]:
         r"P(r_{ijs} \geq k) = \mathrm{logit}^{-1}(\alpha_s(\theta_{ips} - \kappa_{s,k-1})), "
         r"\quad k = 2, \ldots, 5",
         r"\theta_{ips} = a_{ps} + e_{is}, \quad e_i \sim \mathcal{N}(0, \Omega_e), "
-        r"\quad a_p \sim \mathcal{N}(0, D_a \Omega_a D_a)",
-        r"\tau_{ips} = 1 + \sum_{k=1}^{4} \mathrm{logit}^{-1}(\alpha_s(\theta_{ips} - \kappa_{s,k})), "
-        r"\quad \tau_{is} = \sum_p w_{ip} \tau_{ips}",
+        r"\quad a_p \sim \mathcal{N}(\delta\,[t(p) = \mathrm{therapist}], D_a \Omega_a D_a)",
+        r"\tau(\theta) = 1 + \sum_{k=1}^{4} \mathrm{logit}^{-1}(\alpha_s(\theta - \kappa_{s,k})), "
+        r"\quad \tau_{is} = \sum_p w_{ip} \tau(\theta_{ips})",
+        r"m_{ps} = \mathbb{E}_{e \sim \mathcal{N}(0,1)}[\tau(a_{ps} + e)], \quad "
+        r"B_{is} = \sum_p w_{ip} m_{ps}, \quad W_{is} = \tau_{is} - B_{is}",
     ]
     joint = []
     if spec.measurement is not None and len(spec.measurement.outcomes) == 2:
@@ -47,10 +49,34 @@ def data_variables(spec: ModelSpec) -> list[str]:
         "$r_{ijs}$: client $i$'s rating (1–5) of item $s$ at session $j$ with provider $p$; "
         "$\\theta_{ips}$: its latent alliance, a provider part $a_{ps}$ plus a client part $e_{is}$ "
         "(unit SD); $\\tau$: the expected rating (1–5), the true score the averaged score estimates.",
-        "$W_{is}$, $B_{is}$: the within- and between-provider parts of the true score $\\tau_{is}$ "
-        "(the frame's definitions applied to true scores).",
+        "$m_{ps}$: provider $p$'s latent alliance on the 1–5 scale, the expected rating of a "
+        "typical client with it (doubly latent: the client part integrated out, not a caseload "
+        "mean); $B_{is}$, $W_{is}$: the between- and within-provider parts of the true score "
+        "$\\tau_{is}$; $\\delta$: therapists' mean latent alliance against coaches'.",
+        *_phq9_sample(spec),
         # The outcome part's symbols, except the averaged-score split the true scores replace.
         *(v for v in regression.data_variables(_outcome_view(spec)) if not v.startswith("$W_")),
+    ]
+
+
+def _phq9_sample(spec: ModelSpec) -> list[str]:
+    m = spec.measurement
+    if m is None or "phq9_followup" not in m.outcomes:
+        return []
+    if m.phq9_sample == "all":
+        return ["PHQ-9 follow-up enters for every client with both PHQ-9 scores."]
+    d = spec.data
+    rule = {
+        "who5": f"WHO-5 baseline <= {d.who5_cutoff:g}",
+        "phq9": f"PHQ-9 baseline >= {d.phq9_cutoff:g}",
+        "phq9_else_who5": (
+            f"PHQ-9 baseline >= {d.phq9_cutoff:g}, or WHO-5 baseline <= {d.who5_cutoff:g} "
+            "where PHQ-9 was not measured"
+        ),
+    }[d.elevated_by]
+    return [
+        f"PHQ-9 follow-up enters for clients elevated at baseline ({rule}), the sample of "
+        "depression_change; every client informs the measurement part and WHO-5."
     ]
 
 
@@ -81,6 +107,13 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[regression.Pr
             "client latent SDs",
             "Alliance ICCs of a few per cent (Baldwin et al. 2007) put the provider SD near a "
             "fifth of the client SD.",
+        ),
+        regression.PriorRow(
+            "δ_s (therapists' mean latent alliance against coaches')",
+            f"Normal(0, {m.provider_type_alliance_sd:g})",
+            "client latent SDs",
+            "Lets the provider types differ in mean alliance without forcing it; a difference of "
+            "a whole client SD is one prior SD.",
         ),
         regression.PriorRow(
             "Ω_e, Ω_a (latent correlations)",

@@ -1,4 +1,5 @@
-"""Figures of the latent-alliance family: item curves, latent vs averaged scores, rating PPC.
+"""Figures of the latent-alliance family: item curves, latent vs averaged scores, rating and PHQ-9
+posterior predictive checks.
 
 Each is a :data:`~alliance_bayes.report.figures.FigureMaker`; it returns ``None`` when the run lacks
 what it draws (so a bundle reloaded without its latent groups still renders).
@@ -14,12 +15,14 @@ import numpy as np
 import xarray as xr
 
 from alliance_bayes.model.latent.measurement import LATENT_GROUP, latent_scores
+from alliance_bayes.model.spec import OUTCOMES
 from alliance_bayes.report.figures import (
     DEFAULT_FORMATS,
     FigureResult,
     flat_draws,
     ordinal,
     percentile_of,
+    plot_ppc,
     save_figure,
 )
 
@@ -79,7 +82,7 @@ def plot_latent_vs_averaged(
         return None
     consts = dt["constant_data"].to_dataset()
     stored = LATENT_GROUP in dt.children or "z_client_alliance" in dt["posterior"].data_vars
-    needed = {"mem_client", "mem_provider", "mem_weight", "alliance_observed"}
+    needed = {"mem_client", "mem_provider", "mem_weight", "provider_therapist", "alliance_observed"}
     if not stored or not needed <= set(consts.data_vars):
         return None
     if LATENT_GROUP in dt.children:
@@ -156,5 +159,34 @@ def plot_rating_ppc(
     return FigureResult("rating_ppc", paths, text, section="ppc")
 
 
+def plot_phq9_ppc(
+    dt: xr.DataTree, outdir: Path, *, meta=None, formats: Sequence[str] = DEFAULT_FORMATS
+) -> FigureResult | None:
+    """The outcome PPC panels (distribution, floor and ceiling shares, change) for the joint
+    model's second outcome, PHQ-9 follow-up (``y_phq9`` against ``baseline_phq9``)."""
+    var, base = "y_phq9", "baseline_phq9"
+    if not all(
+        g in dt.children and v in dt[g].data_vars
+        for g, v in (("observed_data", var), ("posterior_predictive", var), ("constant_data", base))
+    ):
+        return None
+    _, (lo, hi), label, _ = OUTCOMES["phq9_followup"]
+    return plot_ppc(
+        dt,
+        outdir,
+        outcome_range=(lo, hi),
+        outcome_label=label,
+        formats=formats,
+        var=var,
+        baseline_var=base,
+        name="ppc_phq9",
+    )
+
+
 #: The figures this family adds to a bundle, in report order.
-FIGURES = (plot_item_characteristic_curves, plot_latent_vs_averaged, plot_rating_ppc)
+FIGURES = (
+    plot_item_characteristic_curves,
+    plot_latent_vs_averaged,
+    plot_rating_ppc,
+    plot_phq9_ppc,
+)

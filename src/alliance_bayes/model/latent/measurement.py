@@ -57,16 +57,39 @@ Each membership's true score is the **expected rating**
     \tau_{ips} = \mathbb E[r \mid \theta_{ips}] = 1 + \sum_{k=1}^{4}
         \operatorname{logit}^{-1}\big(\alpha_s(\theta_{ips} - \kappa_{s,k})\big) \in (1, 5),
 
-the quantity that the client's observed mean rating estimates without bias. The client's true
-score, the provider mean, and the within/between split follow the definitions of the analysis
-frame applied to true instead of observed scores:
-:math:`\tau_{is} = \sum_p w_{ip}\tau_{ips}`; :math:`m_{ps}` = mean of :math:`\tau_{ips}` over the
-clients of :math:`p` (each client weighted equally); :math:`B_{is} = \sum_p w_{ip} m_{ps}`;
-:math:`W_{is} = \tau_{is} - B_{is}`. The slopes are therefore "outcome points per one point of
-the 1–5 alliance scale", exactly as in ``who5_change``, and directly comparable. (Parameterising
-the latent location on the 1–5 scale directly was rejected: with the ceiling, a linear latent
-scale has no natural unit there, while the expected rating is what the averaged score measures.)
-The simulator of :mod:`alliance_bayes.data.simulate` defines its planted truth the same way.
+the quantity that the client's observed mean rating estimates without bias; the client's true
+score is :math:`\tau_{is} = \sum_p w_{ip}\tau_{ips}`.
+
+The between-provider part is **doubly latent** (Marsh et al. 2009): a provider's alliance is
+its latent part on the same scale with the client part integrated out,
+
+.. math::
+    m_{ps} = \mathbb E_{e \sim \mathcal N(0,1)}\big[\tau(a_{ps} + e)\big]
+    \quad\text{(by quadrature, :func:`provider_expected_rating`)},
+
+the expected rating of a typical client with that provider, not the mean of the scores of the
+clients it happened to see. With an alliance ICC of a few per cent and 10–30 clients per provider
+a caseload mean has a reliability of only about .35–.5, and a between slope on it is pulled
+toward the within slope (Lüdtke et al. 2008); here the uncertainty of :math:`a_p` is part of the
+posterior instead. :math:`B_{is} = \sum_p w_{ip} m_{ps}` (multiple membership weights the
+providers' latent parts) and :math:`W_{is} = \tau_{is} - B_{is}`. The slopes are "outcome points
+per one point of the 1–5 alliance scale", as in ``who5_change``. (Parameterising the latent
+location on the 1–5 scale directly was rejected: with the ceiling, a linear latent scale has no
+natural unit there, while the expected rating is what the averaged score measures.) The
+simulator of :mod:`alliance_bayes.data.simulate` plants the between effect this way with
+``between_definition = "latent"``.
+
+The provider part has a mean per provider type: :math:`a_{ps} = \delta_s [t(p) =
+\text{therapist}] + (\operatorname{diag}(\sigma^a) L_a z_p)_s`, with
+:math:`\delta_s \sim \mathcal N(0, s_\delta)` (``provider_type_alliance``, therapists against
+coaches, in client SDs).
+
+Rating log density on the non-empty cells
+-----------------------------------------
+Writing :math:`\ell = \alpha_s\theta` and :math:`G_t = e^{c_{s,t} - \ell}`, every category
+probability is a ratio of :math:`1 + G_t` terms (:class:`RatingTerms`), so one ``exp`` per cell
+and one ``log1p`` per threshold next to a rated category give the exact log density of every
+rating, and the expected rating :math:`1 + \sum_t (1 + G_t)^{-1}` reuses :math:`G`.
 
 Outcome part (the ``who5_change`` structure, per outcome :math:`o`)
 -------------------------------------------------------------------
@@ -105,6 +128,12 @@ the top cut-points and ``sd_provider_alliance``: non-centred client scores move 
 discrimination. A centred client part was tried and mixed worse (discrimination ESS 12 vs 25 per
 400 draws), as was nutpie's low-rank mass matrix (no gain in a 300-draw warm-up).
 
+PHQ-9 sample
+------------
+With ``phq9_sample = "elevated"`` (the default) PHQ-9 follow-up enters for the clients elevated
+at baseline under ``[data]``'s rule and cut-offs, the sample of ``depression_change``; with
+``"all"``, for every client with both PHQ-9 scores. The report's data section says which.
+
 Missing data
 ------------
 Every client in the sample informs the measurement part, with or without follow-up. A client
@@ -119,15 +148,16 @@ Outcome parameters reuse the names of ``who5_change`` with a leading ``outcome``
 (``mu_b``, ``b``, ``sd_b``, ``sd_provider``, ``sigma``, ``b_baseline``, ``b_covariate``, ``alpha``);
 plus ``rho_outcomes``, ``threshold`` (subscale, threshold), ``discrimination``,
 ``sd_provider_alliance``, ``corr_client_alliance``, ``corr_provider_alliance``. Observed variables:
-``y`` (first outcome; dims ``obs_<short>``), ``y_<short>`` (second outcome) and ``ratings``: the
-rating counts per subscale and category. ``ratings`` is observed at that summary level so that
-posterior predictive draws and pointwise log-likelihoods stay small; its log density is nevertheless
-that of **every session rating** (the cell counts per membership and subscale travel as constant
-data), and its predictive draws are sums of the per-membership multinomial draws.
-The client latent draws ``z_client_alliance`` (draws × clients × subscales, about 0.5 GB for the
-shipped study) are checked by the convergence gate and then replaced in the saved bundle by
-:func:`store_latent_scores`: each client's true score on the 1–5 scale, every ``thin``-th draw,
-float32, in the group ``latent_alliance``.
+``y`` (first outcome; dims ``client_<short>``, whose labels are clients), ``y_<short>`` (second
+outcome) and ``ratings``: the rating counts per subscale and category. ``ratings`` is observed at
+that summary level so that posterior predictive draws and pointwise log-likelihoods stay small; its
+log density is nevertheless that of **every session rating** (the cell counts per membership and
+subscale travel as constant data), and its predictive draws are sums of the per-membership
+multinomial draws. The providers' latent alliance on the 1–5 scale is stored as
+``alliance_provider`` (provider, subscale). The client latent draws ``z_client_alliance`` (draws ×
+clients × subscales, about 0.5 GB for the shipped study) are checked by the convergence gate and
+then replaced in the saved bundle by :func:`store_latent_scores`: each client's true score on the
+1–5 scale, every ``thin``-th draw, float32, in the group ``latent_alliance``.
 
 References
 ----------
@@ -137,6 +167,11 @@ Bordin, E. S. (1979). The generalizability of the psychoanalytic concept of the 
 Psychotherapy: Theory, Research & Practice 16, 252–260. doi:10.1037/h0085885.
 Baldwin, S. A., Wampold, B. E. & Imel, Z. E. (2007). Untangling the alliance-outcome correlation.
 J Consult Clin Psychol 75, 842–852. doi:10.1037/0022-006X.75.6.842.
+Lüdtke, O., Marsh, H. W., Robitzsch, A., Trautwein, U., Asparouhov, T. & Muthén, B. (2008). The
+multilevel latent covariate model. Psychological Methods 13, 203–229. doi:10.1037/a0012869.
+Marsh, H. W., Lüdtke, O., Robitzsch, A., Trautwein, U., Asparouhov, T., Muthén, B. & Nagengast, B.
+(2009). Doubly-latent models of school contextual effects. Multivariate Behavioral Research 44,
+764–802. doi:10.1080/00273170903333665.
 """
 
 from __future__ import annotations
@@ -195,7 +230,7 @@ class OutcomeData:
 
     @property
     def dim(self) -> str:
-        return f"obs_{self.short}"
+        return f"client_{self.short}"
 
 
 @dataclass(frozen=True)
@@ -305,6 +340,11 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
         y0 = c[base_col].to_numpy(float)
         ok = ~np.isnan(y) & ~np.isnan(y0) & complete_x
         exclusions[f"missing_{outcome}"] = int(np.isnan(y).sum())
+        if outcome == "phq9_followup" and spec.measurement.phq9_sample == "elevated":
+            # depression_change's sample: elevated at baseline under [data]'s rule
+            elevated = _elevated(c, spec).to_numpy()
+            exclusions["phq9_not_elevated_at_baseline"] = int((ok & ~elevated).sum())
+            ok &= elevated
         exclusions[f"clients_in_{outcome_short(outcome)}_likelihood"] = int(ok.sum())
         if ok.sum() < 10:
             raise DesignError(f"spec {spec.name!r}: fewer than 10 clients with {outcome!r}")
@@ -371,19 +411,133 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
 # the graded-response pieces (shared by the PyMC graph and the numpy recomputation)
 
 
-def _log_category_probs(eta: pt.TensorVariable) -> pt.TensorVariable:
-    """log P(r = k), k = 1..5, from ``eta[..., k] = alpha (theta - kappa_k)``, k = 1..4.
+@dataclass(frozen=True)
+class RatingTerms:
+    r"""Index arrays of the graded-response log density written on the non-empty cells only.
 
-    Uses ``sigma(a) - sigma(b) = sigma(a) sigma(-b) (1 - exp(b - a))`` for a > b, stable at the
-    ceiling where the middle categories have tiny probabilities.
+    With :math:`\ell_m = \alpha_s\theta_{ms}` (the linear predictor of membership :math:`m` on
+    subscale :math:`s`), :math:`\eta_t = \ell_m - c_{s,t}` (:math:`t = 1..4`) and
+    :math:`G_t = e^{-\eta_t} = e^{-\ell_m} e^{c_{s,t}}`, the category probabilities are, exactly,
+
+    .. math::
+        \log p_1 = c_{s,1} - \ell_m - P_1, \quad
+        \log p_k = c_{s,k} - \ell_m + \log(1 - e^{-(c_{s,k} - c_{s,k-1})}) - P_{k-1} - P_k
+        \;(k = 2,3,4), \quad
+        \log p_5 = -P_4,
+
+    with :math:`P_t = \log(1 + G_t)`, from
+    :math:`p_k = \sigma(\eta_{k-1}) - \sigma(\eta_k) = e^{\ell}(e^{-c_{k-1}} - e^{-c_k}) /
+    ((1 + e^{\ell - c_{k-1}})(1 + e^{\ell - c_k}))`, which has no cancellation at the ceiling.
+    A cell (membership, subscale) therefore costs one ``exp``, and one ``log1p`` per threshold
+    :math:`t` whose neighbouring categories :math:`t` or :math:`t+1` were rated there; the
+    expected rating :math:`1 + \sum_t 1/(1 + G_t)` reuses the same :math:`G`.
+
+    ``needed``: flat indices into the (subscale, membership, threshold) array of :math:`G` whose
+    :math:`P_t` some rating uses. Per non-empty (subscale, membership, category) entry: ``cell``
+    (flat (subscale, membership)), ``category`` (0..4), ``subscale_category`` (flat (subscale,
+    category)), ``count``, and ``lower`` / ``upper``, the positions in ``needed`` of
+    :math:`P_{k-1}` and :math:`P_k` (``len(needed)`` where the term is absent; that slot holds 0).
     """
-    log_sig = -pt.softplus(-eta)  # log P(r > k)
-    log_sig_neg = -pt.softplus(eta)  # log P(r <= k)
-    first = log_sig_neg[..., :1]
-    last = log_sig[..., -1:]
-    a, b = eta[..., :-1], eta[..., 1:]
-    middle = log_sig[..., :-1] + log_sig_neg[..., 1:] + pt.log1mexp(b - a)
-    return pt.concatenate([first, middle, last], axis=-1)
+
+    needed: np.ndarray
+    cell: np.ndarray
+    category: np.ndarray
+    subscale_category: np.ndarray
+    count: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray) -> RatingTerms:
+        """From the (subscale, membership, category) rating counts."""
+        _, n_mem, n_cat = counts.shape
+        n_thr = n_cat - 1
+        uses = (counts[..., :-1] + counts[..., 1:]) > 0  # (S, M, threshold)
+        needed = np.flatnonzero(uses)
+        absent = uses.size
+        slot = np.full(absent + 1, len(needed), dtype=np.int64)
+        slot[needed] = np.arange(len(needed))
+        s, m, k = np.nonzero(counts)
+        base = (s * n_mem + m) * n_thr
+        return cls(
+            needed=needed,
+            cell=s * n_mem + m,
+            category=k,
+            subscale_category=s * n_cat + k,
+            count=counts[s, m, k].astype(float),
+            lower=slot[np.where(k >= 1, base + k - 1, absent)],
+            upper=slot[np.where(k < n_thr, base + np.minimum(k, n_thr - 1), absent)],
+        )
+
+
+def rating_loglik(terms: RatingTerms, linear, g, cut, gaps):
+    r"""Log density of every session rating, per (subscale, category) rated.
+
+    ``linear`` (subscale, membership) is :math:`\ell`, ``g`` (subscale, membership, threshold)
+    :math:`G`, ``cut`` (subscale, threshold) the cut-points :math:`c` and ``gaps`` (subscale, gap)
+    their differences (see :class:`RatingTerms`). PyTensor graph.
+    """
+    n_sub = cut.shape[0]
+    p_needed = pt.log1p(g.reshape((-1,))[terms.needed])
+    p_pad = pt.concatenate([p_needed, pt.zeros((1,))])
+    zero = pt.zeros((n_sub, 1))
+    # c_k for k = 1..4 (0 for category 5) plus log(1 - e^{-gap}) for the middle categories
+    const = pt.concatenate([cut, zero], axis=-1) + pt.concatenate(
+        [zero, pt.log(-pt.expm1(-gaps)), zero], axis=-1
+    )
+    has_linear = (terms.category < N_CATEGORIES - 1).astype(float)
+    entry = (
+        const.reshape((-1,))[terms.subscale_category]
+        - has_linear * linear.reshape((-1,))[terms.cell]
+        - p_pad[terms.lower]
+        - p_pad[terms.upper]
+    )
+    total = pt.zeros((n_sub * N_CATEGORIES,))[terms.subscale_category].inc(terms.count * entry)
+    return total.reshape((n_sub, N_CATEGORIES))
+
+
+def category_probs(g):
+    r"""P(r = k), k = 1..5, from :math:`G` (..., threshold): differences of
+    :math:`\sigma(\eta_t) = 1/(1 + G_t)`, for predictive draws (clipped at 0 and renormalised
+    against rounding at the ceiling)."""
+    above = 1.0 / (1.0 + g)  # P(r > t)
+    ones = pt.ones_like(above[..., :1])
+    upper = pt.concatenate([ones, above], axis=-1)
+    lower = pt.concatenate([above, pt.zeros_like(ones)], axis=-1)
+    p = pt.maximum(upper - lower, 0.0)
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+#: Trapezoid rule for expectations over a client's latent part, e ~ N(0, 1): nodes every 0.25 on
+#: [-7.5, 7.5], weights proportional to the normal density. For an analytic integrand the rule
+#: converges geometrically in 1/spacing; against adaptive quadrature its error on a logistic
+#: item curve is below 1e-8 for discriminations up to 4 and 1e-5 up to 7 (Gauss–Hermite with as
+#: many nodes is far worse for steep curves: 1e-4 at 4).
+QUADRATURE_NODES = np.arange(-30, 31) * 0.25
+_WEIGHTS = np.exp(-0.5 * QUADRATURE_NODES**2)
+_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+
+
+def provider_expected_rating(a, disc, cut):
+    r"""Each provider's latent alliance on the 1–5 scale: the expected rating of its clients.
+
+    .. math::
+        m_{ps} = \mathbb E_{e \sim \mathcal N(0,1)}\Big[1 + \sum_{t=1}^{4}
+            \operatorname{logit}^{-1}\big(\alpha_s(a_{ps} + e) - c_{s,t}\big)\Big]
+        \approx 1 + \sum_q w_q \sum_t \frac{1}{1 + e^{-\alpha_s a_{ps}}
+            e^{-\alpha_s x_q} e^{c_{s,t}}},
+
+    with the nodes :math:`x_q` of :data:`QUADRATURE_NODES` and weights :math:`w_q \propto
+    \phi(x_q)`.
+    The client part is integrated out, so :math:`m_{ps}` is a function of the provider's latent
+    part alone (the "doubly latent" between part of Marsh et al. 2009): unlike the caseload mean
+    of its clients' scores it carries no sampling error from which clients it happened to see.
+    ``a`` (provider, subscale), ``disc`` (subscale), ``cut`` (subscale, threshold); PyTensor graph.
+    """
+    fa = pt.exp(-disc[None, :] * a)  # (P, S)
+    fx = pt.exp(-disc[:, None] * QUADRATURE_NODES[None, :])  # (S, Q)
+    g = fa[:, :, None, None] * fx[None, :, :, None] * pt.exp(cut)[None, :, None, :]
+    return 1.0 + ((1.0 / (1.0 + g)).sum(axis=-1) * _WEIGHTS).sum(axis=-1)
 
 
 def expected_rating_np(theta: np.ndarray, discrimination: np.ndarray, thresholds: np.ndarray):
@@ -400,17 +554,15 @@ def _centred(z, axis: int = 0):
     return (z - z.mean(axis=axis, keepdims=True)) * np.sqrt(n / (n - 1.0))
 
 
-def _ratings_dist(n, log_p, counts, size):
-    # Posterior/prior predictive: per-membership multinomials, summed over memberships.
-    p = pt.exp(log_p)
-    p = p / p.sum(axis=-1, keepdims=True)
+def _ratings_dist(n, p, loglik, size):
+    # Prior/posterior predictive: per-membership multinomials, summed over memberships.
     return pm.Multinomial.dist(n=n, p=p).sum(axis=-2)
 
 
-def _ratings_logp(value, n, log_p, counts):
-    # The log density of every session rating (categorical), from the cell counts, split by the
-    # category rated (subscale, category), so that pointwise log-likelihoods match the value's shape.
-    return (counts * log_p).sum(axis=-2)
+def _ratings_logp(value, n, p, loglik):
+    # The value is the observed (subscale, category) summary; the log density is that of every
+    # session rating, computed in the graph from the cell counts (see RatingTerms).
+    return loglik
 
 
 # --------------------------------------------------------------------------------------------------
@@ -426,7 +578,6 @@ def build_latent_model(
     pr, ms, h = spec.priors, spec.measurement, spec.hierarchy
     assert ms is not None
     n_sub = len(data.subscales)
-    n_prov = len(data.provider_type_index)
     outs = data.outcomes
     with pm.Model(coords=data.coords()) as model:
         # ---- measurement: graded response with provider + client latent parts (non-centred)
@@ -471,33 +622,44 @@ def build_latent_model(
             a = pt.dot(z_prov, chol_a.T) * sd_a
         else:
             e, a = z_client, z_prov * sd_a
+        # Provider-type means of the latent alliance: therapists against coaches (the centring
+        # of z above leaves the overall location to the thresholds).
+        therapist = pm.Data(
+            "provider_therapist",
+            (data.provider_type_index == PROVIDER_TYPES.index("therapist")).astype(float),
+            dims="provider",
+        )
+        type_shift = pm.Normal(
+            "provider_type_alliance", 0.0, ms.provider_type_alliance_sd, dims="subscale"
+        )
+        a = a + therapist[:, None] * type_shift
         theta = a[mem_provider] + e[mem_client]  # (membership, subscale)
-        eta = disc[None, :, None] * theta[:, :, None] - cut[None, :, :]  # (M, S, 4)
-        log_p = _log_category_probs(eta).dimshuffle(1, 0, 2)  # (S, M, 5)
+        linear = disc[:, None] * theta.T  # (S, M): alpha_s theta
+        g = pt.exp(-linear)[:, :, None] * pt.exp(cut)[:, None, :]  # (S, M, 4): exp(-eta)
         pm.CustomDist(
             RATINGS,
             counts.sum(axis=-1),
-            log_p,
-            counts,
+            category_probs(g),
+            rating_loglik(RatingTerms.from_counts(data.counts), linear, g, cut, gaps),
             dist=_ratings_dist,
             logp=_ratings_logp,
-            signature="(m),(m,k),(m,k)->(k)",
+            signature="(m),(m,k),(k)->(k)",
             observed=data.category_totals,
             dims=("subscale", "category"),
         )
 
-        # ---- true scores on the 1–5 scale and their within/between split (frame definitions)
-        tau_m = 1.0 + pt.sigmoid(eta).sum(axis=-1)  # (M, S) expected rating
+        # ---- true scores on the 1–5 scale and the doubly latent within/between split
+        tau_m = (1.0 + (1.0 / (1.0 + g)).sum(axis=-1)).T  # (M, S) expected rating
         n_clients = data.n_clients
         tau = pt.zeros((n_clients, n_sub))[mem_client].inc(mem_weight[:, None] * tau_m)
-        n_mem = np.bincount(data.mem_provider, minlength=n_prov).astype(float)
-        prov_mean = pt.zeros((n_prov, n_sub))[mem_provider].inc(tau_m) / n_mem[:, None]
+        prov_level = provider_expected_rating(a, disc, cut)  # (provider, S)
         between = pt.zeros((n_clients, n_sub))[mem_client].inc(
-            mem_weight[:, None] * prov_mean[mem_provider]
+            mem_weight[:, None] * prov_level[mem_provider]
         )
         within = tau - between
         if store_scores:
             pm.Deterministic("alliance_true", tau, dims=("client", "subscale"))
+        pm.Deterministic("alliance_provider", prov_level, dims=("provider", "subscale"))
         parts = pt.stack([within, between - data.between_mean], axis=-1)  # (client, S, level)
 
         # ---- outcomes (who5_change structure with an outcome dimension)
@@ -594,7 +756,8 @@ def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
         The ``posterior`` group of a latent-alliance fit (or a thinned copy of it); needs the
         client latent draws ``z_client_alliance``.
     constant : xarray.Dataset
-        Its ``constant_data`` (``mem_client``, ``mem_provider``, ``mem_weight``).
+        Its ``constant_data`` (``mem_client``, ``mem_provider``, ``mem_weight``,
+        ``provider_therapist``).
 
     Returns
     -------
@@ -614,6 +777,8 @@ def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
         a = np.einsum("dps,dts->dpt", z_p, lp) * sd_a[:, None, :]
     else:
         e, a = z_c, z_p * sd_a[:, None, :]
+    shift = s["provider_type_alliance"].transpose("sample", "subscale").values
+    a = a + constant["provider_therapist"].values[None, :, None] * shift[:, None, :]
     mc = constant["mem_client"].values.astype(int)
     mp = constant["mem_provider"].values.astype(int)
     w = constant["mem_weight"].values
