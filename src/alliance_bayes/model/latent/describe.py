@@ -27,7 +27,8 @@ def equations(spec: ModelSpec) -> list[str]:
         r"P(r_{ijs} \geq k) = \mathrm{logit}^{-1}(\alpha_s(\theta_{ips} - \kappa_{s,k-1})), "
         r"\quad k = 2, \ldots, 5",
         r"\theta_{ips} = a_{ps} + e_{is}, \quad e_i \sim \mathcal{N}(0, \Omega_e), "
-        r"\quad a_p \sim \mathcal{N}(\delta\,[t(p) = \mathrm{therapist}], D_a \Omega_a D_a)",
+        r"\quad a_p \sim \mathcal{N}(\delta\,([t(p) = \mathrm{therapist}] - \pi_T), "
+        r"D_a \Omega_a D_a)",
         r"\tau(\theta) = 1 + \sum_{k=1}^{4} \mathrm{logit}^{-1}(\alpha_s(\theta - \kappa_{s,k})), "
         r"\quad \tau_{is} = \sum_p w_{ip} \tau(\theta_{ips})",
         r"m_{ps} = \mathbb{E}_{e \sim \mathcal{N}(0,1)}[\tau(a_{ps} + e)], \quad "
@@ -52,7 +53,8 @@ def data_variables(spec: ModelSpec) -> list[str]:
         "$m_{ps}$: provider $p$'s latent alliance on the 1–5 scale, the expected rating of a "
         "typical client with it (doubly latent: the client part integrated out, not a caseload "
         "mean); $B_{is}$, $W_{is}$: the between- and within-provider parts of the true score "
-        "$\\tau_{is}$; $\\delta$: therapists' mean latent alliance against coaches'.",
+        "$\\tau_{is}$; $\\delta$: therapists' mean latent alliance against coaches' ($\\pi_T$: the "
+        "share of therapists among the providers).",
         *_phq9_sample(spec),
         # The outcome part's symbols, except the averaged-score split the true scores replace.
         *(v for v in regression.data_variables(_outcome_view(spec)) if not v.startswith("$W_")),
