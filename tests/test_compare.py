@@ -1,4 +1,4 @@
-"""Model comparison (issue 5): per-client log-likelihood, LOO table, provider folds, held-out density."""
+"""Model comparison: per-client log-likelihood, LOO table, provider folds, held-out density."""
 
 from __future__ import annotations
 
@@ -257,7 +257,7 @@ def test_small_fit_kfold_and_numpy_twin(small_study_dir, fitted):
     2-fold leave-provider-out run gives finite held-out densities for every client."""
     from alliance_bayes.data.frame import build_frame
     from alliance_bayes.data.load import load_study
-    from alliance_bayes.fitting import fit_design, settings_for
+    from alliance_bayes.fitting import settings_for
 
     spec = load_spec("who5_intercepts")
     frame = build_frame(load_study(small_study_dir))
@@ -268,15 +268,119 @@ def test_small_fit_kfold_and_numpy_twin(small_study_dir, fitted):
     ref = dt["log_likelihood"]["y"].values.reshape(twin.shape)
     np.testing.assert_allclose(twin, ref, atol=1e-4)
 
-    client_fold, provider_fold = cmp.provider_folds(
+    _, provider_fold = cmp.provider_folds(
         data.membership_index, data.membership_weight, len(data.frame.providers), k=2, seed=0
     )
-
-    def refit(s, d):
-        return fit_design(s, d, settings_for(s, progress=False, **settings)).datatree
-
     result = cmp.run_kfold(
-        spec, data, client_fold, refit, provider_fold=provider_fold, n_mc=50, max_draws=100
+        spec,
+        data,
+        provider_fold,
+        settings_for(spec, progress=False, **settings),
+        n_mc=50,
+        max_draws=100,
     )
     assert np.isfinite(result.elpd_i).all() and len(result.elpd_i) == data.n_clients
     assert all(f["n_new_providers"] > 0 for f in result.details["folds"])
+    assert np.isfinite(result.se) and result.se > 0
+
+
+def test_cluster_se_matches_the_spread_of_totals_over_replicates():
+    """Totals of cluster-correlated values: the cluster-robust SE estimates their sampling SD,
+    the independent-clients SE does not; with one client per cluster the two agree."""
+    rng = np.random.default_rng(8)
+    n_groups, size, reps = 40, 8, 4000
+    cluster = np.repeat(np.arange(n_groups), size)
+    x = rng.normal(size=(reps, n_groups))[:, cluster] + rng.normal(size=(reps, n_groups * size))
+    truth = x.sum(axis=1).std()  # sqrt(G * (size^2 + size)) = 53.7
+    robust = np.array([cmp.cluster_se(row, cluster) for row in x[:400]])
+    naive = np.sqrt(x.shape[1] * x[:400].var(axis=1))
+    assert robust.mean() == pytest.approx(truth, rel=0.05)
+    assert naive.mean() < 0.5 * truth  # sqrt(n * 2) = 25.3
+    one = np.arange(x.shape[1])
+    assert cmp.cluster_se(x[0], one) == pytest.approx(
+        np.sqrt(x.shape[1] / (x.shape[1] - 1)) * naive[0], rel=1e-12
+    )
+
+
+class _Design:
+    """Membership arrays and labels: what run_kfold reads from a family's design."""
+
+    def __init__(self, index, weight):
+        import pandas as pd
+
+        self.membership_index, self.membership_weight = np.asarray(index), np.asarray(weight)
+        n, n_prov = len(index), int(np.max(index)) + 1
+        self.frame = type("F", (), {})()
+        self.frame.clients = pd.DataFrame({"client": [f"C{i}" for i in range(n)]})
+        self.frame.providers = pd.DataFrame({"provider": [f"P{j}" for j in range(n_prov)]})
+
+
+def test_run_kfold_holds_out_providers_and_scores_only_scored_clients():
+    """The fold rules with a fake scorer: each client is tested in their main provider's fold;
+    no training client saw a test-fold provider; only scored clients enter the result."""
+    from alliance_bayes.model.families import HeldOut
+
+    index = np.array([[0, 0], [1, 0], [2, 0], [1, 3], [3, 0], [0, 2], [3, 0], [1, 0]])
+    weight = np.array([[1, 0], [1, 0], [1, 0], [0.3, 0.7], [1, 0], [0.5, 0.5], [1, 0], [1, 0]])
+    scored = np.array([True, True, True, True, True, True, True, False])
+    provider_fold = np.array([0, 1, 0, 1])
+    calls = []
+
+    def score(train, test, seed):
+        calls.append((train.copy(), test.copy(), seed))
+        return np.full(int((test & scored).sum()), -float(seed)), {"divergences": 0}
+
+    design = _Design(index, weight)
+    spec = load_spec("who5_change")
+    result = cmp.run_kfold(spec, design, provider_fold, None, held=HeldOut(scored, score), seed=10)
+    main = cmp.main_provider(index, weight)
+    np.testing.assert_array_equal(result.fold, provider_fold[main][scored])
+    assert result.clients == [f"C{i}" for i in range(7)]
+    np.testing.assert_array_equal(result.cluster, [f"P{j}" for j in main[scored]])
+    for train, test, seed in calls:
+        f = seed - 10
+        np.testing.assert_array_equal(test, provider_fold[main] == f)
+        saw = ((provider_fold[index] == f) & (weight > 0)).any(axis=1)
+        assert not (train & saw).any() and not (train & test).any()
+        np.testing.assert_array_equal(result.elpd_i[result.fold == f], -float(seed))
+    # fold 0 tests clients 0, 2 and 5 (main P0 or P2); every other client saw fold-1 providers only
+    assert calls[0][0].tolist() == [False, True, False, True, True, False, True, True]
+
+
+def test_latent_pointwise_density_sums_outcomes_per_client():
+    from alliance_bayes.model.latent.heldout import pointwise_client_density
+
+    outcomes = [
+        type("O", (), {"short": "who5", "client_index": np.array([0, 1, 2])})(),
+        type("O", (), {"short": "phq9", "client_index": np.array([2, 0])})(),
+    ]
+    data = type("D", (), {"outcomes": outcomes, "n_clients": 4})()
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(2, 5, 3)), rng.normal(size=(2, 5, 2))
+    loglik = xr.Dataset(
+        {
+            "y": (("chain", "draw", "client_who5"), a),
+            "y_phq9": (("chain", "draw", "client_phq9"), b),
+        }
+    )
+    got = pointwise_client_density(data, loglik)
+    flat_a, flat_b = a.reshape(10, 3), b.reshape(10, 2)
+    want0 = np.log(np.mean(np.exp(flat_a[:, 0] + flat_b[:, 1])))
+    want1 = np.log(np.mean(np.exp(flat_a[:, 1])))
+    want2 = np.log(np.mean(np.exp(flat_a[:, 2] + flat_b[:, 0])))
+    np.testing.assert_allclose(got[:3], [want0, want1, want2], rtol=1e-12)
+    assert np.isnan(got[3])
+
+
+def test_loo_table_gains_provider_cluster_ses():
+    fits = {"good": _fake_fit(1), "bad": _fake_fit(1, shift=1.0)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cmp.ParetoKWarning)
+        loo = cmp.loo_models(fits)
+    provider_of = {f"C{i:05d}": f"P{i // 5}" for i in range(30)}
+    table = cmp.comparison_table(loo, provider_of=provider_of)
+    e = np.asarray(loo["good"].elpd_i.values)
+    cluster = [provider_of[str(c)] for c in loo["good"].elpd_i["client"].values]
+    assert table.loc["good", "se_provider"] == pytest.approx(cmp.cluster_se(e, cluster))
+    assert table.loc["good", "dse_provider"] == 0.0 and table.loc["bad", "dse_provider"] > 0
+    assert "SE (providers)" in cmp.table_markdown(table)

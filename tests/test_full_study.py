@@ -64,7 +64,7 @@ def test_full_study_latent_model_passes_the_gate_and_covers_the_planted_slopes(
     """``alliance_latent`` with its default settings (about 15 min here): the gate passes, and for
     each outcome the 16 planted alliance slopes (pooled and per care type) lie inside their 99% HDI
     with at most two outside the 95% HDI. Provider SDs are left out: the PHQ-9 coach SD (truth 0.6)
-    came out at 2.2 [1.0, 3.4] with a PHQ-9 follow-up for only 5% of coach clients (issue 4 note)."""
+    came out at 2.2 [1.0, 3.4] with a PHQ-9 follow-up for only 5% of coach clients."""
     from alliance_bayes.report.estimands import compute_joint_estimands
 
     truth = json.loads((SHIPPED / "truth.json").read_text())

@@ -1,4 +1,4 @@
-"""The latent-alliance model (issue 4): measurement maths, spec, and attenuation on planted truth.
+"""The latent-alliance model: measurement maths, spec, and attenuation on planted truth.
 
 The fast tests check the pieces against independent computations (PyMC's own ordered-logistic
 density, a numpy recomputation of the latent scores). The ``mcmc`` test fits the averaged-score
@@ -133,14 +133,15 @@ def test_ratings_log_density_is_the_session_level_ordered_logistic(small_frame):
     graphs = model.replace_rvs_by_values([model[n] for n in names])
     vals = dict(zip(names, evaluate(graphs), strict=True))
 
-    def centred(z):  # the model centres z over clients / providers (unit variance kept)
+    def centred(z):  # the model centres z over clients (unit variance kept)
         return (z - z.mean(axis=0)) * np.sqrt(len(z) / (len(z) - 1.0))
 
-    e = centred(vals["z_client_alliance"]) @ vals["chol_client_alliance"].T
-    a = (centred(vals["z_provider_alliance"]) @ vals["chol_provider_alliance"].T) * vals[
-        "sd_provider_alliance"
-    ]
     therapist = data.provider_type_index == 0  # PROVIDER_TYPES = (therapist, coach)
+    z_p = vals["z_provider_alliance"].copy()  # ... and providers within each provider type
+    for group in (therapist, ~therapist):
+        z_p[group] = centred(z_p[group])
+    e = centred(vals["z_client_alliance"]) @ vals["chol_client_alliance"].T
+    a = (z_p @ vals["chol_provider_alliance"].T) * vals["sd_provider_alliance"]
     a = a + (therapist - therapist.mean())[:, None] * vals["provider_type_alliance"]
     ses = data.frame.sessions
     ci, pi = ses["client_index"].to_numpy(), ses["provider_index"].to_numpy()
@@ -250,6 +251,22 @@ def test_joint_estimands_keep_the_stable_names():
 PLANTED_WITHIN = 12.0  # WHO-5 points per alliance point, both subscales, every care type
 
 
+def _averaged_and_latent(tmp_path, fitted, key, config, seed, latent_spec, **options):
+    """Simulate ``config``, fit ``who5_change`` and ``latent_spec`` to it (2 x 500 draws) and
+    return the study and both models' WHO-5 estimands."""
+    study = simulate_study(config, seed=seed)
+    write_simulated_study(study, tmp_path)
+    frame = build_frame(load_study(tmp_path))
+    settings = {"chains": 2, "draws": 500, "tune": 500, **options}
+    _, dt_avg = fitted(f"{key}_avg", load_spec("who5_change"), frame, **settings)
+    _, dt_lat = fitted(f"{key}_latent", latent_spec, frame, **settings)
+    avg = compute_estimands(dt_avg["posterior"].to_dataset())
+    lat = compute_joint_estimands(
+        dt_lat["posterior"].to_dataset(), outcome_units={"who5": "WHO-5 points"}, primary="who5"
+    )
+    return study, avg, lat
+
+
 def _attenuation_study():
     """Large session noise and about two sessions per client: averaging attenuates strongly."""
     base = SimulationConfig.small()
@@ -275,15 +292,8 @@ def _attenuation_study():
 @pytest.mark.slow
 @pytest.mark.mcmc
 def test_latent_model_undoes_the_attenuation_of_averaged_scores(tmp_path, fitted):
-    study = simulate_study(_attenuation_study(), seed=7)
-    write_simulated_study(study, tmp_path)
-    frame = build_frame(load_study(tmp_path))
-    settings = {"chains": 2, "draws": 500, "tune": 500}
-    _, dt_avg = fitted("attenuation_avg", load_spec("who5_change"), frame, **settings)
-    _, dt_lat = fitted("attenuation_latent", _latent_spec('["who5_followup"]'), frame, **settings)
-    avg = compute_estimands(dt_avg["posterior"].to_dataset())
-    lat = compute_joint_estimands(
-        dt_lat["posterior"].to_dataset(), outcome_units={"who5": "WHO-5 points"}, primary="who5"
+    study, avg, lat = _averaged_and_latent(
+        tmp_path, fitted, "attenuation", _attenuation_study(), 7, _latent_spec('["who5_followup"]')
     )
     truth = PLANTED_WITHIN
     assert study.truth["who5"]["b_goal_within"] == study.truth["who5"]["b_bond_within"] == truth
@@ -370,15 +380,14 @@ def test_doubly_latent_between_part_removes_the_bias_of_caseload_means(tmp_path,
     """Caseload means of averaged scores estimate a provider's alliance with sampling error, so
     the averaged-score model's between slope is pulled toward the within slope; the latent
     model's between part is the provider's latent alliance, and its intervals hold the truth."""
-    study = simulate_study(_doubly_latent_study(), seed=11)
-    write_simulated_study(study, tmp_path)
-    frame = build_frame(load_study(tmp_path))
-    settings = {"chains": 2, "draws": 500, "tune": 500, "draws_only": True}
-    _, dt_avg = fitted("doubly_latent_avg", load_spec("who5_change"), frame, **settings)
-    _, dt_lat = fitted("doubly_latent", load_spec("alliance_latent_who5"), frame, **settings)
-    avg = compute_estimands(dt_avg["posterior"].to_dataset())
-    lat = compute_joint_estimands(
-        dt_lat["posterior"].to_dataset(), outcome_units={"who5": "WHO-5 points"}, primary="who5"
+    _, avg, lat = _averaged_and_latent(
+        tmp_path,
+        fitted,
+        "doubly_latent",
+        _doubly_latent_study(),
+        11,
+        load_spec("alliance_latent_who5"),
+        draws_only=True,
     )
     truth = DOUBLY_LATENT_BETWEEN
     for name in ("b_goal_between", "b_bond_between"):
@@ -430,3 +439,42 @@ def test_phq9_ppc_panel_from_a_fake_joint_posterior(tmp_path):
     assert (tmp_path / "ppc_phq9.png").is_file()
     assert "at the floor" in made.interpretation and "at the ceiling" in made.interpretation
     assert plot_phq9_ppc(xr.DataTree.from_dict({"observed_data": xr.Dataset()}), tmp_path) is None
+
+
+def test_heldout_and_refit_forms_have_the_ordinary_log_density(small_frame):
+    """At a random point, for both outcomes of the joint model: the K-fold form (outcome log
+    densities weighted per client) is the ordinary model minus the held-out clients' outcome
+    terms, and the refittable form (every rating cell, data in containers) is the ordinary model."""
+    from alliance_bayes.model.latent.heldout import outcome_weights
+
+    spec = _latent_spec()
+    data = design_of(spec, small_frame)
+    full = build_latent_model(spec, data)
+    weighted = build_latent_model(spec, data, heldout=True)
+    assert [v.name for v in full.free_RVs] == [v.name for v in weighted.free_RVs]
+    train = np.random.default_rng(4).random(data.n_clients) < 0.6
+    for name, w in outcome_weights(data, train).items():
+        weighted.set_data(name, w)
+    rng = np.random.default_rng(2)
+    point = {k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in full.initial_point().items()}
+    got = weighted.compile_fn(weighted.logp(), inputs=weighted.value_vars, mode=PY)(point)
+    total, *terms = full.compile_fn(
+        [full.logp(), *full.logp(vars=full.observed_RVs, sum=False)],
+        inputs=full.value_vars,
+        mode=PY,
+    )(point)
+    held = sum(
+        float(term[~train[o.client_index]].sum())
+        for o, term in zip(data.outcomes, terms[1:], strict=True)  # terms[0]: the ratings
+    )
+    assert held < 0 and np.isfinite(got)
+    assert got == pytest.approx(total - held, rel=1e-10, abs=1e-8)
+    refit = build_latent_model(spec, data, refit=True)
+    assert [v.name for v in refit.free_RVs] == [v.name for v in full.free_RVs]
+    assert {"rating_counts", "y_observed", "y_observed_phq9"} <= set(refit.named_vars)
+    again = refit.compile_fn(refit.logp(), inputs=refit.value_vars, mode=PY)(point)
+    assert again == pytest.approx(total, rel=1e-10)
+
+
+#: Evaluated once each: PyTensor's Python implementations, no compiling.
+PY = "FAST_COMPILE"

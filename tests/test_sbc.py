@@ -219,3 +219,39 @@ def test_sbc_on_a_dask_cluster_gives_the_local_ranks(sbc_runs, tmp_path):
     assert run_sbc(_settings(replicates=4), on_dask, workers=2, dask="local") == 4
     remote = load_replicates(on_dask).set_index("replicate").filter(like="rank:")
     pd.testing.assert_frame_equal(local, remote)
+
+
+# --- the latent model: ratings and outcome drawn afresh in every replicate -------------------------
+
+LATENT_DESIGN = SBCDesign(
+    n_coach_clients=60,
+    n_therapist_clients=20,
+    n_both_clients=20,
+    n_therapists=4,
+    n_coaches=8,
+    seed=11,
+)
+LATENT_REPLICATES = 30
+
+
+@pytest.mark.mcmc
+def test_sbc_of_the_latent_model_is_calibrated(tmp_path):
+    """The WHO-5 latent model refitted to session ratings and outcomes drawn from its prior: every
+    measurement and outcome quantity, and the log-likelihood of the ratings and outcomes, ranks
+    uniformly."""
+    settings = _settings(
+        spec="alliance_latent_who5", design=LATENT_DESIGN, replicates=LATENT_REPLICATES
+    )
+    out = tmp_path / "latent"
+    assert run_sbc(settings, out, workers=1) == LATENT_REPLICATES
+    result = summarise(out)
+    table = result["uniformity"]
+    assert set(table["quantity"]) >= {
+        LOGLIK,
+        "discrimination[goal]",
+        "cutpoint_top[bond]",
+        "sd_provider_alliance[goal]",
+        "provider_type_alliance[bond]",
+        "sigma[who5]",
+    }, set(table["quantity"])
+    assert result["calibrated"], table.to_string()

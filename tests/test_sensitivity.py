@@ -1,4 +1,4 @@
-"""Prior sensitivity (issue 5): shifts under other priors, psense on estimands, verdicts, output."""
+"""Prior sensitivity: shifts under other priors, psense on estimands, verdicts, output."""
 
 from __future__ import annotations
 
@@ -93,6 +93,37 @@ def test_prior_sets_are_declared_and_differ_only_in_priors():
         assert other.data == base.data and other.likelihood == base.likelihood
         assert other.priors.sd_provider_sd == pytest.approx(factor * base.priors.sd_provider_sd)
         assert other.priors.mu_b_sd == pytest.approx(factor * base.priors.mu_b_sd)
+
+
+def test_latent_prior_sets_scale_every_prior_and_nothing_else():
+    import dataclasses
+
+    from alliance_bayes.checks.sensitivity import DEFAULT_VARIANTS
+
+    base = load_spec("alliance_latent_who5")
+    wide, narrow = DEFAULT_VARIANTS["alliance_latent_who5"]
+    for name, factor, eta in ((wide, 2.0, 1.0), (narrow, 0.5, 4.0)):
+        other = load_spec(name)
+        assert other.hierarchy == base.hierarchy and other.predictors == base.predictors
+        assert other.data == base.data and other.sampler == base.sampler
+        for part in ("priors", "measurement"):
+            mine, theirs = (
+                dataclasses.asdict(getattr(base, part)),
+                dataclasses.asdict(getattr(other, part)),
+            )
+            for key, value in mine.items():
+                if key in UNUSED_BY_LATENT:
+                    continue
+                if key == "lkj_eta":
+                    assert theirs[key] == eta
+                elif key.endswith("_sd"):
+                    assert theirs[key] == pytest.approx(factor * value), (name, key)
+                else:
+                    assert theirs[key] == value, (name, key)
+
+
+#: No composite alliance, no provider slopes, Normal residuals: priors the latent model never reads.
+UNUSED_BY_LATENT = {"b_alliance_sd", "sd_provider_slope_sd", "nu_rate"}
 
 
 @pytest.mark.slow

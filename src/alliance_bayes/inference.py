@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from unittest import mock
@@ -272,6 +272,11 @@ def log_density(model: pm.Model, posterior: xr.Dataset, rvs, backend: str) -> xr
     value variable is renamed ``<name>_cholesky``), so this maps posterior names to value variables
     itself. Densities are on the constrained scale, as ``compute_log_likelihood`` reports them.
     """
+    return log_density_function(model, rvs, backend)(posterior)
+
+
+def log_density_function(model: pm.Model, rvs, backend: str) -> Callable[[xr.Dataset], xr.Dataset]:
+    """:func:`log_density` compiled once, for many posteriors of the same model (K-fold refits)."""
     umodel = remove_value_transforms(model)
     free = [(rv.name, umodel.rvs_to_values[rv]) for rv in umodel.free_RVs]
     targets = [umodel[rv.name] for rv in rvs]
@@ -282,22 +287,26 @@ def log_density(model: pm.Model, posterior: xr.Dataset, rvs, backend: str) -> xr
         point_fn=False,
         mode=backend.upper(),
     )
-    stacked = {name: posterior[name].values for name, _ in free}
-    n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
-    out = None
-    for c in range(n_chains):
-        for d in range(n_draws):
-            values = fn(*(stacked[name][c, d] for name, _ in free))
-            if out is None:
-                out = [np.empty((n_chains, n_draws, *np.shape(v))) for v in values]
-            for k, value in enumerate(values):
-                out[k][c, d] = value
     dims = model.named_vars_to_dims
-    data = {
-        rv.name: (("chain", "draw", *dims.get(rv.name, ())), arr)
-        for rv, arr in zip(rvs, out, strict=True)
-    }
-    return xr.Dataset(data, coords={**posterior.coords, **_used_coords(model, data)})
+
+    def evaluate(posterior: xr.Dataset) -> xr.Dataset:
+        stacked = {name: posterior[name].values for name, _ in free}
+        n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
+        out = None
+        for c in range(n_chains):
+            for d in range(n_draws):
+                values = fn(*(stacked[name][c, d] for name, _ in free))
+                if out is None:
+                    out = [np.empty((n_chains, n_draws, *np.shape(v))) for v in values]
+                for k, value in enumerate(values):
+                    out[k][c, d] = value
+        data = {
+            rv.name: (("chain", "draw", *dims.get(rv.name, ())), arr)
+            for rv, arr in zip(rvs, out, strict=True)
+        }
+        return xr.Dataset(data, coords={**posterior.coords, **_used_coords(model, data)})
+
+    return evaluate
 
 
 def _used_coords(model: pm.Model, data: dict) -> dict:

@@ -1,4 +1,4 @@
-r"""Model comparison: PSIS-LOO and leave-provider-out K-fold over the model sequence (issue 5, part 2).
+r"""Model comparison: PSIS-LOO and leave-provider-out K-fold over the model sequence.
 
 The sequence is ``who5_pooled`` (no provider level) → ``who5_intercepts`` (provider intercepts) →
 ``who5_change`` (provider intercepts and alliance slopes) → the joint latent model when it exists.
@@ -21,10 +21,20 @@ Leave-provider-out K-fold
     provider. A client whose *other* provider is in the test fold is left out of that fold's training
     set (and tested only in their main provider's fold), so every test client's main provider is new
     to the refit; a test client's other provider may be in training, and then its posterior effect
-    is used (:mod:`alliance_bayes.model.regression.predict`). Each fold
-    refits the model on the training clients (design centred on all clients) and scores the test
-    clients by :func:`~alliance_bayes.model.regression.predict.heldout_log_density`, drawing new providers'
-    effects from their population distribution.
+    is used. Each model family scores a fold its own way
+    (:attr:`~alliance_bayes.model.families.Family.heldout`): a regression model is refitted on
+    the training clients (design centred on all clients) and the test clients are scored by
+    :func:`~alliance_bayes.model.regression.predict.heldout_log_density`, drawing new providers'
+    effects from their population distribution; the latent model keeps every session rating,
+    holds out the outcomes only, and is compiled once for all folds
+    (:mod:`alliance_bayes.model.latent.heldout`): its score is a new provider's client's
+    outcome given the ratings. The folds are balanced on the first model's scored clients and
+    shared by every model, by provider.
+
+Standard errors
+    Clients of one provider are not independent (shared effect, shared fold), so the K-fold SEs
+    and the "(providers)" LOO SEs are cluster-robust over main providers (:func:`cluster_se`).
+    arviz's LOO SEs, which treat clients as independent, are kept next to them.
 
 The comparison table gives elpd, its SE, differences to the best model with the SE of the paired
 difference, ``p_loo``, Pareto-k counts and stacking weights (Yao et al. 2018, arXiv:1704.02030) for
@@ -231,14 +241,40 @@ def provider_folds(
     return provider_fold[main], provider_fold
 
 
+def cluster_se(values: np.ndarray, cluster: np.ndarray) -> float:
+    r"""Standard error of :math:`\sum_i x_i` when the :math:`x_i` are independent only between
+    clusters (clients of one provider share its effect and its fold).
+
+    .. math::
+        \widehat{\operatorname{se}} = \sqrt{\tfrac{G}{G-1} \textstyle\sum_g (T_g - \bar T)^2},
+        \quad T_g = \sum_{i \in g} x_i,
+
+    the cluster-robust variance of a total over :math:`G` clusters (Cameron & Miller 2015,
+    doi:10.3368/jhr.50.2.317). With one client per cluster it is :math:`\sqrt{n/(n-1)}` times the
+    independent-clients SE :math:`\sqrt{n \operatorname{var}(x)}` that arviz reports.
+    """
+    values = np.asarray(values, float)
+    _, group = np.unique(np.asarray(cluster), return_inverse=True)
+    totals = np.bincount(group, weights=values)
+    g = len(totals)
+    if g < 2:
+        return float("nan")
+    return float(np.sqrt(g / (g - 1) * np.sum((totals - totals.mean()) ** 2)))
+
+
 @dataclass
 class KFoldResult:
-    """Pointwise held-out log predictive densities of one model."""
+    """Pointwise held-out log predictive densities of one model.
+
+    ``cluster`` is each client's main provider: the SEs treat providers, not clients, as the
+    independent units (:func:`cluster_se`).
+    """
 
     name: str
     elpd_i: np.ndarray  # (client,)
     fold: np.ndarray  # (client,)
     clients: list[str]
+    cluster: np.ndarray  # (client,) main provider
     details: dict[str, Any]
 
     @property
@@ -247,16 +283,16 @@ class KFoldResult:
 
     @property
     def se(self) -> float:
-        return float(np.sqrt(len(self.elpd_i) * np.var(self.elpd_i)))
+        return cluster_se(self.elpd_i, self.cluster)
 
 
 def run_kfold(
     spec,
-    data,
-    client_fold: np.ndarray,
-    fit: Callable[[Any, Any], xr.DataTree],
+    design,
+    provider_fold: np.ndarray,
+    settings,
     *,
-    provider_fold: np.ndarray | None = None,
+    held=None,
     n_mc: int = 200,
     max_draws: int | None = 1000,
     seed: int = 0,
@@ -266,63 +302,71 @@ def run_kfold(
 
     Parameters
     ----------
-    spec, data : ModelSpec, ModelData
+    spec, design : ModelSpec and its family's design
         The model and all clients (prepared once, so every fold shares its centring).
-    client_fold : (client,) int array
-        From :func:`provider_folds`.
-    provider_fold : (provider,) int array, optional
-        From :func:`provider_folds`. When given, a client who saw any provider of the test fold is
-        left out of that fold's training set (and tested only in their main provider's fold), so
-        that every test client's main provider is new to the refit. Without it, training is simply
-        all clients not in the test fold.
-    fit : callable
-        ``fit(spec, train_data) -> DataTree`` with a ``posterior`` group (the caller picks the
-        sampler settings; :func:`alliance_bayes.inference.sample_model` in the scripts).
+    provider_fold : (provider,) int array
+        The fold of each of the design's providers (from :func:`provider_folds`); each client is
+        tested in their main provider's fold. A client who saw any provider of the test fold is
+        left out of that fold's training set, so every test client's main provider is new to the
+        refit.
+    settings : SamplerSettings
+        Sampler settings of every refit.
+    held : HeldOut, optional
+        The family's scorer (:attr:`~alliance_bayes.model.families.Family.heldout`); built here
+        when not given. Regression models refit the training clients; the latent model keeps
+        every rating and holds out the test clients' outcomes.
     n_mc, max_draws, seed
-        Passed to :func:`~alliance_bayes.model.regression.predict.heldout_log_density`.
+        Monte Carlo draws over new providers, posterior draws used, and the seed (plus the fold).
     """
-    from alliance_bayes.model.regression.predict import heldout_log_density, subset_data
+    from alliance_bayes.model.families import family_of
 
-    elpd_i = np.full(data.n_clients, np.nan)
+    if held is None:
+        family = family_of(spec)
+        if family.heldout is None:
+            raise ValueError(f"model {spec.name!r} has no held-out density for K-fold")
+        held = family.heldout(spec, design, settings, n_mc=n_mc, max_draws=max_draws)
+    index, weight = np.asarray(design.membership_index), np.asarray(design.membership_weight)
+    seen = weight > 0
+    main = main_provider(index, weight)
+    client_fold = np.asarray(provider_fold)[main]
+    scored = np.asarray(held.scored, dtype=bool)
+    elpd_i = np.full(len(main), np.nan)
     details: dict[str, Any] = {"folds": []}
-    for f in np.unique(client_fold):
+    for f in np.unique(client_fold[scored]):
         test = client_fold == f
-        train = ~test
-        if provider_fold is not None:
-            # No training client may have seen a provider of this fold: its main providers are new.
-            in_fold = (provider_fold[data.membership_index] == f) & (data.membership_weight > 0)
-            train &= ~in_fold.any(axis=1)
-        train_data, test_data = subset_data(data, train), subset_data(data, test)
-        dt = fit(spec, train_data)
-        posterior = dt["posterior"].to_dataset()
-        elpd_i[test] = heldout_log_density(
-            spec, test_data, posterior, n_mc=n_mc, max_draws=max_draws, seed=seed + int(f)
-        )
-        train_providers = set(train_data.frame.providers["provider"].astype(str))
-        test_providers = set(test_data.frame.providers["provider"].astype(str))
+        in_fold = ((np.asarray(provider_fold)[index] == f) & seen).any(axis=1)
+        train = ~test & ~in_fold
+        values, facts = held.score(train, test, seed + int(f))
+        elpd_i[test & scored] = values
+        train_providers = set(index[(train & scored)[:, None] & seen].tolist())
+        test_providers = set(index[(test & scored)[:, None] & seen].tolist())
         info = {
             "fold": int(f),
-            "n_train": int(train.sum()),
-            "n_excluded": int((~train & ~test).sum()),
-            "n_test": int(test.sum()),
+            "n_train": int((train & scored).sum()),
+            "n_excluded": int((~train & ~test & scored).sum()),
+            "n_test": int((test & scored).sum()),
             "n_new_providers": len(test_providers - train_providers),
             "n_test_providers_seen_in_training": len(test_providers & train_providers),
-            "elpd": float(elpd_i[test].sum()),
+            "elpd": float(elpd_i[test & scored].sum()),
+            **facts,
         }
         details["folds"].append(info)
         if on_fold is not None:
             on_fold(int(f), info)
+    providers = design.frame.providers["provider"].astype(str).to_numpy()
     return KFoldResult(
         name=spec.name,
-        elpd_i=elpd_i,
-        fold=np.asarray(client_fold),
-        clients=data.frame.clients["client"].astype(str).tolist(),
+        elpd_i=elpd_i[scored],
+        fold=client_fold[scored],
+        clients=design.frame.clients["client"].astype(str).to_numpy()[scored].tolist(),
+        cluster=providers[main[scored]],
         details=details,
     )
 
 
 def kfold_summary(results: Mapping[str, KFoldResult]) -> pd.DataFrame:
-    """elpd_kfold, SE, difference to the best model and the SE of the paired difference."""
+    """elpd_kfold, SE, difference to the best model and the SE of the paired difference (SEs
+    over provider clusters: :func:`cluster_se`)."""
     names = list(results)
     first = results[names[0]].clients
     for n in names[1:]:
@@ -338,7 +382,7 @@ def kfold_summary(results: Mapping[str, KFoldResult]) -> pd.DataFrame:
                 "elpd_kfold": results[n].elpd,
                 "se_kfold": results[n].se,
                 "kfold_diff": float(diff_i.sum()),
-                "kfold_dse": float(np.sqrt(len(diff_i) * np.var(diff_i))),
+                "kfold_dse": cluster_se(diff_i, results[best].cluster),
             }
         )
     return pd.DataFrame(rows).set_index("model")
@@ -349,14 +393,19 @@ def kfold_summary(results: Mapping[str, KFoldResult]) -> pd.DataFrame:
 
 
 def comparison_table(
-    loo: Mapping[str, Any], kfold: Mapping[str, KFoldResult] | None = None, method: str = "stacking"
+    loo: Mapping[str, Any],
+    kfold: Mapping[str, KFoldResult] | None = None,
+    method: str = "stacking",
+    provider_of: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """One row per model, best LOO first.
 
     Columns: ``rank``, ``elpd_loo``, ``se``, ``elpd_diff``, ``dse`` (SE of the paired difference to
     the best model), ``p_loo``, ``weight`` (``method`` weights of :func:`arviz_stats.compare`),
-    ``k_good``, ``k_high``, ``k_very_high``, ``k_max`` and, with ``kfold``, ``elpd_kfold``,
-    ``se_kfold``, ``kfold_diff``, ``kfold_dse``.
+    ``k_good``, ``k_high``, ``k_very_high``, ``k_max``; with ``provider_of`` (client label → main
+    provider), ``se_provider`` and ``dse_provider``, the same SEs over provider clusters
+    (:func:`cluster_se`); and with ``kfold``, ``elpd_kfold``, ``se_kfold``, ``kfold_diff``,
+    ``kfold_dse`` (over provider clusters).
     """
     import arviz_stats as azs
 
@@ -379,6 +428,20 @@ def comparison_table(
     table = table.join(counts[["k_good", "k_high", "k_very_high", "k_max"]])
     for c in ("k_good", "k_high", "k_very_high"):
         table[c] = table[c].astype(int)
+    if provider_of is not None:
+        pointwise = {
+            n: pd.Series(
+                np.asarray(e.elpd_i.values, float),
+                index=[str(c) for c in e.elpd_i[CLIENT_DIM].values],
+            )
+            for n, e in loo.items()
+        }
+        best = pointwise[table.index[0]]
+        cluster = pd.Series(provider_of).reindex(best.index).to_numpy()
+        table["se_provider"] = [cluster_se(pointwise[n][best.index], cluster) for n in table.index]
+        table["dse_provider"] = [
+            cluster_se(pointwise[n][best.index] - best, cluster) for n in table.index
+        ]
     if kfold:
         table = table.join(kfold_summary(kfold))
     table.index.name = "model"
@@ -397,6 +460,8 @@ _LABELS = {
     "k_high": "0.7 < k ≤ 1",
     "k_very_high": "k > 1",
     "k_max": "max k",
+    "se_provider": "SE (providers)",
+    "dse_provider": "SE Δ (providers)",
     "elpd_kfold": "elpd K-fold",
     "se_kfold": "SE",
     "kfold_diff": "Δelpd K-fold",
@@ -423,9 +488,11 @@ def table_markdown(table: pd.DataFrame, caption: str = "") -> str:
     lines = ([caption, ""] if caption else []) + [*body, ""]
     notes = (
         "Δelpd: difference to the best model by LOO (K-fold: to the best by K-fold); SE Δ: SE of the "
-        "paired per-client difference. Weights: stacking. Pareto k above 0.7 marks a client whose "
+        'paired per-client difference; "(providers)" and every K-fold SE treat the clients of one '
+        "main provider as one unit. Weights: stacking. Pareto k above 0.7 marks a client whose "
         "PSIS-LOO term is unreliable. K-fold leaves out providers (clients by main provider), "
-        "with new providers' effects drawn from their population distribution."
+        "with new providers' effects drawn from their population distribution; the latent "
+        "model keeps every rating and holds out only the outcomes."
     )
     return "\n".join([*lines, notes, ""])
 
@@ -441,6 +508,7 @@ _TEX_LABELS = {
     "p_loo": r"$p_{\mathrm{loo}}$",
     "kfold_diff": r"$\Delta$elpd K-fold",
     "kfold_dse": r"SE $\Delta$",
+    "dse_provider": r"SE $\Delta$ (providers)",
 }
 
 
@@ -575,13 +643,15 @@ def run_comparison(
 
     from alliance_bayes.data.load import RawStudy, load_study
     from alliance_bayes.fitting import design_of, fit_design, resolve_spec, settings_for
+    from alliance_bayes.model.families import family_of
     from alliance_bayes.model.regression.design import DesignError
     from alliance_bayes.provenance import environment, time_id
 
     started = time.perf_counter()
     study = study if isinstance(study, RawStudy) else load_study(study)
     fits, kfold, meta_models = {}, {}, {}
-    folds = pfolds = fold_clients = None
+    fold_of: dict[str, int] | None = None  # provider label -> fold, set by the first model
+    provider_of: dict[str, str] = {}  # client label -> main provider
     for name in models:
         spec = resolve_spec(name)
         design = design_of(spec, study)
@@ -594,43 +664,55 @@ def run_comparison(
             "fit_s": time.perf_counter() - t,
         }
         log(f"{name}: fitted on {design.n_clients} clients ({meta_models[name]['fit_s']:.0f} s)")
+        labels = design.frame.providers["provider"].astype(str).to_numpy()
+        main = main_provider(design.membership_index, design.membership_weight)
+        clients = design.frame.clients["client"].astype(str).to_numpy()
+        provider_of.update(zip(clients, labels[main], strict=True))
         if not k:
             continue
-        clients = design.frame.clients["client"].tolist()
-        if folds is None:
-            folds, pfolds = provider_folds(
-                design.membership_index,
-                design.membership_weight,
-                len(design.frame.providers),
-                k,
-                fold_seed,
-            )
-            fold_clients = clients
-        elif clients != fold_clients:
-            raise DesignError(f"{name} is not on the same clients as {models[0]}")
         ksettings = settings_for(
             spec, draws=kfold_draws, tune=kfold_tune, chains=kfold_chains, progress=False
         )
+        family = family_of(spec)
+        if family.heldout is None:
+            raise DesignError(f"{name} has no held-out density for K-fold")
+        held = family.heldout(spec, design, ksettings, n_mc=n_mc, max_draws=1000)
+        if fold_of is None:
+            # Folds are balanced on the first model's scored clients; every model uses them.
+            scored = np.asarray(held.scored, dtype=bool)
+            _, pfold = provider_folds(
+                design.membership_index[scored],
+                design.membership_weight[scored],
+                len(labels),
+                k,
+                fold_seed,
+            )
+            fold_of = dict(zip(labels, pfold.tolist(), strict=True))
+        missing = [p for p in labels if p not in fold_of]
+        if missing:
+            raise DesignError(f"{name} has providers the first model lacks, e.g. {missing[0]!r}")
         t = time.perf_counter()
         kfold[name] = run_kfold(
             spec,
             design,
-            folds,
-            lambda s, d, ks=ksettings: fit_design(s, d, ks).datatree,
-            provider_fold=pfolds,
+            np.array([fold_of[p] for p in labels]),
+            ksettings,
+            held=held,
             n_mc=n_mc,
             seed=fold_seed,
             on_fold=lambda f, info, n=name: log(f"  {n} fold {f}: {info}"),
         )
         meta_models[name]["kfold_s"] = time.perf_counter() - t
         meta_models[name]["kfold"] = kfold[name].details
+    if kfold and len({tuple(r.clients) for r in kfold.values()}) > 1:
+        raise DesignError(f"the models' K-fold runs did not score the same clients: {list(kfold)}")
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ParetoKWarning)
         loo = loo_models(fits)
     for w in caught:
         log(f"WARNING: {w.message}")
-    table = comparison_table(loo, kfold or None)
+    table = comparison_table(loo, kfold or None, provider_of=provider_of)
     log(table_markdown(table))
     meta = {
         "models": meta_models,
@@ -641,7 +723,9 @@ def run_comparison(
         "warnings": [str(w.message) for w in caught],
         "data_sha256": study.sha256,
         "wall_s": time.perf_counter() - started,
-        "clients_per_fold": np.bincount(folds).tolist() if folds is not None else None,
+        "clients_per_fold": (
+            np.bincount(next(iter(kfold.values())).fold).tolist() if kfold else None
+        ),
         **environment(),
     }
     return write_comparison(

@@ -1,4 +1,4 @@
-r"""Agreement with an independent engine (issue 5, part 4): the same models written again in numpyro.
+r"""Agreement with an independent engine: the same models written again in numpyro.
 
 ``paper_table2`` (Bayesian regression on the composite alliance) and ``who5_intercepts`` (the
 varying-intercept version of ``who5_change``: care-type-pooled within/between subscale slopes,

@@ -13,14 +13,17 @@ The design
     covariates and within/between alliance parts of a study simulated by the package's own simulator
     (:func:`alliance_bayes.data.simulate.simulate_study`, reduced counts as in
     ``SimulationConfig.small()``), passed through :func:`~alliance_bayes.data.frame.build_frame` and
-    :func:`~alliance_bayes.model.regression.design.prepare` exactly as real data would be. Only the outcome is
-    replaced, by a draw from the model's prior predictive distribution.
+    the model family's ``prepare`` exactly as real data would be. Only the data the model
+    observes are replaced, by a draw from its prior predictive distribution: the outcome of a
+    regression model; the outcomes and every session rating of the latent model (per
+    client–provider membership, the design keeping each membership's number of ratings).
 
 The replicates
     Replicate ``i`` takes its seeds from ``SeedSequence(seed, spawn_key=(i,))``, so a replicate's
     draws do not depend on how many replicates are run or on which worker runs it. Each worker process
     compiles the fitting model once with nutpie (:func:`alliance_bayes.inference.compile_for_refit`)
-    and refits it to each new outcome vector by swapping the ``y_observed`` data container
+    in its refittable form (:attr:`~alliance_bayes.model.families.Family.build_refit`) and refits
+    it to each new data set by swapping the observed variables' data containers
     (:func:`alliance_bayes.inference.sample_compiled`). Posterior draws are thinned to about
     ``thin_to`` draws to reduce autocorrelation before ranking. Each replicate is written as one small
     JSON file as soon as it finishes; a rerun skips the replicates already written, so an interrupted
@@ -28,7 +31,9 @@ The replicates
 
 The quantities
     Ranks are computed for the key estimands (``mu_b`` elements, ``sd_provider``, ``sigma``,
-    ``b_baseline``, care-type slopes, ``sd_provider_slope``, care-type intercepts ``b_care``) and
+    ``b_baseline``, care-type slopes, ``sd_provider_slope``, care-type intercepts ``b_care``; for
+    the latent model also ``discrimination``, ``cutpoint_top``, ``sd_provider_alliance``,
+    ``provider_type_alliance`` and ``rho_outcomes``) and
     for the log-likelihood of the replicate's data, :math:`\\log p(\\tilde y \\mid \\theta)`, a
     data-dependent test quantity that is sensitive to miscalibration that no single parameter shows
     (Modrák et al. 2023, doi:10.1214/23-BA1404).
@@ -60,7 +65,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from alliance_bayes.model.regression.design import OBSERVED, OUTCOME, ModelData
 from alliance_bayes.model.spec import ModelSpec, load_spec
 
 LOGLIK = "loglik"  # label of the log-likelihood test quantity
@@ -78,6 +82,12 @@ ESTIMANDS: tuple[tuple[str, dict[str, str]], ...] = (
     ("sd_provider_slope", {}),
     ("b_alliance", {}),
     ("b_care", {}),
+    # the latent model's measurement part and outcome correlation
+    ("discrimination", {}),
+    ("cutpoint_top", {}),
+    ("sd_provider_alliance", {}),
+    ("provider_type_alliance", {}),
+    ("rho_outcomes", {}),
 )
 
 
@@ -141,7 +151,7 @@ class SBCSettings:
 # --- the design ---------------------------------------------------------------------------------
 
 
-def sbc_design(spec: ModelSpec, design: SBCDesign) -> ModelData:
+def sbc_design(spec: ModelSpec, design: SBCDesign):
     """The design arrays of ``spec`` on a study simulated by the package's simulator."""
     from alliance_bayes.data.load import RawStudy
     from alliance_bayes.data.simulate import SimulationConfig, simulate_study
@@ -202,10 +212,9 @@ class _Worker:
             SamplerSettings,
             compile_for_refit,
         )
-        from alliance_bayes.model.families import family_of
 
         self.settings = settings
-        # Replicates swap the outcome's data container of one compiled model, so the likelihood is
+        # Replicates swap the data containers of one compiled model, so the likelihood is
         # per client: a collapsed one holds the data as sufficient statistics in the graph.
         fit_spec = load_spec(settings.spec, likelihood_form="per_client")
         gen_spec = (
@@ -214,10 +223,13 @@ class _Worker:
             else fit_spec
         )
         self.data = sbc_design(fit_spec, settings.design)
-        self.model = family_of(fit_spec).build(fit_spec, self.data)
+        self.model = _refittable(fit_spec, self.data)
         gen_data = self.data if gen_spec is fit_spec else sbc_design(gen_spec, settings.design)
-        self.gen_model = family_of(gen_spec).build(gen_spec, gen_data)
+        self.gen_model = _refittable(gen_spec, gen_data)
         _check_same_parameters(self.model, self.gen_model)
+        # Every observed variable is drawn afresh, and swapped in through its data container.
+        self.observed = [rv.name for rv in self.gen_model.observed_RVs]
+        self.containers = _containers(self.model)
         self.quantities = quantity_labels(self.model)
         self.sampler = SamplerSettings(
             chains=settings.chains,
@@ -231,7 +243,7 @@ class _Worker:
         # prior draws: every free RV, the deterministics of the estimands, and the outcome
         names = [rv.name for rv in self.gen_model.free_RVs]
         names += [v for _, v, _ in self.quantities if v not in names]
-        names.append(OUTCOME)
+        names += self.observed
         self.draw_names = names
         outputs = [self.gen_model[n] for n in names]
         with (
@@ -242,7 +254,9 @@ class _Worker:
             self._draw = pm_compile(inputs=[], outputs=outputs, random_seed=0, mode=mode)
             self._rngs = find_rng_nodes(outputs)
             self.compiled = compile_for_refit(self.model, self.sampler)
-            self._umodel, self._loglik, self._free = _loglik_function(self.model, mode)
+            self._umodel, self._loglik, self._free = _loglik_function(
+                self.model, self.observed, mode
+            )
 
     def draw_prior(self, seed: int) -> dict[str, np.ndarray]:
         from pymc.pytensorf import reseed_rngs
@@ -251,8 +265,9 @@ class _Worker:
         values = self._draw()
         return {n: np.asarray(v) for n, v in zip(self.draw_names, values, strict=True)}
 
-    def loglik(self, point: dict[str, np.ndarray], y: np.ndarray) -> float:
-        self._umodel.set_data(OBSERVED, y)
+    def loglik(self, point: dict[str, np.ndarray], data: dict[str, np.ndarray]) -> float:
+        for name, value in data.items():
+            self._umodel.set_data(name, value)
         return float(self._loglik(*(point[n] for n in self._free)))
 
     def run(self, index: int) -> dict[str, Any]:
@@ -261,10 +276,13 @@ class _Worker:
         s = self.settings
         prior_seed, sample_seed, tie_seed = replicate_seeds(s.seed, index)
         truth = self.draw_prior(prior_seed)
-        y = truth[OUTCOME]
+        y = {
+            self.containers[n]: truth[n].astype(self.model[self.containers[n]].dtype)
+            for n in self.observed
+        }
         cores = max(1, (os.cpu_count() or 1) // max(1, _WORKERS_HINT))
         dt, seconds = sample_compiled(
-            self.compiled, self.sampler, data={OBSERVED: y}, seed=sample_seed, cores=cores
+            self.compiled, self.sampler, data=y, seed=sample_seed, cores=cores
         )
         post = dt["posterior"].to_dataset()
         stride = max(1, (s.chains * s.draws) // s.thin_to)
@@ -333,6 +351,27 @@ def _max_rhat(post, variables: list[str]) -> float:
     return float(max(np.nanmax(values[v].to_numpy()) for v in values.data_vars))
 
 
+def _refittable(spec: ModelSpec, data):
+    from alliance_bayes.model.families import family_of
+
+    family = family_of(spec)
+    return (family.build_refit or family.build)(spec, data)
+
+
+def _containers(model) -> dict[str, str]:
+    """Observed variable → the name of the data container holding its values."""
+    out = {}
+    for rv in model.observed_RVs:
+        value = model.rvs_to_values[rv]
+        # PyMC casts an integer container to the variable's dtype: look through the cast
+        while value.name not in model.named_vars and value.owner and len(value.owner.inputs) == 1:
+            value = value.owner.inputs[0]
+        if value.name not in model.named_vars or value is not model[value.name]:
+            raise SBCError(f"observed variable {rv.name!r} is not held in a data container")
+        out[rv.name] = value.name
+    return out
+
+
 def _check_same_parameters(fit_model, gen_model) -> None:
     a = {rv.name: fit_model.named_vars_to_dims.get(rv.name) for rv in fit_model.free_RVs}
     b = {rv.name: gen_model.named_vars_to_dims.get(rv.name) for rv in gen_model.free_RVs}
@@ -340,11 +379,14 @@ def _check_same_parameters(fit_model, gen_model) -> None:
         raise SBCError(f"generating and fitting models differ in their parameters: {a} vs {b}")
 
 
-def _loglik_function(model, mode: str) -> tuple[Any, Callable[..., Any], list[str]]:
-    """Compiled :math:`\\sum_i \\log p(y_i \\mid \\theta)` as a function of the free RVs' values.
+def _loglik_function(
+    model, observed: Sequence[str], mode: str
+) -> tuple[Any, Callable[..., Any], list[str]]:
+    """Compiled :math:`\\log p(y \\mid \\theta)`, summed over the ``observed`` variables, as a
+    function of the free RVs' values.
 
     Values are on the constrained scale, as the posterior reports them (cf.
-    :func:`alliance_bayes.inference.log_density`); ``y`` is read from the ``y_observed`` container.
+    :func:`alliance_bayes.inference.log_density`); the data are read from their containers.
     """
     from pymc.model.transform.conditioning import remove_value_transforms
 
@@ -352,7 +394,7 @@ def _loglik_function(model, mode: str) -> tuple[Any, Callable[..., Any], list[st
     free = [(rv.name, umodel.rvs_to_values[rv]) for rv in umodel.free_RVs]
     fn = umodel.compile_fn(
         inputs=[value for _, value in free],
-        outs=umodel.logp(vars=[umodel[OUTCOME]], sum=True),
+        outs=umodel.logp(vars=[umodel[name] for name in observed], sum=True),
         on_unused_input="ignore",
         point_fn=False,
         mode=mode,

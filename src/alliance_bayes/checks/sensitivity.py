@@ -1,4 +1,4 @@
-r"""Prior sensitivity (issue 5, part 3): power-scaling diagnostics and refits under other priors.
+r"""Prior sensitivity: power-scaling diagnostics and refits under other priors.
 
 Power-scaling (Kallioinen, Paananen, Bürkner & Vehtari 2024, doi:10.1007/s11222-023-10366-5)
 raises the prior (or the likelihood) to a power :math:`\alpha` near 1 by importance sampling and
@@ -11,12 +11,14 @@ per draw), with
 * the prior: every ``log_prior`` term except the non-centred auxiliaries ``z_*`` (standard Normal
   by construction; they are part of the hierarchical model, and power-scaling them would rescale the
   provider or care-type effects rather than a prior anyone chose);
-* the likelihood: the per-client log-likelihood (:func:`alliance_bayes.checks.compare.client_log_likelihood`).
+* the likelihood: the per-client log-likelihood (:func:`alliance_bayes.checks.compare.client_log_likelihood`);
+  for the latent model that is the outcomes' likelihood given the session ratings, whose own
+  likelihood is not scaled (it is the measurement model, conditioned on like a design).
 
 Refits under a wider and a narrower prior set, declared as TOML specs
 (``models/who5_change_priors_wide.toml``: every scale doubled, LKJ η = 1;
-``..._narrow.toml``: halved, η = 4), show how far each posterior mean moves, in units of the base
-posterior SD.
+``..._narrow.toml``: halved, η = 4; the same for ``alliance_latent_who5``, measurement priors
+included), show how far each posterior mean moves, in units of the base posterior SD.
 
 Verdict per estimand
     ``robust``: every refit moves the mean by less than ``shift_limit`` (0.5) base posterior SD and
@@ -254,7 +256,13 @@ def write_sensitivity(
 
 DEFAULT_MODELS = ("paper_table2", "who5_pooled", "who5_intercepts", "who5_change")
 #: base model -> prior sets declared as TOML specs (the same model, other [priors])
-DEFAULT_VARIANTS = {"who5_change": ("who5_change_priors_wide", "who5_change_priors_narrow")}
+DEFAULT_VARIANTS = {
+    "who5_change": ("who5_change_priors_wide", "who5_change_priors_narrow"),
+    "alliance_latent_who5": (
+        "alliance_latent_who5_priors_wide",
+        "alliance_latent_who5_priors_narrow",
+    ),
+}
 
 
 def run_sensitivity(

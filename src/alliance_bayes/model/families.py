@@ -17,12 +17,31 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pymc as pm
 import xarray as xr
 
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.model.spec import OUTCOMES, ModelSpec
 from alliance_bayes.report.figures import FigureMaker
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A family's scorer for leave-provider-out K-fold (:func:`alliance_bayes.checks.compare.run_kfold`).
+
+    Attributes
+    ----------
+    scored : (client,) bool array
+        The design's clients whose outcome K-fold scores (those with an observed outcome).
+    score : callable
+        ``score(train, test, seed)`` → ``(elpd, info)``: refits with the outcomes of the ``train``
+        clients (bool over the design's clients) and returns log p(y_i | training data) for the
+        clients ``test & scored``, in design order, with a dict of facts about the refit.
+    """
+
+    scored: np.ndarray
+    score: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,13 @@ class Family:
         ``complete(spec, design, dt, seed, draws_only=)`` → ``dt`` with what sampling left out
         (for a collapsed likelihood: the provider effects, the pointwise log-likelihood and the
         predictive draws), before the estimands and the gate.
+    build_refit : callable, optional
+        ``build_refit(spec, design)`` → a :class:`pymc.Model` whose data are all data containers
+        (its observed variables' values), which a compiled model can swap (simulation-based
+        calibration); ``None``: :attr:`build` already is.
+    heldout : callable, optional
+        ``heldout(spec, design, settings, n_mc=, max_draws=)`` → :class:`HeldOut`, compiled
+        once for every fold of a K-fold run.
     complete_cases, impute : callable, optional
         ``complete_cases(design)`` → the clients with an observed outcome;
         ``impute(spec, design, posterior, n=, delta=, seed=)`` → ``n`` completed designs
@@ -75,6 +101,8 @@ class Family:
         default=lambda spec, scales: []
     )
     complete: Callable[..., xr.DataTree] = lambda spec, design, dt, seed, draws_only=False: dt
+    build_refit: Callable[[ModelSpec, Any], pm.Model] | None = None
+    heldout: Callable[..., HeldOut] | None = None
     complete_cases: Callable[[Any], Any] | None = None
     impute: Callable[..., Any] | None = None
 
@@ -85,7 +113,12 @@ def _regression() -> Family:
     from alliance_bayes.model.regression.design import prepare
     from alliance_bayes.model.regression.figures import FIGURES
     from alliance_bayes.model.regression.graph import build_model
-    from alliance_bayes.model.regression.predict import complete_cases, impute_designs
+    from alliance_bayes.model.regression.predict import (
+        complete_cases,
+        heldout_log_density,
+        impute_designs,
+        subset_data,
+    )
     from alliance_bayes.report.estimands import compute_estimands
 
     def estimands(spec: ModelSpec, posterior: xr.Dataset, scales=None) -> xr.Dataset:
@@ -106,6 +139,26 @@ def _regression() -> Family:
             predictive_draws_per_chain=PREDICTIVE_DRAWS_PER_CHAIN,
         )
 
+    def heldout(spec, design, settings, *, n_mc=200, max_draws=1000):
+        # Each fold refits the training clients alone (the design's centring kept) and integrates
+        # over the new providers' effects by Monte Carlo (alliance_bayes.model.regression.predict).
+        from alliance_bayes.fitting import fit_design
+
+        def score(train, test, seed):
+            fit = fit_design(spec, subset_data(design, train), settings, draws_only=True)
+            elpd = heldout_log_density(
+                spec,
+                subset_data(design, test),
+                fit.datatree["posterior"].to_dataset(),
+                n_mc=n_mc,
+                max_draws=max_draws,
+                seed=seed,
+            )
+            stats = fit.datatree["sample_stats"]
+            return elpd, {"divergences": int(stats["diverging"].sum())}
+
+        return HeldOut(scored=np.ones(design.n_clients, dtype=bool), score=score)
+
     return Family(
         "regression",
         prepare,
@@ -118,6 +171,7 @@ def _regression() -> Family:
         data_variables=describe.data_variables,
         prior_rows=describe.prior_rows,
         complete=complete,
+        heldout=heldout,
         complete_cases=complete_cases,
         impute=impute_designs,
     )
@@ -127,6 +181,7 @@ def _latent() -> Family:
     from alliance_bayes.inference import PREDICTIVE_DRAWS_PER_CHAIN
     from alliance_bayes.model.latent import describe
     from alliance_bayes.model.latent.figures import FIGURES
+    from alliance_bayes.model.latent.heldout import heldout
     from alliance_bayes.model.latent.measurement import (
         build_latent_model,
         outcome_short,
@@ -156,6 +211,8 @@ def _latent() -> Family:
         equations=describe.equations,
         data_variables=describe.data_variables,
         prior_rows=describe.prior_rows,
+        build_refit=lambda spec, design: build_latent_model(spec, design, refit=True),
+        heldout=heldout,
     )
 
 

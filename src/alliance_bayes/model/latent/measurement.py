@@ -31,7 +31,7 @@ highest :math:`c_{s,4} \sim \mathcal N(0, s_\kappa)`, the gaps below it
 :math:`c_{s,k+1} - c_{s,k} \sim \text{Half-}\mathcal N(s_\kappa)`. The 4|5 cut-point is pinned by
 the many 5s and the 1|2 one only loosely by the few 1s; built upwards from 1|2, the
 well-determined 4|5 would be a sum of every parameter. On the shipped study this choice took the
-gap ESS to about 140 per 400 draws, against 6–50 when built up from 1|2 (issue 4 note).
+gap ESS to about 140 per 400 draws, against 6–50 when built up from 1|2.
 :math:`\kappa = c/\alpha` is stored as ``threshold``; the latent score is a provider part plus a client part,
 
 .. math::
@@ -84,7 +84,10 @@ The provider part has a mean per provider type: :math:`a_{ps} = \delta_s ([t(p) 
 :math:`\delta_s \sim \mathcal N(0, s_\delta)` (``provider_type_alliance``, therapists against
 coaches, in client SDs) and :math:`\pi_T` the share of therapists among the providers (centred,
 so that :math:`\delta` leaves the location to the thresholds; stored as
-``constant_data/provider_therapist``).
+``constant_data/provider_therapist``). The standard normal :math:`z_p` are centred within each
+provider type (and rescaled to unit variance), so that :math:`\delta` alone carries the type
+difference: otherwise the mean of the therapists' :math:`z` and :math:`\delta` trade off along
+a ridge.
 
 Rating log density on the non-empty cells
 -----------------------------------------
@@ -116,14 +119,25 @@ Sampling cost (shipped study, 2-core machine, nutpie + numba)
 --------------------------------------------------------------
 6,827 free parameters (6,174 client latent scores), 3,893 memberships, 35,160 ratings summarised
 as counts. At the spec's ``target_accept`` 0.9 the step size adapts to about 0.09 and every draw
-takes 63 leapfrog steps (tree depth 6, never saturated). With 4 × 1,500 draws after 1,000 tuning
-iterations (the spec): sampling 748 s, R-hat ≤ 1.006, smallest bulk ESS 741, for
-``provider_type_alliance`` while its indicator was not yet centred, then the top cut-points
-(864). The rating log
-density on the non-empty cells halved the time per gradient measured outside the sampler (3.6 to
-1.7 ms before the between part's quadrature was added), but the whole fit samples no faster than
-the caseload-mean model did (770 s): the quadrature over providers and the tighter coupling of
-the provider latent parts to both outcomes take what the ratings part saved.
+takes 63 leapfrog steps (tree depth 6, never saturated); 500 tuning iterations give the same step
+size and path length as 1,000. Measured runs (4 chains, default seed):
+
+=====================  ========  =======  ============  ===========  =======================
+tune + draws           sampling  R-hat    min bulk ESS  whole (s)    note
+=====================  ========  =======  ============  ===========  =======================
+1,000 + 1,500          748 s     ≤ 1.006  741           1,331        type indicator uncentred
+500 + 1,500 (spec)     605 s     ≤ 1.005  876           1,000        compile cache cold
+500 + 1,000            443 s     ≤ 1.010  615           614          R-hat at the gate's limit
+500 + 1,000, ta 0.8    249 s     1.028    272           422          gate fails
+=====================  ========  =======  ============  ===========  =======================
+
+A lower ``target_accept`` (0.8: step 0.13, 31 steps per draw) halves the cost of a draw but also
+its ESS (0.07 per draw against 0.15), so it gains nothing per second and fails the gate. The
+fixed costs depend on the compile cache: cold, 175 s compile, 59 s prior predictive draws and
+78 s for the posterior predictive draws and log densities; warm, 75 s, 7 s and 16 s. About 50 s
+more go to the gate, the summaries and the bundle. The rating log density on the non-empty
+cells cut the time per gradient measured outside the sampler from 3.6 to 1.35 ms (nutpie's
+``logp_func`` on the shipped study, median of 300 calls).
 
 The slow directions are the item discriminations (= the client latent SD on the logit scale),
 the top cut-points and ``sd_provider_alliance``: non-centred client scores move with the
@@ -480,6 +494,15 @@ def rating_loglik(terms: RatingTerms, linear, g, cut, gaps):
     their differences (see :class:`RatingTerms`). PyTensor graph.
     """
     n_sub = cut.shape[0]
+    entry = rating_entries(terms, linear, g, cut, gaps)
+    total = pt.zeros((n_sub * N_CATEGORIES,))[terms.subscale_category].inc(terms.count * entry)
+    return total.reshape((n_sub, N_CATEGORIES))
+
+
+def rating_entries(terms: RatingTerms, linear, g, cut, gaps):
+    """log P(r = k) of each (subscale, membership, category) entry of ``terms`` (PyTensor graph);
+    :func:`rating_loglik` weights them by their counts."""
+    n_sub = cut.shape[0]
     p_needed = pt.log1p(g.reshape((-1,))[terms.needed])
     p_pad = pt.concatenate([p_needed, pt.zeros((1,))])
     zero = pt.zeros((n_sub, 1))
@@ -488,14 +511,12 @@ def rating_loglik(terms: RatingTerms, linear, g, cut, gaps):
         [zero, pt.log(-pt.expm1(-gaps)), zero], axis=-1
     )
     has_linear = (terms.category < N_CATEGORIES - 1).astype(float)
-    entry = (
+    return (
         const.reshape((-1,))[terms.subscale_category]
         - has_linear * linear.reshape((-1,))[terms.cell]
         - p_pad[terms.lower]
         - p_pad[terms.upper]
     )
-    total = pt.zeros((n_sub * N_CATEGORIES,))[terms.subscale_category].inc(terms.count * entry)
-    return total.reshape((n_sub, N_CATEGORIES))
 
 
 def category_probs(g):
@@ -556,6 +577,23 @@ def _centred(z, axis: int = 0):
     return (z - z.mean(axis=axis, keepdims=True)) * np.sqrt(n / (n - 1.0))
 
 
+def _centred_within(z, groups: np.ndarray, axis: int = 0):
+    """Centre ``z`` over ``axis`` within each group (provider type), rescaled so that each element
+    keeps unit variance; a group of one is left as it is. PyTensor graph (``axis=0``) or numpy
+    draws (``axis=1``, the draw first)."""
+    groups = np.asarray(groups)
+    onehot = (groups[:, None] == np.unique(groups)[None, :]).astype(float)  # (P, T)
+    size = onehot.sum(axis=0)
+    onehot[:, size < 2] = 0.0
+    share = onehot / np.maximum(size, 1.0)
+    scale = np.sqrt(np.where(size > 1, size / np.maximum(size - 1.0, 1.0), 1.0))
+    row_scale = onehot @ scale + (onehot.sum(axis=1) == 0)  # (P,)
+    if axis == 0:
+        return (z - pt.dot(onehot, pt.dot(share.T, z))) * row_scale[:, None]
+    means = np.einsum("pt,dps->dts", share, z)
+    return (z - np.einsum("pt,dts->dps", onehot, means)) * row_scale[None, :, None]
+
+
 def _ratings_dist(n, p, loglik, size):
     # Prior/posterior predictive: per-membership multinomials, summed over memberships.
     return pm.Multinomial.dist(n=n, p=p).sum(axis=-2)
@@ -567,15 +605,41 @@ def _ratings_logp(value, n, p, loglik):
     return loglik
 
 
+def _cell_ratings_dist(n, p, logp, size):
+    # Refittable form: the value is every (subscale, membership) cell's category counts.
+    return pm.Multinomial.dist(n=n, p=p, size=size)
+
+
+def _cell_ratings_logp(value, n, p, logp):
+    # The multinomial coefficient is a constant of the data: left out, as in the summary form.
+    return (value * logp).sum(axis=-1)
+
+
 # --------------------------------------------------------------------------------------------------
 def build_latent_model(
-    spec: ModelSpec, data: LatentData, *, store_scores: bool = False
+    spec: ModelSpec,
+    data: LatentData,
+    *,
+    store_scores: bool = False,
+    heldout: bool = False,
+    refit: bool = False,
 ) -> pm.Model:
     """Build the joint measurement + outcome model (see the module docstring for the maths).
 
     ``store_scores=True`` adds the per-client true scores as a deterministic ``alliance_true``
     (client, subscale); off by default because it stores draws × clients numbers
     (:func:`latent_scores` recomputes them from the posterior instead).
+
+    ``heldout=True`` builds the same parameters with each outcome's log density weighted per
+    client by a data container ``outcome_weight_<short>`` (ones), as a ``Potential``: a weight of
+    0 holds that client's follow-up out while the ratings stay in, so that one compiled model
+    serves every fold of a K-fold run (:mod:`alliance_bayes.model.latent.heldout`).
+
+    ``refit=True`` makes every datum a data container that a compiled model can swap (simulation-
+    based calibration): the ratings are the observed (subscale, membership, category) counts
+    ``rating_counts``, with a log density over every cell (not only the non-empty ones, which
+    depend on the data), and the outcomes are ``y_observed`` and ``y_observed_<short>``. The
+    log density is the same as the ordinary model's.
     """
     pr, ms, h = spec.priors, spec.measurement, spec.hierarchy
     assert ms is not None
@@ -604,12 +668,16 @@ def build_latent_model(
         disc = pm.LogNormal("discrimination", 0.0, ms.discrimination_sd, dims="subscale")
         pm.Deterministic("threshold", cut / disc[:, None], dims=("subscale", "cut"))
         rows, cols = np.tril_indices(n_sub, k=-1)
-        # Centred over clients (and over providers): the latent location is carried by the
-        # thresholds alone. Otherwise shifting every z and every threshold together is a narrow
-        # ridge (width 1/sqrt(n)) that a diagonal mass matrix cannot adapt to; after centring, the
-        # mean of z is a free standard normal direction that the likelihood ignores.
+        # Centred over clients (and over providers within each provider type): the latent
+        # location is carried by the thresholds alone, and the type difference by
+        # provider_type_alliance alone. Otherwise shifting every z and every threshold together
+        # is a narrow ridge (width 1/sqrt(n)) that a diagonal mass matrix cannot adapt to; after
+        # centring, the means of z are free standard normal directions the likelihood ignores.
         z_client = _centred(pm.Normal("z_client_alliance", 0.0, 1.0, dims=("client", "subscale")))
-        z_prov = _centred(pm.Normal("z_provider_alliance", 0.0, 1.0, dims=("provider", "subscale")))
+        z_prov = _centred_within(
+            pm.Normal("z_provider_alliance", 0.0, 1.0, dims=("provider", "subscale")),
+            data.provider_type_index,
+        )
         sd_a = pm.HalfNormal("sd_provider_alliance", ms.sd_provider_alliance_sd, dims="subscale")
         if n_sub > 1:
             chol_e = pm.LKJCorr("chol_client_alliance", n=n_sub, eta=pr.lkj_eta)
@@ -638,17 +706,31 @@ def build_latent_model(
         theta = a[mem_provider] + e[mem_client]  # (membership, subscale)
         linear = disc[:, None] * theta.T  # (S, M): alpha_s theta
         g = pt.exp(-linear)[:, :, None] * pt.exp(cut)[:, None, :]  # (S, M, 4): exp(-eta)
-        pm.CustomDist(
-            RATINGS,
-            counts.sum(axis=-1),
-            category_probs(g),
-            rating_loglik(RatingTerms.from_counts(data.counts), linear, g, cut, gaps),
-            dist=_ratings_dist,
-            logp=_ratings_logp,
-            signature="(m),(m,k),(k)->(k)",
-            observed=data.category_totals,
-            dims=("subscale", "category"),
-        )
+        if refit:
+            every = RatingTerms.from_counts(np.ones_like(data.counts))
+            pm.CustomDist(
+                RATINGS,
+                data.counts.sum(axis=-1),
+                category_probs(g),
+                rating_entries(every, linear, g, cut, gaps).reshape(data.counts.shape),
+                dist=_cell_ratings_dist,
+                logp=_cell_ratings_logp,
+                signature="(),(k),(k)->(k)",
+                observed=counts,
+                dims=("subscale", "membership", "category"),
+            )
+        else:
+            pm.CustomDist(
+                RATINGS,
+                counts.sum(axis=-1),
+                category_probs(g),
+                rating_loglik(RatingTerms.from_counts(data.counts), linear, g, cut, gaps),
+                dist=_ratings_dist,
+                logp=_ratings_logp,
+                signature="(m),(m,k),(k)->(k)",
+                observed=data.category_totals,
+                dims=("subscale", "category"),
+            )
 
         # ---- true scores on the 1–5 scale and the doubly latent within/between split
         tau_m = (1.0 + (1.0 / (1.0 + g)).sum(axis=-1)).T  # (M, S) expected rating
@@ -733,18 +815,28 @@ def build_latent_model(
                 mu = mu + u_client[k][idx]
             mus.append(mu)
 
+        def outcome(name, o, mu, sd):
+            if heldout:
+                w = pm.Data(f"outcome_weight_{o.short}", np.ones(len(o.y)), dims=o.dim)
+                pm.Potential(f"{name}_weighted", (w * pm.logp(pm.Normal.dist(mu, sd), o.y)).sum())
+                return o.y
+            y = pm.Data(f"y_observed{name[1:]}", o.y, dims=o.dim) if refit else o.y
+            return pm.Normal(name, mu=mu, sigma=sd, observed=y, dims=o.dim)
+
         first = outs[0]
-        pm.Normal("y", mu=mus[0], sigma=sigma[0], observed=first.y, dims=first.dim)
+        y1 = outcome("y", first, mus[0], sigma[0])
         if n_out == 2:
             second = outs[1]
             pos = pd.Series(np.arange(len(first.client_index)), index=first.client_index)
             where = pos.reindex(second.client_index).to_numpy()
             both = ~np.isnan(where)
             at = np.where(both, where, 0).astype(np.int64)
-            resid1 = (first.y - mus[0])[at]
+            # The observed variable itself, so that predictive draws of the second outcome are
+            # conditional on drawn (not observed) first outcomes; its log density uses the data.
+            resid1 = (y1 - mus[0])[at]
             mean2 = mus[1] + both * rho * sigma[1] / sigma[0] * resid1
             sd2 = sigma[1] * pt.sqrt(1.0 - both * rho**2)
-            pm.Normal(f"y_{second.short}", mu=mean2, sigma=sd2, observed=second.y, dims=second.dim)
+            outcome(f"y_{second.short}", second, mean2, sd2)
     return model
 
 
@@ -770,7 +862,11 @@ def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
     s = posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
     # axis 0 is the draw: centre over clients (providers), as the model graph does
     z_c = _centred(s["z_client_alliance"].transpose("sample", "client", "subscale").values, 1)
-    z_p = _centred(s["z_provider_alliance"].transpose("sample", "provider", "subscale").values, 1)
+    z_p = _centred_within(
+        s["z_provider_alliance"].transpose("sample", "provider", "subscale").values,
+        constant["provider_therapist"].values,  # two values, one per provider type
+        axis=1,
+    )
     sd_a = s["sd_provider_alliance"].transpose("sample", "subscale").values
     if "chol_client_alliance" in s:
         lc = s["chol_client_alliance"].values  # (sample, S, S): sample is first after transpose
