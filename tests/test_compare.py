@@ -285,17 +285,24 @@ def test_small_fit_kfold_and_numpy_twin(small_study_dir, fitted):
 
 
 def test_cluster_se_matches_the_spread_of_totals_over_replicates():
-    """Totals of cluster-correlated values: the cluster-robust SE estimates their sampling SD,
-    the independent-clients SE does not; with one client per cluster the two agree."""
+    """Totals of cluster-correlated values over clusters of unequal sizes (a nonzero mean, as
+    elpd has): the cluster-robust SE estimates their sampling SD, the independent-clients SE
+    does not; with one client per cluster the two agree."""
     rng = np.random.default_rng(8)
-    n_groups, size, reps = 40, 8, 4000
-    cluster = np.repeat(np.arange(n_groups), size)
-    x = rng.normal(size=(reps, n_groups))[:, cluster] + rng.normal(size=(reps, n_groups * size))
-    truth = x.sum(axis=1).std()  # sqrt(G * (size^2 + size)) = 53.7
+    sizes = rng.integers(1, 16, size=60)
+    cluster = np.repeat(np.arange(len(sizes)), sizes)
+    reps = 4000
+    x = (
+        -3.0
+        + rng.normal(size=(reps, len(sizes)))[:, cluster]
+        + rng.normal(size=(reps, sizes.sum()))
+    )
+    truth = np.sqrt(np.sum(sizes**2 + sizes))  # SD of the total: 70.4 here
+    assert x.sum(axis=1).std() == pytest.approx(truth, rel=0.03)
     robust = np.array([cmp.cluster_se(row, cluster) for row in x[:400]])
     naive = np.sqrt(x.shape[1] * x[:400].var(axis=1))
-    assert robust.mean() == pytest.approx(truth, rel=0.05)
-    assert naive.mean() < 0.5 * truth  # sqrt(n * 2) = 25.3
+    assert robust.mean() == pytest.approx(truth, rel=0.06)
+    assert naive.mean() < 0.5 * truth  # sqrt(n * 2) = 30.2
     one = np.arange(x.shape[1])
     assert cmp.cluster_se(x[0], one) == pytest.approx(
         np.sqrt(x.shape[1] / (x.shape[1] - 1)) * naive[0], rel=1e-12

@@ -246,20 +246,22 @@ def cluster_se(values: np.ndarray, cluster: np.ndarray) -> float:
     clusters (clients of one provider share its effect and its fold).
 
     .. math::
-        \widehat{\operatorname{se}} = \sqrt{\tfrac{G}{G-1} \textstyle\sum_g (T_g - \bar T)^2},
-        \quad T_g = \sum_{i \in g} x_i,
+        \widehat{\operatorname{se}} = \sqrt{\tfrac{G}{G-1} \textstyle\sum_g \big(\sum_{i \in g}
+        (x_i - \bar x)\big)^2},
 
-    the cluster-robust variance of a total over :math:`G` clusters (Cameron & Miller 2015,
-    doi:10.3368/jhr.50.2.317). With one client per cluster it is :math:`\sqrt{n/(n-1)}` times the
-    independent-clients SE :math:`\sqrt{n \operatorname{var}(x)}` that arviz reports.
+    the cluster-robust (sandwich) variance over :math:`G` clusters of :math:`n \bar x` (Cameron &
+    Miller 2015, doi:10.3368/jhr.50.2.317), for the clients at hand: like the
+    independent-clients SE :math:`\sqrt{n \operatorname{var}(x)}` that arviz reports, it does not
+    count the variation of cluster sizes, and with one client per cluster it is that SE times
+    :math:`\sqrt{n/(n-1)}`.
     """
     values = np.asarray(values, float)
     _, group = np.unique(np.asarray(cluster), return_inverse=True)
-    totals = np.bincount(group, weights=values)
+    totals = np.bincount(group, weights=values - values.mean())
     g = len(totals)
     if g < 2:
         return float("nan")
-    return float(np.sqrt(g / (g - 1) * np.sum((totals - totals.mean()) ** 2)))
+    return float(np.sqrt(g / (g - 1) * np.sum(totals**2)))
 
 
 @dataclass

@@ -42,23 +42,21 @@ def outcome_weights(data: LatentData, train: np.ndarray) -> dict[str, np.ndarray
 
 
 def pointwise_client_density(data: LatentData, loglik) -> np.ndarray:
-    """log (1/S) Σ_s p(y_i | θ_s) per client (``-inf``-free: NaN for a client with no outcome).
+    """log (1/S) Σ_s p(y_i | θ_s) per client; NaN for a client with no observed outcome.
 
     ``loglik`` is the ordinary model's log-likelihood Dataset (chain, draw, client_<short>) per
     outcome variable; a client's outcomes are summed per draw first.
     """
-    n_draws = None
-    total = None
-    for o, name in zip(data.outcomes, _names(data), strict=True):
-        values = np.asarray(loglik[name].values, float)
-        values = values.reshape(-1, values.shape[-1])
-        if total is None:
-            n_draws = values.shape[0]
-            total = np.zeros((n_draws, data.n_clients))
-            seen = np.zeros(data.n_clients, dtype=bool)
+    per_outcome = [
+        np.asarray(loglik[name].values, float).reshape(-1, len(o.client_index))
+        for o, name in zip(data.outcomes, _names(data), strict=True)
+    ]
+    total = np.zeros((per_outcome[0].shape[0], data.n_clients))
+    seen = np.zeros(data.n_clients, dtype=bool)
+    for o, values in zip(data.outcomes, per_outcome, strict=True):
         total[:, o.client_index] += values
         seen[o.client_index] = True
-    out = special.logsumexp(total, axis=0) - np.log(n_draws)
+    out = special.logsumexp(total, axis=0) - np.log(total.shape[0])
     return np.where(seen, out, np.nan)
 
 

@@ -111,7 +111,9 @@ standardised (:math:`\beta_o` per SD), care-type slopes partially pooled
 normal with correlation :math:`\rho` (``rho_outcomes``): where both outcomes are observed the
 likelihood is the bivariate normal, factorised as :math:`y_1 \sim \mathcal N(\mu_1, \sigma_1)`,
 :math:`y_2 \mid y_1 \sim \mathcal N(\mu_2 + \rho\sigma_2 (y_1-\mu_1)/\sigma_1,
-\sigma_2\sqrt{1-\rho^2})`; where only one is observed, its marginal normal. The within/between
+\sigma_2\sqrt{1-\rho^2})`; where only one is observed, its marginal normal. Predictive draws of
+:math:`y_2` are conditional on the drawn :math:`y_1`, so that they come from the joint predictive
+distribution. The within/between
 split follows Baldwin, Wampold & Imel (2007), doi:10.1037/0022-006X.75.6.842; alliance as the
 goal/bond/task agreement follows Bordin (1979), doi:10.1037/h0085885.
 
