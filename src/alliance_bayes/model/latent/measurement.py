@@ -122,29 +122,36 @@ Sampling cost (shipped study, 2-core machine, nutpie + numba)
 6,827 free parameters (6,174 client latent scores), 3,893 memberships, 35,160 ratings summarised
 as counts. At the spec's ``target_accept`` 0.9 the step size adapts to about 0.09 and every draw
 takes 63 leapfrog steps (tree depth 6, never saturated); 500 tuning iterations give the same step
-size and path length as 1,000. Measured runs (4 chains, default seed):
+size and path length as 1,000. The spec's run (4 chains × (500 + 1,500), default seed, the whole
+``alliance-bayes fit alliance_latent`` process, PyTensor's compile cache warm), twice on the same
+day with the quadrature of :func:`provider_expected_rating` as the only difference:
 
-=====================  ========  =======  ============  ===========  =======================
-tune + draws           sampling  R-hat    min bulk ESS  whole (s)    note
-=====================  ========  =======  ============  ===========  =======================
-1,000 + 1,500          748 s     ≤ 1.006  741           1,331        type indicator uncentred
-500 + 1,500 (spec)     605 s     ≤ 1.005  876           1,000        compile cache cold
-500 + 1,000            443 s     ≤ 1.010  615           614          R-hat at the gate's limit
-500 + 1,000, ta 0.8    249 s     1.028    272           422          gate fails
-=====================  ========  =======  ============  ===========  =======================
+==========================  ========  =======  =============  =======  ============  ===========
+quadrature nodes            sampling  compile  predictive,    R-hat    min bulk ESS  whole
+                                               log densities
+==========================  ========  =======  =============  =======  ============  ===========
+61 (spacing 0.25)           283 s     66 s     44 s           ≤ 1.005  885           446 s
+31 (spacing 0.4, shipped)   224 s     76 s     53 s           ≤ 1.007  711           407 s
+==========================  ========  =======  =============  =======  ============  ===========
 
-A lower ``target_accept`` (0.8: step 0.13, 31 steps per draw) halves the cost of a draw but also
-its ESS (0.07 per draw against 0.15), so it gains nothing per second and fails the gate. The
-fixed costs depend on the compile cache: cold, 175 s compile, 59 s prior predictive draws and
-78 s for the posterior predictive draws and log densities; warm, 75 s, 7 s and 16 s. About 50 s
-more go to the gate, the summaries and the bundle. The rating log density on the non-empty
-cells cut the time per gradient measured outside the sampler from 3.6 to 1.35 ms (nutpie's
-``logp_func`` on the shipped study, median of 300 calls).
+The rest of the whole process is about 30 s for the gate, the summaries and the bundle and 20 s
+for start-up, loading and building the model; peak memory 2.7 GB. A cold compile cache adds
+about 100 s. One logp and gradient (nutpie's compiled numba function called directly, one thread,
+median of 7 × 500 calls at one point) costs 0.72 ms with 61 nodes and 0.62 ms with 31.
+
+Earlier runs on the same design: 500 + 1,000 put R-hat at the gate's limit of 1.01; a lower
+``target_accept`` (0.8: step 0.13, 31 steps per draw) halves the cost of a draw but also its ESS
+(0.07 per draw against 0.15), so it gains nothing per second and fails the gate. The rating log
+density on the non-empty cells cut the time per gradient from 3.6 to 1.35 ms (nutpie's
+``logp_func``, before the doubly latent part).
 
 The slow directions are the item discriminations (= the client latent SD on the logit scale),
-the top cut-points and ``sd_provider_alliance``: non-centred client scores move with the
-discrimination. A centred client part was tried and mixed worse (discrimination ESS 12 vs 25 per
-400 draws), as was nutpie's low-rank mass matrix (no gain in a 300-draw warm-up).
+the client-part correlation, the top cut-points and ``sd_provider_alliance``: non-centred client
+scores move with the discrimination. Three other forms mixed worse: a centred client part
+(discrimination ESS 12 vs 25 per 400 draws), the client part on the logit scale (min bulk ESS
+98 against 240 in 4 × 400 draws, at a dearer gradient) and a partly centred one (scaled by the
+discrimination for the clients with a rating below 5 on that subscale, 43–49% of them: min ESS
+217, R-hat 1.028); so did nutpie's low-rank mass matrix (no gain in a 300-draw warm-up).
 
 PHQ-9 sample
 ------------
@@ -533,12 +540,17 @@ def category_probs(g):
     return p / p.sum(axis=-1, keepdims=True)
 
 
-#: Trapezoid rule for expectations over a client's latent part, e ~ N(0, 1): nodes every 0.25 on
-#: [-7.5, 7.5], weights proportional to the normal density. For an analytic integrand the rule
-#: converges geometrically in 1/spacing; against adaptive quadrature its error on a logistic
-#: item curve is below 1e-8 for discriminations up to 4 and 1e-5 up to 7 (Gauss–Hermite with as
-#: many nodes is far worse for steep curves: 1e-4 at 4).
-QUADRATURE_NODES = np.arange(-30, 31) * 0.25
+#: Trapezoid rule for expectations over a client's latent part, e ~ N(0, 1): nodes every 0.4 on
+#: [-6, 6], weights proportional to the normal density. For an analytic integrand the rule
+#: converges geometrically in 1/spacing: on a logistic item curve of discrimination alpha its
+#: error grows like exp(-2 pi^2 / (0.4 alpha)), the curve's poles sitting at Im x = pi / alpha.
+#: Against adaptive quadrature the largest error of one threshold's term is 2e-7 at alpha = 3,
+#: 7e-6 at 4, 6e-5 at 5 and 6e-4 at 7 (Gauss-Hermite with as many nodes is far worse for steep
+#: curves). The spacing trades this against speed: at 0.25 on [-7.5, 7.5] (61 nodes, 2e-9 at 4)
+#: the gradient of the shipped study's model was about a fifth dearer. A mixture of six probits in
+#: closed form (error 1.4e-7 for every alpha) was as dear as 61 nodes: its erfc calls cost more
+#: than the rule's divisions.
+QUADRATURE_NODES = np.arange(-15, 16) * 0.4
 _WEIGHTS = np.exp(-0.5 * QUADRATURE_NODES**2)
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 
