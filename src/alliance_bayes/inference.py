@@ -12,9 +12,10 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -275,27 +276,40 @@ def log_density(model: pm.Model, posterior: xr.Dataset, rvs, backend: str) -> xr
     return log_density_function(model, rvs, backend)(posterior)
 
 
-def log_density_function(model: pm.Model, rvs, backend: str) -> Callable[[xr.Dataset], xr.Dataset]:
-    """:func:`log_density` compiled once, for many posteriors of the same model (K-fold refits)."""
+def compile_log_density(
+    model: pm.Model, names: Sequence[str], mode: str, *, total: bool = False
+) -> tuple[pm.Model, Callable[..., Any], list[str]]:
+    """The log densities of the variables ``names`` as one compiled function of the free RVs'
+    values on the constrained scale (the scale the posterior reports).
+
+    Returns the untransformed copy of the model whose data containers the function reads (set
+    data there), the function (elementwise densities per variable, or their sum with
+    ``total=True``) and the free RVs' names in the order of its arguments.
+    """
     umodel = remove_value_transforms(model)
     free = [(rv.name, umodel.rvs_to_values[rv]) for rv in umodel.free_RVs]
-    targets = [umodel[rv.name] for rv in rvs]
     fn = umodel.compile_fn(
         inputs=[value for _, value in free],
-        outs=umodel.logp(vars=targets, sum=False),
+        outs=umodel.logp(vars=[umodel[name] for name in names], sum=total),
         on_unused_input="ignore",
         point_fn=False,
-        mode=backend.upper(),
+        mode=mode.upper(),
     )
+    return umodel, fn, [name for name, _ in free]
+
+
+def log_density_function(model: pm.Model, rvs, backend: str) -> Callable[[xr.Dataset], xr.Dataset]:
+    """:func:`log_density` compiled once, for many posteriors of the same model (K-fold refits)."""
+    _, fn, free = compile_log_density(model, [rv.name for rv in rvs], backend)
     dims = model.named_vars_to_dims
 
     def evaluate(posterior: xr.Dataset) -> xr.Dataset:
-        stacked = {name: posterior[name].values for name, _ in free}
+        stacked = {name: posterior[name].values for name in free}
         n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
         out = None
         for c in range(n_chains):
             for d in range(n_draws):
-                values = fn(*(stacked[name][c, d] for name, _ in free))
+                values = fn(*(stacked[name][c, d] for name in free))
                 if out is None:
                     out = [np.empty((n_chains, n_draws, *np.shape(v))) for v in values]
                 for k, value in enumerate(values):

@@ -211,6 +211,7 @@ class _Worker:
             REPRODUCIBLE_COMPILE,
             SamplerSettings,
             compile_for_refit,
+            compile_log_density,
         )
 
         self.settings = settings
@@ -254,8 +255,9 @@ class _Worker:
             self._draw = pm_compile(inputs=[], outputs=outputs, random_seed=0, mode=mode)
             self._rngs = find_rng_nodes(outputs)
             self.compiled = compile_for_refit(self.model, self.sampler)
-            self._umodel, self._loglik, self._free = _loglik_function(
-                self.model, self.observed, mode
+            # log p(y | theta) summed; it reads y from the data containers of its own model copy
+            self._umodel, self._loglik, self._free = compile_log_density(
+                self.model, self.observed, mode, total=True
             )
 
     def draw_prior(self, seed: int) -> dict[str, np.ndarray]:
@@ -377,30 +379,6 @@ def _check_same_parameters(fit_model, gen_model) -> None:
     b = {rv.name: gen_model.named_vars_to_dims.get(rv.name) for rv in gen_model.free_RVs}
     if a != b:
         raise SBCError(f"generating and fitting models differ in their parameters: {a} vs {b}")
-
-
-def _loglik_function(
-    model, observed: Sequence[str], mode: str
-) -> tuple[Any, Callable[..., Any], list[str]]:
-    """Compiled :math:`\\log p(y \\mid \\theta)`, summed over the ``observed`` variables, as a
-    function of the free RVs' values.
-
-    Values are on the constrained scale, as the posterior reports them (cf.
-    :func:`alliance_bayes.inference.log_density`); the data are read from their containers.
-    """
-    from pymc.model.transform.conditioning import remove_value_transforms
-
-    umodel = remove_value_transforms(model)
-    free = [(rv.name, umodel.rvs_to_values[rv]) for rv in umodel.free_RVs]
-    fn = umodel.compile_fn(
-        inputs=[value for _, value in free],
-        outs=umodel.logp(vars=[umodel[name] for name in observed], sum=True),
-        on_unused_input="ignore",
-        point_fn=False,
-        mode=mode,
-    )
-    # ``fn`` reads ``y`` from the data container of ``umodel`` (a copy of the model's): set it there.
-    return umodel, fn, [name for name, _ in free]
 
 
 #: Per worker process: the compiled pieces of the runs it has worked for, by settings.
