@@ -126,13 +126,13 @@ size and path length as 1,000. The spec's run (4 chains × (500 + 1,500), defaul
 ``alliance-bayes fit alliance_latent`` process, PyTensor's compile cache warm), twice on the same
 day with the quadrature of :func:`provider_expected_rating` as the only difference:
 
-==========================  ========  =======  =============  =======  ============  ===========
-quadrature nodes            sampling  compile  predictive,    R-hat    min bulk ESS  whole
-                                               log densities
-==========================  ========  =======  =============  =======  ============  ===========
-61 (spacing 0.25)           283 s     66 s     44 s           ≤ 1.005  885           446 s
-31 (spacing 0.4, shipped)   224 s     76 s     53 s           ≤ 1.007  711           407 s
-==========================  ========  =======  =============  =======  ============  ===========
+=================  ========  =======  ===========  ==============  =======  ========  =====
+quadrature nodes   sampling  compile  prior draws  post. draws,    R-hat    min bulk  whole
+                                                   log densities            ESS
+=================  ========  =======  ===========  ==============  =======  ========  =====
+61 (spacing 0.25)  283 s     66 s     16 s         28 s            ≤ 1.005  885       446 s
+31 (0.4, shipped)  224 s     76 s     21 s         33 s            ≤ 1.007  711       407 s
+=================  ========  =======  ===========  ==============  =======  ========  =====
 
 The rest of the whole process is about 30 s for the gate, the summaries and the bundle and 20 s
 for start-up, loading and building the model; peak memory 2.7 GB. A cold compile cache adds
