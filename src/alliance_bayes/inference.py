@@ -24,6 +24,7 @@ import pytensor
 import xarray as xr
 from pymc.model.transform.conditioning import remove_value_transforms
 
+from alliance_bayes.compiled_wrappers import cached_wrappers
 from alliance_bayes.model.spec import SamplerSpec
 
 PREDICTIVE_DRAWS_PER_CHAIN = 250
@@ -187,6 +188,8 @@ def sample_model(
                     mock.patch.object(pymc.sampling.mcmc, "NutpieProgressBarManager", ProgressLines)
                 )
         warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
+        if settings.sampler == "nutpie":
+            patches.enter_context(cached_wrappers())
         # The only Potential in these models is a collapsed likelihood, which prior draws must ignore.
         warnings.filterwarnings("ignore", message="The effect of Potentials on other parameters")
         t = time.perf_counter()
@@ -353,7 +356,11 @@ def compile_for_refit(model: pm.Model, settings: SamplerSettings):
         raise ValueError(
             f"refitting a compiled model needs the nutpie sampler, not {settings.sampler!r}"
         )
-    with warnings.catch_warnings(), pytensor.config.change_flags(**REPRODUCIBLE_COMPILE):
+    with (
+        warnings.catch_warnings(),
+        pytensor.config.change_flags(**REPRODUCIBLE_COMPILE),
+        cached_wrappers(),
+    ):
         warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
         return nutpie.compile_pymc_model(model, backend=settings.backend, freeze_model=False)
 
