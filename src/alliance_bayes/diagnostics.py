@@ -31,6 +31,8 @@ import arviz_stats as azs
 import numpy as np
 import xarray as xr
 
+from alliance_bayes.rank_diagnostics import dataset_diagnostics
+
 __all__ = ["CheckResult", "GateResult", "check_convergence", "element_names"]
 
 _SAMPLE_DIMS = ("chain", "draw")
@@ -321,16 +323,7 @@ def check_convergence(
     skipped = 0
     for prefix, ds in sources:
         const = _is_constant(ds)
-        sd = list(_SAMPLE_DIMS)
-        # Constant elements (skipped below) divide zero by zero inside R-hat/ESS; silence numpy's
-        # floating-point warning for them only here rather than filtering warnings globally.
-        with np.errstate(invalid="ignore", divide="ignore"):
-            stats = {
-                "r_hat": azs.rhat(ds, sample_dims=sd, method="rank"),
-                "ess_bulk": azs.ess(ds, sample_dims=sd, method="bulk"),
-                "ess_tail": azs.ess(ds, sample_dims=sd, method="tail"),
-            }
-        for key, stat in stats.items():
+        for key, stat in dataset_diagnostics(ds).items():
             items, n_skip = _flatten(stat, const, prefix)
             per_stat[key] += items
         skipped += n_skip

@@ -347,9 +347,9 @@ def _select(value: np.ndarray, dims: Sequence[str], coords: dict, sel: dict[str,
 def _max_rhat(post, variables: list[str]) -> float:
     if post.sizes["chain"] < 2:
         return float("nan")
-    from arviz_stats import rhat
+    from alliance_bayes.rank_diagnostics import dataset_diagnostics
 
-    values = rhat(post[sorted(set(variables))], method="rank")
+    values = dataset_diagnostics(post[sorted(set(variables))], statistics=("r_hat",))["r_hat"]
     return float(max(np.nanmax(values[v].to_numpy()) for v in values.data_vars))
 
 

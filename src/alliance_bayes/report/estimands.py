@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from alliance_bayes.rank_diagnostics import dataset_diagnostics
+
 __all__ = [
     "HDI_PROB",
     "KINDS",
@@ -456,9 +458,8 @@ def estimand_table(estimands: xr.Dataset) -> pd.DataFrame:
     if not estimands.data_vars:
         return pd.DataFrame(columns=[*TABLE_COLUMNS, "units"])
     hdi = azs.hdi(estimands, prob=HDI_PROB, dim=list(_SAMPLE_DIMS))
-    ess_bulk = azs.ess(estimands, sample_dims=list(_SAMPLE_DIMS), method="bulk")
-    ess_tail = azs.ess(estimands, sample_dims=list(_SAMPLE_DIMS), method="tail")
-    rhat = azs.rhat(estimands, sample_dims=list(_SAMPLE_DIMS), method="rank")
+    diagnosed = dataset_diagnostics(estimands)
+    ess_bulk, ess_tail, rhat = (diagnosed[k] for k in ("ess_bulk", "ess_tail", "r_hat"))
     mcse = azs.mcse(estimands, sample_dims=list(_SAMPLE_DIMS), method="mean")
     rows = []
     for name, da in estimands.data_vars.items():

@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from alliance_bayes.rank_diagnostics import dataset_diagnostics
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
 
 __all__ = [
@@ -106,7 +107,7 @@ def plot_rank(
     if not names:
         names = list(post.data_vars)[:4]
     pc = azp.plot_rank(dt, var_names=names, backend="matplotlib")
-    rhat = azs.rhat(post.to_dataset()[names], method="rank")
+    rhat = dataset_diagnostics(post.to_dataset()[names], statistics=("r_hat",))["r_hat"]
     worst_var, worst = max(((v, float(rhat[v].max())) for v in names), key=lambda kv: kv[1])
     text = (
         f"Rank plots of {', '.join(names)}: flat, overlapping chains indicate mixing; "
