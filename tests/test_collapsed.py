@@ -15,6 +15,7 @@ from scipy import stats
 
 from alliance_bayes.data.simulate import SimulationConfig, simulate_study
 from alliance_bayes.fitting import design_of
+from alliance_bayes.model.regression import collapsed
 from alliance_bayes.model.regression.collapsed import (
     collapsed_log_likelihood,
     draw_provider_effects,
@@ -186,6 +187,20 @@ def test_mean_moments_match_the_client_means(tmp_path_factory):
     mean, var = mean_moments(st, theta[None], u[None])
     assert mean[0] == pytest.approx(mu.mean(), rel=1e-10)
     assert var[0] == pytest.approx(mu.var(), rel=1e-8)
+
+
+def test_draws_processed_in_chunks_give_the_same_moments(tmp_path_factory, monkeypatch):
+    """A million clients' draws are processed a few draws at a time; the results must not change."""
+    spec, data = _design("who5_change_normal", tmp_path_factory)
+    st = sufficient_statistics(spec, data)
+    rng = np.random.default_rng(SEED + 4)
+    draws = [_random_parameters(rng, spec, data) for _ in range(7)]
+    theta = np.stack([d[1] for d in draws])
+    u = np.stack([d[4] for d in draws])
+    whole = mean_moments(st, theta, u)
+    monkeypatch.setattr(collapsed, "CHUNK_CELLS", 1)  # one draw per chunk
+    assert len(collapsed._draw_chunks(7, 10)) == 7
+    np.testing.assert_allclose(mean_moments(st, theta, u), whole, rtol=1e-12)
 
 
 @pytest.mark.slow

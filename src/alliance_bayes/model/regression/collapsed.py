@@ -57,6 +57,7 @@ import pytensor.tensor as pt
 import scipy.sparse as sparse
 import xarray as xr
 
+from alliance_bayes.model.regression.coupling import rank_one_factors, rank_one_scatter
 from alliance_bayes.model.regression.design import PROVIDER_TYPES, ModelData
 from alliance_bayes.model.regression.predict import _draws, _log_density, _population_cov
 from alliance_bayes.model.spec import ModelSpec
@@ -192,11 +193,14 @@ class SufficientStatistics:
 
         ``zx_c{e}`` (F, C) and ``zx_s{e}`` (F, S): θ times them is :math:`(\tilde Z_p^\top
         X\theta)_e` for the collapsed and the sampled providers; ``zy_c{e}``, ``zy_s{e}``;
-        ``zz_c{e}{f}`` (C,), ``zz_s{e}{f}`` (S,); ``pair_ss{e}{f}`` and ``pair_cs{e}{f}`` the
-        :math:`B_{pq}` entries of the pairs by role (:attr:`pair_roles`), with the pairs' positions
-        ``ss_a``, ``ss_b``, ``cs_c``, ``cs_s``; ``onehot`` (C, provider_type) of the collapsed
-        providers' types and ``sampled_type`` (S,). Elementwise graphs over contiguous vectors fuse
-        into one loop; strided slices of (P, E, E) arrays did not.
+        ``zz_c{e}{f}`` (C,), ``zz_s{e}{f}`` (S,); ``pair_ss{e}{f}`` the :math:`B_{pq}` entries of
+        the pairs of sampled providers (:attr:`pair_roles`), at positions ``ss_a`` and ``ss_b``;
+        for the pairs of a collapsed and a sampled provider, their blocks' rank-one factors
+        ``pair_cs_factor`` (R, E) (:func:`~alliance_bayes.model.regression.coupling.
+        rank_one_factors`) and each factor's positions ``pair_cs_c`` and ``pair_cs_s``;
+        ``onehot`` (C, provider_type) of the collapsed providers' types and ``sampled_type`` (S,).
+        Elementwise graphs over contiguous vectors fuse into one loop; strided slices of
+        (P, E, E) arrays did not.
         """
         c, s, n_eff = self.collapsed_index, self.sampled_index, self.n_effects
         cont = np.ascontiguousarray
@@ -204,7 +208,7 @@ class SufficientStatistics:
         out = {
             "onehot": np.eye(len(PROVIDER_TYPES))[self.provider_type[c]],
             "sampled_type": self.provider_type[s],
-            **{k: roles[k] for k in ("ss_a", "ss_b", "cs_c", "cs_s")},
+            **{k: roles[k] for k in ("ss_a", "ss_b")},
         }
         for e in range(n_eff):
             out |= {
@@ -218,17 +222,23 @@ class SufficientStatistics:
                     f"zz_c{e}{f}": cont(self.zz[c, e, f]),
                     f"zz_s{e}{f}": cont(self.zz[s, e, f]),
                     f"pair_ss{e}{f}": cont(self.pair_zz[roles["ss"], e, f]),
-                    f"pair_cs{e}{f}": cont(self.pair_zz[roles["cs"], e, f]),
                 }
+        factors, block = rank_one_factors(self.pair_zz[roles["cs"]])
+        out |= {
+            "pair_cs_factor": factors,
+            "pair_cs_c": roles["cs_c"][block],
+            "pair_cs_s": roles["cs_s"][block],
+        }
         return out
 
     @cached_property
     def pair_scatter(self):
-        """(cs pairs, C) sparse 0/1: a row vector over pairs times it sums into collapsed providers."""
-        roles = self.pair_roles
-        n = len(roles["cs"])
+        """(factors, C) sparse 0/1: a row vector over the pairs' rank-one factors times it sums
+        into their collapsed providers."""
+        rows = self.arrays["pair_cs_c"]
         return sparse.csr_matrix(
-            (np.ones(n), (np.arange(n), roles["cs_c"])), shape=(n, len(self.collapsed_index))
+            (np.ones(len(rows)), (np.arange(len(rows)), rows)),
+            shape=(len(rows), len(self.collapsed_index)),
         )
 
     @cached_property
@@ -385,13 +395,15 @@ def _residual_terms(stats: SufficientStatistics, theta, u_sampled, xp):
                 term = u[e][..., a["ss_a"]] * a[f"pair_ss{e}{f}"] * u[f][..., a["ss_b"]]
                 rr = rr + 2.0 * term.sum(axis=-1)
     if len(roles["cs"]):
-        for e in range(n_eff):
-            shift = sum(a[f"pair_cs{e}{f}"] * u[f][..., a["cs_s"]] for f in range(n_eff))
-            if xp is np:
-                total = np.asarray(shift @ stats.pair_scatter)
-            else:
-                total = pt.inc_subtensor(pt.zeros_like(g[e])[a["cs_c"]], shift)
-            g[e] = g[e] - total
+        factors, rows, cols = a["pair_cs_factor"], a["pair_cs_c"], a["pair_cs_s"]
+        if xp is np:
+            along = np.einsum("ke,...ke->...k", factors, u_sampled[..., cols, :])
+            total = [np.asarray((factors[:, e] * along) @ stats.pair_scatter) for e in range(n_eff)]
+        else:
+            n_c = len(stats.collapsed_index)
+            coupled = rank_one_scatter(u_sampled, factors, rows, cols, n_c)
+            total = [coupled[:, e] for e in range(n_eff)]
+        g = [g[e] - total[e] for e in range(n_eff)]
     return rr, g
 
 
@@ -482,6 +494,17 @@ def collapsed_log_likelihood(
     return out + per + quad.sum() / (2.0 * s2)
 
 
+#: Draws are processed in chunks of at most this many (draw × cell) values per array, so that
+#: memory stays bounded however many clients share providers (a million clients: 150,000 pairs).
+CHUNK_CELLS = 2**23
+
+
+def _draw_chunks(n_draws: int, cells_per_draw: int):
+    """Slices over draws, each holding at most :data:`CHUNK_CELLS` values of a per-draw array."""
+    step = max(1, CHUNK_CELLS // max(1, cells_per_draw))
+    return [slice(i, min(i + step, n_draws)) for i in range(0, n_draws, step)]
+
+
 def draw_provider_effects(
     stats: SufficientStatistics,
     theta: np.ndarray,
@@ -489,7 +512,6 @@ def draw_provider_effects(
     sigma: np.ndarray,
     cov: np.ndarray,
     rng: np.random.Generator,
-    chunk: int = 256,
 ) -> np.ndarray:
     r"""Every provider's effects, one exact draw per posterior draw: (draw, provider, E).
 
@@ -503,8 +525,8 @@ def draw_provider_effects(
     if len(s_idx):
         out[:, s_idx] = u_sampled
     types = stats.provider_type[c_idx]
-    for start in range(0, n_draws, chunk):
-        sl = slice(start, min(start + chunk, n_draws))
+    cells = (len(stats.arrays.get("pair_cs_factor", ())) + len(c_idx)) * n_eff
+    for sl in _draw_chunks(n_draws, cells):
         us = u_sampled[sl] if len(s_idx) else None
         _, g = _residual_terms(stats, theta[sl], us, np)  # E arrays (d, C)
         s2 = sigma[sl, None] ** 2
@@ -535,12 +557,15 @@ def mean_moments(stats: SufficientStatistics, theta: np.ndarray, u: np.ndarray |
     square = np.einsum("df,fg,dg->d", theta, stats.xtx, theta)
     if u is not None and stats.n_effects:
         total = total + np.einsum("dpe,pe->d", u, stats.z_sum, optimize=True)
-        square = square + 2 * np.einsum("dpe,pef,df->d", u, stats.zx, theta, optimize=True)
-        square = square + np.einsum("dpe,pef,dpf->d", u, stats.zz, u, optimize=True)
         a, b = stats.pair[:, 0], stats.pair[:, 1]
-        square = square + 2 * np.einsum(
-            "dqe,qef,dqf->d", u[:, a], stats.pair_zz, u[:, b], optimize=True
-        )
+        cells = max(stats.zx[..., 0].size * theta.shape[1], len(a) * stats.n_effects)
+        for sl in _draw_chunks(len(u), cells):
+            us = u[sl]
+            square[sl] += (
+                2 * np.einsum("dpe,pef,df->d", us, stats.zx, theta[sl], optimize=True)
+                + np.einsum("dpe,pef,dpf->d", us, stats.zz, us, optimize=True)
+                + 2 * np.einsum("dqe,qef,dqf->d", us[:, a], stats.pair_zz, us[:, b], optimize=True)
+            )
     mean = total / stats.n
     return mean, square / stats.n - mean**2
 
