@@ -75,7 +75,13 @@ def test_scatter_gradient_by_finite_differences():
     )
 
 
+def test_scatter_refuses_positions_that_are_not_integers():
+    with pytest.raises(TypeError, match="integer"):
+        rank_one_scatter(np.ones((3, 2)), np.ones((1, 2)), np.zeros(1), np.zeros(1), 4)
+
+
 def test_scatter_with_no_pairs_is_zero():
     x = pt.as_tensor_variable(np.ones((3, 2)))
-    out = rank_one_scatter(x, np.zeros((0, 2)), [], [], 4).eval()
+    empty = np.zeros(0, dtype=np.int32)
+    out = rank_one_scatter(x, np.zeros((0, 2)), empty, empty, 4).eval()
     np.testing.assert_array_equal(out, np.zeros((4, 2)))

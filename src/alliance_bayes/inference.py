@@ -331,17 +331,6 @@ def _used_coords(model: pm.Model, data: dict) -> dict:
     return {dim: list(model.coords[dim]) for dim in used if model.coords.get(dim) is not None}
 
 
-def min_ess_per_second(dt: xr.DataTree, seconds: float) -> float:
-    """Smallest bulk ESS over every posterior scalar, per second of ``seconds``."""
-    from alliance_bayes.rank_diagnostics import dataset_diagnostics
-
-    posterior = dt["posterior"].to_dataset()
-    numeric = [v for v, da in posterior.data_vars.items() if np.issubdtype(da.dtype, np.number)]
-    values = dataset_diagnostics(posterior[numeric], statistics=("ess_bulk",))["ess_bulk"]
-    lowest = min(float(np.nanmin(values[v].values)) for v in values.data_vars)
-    return lowest / seconds if seconds > 0 else float("nan")
-
-
 # --- compile once, refit many times (SBC; K-fold) ---------------------------------------------------
 
 

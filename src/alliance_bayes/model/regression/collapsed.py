@@ -53,11 +53,16 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+import pytensor
 import pytensor.tensor as pt
 import scipy.sparse as sparse
 import xarray as xr
 
-from alliance_bayes.model.regression.coupling import rank_one_factors, rank_one_scatter
+from alliance_bayes.model.regression.coupling import (
+    rank_one_factors,
+    rank_one_pair_sums,
+    rank_one_scatter,
+)
 from alliance_bayes.model.regression.design import PROVIDER_TYPES, ModelData
 from alliance_bayes.model.regression.predict import _draws, _log_density, _population_cov
 from alliance_bayes.model.spec import ModelSpec
@@ -224,12 +229,23 @@ class SufficientStatistics:
                     f"pair_ss{e}{f}": cont(self.pair_zz[roles["ss"], e, f]),
                 }
         factors, block = rank_one_factors(self.pair_zz[roles["cs"]])
+        # int32 positions: less memory to stream per gradient than int64 (measured 10% faster).
         out |= {
             "pair_cs_factor": factors,
-            "pair_cs_c": roles["cs_c"][block],
-            "pair_cs_s": roles["cs_s"][block],
+            "pair_cs_c": roles["cs_c"][block].astype(np.int32),
+            "pair_cs_s": roles["cs_s"][block].astype(np.int32),
         }
         return out
+
+    @cached_property
+    def shared(self) -> dict:
+        """:attr:`arrays` as PyTensor shared variables, for the model graph.
+
+        The compiled log density then reads them at run time. As constants they were compiled
+        into the code: on a million clients that took 40 s per process, never reused, whereas
+        shared arrays give the same compiled code for every study of the same model.
+        """
+        return {k: pytensor.shared(v, name=f"collapsed_{k}") for k, v in self.arrays.items()}
 
     @cached_property
     def pair_scatter(self):
@@ -375,7 +391,7 @@ def _residual_terms(stats: SufficientStatistics, theta, u_sampled, xp):
     ``xp`` is ``pytensor.tensor`` (the model graph) or ``numpy`` (draws after sampling, where θ
     and ``u_sampled`` (..., S, E) carry a leading draw axis).
     """
-    n_eff, a = stats.n_effects, stats.arrays
+    n_eff, a = stats.n_effects, (stats.arrays if xp is np else stats.shared)
     rr = stats.yty - 2.0 * xp.dot(theta, stats.xty)
     rr = rr + (xp.dot(theta, stats.xtx) * theta).sum(axis=-1)
     # g_c without the sampled providers' part: Z_c'y − (Z_c'X) θ.
@@ -475,7 +491,7 @@ def collapsed_log_likelihood(
     when the model has no provider effects (then only :math:`r^\top r` is left).
     """
     rr, g = _residual_terms(stats, theta, u_sampled, pt)
-    a = stats.arrays
+    a = stats.shared
     s2 = sigma**2
     out = -0.5 * stats.n * (_LOG_2PI + pt.log(s2)) - rr / (2.0 * s2)
     n_c = len(stats.collapsed_index)
@@ -556,16 +572,19 @@ def mean_moments(stats: SufficientStatistics, theta: np.ndarray, u: np.ndarray |
     total = theta @ stats.col_sum
     square = np.einsum("df,fg,dg->d", theta, stats.xtx, theta)
     if u is not None and stats.n_effects:
-        total = total + np.einsum("dpe,pe->d", u, stats.z_sum, optimize=True)
-        a, b = stats.pair[:, 0], stats.pair[:, 1]
-        cells = max(stats.zx[..., 0].size * theta.shape[1], len(a) * stats.n_effects)
-        for sl in _draw_chunks(len(u), cells):
-            us = u[sl]
-            square[sl] += (
-                2 * np.einsum("dpe,pef,df->d", us, stats.zx, theta[sl], optimize=True)
-                + np.einsum("dpe,pef,dpf->d", us, stats.zz, us, optimize=True)
-                + 2 * np.einsum("dqe,qef,dqf->d", us[:, a], stats.pair_zz, us[:, b], optimize=True)
+        n_eff = stats.n_effects
+        total = total + u.reshape(len(u), -1) @ stats.z_sum.ravel()
+        zx = stats.zx.reshape(-1, stats.zx.shape[-1])  # (P·E, F)
+        for sl in _draw_chunks(len(u), zx.shape[0]):
+            square[sl] += 2 * np.einsum(
+                "dk,dk->d", u[sl].reshape(-1, zx.shape[0]), theta[sl] @ zx.T
             )
+        for e in range(n_eff):
+            for f in range(n_eff):
+                square += (u[..., e] * u[..., f]) @ stats.zz[:, e, f]
+        factors, block = rank_one_factors(stats.pair_zz)
+        a, b = stats.pair[block, 0], stats.pair[block, 1]
+        square += 2 * rank_one_pair_sums(np.ascontiguousarray(u), factors, a, b)
     mean = total / stats.n
     return mean, square / stats.n - mean**2
 
