@@ -294,3 +294,20 @@ def test_sampled_noncentring_matches_the_planted_reliabilities():
         sigma2 + st.zz[st.sampled_index, 1, 1] * TRUTH["sd_provider_slope"] ** 2
     )
     assert np.abs(w[:, 1] - slope_planted).max() < 0.1
+
+
+@pytest.mark.mcmc
+def test_scale_benchmark_reports_each_measure():
+    """The scale benchmark end to end on a tiny platform, collapsed form only (the per-client
+    form's fit is tested elsewhere; compiling it here too doubled this test's time)."""
+    from alliance_bayes.checks.scale import run_scale
+
+    lines: list[str] = []
+    (row,) = run_scale(
+        [1500], n_providers=60, per_client_max=0, draws=100, tune=100, log=lines.append
+    )
+    assert row["clients"] == 1500 and row["form"] == "collapsed"
+    assert row["grad_ms"] > 0 and row["sampling_s"] > 0 and row["peak_gb"] > 0
+    assert 0 < row["min_ess_per_s_wall"] <= row["min_ess_per_s"]
+    assert row["covered"].endswith("/8")
+    assert any("truth" in line and "95%" in line for line in lines)

@@ -127,3 +127,20 @@ def test_same_draws(both):
     b = nutpie.sample(cached, **kwargs)
     for name in ("beta", "sigma", "beta_sum"):
         np.testing.assert_array_equal(b.posterior[name].values, a.posterior[name].values)
+
+
+def test_many_data_containers():
+    """More containers than CPython passes as plain arguments (30): packed into tuples."""
+    rng = np.random.default_rng(5)
+    with pm.Model() as model:
+        parts = [pm.Data(f"d{i}", rng.normal(size=4)) for i in range(32)]
+        beta = pm.Normal("beta", 0, 1, shape=4)
+        pm.Normal("y_obs", sum(p * beta for p in parts), 1.0, observed=rng.normal(size=4))
+    plain, cached = _compile(model, cached=False), _compile(model, cached=True)
+    assert set(cached.shared_data) == {f"s{i}" for i in range(32)}  # the cached path ran
+    x = rng.normal(size=4)
+    rc_a, value_a, grad_a = _logp(plain, x)
+    rc_b, value_b, grad_b = _logp(cached, x)
+    assert rc_a == rc_b == 0
+    assert value_a == value_b
+    np.testing.assert_array_equal(grad_a, grad_b)

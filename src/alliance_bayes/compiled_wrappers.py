@@ -161,8 +161,27 @@ def _extract_lines(keys: list[str], shared_data: dict[str, np.ndarray]) -> list[
     return lines
 
 
+#: Arguments per tuple in a generated call: CPython builds a call of more than 30 arguments
+#: through a list (``LIST_TO_TUPLE``), which numba cannot compile.
+_ARGS_PER_TUPLE = 25
+
+
+def _call_args(n_keys: int) -> tuple[list[str], str]:
+    """Source lines and the argument text of ``inner(x, a0, a1, ...)`` for ``n_keys`` containers.
+
+    Past :data:`_ARGS_PER_TUPLE` arguments they are packed in tuples of at most that many and
+    passed as ``*(t0 + t1 + ...)``, which numba compiles.
+    """
+    names = ["x", *(f"a{i}" for i in range(n_keys))]
+    if len(names) <= _ARGS_PER_TUPLE:
+        return [], ", ".join(names)
+    groups = [names[i : i + _ARGS_PER_TUPLE] for i in range(0, len(names), _ARGS_PER_TUPLE)]
+    lines = [f"        t{j} = ({', '.join(g)},)" for j, g in enumerate(groups)]
+    return lines, "*(" + " + ".join(f"t{j}" for j in range(len(groups))) + ")"
+
+
 def _logp_source(n_dim: int, keys: list[str], shared_data: dict[str, np.ndarray]) -> str:
-    args = ", ".join(["x", *(f"a{i}" for i in range(len(keys)))])
+    packing, args = _call_args(len(keys))
     return "\n".join(
         [
             "def nutpie_logp(dim, x_, out_, logp_, user_data_):",
@@ -173,6 +192,7 @@ def _logp_source(n_dim: int, keys: list[str], shared_data: dict[str, np.ndarray]
             f"        out = numba.carray(out_, ({n_dim},))",
             "        logp = numba.carray(logp_, ())",
             *("    " + line for line in _extract_lines(keys, shared_data)),
+            *packing,
             f"        logp_val, grad = inner({args})",
             "        logp[()] = logp_val",
             "        out[...] = grad",
@@ -191,7 +211,7 @@ def _logp_source(n_dim: int, keys: list[str], shared_data: dict[str, np.ndarray]
 def _expand_source(
     n_dim: int, n_expanded: int, keys: list[str], shared_data: dict[str, np.ndarray]
 ) -> str:
-    args = ", ".join(["x", *(f"a{i}" for i in range(len(keys)))])
+    packing, args = _call_args(len(keys))
     return "\n".join(
         [
             "def nutpie_expand(dim, expanded, x_, out_, user_data_):",
@@ -203,6 +223,7 @@ def _expand_source(
             f"        x = numba.carray(x_, ({n_dim},))",
             f"        out = numba.carray(out_, ({n_expanded},))",
             *("    " + line for line in _extract_lines(keys, shared_data)),
+            *packing,
             f"        (values,) = inner({args})",
             "        out[...] = values",
             "    except Exception:",

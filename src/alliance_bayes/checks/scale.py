@@ -162,7 +162,7 @@ def run_scale(
     *,
     n_providers: int = 10_000,
     per_client_max: int = 100_000,
-    draws: int = 500,
+    draws: int = 1000,
     tune: int = 500,
     seed: int = 1,
     log=print,

@@ -36,10 +36,13 @@ profiled deviance, Bates et al. 2015, doi:10.18637/jss.v067.i01). :math:`r^\top 
 :math:`g_c` are quadratic and linear in :math:`(\theta, u_{\mathcal S})` with coefficients
 :math:`X^\top X`, :math:`X^\top y`, :math:`y^\top y`, and per provider :math:`\tilde Z_p^\top X`,
 :math:`\tilde Z_p^\top y`, :math:`A_p`, and per pair of providers sharing clients
-:math:`B_{pq} = \sum_i w_{ip} w_{iq} z_i z_i^\top` (:class:`SufficientStatistics`). A gradient then
-costs :math:`O(P E F + \text{pairs} \cdot E^2)`, whatever the number of clients; the
-:math:`E \times E` Cholesky factors of :math:`M_c` are written out elementwise, vectorised over
-providers.
+:math:`B_{pq} = \sum_i w_{ip} w_{iq} z_i z_i^\top` (:class:`SufficientStatistics`), kept as its
+rank-one factors (:mod:`~alliance_bayes.model.regression.coupling`). A gradient then costs
+:math:`O(P E F + R E)` for :math:`R \le \min(\text{clients in pairs}, \text{pairs} \cdot E)`
+factors, whatever the number of clients; the :math:`E \times E` Cholesky factors of :math:`M_c`
+are written out elementwise, vectorised over providers. The statistics enter the model graph as
+shared arrays (:attr:`SufficientStatistics.shared`), so the compiled gradient is the same for every
+study with the same model.
 
 Provider effects are drawn after sampling, exactly: :math:`u_c \mid y, \theta, u_{\mathcal S},
 \sigma, \Sigma \sim \mathcal N(M_c^{-1} g_c, \sigma^2 M_c^{-1})`, one draw per posterior draw
