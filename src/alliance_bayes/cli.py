@@ -109,6 +109,15 @@ def _cache_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _sweep_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--workers", type=int, default=1, help="processes (each compiles once)")
+    p.add_argument(
+        "--dask", metavar="local|ADDRESS",
+        help=f"run the {what} on dask.distributed: 'local' (a cluster of --workers processes) "
+        "or a scheduler address such as tcp://host:8786 (needs the 'dask' extra)",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alliance-bayes",
@@ -192,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kfold-tune", type=int, default=500, help="tuning of fold refits")
     p.add_argument("--kfold-chains", type=int, default=2, help="chains of fold refits")
     p.add_argument("--n-mc", type=int, default=200, help="Monte Carlo draws per posterior draw")
+    _sweep_options(p, "K-fold folds")
     _cache_option(p)
     p.set_defaults(run=_compare)
 
@@ -213,12 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         "mis-specified prior is caught)",
     )
     p.add_argument("--replicates", type=int, default=s.replicates, help="replicates")
-    p.add_argument("--workers", type=int, default=1, help="processes (each compiles once)")
-    p.add_argument(
-        "--dask", metavar="local|ADDRESS",
-        help="run the replicates on dask.distributed: 'local' (a cluster of --workers processes) "
-        "or a scheduler address such as tcp://host:8786 (needs the 'dask' extra)",
-    )  # fmt: skip
+    _sweep_options(p, "replicates")
     p.add_argument("--out", type=Path, help="folder (default results/sbc/SPEC)")
     p.add_argument("--seed", type=int, default=s.seed, help="seed of the replicates")
     p.add_argument("--chains", type=int, default=s.chains, help="chains per refit")
@@ -254,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_option(p)
     _out_option(p)
     _sampler_options(p)
+    _sweep_options(p, "prior-set refits")
     _cache_option(p)
     p.set_defaults(run=_sensitivity)
 
@@ -469,6 +475,8 @@ def _compare(args) -> int:
         kfold_chains=args.kfold_chains,
         n_mc=args.n_mc,
         cache=args.cache,
+        workers=args.workers,
+        dask=args.dask,
         log=lambda line: print(line, flush=True),
     )
     print(f"comparison written to {path}")
@@ -536,6 +544,8 @@ def _sensitivity(args) -> int:
         tune=args.tune,
         chains=args.chains,
         cache=args.cache,
+        workers=args.workers,
+        dask=args.dask,
         log=lambda line: print(line, flush=True),
     )
     print(f"sensitivity written to {path}")
@@ -610,7 +620,7 @@ def _benchmark(args) -> int:
             args.scale,
             n_providers=args.providers,
             per_client_max=args.per_client_max,
-            draws=args.draws or 500,
+            draws=args.draws or 1000,
             tune=args.tune or 500,
             seed=args.seed or 1,
         )

@@ -47,7 +47,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +299,8 @@ def run_kfold(
     max_draws: int | None = 1000,
     seed: int = 0,
     on_fold: Callable[[int, dict], None] | None = None,
+    workers: int = 1,
+    dask: str | None = None,
 ) -> KFoldResult:
     """Leave-provider-out K-fold for one model.
 
@@ -319,42 +321,63 @@ def run_kfold(
         every rating and holds out the test clients' outcomes.
     n_mc, max_draws, seed
         Monte Carlo draws over new providers, posterior draws used, and the seed (plus the fold).
+    workers, dask
+        With ``workers > 1`` or ``dask`` the folds are tasks of an executor
+        (:func:`alliance_bayes.sweeps.run_tasks`); each worker process builds the scorer once and
+        keeps it for its later folds. A fold's seed depends on the fold only, so every executor
+        gives the same draws.
     """
-    from alliance_bayes.model.families import family_of
+    from alliance_bayes.sweeps import run_tasks
 
     if held is None:
-        family = family_of(spec)
-        if family.heldout is None:
-            raise ValueError(f"model {spec.name!r} has no held-out density for K-fold")
-        held = family.heldout(spec, design, settings, n_mc=n_mc, max_draws=max_draws)
+        held = _heldout(spec, design, settings, n_mc, max_draws)
     index, weight = np.asarray(design.membership_index), np.asarray(design.membership_weight)
     seen = weight > 0
     main = main_provider(index, weight)
     client_fold = np.asarray(provider_fold)[main]
     scored = np.asarray(held.scored, dtype=bool)
-    elpd_i = np.full(len(main), np.nan)
-    details: dict[str, Any] = {"folds": []}
-    for f in np.unique(client_fold[scored]):
+    folds = [int(f) for f in np.unique(client_fold[scored])]
+    splits = []
+    for f in folds:
         test = client_fold == f
         in_fold = ((np.asarray(provider_fold)[index] == f) & seen).any(axis=1)
-        train = ~test & ~in_fold
-        values, facts = held.score(train, test, seed + int(f))
+        splits.append((~test & ~in_fold, test, seed + f))
+    if workers <= 1 and dask is None:
+        task, args = held.score, splits
+    else:
+        from uuid import uuid4
+
+        from alliance_bayes.inference import available_cores
+
+        if dask in (None, "local"):  # the chains of each worker's refits share this machine
+            settings = replace(settings, cores=max(1, available_cores() // workers))
+        key = f"kfold:{spec.name}:{uuid4().hex}"
+        task = _score_fold
+        args = [(key, spec, design, settings, n_mc, max_draws, *split) for split in splits]
+    elpd_i = np.full(len(main), np.nan)
+    details: dict[str, Any] = {"folds": [None] * len(folds)}
+
+    def record(k: int, result: tuple[np.ndarray, dict]) -> None:
+        values, facts = result
+        train, test, _ = splits[k]
         elpd_i[test & scored] = values
         train_providers = set(index[(train & scored)[:, None] & seen].tolist())
         test_providers = set(index[(test & scored)[:, None] & seen].tolist())
         info = {
-            "fold": int(f),
+            "fold": folds[k],
             "n_train": int((train & scored).sum()),
             "n_excluded": int((~train & ~test & scored).sum()),
             "n_test": int((test & scored).sum()),
             "n_new_providers": len(test_providers - train_providers),
             "n_test_providers_seen_in_training": len(test_providers & train_providers),
-            "elpd": float(elpd_i[test & scored].sum()),
+            "elpd": float(values.sum()),
             **facts,
         }
-        details["folds"].append(info)
+        details["folds"][k] = info
         if on_fold is not None:
-            on_fold(int(f), info)
+            on_fold(folds[k], info)
+
+    run_tasks(task, args, workers=workers, dask=dask, on_result=record)
     providers = design.frame.providers["provider"].astype(str).to_numpy()
     return KFoldResult(
         name=spec.name,
@@ -364,6 +387,24 @@ def run_kfold(
         cluster=providers[main[scored]],
         details=details,
     )
+
+
+def _heldout(spec, design, settings, n_mc, max_draws):
+    from alliance_bayes.model.families import family_of
+
+    family = family_of(spec)
+    if family.heldout is None:
+        raise ValueError(f"model {spec.name!r} has no held-out density for K-fold")
+    return family.heldout(spec, design, settings, n_mc=n_mc, max_draws=max_draws)
+
+
+def _score_fold(key, spec, design, settings, n_mc, max_draws, train, test, seed):
+    """One fold (a task: runs in whichever worker process the executor picks); the scorer, and
+    what it compiles, is built on the worker's first fold of this run and kept for the others."""
+    from alliance_bayes.sweeps import worker_cache
+
+    held = worker_cache(key, lambda: _heldout(spec, design, settings, n_mc, max_draws))
+    return held.score(train, test, seed)
 
 
 def kfold_summary(results: Mapping[str, KFoldResult]) -> pd.DataFrame:
@@ -634,12 +675,15 @@ def run_comparison(
     kfold_chains: int = 2,
     n_mc: int = 200,
     cache: Path | None = None,
+    workers: int = 1,
+    dask: str | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
     """Fit every model to ``study``, compare them by PSIS-LOO and leave-provider-out K-fold, and
     write ``<results>/comparison/<run-id>/`` (see :func:`write_comparison`); returns the folder.
 
-    Every model must select the same clients (elpd is a sum over clients).
+    Every model must select the same clients (elpd is a sum over clients). ``workers`` and
+    ``dask`` say where the K-fold refits run (:func:`run_kfold`).
     """
     import time
 
@@ -703,6 +747,8 @@ def run_comparison(
             n_mc=n_mc,
             seed=fold_seed,
             on_fold=lambda f, info, n=name: log(f"  {n} fold {f}: {info}"),
+            workers=workers,
+            dask=dask,
         )
         meta_models[name]["kfold_s"] = time.perf_counter() - t
         meta_models[name]["kfold"] = kfold[name].details

@@ -381,17 +381,12 @@ def _check_same_parameters(fit_model, gen_model) -> None:
         raise SBCError(f"generating and fitting models differ in their parameters: {a} vs {b}")
 
 
-#: Per worker process: the compiled pieces of the runs it has worked for, by settings.
-_WORKERS: dict[str, _Worker] = {}
-
-
 def _worker_for(settings_dict: dict) -> _Worker:
     """This process's worker for these settings, compiled on its first task only."""
-    key = json.dumps(settings_dict, sort_keys=True, default=str)
-    if key not in _WORKERS:
-        _WORKERS.clear()  # one run at a time per process: drop another run's compiled model
-        _WORKERS[key] = _Worker(SBCSettings.from_dict(settings_dict))
-    return _WORKERS[key]
+    from alliance_bayes.sweeps import worker_cache
+
+    key = "sbc:" + json.dumps(settings_dict, sort_keys=True, default=str)
+    return worker_cache(key, lambda: _Worker(SBCSettings.from_dict(settings_dict)))
 
 
 def _run_replicate(settings_dict: dict, index: int, workers: int) -> dict:
@@ -444,21 +439,18 @@ def run_sbc(
     say(f"SBC {settings.spec}: {settings.replicates - len(todo)} done, {len(todo)} to run")
     if not todo:
         return 0
+    from alliance_bayes.sweeps import run_tasks
+
     workers = max(1, min(workers, len(todo)))
     settings_dict = settings.to_dict()
-    if workers == 1 and dask is None:
-        for i in todo:
-            _write_json(_replicate_path(folder, i), _run_replicate(settings_dict, i, 1))
-        return len(todo)
-    from concurrent.futures import as_completed
-
-    from alliance_bayes.sweeps import executor
-
-    with executor(dask, workers) as pool:
-        futures = {pool.submit(_run_replicate, settings_dict, i, workers): i for i in todo}
-        for future in as_completed(futures):
-            # Written here, as each finishes: an interrupted run keeps every finished replicate.
-            _write_json(_replicate_path(folder, futures[future]), future.result())
+    run_tasks(
+        _run_replicate,
+        [(settings_dict, i, workers) for i in todo],
+        workers=workers,
+        dask=dask,
+        # Written as each finishes: an interrupted run keeps every finished replicate.
+        on_result=lambda k, record: _write_json(_replicate_path(folder, todo[k]), record),
+    )
     return len(todo)
 
 

@@ -275,15 +275,22 @@ def run_sensitivity(
     tune: int | None = None,
     chains: int | None = None,
     cache: Path | None = None,
+    workers: int = 1,
+    dask: str | None = None,
     log=print,
 ) -> Path:
     """Power-scaling sensitivity of every model and refits of each base model under the prior
-    sets in ``variants``; writes ``<results>/sensitivity/<run-id>/`` and returns the folder."""
+    sets in ``variants``; writes ``<results>/sensitivity/<run-id>/`` and returns the folder.
+
+    The prior-set refits are tasks of :func:`alliance_bayes.sweeps.run_tasks`: in this process
+    (``workers=1``), or on local processes or dask.distributed (``dask``).
+    """
     import time
 
     from alliance_bayes.data.load import RawStudy, load_study
     from alliance_bayes.fitting import fit
     from alliance_bayes.provenance import environment, time_id
+    from alliance_bayes.sweeps import run_tasks
 
     started = time.perf_counter()
     study = study if isinstance(study, RawStudy) else load_study(study)
@@ -295,8 +302,13 @@ def run_sensitivity(
         psense = psense_estimands(base.datatree, base.estimands)
         shifts = None
         if variants.get(name):
-            others = {v: fit(v, study, **options).estimands for v in variants[name]}
-            shifts = shift_table(base.estimands, others)
+            refits = run_tasks(
+                _refit_estimands,
+                [(v, study, options) for v in variants[name]],
+                workers=workers,
+                dask=dask,
+            )
+            shifts = shift_table(base.estimands, dict(zip(variants[name], refits, strict=True)))
         table = combined_table(shifts, psense)
         tables[name] = table
         meta_models[name] = {
@@ -315,3 +327,10 @@ def run_sensitivity(
         **environment(),
     }
     return write_sensitivity(results, time_id(), tables, meta)
+
+
+def _refit_estimands(spec: str, study, options: dict):
+    """One prior-set refit's estimands (a task: runs in whichever process the executor picks)."""
+    from alliance_bayes.fitting import fit
+
+    return fit(spec, study, **options).estimands
