@@ -8,6 +8,8 @@ the collapsed effects must follow the Gaussian conditional computed the same den
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytensor.tensor as pt
 import pytest
@@ -62,8 +64,9 @@ def _random_parameters(rng, spec, data, n_types=2):
     return x, theta, sigma, cov, u
 
 
-def _dense_marginal(data, x, theta, sigma, cov, u, sampled, n_eff):
-    """log N(y; Xθ + Z_S u_S, σ²I + Σ_c Z̃_c Σ_t Z̃_cᵀ), built client by client from the raw arrays."""
+def _dense_marginal(data, x, theta, sigma, cov, u, sampled, n_eff, rows=None):
+    """log N(y; Xθ + Z_S u_S, σ²I + Σ_c Z̃_c Σ_t Z̃_cᵀ), built client by client from the raw arrays
+    (of the clients ``rows`` only: a Normal's marginal)."""
     n = data.n_clients
     z = provider_design(data, n_eff)
     mean = x @ theta
@@ -79,7 +82,9 @@ def _dense_marginal(data, x, theta, sigma, cov, u, sampled, n_eff):
         else:
             t = data.provider_type_index[p]
             var = var + loadings[:, p] @ cov[t] @ loadings[:, p].T
-    return stats.multivariate_normal(mean, var).logpdf(data.y), loadings
+    rows = np.ones(n, dtype=bool) if rows is None else rows
+    density = stats.multivariate_normal(mean[rows], var[np.ix_(rows, rows)]).logpdf(data.y[rows])
+    return density, loadings
 
 
 def _collapsed_value(stats_, theta, sigma, cov, u):
@@ -127,6 +132,28 @@ def test_collapsed_equals_dense_marginal(spec_name, overrides, tmp_path_factory)
         dense, _ = _dense_marginal(data, x, theta, sigma, cov, u, st.sampled, st.n_effects)
         value = _collapsed_value(st, theta, sigma, cov, u)
         assert value == pytest.approx(dense, rel=1e-8)
+
+
+def test_weighted_statistics_give_the_training_clients_marginal(tmp_path_factory):
+    """0/1 client weights (a K-fold training set; a whole provider left out, missing outcomes
+    among the weight-0 clients) give the exact marginal density of the weighted clients alone,
+    with every provider and pair of the full design kept."""
+    spec, data = _design("who5_change_normal", tmp_path_factory)
+    full = sufficient_statistics(spec, data)
+    rng = np.random.default_rng(SEED + 1)
+    train = rng.uniform(size=data.n_clients) < 0.7
+    out = (data.membership_index == data.membership_index[0, 0]) & (data.membership_weight > 0)
+    train[out.any(axis=1)] = False  # one provider left out
+    y = np.where(train, data.y, np.nan)
+    weighted = sufficient_statistics(spec, replace(data, y=y), weight=train.astype(float))
+    assert weighted.zz.shape == full.zz.shape and len(weighted.pair) == len(full.pair)
+    assert np.array_equal(weighted.sampled, full.sampled)
+    for _ in range(3):
+        x, theta, sigma, cov, u = _random_parameters(rng, spec, data)
+        dense, _ = _dense_marginal(
+            data, x, theta, sigma, cov, u, full.sampled, full.n_effects, rows=train
+        )
+        assert _collapsed_value(weighted, theta, sigma, cov, u) == pytest.approx(dense, rel=1e-8)
 
 
 def test_split_leaves_one_collapsed_provider_per_client(tmp_path_factory):

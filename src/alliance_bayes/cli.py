@@ -322,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     _sampler_options(p)
     p.add_argument("--seed", type=int, help="seed (default: spec)")
     p.add_argument(
-        "--samplers", nargs="+", default=["nutpie", "pymc"], choices=["nutpie", "pymc"],
-        help="samplers; the first is the baseline",
+        "--samplers", nargs="+", default=["pymc", "nutpie"], choices=["nutpie", "pymc"],
+        help="samplers; the first is the baseline (default: PyMC's NUTS)",
     )  # fmt: skip
     p.add_argument(
         "--scale", nargs="+", type=int, metavar="CLIENTS",

@@ -234,9 +234,12 @@ def sample_model(
             # A few hundred replicates per chain are plenty for predictive checks; all draws would
             # make posterior.nc hundreds of MB for the full study.
             thin = max(1, settings.draws // PREDICTIVE_DRAWS_PER_CHAIN)
-            thinned = xr.DataTree.from_dict(
-                {"posterior": dt["posterior"].isel(draw=slice(None, None, thin))}
-            )
+            # With the constant data, so that PyMC sees that no data container upstream of a
+            # parameter (e.g. the intercept prior's centre) has changed since sampling.
+            groups = {"posterior": dt["posterior"].isel(draw=slice(None, None, thin))}
+            if "constant_data" in dt.children:
+                groups["constant_data"] = dt["constant_data"]
+            thinned = xr.DataTree.from_dict(groups)
             ppc = pm.sample_posterior_predictive(
                 thinned, random_seed=ppc_seed, progressbar=False, backend=settings.backend
             )
@@ -377,7 +380,7 @@ def sample_compiled(
     seed : int, optional
         Sampler seed; defaults to ``settings.seed``.
     cores : int, optional
-        Threads for the chains (nutpie's default: all cores).
+        Threads for the chains (default ``settings.chain_cores``).
 
     Returns
     -------
@@ -395,7 +398,7 @@ def sample_compiled(
         draws=settings.draws,
         tune=settings.tune,
         chains=settings.chains,
-        cores=cores,
+        cores=settings.chain_cores if cores is None else cores,
         seed=int(settings.seed if seed is None else seed),
         save_warmup=False,
         progress_bar=False,

@@ -113,12 +113,8 @@ def _regression() -> Family:
     from alliance_bayes.model.regression.design import prepare
     from alliance_bayes.model.regression.figures import FIGURES
     from alliance_bayes.model.regression.graph import build_model
-    from alliance_bayes.model.regression.predict import (
-        complete_cases,
-        heldout_log_density,
-        impute_designs,
-        subset_data,
-    )
+    from alliance_bayes.model.regression.heldout import heldout
+    from alliance_bayes.model.regression.predict import complete_cases, impute_designs
     from alliance_bayes.report.estimands import compute_estimands
 
     def estimands(spec: ModelSpec, posterior: xr.Dataset, scales=None) -> xr.Dataset:
@@ -138,26 +134,6 @@ def _regression() -> Family:
             draws_only=draws_only,
             predictive_draws_per_chain=PREDICTIVE_DRAWS_PER_CHAIN,
         )
-
-    def heldout(spec, design, settings, *, n_mc=200, max_draws=1000):
-        # Each fold refits the training clients alone (the design's centring kept) and integrates
-        # over the new providers' effects by Monte Carlo (alliance_bayes.model.regression.predict).
-        from alliance_bayes.fitting import fit_design
-
-        def score(train, test, seed):
-            fit = fit_design(spec, subset_data(design, train), settings, draws_only=True)
-            elpd = heldout_log_density(
-                spec,
-                subset_data(design, test),
-                fit.datatree["posterior"].to_dataset(),
-                n_mc=n_mc,
-                max_draws=max_draws,
-                seed=seed,
-            )
-            stats = fit.datatree["sample_stats"]
-            return elpd, {"divergences": int(stats["diverging"].sum())}
-
-        return HeldOut(scored=np.ones(design.n_clients, dtype=bool), score=score)
 
     return Family(
         "regression",

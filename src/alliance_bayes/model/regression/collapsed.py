@@ -161,7 +161,7 @@ class SufficientStatistics:
     of :func:`split_providers`.
     """
 
-    n: int
+    n: float
     yty: float
     xtx: np.ndarray
     xty: np.ndarray
@@ -199,6 +199,7 @@ class SufficientStatistics:
     def arrays(self) -> dict[str, np.ndarray]:
         r"""The arrays the log-likelihood reads, by name, one contiguous array per effect.
 
+        ``n``, ``yty``, ``xtx``, ``xty`` the sums over clients;
         ``zx_c{e}`` (F, C) and ``zx_s{e}`` (F, S): θ times them is :math:`(\tilde Z_p^\top
         X\theta)_e` for the collapsed and the sampled providers; ``zy_c{e}``, ``zy_s{e}``;
         ``zz_c{e}{f}`` (C,), ``zz_s{e}{f}`` (S,); ``pair_ss{e}{f}`` the :math:`B_{pq}` entries of
@@ -214,6 +215,10 @@ class SufficientStatistics:
         cont = np.ascontiguousarray
         roles = self.pair_roles
         out = {
+            "n": np.asarray(float(self.n)),
+            "yty": np.asarray(float(self.yty)),
+            "xtx": self.xtx,
+            "xty": self.xty,
             "onehot": np.eye(len(PROVIDER_TYPES))[self.provider_type[c]],
             "sampled_type": self.provider_type[s],
             **{k: roles[k] for k in ("ss_a", "ss_b")},
@@ -287,13 +292,28 @@ class SufficientStatistics:
         }
 
 
-def sufficient_statistics(spec: ModelSpec, data: ModelData) -> SufficientStatistics:
-    """The :class:`SufficientStatistics` of ``data`` under ``spec``."""
-    y = data.y
-    x = fixed_design(spec, data)
+def sufficient_statistics(
+    spec: ModelSpec, data: ModelData, weight: np.ndarray | None = None
+) -> SufficientStatistics:
+    r"""The :class:`SufficientStatistics` of ``data`` under ``spec``.
+
+    With ``weight`` (client,), client :math:`i`'s log-likelihood is counted :math:`v_i` times:
+    its rows of :math:`y`, :math:`X` and :math:`Z` are scaled by :math:`\sqrt{v_i}`, so that
+    every cross-product is weighted by :math:`v_i`. A 0/1 weight gives the statistics of a
+    subset of the clients with every provider and provider pair of ``data`` kept (a provider
+    without weighted clients contributes nothing), so that a K-fold refit has the shapes, and
+    the compiled model, of the full fit. A client of weight 0 may have a missing outcome.
+    """
+    y, x = data.y, fixed_design(spec, data)
     n_eff = n_effects(spec, data)
     n_prov = len(data.provider_type_index)
     z = provider_design(data, n_eff)
+    n, col_sum, z_rows = float(data.n_clients), x.sum(axis=0), z
+    if weight is not None:
+        weight = np.asarray(weight, dtype=float)
+        root = np.sqrt(weight)
+        n, col_sum, z_rows = float(weight.sum()), weight @ x, weight[:, None] * z
+        y, x, z = np.where(weight > 0, y, 0.0) * root, x * root[:, None], z * root[:, None]
     idx, w = data.membership_index, data.membership_weight
     rows = np.repeat(np.arange(data.n_clients), idx.shape[1])
     # W[p, i] = w_ip: the provider-by-client membership matrix.
@@ -305,7 +325,7 @@ def sufficient_statistics(spec: ModelSpec, data: ModelData) -> SufficientStatist
     for e in range(n_eff):
         zx[:, e] = weights @ (z[:, [e]] * x)
         zy[:, e] = weights @ (z[:, e] * y)
-        z_sum[:, e] = weights @ z[:, e]
+        z_sum[:, e] = weights @ z_rows[:, e]
     for e in range(n_eff):
         for f in range(n_eff):
             zz[:, e, f] = squares @ (z[:, e] * z[:, f])
@@ -328,11 +348,11 @@ def sufficient_statistics(spec: ModelSpec, data: ModelData) -> SufficientStatist
         pair = np.zeros((0, 2), dtype=np.int64)
         pair_zz = np.zeros((0, n_eff, n_eff))
     return SufficientStatistics(
-        n=data.n_clients,
+        n=n,
         yty=float(y @ y),
         xtx=x.T @ x,
         xty=x.T @ y,
-        col_sum=x.sum(axis=0),
+        col_sum=col_sum,
         zx=zx,
         zy=zy,
         zz=zz,
@@ -395,8 +415,8 @@ def _residual_terms(stats: SufficientStatistics, theta, u_sampled, xp):
     and ``u_sampled`` (..., S, E) carry a leading draw axis).
     """
     n_eff, a = stats.n_effects, (stats.arrays if xp is np else stats.shared)
-    rr = stats.yty - 2.0 * xp.dot(theta, stats.xty)
-    rr = rr + (xp.dot(theta, stats.xtx) * theta).sum(axis=-1)
+    rr = a["yty"] - 2.0 * xp.dot(theta, a["xty"])
+    rr = rr + (xp.dot(theta, a["xtx"]) * theta).sum(axis=-1)
     # g_c without the sampled providers' part: Z_c'y − (Z_c'X) θ.
     g = [a[f"zy_c{e}"] - xp.dot(theta, a[f"zx_c{e}"]) for e in range(n_eff)]
     if not len(stats.sampled_index):
@@ -496,7 +516,7 @@ def collapsed_log_likelihood(
     rr, g = _residual_terms(stats, theta, u_sampled, pt)
     a = stats.shared
     s2 = sigma**2
-    out = -0.5 * stats.n * (_LOG_2PI + pt.log(s2)) - rr / (2.0 * s2)
+    out = -0.5 * a["n"] * (_LOG_2PI + pt.log(s2)) - rr / (2.0 * s2)
     n_c = len(stats.collapsed_index)
     if stats.n_effects == 0 or not n_c:
         return out

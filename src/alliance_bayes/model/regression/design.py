@@ -26,6 +26,10 @@ PROVIDER_TYPES = ("therapist", "coach")
 LEVELS = ("within", "between")
 OUTCOME = "y"  # name of the observed variable in every model (dims: client)
 OBSERVED = "y_observed"  # its data container
+OUTCOME_WEIGHT = (
+    "outcome_weight"  # per-client log-density weights of a K-fold refit (data container)
+)
+INTERCEPT_PRIOR_MEAN = "alpha_prior_mean"  # the intercept prior's centre (data container)
 
 
 class DesignError(ValueError):

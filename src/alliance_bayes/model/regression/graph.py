@@ -78,12 +78,27 @@ from alliance_bayes.model.regression.collapsed import (
     sampled_noncentring,
     sufficient_statistics,
 )
-from alliance_bayes.model.regression.design import CARE_TYPES, LEVELS, OBSERVED, OUTCOME, ModelData
+from alliance_bayes.model.regression.design import (
+    CARE_TYPES,
+    INTERCEPT_PRIOR_MEAN,
+    LEVELS,
+    OBSERVED,
+    OUTCOME,
+    OUTCOME_WEIGHT,
+    ModelData,
+)
 from alliance_bayes.model.spec import ModelSpec
 
 
-def build_model(spec: ModelSpec, data: ModelData) -> pm.Model:
+def build_model(spec: ModelSpec, data: ModelData, *, heldout: bool = False) -> pm.Model:
     """Build the PyMC model that ``spec`` describes on ``data``.
+
+    ``heldout=True`` builds the model a K-fold refit compiles once and refits fold by fold
+    (:mod:`~alliance_bayes.model.regression.heldout`): every client stays in it, and the
+    per-client form weights each client's log density by the data container
+    ``outcome_weight`` (1 for the fold's training clients, 0 for the rest) in a ``Potential``
+    (``y_weighted``), with no observed variable. The collapsed form needs no such switch: its
+    statistics are data already.
 
     Returns
     -------
@@ -98,7 +113,7 @@ def build_model(spec: ModelSpec, data: ModelData) -> pm.Model:
         baseline = pm.Data("baseline", data.baseline, dims="client")
         x = pm.Data("x_covariate", data.covariates, dims=("client", "covariate"))
 
-        alpha = pm.Normal("alpha", float(np.mean(data.tuning_y)), pr.intercept_sd)
+        alpha = pm.Normal("alpha", intercept_prior_mean(data), pr.intercept_sd)
         b_baseline = pm.Normal("b_baseline", 0.0, pr.b_baseline_sd)
         b_cov_z, b_cov = covariate_slopes(pr.b_covariate_sd, data.covariate_sds)
         mu = alpha + b_baseline * (baseline - data.baseline_mean) + pt.dot(x, b_cov_z)
@@ -114,9 +129,16 @@ def build_model(spec: ModelSpec, data: ModelData) -> pm.Model:
             if spec.hierarchy.provider_intercepts:
                 mu = mu + _provider_effects(spec, data)
 
-        sigma, nu = _likelihood(spec, mu, data.y)
-        bayes_r2(mu, sigma, nu)
+        sigma, nu = _likelihood(spec, mu, data.y, heldout=heldout)
+        if not heldout:
+            bayes_r2(mu, sigma, nu)
     return model
+
+
+def intercept_prior_mean(data: ModelData) -> pt.TensorVariable:
+    """The centre of the intercept's prior, the mean outcome: a data container
+    (``alpha_prior_mean``), so that a K-fold refit centres it on its training clients alone."""
+    return pm.Data(INTERCEPT_PRIOR_MEAN, float(np.mean(data.tuning_y)))
 
 
 def uncentred_intercept(alpha, b_baseline, b_cov, b_alliance, data: ModelData) -> pt.TensorVariable:
@@ -146,7 +168,7 @@ def _build_collapsed(spec: ModelSpec, data: ModelData) -> pm.Model:
     pr = spec.priors
     stats = sufficient_statistics(spec, data)
     with pm.Model(coords=data.coords()) as model:
-        alpha = pm.Normal("alpha", float(np.mean(data.tuning_y)), pr.intercept_sd)
+        alpha = pm.Normal("alpha", intercept_prior_mean(data), pr.intercept_sd)
         b_baseline = pm.Normal("b_baseline", 0.0, pr.b_baseline_sd)
         b_cov_z, b_cov = covariate_slopes(pr.b_covariate_sd, data.covariate_sds)
         terms = [alpha[None], b_baseline[None], b_cov_z]
@@ -328,8 +350,7 @@ def _provider_effects(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
     ptype = data.provider_type_index
     sd_provider = group_sd(spec, "sd_provider", pr.sd_provider_sd, dims="provider_type")
     # Partially non-centred intercepts: u = sd^w * v with v ~ N(0, sd^(1 - w)), per provider.
-    w = provider_noncentring(data)
-    pm.Data("provider_noncentring", w, dims="provider")
+    w = pm.Data("provider_noncentring", provider_noncentring(data), dims="provider")
     sd_p = sd_provider[ptype]
     v = pm.Normal("v_provider", 0.0, sd_p ** (1.0 - w), dims="provider")
     z0 = v * sd_p ** (w - 1.0)  # the standardised intercept u / sd
@@ -436,23 +457,37 @@ def provider_noncentring(data: ModelData) -> np.ndarray:
     return w
 
 
-def _likelihood(spec: ModelSpec, mu: pt.TensorVariable, y: np.ndarray):
-    """The per-client likelihood: the one seam a sufficient-statistics version will replace.
+def _likelihood(spec: ModelSpec, mu: pt.TensorVariable, y: np.ndarray, *, heldout: bool = False):
+    """The per-client likelihood (:func:`build_model`; the collapsed form replaces it).
 
     Returns the residual scale ``sigma`` and, for Student-t residuals, ``nu`` (else ``None``).
     """
     sigma = pm.HalfNormal("sigma", spec.priors.sigma_sd)
-    # A data container, so that a compiled model can be refitted to new outcomes (SBC, K-fold).
-    observed = pm.Data(OBSERVED, y, dims="client")
+    nu = None
     if spec.likelihood == "student_t":
         nu = pm.Deterministic("nu", 1.0 + pm.Exponential("nu_minus_one", spec.priors.nu_rate))
-        pm.StudentT(OUTCOME, nu=nu, mu=mu, sigma=sigma, observed=observed, dims="client")
+    if heldout:
+        # A client without a training outcome has weight 0; its placeholder value keeps 0 · logp finite.
+        observed = pm.Data(OBSERVED, np.where(np.isfinite(y), y, np.nanmean(y)), dims="client")
+        weight = pm.Data(OUTCOME_WEIGHT, np.ones(len(y)), dims="client")
+        pm.Potential(
+            "y_weighted", (weight * pm.logp(_outcome(spec, mu, sigma, nu), observed)).sum()
+        )
         return sigma, nu
+    # A data container, so that a compiled model can be refitted to new outcomes (SBC).
+    observed = pm.Data(OBSERVED, y, dims="client")
+    _outcome(spec, mu, sigma, nu, name=OUTCOME, observed=observed, dims="client")
+    return sigma, nu
+
+
+def _outcome(spec: ModelSpec, mu, sigma, nu, name: str | None = None, **kwargs):
+    """The outcome's distribution: a model variable ``name``, or (``name=None``) unregistered."""
+    if spec.likelihood == "student_t":
+        args = {"nu": nu, "mu": mu, "sigma": sigma}
+        return pm.StudentT(name, **args, **kwargs) if name else pm.StudentT.dist(**args)
     if spec.likelihood == "censored_normal":
-        censored_normal(OUTCOME, mu, sigma, spec.outcome_range, observed=observed, dims="client")
-    else:
-        pm.Normal(OUTCOME, mu=mu, sigma=sigma, observed=observed, dims="client")
-    return sigma, None
+        return censored_normal(name, mu, sigma, spec.outcome_range, **kwargs)
+    return pm.Normal(name, mu=mu, sigma=sigma, **kwargs) if name else pm.Normal.dist(mu, sigma)
 
 
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
@@ -474,7 +509,7 @@ def log_normal_cdf(z: pt.TensorVariable) -> pt.TensorVariable:
 
 
 def censored_normal(
-    name: str,
+    name: str | None,
     mu: pt.TensorVariable,
     sigma: pt.TensorVariable,
     bounds: tuple[float, float],
@@ -505,4 +540,6 @@ def censored_normal(
         # A symbolic graph rather than a Python ``random``, so that every backend compiles it.
         return pt.clip(pm.Normal.dist(mu, sigma, size=size), lower, upper)
 
+    if name is None:  # unregistered, for a weighted log density
+        return pm.CustomDist.dist(mu, sigma, dist=dist, logp=logp)
     return pm.CustomDist(name, mu, sigma, dist=dist, logp=logp, **kwargs)
