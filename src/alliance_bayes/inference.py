@@ -21,6 +21,7 @@ from unittest import mock
 import numpy as np
 import pymc as pm
 import pytensor
+import pytensor.tensor as pt
 import xarray as xr
 from pymc.model.transform.conditioning import remove_value_transforms
 
@@ -250,13 +251,18 @@ def sample_model(
         if not draws_only:
             t = time.perf_counter()
             posterior = dt["posterior"].to_dataset()
-            if observed:
+            # One compiled function for the likelihood and the priors.
+            likelihood = model.observed_RVs if observed else []
+            density = log_density(
+                model, posterior, [*likelihood, *model.free_RVs], settings.backend
+            )
+            if likelihood:
                 # float32 halves the largest group (draws x clients) at no cost to LOO's precision.
-                loglik = log_density(model, posterior, model.observed_RVs, settings.backend)
-                dt["log_likelihood"] = loglik.astype("float32")
+                names = [rv.name for rv in likelihood]
+                dt["log_likelihood"] = density[names].astype("float32")
             # Each variable's log prior summed over its own dimensions: the per-draw totals are what
             # prior power-scaling uses, and the pointwise terms (draws x providers) were 15% of the file.
-            log_prior = log_density(model, posterior, model.free_RVs, settings.backend)
+            log_prior = density[[rv.name for rv in model.free_RVs]]
             dt["log_prior"] = log_prior.map(
                 lambda da: da.sum([d for d in da.dims if d not in ("chain", "draw")])
             )
@@ -283,10 +289,19 @@ def log_density(model: pm.Model, posterior: xr.Dataset, rvs, backend: str) -> xr
 
 
 def compile_log_density(
-    model: pm.Model, names: Sequence[str], mode: str, *, total: bool = False
+    model: pm.Model,
+    names: Sequence[str],
+    mode: str,
+    *,
+    total: bool = False,
+    batched: bool = False,
 ) -> tuple[pm.Model, Callable[..., Any], list[str]]:
     """The log densities of the variables ``names`` as one compiled function of the free RVs'
     values on the constrained scale (the scale the posterior reports).
+
+    With ``batched=True`` every argument gains a leading axis of draws and so does every output
+    (the graph is vectorised with :func:`pytensor.graph.replace.vectorize_graph`): one call
+    evaluates a block of draws instead of one Python call per draw.
 
     Returns the untransformed copy of the model whose data containers the function reads (set
     data there), the function (elementwise densities per variable, or their sum with
@@ -294,34 +309,51 @@ def compile_log_density(
     """
     umodel = remove_value_transforms(model)
     free = [(rv.name, umodel.rvs_to_values[rv]) for rv in umodel.free_RVs]
+    inputs = [value for _, value in free]
+    outs = umodel.logp(vars=[umodel[name] for name in names], sum=total)
+    if batched:
+        from pytensor.graph.replace import vectorize_graph
+
+        stacked = [
+            pt.tensor(dtype=v.dtype, shape=(None, *v.type.shape), name=v.name) for v in inputs
+        ]
+        outs = vectorize_graph(outs, replace=dict(zip(inputs, stacked, strict=True)))
+        inputs = stacked
     fn = umodel.compile_fn(
-        inputs=[value for _, value in free],
-        outs=umodel.logp(vars=[umodel[name] for name in names], sum=total),
-        on_unused_input="ignore",
-        point_fn=False,
-        mode=mode.upper(),
+        inputs=inputs, outs=outs, on_unused_input="ignore", point_fn=False, mode=mode.upper()
     )
     return umodel, fn, [name for name, _ in free]
 
 
+#: Draws per call of a batched log density: bounds its working memory to a few hundred MB for
+#: ten thousand clients, and is past the point where the per-call overhead matters.
+LOG_DENSITY_BLOCK = 256
+
+
 def log_density_function(model: pm.Model, rvs, backend: str) -> Callable[[xr.Dataset], xr.Dataset]:
-    """:func:`log_density` compiled once, for many posteriors of the same model (K-fold refits)."""
-    _, fn, free = compile_log_density(model, [rv.name for rv in rvs], backend)
+    """:func:`log_density` compiled once, for many posteriors of the same model (K-fold refits).
+
+    One vectorised call per block of :data:`LOG_DENSITY_BLOCK` draws; measured on the default
+    model this is several times faster than one call per draw, which dominated for 6,000 draws.
+    """
+    _, fn, free = compile_log_density(model, [rv.name for rv in rvs], backend, batched=True)
     dims = model.named_vars_to_dims
 
     def evaluate(posterior: xr.Dataset) -> xr.Dataset:
-        stacked = {name: posterior[name].values for name in free}
         n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
-        out = None
-        for c in range(n_chains):
-            for d in range(n_draws):
-                values = fn(*(stacked[name][c, d] for name in free))
-                if out is None:
-                    out = [np.empty((n_chains, n_draws, *np.shape(v))) for v in values]
-                for k, value in enumerate(values):
-                    out[k][c, d] = value
+        n = n_chains * n_draws
+        flat = [posterior[name].values.reshape(n, *posterior[name].shape[2:]) for name in free]
+        blocks = []
+        for start in range(0, n, LOG_DENSITY_BLOCK):
+            stop = min(start + LOG_DENSITY_BLOCK, n)
+            values = fn(*(x[start:stop] for x in flat))
+            blocks.append(values)
+        out = [np.concatenate([b[k] for b in blocks]) for k in range(len(rvs))]
         data = {
-            rv.name: (("chain", "draw", *dims.get(rv.name, ())), arr)
+            rv.name: (
+                ("chain", "draw", *dims.get(rv.name, ())),
+                arr.reshape(n_chains, n_draws, *arr.shape[1:]),
+            )
             for rv, arr in zip(rvs, out, strict=True)
         }
         return xr.Dataset(data, coords={**posterior.coords, **_used_coords(model, data)})

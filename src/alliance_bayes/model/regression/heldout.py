@@ -50,6 +50,12 @@ __all__ = ["heldout", "training_data"]
 
 def training_data(spec: ModelSpec, data: ModelData, train: np.ndarray) -> dict[str, np.ndarray]:
     """The data containers of the ``heldout`` model for a fold with training clients ``train``."""
+    return _fold(spec, data, train)[0]
+
+
+def _fold(spec: ModelSpec, data: ModelData, train: np.ndarray):
+    """:func:`training_data` and, for the collapsed form, the training clients' sufficient
+    statistics (``None`` otherwise), which also draw the provider effects after the refit."""
     from alliance_bayes.model.regression.graph import provider_noncentring
 
     train = np.asarray(train, dtype=bool)
@@ -59,7 +65,7 @@ def training_data(spec: ModelSpec, data: ModelData, train: np.ndarray) -> dict[s
         out |= {f"collapsed_{k}": v for k, v in stats.arrays.items()}
         if n_effects(spec, data) and stats.sampled.any():
             out["provider_sampled_noncentring"] = sampled_noncentring(stats)
-        return out
+        return out, stats
     out[OUTCOME_WEIGHT] = train.astype(float)
     if spec.hierarchy.provider_intercepts and spec.predictors.alliance != "composite":
         sub = subset_data(data, train)
@@ -68,7 +74,7 @@ def training_data(spec: ModelSpec, data: ModelData, train: np.ndarray) -> dict[s
         weights = np.ones(len(labels))
         weights[where] = provider_noncentring(sub)
         out["provider_noncentring"] = weights
-    return out
+    return out, None
 
 
 def providers_seen(data: ModelData, clients: np.ndarray) -> np.ndarray:
@@ -99,7 +105,7 @@ def heldout(spec: ModelSpec, data: ModelData, settings, *, n_mc: int = 200, max_
             # Statistics the log density does not read (e.g. of pairs a design does not have)
             # are not inputs of the compiled model.
             parts["read"] = {v.name for v in ancestors([model.logp()]) if v.name}
-        swapped = training_data(spec, data, train)
+        swapped, stats = _fold(spec, data, train)
         dt, seconds = sample_compiled(
             parts["compiled"],
             settings,
@@ -107,8 +113,7 @@ def heldout(spec: ModelSpec, data: ModelData, settings, *, n_mc: int = 200, max_
             seed=seed,
         )
         posterior = dt["posterior"].to_dataset()
-        if is_collapsed(spec):
-            stats = sufficient_statistics(spec, data, weight=np.asarray(train, dtype=float))
+        if stats is not None:
             rng = np.random.default_rng([int(seed), 20221013])
             posterior = _with_effects(spec, data, stats, posterior, rng, from_prior=False)[0]
         posterior = _training_providers(posterior, providers_seen(data, train))
@@ -120,8 +125,8 @@ def heldout(spec: ModelSpec, data: ModelData, settings, *, n_mc: int = 200, max_
             max_draws=max_draws,
             seed=seed,
         )
-        stats = dt["sample_stats"]
-        return elpd, {"divergences": int(stats["diverging"].sum()), "sample_s": round(seconds, 1)}
+        diverging = int(dt["sample_stats"]["diverging"].sum())
+        return elpd, {"divergences": diverging, "sample_s": round(seconds, 1)}
 
     return HeldOut(scored=np.ones(data.n_clients, dtype=bool), score=score)
 
