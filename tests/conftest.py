@@ -6,6 +6,7 @@ Compiling a model (not sampling it) dominates small fits, so every test that nee
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,11 @@ import pytest
 from alliance_bayes.data.frame import build_frame
 from alliance_bayes.data.load import load_study
 from alliance_bayes.data.simulate import SimulationConfig, simulate_study, write_simulated_study
+
+# Bundles written by the command line draw their figures in worker processes, one per CPU. The
+# suite already runs a process per CPU, and each figure worker would spend about 3 s importing, so
+# figures are drawn in the test's own process; tests that ask for workers get them.
+os.environ.setdefault("ALLIANCE_BAYES_FIGURE_WORKERS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "data" / "synthetic"

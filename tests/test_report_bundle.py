@@ -122,6 +122,50 @@ def test_figures_saved_with_interpretations(run, tmp_path):
     assert plt.get_fignums() == []  # every figure closed
 
 
+def _failing_figure(dt, outdir, *, meta=None, formats=()):
+    raise RuntimeError("family figure failed")
+
+
+def test_figures_drawn_in_worker_processes_match_this_process(run, tmp_path):
+    dt, est, meta, _ = run
+    here = figures.make_all_figures(dt, est, meta, tmp_path / "here", formats=("png",))
+    there = figures.make_all_figures(dt, est, meta, tmp_path / "there", formats=("png",), workers=2)
+    assert [(r.name, r.interpretation, r.section) for r in there] == [
+        (r.name, r.interpretation, r.section) for r in here
+    ]
+    for a, b in zip(here, there, strict=True):
+        assert [p.name for p in a.paths] == [p.name for p in b.paths]
+        assert all(p.read_bytes() == q.read_bytes() for p, q in zip(a.paths, b.paths, strict=True))
+
+
+def test_a_figure_failing_in_a_worker_keeps_the_draws(run, tmp_path):
+    dt, est, meta, gate = run
+    with figures.figure_pool(2) as pool, pytest.raises(BundleError, match="family figure failed"):
+        write_bundle(
+            tmp_path,
+            "who5_change",
+            "run-w",
+            dt,
+            meta,
+            est,
+            gate,
+            figure_formats=("png",),
+            figure_workers=pool,
+            family_figures=(_failing_figure,),
+        )
+    kept = tmp_path / "who5_change" / "run-w.incomplete"
+    assert sorted(p.name for p in kept.iterdir()) == ["ERROR.txt", "posterior.nc", "run.json"]
+    assert not (tmp_path / "who5_change" / "run-w").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_figure_workers_setting_is_checked(value, monkeypatch):
+    monkeypatch.setenv(figures.FIGURE_WORKERS_ENV, value)
+    with pytest.raises(ValueError, match=figures.FIGURE_WORKERS_ENV):
+        figures.figure_workers(None)
+    assert figures.figure_workers(3) == 3  # an explicit number wins
+
+
 def test_ppc_ceiling_percentile_is_computed(run, tmp_path):
     dt, _, _, _ = run
     obs = dt["observed_data"].to_dataset()

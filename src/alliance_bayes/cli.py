@@ -401,30 +401,36 @@ def subcommand(name: str) -> Callable[[], int]:
 
 def _fit(args) -> int:
     from alliance_bayes.fitting import design_of, fit_design, settings_for
+    from alliance_bayes.model.families import family_of
     from alliance_bayes.model.spec import load_spec
+    from alliance_bayes.report.figures import figure_pool
 
     spec = load_spec(args.spec)
-    study = _study(args)
-    design = design_of(spec, study)
-    print(design.frame.summary())
-    print(f"model {spec.name}: {design.n_clients} clients in the likelihood; {design.exclusions}")
-    settings = settings_for(
-        spec,
-        draws=args.draws,
-        tune=args.tune,
-        chains=args.chains,
-        seed=args.seed,
-        sampler=args.sampler,
-        progress=not args.quiet,
-    )
-    result = fit_design(
-        spec, design, settings, forbidden_ids=study.clients["client_id"].astype(str)
-    )
-    print(result.gate.to_markdown())
-    if result.passed or args.allow_failed_diagnostics:
-        if not args.quiet:
-            print("writing the results bundle (tables, figures, report)", file=sys.stderr)
-        print(f"results written to {result.save(args.out)}")
+    # The figure workers start now: they import while the model compiles on one CPU.
+    with figure_pool(None, family_of(spec).figures) as pool:
+        study = _study(args)
+        design = design_of(spec, study)
+        print(design.frame.summary())
+        print(
+            f"model {spec.name}: {design.n_clients} clients in the likelihood; {design.exclusions}"
+        )
+        settings = settings_for(
+            spec,
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            seed=args.seed,
+            sampler=args.sampler,
+            progress=not args.quiet,
+        )
+        result = fit_design(
+            spec, design, settings, forbidden_ids=study.clients["client_id"].astype(str)
+        )
+        print(result.gate.to_markdown())
+        if result.passed or args.allow_failed_diagnostics:
+            if not args.quiet:
+                print("writing the results bundle (tables, figures, report)", file=sys.stderr)
+            print(f"results written to {result.save(args.out, figure_workers=pool)}")
     t = result.timings
     print(
         f"timings (s): compile {t['compile']:.1f}, sampling {t['sampling']:.1f}, "
@@ -442,8 +448,13 @@ def _fit(args) -> int:
 
 def _report(args) -> int:
     from alliance_bayes.fitting import Fit
+    from alliance_bayes.report.figures import figure_pool
 
-    result = Fit.load(args.bundle)
+    with figure_pool(None) as pool:
+        return _report_with(args, Fit.load(args.bundle), pool)
+
+
+def _report_with(args, result, pool) -> int:
     study = None
     if args.data is not None:
         study = _study(args)
@@ -454,7 +465,7 @@ def _report(args) -> int:
                 file=sys.stderr,
             )
             return EXIT_BAD_INPUT
-    print(f"report written to {result.report(args.out, study=study)}")
+    print(f"report written to {result.report(args.out, study=study, figure_workers=pool)}")
     return EXIT_OK
 
 

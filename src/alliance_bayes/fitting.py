@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -421,6 +422,7 @@ class Fit:
         *,
         run: str | None = None,
         figure_formats: tuple[str, ...] | None = None,
+        figure_workers: int | Executor | None = 1,
         _links_root: Path | None = None,
         _draws_file: Path | None = None,
     ) -> Path:
@@ -428,7 +430,10 @@ class Fit:
 
         A fit that failed the gate is saved too, marked FAILED at the top of ``report.md`` and
         ``diagnostics.md``. ``run`` defaults to the UTC time plus a digest of the spec, data and
-        settings.
+        settings. ``figure_workers`` processes draw the figures, or a
+        :func:`~alliance_bayes.report.figures.figure_pool` already started; ``None`` chooses one
+        per CPU (see :func:`~alliance_bayes.report.figures.figure_workers`: a script asking for
+        more than one needs an ``if __name__ == "__main__":`` guard).
         """
         from alliance_bayes.report.bundle import ReportContent, write_bundle
         from alliance_bayes.report.figures import DEFAULT_FORMATS
@@ -456,6 +461,7 @@ class Fit:
             self.gate,
             forbidden_ids=self.forbidden_ids,
             figure_formats=figure_formats or DEFAULT_FORMATS,
+            figure_workers=figure_workers,
             family_figures=family.figures,
             links_root=_links_root,
             draws_file=_draws_file,
@@ -486,13 +492,18 @@ class Fit:
         return _assemble(spec, read_datatree(path / "posterior.nc"), meta, gate=gate, path=path)
 
     def report(
-        self, out: str | os.PathLike[str] | None = None, *, study: RawStudy | None = None
+        self,
+        out: str | os.PathLike[str] | None = None,
+        *,
+        study: RawStudy | None = None,
+        figure_workers: int | Executor | None = 1,
     ) -> Path:
         """Re-render tables, figures and ``report.md`` from the draws, without sampling.
 
         With ``out`` a complete bundle is written to ``<out>/<spec>/<run>/``; without it the bundle
         this fit was loaded from is replaced (atomically: the new folder is written beside it and
-        swapped in). ``study`` (the data the bundle was fitted to) enables the identifier guard.
+        swapped in). ``study`` (the data the bundle was fitted to) enables the identifier guard;
+        ``figure_workers`` is as in :meth:`save`.
         """
         if self.path is None and out is None:
             raise ValueError("this fit has no bundle yet: give out= (or call save())")
@@ -503,12 +514,16 @@ class Fit:
             forbidden = frozenset(study.clients["client_id"].astype(str))
         again = replace(self, forbidden_ids=forbidden)
         if out is not None:
-            return again.save(out, run=run, _draws_file=draws)
+            return again.save(out, run=run, figure_workers=figure_workers, _draws_file=draws)
         assert self.path is not None
         staging = Path(tempfile.mkdtemp(prefix=f".{run}.report-", dir=self.path.parent.parent))
         try:
             fresh = again.save(
-                staging, run=run, _links_root=self.path.parent.parent, _draws_file=draws
+                staging,
+                run=run,
+                figure_workers=figure_workers,
+                _links_root=self.path.parent.parent,
+                _draws_file=draws,
             )
             old = self.path.with_name(f".{run}.previous")
             os.replace(self.path, old)

@@ -208,7 +208,7 @@ class _Worker:
         from pymc.pytensorf import find_rng_nodes
 
         from alliance_bayes.inference import (
-            REPRODUCIBLE_COMPILE,
+            COMPILE_FLAGS,
             SamplerSettings,
             compile_for_refit,
             compile_log_density,
@@ -249,7 +249,7 @@ class _Worker:
         outputs = [self.gen_model[n] for n in names]
         with (
             warnings.catch_warnings(),
-            pytensor.config.change_flags(mode=mode, **REPRODUCIBLE_COMPILE),
+            pytensor.config.change_flags(mode=mode, **COMPILE_FLAGS),
         ):
             warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
             self._draw = pm_compile(inputs=[], outputs=outputs, random_seed=0, mode=mode)

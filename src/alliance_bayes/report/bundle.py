@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -501,6 +502,7 @@ def write_bundle(
     forbidden_ids: Iterable[str] | None = None,
     save_failed: bool = True,
     figure_formats: tuple[str, ...] = figures.DEFAULT_FORMATS,
+    figure_workers: int | Executor | None = 1,
     family_figures: tuple[figures.FigureMaker, ...] = (),
     links_root: Path | None = None,
     draws_file: Path | None = None,
@@ -529,6 +531,10 @@ def write_bundle(
         False, a failed gate raises :class:`ConvergenceFailedError` and nothing is written.
     figure_formats : tuple of str
         Figure file formats.
+    figure_workers : int, None or concurrent.futures.Executor
+        Processes that draw the figures while this one writes the draws and tables (``None``:
+        one per CPU; see :func:`~alliance_bayes.report.figures.figure_workers`), or a
+        :func:`~alliance_bayes.report.figures.figure_pool` already started.
     family_figures : tuple of callables
         Figures the model family adds (:attr:`~alliance_bayes.model.families.Family.figures`).
     links_root : path, optional
@@ -569,7 +575,20 @@ def write_bundle(
     pattern = _token_pattern(i for i in forbidden if not _NUMBER.fullmatch(i))
 
     parent = Path(results_root) / spec_name
-    with atomic_folder(parent, run_id) as tmp:
+    content = content or ReportContent()
+    with (
+        atomic_folder(parent, run_id) as tmp,
+        figures.FigureDrawing(
+            dt,
+            estimands,
+            meta,
+            tmp / "figures",
+            formats=figure_formats,
+            family_figures=family_figures,
+            prior_estimands=content.prior_estimands,
+            workers=figure_workers,
+        ) as drawing,
+    ):
         # The draws first: whatever fails after this point, they are kept (see _keep_draws).
         if draws_file is not None:
             shutil.copyfile(draws_file, tmp / "posterior.nc")
@@ -583,19 +602,10 @@ def write_bundle(
             tables_md = tables_markdown(estimands, meta)
             (tmp / "tables.md").write_text(tables_md, encoding="utf-8")
             (tmp / "tables.tex").write_text(tables_latex(estimands, meta), encoding="utf-8")
-            step = "figures"
-            content = content or ReportContent()
             if content.hypotheses is not None:
                 content.hypotheses.to_csv(tmp / "hypotheses.csv", index=False, lineterminator="\n")
-            figs = figures.make_all_figures(
-                dt,
-                estimands,
-                meta,
-                tmp / "figures",
-                formats=figure_formats,
-                family_figures=family_figures,
-                prior_estimands=content.prior_estimands,
-            )
+            step = "figures"
+            figs = drawing.results()
             step = "diagnostics and report"
             dump_json(gate.to_json(), tmp / "diagnostics.json")
             (tmp / "diagnostics.md").write_text(gate.to_markdown(), encoding="utf-8")

@@ -9,7 +9,14 @@ change scores) that are not single posterior variables. No client or provider id
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +32,12 @@ from alliance_bayes.rank_diagnostics import dataset_diagnostics
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
 
 __all__ = [
+    "FigureDrawing",
     "FigureMaker",
     "FigureResult",
     "bound_shares",
+    "figure_pool",
+    "figure_workers",
     "make_all_figures",
     "plot_energy",
     "plot_forest_subscales",
@@ -518,6 +528,227 @@ def plot_prior_posterior(
     return FigureResult("prior_posterior", paths, text, section="priors")
 
 
+#: Most processes that draw a bundle's figures when their number is chosen automatically.
+MAX_FIGURE_WORKERS = 4
+#: Environment variable that sets that number (``1`` draws in the calling process).
+FIGURE_WORKERS_ENV = "ALLIANCE_BAYES_FIGURE_WORKERS"
+#: Groups no figure reads, left out of what worker processes receive (the pointwise
+#: log-likelihood is draws x clients, the largest group of a fit).
+_UNDRAWN_GROUPS = ("log_likelihood", "log_prior")
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One figure to draw: ``make(*(inputs[name] for name in uses), **kwargs)``."""
+
+    make: FigureMaker
+    uses: tuple[str, ...]
+    kwargs: dict[str, Any]
+
+    def run(self, inputs: Mapping[str, Any]) -> FigureResult | None:
+        return self.make(*(inputs[name] for name in self.uses), **self.kwargs)
+
+
+#: In a worker process: the inputs file it has read, and what it held.
+_WORKER_INPUTS: dict[str, Any] = {}
+
+
+def _start_worker(makers: Sequence[FigureMaker]) -> None:
+    """Initialise a figure worker: unpickling ``makers`` has imported their modules."""
+    # Ctrl-C reaches the whole process group; the calling process alone decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _ready() -> None:
+    """A no-op task: submitting one per worker starts them all now."""
+
+
+def _run_task(task: _Task, inputs_file: str) -> FigureResult | None:
+    """Draw ``task`` in a worker, reading the shared inputs once per worker."""
+    if _WORKER_INPUTS.get("file") != inputs_file:
+        with open(inputs_file, "rb") as f:
+            _WORKER_INPUTS.update(file=inputs_file, inputs=pickle.load(f))
+    return task.run(_WORKER_INPUTS["inputs"])
+
+
+def figure_workers(requested: int | None = 1) -> int:
+    """How many processes draw a bundle's figures.
+
+    An explicit number is used as given. ``None`` chooses: :data:`FIGURE_WORKERS_ENV` if set, else
+    one per available CPU, at most :data:`MAX_FIGURE_WORKERS`. Workers are spawned, and a spawned
+    process imports the caller's main script again, so a script that asks for more than one must
+    keep its work under ``if __name__ == "__main__":``; the command line asks for ``None``.
+    """
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"figure workers: expected a whole number >= 1, got {requested}")
+        return requested
+    value = os.environ.get(FIGURE_WORKERS_ENV, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{FIGURE_WORKERS_ENV}={value!r}: expected a whole number >= 1")
+        return int(value)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(MAX_FIGURE_WORKERS, cpus or 1))
+
+
+def _figure_plan(
+    dt: xr.DataTree,
+    meta: Mapping[str, Any],
+    outdir: Path,
+    *,
+    formats: Sequence[str],
+    family_figures: Sequence[FigureMaker],
+    with_prior_estimands: bool,
+) -> list[FigureResult | _Task]:
+    """The bundle's figures in report order: each a task, or a result that needs no drawing."""
+    outcome_range = meta.get("outcome_range", (0.0, 100.0))
+    label = meta.get("outcome_label", meta.get("outcome", "outcome"))
+    groups = set(dt.children)
+    common = {"outdir": outdir, "formats": tuple(formats)}
+    outcome = {"outcome_range": outcome_range, "outcome_label": label, **common}
+    plan: list[FigureResult | _Task] = []
+    if int(dt["posterior"].sizes.get("chain", 1)) >= 2:
+        plan.append(_Task(plot_rank, ("dt",), common))
+    else:
+        # Rank plots compare chains; with one there is nothing to compare (and no R-hat).
+        plan.append(
+            FigureResult(
+                "rank",
+                [],
+                "Not drawn: rank plots compare chains and this run has one; rerun with "
+                "--chains 4 before using the estimates.",
+                section="computation",
+            )
+        )
+    if "sample_stats" in groups and "energy" in dt["sample_stats"].data_vars:
+        plan.append(_Task(plot_energy, ("dt",), common))
+    units = meta.get("effect_units", "outcome points per 1 point of alliance")
+    plan.append(_Task(plot_forest_subscales, ("estimands",), {"effect_units": units, **common}))
+    if {"posterior_predictive", "observed_data", "constant_data"} <= groups:
+        plan.append(_Task(plot_ppc, ("dt",), outcome))
+    if "prior_predictive" in groups:
+        plan.append(_Task(plot_prior_predictive, ("dt",), outcome))
+    if with_prior_estimands:
+        plan.append(_Task(plot_prior_posterior, ("estimands", "prior_estimands"), common))
+    if "u_provider" in dt["posterior"].data_vars:
+        plan.append(_Task(plot_provider_effects, ("dt",), common))
+    if "u_provider_slope" in dt["posterior"].data_vars:
+        plan.append(_Task(plot_provider_slopes, ("dt",), common))
+    for make in family_figures:
+        plan.append(_Task(make, ("dt",), {"meta": dict(meta), **common}))
+    return plan
+
+
+@contextmanager
+def figure_pool(
+    workers: int | None = None, family_figures: Sequence[FigureMaker] = ()
+) -> Iterator[Executor | None]:
+    """Worker processes for :class:`FigureDrawing`, started now (``None`` where there is one).
+
+    A worker spends about 3 s importing matplotlib, arviz-plots and the figure modules; started
+    before a fit, they do that while the model compiles on one CPU, and wait idle while it samples.
+    """
+    n = figure_workers(workers)
+    if n <= 1:
+        yield None
+        return
+    with ProcessPoolExecutor(
+        n,
+        mp_context=mp.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(tuple(family_figures),),
+    ) as pool:
+        for _ in range(n):
+            pool.submit(_ready)
+        yield pool
+
+
+class FigureDrawing:
+    """A bundle's figures being drawn, in worker processes where there are several CPUs.
+
+    Entering starts the drawing; :meth:`results` waits for it and returns the figures in report
+    order (figures whose inputs are absent are left out); leaving cancels what has not started.
+    Drawing is CPU-bound matplotlib work, about 9 s for the default model on one CPU, so on two
+    the figures take about half that while the calling process writes the draws and tables.
+    ``workers`` is a number (see :func:`figure_workers`; more than one starts a
+    :func:`figure_pool` for these figures) or a pool already started. Workers are spawned (nothing
+    compiled is forked) and read the groups figures use from one temporary file; with one worker
+    everything is drawn in this process when :meth:`results` is called. A figure that fails
+    raises its exception from :meth:`results`.
+    """
+
+    def __init__(
+        self,
+        dt: xr.DataTree,
+        estimands: xr.Dataset,
+        meta: Mapping[str, Any],
+        outdir: Path,
+        *,
+        formats: Sequence[str] = DEFAULT_FORMATS,
+        family_figures: Sequence[FigureMaker] = (),
+        prior_estimands: xr.Dataset | None = None,
+        workers: int | Executor | None = 1,
+    ) -> None:
+        drawn = dt.copy()
+        for group in _UNDRAWN_GROUPS:
+            if group in drawn.children:
+                del drawn[group]
+        self._inputs = {"dt": drawn, "estimands": estimands, "prior_estimands": prior_estimands}
+        self._plan = _figure_plan(
+            drawn,
+            meta,
+            Path(outdir),
+            formats=formats,
+            family_figures=family_figures,
+            with_prior_estimands=prior_estimands is not None,
+        )
+        self._family_figures = tuple(family_figures)
+        self._workers = workers
+        self._stack = ExitStack()
+        self._futures: dict[int, Future] = {}
+
+    def __enter__(self) -> FigureDrawing:
+        with ExitStack() as stack:
+            pool = self._workers
+            if not isinstance(pool, Executor):
+                tasks = sum(isinstance(t, _Task) for t in self._plan)
+                n = max(1, min(figure_workers(pool), tasks))
+                pool = stack.enter_context(figure_pool(n, self._family_figures))
+            if pool is not None:
+                # One file for every task: sent with each, the inputs were pickled and piped
+                # once per figure, competing with this process's own work.
+                scratch = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="alliance-bayes-figures-")
+                )
+                inputs_file = os.path.join(scratch, "inputs.pickle")
+                with open(inputs_file, "wb") as f:
+                    pickle.dump(self._inputs, f, protocol=pickle.HIGHEST_PROTOCOL)
+                for i, task in enumerate(self._plan):
+                    if isinstance(task, _Task):
+                        self._futures[i] = pool.submit(_run_task, task, inputs_file)
+                # Leaving cancels what has not started, then waits for what has (callbacks run
+                # last-in first), before the inputs file goes.
+                stack.callback(lambda: wait(list(self._futures.values())))
+                stack.callback(lambda: [f.cancel() for f in self._futures.values()])
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def results(self) -> list[FigureResult]:
+        made = []
+        for i, item in enumerate(self._plan):
+            if isinstance(item, FigureResult):
+                made.append(item)
+                continue
+            figure = self._futures[i].result() if i in self._futures else item.run(self._inputs)
+            if figure is not None:
+                made.append(figure)
+        return made
+
+
 def make_all_figures(
     dt: xr.DataTree,
     estimands: xr.Dataset,
@@ -527,59 +758,22 @@ def make_all_figures(
     formats: Sequence[str] = DEFAULT_FORMATS,
     family_figures: Sequence[FigureMaker] = (),
     prior_estimands: xr.Dataset | None = None,
+    workers: int | Executor | None = 1,
 ) -> list[FigureResult]:
     """Draw every figure of a bundle into ``outdir`` (groups that are absent are skipped).
 
     ``family_figures`` are the figures a model family adds (see
     :mod:`alliance_bayes.model.families`); each may return ``None`` when its inputs are absent.
+    ``workers`` processes draw them (:func:`figure_workers`; see :class:`FigureDrawing`).
     """
-    outcome_range = meta.get("outcome_range", (0.0, 100.0))
-    label = meta.get("outcome_label", meta.get("outcome", "outcome"))
-    groups = set(dt.children)
-    n_chains = int(dt["posterior"].sizes.get("chain", 1))
-    if n_chains >= 2:
-        results = [plot_rank(dt, outdir, formats=formats)]
-    else:
-        # Rank plots compare chains; with one there is nothing to compare (and no R-hat).
-        results = [
-            FigureResult(
-                "rank",
-                [],
-                "Not drawn: rank plots compare chains and this run has one; rerun with "
-                "--chains 4 before using the estimates.",
-                section="computation",
-            )
-        ]
-    if "sample_stats" in groups and "energy" in dt["sample_stats"].data_vars:
-        results.append(plot_energy(dt, outdir, formats=formats))
-    results.append(
-        plot_forest_subscales(
-            estimands,
-            outdir,
-            effect_units=meta.get("effect_units", "outcome points per 1 point of alliance"),
-            formats=formats,
-        )
-    )
-    if {"posterior_predictive", "observed_data", "constant_data"} <= groups:
-        results.append(
-            plot_ppc(dt, outdir, outcome_range=outcome_range, outcome_label=label, formats=formats)
-        )
-    if "prior_predictive" in groups:
-        results.append(
-            plot_prior_predictive(
-                dt, outdir, outcome_range=outcome_range, outcome_label=label, formats=formats
-            )
-        )
-    if prior_estimands is not None:
-        made = plot_prior_posterior(estimands, prior_estimands, outdir, formats=formats)
-        if made is not None:
-            results.append(made)
-    if "u_provider" in dt["posterior"].data_vars:
-        results.append(plot_provider_effects(dt, outdir, formats=formats))
-    if "u_provider_slope" in dt["posterior"].data_vars:
-        results.append(plot_provider_slopes(dt, outdir, formats=formats))
-    for make in family_figures:
-        made = make(dt, outdir, meta=meta, formats=formats)
-        if made is not None:
-            results.append(made)
-    return results
+    with FigureDrawing(
+        dt,
+        estimands,
+        meta,
+        outdir,
+        formats=formats,
+        family_figures=family_figures,
+        prior_estimands=prior_estimands,
+        workers=workers,
+    ) as drawing:
+        return drawing.results()
