@@ -19,6 +19,8 @@ CARE_TYPES = ("therapist", "coach", "both")
 LEVELS = ("within", "between")
 PROVIDER_TYPES = ("therapist", "coach")
 COVARIATES = ("age", "male", "days_in_care")
+#: Care-type shares of a fake study's clients: the weights of its pooled slopes.
+CARE_WEIGHTS = {"therapist": 0.2, "coach": 0.65, "both": 0.15}
 
 
 def _dims(chains: int, draws: int) -> dict[str, np.ndarray]:
@@ -145,11 +147,15 @@ def make_fake_datatree(
         "divergence_message": (("chain", "draw"), np.full((c, d), None, dtype=object)),
     }
     prior_vars = {
-        k: v for k, v in post.items() if k in ("intercept", "b_baseline", "sigma", "mu_b")
+        k: v for k, v in post.items() if k in ("intercept", "b_baseline", "sigma", "mu_b", "b")
     }
     prior = xr.Dataset(
         {k: (dims, vals * 3.0 if k != "sigma" else vals) for k, (dims, vals) in prior_vars.items()},
-        coords={k: v for k, v in coords.items() if k in ("chain", "draw", "subscale", "level")},
+        coords={
+            k: v
+            for k, v in coords.items()
+            if k in ("chain", "draw", "care_type", "subscale", "level")
+        },
     )
     constant = {"baseline": (("client",), baseline)}
     const_coords: dict[str, object] = {"client": clients}

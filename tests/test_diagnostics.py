@@ -7,7 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from alliance_bayes.diagnostics import check_convergence, element_names
+from alliance_bayes.diagnostics import (
+    UNIFORMITY_ALPHA,
+    GateResult,
+    check_convergence,
+    element_names,
+    format_p,
+    holm_adjust,
+)
 from alliance_bayes.report.estimands import compute_estimands
 from fake_posterior import make_fake_datatree, replace_group
 
@@ -126,3 +133,52 @@ def test_element_names(good):
     assert names[0] == "b[therapist, goal, within]"
     assert len(names) == 3 * 2 * 2
     assert element_names(good["posterior"]["sigma"]) == ["sigma"]
+
+
+def _warning(gate):
+    return next(w for w in gate.warnings if w.name == "rank_uniformity")
+
+
+def test_rank_uniformity_warning_quiet_on_mixing_chains(good):
+    # 80 quantities of iid chains. Holm keeps the chance of any flag at most 0.01 for calibrated
+    # p-values (0.25% of thinned iid elements fell below 0.01 when measured), so P(flag) <= 0.01.
+    gate = _gate(good)
+    warning = _warning(gate)
+    assert warning.passed and warning.n_failed == 0 and warning.n_checked == 80
+    assert warning.threshold == UNIFORMITY_ALPHA and 0 < warning.value <= 1
+    doc = json.loads(json.dumps(gate.to_json(), allow_nan=False))
+    assert doc["warnings"][0]["name"] == "rank_uniformity"
+    assert GateResult.from_json(doc).warnings[0].worst == warning.worst
+    assert "Warning (not part of the verdict)" not in gate.to_markdown()
+
+
+def test_rank_uniformity_warning_flags_a_shifted_chain_without_failing_the_gate(good):
+    post = good["posterior"].to_dataset()
+    sd = post["sd_provider"].copy()
+    sd.loc[{"chain": 0, "provider_type": "coach"}] *= 1.3  # +1.3 posterior SDs on the log scale
+    gate = _gate(replace_group(good, "posterior", post.assign(sd_provider=sd)))
+    warning = _warning(gate)
+    flagged = {w["name"] for w in warning.worst if w["failed"]}
+    assert {"sd_provider[coach]", "estimand:sd_provider[coach]"} <= flagged
+    assert all(w["p_holm"] >= w["value"] for w in warning.worst)
+    md = gate.to_markdown()
+    assert "**Warning (not part of the verdict):** rank_uniformity" in md
+    assert "| `sd_provider[coach]` | < 0.001 |" in md
+    # The verdict is the six checks' alone: the warning is not among them.
+    assert [c.name for c in gate.checks] == CHECKS
+    assert gate.passed == all(c.passed for c in gate.checks)
+
+
+def test_holm_adjust_closed_form():
+    # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04; running max.
+    got = holm_adjust(np.array([0.01, 0.04, 0.03, 0.005, np.nan]))
+    np.testing.assert_allclose(got[:4], [0.03, 0.06, 0.06, 0.02])
+    assert np.isnan(got[4])
+    assert holm_adjust(np.array([0.6, 0.9])).tolist() == [1.0, 1.0]
+
+
+def test_format_p():
+    assert format_p(0.0001) == "p < 0.001"
+    assert format_p(0.0035) == "p = 0.0035"
+    assert format_p(0.43) == "p = 0.43"
+    assert format_p(float("nan")) == "n/a"

@@ -14,6 +14,12 @@ Client means over sessions (goal, bond, composite):
   007 (4.5, 5, 4.75)  a2 (4, 4, 4)  a3 (14/4 = 3.5, 13/4 = 3.25, 3.375)  a4 (5, 5, 5)
   a5 (2, 3, 2.5)
 Between = sum_p w_ip m_p, e.g. a3 goal: 0.25 * 4.75 + 0.75 * 3.5 = 3.8125, within 3.5 - 3.8125.
+
+Early alliance, first 2 sessions (a3: T1 (5, 4) then K1 (2, 3); a2: K1 (3, 4), (4, 4); others keep
+every session): provider means K1 (2.75, 3.5), K2 (4, 4.5), T1 (4.75, 4.5), T2 (1, 2); a3's part
+weights are 1/2 and 1/2 (one window session with each), so its goal between is
+0.5 * 4.75 + 0.5 * 2.75 = 3.75, within 3.5 - 3.75. All-session weights (0.25, 0.75) would give
+3.25 and a within part of +0.25 instead of -0.25.
 """
 
 from __future__ import annotations
@@ -180,6 +186,63 @@ def test_session_index_orders_when_given(tmp_path):
     assert a3["wai_goal"].tolist() == [5, 2, 3, 4]
 
 
+def test_early_alliance_window_splits_on_the_same_sessions(study):
+    frame = build_frame(study, alliance_sessions=2)
+    c, p = frame.clients, frame.providers
+    assert frame.alliance_sessions == 2
+    assert col(frame, "alliance_goal") == [4.5, 3.5, 3.5, 5.0, 2.0]
+    assert col(frame, "alliance_bond") == [5.0, 4.0, 3.5, 5.0, 3.0]
+    assert p["alliance_goal_mean"].tolist() == [2.75, 4.0, 4.75, 1.0]
+    assert p["alliance_bond_mean"].tolist() == [3.5, 4.5, 4.5, 2.0]
+    assert c["alliance_goal_between"].tolist() == [4.75, 2.75, 3.75, 4.0, 2.5]
+    assert c["alliance_goal_within"].tolist() == [-0.25, 0.75, -0.25, 1.0, -0.5]
+    assert c["alliance_bond_between"].tolist() == [4.5, 3.5, 4.0, 4.5, 3.25]
+    assert c["alliance_bond_within"].tolist() == [0.5, 0.5, -0.5, 0.5, -0.25]
+    assert c["alliance_between"].tolist() == [4.625, 3.125, 3.875, 4.25, 2.875]
+    # sessions behind each score: a4's second bond is missing; a2 and a3 are cut by the window
+    assert col(frame, "alliance_goal_n_sessions") == [2, 2, 2, 2, 2]
+    assert col(frame, "alliance_bond_n_sessions") == [2, 2, 2, 1, 2]
+    assert col(frame, "alliance_n_sessions") == [2, 2, 2, 2, 2]
+    assert (c["alliance_n_sessions"] < c["n_sessions"]).tolist() == [False, True, True] + [
+        False
+    ] * 2
+    w = frame.alliance_weights("goal")
+    assert w[w["client_index"] == 2]["weight"].tolist() == [0.5, 0.5]
+    # the exposure weights (provider effects) still count every session
+    assert frame.memberships.equals(build_frame(study).memberships)
+
+
+def test_select_keeps_the_window_split(study):
+    frame = build_frame(study, alliance_sessions=2)
+    sub = frame.select(frame.clients["care_type"].eq("both").to_numpy())  # a3 and a5
+    assert sub.alliance_sessions == 2
+    w = sub.alliance_weights("goal")
+    m = sub.providers["alliance_goal_mean"].to_numpy()
+    rebuilt = (w["weight"] * m[w["provider_index"]]).groupby(w["client_index"]).sum()
+    assert rebuilt.tolist() == sub.clients["alliance_goal_between"].tolist() == [3.75, 2.5]
+
+
+def test_window_drops_providers_seen_later(study):
+    # First session only: a3 has T1 in the window, not K1; a5 has K2, not T2, and nobody rated T2.
+    frame = build_frame(study, alliance_sessions=1)
+    c = frame.clients
+    np.testing.assert_array_equal(frame.providers["alliance_goal_mean"], [3.0, 4.0, 4.5, np.nan])
+    assert c["alliance_goal_between"].tolist() == [4.5, 3.0, 4.5, 4.0, 4.0]
+    assert c["alliance_goal_within"].tolist() == [-0.5, 0.0, 0.5, 1.0, -1.0]
+    assert frame.alliance_weights("goal")["provider_index"].tolist() == [2, 0, 2, 1, 1]
+
+
+def test_a_window_beyond_every_client_changes_nothing(study):
+    full, wide = build_frame(study), build_frame(study, alliance_sessions=4)
+    pd.testing.assert_frame_equal(full.clients, wide.clients)
+    pd.testing.assert_frame_equal(full.providers, wide.providers)
+
+
+def test_alliance_weights_rejects_unknown_subscale(frame):
+    with pytest.raises(ValueError, match="subscale"):
+        frame.alliance_weights("composite")
+
+
 def test_task_subscale_when_present(tmp_path):
     tables = tiny_tables()
     # task ratings: 007 -> 3, 5 (T1); a3 -> T1 4, K1 2, 2, empty; others empty.
@@ -191,11 +254,16 @@ def test_task_subscale_when_present(tmp_path):
     np.testing.assert_array_equal(c["alliance_task"], [4.0, np.nan, 8 / 3, np.nan, np.nan])
     # providers: K1 has a3 only (2.0); T1 has 007 (4) and a3 (4) -> 4; K2, T2 unrated.
     np.testing.assert_array_equal(p["alliance_task_mean"], [2.0, np.nan, 4.0, np.nan])
-    # 007: between 4, within 0. a3: 0.25 * 4 + 0.75 * 2 = 2.5, within 8/3 - 2.5.
-    np.testing.assert_allclose(c["alliance_task_between"], [4.0, 2.0, 2.5, np.nan, np.nan])
-    np.testing.assert_allclose(
-        c["alliance_task_within"], [0.0, np.nan, 8 / 3 - 2.5, np.nan, np.nan]
-    )
+    # a3's task score rests on 1 T1 and 2 K1 sessions: weights 1/3, 2/3, between
+    # 4/3 + 4/3 = 8/3, within 0 (a3 rated each provider at its mean). The all-session weights
+    # (0.25, 0.75) would give 2.5 and a within part of 1/6 that is a difference between providers.
+    # a2 rated no task item: no score, no parts.
+    np.testing.assert_allclose(c["alliance_task_between"], [4.0, np.nan, 8 / 3, np.nan, np.nan])
+    np.testing.assert_allclose(c["alliance_task_within"], [0.0, np.nan, 0.0, np.nan, np.nan])
+    assert col(frame, "alliance_task_n_sessions") == [2, 0, 3, 0, 0]
+    w = frame.alliance_weights("task")
+    np.testing.assert_allclose(w["weight"], [1.0, 2 / 3, 1 / 3])
+    assert w["provider_index"].tolist() == [2, 0, 2]
     # the composite ignores the task item
     assert c["alliance"].tolist() == [4.75, 4.0, 3.375, 5.0, 2.5]
 

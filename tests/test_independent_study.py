@@ -9,7 +9,7 @@ from alliance_bayes.data.frame import build_frame
 from alliance_bayes.data.load import load_study
 from alliance_bayes.diagnostics import check_convergence
 from alliance_bayes.model.spec import load_spec
-from alliance_bayes.report.estimands import compute_estimands, estimand_table
+from alliance_bayes.report.estimands import care_weights_of, compute_estimands, estimand_table
 from independent_study import IndependentTruth, write_independent_study
 
 SEED = 11
@@ -22,8 +22,12 @@ def independent_fit(tmp_path_factory, fitted):
     clients = write_independent_study(folder, truth, seed=SEED)
     spec = load_spec("who5_change")
     frame = build_frame(load_study(folder))
-    _, dt = fitted("independent_who5_change", spec, frame)
-    estimands = compute_estimands(dt["posterior"].to_dataset(), outcome_units=spec.outcome_units)
+    design, dt = fitted("independent_who5_change", spec, frame)
+    estimands = compute_estimands(
+        dt["posterior"].to_dataset(),
+        outcome_units=spec.outcome_units,
+        care_weights=care_weights_of(design.scales()),
+    )
     return truth, clients, dt, estimands
 
 

@@ -29,11 +29,16 @@ from alliance_bayes.model.latent.measurement import (
     LatentData,
     build_latent_model,
     expected_rating_np,
+    latent_scales,
     latent_scores,
     store_latent_scores,
 )
 from alliance_bayes.model.spec import SpecError, load_spec, parse_spec
-from alliance_bayes.report.estimands import compute_estimands, compute_joint_estimands
+from alliance_bayes.report.estimands import (
+    care_weights_of,
+    compute_estimands,
+    compute_joint_estimands,
+)
 
 LATENT_TOML = """
 name = "latent_test"
@@ -229,8 +234,12 @@ def test_joint_estimands_keep_the_stable_names():
         },
         coords=c,
     )
+    weights = {"who5": {"coach": 0.7, "therapist": 0.3}, "phq9": {"therapist": 1.0}}
     est = compute_joint_estimands(
-        post, outcome_units={"who5": "WHO-5 points", "phq9": "PHQ-9 points"}, primary="who5"
+        post,
+        outcome_units={"who5": "WHO-5 points", "phq9": "PHQ-9 points"},
+        primary="who5",
+        care_weights=weights,
     )
     names = set(est.data_vars)
     assert {"b_goal_within", "b_bond_between[therapist]", "sd_provider[coach]", "sigma"} <= names
@@ -240,8 +249,18 @@ def test_joint_estimands_keep_the_stable_names():
         "discrimination[bond]",
         "corr_client_alliance[goal~bond]",
     } <= names
+    b = post["b"].sel(subscale="goal", level="within")
     np.testing.assert_array_equal(
-        est["phq9:b_goal_within"], post["mu_b"].sel(outcome="phq9", subscale="goal", level="within")
+        est["phq9:b_goal_within"], b.sel(outcome="phq9", care_type="therapist")
+    )
+    np.testing.assert_allclose(
+        est["b_goal_within"],
+        0.7 * b.sel(outcome="who5", care_type="coach")
+        + 0.3 * b.sel(outcome="who5", care_type="therapist"),
+    )
+    np.testing.assert_array_equal(
+        est["phq9:mu_b_goal_within"],
+        post["mu_b"].sel(outcome="phq9", subscale="goal", level="within"),
     )
     assert est["b_goal_within"].attrs["units"].startswith("WHO-5 points per 1 point")
     assert est["phq9:b_goal_within"].attrs["subscale"] == "phq9:goal"
@@ -258,11 +277,17 @@ def _averaged_and_latent(tmp_path, fitted, key, config, seed, latent_spec, **opt
     write_simulated_study(study, tmp_path)
     frame = build_frame(load_study(tmp_path))
     settings = {"chains": 2, "draws": 500, "tune": 500, **options}
-    _, dt_avg = fitted(f"{key}_avg", load_spec("who5_change"), frame, **settings)
-    _, dt_lat = fitted(f"{key}_latent", latent_spec, frame, **settings)
-    avg = compute_estimands(dt_avg["posterior"].to_dataset())
+    design_avg, dt_avg = fitted(f"{key}_avg", load_spec("who5_change"), frame, **settings)
+    design_lat, dt_lat = fitted(f"{key}_latent", latent_spec, frame, **settings)
+    avg = compute_estimands(
+        dt_avg["posterior"].to_dataset(), care_weights=care_weights_of(design_avg.scales())
+    )
+    shares = latent_scales(design_lat)["care_share_by_outcome"]
     lat = compute_joint_estimands(
-        dt_lat["posterior"].to_dataset(), outcome_units={"who5": "WHO-5 points"}, primary="who5"
+        dt_lat["posterior"].to_dataset(),
+        outcome_units={"who5": "WHO-5 points"},
+        primary="who5",
+        care_weights={"who5": care_weights_of({"care_share": shares["who5"]})},
     )
     return study, avg, lat
 

@@ -12,7 +12,7 @@ from arviz_stats import hdi
 
 from alliance_bayes.data.frame import build_frame
 from alliance_bayes.model.spec import load_spec
-from alliance_bayes.report.estimands import compute_estimands
+from alliance_bayes.report.estimands import care_weights_of, compute_estimands
 
 pytestmark = pytest.mark.mcmc
 
@@ -65,8 +65,10 @@ RECOVERED = [
 def test_who5_change_recovers_the_planted_truth(medium_fit):
     """95% HDIs cover the planted values: with 14 checks at 95% a miss or two is expected by chance,
     so the rule is at least 12 of 14 covered, and every value inside the 99% HDI."""
-    truth, _, dt = medium_fit
-    est = compute_estimands(dt["posterior"].to_dataset())
+    truth, design, dt = medium_fit
+    est = compute_estimands(
+        dt["posterior"].to_dataset(), care_weights=care_weights_of(design.scales())
+    )
     covered95, report = 0, []
     for name in RECOVERED:
         draws = est[name]
@@ -81,8 +83,10 @@ def test_who5_change_recovers_the_planted_truth(medium_fit):
 
 def test_recovery_check_is_informative(medium_fit):
     """The intervals are narrow enough that a wrong truth would be caught."""
-    truth, _, dt = medium_fit
-    est = compute_estimands(dt["posterior"].to_dataset())
+    truth, design, dt = medium_fit
+    est = compute_estimands(
+        dt["posterior"].to_dataset(), care_weights=care_weights_of(design.scales())
+    )
     for name, wrong in [("b_baseline", 0.5), ("b_baseline", 1.5), ("sigma", 0.8), ("sigma", 1.25)]:
         lo, hi = (float(v) for v in hdi(est[name], prob=0.99).values)
         assert not lo <= truth[name] * wrong <= hi, f"{name} cannot tell {wrong}x the truth apart"

@@ -8,8 +8,15 @@ import xarray as xr
 from arviz_stats.base import array_stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats
 
-from alliance_bayes.rank_diagnostics import TAIL_PROBS, dataset_diagnostics, rank_diagnostics
+from alliance_bayes.rank_diagnostics import (
+    TAIL_PROBS,
+    UNIFORMITY,
+    dataset_diagnostics,
+    rank_diagnostics,
+    rank_uniformity,
+)
 
 
 def _reference(draws: np.ndarray) -> dict[str, np.ndarray]:
@@ -101,3 +108,46 @@ def test_tail_probabilities_are_used(probs):
     x = _ar1(np.random.default_rng(9), 4, 400, np.array([0.5, 0.8]))
     ref = array_stats.ess(x, chain_axis=0, draw_axis=1, method="tail", prob=probs)
     np.testing.assert_allclose(rank_diagnostics(x, probs).ess_tail, ref, rtol=1e-10)
+
+
+def _mtc_reference(x: np.ndarray, thin: int) -> np.ndarray:
+    """arviz-stats' multi-chain uniformity p-value, one element at a time (chain, draw, k)."""
+    out = []
+    for e in np.moveaxis(x[:, ::thin], -1, 0):
+        u = stats.rankdata(e.ravel(), method="average").reshape(e.shape) / e.size
+        out.append(array_stats.mchain_uniformity_test(u)[0])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("thin", [1, 3])
+def test_uniformity_matches_arviz(thin):
+    x = _ar1(np.random.default_rng(11), 4, 300, np.linspace(0.0, 0.6, 8))
+    x[0, :, :3] += 1.0  # one chain off: tiny p-values
+    got, ref = rank_uniformity(x, thin=thin), _mtc_reference(x, thin)
+    assert got[:3].max() < 1e-4
+    # arviz takes 1 - CDF, which loses digits below about 1e-6; ours sums each tail.
+    big = ref > 1e-6
+    np.testing.assert_allclose(got[big], ref[big], rtol=1e-8)
+    np.testing.assert_allclose(got[~big], ref[~big], rtol=1e-3, atol=1e-14)
+
+
+def test_uniformity_thinning_calibrates_autocorrelated_chains():
+    # 100 elements of four AR(1) chains (autocorrelation 0.8) that all target one law. Read on
+    # every draw the test rejects about 80% of them at 0.01; thinned, the measured rate is 2.5-3%,
+    # so more than 8 of 100 has probability about 0.003 (binomial, p = 0.03).
+    x = _ar1(np.random.default_rng(12), 4, 1000, np.full(100, 0.8), df=30.0)
+    assert np.mean(rank_uniformity(x, thin=None) <= 0.01) > 0.5
+    assert np.sum(rank_uniformity(x) <= 0.01) <= 8
+    # The same through rank_diagnostics.
+    np.testing.assert_array_equal(
+        rank_diagnostics(x, statistics=(UNIFORMITY,)).uniformity_p, rank_uniformity(x)
+    )
+
+
+def test_uniformity_flags_a_shifted_chain():
+    # One chain of 4 x 500 independent draws shifted by 1 SD: p far below 0.01.
+    x = np.random.default_rng(13).normal(size=(4, 500, 3))
+    x[2, :, 0] += 1.0
+    p = rank_uniformity(x)
+    assert p[0] < 1e-6 and (p[1:] > 0.01).all()
+    assert np.isnan(rank_diagnostics(x, statistics=("r_hat",)).uniformity_p).all()

@@ -27,13 +27,15 @@ from alliance_bayes.report.tables import (
     tables_latex,
     tables_markdown,
 )
-from fake_posterior import make_fake_datatree, make_fake_meta, replace_group
+from fake_posterior import CARE_WEIGHTS, make_fake_datatree, make_fake_meta, replace_group
 
 
 @pytest.fixture(scope="module")
 def run():
     dt = make_fake_datatree(draws=200, seed=11)
-    est = compute_estimands(dt["posterior"].to_dataset(), outcome_units="WHO-5 points")
+    est = compute_estimands(
+        dt["posterior"].to_dataset(), outcome_units="WHO-5 points", care_weights=CARE_WEIGHTS
+    )
     return dt, est, make_fake_meta(dt), check_convergence(dt, est)
 
 
@@ -70,7 +72,7 @@ def test_markdown_tables_content(run):
         "Fixed effects",
         "Alliance subscale effects by care type",
         "Within- vs between-provider",
-        "Variance components and intraclass correlation",
+        "Variance components, hyperparameters and intraclass correlation",
         "Contrasts",
     ):
         assert f"### {title}" in md
@@ -284,7 +286,7 @@ def test_failed_gate_marked(run, tmp_path):
     post = dt["posterior"].to_dataset()
     post["sigma"] = post["sigma"] + xr.DataArray([0.0, 0.0, 0.0, 5.0], dims="chain")
     bad = replace_group(dt, "posterior", post)
-    est = compute_estimands(post)
+    est = compute_estimands(post, care_weights=CARE_WEIGHTS)
     gate = check_convergence(bad, est)
     assert not gate.passed
     out = write_bundle(

@@ -18,7 +18,7 @@ from alliance_bayes.report.estimands import compute_estimands
 from alliance_bayes.report.html import _math_svg, markdown_to_html
 from alliance_bayes.report.hypotheses import hypothesis_table
 from alliance_bayes.report.tables import tables_markdown
-from fake_posterior import make_fake_datatree, make_fake_meta
+from fake_posterior import CARE_WEIGHTS, make_fake_datatree, make_fake_meta
 
 SCALES = {
     "outcome_mean": 45.0,
@@ -83,17 +83,20 @@ def test_prior_rows_state_every_prior_and_flag_deliberately_weak_ones():
 def test_standardised_effects_and_the_baldwin_contrast_are_computed_draw_by_draw():
     post = make_fake_datatree(draws=100, seed=3)["posterior"].to_dataset()
     post["r2_bayes"] = post["sigma"] * 0 + 0.3
-    est = compute_estimands(post, outcome_units="WHO-5 points", scales=SCALES)
-    mu_b = post["mu_b"]
+    est = compute_estimands(
+        post, outcome_units="WHO-5 points", scales=SCALES, care_weights=CARE_WEIGHTS
+    )
+    pooled = sum(w * post["b"].sel(care_type=c) for c, w in CARE_WEIGHTS.items())
     np.testing.assert_allclose(
         est["b_goal_within-between"].values,
         (
-            mu_b.sel(subscale="goal", level="within") - mu_b.sel(subscale="goal", level="between")
+            pooled.sel(subscale="goal", level="within")
+            - pooled.sel(subscale="goal", level="between")
         ).values,
     )
     np.testing.assert_allclose(
         est["beta_bond_between"].values,
-        mu_b.sel(subscale="bond", level="between").values * 0.25 / 20.0,
+        pooled.sel(subscale="bond", level="between").values * 0.25 / 20.0,
     )
     b_age = post["b_covariate"].sel(covariate="age").values
     np.testing.assert_allclose(est["beta_age"].values, b_age * 9.0 / 20.0)
@@ -105,7 +108,9 @@ def test_standardised_effects_and_the_baldwin_contrast_are_computed_draw_by_draw
 def test_paper_table2_sets_the_published_table_beside_the_posterior():
     dt = make_fake_datatree(draws=100, seed=4, hierarchical=False, paper_table2=True)
     post = dt["posterior"].to_dataset()
-    est = compute_estimands(post, outcome_units="WHO-5 points", scales=SCALES)
+    est = compute_estimands(
+        post, outcome_units="WHO-5 points", scales=SCALES, care_weights=CARE_WEIGHTS
+    )
     meta = {
         **make_fake_meta(dt, spec="paper_table2"),
         "spec_as_run": load_spec("paper_table2").to_dict(),
@@ -121,8 +126,12 @@ def test_paper_table2_sets_the_published_table_beside_the_posterior():
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     dt = make_fake_datatree(draws=200, seed=11)
-    est = compute_estimands(dt["posterior"].to_dataset(), outcome_units="WHO-5 points")
-    prior = compute_estimands(dt["prior"].to_dataset(), outcome_units="WHO-5 points")
+    est = compute_estimands(
+        dt["posterior"].to_dataset(), outcome_units="WHO-5 points", care_weights=CARE_WEIGHTS
+    )
+    prior = compute_estimands(
+        dt["prior"].to_dataset(), outcome_units="WHO-5 points", care_weights=CARE_WEIGHTS
+    )
     spec = load_spec("who5_change")
     family = family_of(spec)
     content = ReportContent(
@@ -215,7 +224,9 @@ def test_report_html_renders_in_a_headless_browser(bundle, tmp_path):
 def test_the_identifier_guard_reads_the_html_text_not_its_embedded_images(tmp_path):
     """Short ids occur by chance inside base64 images; the guard must not refuse the bundle then."""
     dt = make_fake_datatree(draws=100, seed=12)
-    est = compute_estimands(dt["posterior"].to_dataset(), outcome_units="WHO-5 points")
+    est = compute_estimands(
+        dt["posterior"].to_dataset(), outcome_units="WHO-5 points", care_weights=CARE_WEIGHTS
+    )
     ids = [f"{chr(65 + i)}{n:02d}" for i in range(26) for n in range(100)]
     path = write_bundle(
         tmp_path, "who5_change", "r1", dt, make_fake_meta(dt), est, check_convergence(dt, est),

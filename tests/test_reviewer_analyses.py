@@ -26,7 +26,7 @@ from alliance_bayes.model.spec import load_spec
 from fake_posterior import make_fake_datatree
 
 
-def test_early_alliance_averages_the_first_sessions_and_keeps_every_session_in_the_weights(
+def test_early_alliance_averages_the_first_sessions_and_keeps_every_session_in_the_memberships(
     shipped_study,
 ):
     every = build_frame(shipped_study)
@@ -113,6 +113,22 @@ def test_imputed_follow_ups_are_predictions_shifted_by_delta(imputed_design):
         room = a.y[missing] > 10  # not pushed to the floor by the shift
         np.testing.assert_allclose((b.y - a.y)[missing][room], -10.0, atol=1e-9)
         np.testing.assert_allclose(b.y[missing][~room], 0.0)
+
+
+def test_the_alliance_dependent_shift_follows_the_clients_alliance(imputed_design):
+    spec, data = imputed_design
+    missing = ~np.isfinite(data.y)
+    post = _posterior(complete_cases(data), sigma=1e-6)
+    plain = impute_designs(spec, data, post, n=1, delta=0.0, seed=1)[0]
+    tilted = impute_designs(spec, data, post, n=1, delta=-5.0, delta_alliance=4.0, seed=1)[0]
+    # δ_i = δ₀ + δ₁ (a_i − ā), with ā the mean composite alliance of the model's clients.
+    a = data.frame.clients["alliance"].to_numpy(float)  # the design's clients, in its order
+    assert len(a) == len(data.y)
+    want = -5.0 + 4.0 * (a - a.mean())
+    room = (plain.y[missing] + want[missing] > 0) & (plain.y[missing] + want[missing] < 100)
+    assert room.mean() > 0.8
+    np.testing.assert_allclose((tilted.y - plain.y)[missing][room], want[missing][room], atol=1e-6)
+    assert np.ptp(want[missing]) > 1.0  # the shift really varies across clients
 
 
 def test_providers_unseen_by_the_complete_case_fit_get_population_draws(imputed_design):

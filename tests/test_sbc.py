@@ -27,6 +27,7 @@ from alliance_bayes.checks.sbc import (
     replicate_seeds,
     run_sbc,
     summarise,
+    thinning_stride,
     uniformity,
 )
 
@@ -126,6 +127,77 @@ def test_who5_change_quantities_cover_the_key_estimands():
     ):
         assert label in labels
     assert len(labels) == len(set(labels))
+
+
+def _ar1_chains(rng: np.random.Generator, rho: float, chains: int, n: int) -> np.ndarray:
+    """Stationary AR(1) chains with standard normal marginals."""
+    from scipy.signal import lfilter
+
+    noise = rng.standard_normal((chains, n))
+    noise[:, 1:] *= np.sqrt(1 - rho**2)  # the first draw is the stationary N(0, 1)
+    return lfilter([1.0], [1.0, -rho], noise, axis=1)
+
+
+def _pits(rho: float, thinning: str, replicates: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Fractional ranks of a N(0, 1) truth among thinned AR(1) 'posterior' draws of the same
+    N(0, 1) (a sampler that is right on average but mixes slowly), and the L of each replicate."""
+    rng = np.random.default_rng(20180415)
+    pits, sizes = np.empty(replicates), np.empty(replicates, int)
+    for k in range(replicates):
+        truth = rng.standard_normal()
+        chains = _ar1_chains(rng, rho, 4, 500)
+        stride, _ = thinning_stride([chains], thin_to=200, thinning=thinning)
+        kept = chains[:, stride - 1 :: stride].ravel()
+        sizes[k] = kept.size
+        pits[k] = (np.sum(kept < truth) + rng.uniform()) / (kept.size + 1)
+    return pits, sizes
+
+
+def test_ess_thinning_gives_uniform_ranks_where_fixed_thinning_does_not():
+    """4 × 500 AR(1) draws with ρ = 0.99 (ESS about 10) of the right N(0, 1) posterior: thinned to
+    200 they are still correlated (lag-10 correlation 0.90), so the truth falls outside all of them
+    far more often than 2/(L + 1) and the ranks fail the uniformity tests; thinned to the ESS they
+    pass (Talts et al. 2018)."""
+    reps = 1000
+    fixed, fixed_sizes = _pits(0.99, "fixed", reps)
+    ess, ess_sizes = _pits(0.99, "ess", reps)
+    result = uniformity(_table({"fixed": fixed, "ess": ess})).set_index("quantity")
+    assert (fixed_sizes == 200).all()
+    assert 4 <= np.median(ess_sizes) <= 20  # about the ESS, 2000 (1 - ρ) / (1 + ρ) ≈ 10
+    assert not result.loc["fixed", "calibrated"], result
+    assert result.loc["ess", "calibrated"], result
+
+    def extremes(pit, sizes):  # share of ranks 0 or L, and its expectation 2/(L + 1)
+        outside = (pit < 1 / (sizes + 1)) | (pit > sizes / (sizes + 1))
+        expected = 2 / (sizes + 1)
+        return outside.mean(), expected.mean(), np.sqrt(np.sum(expected * (1 - expected))) / reps
+
+    seen, expected, se = extremes(fixed, fixed_sizes)
+    assert seen > expected + 4 * se  # measured: 2.9% against 1.0%
+    seen, expected, se = extremes(ess, ess_sizes)
+    assert abs(seen - expected) < 3 * se
+    # independent draws are not thinned below thin_to
+    assert (_pits(0.0, "ess", replicates=20)[1] >= 150).all()
+
+
+def test_the_thinning_stride_follows_the_smallest_ess():
+    rng = np.random.default_rng(3)
+    fast, slow = rng.standard_normal((4, 500)), _ar1_chains(rng, 0.95, 4, 500)
+    stride, ess = thinning_stride([fast, slow], thin_to=200)
+    assert 20 < ess < 80  # 2000 · 0.05 / 1.95 ≈ 51
+    assert stride == int(np.ceil(2000 / ess))
+    assert thinning_stride([fast], thin_to=200)[0] == 10  # capped by thin_to
+    assert thinning_stride([fast, slow], thin_to=200, thinning="fixed") == (
+        10,
+        pytest.approx(np.nan, nan_ok=True),
+    )
+    with pytest.raises(SBCError, match="thinning"):
+        thinning_stride([fast], thin_to=200, thinning="median")
+    # an old run's settings read back with the fixed rule, so it is not mixed with a new one
+    old = _settings().to_dict()
+    old.pop("thinning")
+    assert SBCSettings.from_dict(old).thinning == "fixed"
+    assert SBCSettings.from_dict(old).identity() != _settings().identity()
 
 
 # --- a small SBC that passes for the right model and fails for a mis-scaled prior ----------------

@@ -53,10 +53,13 @@ def test_different_seeds_differ() -> None:
     assert not a.clients.equals(b.clients)
     assert a.truth["seed"] != b.truth["seed"]
 
-    # The truth is fixed; only the realisation changes. The care-type gaps are the exception: they
-    # are stated at the realised study's mean between-provider alliance.
+    # The truth is fixed; only the realisation changes. The exceptions: the care-type gaps are
+    # stated at the realised study's mean between-provider alliance, and the pooled slopes at its
+    # realised care mix.
+    pooled = {f"b_{s}_{lev}" for s in SUBSCALES for lev in LEVELS}
+
     def fixed(truth):
-        return {k: v for k, v in truth.items() if not k.startswith("b_care")}
+        return {k: v for k, v in truth.items() if not k.startswith("b_care") and k not in pooled}
 
     assert fixed(a.truth["who5"]) == fixed(b.truth["who5"])
 
@@ -112,14 +115,20 @@ def test_arbitrary_design_counts() -> None:
 
 
 def test_truth_names_and_derived_values() -> None:
-    truth = simulate_study(SimulationConfig.small(), seed=0).truth
+    study = simulate_study(SimulationConfig.small(), seed=0)
+    truth = study.truth
+    observed = study.clients["who5_followup"].notna()
+    care = study.latent.loc[observed.to_numpy(), "care_type"].to_numpy()
+    share = {c: np.mean(care == c) for c in CARE_TYPES}
     for outcome in ("who5", "phq9"):
         t = truth[outcome]
         for s in SUBSCALES:
             for lev in LEVELS:
-                pooled = t[f"b_{s}_{lev}"]
                 by_care = [t[f"b_{s}_{lev}[{c}]"] for c in CARE_TYPES]
-                assert np.isclose(np.mean(by_care), pooled)  # deviations sum to zero
+                assert np.isclose(np.mean(by_care), t[f"mu_b_{s}_{lev}"])  # deviations sum to 0
+                if outcome == "who5":
+                    pooled = sum(share[c] * t[f"b_{s}_{lev}[{c}]"] for c in CARE_TYPES)
+                    assert np.isclose(t[f"b_{s}_{lev}"], pooled)
             assert f"sd_provider_slope[{s}]" in t
         for p in ("therapist", "coach"):
             sd = t[f"sd_provider[{p}]"]
@@ -189,11 +198,18 @@ def test_who5_truth_recovered_and_wrong_truth_rejected(big_study) -> None:
         ]
     )
     assert np.sum(z_bad**2) > 3 * np.sum(z**2) and np.max(np.abs(z_bad)) > 4
-    # pooled slopes (mean over care types) are recovered too
+    # the hyper-mean (equal-weight mean over care types) and the pooled slope (care-mix
+    # weights: the shares of clients with a follow-up) are recovered too
+    observed = big_study.clients["who5_followup"].notna()
+    care = big_study.latent.loc[observed.to_numpy(), "care_type"].to_numpy()
+    share = {c: float(np.mean(care == c)) for c in CARE_TYPES}
     for s in SUBSCALES:
-        est = np.mean([fit.loc[f"b_{s}_within[{c}]", "coef"] for c in CARE_TYPES])
-        se = np.sqrt(np.sum([fit.loc[f"b_{s}_within[{c}]", "se"] ** 2 for c in CARE_TYPES])) / 3
-        assert abs(est - truth[f"b_{s}_within"]) < 4 * se
+        for weights, name in ((dict.fromkeys(CARE_TYPES, 1 / 3), "mu_b"), (share, "b")):
+            w = np.array([weights[c] for c in CARE_TYPES])
+            coef = np.array([fit.loc[f"b_{s}_within[{c}]", "coef"] for c in CARE_TYPES])
+            se = np.array([fit.loc[f"b_{s}_within[{c}]", "se"] for c in CARE_TYPES])
+            est, se_pooled = w @ coef, np.sqrt(np.sum((w * se) ** 2))
+            assert abs(est - truth[f"{name}_{s}_within"]) < 4 * se_pooled
 
 
 def test_phq9_truth_recovered(big_study) -> None:

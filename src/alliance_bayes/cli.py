@@ -31,7 +31,10 @@ _EXIT_CODES = {
     "4 a step after sampling failed (the message names it and where the draws were kept)",
     "report": "0 re-rendered; 2 not a bundle, or --data differs from the data the bundle was "
     "fitted to; 4 re-rendering failed (the bundle is left as it was)",
-    "compare": "0 written; 2 bad input (or the models select different clients)",
+    "compare": (
+        "0 written; 2 bad input (or the models select different clients, or score different "
+        "outcomes or likelihoods that share no measure)"
+    ),
     "sbc": "0 every quantity passes its uniformity tests; 1 one fails; 2 bad input",
     "sensitivity": "0 written; 2 bad input",
     "robustness": "0 written; 2 bad input",
@@ -229,7 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chains", type=int, default=s.chains, help="chains per refit")
     p.add_argument("--draws", type=int, default=s.draws, help="posterior draws per chain")
     p.add_argument("--tune", type=int, default=s.tune, help="tuning iterations per chain")
-    p.add_argument("--thin-to", type=int, default=s.thin_to, help="draws kept for ranking")
+    p.add_argument(
+        "--thin-to",
+        type=int,
+        default=s.thin_to,
+        help="at most this many draws ranked (fewer at low ESS)",
+    )
     p.add_argument("--target-accept", type=float, default=s.target_accept, help="NUTS target")
     for field in ("n_coach_clients", "n_therapist_clients", "n_both_clients"):
         p.add_argument(f"--{field.replace('_', '-')}", type=int, default=getattr(d, field),
@@ -254,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="BASE=SPEC",
         help="refit BASE under the priors of SPEC (repeatable); default: who5_change under "
-        "who5_change_priors_wide and who5_change_priors_narrow",
+        "who5_change_priors_wide, who5_change_priors_narrow and who5_change_priors_halfnormal",
     )
     _data_option(p)
     _out_option(p)

@@ -15,6 +15,19 @@ for E-BFMI):
   warning, but in this project it usually signals a badly parameterised hierarchy, so we fail
   loudly and let the analyst raise the threshold deliberately.
 
+A warning, reported but not part of the verdict:
+
+- ``rank_uniformity``: the multi-chain rank-uniformity test that arviz-plots' rank plot prints
+  (Tesso & Vehtari 2026, arXiv:2603.02928; see :func:`alliance_bayes.rank_diagnostics.rank_uniformity`),
+  of every posterior element and estimand, each chain thinned by its own ESS. With some hundreds of
+  quantities tested, about :math:`m\\alpha` would fall below :math:`\\alpha` by chance alone, so
+  the flag is Holm's step-down adjustment (Holm 1979, *Scand. J. Statist.* 6:65-70): sort the
+  p-values :math:`p_{(1)} \\le \\dots \\le p_{(m)}`, adjust :math:`\\tilde p_{(i)} =
+  \\max_{j \\le i} \\min(1, (m - j + 1) p_{(j)})`, flag :math:`\\tilde p \\le \\alpha`. Under
+  any dependence between the tests, the chance of flagging anything when every chain targets one
+  distribution is then at most :math:`\\alpha` (0.01, arviz-plots' level); the unadjusted count is
+  reported beside it.
+
 Posterior elements whose draws are all identical (e.g. the fixed diagonal of an LKJ Cholesky factor)
 have no defined R-hat or ESS; they are skipped and counted in the check's note, not failed.
 Non-finite diagnostics of non-constant elements fail.
@@ -31,12 +44,28 @@ import arviz_stats as azs
 import numpy as np
 import xarray as xr
 
-from alliance_bayes.rank_diagnostics import dataset_diagnostics
+from alliance_bayes.rank_diagnostics import STATISTICS, UNIFORMITY, dataset_diagnostics
 
-__all__ = ["CheckResult", "GateResult", "check_convergence", "element_names"]
+__all__ = [
+    "UNIFORMITY_ALPHA",
+    "UNIFORMITY_TEST",
+    "CheckResult",
+    "GateResult",
+    "check_convergence",
+    "element_names",
+    "format_p",
+    "holm_adjust",
+]
 
 _SAMPLE_DIMS = ("chain", "draw")
 _N_WORST = 10
+#: Level of the rank-uniformity warning: arviz-plots' (1 - its ``stats.envelope_prob`` of 0.99).
+UNIFORMITY_ALPHA = 0.01
+#: The test, as captions and ``diagnostics.md`` name it.
+UNIFORMITY_TEST = (
+    "multi-chain rank-uniformity test (arviz-stats' mchain_uniformity_test; Tesso & Vehtari "
+    "2026, arXiv:2603.02928), each chain thinned to about independent draws"
+)
 
 
 @dataclass
@@ -89,12 +118,16 @@ class GateResult:
     checks : list of CheckResult
     chains, draws : int
         Posterior size the gate saw.
+    warnings : list of CheckResult
+        Checks reported beside the verdict and not part of it (``rank_uniformity``); their
+        ``passed`` is False when they flag something.
     """
 
     passed: bool
     checks: list[CheckResult]
     chains: int
     draws: int
+    warnings: list[CheckResult] = field(default_factory=list)
 
     @property
     def failed_checks(self) -> list[str]:
@@ -121,18 +154,25 @@ class GateResult:
             "draws": self.draws,
             "reference": "Vehtari et al. (2021) doi:10.1214/20-BA1221",
             "checks": [_jsonable(asdict(c)) for c in self.checks],
+            "warnings": [_jsonable(asdict(c)) for c in self.warnings],
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> GateResult:
         """The inverse of :meth:`to_json` (reads a bundle's ``diagnostics.json``)."""
         keys = {f.name for f in fields(CheckResult)}
-        checks = [CheckResult(**{k: v for k, v in c.items() if k in keys}) for c in data["checks"]]
-        return cls(bool(data["passed"]), checks, int(data["chains"]), int(data["draws"]))
+        checks, warnings = (
+            [CheckResult(**{k: v for k, v in c.items() if k in keys}) for c in data.get(group, [])]
+            for group in ("checks", "warnings")
+        )
+        return cls(bool(data["passed"]), checks, int(data["chains"]), int(data["draws"]), warnings)
 
     def to_markdown(self) -> str:
         """Readable ``diagnostics.md``: a loud first line, a summary, then a table per check."""
         lines = [f"# {self.headline()}", ""]
+        for w in self.warnings:
+            if not w.passed:
+                lines += [f"**Warning (not part of the verdict):** {w.name}: {w.note}", ""]
         lines.append(
             f"{self.chains} chains × {self.draws} draws. Rank-normalised split R-hat, bulk and "
             "tail ESS as in Vehtari et al. (2021), doi:10.1214/20-BA1221."
@@ -153,7 +193,63 @@ class GateResult:
                 for w in c.worst:
                     verdict = "**FAIL**" if w.get("failed") else "ok"
                     lines.append(f"| `{w['name']}` | {_fmt(w['value'])} | {verdict} |")
+        for c in self.warnings:
+            lines += _warning_markdown(c)
         return "\n".join(lines) + "\n"
+
+
+def _warning_markdown(c: CheckResult) -> list[str]:
+    """A warning's section: what was tested, the counts, and the smallest p-values."""
+    lines = [
+        "",
+        f"## Warning {c.name}: {'none' if c.passed else 'FLAGGED'} (not part of the verdict)",
+    ]
+    lines += ["", c.description, "", c.note]
+    if c.worst:
+        lines += [
+            "",
+            f"| Smallest p-values | p | Holm-adjusted p | p ≤ {c.threshold:g} | Flagged |",
+        ]
+        lines.append("|---|---|---|---|---|")
+        for w in c.worst:
+            raw = "yes" if w["value"] is not None and w["value"] <= c.threshold else "no"
+            lines.append(
+                f"| `{w['name']}` | {format_p(w['value'], False)} | "
+                f"{format_p(w.get('p_holm'), False)} | {raw} | "
+                f"{'**warn**' if w.get('failed') else 'no'} |"
+            )
+    return lines
+
+
+def format_p(p: float | None, prefix: bool = True) -> str:
+    """A p-value to two significant digits, ``< 0.001`` below that: ``p = 0.034``, ``p < 0.001``."""
+    if p is None or not math.isfinite(p):
+        text = "n/a"
+    elif p < 0.001:
+        text = "< 0.001"
+    else:
+        text = f"{p:.2g}" if p < 0.1 else f"{p:.2f}"
+    if not prefix or text == "n/a":
+        return text
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
+def holm_adjust(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (Holm 1979, *Scand. J. Statist.* 6:65-70).
+
+    With :math:`p_{(1)} \\le \\dots \\le p_{(m)}`, :math:`\\tilde p_{(i)} = \\max_{j \\le i}
+    \\min(1, (m - j + 1)\\, p_{(j)})`; rejecting every :math:`\\tilde p \\le \\alpha` keeps the
+    family-wise error rate at most :math:`\\alpha` under any dependence. NaN stays NaN and does not
+    count in :math:`m`.
+    """
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = order.size
+    scaled = (m - np.arange(m)) * p[order]
+    out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return out
 
 
 def _fmt(x: float | None) -> str:
@@ -319,11 +415,11 @@ def check_convergence(
     if estimands is not None and estimands.data_vars:
         sources.append(("estimand:", _numeric(estimands)))
 
-    per_stat: dict[str, list[tuple[str, float]]] = {"r_hat": [], "ess_bulk": [], "ess_tail": []}
+    per_stat: dict[str, list[tuple[str, float]]] = {k: [] for k in (*STATISTICS, UNIFORMITY)}
     skipped = 0
     for prefix, ds in sources:
         const = _is_constant(ds)
-        for key, stat in dataset_diagnostics(ds).items():
+        for key, stat in dataset_diagnostics(ds, statistics=(*STATISTICS, UNIFORMITY)).items():
             items, n_skip = _flatten(stat, const, prefix)
             per_stat[key] += items
         skipped += n_skip
@@ -360,7 +456,59 @@ def check_convergence(
     checks.append(_ebfmi_check(stats_ds, ebfmi_min))
     checks.append(_treedepth_check(stats_ds, max_treedepth_share))
     return GateResult(
-        passed=all(c.passed for c in checks), checks=checks, chains=chains, draws=draws
+        passed=all(c.passed for c in checks),
+        checks=checks,
+        chains=chains,
+        draws=draws,
+        warnings=[_uniformity_warning(per_stat[UNIFORMITY], UNIFORMITY_ALPHA)]
+        if chains > 1
+        else [],
+    )
+
+
+def _uniformity_warning(items: list[tuple[str, float]], alpha: float) -> CheckResult:
+    """The ``rank_uniformity`` warning: Holm-adjusted flags over every tested quantity."""
+    names = [n for n, _ in items]
+    p = np.array([v for _, v in items], dtype=float)
+    adjusted = holm_adjust(p)
+    tested = np.isfinite(p)
+    m = int(tested.sum())
+    raw = int(np.sum(p[tested] <= alpha))
+    flagged = np.flatnonzero(adjusted <= alpha)
+    order = np.flatnonzero(tested)[np.argsort(p[tested], kind="stable")][:_N_WORST]
+    worst = [
+        {
+            "name": names[i],
+            "value": float(p[i]),
+            "p_holm": float(adjusted[i]),
+            "failed": bool(adjusted[i] <= alpha),
+        }
+        for i in order
+    ]
+    who = ", ".join(f"{names[i]} ({format_p(p[i])})" for i in flagged[np.argsort(p[flagged])][:5])
+    note = (
+        f"{flagged.size} of {m} quantities flagged after Holm adjustment at α = {alpha:g}"
+        + (f": {who}" if flagged.size else "")
+        + f"; {raw} with unadjusted p ≤ {alpha:g} (about {m * alpha:.1f} expected by chance if "
+        "every chain targets one distribution)."
+    )
+    if m < len(items):
+        note += f" {len(items) - m} not tested (non-finite draws)."
+    return CheckResult(
+        name="rank_uniformity",
+        description=(
+            f"The {UNIFORMITY_TEST}, of every posterior element and estimand; Holm-adjusted over "
+            "all of them (Holm 1979). Chains of one distribution give uniform ranks; a flag says "
+            "some chain's ranks are not, i.e. the chains have not all found the same posterior."
+        ),
+        value=float(np.nanmin(p)) if m else None,
+        threshold=alpha,
+        comparison=">=",
+        passed=not flagged.size,
+        n_checked=m,
+        n_failed=int(flagged.size),
+        worst=worst,
+        note=note,
     )
 
 

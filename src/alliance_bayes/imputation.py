@@ -44,7 +44,13 @@ from alliance_bayes.model.families import family_of
 from alliance_bayes.model.regression.design import DesignError
 from alliance_bayes.model.spec import ModelSpec
 
-__all__ = ["fit_imputed", "pool_datatrees", "rubin_summary"]
+__all__ = [
+    "barnard_rubin_df",
+    "complete_data_df",
+    "fit_imputed",
+    "pool_datatrees",
+    "rubin_summary",
+]
 
 #: Groups kept from the complete-case fit in the pooled DataTree (the others depend on one dataset).
 _KEPT = ("prior", "prior_predictive", "constant_data")
@@ -67,18 +73,62 @@ def pool_datatrees(trees: list[xr.DataTree], keep_from: xr.DataTree | None = Non
     return xr.DataTree.from_dict(groups)
 
 
-def rubin_summary(estimands: list[xr.Dataset]) -> pd.DataFrame:
+#: Dimensions of unit-level parameters (random effects and latent parts), not counted in the
+#: complete-data degrees of freedom.
+_UNIT_DIMS = frozenset({"client", "provider", "membership", "session"})
+
+
+def complete_data_df(posterior: xr.Dataset, n_clients: int) -> float:
+    r"""Complete-data degrees of freedom :math:`\nu_{com} = n - k` for :func:`rubin_summary`.
+
+    :math:`n` is the number of clients of a completed dataset and :math:`k` the number of scalars
+    of the posterior that are not indexed by client, provider, membership or session: every
+    population-level parameter, free or derived, as the regression's residual degrees of freedom
+    count its coefficients (the convention of ``mice``'s ``dfcom`` and SAS MIANALYZE's ``EDF``:
+    the complete-data model's residual degrees of freedom). Derived quantities make :math:`k` an
+    overcount, which errs toward a smaller, more conservative :math:`\nu`; the partially pooled
+    random effects cost less than a degree of freedom each and are not counted. At least 1. For
+    the between-provider estimands the effective :math:`\nu_{com}` is nearer the number of
+    providers, which one value per fit (as ``dfcom``) does not capture.
+    """
+    k = sum(
+        int(np.prod([posterior.sizes[d] for d in da.dims if d not in ("chain", "draw")]))
+        for da in posterior.data_vars.values()
+        if not _UNIT_DIMS & set(da.dims)
+    )
+    return float(max(1, n_clients - k))
+
+
+def barnard_rubin_df(m: int, lam: float, df_complete: float = np.inf) -> float:
+    r"""Barnard & Rubin (1999, doi:10.1093/biomet/86.4.948) degrees of freedom.
+
+    With :math:`\lambda = (1 + 1/M) B / T` the share of the total variance due to missingness,
+    :math:`\nu_{old} = (M - 1) / \lambda^2` (Rubin 1987),
+    :math:`\nu_{obs} = \frac{\nu_{com} + 1}{\nu_{com} + 3}\,\nu_{com}\,(1 - \lambda)`, and
+    :math:`\nu = (1/\nu_{old} + 1/\nu_{obs})^{-1}`. Unlike :math:`\nu_{old}` it never exceeds
+    :math:`\nu_{com}`; with :math:`\nu_{com} = \infty` it is Rubin's :math:`\nu_{old}`.
+    """
+    old = (m - 1) / lam**2 if lam > 0 else np.inf
+    if not np.isfinite(df_complete):
+        return float(old)
+    obs = (df_complete + 1) / (df_complete + 3) * df_complete * (1 - lam)
+    return float(1 / (1 / old + 1 / obs)) if obs > 0 else float(old)
+
+
+def rubin_summary(estimands: list[xr.Dataset], df_complete: float = np.inf) -> pd.DataFrame:
     r"""Rubin's rules over the refits, per estimand (Rubin 1987; Barnard & Rubin 1999).
 
     With :math:`M` refits of posterior means :math:`\bar q_m` and variances :math:`u_m`:
     :math:`\bar q = \frac1M \sum_m \bar q_m`, within :math:`W = \frac1M \sum_m u_m`, between
     :math:`B = \frac{1}{M-1} \sum_m (\bar q_m - \bar q)^2`, total
-    :math:`T = W + (1 + 1/M) B`, and a :math:`t_\nu` reference with
-    :math:`\nu = (M - 1)(1 + W / ((1 + 1/M) B))^2`. Mixing the refits' draws (the pooled
+    :math:`T = W + (1 + 1/M) B`, and a :math:`t_\nu` reference with the small-sample
+    :math:`\nu` of Barnard & Rubin (:func:`barnard_rubin_df`), given the complete-data degrees of
+    freedom ``df_complete`` (:func:`complete_data_df` for a fit; ``inf`` gives Rubin's 1987
+    :math:`\nu = (M - 1)(1 + W / ((1 + 1/M) B))^2`). Mixing the refits' draws (the pooled
     posterior) represents :math:`B` by only :math:`M` points and on average by
     :math:`(M - 1)/M` of it, so with few imputations its intervals are too narrow (Zhou & Reiter
     2010); these intervals are the ones to quote. ``fmi`` is the fraction of missing
-    information :math:`(1 + 1/M) B / T`.
+    information :math:`\lambda = (1 + 1/M) B / T`; ``df_complete`` is the :math:`\nu_{com}` used.
     """
     m = len(estimands)
     rows = []
@@ -89,7 +139,8 @@ def rubin_summary(estimands: list[xr.Dataset]) -> pd.DataFrame:
         between = float(means.var(ddof=1)) if m > 1 else 0.0
         total = within + (1 + 1 / m) * between
         extra = (1 + 1 / m) * between
-        df = (m - 1) * (1 + within / extra) ** 2 if extra > 0 else np.inf
+        lam = extra / total if total > 0 else 0.0
+        df = barnard_rubin_df(m, lam, df_complete)
         half = stats.t.ppf(0.975, df) * np.sqrt(total)
         centre = float(means.mean())
         rows.append(
@@ -103,7 +154,8 @@ def rubin_summary(estimands: list[xr.Dataset]) -> pd.DataFrame:
                 if total > 0
                 else float(centre > 0),
                 "df": float(df),
-                "fmi": extra / total if total > 0 else 0.0,
+                "fmi": lam,
+                "df_complete": float(df_complete),
             }
         )
     return pd.DataFrame(rows)
@@ -130,11 +182,23 @@ def fit_imputed(
     if family.impute is None or family.complete_cases is None:
         raise DesignError(f"spec {spec.name!r}: the {family.name} family cannot impute outcomes")
     m, delta = spec.data.followup_imputations, spec.data.followup_delta
-    base = replace(spec, data=replace(spec.data, followup_imputations=0, followup_delta=0.0))
+    delta_alliance = spec.data.followup_delta_alliance
+    base = replace(
+        spec,
+        data=replace(
+            spec.data, followup_imputations=0, followup_delta=0.0, followup_delta_alliance=0.0
+        ),
+    )
     observed = family.complete_cases(design)
     first = fit_design(base, observed, settings, forbidden_ids=forbidden_ids, cache=cache)
     completed = family.impute(
-        spec, design, first.datatree["posterior"].to_dataset(), n=m, delta=delta, seed=settings.seed
+        spec,
+        design,
+        first.datatree["posterior"].to_dataset(),
+        n=m,
+        delta=delta,
+        delta_alliance=delta_alliance,
+        seed=settings.seed,
     )
     refits = [
         fit_design(
@@ -163,11 +227,17 @@ def fit_imputed(
         "imputation": {
             "imputations": m,
             "delta": delta,
+            "delta_alliance": delta_alliance,
             "clients_imputed": int(design.n_clients - observed.n_clients),
             "complete_case_gate": first.gate.headline(),
             "refit_gates": [f.gate.headline() for f in refits],
             "refit_seeds": [settings.seed + k + 1 for k in range(m)],
-            "rubin": rubin_summary([f.estimands for f in refits]).to_dict(orient="list"),
+            "rubin": rubin_summary(
+                [f.estimands for f in refits],
+                df_complete=complete_data_df(
+                    refits[0].datatree["posterior"].to_dataset(), design.n_clients
+                ),
+            ).to_dict(orient="list"),
         },
     }
     meta["timings_s"] = {

@@ -29,6 +29,11 @@ from alliance_bayes.compiled_wrappers import cached_wrappers
 from alliance_bayes.model.spec import SamplerSpec
 
 PREDICTIVE_DRAWS_PER_CHAIN = 250
+#: The observed variable whose prior predictive draws are kept: the first outcome, which the prior
+#: predictive check shows. Every parameter and deterministic is drawn too (prior estimands, prior
+#: sensitivity); other observed variables are not, since no check reads them and the latent model's
+#: rating counts (a multinomial per membership and subscale) cost most of its prior draws' time.
+PRIOR_PREDICTIVE_OUTCOME = "y"
 # With numba's fastmath on, a model loaded from PyTensor's on-disk cache is numerically different
 # from a fresh compile (separately cached pieces are re-associated differently), so the same seed gave
 # different draws depending on whether the cache was warm. Measured: cold and warm runs each reproduce
@@ -200,8 +205,16 @@ def sample_model(
         t = time.perf_counter()
         prior = None
         if not draws_only:
+            drawn = [
+                *(rv.name for rv in model.free_RVs),
+                *(v.name for v in model.deterministics),
+                *(rv.name for rv in model.observed_RVs if rv.name == PRIOR_PREDICTIVE_OUTCOME),
+            ]
             prior = pm.sample_prior_predictive(
-                draws=settings.prior_draws, random_seed=prior_seed, backend=settings.backend
+                draws=settings.prior_draws,
+                var_names=drawn,
+                random_seed=prior_seed,
+                backend=settings.backend,
             )
             timings["prior_predictive"] = time.perf_counter() - t
             say(

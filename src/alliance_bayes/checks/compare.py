@@ -31,6 +31,20 @@ Leave-provider-out K-fold
     outcome given the ratings. The folds are balanced on the first model's scored clients and
     shared by every model, by provider.
 
+Measure
+    elpd sums log predictive scores, which compare only on one measure: a density (Normal,
+    Student-t, the latent model's Normal outcome) and a probability (a censored Normal's mass at 0
+    or 100) differ by the width of a step, and each client at a bound would gain about 2 nats
+    for free. Every model is therefore scored on the **probability of the observed step**
+    (:func:`~alliance_bayes.model.regression.predict.log_step_probability`): WHO-5 on the
+    percentage metric moves in steps of 4 (raw 0–25 × 4), so a client at y scores
+    P(y − 2 < Y ≤ y + 2), at 0 P(Y ≤ 2) and at 100 P(Y > 98); PHQ-9 moves in steps of 1
+    (half-width 0.5; bounds 0 and 27). It is computed per posterior draw from each model's
+    predictive law (:func:`step_fit`; the latent model at the draws whose true scores its bundle
+    keeps) and used for PSIS-LOO and for the K-fold scores alike (:func:`step_heldout`). Joint
+    (two-outcome) latent models keep the log density, which is comparable among them (one
+    family, the bivariate Normal); any other mix is refused (:func:`choose_measure`).
+
 Standard errors
     Clients of one provider are not independent (shared effect, shared fold), so the K-fold SEs
     and the "(providers)" LOO SEs are cluster-robust over main providers (:func:`cluster_se`).
@@ -55,11 +69,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from alliance_bayes.model.regression.design import DesignError
 from alliance_bayes.report.render import latex_escape, latex_table, markdown_table
 
 __all__ = [
     "KFoldResult",
+    "MeasureError",
     "ParetoKWarning",
+    "choose_measure",
     "client_log_likelihood",
     "comparison_table",
     "kfold_summary",
@@ -69,6 +86,8 @@ __all__ = [
     "plot_comparison",
     "provider_folds",
     "run_kfold",
+    "step_fit",
+    "step_heldout",
     "table_latex",
     "table_markdown",
     "write_comparison",
@@ -82,6 +101,105 @@ K_HIGH = 0.7
 
 class ParetoKWarning(UserWarning):
     """Some clients have Pareto k above 0.7: their PSIS-LOO contributions are unreliable."""
+
+
+class MeasureError(DesignError):
+    """The models cannot be scored on one measure (``alliance-bayes compare`` exits 2)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The measure every model is scored on
+
+STEP, DENSITY = "step", "density"
+
+
+def _outcomes_and_likelihood(spec) -> tuple[tuple[str, ...], str]:
+    """The outcomes a spec scores and its likelihood family (the latent outcomes are Normal)."""
+    if spec.predictors.alliance == "latent" and spec.measurement is not None:
+        outcomes = tuple(spec.measurement.outcomes)
+        return outcomes, "normal" if len(outcomes) == 1 else "bivariate normal"
+    return (spec.outcome,), spec.likelihood
+
+
+def choose_measure(specs: Sequence[Any]) -> str:
+    """``"step"`` (probability of the observed step) or ``"density"``, or :class:`MeasureError`.
+
+    Models of one outcome are all scored on the probability of its observed step, whatever their
+    likelihoods. Models of two outcomes (the joint latent model) keep the log density, which
+    compares only among models of the same likelihood family. Models that score different
+    outcomes are refused: their elpds sum over different data.
+    """
+    facts = {spec.name: _outcomes_and_likelihood(spec) for spec in specs}
+    described = "; ".join(
+        f"{name}: {' + '.join(o)} ({lik} likelihood)" for name, (o, lik) in facts.items()
+    )
+    if len({o for o, _ in facts.values()}) > 1:
+        raise MeasureError(
+            f"the models score different outcomes ({described}): their elpds sum over different "
+            "data and cannot be compared"
+        )
+    outcomes = next(iter(facts.values()))[0]
+    if len(outcomes) == 1:
+        return STEP
+    if len({lik for _, lik in facts.values()}) > 1:
+        raise MeasureError(
+            f"no common measure for these likelihoods ({described}): a density and a probability "
+            "are different measures, and the step probability is implemented for one outcome only"
+        )
+    return DENSITY
+
+
+def measure_text(measure: str, specs: Sequence[Any]) -> str:
+    """How the table's elpd is measured, in words."""
+    from alliance_bayes.model.regression.predict import STEP_HALF_WIDTH
+    from alliance_bayes.model.spec import OUTCOMES
+
+    if measure == DENSITY:
+        families = sorted({_outcomes_and_likelihood(s)[1] for s in specs})
+        return f"log predictive density ({', '.join(families)} likelihood, shared by every model)"
+    outcome = _outcomes_and_likelihood(specs[0])[0][0]
+    h = STEP_HALF_WIDTH[outcome]
+    lo, hi = OUTCOMES[outcome][1]
+    # Plain words and brackets: the text also goes into a LaTeX caption.
+    return (
+        f"log probability of the observed step of {OUTCOMES[outcome][2]}: the mass of "
+        f"(y − {h:g}, y + {h:g}], at {lo:g} the mass up to {lo + h:g}, at {hi:g} the mass above "
+        f"{hi - h:g}"
+    )
+
+
+def step_fit(spec, design, dt: xr.DataTree) -> xr.DataTree:
+    """A DataTree whose ``log_likelihood`` holds log P(observed step | θ_s) per client.
+
+    Averaged-score models: every draw, the clients with an observed outcome
+    (:func:`~alliance_bayes.model.regression.predict.pointwise_log_step_probability`). Latent
+    model: the draws whose true scores its bundle keeps
+    (:func:`~alliance_bayes.model.latent.heldout.pointwise_log_step_probability`). The posterior
+    is kept at the same draws.
+    """
+    posterior = dt["posterior"].to_dataset()
+    if spec.predictors.alliance == "latent":
+        from alliance_bayes.model.latent import heldout as latent
+
+        values = latent.pointwise_log_step_probability(spec, design, dt)
+        posterior = posterior.sel(draw=values["draw"].values)
+    else:
+        from alliance_bayes.model.regression import predict
+
+        data = predict.complete_cases(design)
+        lp = predict.pointwise_log_step_probability(spec, data, posterior)
+        values = xr.DataArray(
+            lp.reshape(posterior.sizes["chain"], posterior.sizes["draw"], -1),
+            dims=(*SAMPLE_DIMS, CLIENT_DIM),
+            coords={
+                "chain": posterior["chain"].values,
+                "draw": posterior["draw"].values,
+                CLIENT_DIM: data.frame.clients["client"].astype(str).to_numpy(),
+            },
+        )
+    return xr.DataTree.from_dict(
+        {"posterior": posterior, "log_likelihood": xr.Dataset({"y": values})}
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -301,6 +419,7 @@ def run_kfold(
     on_fold: Callable[[int, dict], None] | None = None,
     workers: int = 1,
     dask: str | None = None,
+    measure: str = DENSITY,
 ) -> KFoldResult:
     """Leave-provider-out K-fold for one model.
 
@@ -326,11 +445,14 @@ def run_kfold(
         (:func:`alliance_bayes.sweeps.run_tasks`); each worker process builds the scorer once and
         keeps it for its later folds. A fold's seed depends on the fold only, so every executor
         gives the same draws.
+    measure : {"density", "step"}
+        What a test client scores: the log density of the family's scorer, or the log
+        probability of the observed step (:func:`step_heldout`).
     """
     from alliance_bayes.sweeps import run_tasks
 
     if held is None:
-        held = _heldout(spec, design, settings, n_mc, max_draws)
+        held = _heldout(spec, design, settings, n_mc, max_draws, measure)
     index, weight = np.asarray(design.membership_index), np.asarray(design.membership_weight)
     seen = weight > 0
     main = main_provider(index, weight)
@@ -353,7 +475,7 @@ def run_kfold(
             settings = replace(settings, cores=max(1, available_cores() // workers))
         key = f"kfold:{spec.name}:{uuid4().hex}"
         task = _score_fold
-        args = [(key, spec, design, settings, n_mc, max_draws, *split) for split in splits]
+        args = [(key, spec, design, settings, n_mc, max_draws, measure, *split) for split in splits]
     elpd_i = np.full(len(main), np.nan)
     details: dict[str, Any] = {"folds": [None] * len(folds)}
 
@@ -389,22 +511,83 @@ def run_kfold(
     )
 
 
-def _heldout(spec, design, settings, n_mc, max_draws):
+def _heldout(spec, design, settings, n_mc, max_draws, measure=DENSITY):
     from alliance_bayes.model.families import family_of
 
+    if measure == STEP:
+        return step_heldout(spec, design, settings, n_mc=n_mc, max_draws=max_draws)
     family = family_of(spec)
     if family.heldout is None:
         raise ValueError(f"model {spec.name!r} has no held-out density for K-fold")
     return family.heldout(spec, design, settings, n_mc=n_mc, max_draws=max_draws)
 
 
-def _score_fold(key, spec, design, settings, n_mc, max_draws, train, test, seed):
+def _score_fold(key, spec, design, settings, n_mc, max_draws, measure, train, test, seed):
     """One fold (a task: runs in whichever worker process the executor picks); the scorer, and
     what it compiles, is built on the worker's first fold of this run and kept for the others."""
     from alliance_bayes.sweeps import worker_cache
 
-    held = worker_cache(key, lambda: _heldout(spec, design, settings, n_mc, max_draws))
+    held = worker_cache(key, lambda: _heldout(spec, design, settings, n_mc, max_draws, measure))
     return held.score(train, test, seed)
+
+
+def step_heldout(spec, design, settings, *, n_mc: int = 200, max_draws: int | None = 1000):
+    """The family's K-fold scorer on the probability of the observed step.
+
+    The same refits as the family's own scorer (:attr:`~alliance_bayes.model.families.Family.
+    heldout`); a test client scores log (1/S) Σ_s P(step_i | θ_s), new providers integrated out
+    (:func:`~alliance_bayes.model.regression.predict.heldout_log_step_probability`; the latent
+    model: :func:`~alliance_bayes.model.latent.heldout.heldout_steps`).
+    """
+    if spec.predictors.alliance == "latent":
+        from alliance_bayes.model.latent.heldout import heldout_steps
+
+        return heldout_steps(spec, design, settings, max_draws=min(max_draws or 500, 500))
+    return _regression_step_heldout(spec, design, settings, n_mc=n_mc, max_draws=max_draws)
+
+
+def _regression_step_heldout(spec, design, settings, *, n_mc: int, max_draws: int | None):
+    """:func:`alliance_bayes.model.regression.heldout.heldout` scoring the observed step."""
+    from pytensor.graph.traversal import ancestors
+
+    from alliance_bayes.inference import compile_for_refit, sample_compiled
+    from alliance_bayes.model.families import HeldOut
+    from alliance_bayes.model.regression.collapsed import _with_effects
+    from alliance_bayes.model.regression.graph import build_model
+    from alliance_bayes.model.regression.heldout import _fold, _training_providers, providers_seen
+    from alliance_bayes.model.regression.predict import heldout_log_step_probability, subset_data
+
+    parts: dict[str, Any] = {}
+
+    def score(train: np.ndarray, test: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
+        if not parts:
+            model = build_model(spec, design, heldout=True)
+            parts["compiled"] = compile_for_refit(model, settings)
+            parts["read"] = {v.name for v in ancestors([model.logp()]) if v.name}
+        swapped, stats = _fold(spec, design, train)
+        dt, seconds = sample_compiled(
+            parts["compiled"],
+            settings,
+            data={k: v for k, v in swapped.items() if k in parts["read"]},
+            seed=seed,
+        )
+        posterior = dt["posterior"].to_dataset()
+        if stats is not None:
+            rng = np.random.default_rng([int(seed), 20221013])
+            posterior = _with_effects(spec, design, stats, posterior, rng, from_prior=False)[0]
+        posterior = _training_providers(posterior, providers_seen(design, train))
+        values = heldout_log_step_probability(
+            spec,
+            subset_data(design, test),
+            posterior,
+            n_mc=n_mc,
+            max_draws=max_draws,
+            seed=seed,
+        )
+        diverging = int(dt["sample_stats"]["diverging"].sum())
+        return values, {"divergences": diverging, "sample_s": round(seconds, 1)}
+
+    return HeldOut(scored=np.ones(design.n_clients, dtype=bool), score=score)
 
 
 def kfold_summary(results: Mapping[str, KFoldResult]) -> pd.DataFrame:
@@ -537,6 +720,8 @@ def table_markdown(table: pd.DataFrame, caption: str = "") -> str:
         "with new providers' effects drawn from their population distribution; the latent "
         "model keeps every rating and holds out only the outcomes."
     )
+    if table.attrs.get("measure"):
+        notes += f" Measure (LOO and K-fold): {table.attrs['measure']}."
     return "\n".join([*lines, notes, ""])
 
 
@@ -695,15 +880,20 @@ def run_comparison(
 
     started = time.perf_counter()
     study = study if isinstance(study, RawStudy) else load_study(study)
+    specs = [resolve_spec(name) for name in models]
+    measure = choose_measure(specs)  # before any fit: a refusal costs nothing
+    described = measure_text(measure, specs)
+    log(f"measure: {described}")
     fits, kfold, meta_models = {}, {}, {}
     fold_of: dict[str, int] | None = None  # provider label -> fold, set by the first model
     provider_of: dict[str, str] = {}  # client label -> main provider
-    for name in models:
-        spec = resolve_spec(name)
+    for name, spec in zip(models, specs, strict=True):
         design = design_of(spec, study)
         settings = settings_for(spec, draws=draws, tune=tune, chains=chains, progress=False)
         t = time.perf_counter()
         fits[name] = fit_design(spec, design, settings, cache=cache).datatree
+        if measure == STEP:
+            fits[name] = step_fit(spec, design, fits[name])
         meta_models[name] = {
             "n_clients": design.n_clients,
             "settings": settings.to_dict(),
@@ -722,7 +912,7 @@ def run_comparison(
         family = family_of(spec)
         if family.heldout is None:
             raise DesignError(f"{name} has no held-out density for K-fold")
-        held = family.heldout(spec, design, ksettings, n_mc=n_mc, max_draws=1000)
+        held = _heldout(spec, design, ksettings, n_mc, 1000, measure)
         if fold_of is None:
             # Folds are balanced on the first model's scored clients; every model uses them.
             scored = np.asarray(held.scored, dtype=bool)
@@ -749,6 +939,7 @@ def run_comparison(
             on_fold=lambda f, info, n=name: log(f"  {n} fold {f}: {info}"),
             workers=workers,
             dask=dask,
+            measure=measure,
         )
         meta_models[name]["kfold_s"] = time.perf_counter() - t
         meta_models[name]["kfold"] = kfold[name].details
@@ -761,9 +952,12 @@ def run_comparison(
     for w in caught:
         log(f"WARNING: {w.message}")
     table = comparison_table(loo, kfold or None, provider_of=provider_of)
+    table.attrs["measure"] = described
     log(table_markdown(table))
     meta = {
         "models": meta_models,
+        "measure": measure,
+        "measure_text": described,
         "k": k,
         "fold_seed": fold_seed,
         "n_mc": n_mc,
@@ -782,5 +976,8 @@ def run_comparison(
         table,
         meta,
         pointwise=pointwise_frame(loo, kfold or None),
-        caption=f"Model comparison on {meta_models[models[0]]['n_clients']} clients",
+        caption=(
+            f"Model comparison on {meta_models[models[0]]['n_clients']} clients; elpd as "
+            f"{described}"
+        ),
     )

@@ -41,6 +41,9 @@ KEY_ESTIMANDS = (
     "r2_bayes",
 )  # fmt: skip
 DELTAS = (0.0, -5.0, -10.0)
+# (δ₀, δ₁): non-returners 5 points worse than predicted at the mean alliance, and 5 points worse
+# again per alliance point below it: the missingness that would bias an alliance slope.
+DELTA_ALLIANCE = (-5.0, 5.0)
 EARLY_SESSIONS = 3
 IMPUTATIONS = 5
 
@@ -71,6 +74,14 @@ def variants(base: str | ModelSpec = "who5_change") -> list[tuple[str, ModelSpec
         label = f"missing follow-up, δ = {delta:+g}" + (" (MAR)" if delta == 0 else " (MNAR)")
         imputed = {"followup_imputations": IMPUTATIONS, "followup_delta": delta}
         out.append((label, variant(_delta_suffix(delta), data=imputed)))
+    d0, d1 = DELTA_ALLIANCE
+    label = f"missing follow-up, δ = {d0:+g} {d1:+g}·(alliance − mean) (MNAR, alliance-dependent)"
+    imputed = {
+        "followup_imputations": IMPUTATIONS,
+        "followup_delta": d0,
+        "followup_delta_alliance": d1,
+    }
+    out.append((label, variant("delta_alliance", data=imputed)))
     return out
 
 

@@ -24,8 +24,10 @@ The replicates
     compiles the fitting model once with nutpie (:func:`alliance_bayes.inference.compile_for_refit`)
     in its refittable form (:attr:`~alliance_bayes.model.families.Family.build_refit`) and refits
     it to each new data set by swapping the observed variables' data containers
-    (:func:`alliance_bayes.inference.sample_compiled`). Posterior draws are thinned to about
-    ``thin_to`` draws to reduce autocorrelation before ranking. Each replicate is written as one small
+    (:func:`alliance_bayes.inference.sample_compiled`). Each replicate's draws are thinned to
+    about as many as their smallest effective sample size (at most ``thin_to``), so that the draws
+    ranked are nearly independent (:func:`thinning_stride`); the number kept, :math:`L`, is
+    recorded per replicate. Each replicate is written as one small
     JSON file as soon as it finishes; a rerun skips the replicates already written, so an interrupted
     run resumes and a finished run can be extended with more replicates.
 
@@ -129,6 +131,7 @@ class SBCSettings:
     tune: int = 1000
     draws: int = 500
     thin_to: int = 200
+    thinning: str = "ess"
     target_accept: float = 0.9
     backend: str = "numba"
 
@@ -139,6 +142,8 @@ class SBCSettings:
     def from_dict(cls, d: dict[str, Any]) -> SBCSettings:
         d = dict(d)
         d["design"] = SBCDesign(**d["design"])
+        # a run recorded before ESS-based thinning ranked among a fixed number of draws
+        d.setdefault("thinning", "fixed")
         return cls(**d)
 
     def identity(self) -> dict[str, Any]:
@@ -287,7 +292,8 @@ class _Worker:
             self.compiled, self.sampler, data=y, seed=sample_seed, cores=cores
         )
         post = dt["posterior"].to_dataset()
-        stride = max(1, (s.chains * s.draws) // s.thin_to)
+        draws_of = {label: _quantity_draws(post, var, sel) for label, var, sel in self.quantities}
+        stride, ess_min = thinning_stride(list(draws_of.values()), s.thin_to, s.thinning)
         thinned = post.isel(draw=slice(stride - 1, None, stride))
         flat = thinned.stack(sample=("chain", "draw"))
         n_draws = int(flat.sizes["sample"])
@@ -326,6 +332,8 @@ class _Worker:
             "replicate": index,
             "seeds": {"prior": prior_seed, "sampler": sample_seed, "tie_break": tie_seed},
             "n_draws": n_draws,
+            "thin_stride": stride,
+            "ess_min": ess_min,
             "rank": ranks,
             "pit": pits,
             "truth": true_values,
@@ -337,6 +345,52 @@ class _Worker:
 
 
 _WORKERS_HINT = 1  # set in each worker process: nutpie threads = cores // workers
+
+
+def _quantity_draws(post, var: str, sel: dict[str, str]) -> np.ndarray:
+    """One quantity's draws shaped (chain, draw)."""
+    da = post[var].sel(sel) if sel else post[var]
+    return np.asarray(da.transpose("chain", "draw").values, float)
+
+
+def thinning_stride(
+    draws: Sequence[np.ndarray], thin_to: int, thinning: str = "ess"
+) -> tuple[int, float]:
+    r"""Stride within each chain, and the smallest ESS it was set from, for ranks of a replicate.
+
+    The rank of the truth among :math:`L` draws is uniform only if the draws are independent;
+    autocorrelated draws spread the ranks towards the ends (Talts et al. 2018, arXiv:1804.06788,
+    who thin to about the effective sample size). So each replicate's chains are thinned until
+    about one draw per effective draw is left: with :math:`N` draws in all and :math:`E` the
+    smallest bulk or tail ESS (Vehtari et al. 2021, doi:10.1214/20-BA1221) over the ranked
+    quantities ``draws`` (each (chain, draw)), the stride is
+    :math:`\max(\lceil N / E \rceil, \lfloor N / L_{max} \rfloor)`, :math:`L_{max}` = ``thin_to``,
+    so that :math:`L \approx \min(E, L_{max})`, at most one draw per chain fewer. :math:`L` thus
+    varies between replicates; the fractional ranks :math:`(r + U)/(L + 1)` are uniform whatever
+    it is, and each replicate records it (``n_draws``). The tail ESS counts because a rank is
+    decided as much in the tails as in the bulk. The log-likelihood is not among ``draws`` (it
+    would need evaluating at every draw): a smooth function of all parameters, its ESS is seldom
+    the smallest. ``thinning = "fixed"`` is the earlier rule, :math:`\lfloor N / L_{max} \rfloor`
+    whatever the ESS, kept so that runs recorded with it read back unchanged.
+    """
+    total = int(np.prod(draws[0].shape[:2])) if draws else 0
+    fixed = max(1, total // thin_to) if total else 1
+    if thinning == "fixed" or not draws:
+        return fixed, float("nan")
+    if thinning != "ess":
+        raise SBCError(f"thinning must be 'ess' or 'fixed', not {thinning!r}")
+    from alliance_bayes.rank_diagnostics import rank_diagnostics
+
+    diag = rank_diagnostics(
+        np.stack([np.asarray(d, float) for d in draws], axis=-1),
+        statistics=("ess_bulk", "ess_tail"),
+    )
+    ess = np.concatenate([diag.ess_bulk, diag.ess_tail])
+    ess = ess[np.isfinite(ess)]  # a constant quantity (an empty cell) has none
+    ess_min = float(ess.min()) if ess.size else float(total)
+    per_chain = draws[0].shape[1]
+    stride = max(fixed, int(np.ceil(total / max(ess_min, 1.0))))
+    return min(stride, per_chain), ess_min
 
 
 def _select(value: np.ndarray, dims: Sequence[str], coords: dict, sel: dict[str, str]) -> float:
@@ -492,7 +546,9 @@ def load_replicates(out: str | Path) -> pd.DataFrame:
         rec = json.loads(path.read_text(encoding="utf-8"))
         row = {
             "replicate": rec["replicate"],
-            "n_draws": rec["n_draws"],
+            "n_draws": rec["n_draws"],  # L, the number of draws the truth is ranked among
+            "thin_stride": rec.get("thin_stride", float("nan")),
+            "ess_min": rec.get("ess_min", float("nan")),
             "divergences": rec["divergences"],
             "max_rhat": rec["max_rhat"],
             "seconds": rec["seconds"],
@@ -653,8 +709,7 @@ def summarise(out: str | Path, alpha: float = 0.05) -> dict[str, Any]:
         f"- replicates finished: {len(table)} of {settings.replicates}",
         f"- design: {dataclasses.asdict(settings.design)} → {_clients(table, record)}",
         f"- sampler: nutpie, {settings.chains} chains × {settings.draws} draws "
-        f"(tune {settings.tune}, target_accept {settings.target_accept}), thinned to "
-        f"{int(table['n_draws'].iloc[0])} draws per replicate",
+        f"(tune {settings.tune}, target_accept {settings.target_accept}), {_thinning(table, settings)}",
         f"- seconds per replicate (one worker): median {table['seconds'].median():.1f}, "
         f"mean {table['seconds'].mean():.1f}",
         f"- replicates with divergences: {int((table['divergences'] > 0).sum())}; "
@@ -681,6 +736,16 @@ def summarise(out: str | Path, alpha: float = 0.05) -> dict[str, Any]:
     ]
     (out / "summary.md").write_text("\n".join(lines), encoding="utf-8")
     return {"table": table, "uniformity": result, "calibrated": verdict, "plot": plot}
+
+
+def _thinning(table: pd.DataFrame, settings: SBCSettings) -> str:
+    n = table["n_draws"]
+    if settings.thinning == "fixed":
+        return f"thinned to {int(n.iloc[0])} draws per replicate whatever their ESS"
+    return (
+        f"thinned to about the smallest ESS (at most {settings.thin_to}): ranks among L = "
+        f"{int(n.min())}–{int(n.max())} draws per replicate (median {n.median():.0f})"
+    )
 
 
 def _clients(table: pd.DataFrame, record: dict) -> str:

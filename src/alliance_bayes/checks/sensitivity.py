@@ -8,21 +8,44 @@ with likelihood sensitive is a "potential prior-data conflict", prior sensitive 
 "potential strong prior / weak likelihood". We run it on the stable-named **estimands** (computed
 per draw), with
 
-* the prior: every ``log_prior`` term except the non-centred auxiliaries ``z_*`` (standard Normal
-  by construction; they are part of the hierarchical model, and power-scaling them would rescale the
-  provider or care-type effects rather than a prior anyone chose);
+* the prior: the **top-level** priors only, an explicit list (:data:`TOP_LEVEL_PRIORS`: the
+  intercept, baseline, covariate, care-type and alliance coefficients, the pooled slopes
+  ``mu_b``, ``sd_b`` when it is estimated, the provider SDs, the LKJ correlations, ``sigma``,
+  ``nu`` and the measurement priors of the latent model). For a hierarchy
+  :math:`p(\theta \mid \phi)\, p(\phi)` the power-scaled posterior is
+  :math:`p(y \mid \theta)\, p(\theta \mid \phi)\, p(\phi)^{\alpha}`, as brms's ``lprior`` (what
+  priorsense scales by default) holds the priors of the population-level parameters and
+  hyperparameters and not the group-level effects: the importance weights
+  :math:`p(\phi)^{\alpha - 1}` are densities of the hyperparameters on their own scale, the same
+  whichever coordinates the sampler used for :math:`\theta`. The layers
+  :math:`p(\theta \mid \phi)` (:data:`HIERARCHICAL_LAYERS`) are not scaled: which of them the log
+  prior holds depends on data-dependent centring choices (a care-type slope is
+  ``b_centred_slope`` or ``z_b`` cell by cell, a provider intercept ``v_provider`` with a
+  per-provider degree of non-centring, or ``v_provider_sampled`` in the collapsed form), and
+  :math:`\log \mathcal N(b; \mu, \tau)` and :math:`\log \mathcal N(z; 0, 1)` differ by
+  :math:`\log \tau`, which varies with an estimated :math:`\tau`. With the spread of the care-type
+  slopes fixed (the default), its scale ``sd_b_sd`` is varied by the refits instead;
 * the likelihood: the per-client log-likelihood (:func:`alliance_bayes.checks.compare.client_log_likelihood`);
   for the latent model that is the outcomes' likelihood given the session ratings, whose own
   likelihood is not scaled (it is the measurement model, conditioned on like a design).
 
-Refits under a wider and a narrower prior set, declared as TOML specs
-(``models/who5_change_priors_wide.toml``: every scale doubled, LKJ η = 1;
-``..._narrow.toml``: halved, η = 4; the same for ``alliance_latent_who5``, measurement priors
-included), show how far each posterior mean moves, in units of the base posterior SD.
+Refits under other prior sets, declared as TOML specs, show how far each posterior moves:
+``models/who5_change_priors_wide.toml`` (every scale doubled, LKJ η = 1), ``..._narrow.toml``
+(halved, η = 4), ``..._halfnormal.toml`` (the provider SDs Half-Normal instead of Gamma(2), at the
+same prior mean; Gamma(2) has zero density at 0, which rescaling never changes); the same wide and
+narrow sets for ``alliance_latent_who5``, measurement priors included. Per estimand and prior set,
+the table gives the mean shift in base posterior SDs and the ratio of posterior SDs.
 
 Verdict per estimand
-    ``robust``: every refit moves the mean by less than ``shift_limit`` (0.5) base posterior SD and
-    psense flags nothing; ``prior-sensitive``: some refit moves it by ``shift_limit`` SD or more;
+    ``robust``: under every prior set the mean moves by less than ``shift_limit`` (0.5) base
+    posterior SD, the posterior SD ratio (variant / base) lies within
+    [1 / ``sd_ratio_limit``, ``sd_ratio_limit``] = [0.8, 1.25], and psense flags nothing.
+    The SD interval is symmetric on the log scale, so that a prior set that narrows the posterior
+    by a factor counts as much as one that widens it by that factor; a change of more than 25%
+    either way is one a reader of the interval would notice (the Monte Carlo error of a ratio of
+    two SDs of Normal draws, each with an ESS of 1,000, is about 3%).
+    ``prior-sensitive (...)``: some prior set moves the mean by ``shift_limit`` SD or more, or
+    moves the SD ratio outside those limits (the reason says which, with the value);
     ``flagged by psense (<diagnosis>)``: the refits agree but power-scaling flags it (read with
     the refits: the refits are the larger perturbation, power-scaling the local one).
 """
@@ -33,7 +56,7 @@ import contextlib
 import io
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,24 +67,100 @@ import xarray as xr
 from alliance_bayes.report.render import latex_escape, latex_table, markdown_table
 
 __all__ = [
+    "HIERARCHICAL_LAYERS",
+    "SD_RATIO_LIMIT",
     "SHIFT_LIMIT",
+    "TOP_LEVEL_PRIORS",
     "prior_variables",
     "psense_estimands",
     "sensitivity_latex",
     "sensitivity_markdown",
     "shift_table",
+    "top_level_priors",
     "verdicts",
     "write_sensitivity",
 ]
 
 SHIFT_LIMIT = 0.5
+SD_RATIO_LIMIT = 1.25
 PSENSE_THRESHOLD = 0.05
 ROBUST = "robust"
 
+#: The priors that power-scaling scales: ``log_prior`` variable -> the spec setting of its scale.
+#: Each is a prior someone chose, on a parameter that every parametrisation of the model samples
+#: under this name. The order is the order of :func:`top_level_priors`' answer.
+TOP_LEVEL_PRIORS: dict[str, str] = {
+    "alpha": "priors.intercept_sd",
+    "b_baseline": "priors.b_baseline_sd",
+    "b_covariate_z": "priors.b_covariate_sd",
+    "b_alliance": "priors.b_alliance_sd",
+    "b_care": "priors.b_care_sd",
+    "mu_b": "priors.mu_b_sd",
+    # The care-type slopes themselves are free only when not pooled, with a Normal(0, mu_b_sd).
+    "b": "priors.mu_b_sd",
+    "sd_b": "priors.sd_b_sd",
+    "sd_provider": "priors.sd_provider_sd",
+    "sd_provider_slope": "priors.sd_provider_slope_sd",
+    "chol_provider": "priors.lkj_eta",
+    "sigma": "priors.sigma_sd",
+    "nu_minus_one": "priors.nu_rate",
+    "rho_outcomes_raw": "priors.lkj_eta",
+    "cutpoint_top": "measurement.threshold_sd",
+    "cutpoint_gap": "measurement.threshold_sd",
+    "discrimination": "measurement.discrimination_sd",
+    "sd_provider_alliance": "measurement.sd_provider_alliance_sd",
+    "chol_client_alliance": "priors.lkj_eta",
+    "chol_provider_alliance": "priors.lkj_eta",
+    "provider_type_alliance": "measurement.provider_type_alliance_sd",
+    # Latent provider means (between = "latent_mean"): fixed scales in the regression graph.
+    "alliance_mu": "graph.ALLIANCE_MEAN_PRIOR",
+    "alliance_sd_client": "graph.ALLIANCE_CLIENT_SD",
+    "alliance_sd_provider": "graph.ALLIANCE_PROVIDER_SD",
+}
+
+#: Layers of the hierarchy, never scaled: care-type slopes (centred ``b_centred_slope`` or
+#: non-centred ``z_b``, per cell), provider intercepts (``v_provider``, partially non-centred per
+#: provider; ``v_provider_sampled`` in the collapsed form) and slopes, and the latent alliance.
+HIERARCHICAL_LAYERS = frozenset(
+    {
+        "b_centred_slope",
+        "z_b",
+        "v_provider",
+        "v_provider_sampled",
+        "z_provider_slope",
+        "z_provider",
+        "z_client_alliance",
+        "z_provider_alliance",
+        "v_alliance_provider",
+    }
+)
+
+
+def top_level_priors(names: Iterable[str]) -> list[str]:
+    """The top-level priors among a model's ``log_prior`` variables, in :data:`TOP_LEVEL_PRIORS` order.
+
+    Two parametrisations of the same model (any centring of the care-type slopes or the provider
+    effects, per-client or collapsed likelihood) give the same answer.
+
+    Raises
+    ------
+    ValueError
+        For a variable in neither :data:`TOP_LEVEL_PRIORS` nor :data:`HIERARCHICAL_LAYERS`: a new
+        parameter must be classified before power-scaling can be read.
+    """
+    names = {str(n) for n in names}
+    unknown = sorted(names - set(TOP_LEVEL_PRIORS) - HIERARCHICAL_LAYERS)
+    if unknown:
+        raise ValueError(
+            f"log_prior variables {unknown} are neither top-level priors nor hierarchical layers; "
+            "add each to TOP_LEVEL_PRIORS or HIERARCHICAL_LAYERS in checks/sensitivity.py"
+        )
+    return [n for n in TOP_LEVEL_PRIORS if n in names]
+
 
 def prior_variables(dt: xr.DataTree) -> list[str]:
-    """The ``log_prior`` terms that power-scaling scales: all but the non-centred ``z_*``."""
-    return [str(v) for v in dt["log_prior"].data_vars if not str(v).startswith("z_")]
+    """The ``log_prior`` terms of ``dt`` that power-scaling scales (:func:`top_level_priors`)."""
+    return top_level_priors(dt["log_prior"].data_vars)
 
 
 def psense_estimands(
@@ -80,11 +179,12 @@ def psense_estimands(
     from alliance_bayes.checks.compare import CLIENT_VAR, client_log_likelihood
 
     names = list(var_names) if var_names is not None else [str(v) for v in estimands.data_vars]
+    priors = prior_variables(dt)
     ll = client_log_likelihood(dt)["log_likelihood"].to_dataset()
     tree = xr.DataTree.from_dict(
         {
             "posterior": estimands[names].reset_coords(drop=True),
-            "log_prior": dt["log_prior"].to_dataset()[prior_variables(dt)],
+            "log_prior": dt["log_prior"].to_dataset()[priors],
             "log_likelihood": ll,
         }
     )
@@ -94,7 +194,7 @@ def psense_estimands(
         out = azs.psense_summary(
             tree,
             threshold=threshold,
-            prior_var_names=prior_variables(dt),
+            prior_var_names=priors,
             likelihood_var_names=[CLIENT_VAR],
             round_to=6,
         )
@@ -107,50 +207,83 @@ def psense_estimands(
 def shift_table(
     base: xr.Dataset, variants: Mapping[str, xr.Dataset], names: Sequence[str] | None = None
 ) -> pd.DataFrame:
-    """Posterior mean and SD of each estimand under the base priors and each variant.
+    r"""Posterior mean and SD of each estimand under the base priors and each variant.
 
-    Columns: ``mean``, ``sd`` (base), then per variant ``<v>:mean``, ``<v>:sd`` and ``<v>:shift`` =
-    (variant mean − base mean) / base SD; and ``max_abs_shift``.
+    Columns: ``mean``, ``sd`` (base), then per variant ``<v>:mean``, ``<v>:sd``,
+    ``<v>:shift`` = (variant mean − base mean) / base SD and ``<v>:sd_ratio`` = variant SD / base
+    SD; ``max_abs_shift`` (the largest :math:`|\text{shift}|`) and ``extreme_sd_ratio`` (the ratio
+    farthest from 1 on the log scale, :math:`\max |\log r|`).
     """
     names = list(names) if names is not None else [str(v) for v in base.data_vars]
     rows = []
     for n in names:
         b = np.asarray(base[n].values, float).ravel()
         row: dict[str, Any] = {"estimand": n, "mean": b.mean(), "sd": b.std(ddof=1)}
-        shifts = []
+        shifts, ratios = [], []
         for v, ds in variants.items():
             if n not in ds:
-                row[f"{v}:mean"] = row[f"{v}:sd"] = row[f"{v}:shift"] = np.nan
+                for col in ("mean", "sd", "shift", "sd_ratio"):
+                    row[f"{v}:{col}"] = np.nan
                 continue
             x = np.asarray(ds[n].values, float).ravel()
             row[f"{v}:mean"], row[f"{v}:sd"] = x.mean(), x.std(ddof=1)
-            row[f"{v}:shift"] = (x.mean() - row["mean"]) / row["sd"] if row["sd"] > 0 else np.nan
+            positive = row["sd"] > 0
+            row[f"{v}:shift"] = (x.mean() - row["mean"]) / row["sd"] if positive else np.nan
+            row[f"{v}:sd_ratio"] = row[f"{v}:sd"] / row["sd"] if positive else np.nan
             shifts.append(abs(row[f"{v}:shift"]))
-        row["max_abs_shift"] = float(np.nanmax(shifts)) if shifts else np.nan
+            ratios.append(row[f"{v}:sd_ratio"])
+        row["max_abs_shift"] = _nanmax(shifts)
+        row["extreme_sd_ratio"] = _extreme_ratio(ratios)
         rows.append(row)
     return pd.DataFrame(rows).set_index("estimand")
+
+
+def _nanmax(values: Sequence[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(max(finite)) if finite else np.nan
+
+
+def _extreme_ratio(ratios: Sequence[float]) -> float:
+    """The ratio farthest from 1 on the log scale (NaN when none is finite and positive)."""
+    usable = [r for r in ratios if np.isfinite(r) and r > 0]
+    return float(max(usable, key=lambda r: abs(np.log(r)))) if usable else np.nan
 
 
 def verdicts(
     shifts: pd.DataFrame | None,
     psense: pd.DataFrame | None,
     shift_limit: float = SHIFT_LIMIT,
+    sd_ratio_limit: float = SD_RATIO_LIMIT,
 ) -> pd.Series:
-    """One verdict per estimand (see the module docstring)."""
+    """One verdict per estimand (see the module docstring).
+
+    ``shifts`` needs ``max_abs_shift`` and, to check the spread, ``extreme_sd_ratio``
+    (:func:`shift_table`); ``psense`` needs ``diagnosis`` (:func:`psense_estimands`).
+    """
     index = list(shifts.index if shifts is not None else psense.index)
     out = {}
     for n in index:
         reasons = []
         if shifts is not None and n in shifts.index:
-            s = shifts.loc[n, "max_abs_shift"]
-            if np.isfinite(s) and s >= shift_limit:
-                reasons.append(f"prior-sensitive (mean moves {s:.2f} SD)")
+            reasons += _shift_reasons(shifts.loc[n], shift_limit, sd_ratio_limit)
         if psense is not None and n in psense.index:
             d = str(psense.loc[n, "diagnosis"])
             if d.strip() not in ("✓", "", "nan"):
                 reasons.append(f"flagged by psense ({d})")
         out[n] = "; ".join(reasons) if reasons else ROBUST
     return pd.Series(out, name="verdict")
+
+
+def _shift_reasons(row: pd.Series, shift_limit: float, sd_ratio_limit: float) -> list[str]:
+    """Why the prior sets move one estimand: its mean, its SD, both or neither."""
+    moved = []
+    s = row.get("max_abs_shift", np.nan)
+    if np.isfinite(s) and s >= shift_limit:
+        moved.append(f"mean moves {s:.2f} SD")
+    r = row.get("extreme_sd_ratio", np.nan)
+    if np.isfinite(r) and not 1.0 / sd_ratio_limit <= r <= sd_ratio_limit:
+        moved.append(f"SD ×{r:.2f}")
+    return [f"prior-sensitive ({', '.join(moved)})"] if moved else []
 
 
 def _combined(shifts: pd.DataFrame | None, psense: pd.DataFrame | None) -> pd.DataFrame:
@@ -174,8 +307,9 @@ def _cell(v: Any, digits: int = 2) -> str:
 
 
 def _display_columns(table: pd.DataFrame) -> list[str]:
+    # The variants' means and SDs stay in the CSV: shift and SD ratio say how they differ.
     keep = ["mean", "sd"]
-    keep += [c for c in table.columns if c.endswith(":mean") or c.endswith(":shift")]
+    keep += [c for c in table.columns if c.endswith(":shift") or c.endswith(":sd_ratio")]
     keep += [c for c in ("psense_prior", "psense_lik", "diagnosis", "verdict") if c in table]
     return [c for c in keep if c in table]
 
@@ -193,9 +327,12 @@ def sensitivity_markdown(table: pd.DataFrame, caption: str = "") -> str:
     )
     lines += [
         "",
-        f"`<set>:shift` = (mean under that prior set − base mean) / base posterior SD. psense: "
-        f"power-scaling sensitivity (Kallioinen et al. 2024; flagged above {PSENSE_THRESHOLD}). "
-        f"Verdict `robust`: every shift below {SHIFT_LIMIT} SD and no psense flag.",
+        f"`<set>:shift` = (mean under that prior set − base mean) / base posterior SD; "
+        f"`<set>:sd_ratio` = posterior SD under that prior set / base posterior SD. psense: "
+        f"power-scaling sensitivity of the top-level priors (Kallioinen et al. 2024; flagged "
+        f"above {PSENSE_THRESHOLD}). Verdict `robust`: every shift below {SHIFT_LIMIT} SD, "
+        f"every SD ratio within [{1 / SD_RATIO_LIMIT:.2f}, {SD_RATIO_LIMIT:.2f}] and no "
+        f"psense flag.",
         "",
     ]
     return "\n".join(lines)
@@ -257,7 +394,11 @@ def write_sensitivity(
 DEFAULT_MODELS = ("paper_table2", "who5_pooled", "who5_intercepts", "who5_change")
 #: base model -> prior sets declared as TOML specs (the same model, other [priors])
 DEFAULT_VARIANTS = {
-    "who5_change": ("who5_change_priors_wide", "who5_change_priors_narrow"),
+    "who5_change": (
+        "who5_change_priors_wide",
+        "who5_change_priors_narrow",
+        "who5_change_priors_halfnormal",
+    ),
     "alliance_latent_who5": (
         "alliance_latent_who5_priors_wide",
         "alliance_latent_who5_priors_narrow",
@@ -314,14 +455,15 @@ def run_sensitivity(
         meta_models[name] = {
             "n_clients": base.meta["n_clients"],
             "variants": list(variants.get(name, ())),
+            "psense_prior_terms": prior_variables(base.datatree),
             "verdicts": table["verdict"].value_counts().to_dict(),
         }
         log(sensitivity_markdown(table, f"## {name}"))
     meta = {
         "models": meta_models,
         "shift_limit_sd": SHIFT_LIMIT,
+        "sd_ratio_limits": [1.0 / SD_RATIO_LIMIT, SD_RATIO_LIMIT],
         "psense_threshold": PSENSE_THRESHOLD,
-        "psense_prior_terms": "log_prior minus the non-centred z_* auxiliaries",
         "data_sha256": study.sha256,
         "wall_s": time.perf_counter() - started,
         **environment(),

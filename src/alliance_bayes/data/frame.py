@@ -6,31 +6,50 @@ r"""The analysis frame: one row per client, pseudonymised, with everything the m
 Definitions
 -----------
 Let client :math:`i` have :math:`n_{ip}` sessions with provider :math:`p` and
-:math:`n_i = \sum_p n_{ip}` sessions in all. For a subscale :math:`s` (goal, bond, and task when
-measured):
+:math:`n_i = \sum_p n_{ip}` sessions in all; the exposure weight :math:`n_{ip} / n_i` (each
+provider's share of the client's sessions) is what :attr:`AnalysisFrame.memberships` holds and the
+provider effects of a multiple-membership model use.
 
-* client alliance :math:`a_{is}` — mean of the client's ratings of item :math:`s` over all their
-  sessions (missing items ignored);
-* client–provider alliance :math:`a_{ips}` — the same mean over the sessions with :math:`p` only;
-* membership weight :math:`w_{ip} = n_{ip} / n_i` (each provider's share of the client's sessions;
-  :math:`\sum_p w_{ip} = 1`);
-* provider mean :math:`m_{ps} = \operatorname{mean}_{i \in C_p} a_{ips}`, over the clients
-  :math:`C_p` who saw :math:`p`, each client weighted equally (clients with no rating of :math:`s`
-  with :math:`p` are left out);
-* between-provider alliance :math:`b_{is} = \sum_p w_{ip}\, m_{ps}` (the client's
-  multiple-membership provider mean);
-* within-provider alliance :math:`v_{is} = a_{is} - b_{is}`, so :math:`a_{is} = b_{is} + v_{is}`.
+The alliance of subscale :math:`s` (goal, bond, and task when measured) is built from the set
+:math:`S_{is}` of the client's sessions that *enter the score*: the sessions where item :math:`s`
+was rated, and with ``alliance_sessions = k > 0`` (early alliance) only those among the client's
+first :math:`k` sessions. Let :math:`n_{ips}` count the sessions of :math:`S_{is}` with provider
+:math:`p` and :math:`n_{is} = \sum_p n_{ips}` (recorded as ``alliance_{s}_n_sessions``). Then
 
-With ``alliance_sessions = k`` (early alliance) every alliance mean above is taken over the client's
-first :math:`k` sessions only, while the weights :math:`w_{ip}` still count all sessions: the
-client's exposure to a provider does not end with the early sessions.
+* client alliance :math:`a_{is}` — mean of the ratings over :math:`S_{is}`;
+* client–provider alliance :math:`a_{ips}` — the same mean over the sessions of :math:`S_{is}`
+  with :math:`p` only;
+* part weight :math:`w_{ips} = n_{ips} / n_{is}` (:math:`\sum_p w_{ips} = 1`), so that
+  :math:`a_{is} = \sum_p w_{ips}\, a_{ips}` exactly;
+* provider (caseload) mean :math:`m_{ps} = \operatorname{mean}_{i \in C_{ps}} a_{ips}`, over the
+  clients :math:`C_{ps}` with at least one session of :math:`S_{is}` with :math:`p`, each client
+  weighted equally;
+* between-provider alliance :math:`b_{is} = \sum_p w_{ips}\, m_{ps}` (the client's
+  multiple-membership caseload mean);
+* within-provider alliance :math:`v_{is} = a_{is} - b_{is} = \sum_p w_{ips}\,(a_{ips} - m_{ps})`.
+
+Because the weights, the caseload means and the score all come from the same sessions, the within
+part is a weighted sum of deviations :math:`a_{ips} - m_{ps}`, each of which has mean zero over
+the caseload of :math:`p`: no between-provider difference is left in it. Weights
+:math:`\tilde w_{ip}` counted over other sessions (all of them, while the score uses the first
+:math:`k`, or only those where the task item was rated) would give
+:math:`a_{is} - \sum_p \tilde w_{ip} m_{ps} = \sum_p w_{ips}(a_{ips} - m_{ps})
++ \sum_p (w_{ips} - \tilde w_{ip})\, m_{ps}`: provider means leaking into the within part. A
+provider seen only after the first :math:`k` sessions, or never rated on :math:`s`, has weight 0
+in the split. A client with no session in :math:`S_{is}` has no score and no parts (NaN).
+
+With ``alliance_sessions = k`` the early alliance of a client with at most :math:`k` sessions is
+their all-session alliance: the window only changes the score of clients with more than
+:math:`k` sessions (``alliance_n_sessions < n_sessions``).
 
 The composite alliance (the paper's score) is :math:`a_i = (a_{i,\mathrm{goal}} +
-a_{i,\mathrm{bond}})/2`; its client–provider value is :math:`(a_{ip,\mathrm{goal}} +
-a_{ip,\mathrm{bond}})/2`, from which the composite provider mean, between and within parts follow
-exactly as above. Where only one of the two items is available the composite is that item's mean.
-If a provider of client :math:`i` has no mean for :math:`s`, :math:`b_{is}` and :math:`v_{is}` are
-missing (NaN).
+a_{i,\mathrm{bond}})/2`, with between and within parts :math:`b_i = (b_{i,\mathrm{goal}} +
+b_{i,\mathrm{bond}})/2` and :math:`v_i = (v_{i,\mathrm{goal}} + v_{i,\mathrm{bond}})/2`, and the
+composite provider mean :math:`(m_{p,\mathrm{goal}} + m_{p,\mathrm{bond}})/2`; where only one of
+the two items is available each of these is that item's. When goal and bond are rated at the same
+sessions (as in the shipped study) :math:`b_i = \sum_p w_{ip}\,(m_{p,\mathrm{goal}} +
+m_{p,\mathrm{bond}})/2`, one set of weights for both items; ``alliance_n_sessions`` counts the
+sessions with at least one of the two items rated.
 
 This decomposition follows the within/between provider split of Baldwin, Wampold & Imel (2007),
 doi:10.1037/0022-006X.75.6.842, and Falkenström, Finkel, Sandell, Rubel & Holmqvist (2017),
@@ -81,17 +100,20 @@ class AnalysisFrame:
         ``days_in_care``, ``who5_baseline``, ``who5_followup``, ``who5_change``,
         ``phq9_baseline``, ``phq9_followup``, ``phq9_change``, ``elevated``, ``alliance_goal``,
         ``alliance_bond``, ``alliance_task``, ``alliance`` (composite), and for each subscale in
-        :attr:`subscales` ``alliance_{s}_between`` / ``alliance_{s}_within``, plus
-        ``alliance_between`` / ``alliance_within`` for the composite (see the module docstring).
+        :attr:`subscales` ``alliance_{s}_between`` / ``alliance_{s}_within`` and
+        ``alliance_{s}_n_sessions`` (sessions behind the score), plus ``alliance_between`` /
+        ``alliance_within`` / ``alliance_n_sessions`` for the composite (see the module
+        docstring).
     providers : pandas.DataFrame
         One row per provider with at least one session, RangeIndex. Columns: ``provider``,
         ``provider_type`` (Categorical: therapist, coach), ``n_clients``, ``n_sessions``,
         ``alliance_{s}_mean`` for each subscale and ``alliance_mean`` (composite); the means are
-        the client-weighted :math:`m_{ps}` of the module docstring.
+        the client-weighted caseload means :math:`m_{ps}` of the module docstring.
     memberships : pandas.DataFrame
         One row per client–provider pair, sorted by client then provider: ``client_index``,
         ``provider_index`` (row positions in :attr:`clients` / :attr:`providers`), ``n_sessions``
-        and ``weight`` (share of the client's sessions; sums to 1 per client).
+        and ``weight`` (share of all the client's sessions, the exposure weight; sums to 1 per
+        client). The within/between split uses :meth:`alliance_weights` instead.
     sessions : pandas.DataFrame
         One row per session, sorted by client then session: ``client_index``,
         ``provider_index``, ``session_index`` (1, 2, … within the client, in the order of the
@@ -103,6 +125,9 @@ class AnalysisFrame:
         The study's :attr:`RawStudy.sha256`.
     elevated_rule : str
         The rule behind ``clients["elevated"]``, in words.
+    alliance_sessions : int
+        The early-alliance window: scores over each client's first ``alliance_sessions`` sessions;
+        0 for every session.
     """
 
     clients: pd.DataFrame
@@ -112,6 +137,7 @@ class AnalysisFrame:
     subscales: tuple[str, ...]
     data_sha256: str
     elevated_rule: str = ""
+    alliance_sessions: int = 0
 
     def __repr__(self) -> str:
         return (
@@ -147,6 +173,28 @@ class AnalysisFrame:
         index[rows, slot] = mem["provider_index"].to_numpy()
         weight[rows, slot] = mem["weight"].to_numpy(dtype=np.float64)
         return index, weight
+
+    # ----------------------------------------------------------------------------------------------
+    def alliance_weights(self, subscale: str) -> pd.DataFrame:
+        r"""The part weights :math:`w_{ips}` behind a subscale's within/between split.
+
+        Parameters
+        ----------
+        subscale : {"goal", "bond", "task"}
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per client–provider pair with at least one session that enters the client's
+            score (item rated, within the early-alliance window): ``client_index``,
+            ``provider_index``, ``n_sessions`` (:math:`n_{ips}`), ``weight``
+            (:math:`w_{ips} = n_{ips} / n_{is}`, summing to 1 per client) and ``mean``
+            (:math:`a_{ips}`). With :attr:`providers`' ``alliance_{s}_mean`` as :math:`m_{ps}`,
+            :math:`\sum_p w_{ips} m_{ps}` is ``alliance_{s}_between``.
+        """
+        if subscale not in _ALL_SUBSCALES:
+            raise ValueError(f"subscale must be one of {_ALL_SUBSCALES}, got {subscale!r}")
+        return _part_pairs(self.sessions, subscale, self.alliance_sessions)
 
     # ----------------------------------------------------------------------------------------------
     def select(self, mask: np.ndarray | pd.Series | list[bool]) -> AnalysisFrame:
@@ -270,11 +318,107 @@ def _elevated(
     )
 
 
-def _sum_or_nan(values: pd.Series, by: pd.Series) -> pd.Series:
-    """Group sums that are NaN when any term is NaN."""
-    total = values.groupby(by).sum()
-    has_nan = values.isna().groupby(by).any()
-    return total.mask(has_nan)
+_KEYS = ["client_index", "provider_index"]
+
+
+def _used_sessions(sessions: pd.DataFrame, items: tuple[str, ...], window: int) -> np.ndarray:
+    """Sessions that enter the score: any of ``items`` rated, within the first ``window``."""
+    rated = sessions[[f"wai_{s}" for s in items]].notna().any(axis=1).to_numpy()
+    if window:
+        rated = rated & (sessions["session_index"].to_numpy() <= window)
+    return rated
+
+
+def _part_pairs(sessions: pd.DataFrame, subscale: str, window: int) -> pd.DataFrame:
+    """Client–provider pairs of the sessions behind a subscale score: n, weight and mean."""
+    used = sessions[_used_sessions(sessions, (subscale,), window)]
+    ratings = used[f"wai_{subscale}"].to_numpy(dtype=np.float64, na_value=np.nan)
+    pairs = (
+        pd.Series(ratings, index=pd.MultiIndex.from_frame(used[_KEYS]))
+        .groupby(level=_KEYS, sort=True)
+        .agg(["size", "mean"])
+        .rename(columns={"size": "n_sessions"})
+        .reset_index()
+    )
+    pairs["weight"] = pairs["n_sessions"] / pairs.groupby("client_index")["n_sessions"].transform(
+        "sum"
+    )
+    return pairs[["client_index", "provider_index", "n_sessions", "weight", "mean"]].astype(
+        {"client_index": np.int64, "provider_index": np.int64, "n_sessions": np.int64}
+    )
+
+
+@dataclass(frozen=True)
+class _Split:
+    """One subscale's score, caseload means and between part, all from the same sessions."""
+
+    score: pd.Series  # a_is, per client (NaN without a session behind it)
+    n_sessions: pd.Series  # n_is
+    provider_mean: pd.Series  # m_ps, per provider
+    between: pd.Series  # b_is = sum_p w_ips m_ps
+
+
+def _split(
+    sessions: pd.DataFrame, subscale: str, window: int, n_clients: int, n_providers: int
+) -> _Split:
+    """Split one subscale: score, sessions used, caseload means and between part (NaN-free
+    exactly where the client has a session behind the score)."""
+    clients, providers = pd.RangeIndex(n_clients), pd.RangeIndex(n_providers)
+    used = sessions[_used_sessions(sessions, (subscale,), window)]
+    ratings = used[f"wai_{subscale}"].to_numpy(dtype=np.float64, na_value=np.nan)
+    score = pd.Series(ratings).groupby(used["client_index"].to_numpy()).mean().reindex(clients)
+    pairs = _part_pairs(sessions, subscale, window)
+    n_used = pairs.groupby("client_index")["n_sessions"].sum().reindex(clients, fill_value=0)
+    m = pairs.groupby("provider_index")["mean"].mean().reindex(providers)
+    between = (
+        (pairs["weight"] * m.to_numpy()[pairs["provider_index"].to_numpy()])
+        .groupby(pairs["client_index"])
+        .sum()
+        .reindex(clients)
+    )
+    return _Split(score=score, n_sessions=n_used, provider_mean=m, between=between)
+
+
+def _alliance_columns(
+    sessions: pd.DataFrame,
+    subscales: tuple[str, ...],
+    window: int,
+    n_clients: int,
+    n_providers: int,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Client and provider alliance columns: scores, within/between parts, caseload means.
+
+    Each subscale is split on its own sessions (:func:`_split`); the composite's parts are the
+    means of the goal and bond parts, so that they too add up to the composite score.
+    """
+    splits = {s: _split(sessions, s, window, n_clients, n_providers) for s in _ALL_SUBSCALES}
+    items = [splits["goal"], splits["bond"]]
+
+    def item_mean(field: str) -> np.ndarray:
+        stacked = pd.concat([getattr(x, field) for x in items], axis=1)
+        return stacked.mean(axis=1).to_numpy(dtype=np.float64)
+
+    clients: dict[str, np.ndarray] = {
+        f"alliance_{s}": splits[s].score.to_numpy(dtype=np.float64) for s in _ALL_SUBSCALES
+    }
+    clients["alliance"] = item_mean("score")
+    for s in subscales:
+        between = splits[s].between.to_numpy(dtype=np.float64)
+        clients[f"alliance_{s}_between"] = between
+        clients[f"alliance_{s}_within"] = clients[f"alliance_{s}"] - between
+        clients[f"alliance_{s}_n_sessions"] = splits[s].n_sessions.to_numpy(dtype=np.int64)
+    clients["alliance_between"] = item_mean("between")
+    clients["alliance_within"] = clients["alliance"] - clients["alliance_between"]
+    used = _used_sessions(sessions, ("goal", "bond"), window)
+    clients["alliance_n_sessions"] = np.bincount(
+        sessions["client_index"].to_numpy()[used], minlength=n_clients
+    ).astype(np.int64)
+
+    providers = {
+        f"alliance_{s}_mean": splits[s].provider_mean.to_numpy(dtype=np.float64) for s in subscales
+    }
+    providers["alliance_mean"] = item_mean("provider_mean")
+    return clients, providers
 
 
 def build_frame(
@@ -301,7 +445,9 @@ def build_frame(
         PHQ-9 cut-off; 10 is the usual threshold for moderate depression.
     alliance_sessions : int
         Average the ratings over each client's first ``alliance_sessions`` sessions only (early
-        alliance); 0 uses every session. Membership weights count every session either way.
+        alliance); 0 uses every session. The within/between split then uses the same sessions
+        (part weights and caseload means); the exposure weights of :attr:`AnalysisFrame.memberships`
+        count every session either way.
 
     Returns
     -------
@@ -347,28 +493,11 @@ def build_frame(
     ].copy()
 
     subscales = ("goal", "bond", "task") if sessions["wai_task"].notna().any() else ("goal", "bond")
-    ratings = pd.DataFrame(
-        {
-            s: sessions[f"wai_{s}"].to_numpy(dtype=np.float64, na_value=np.nan)
-            for s in _ALL_SUBSCALES
-        }
-    )
-    ratings["client_index"] = sessions["client_index"]
-    ratings["provider_index"] = sessions["provider_index"]
 
-    # ---- client-provider pairs (memberships) --------------------------------------------------
-    keys = ["client_index", "provider_index"]
-    # Early alliance: ratings of the first k sessions only; the weights still count every session.
-    rated = ratings
-    if alliance_sessions:
-        rated = ratings[sessions["session_index"].to_numpy() <= alliance_sessions]
-    cp = ratings.groupby(keys, sort=True).size().rename("n_sessions").to_frame()
-    cp = cp.join(rated.groupby(keys, sort=True)[list(_ALL_SUBSCALES)].mean())
-    cp = cp.reset_index()
-    cp["composite"] = cp[["goal", "bond"]].mean(axis=1)
-    client_sessions = cp.groupby("client_index")["n_sessions"].transform("sum")
-    cp["weight"] = cp["n_sessions"] / client_sessions
-    memberships = cp[["client_index", "provider_index", "n_sessions", "weight"]].astype(
+    # ---- client-provider pairs (memberships): exposure, every session counts ------------------
+    cp = sessions.groupby(_KEYS, sort=True).size().rename("n_sessions").reset_index()
+    cp["weight"] = cp["n_sessions"] / cp.groupby("client_index")["n_sessions"].transform("sum")
+    memberships = cp.astype(
         {
             "client_index": np.int64,
             "provider_index": np.int64,
@@ -378,18 +507,9 @@ def build_frame(
     )
 
     # ---- client alliance and its within/between split -----------------------------------------
-    per_client = rated.groupby("client_index")[list(_ALL_SUBSCALES)].mean()
-    per_client = per_client.reindex(range(n_clients))
-    alliance = {s: per_client[s] for s in _ALL_SUBSCALES}
-    alliance["composite"] = per_client[["goal", "bond"]].mean(axis=1)
-
-    provider_means: dict[str, pd.Series] = {}
-    between: dict[str, pd.Series] = {}
-    for s in (*subscales, "composite"):
-        m = cp.groupby("provider_index")[s].mean().reindex(range(n_providers))
-        provider_means[s] = m
-        contrib = cp["weight"] * cp["provider_index"].map(m)
-        between[s] = _sum_or_nan(contrib, cp["client_index"]).reindex(range(n_clients))
+    client_alliance, provider_alliance = _alliance_columns(
+        sessions, subscales, alliance_sessions, n_clients, n_providers
+    )
 
     # ---- care type ----------------------------------------------------------------------------
     ptypes = np.array([provider_type[pid] for pid in provider_ids], dtype=object)
@@ -426,16 +546,8 @@ def build_frame(
         clients[f"{measure}_followup"] = follow
         clients[f"{measure}_change"] = follow - base
     clients["elevated"] = np.asarray(elevated, dtype=bool)
-    for s in _ALL_SUBSCALES:
-        clients[f"alliance_{s}"] = alliance[s].to_numpy(dtype=np.float64)
-    clients["alliance"] = alliance["composite"].to_numpy(dtype=np.float64)
-    for s in subscales:
-        b = between[s].to_numpy(dtype=np.float64)
-        clients[f"alliance_{s}_between"] = b
-        clients[f"alliance_{s}_within"] = alliance[s].to_numpy(dtype=np.float64) - b
-    b = between["composite"].to_numpy(dtype=np.float64)
-    clients["alliance_between"] = b
-    clients["alliance_within"] = clients["alliance"].to_numpy() - b
+    for name, values in client_alliance.items():
+        clients[name] = values
 
     # ---- providers table ----------------------------------------------------------------------
     pcounts = (
@@ -451,9 +563,8 @@ def build_frame(
             "n_sessions": pcounts["n_sessions"].to_numpy(dtype=np.int64),
         }
     )
-    for s in subscales:
-        providers[f"alliance_{s}_mean"] = provider_means[s].to_numpy(dtype=np.float64)
-    providers["alliance_mean"] = provider_means["composite"].to_numpy(dtype=np.float64)
+    for name, values in provider_alliance.items():
+        providers[name] = values
 
     return AnalysisFrame(
         clients=clients,
@@ -463,4 +574,5 @@ def build_frame(
         subscales=subscales,
         data_sha256=study.sha256,
         elevated_rule=rule_text,
+        alliance_sessions=int(alliance_sessions),
     )

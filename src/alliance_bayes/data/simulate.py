@@ -150,12 +150,22 @@ class OutcomeTruth:
             gap += diff * between_mean[s]
         return gap
 
-    def estimands(self, between_mean: dict[str, float] | None = None) -> dict[str, float]:
+    def estimands(
+        self,
+        between_mean: dict[str, float] | None = None,
+        care_share: dict[str, float] | None = None,
+    ) -> dict[str, float]:
         """Named estimands as in design.md (values of the generative truth).
 
         With ``between_mean`` (the study's mean true between-provider part per subscale) the
         care-type intercepts ``b_care[therapist-coach]`` and ``b_care[both-coach]`` are included.
+        The pooled slopes ``b_<s>_<level>`` are the care-type slopes averaged with
+        ``care_share`` (the share of each care type among the clients whose outcome is observed,
+        the weights the package reports them with); without it, equally (where the deviations
+        sum to zero, that is ``mu_b``). ``mu_b_<s>_<level>`` is the planted hyper-mean.
         """
+        if care_share is None:
+            care_share = dict.fromkeys(CARE_TYPES, 1.0 / len(CARE_TYPES))
         out: dict[str, float] = {
             "intercept": self.intercept,
             "b_baseline": self.b_baseline,
@@ -166,7 +176,10 @@ class OutcomeTruth:
         }
         for s in SUBSCALES:
             for lev in LEVELS:
-                out[f"b_{s}_{lev}"] = self.mu_b[f"{s}_{lev}"]
+                out[f"mu_b_{s}_{lev}"] = self.mu_b[f"{s}_{lev}"]
+                out[f"b_{s}_{lev}"] = sum(
+                    w * self.slope(care, s, lev) for care, w in care_share.items()
+                )
                 for care in CARE_TYPES:
                     out[f"b_{s}_{lev}[{care}]"] = self.slope(care, s, lev)
             out[f"sd_provider_slope[{s}]"] = self.sd_provider_slope[s]
@@ -659,8 +672,8 @@ def simulate_study(
     truth = {
         "seed": int(seed),
         "config": _jsonable(cfg.to_dict()),
-        "who5": cfg.who5.estimands(between_mean),
-        "phq9": cfg.phq9.estimands(between_mean),
+        "who5": cfg.who5.estimands(between_mean, _care_share(care[observed])),
+        "phq9": cfg.phq9.estimands(between_mean, _care_share(care[observed & phq_measured])),
         "design": {
             "n_clients": int(n),
             "n_clients_by_care_type": {c: int((care == c).sum()) for c in CARE_TYPES},
@@ -692,6 +705,12 @@ def simulate_study(
         },
     }
     return SimulatedStudy(providers, clients, sessions, truth, latent)
+
+
+def _care_share(care: np.ndarray) -> dict[str, float]:
+    """Share of each care type present among ``care`` (labels), the pooled slopes' weights."""
+    n = len(care)
+    return {c: float(np.sum(care == c) / n) for c in CARE_TYPES if np.any(care == c)}
 
 
 def _jsonable(obj: Any) -> Any:

@@ -83,7 +83,7 @@ class Family:
         once for every fold of a K-fold run.
     complete_cases, impute : callable, optional
         ``complete_cases(design)`` → the clients with an observed outcome;
-        ``impute(spec, design, posterior, n=, delta=, seed=)`` → ``n`` completed designs
+        ``impute(spec, design, posterior, n=, delta=, delta_alliance=, seed=)`` → ``n`` completed designs
         (multiple imputation of missing follow-up, :mod:`alliance_bayes.imputation`). ``None``
         where the family cannot impute.
     """
@@ -115,7 +115,7 @@ def _regression() -> Family:
     from alliance_bayes.model.regression.graph import build_model
     from alliance_bayes.model.regression.heldout import heldout
     from alliance_bayes.model.regression.predict import complete_cases, impute_designs
-    from alliance_bayes.report.estimands import compute_estimands
+    from alliance_bayes.report.estimands import care_weights_of, compute_estimands
 
     def estimands(spec: ModelSpec, posterior: xr.Dataset, scales=None) -> xr.Dataset:
         return compute_estimands(
@@ -123,6 +123,7 @@ def _regression() -> Family:
             outcome_units=spec.outcome_units,
             effect_units=spec.effect_units,
             scales=scales,
+            care_weights=care_weights_of(scales, spec.hierarchy.pooled_weights),
         )
 
     def complete(spec, design, dt, seed, draws_only=False):
@@ -160,18 +161,24 @@ def _latent() -> Family:
     from alliance_bayes.model.latent.heldout import heldout
     from alliance_bayes.model.latent.measurement import (
         build_latent_model,
+        latent_scales,
         outcome_short,
         prepare_latent,
         store_latent_scores,
     )
-    from alliance_bayes.report.estimands import compute_joint_estimands
+    from alliance_bayes.report.estimands import care_weights_of, compute_joint_estimands
 
     def estimands(spec: ModelSpec, posterior: xr.Dataset, scales=None) -> xr.Dataset:
         assert spec.measurement is not None
+        shares = (scales or {}).get("care_share_by_outcome", {})
         return compute_joint_estimands(
             posterior,
             outcome_units={outcome_short(o): OUTCOMES[o][3] for o in spec.measurement.outcomes},
             primary=outcome_short(spec.outcome),
+            care_weights={
+                o: care_weights_of({"care_share": s}, spec.hierarchy.pooled_weights)
+                for o, s in shares.items()
+            },
         )
 
     def finish(dt: xr.DataTree) -> xr.DataTree:
@@ -184,6 +191,7 @@ def _latent() -> Family:
         estimands,
         finish,
         FIGURES,
+        scales=latent_scales,
         equations=describe.equations,
         data_variables=describe.data_variables,
         prior_rows=describe.prior_rows,

@@ -48,7 +48,9 @@ class DataSpec:
     Missing follow-up: with ``followup_imputations = 0`` (the default) only clients with an observed
     follow-up enter the model (complete cases, missing at random given the predictors). With
     ``followup_imputations = M > 0`` the missing follow-ups are imputed from the complete-case
-    posterior, shifted by ``followup_delta`` outcome points (a delta-adjusted pattern-mixture
+    posterior, shifted by ``followup_delta`` outcome points plus ``followup_delta_alliance``
+    outcome points per alliance point of the client's composite alliance above the mean
+    (δ_i = δ₀ + δ₁ (alliance_i − mean); a delta-adjusted pattern-mixture
     model: missing not at random when δ ≠ 0), and the model is refitted to each of the ``M``
     completed datasets; the draws of the refits are pooled (see :mod:`alliance_bayes.imputation`).
     """
@@ -59,6 +61,7 @@ class DataSpec:
     phq9_cutoff: float = 10.0
     followup_imputations: int = 0
     followup_delta: float = 0.0
+    followup_delta_alliance: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,8 @@ class PredictorSpec:
     :class:`MeasurementSpec`).
     ``alliance_sessions = k > 0`` averages each client's ratings over their first ``k`` sessions
     only (early alliance, rated before most of the symptom change); 0 (the default) uses every
-    session. Membership weights always count every session.
+    session. The within/between split uses the same sessions as the score (its weights and the
+    providers' caseload means alike); the provider-effect membership weights count every session.
     """
 
     covariates: tuple[str, ...] = COVARIATES
@@ -98,6 +102,18 @@ class HierarchySpec:
     ``sd_prior``: prior of the provider-effect SDs, ``"gamma"`` (Gamma(2, 2/scale), mean
     ``scale``; default) or ``"halfnormal"`` (Half-Normal(scale)); the scales are
     ``sd_provider_sd`` and ``sd_provider_slope_sd``.
+    ``pooled_weights``: how the reported pooled slopes (``b_goal_within`` …) average the care-type
+    slopes: ``"care_mix"`` (default) weights each care type by its share of the clients in the
+    likelihood, the slope of the study's own client mix; ``"equal"`` weights the care types present
+    equally. Either is a function of the care-type slopes and so learns from the data; the
+    hyper-mean ``mu_b`` of a fixed-spread hierarchy does not (its posterior SD cannot fall below
+    (3/τ² + 1/mu_b_sd²)^(-1/2) at any sample size) and is reported apart, as
+    ``mu_b_<subscale>_<level>``.
+    ``between``: what the between-provider part of each subscale is: ``"caseload_mean"``
+    (default) the membership-weighted caseload mean of the client scores, a fixed predictor; or
+    ``"latent_mean"`` each provider's mean alliance as a parameter with its clients' scores as
+    indicators, so that the caseload mean's sampling error is modelled (Lüdtke et al. 2008,
+    doi:10.1037/a0012869; see :mod:`alliance_bayes.model.regression.graph`). Subscale models only.
     """
 
     care_type_pooling: bool = True
@@ -107,6 +123,8 @@ class HierarchySpec:
     provider_correlation: bool = True
     care_slope_sd: str = "fixed"
     sd_prior: str = "gamma"
+    pooled_weights: str = "care_mix"
+    between: str = "caseload_mean"
 
 
 @dataclass(frozen=True)
@@ -518,6 +536,18 @@ def _validate(spec: ModelSpec, src: str) -> None:
         d.elevated_by in ("who5", "phq9", "phq9_else_who5"),
         "elevated_by: 'who5', 'phq9' or 'phq9_else_who5'",
     )
+    _check(
+        f"{src} [data]",
+        not (
+            d.sample == "elevated"
+            and d.elevated_by == "phq9_else_who5"
+            and spec.outcome.startswith("phq9")
+            and spec.predictors.alliance != "latent"
+        ),
+        "elevated_by = 'phq9_else_who5' adds clients elevated on the WHO-5 screen only, who have "
+        "no PHQ-9 baseline and so no PHQ-9 outcome to model: use elevated_by = 'phq9' for a "
+        "PHQ-9 outcome (the latent joint model uses the fallback for its WHO-5 outcome)",
+    )
     _check(f"{src} [data]", 0 <= d.who5_cutoff <= 100, "who5_cutoff must lie in 0–100")
     _check(f"{src} [data]", 0 <= d.phq9_cutoff <= 27, "phq9_cutoff must lie in 0–27")
     _check(f"{src} [data]", d.followup_imputations >= 0, "followup_imputations must be >= 0")
@@ -525,6 +555,11 @@ def _validate(spec: ModelSpec, src: str) -> None:
         f"{src} [data]",
         d.followup_imputations > 0 or d.followup_delta == 0,
         "followup_delta needs followup_imputations > 0 (the shift applies to imputed follow-ups)",
+    )
+    _check(
+        f"{src} [data]",
+        d.followup_imputations > 0 or d.followup_delta_alliance == 0,
+        "followup_delta_alliance needs followup_imputations > 0 (it shifts imputed follow-ups)",
     )
     _check(
         f"{src} [data]",
@@ -548,6 +583,27 @@ def _validate(spec: ModelSpec, src: str) -> None:
         f"{src} [hierarchy]",
         h.sd_prior in ("gamma", "halfnormal"),
         "sd_prior: 'gamma' or 'halfnormal'",
+    )
+    _check(
+        f"{src} [hierarchy]",
+        h.pooled_weights in ("care_mix", "equal"),
+        "pooled_weights: 'care_mix' or 'equal'",
+    )
+    _check(
+        f"{src} [hierarchy]",
+        h.between == "caseload_mean" or (h.between == "latent_mean" and p.alliance == "subscales"),
+        "between: 'caseload_mean', or 'latent_mean' with alliance = 'subscales'",
+    )
+    _check(
+        src,
+        h.between == "caseload_mean" or spec.likelihood_form != "collapsed",
+        "between = 'latent_mean' has no collapsed form (its alliance parts are parameters)",
+    )
+    _check(
+        f"{src} [hierarchy]",
+        h.between == "caseload_mean" or d.followup_imputations == 0,
+        "between = 'latent_mean' cannot impute follow-ups (imputation predicts from the "
+        "caseload-mean parts)",
     )
     _check(
         f"{src} [hierarchy]",

@@ -238,6 +238,9 @@ def _computation_section(
     for c in gate.checks:
         value = "n/a" if c.value is None else f"{c.value:.4g}"
         lines.append(f"| {c.name} | {value} | {c.threshold:g} | {'yes' if c.passed else 'NO'} |")
+    for w in gate.warnings:
+        verdict = "none flagged" if w.passed else "FLAGGED"
+        lines.append(f"\n*Warning, not part of the verdict* ({w.name}): {verdict}. {w.note}")
     lines += ["", "Every check and its worst offenders: `diagnostics.md`.", ""]
     return lines + _figure_lines(figs, "computation")
 
@@ -386,6 +389,29 @@ def _exclusion_label(key: str) -> str:
     return "left out: " + key.replace("_", " ")
 
 
+def _care_mix_lines(meta: Mapping[str, Any]) -> list[str]:
+    """The clients in the likelihood by care type, and the weights of the pooled slopes."""
+    scales = meta.get("scales") or {}
+    counts = {"": scales["care_count"]} if "care_count" in scales else {}
+    counts.update({f"{o}: ": c for o, c in scales.get("care_count_by_outcome", {}).items()})
+    rule = ((meta.get("spec_as_run") or {}).get("hierarchy") or {}).get("pooled_weights")
+    lines = []
+    for prefix, by_care in counts.items():
+        total = sum(by_care.values())
+        mix = ", ".join(f"{c} {n} ({n / total:.1%})" for c, n in by_care.items())
+        lines.append(f"| {prefix}in the likelihood, by care type | {mix} |")
+    if lines and rule:
+        how = (
+            "each care type weighted by its share of these clients"
+            if rule == "care_mix"
+            else "the care types present weighted equally"
+        )
+        lines.append(
+            f"| pooled slopes (`b_<subscale>_<level>`) | care-type slopes averaged, {how} |"
+        )
+    return lines
+
+
 def _clients_section(meta: Mapping[str, Any]) -> list[str]:
     """Who entered the model and who was left out, step by step (as the design applied them)."""
     exclusions = meta.get("exclusions")
@@ -393,6 +419,7 @@ def _clients_section(meta: Mapping[str, Any]) -> list[str]:
         return []
     lines = ["## Clients", "", "| Step | Clients |", "|---|---:|"]
     lines += [f"| {_exclusion_label(str(k))} | {v} |" for k, v in exclusions.items()]
+    lines += _care_mix_lines(meta)
     lines += [
         "",
         "Steps apply in order; a client left out at one step is not counted again. "

@@ -40,6 +40,7 @@ KINDS = (
     "variance component",
     "measurement",
     "care-type intercept",
+    "hyperparameter",
     "standardised effect",
     "model fit",
 )
@@ -83,12 +84,54 @@ def _put(
     out[name] = da.assign_attrs({"units": units, "kind": kind, **extra})
 
 
+def care_weights_of(
+    scales: Mapping[str, Any] | None, rule: str = "care_mix"
+) -> dict[str, float] | None:
+    """The weights of the pooled slopes: the care-mix shares of the fitted clients, or equal.
+
+    ``scales["care_share"]`` holds the share of each care type present among the clients in the
+    likelihood; ``rule = "equal"`` gives those care types equal weights instead. ``None`` when
+    the shares are unknown (a bundle written before they were recorded).
+    """
+    share = (scales or {}).get("care_share")
+    if not share:
+        return None
+    if rule == "equal":
+        return dict.fromkeys(share, 1.0 / len(share))
+    return {str(c): float(w) for c, w in share.items()}
+
+
+def _pooled_slopes(
+    posterior: xr.Dataset, care_weights: Mapping[str, float] | None
+) -> xr.DataArray | None:
+    r"""Care-type slopes averaged with fixed weights: :math:`\bar b = \sum_c \pi_c b_c`.
+
+    The weights must sum to 1 over care types present in ``b``; care types absent from the
+    weights get weight 0 (no client of that type is in the likelihood).
+    """
+    if "b" not in posterior or not care_weights:
+        return None
+    b = posterior["b"]
+    cares = [str(c) for c in b["care_type"].values]
+    unknown = sorted(set(care_weights) - set(cares))
+    if unknown:
+        raise ValueError(f"care weights name care types {unknown} that the slopes lack")
+    w = np.array([float(care_weights.get(c, 0.0)) for c in cares])
+    if np.any(w < 0) or not np.isclose(w.sum(), 1.0):
+        raise ValueError(f"care weights must be >= 0 and sum to 1; got {dict(care_weights)}")
+    weights = xr.DataArray(w, dims="care_type", coords={"care_type": b["care_type"].values})
+    pooled = (b * weights).sum("care_type")
+    label = ", ".join(f"{c} {care_weights[c]:.3f}" for c in cares if c in care_weights)
+    return pooled.assign_attrs(care_weights=label)
+
+
 def compute_estimands(
     posterior: xr.Dataset,
     *,
     outcome_units: str = "outcome points",
     effect_units: str | None = None,
     scales: Mapping[str, Any] | None = None,
+    care_weights: Mapping[str, float] | None = None,
 ) -> xr.Dataset:
     r"""Compute the stable-named estimands present in ``posterior``.
 
@@ -106,6 +149,9 @@ def compute_estimands(
         Sample SDs of the outcome and the predictors in the fitted clients
         (:meth:`~alliance_bayes.model.regression.design.ModelData.scales`); with them the
         standardised slopes ``beta_*`` are added.
+    care_weights : mapping, optional
+        Weight of each care type in the pooled slopes (:func:`care_weights_of`); without them no
+        pooled slope is reported.
 
     Returns
     -------
@@ -116,6 +162,15 @@ def compute_estimands(
 
     Notes
     -----
+    The pooled slope ``b_<s>_<level>`` is :math:`\sum_c \pi_c b_c`, the care-type slopes
+    averaged with the weights ``care_weights`` (by default each care type's share of the clients
+    in the likelihood): the slope of the study's own client mix. Being a fixed combination of
+    quantities the likelihood informs, its posterior SD shrinks as about :math:`1/\sqrt n`. The
+    hyper-mean ``mu_b`` of the care-type slopes is reported apart, as ``mu_b_<s>_<level>`` (kind
+    ``"hyperparameter"``): with their spread τ fixed, three care types inform it no better than
+    :math:`\mathrm{Var}(\mu \mid b) = (3/\tau^2 + 1/\sigma_\mu^2)^{-1}` at any sample size,
+    so it describes the prior's population of care types, not this study's clients.
+
     ``b_care[therapist-coach]`` and ``b_care[both-coach]`` are the care-type intercepts: the
     difference in expected follow-up between care types at equal alliance and covariates.
     Contrasts are ``[therapist-coach]`` and ``[both-coach]`` per subscale and level (coach is the
@@ -176,37 +231,41 @@ def compute_estimands(
                 care_type=contrast,
             )
 
-    if "mu_b" in posterior:
-        mu_b = posterior["mu_b"]
-        subscales = [str(s) for s in mu_b["subscale"].values]
-        levels = [str(v) for v in mu_b["level"].values]
+    pooled = _pooled_slopes(posterior, care_weights)
+    if pooled is not None:
+        subscales = [str(s) for s in pooled["subscale"].values]
+        levels = [str(v) for v in pooled["level"].values]
+        weights = pooled.attrs["care_weights"]
         for s in subscales:
             for lv in levels:
                 _put(
                     out,
                     f"b_{s}_{lv}",
-                    mu_b.sel(subscale=s, level=lv),
+                    pooled.sel(subscale=s, level=lv),
                     units=effect_units,
                     kind=sub,
                     subscale=s,
                     level=lv,
                     care_type="pooled",
+                    care_weights=weights,
                 )
         if "within" in levels and "between" in levels:
             for s in subscales:
                 _put(
                     out,
                     f"b_{s}_within-between",
-                    mu_b.sel(subscale=s, level="within") - mu_b.sel(subscale=s, level="between"),
+                    pooled.sel(subscale=s, level="within")
+                    - pooled.sel(subscale=s, level="between"),
                     units=effect_units,
                     kind=con,
                     subscale=s,
                     level="within-between",
                     care_type="pooled",
+                    care_weights=weights,
                 )
         if "goal" in subscales and "bond" in subscales:
             for lv in levels:
-                diff = mu_b.sel(subscale="goal", level=lv) - mu_b.sel(subscale="bond", level=lv)
+                diff = pooled.sel(subscale="goal", level=lv) - pooled.sel(subscale="bond", level=lv)
                 _put(
                     out,
                     f"b_goal-bond_{lv}",
@@ -216,6 +275,20 @@ def compute_estimands(
                     subscale="goal-bond",
                     level=lv,
                     care_type="pooled",
+                    care_weights=weights,
+                )
+    if "mu_b" in posterior:
+        mu_b = posterior["mu_b"]
+        for s in (str(x) for x in mu_b["subscale"].values):
+            for lv in (str(x) for x in mu_b["level"].values):
+                _put(
+                    out,
+                    f"mu_b_{s}_{lv}",
+                    mu_b.sel(subscale=s, level=lv),
+                    units=f"{effect_units} (hyper-mean of the care-type slopes)",
+                    kind="hyperparameter",
+                    subscale=s,
+                    level=lv,
                 )
 
     if "b" in posterior:
@@ -299,54 +372,80 @@ def compute_estimands(
     if "nu" in posterior:
         _put(out, "nu", posterior["nu"], units="degrees of freedom (Student-t)", kind=var)
     if scales:
-        _standardised(out, posterior, scales)
-    if "r2_bayes" in posterior:
-        _put(
-            out,
-            "r2_bayes",
-            posterior["r2_bayes"],
-            units="share of outcome variance explained (0–1)",
-            kind="model fit",
-        )
+        _standardised(out, posterior, scales, pooled)
+    for name, units in _R2_UNITS.items():
+        if name in posterior:
+            _put(out, name, posterior[name], units=units, kind="model fit")
     return xr.Dataset(out)
 
 
 _BETA_UNITS = "outcome SDs per SD of the predictor"
+_BETA_LATENT_UNITS = (
+    "latent-scale slope × SD of the predictor / observed outcome SD (censored model: not the "
+    "OLS β of the bounded scores; see beta_obs_*)"
+)
+_BETA_OBSERVED_UNITS = (
+    "observed-scale β: average effect on the bounded scores (slope × share uncensored) × SD of "
+    "the predictor / outcome SD, as the published OLS β"
+)
+
+#: The R² estimands and what each is a share of (see ``model.regression.graph.marginal_r2``).
+_R2_UNITS = {
+    "r2_bayes": "conditional R² (0–1): share of the model-scale outcome variance explained with "
+    "the provider effects; for a censored model, the latent scale",
+    "r2_marginal": "marginal R² (0–1): share of the model-scale outcome variance explained by "
+    "the predictors without the provider effects",
+    "r2_observed": "observed-scale marginal R² (0–1): the share on the bounded scores, without "
+    "the provider effects: what the published OLS R² estimates",
+}
 
 
 def _standardised(
-    out: dict[str, xr.DataArray], posterior: xr.Dataset, scales: Mapping[str, Any]
+    out: dict[str, xr.DataArray],
+    posterior: xr.Dataset,
+    scales: Mapping[str, Any],
+    pooled: xr.DataArray | None,
 ) -> None:
-    """The paper's β for every slope that has the SDs it needs (see :func:`compute_estimands`)."""
+    """The paper's β for every slope that has the SDs it needs (see :func:`compute_estimands`).
+
+    For a censored model (one with ``share_uncensored``) ``beta_*`` divides a latent-scale slope
+    by the observed outcome SD, which no OLS fit estimates; ``beta_obs_*`` multiplies it by the
+    share of clients inside the bounds first (the average effect on the observed scores,
+    McDonald & Moffitt 1980, doi:10.2307/1924766) and is the one to set beside a published β.
+    """
     sd_y = float(scales["outcome_sd"])
     kind = "standardised effect"
+    share = posterior.get("share_uncensored")
+    slopes: list[tuple[str, xr.DataArray, float, dict[str, str]]] = []
     if "b_baseline" in posterior:
-        beta = posterior["b_baseline"] * float(scales["baseline_sd"]) / sd_y
-        _put(out, "beta_baseline", beta, units=_BETA_UNITS, kind=kind)
+        slopes.append(("baseline", posterior["b_baseline"], float(scales["baseline_sd"]), {}))
     if "b_covariate" in posterior:
         for cov in (str(c) for c in posterior["b_covariate"]["covariate"].values):
             if cov in scales.get("covariate_sd", {}):
-                beta = posterior["b_covariate"].sel(covariate=cov) * scales["covariate_sd"][cov]
-                _put(out, f"beta_{cov}", beta / sd_y, units=_BETA_UNITS, kind=kind)
+                b = posterior["b_covariate"].sel(covariate=cov)
+                slopes.append((cov, b, float(scales["covariate_sd"][cov]), {}))
     if "b_alliance" in posterior and "composite_sd" in scales:
-        beta = posterior["b_alliance"] * float(scales["composite_sd"]) / sd_y
-        _put(out, "beta_alliance", beta, units=_BETA_UNITS, kind=kind)
-    if "mu_b" in posterior:
-        mu_b = posterior["mu_b"]
-        for s in (str(x) for x in mu_b["subscale"].values):
-            for lv in (str(x) for x in mu_b["level"].values):
+        slopes.append(("alliance", posterior["b_alliance"], float(scales["composite_sd"]), {}))
+    if pooled is not None:
+        for s in (str(x) for x in pooled["subscale"].values):
+            for lv in (str(x) for x in pooled["level"].values):
                 sd_x = scales.get("alliance_sd", {}).get(s, {}).get(lv)
                 if sd_x is not None:
-                    beta = mu_b.sel(subscale=s, level=lv) * float(sd_x) / sd_y
-                    _put(
-                        out,
-                        f"beta_{s}_{lv}",
-                        beta,
-                        units=_BETA_UNITS,
-                        kind=kind,
-                        subscale=s,
-                        level=lv,
-                    )
+                    b = pooled.sel(subscale=s, level=lv)
+                    slopes.append((f"{s}_{lv}", b, float(sd_x), {"subscale": s, "level": lv}))
+    for name, b, sd_x, extra in slopes:
+        beta = b * sd_x / sd_y
+        units = _BETA_UNITS if share is None else _BETA_LATENT_UNITS
+        _put(out, f"beta_{name}", beta, units=units, kind=kind, **extra)
+        if share is not None:
+            _put(
+                out,
+                f"beta_obs_{name}",
+                beta * share,
+                units=_BETA_OBSERVED_UNITS,
+                kind=kind,
+                **extra,
+            )
 
 
 def compute_joint_estimands(
@@ -354,6 +453,7 @@ def compute_joint_estimands(
     *,
     outcome_units: dict[str, str],
     primary: str,
+    care_weights: Mapping[str, Mapping[str, float] | None] | None = None,
 ) -> xr.Dataset:
     """Estimands of a model with an ``outcome`` dimension (the latent-alliance model).
 
@@ -370,6 +470,9 @@ def compute_joint_estimands(
         so that they line up with the single-outcome models; every other outcome's estimands are
         prefixed ``"<outcome>:"`` (``phq9:b_goal_within``) and their ``subscale`` attribute too,
         so that tables keep the outcomes in separate rows.
+    care_weights : mapping, optional
+        Per outcome coordinate, the weights of its pooled slopes (the care mix of the clients
+        whose outcome is observed); see :func:`compute_estimands`.
 
     Returns
     -------
@@ -384,7 +487,11 @@ def compute_joint_estimands(
     outcomes = [str(o) for o in posterior["outcome"].values]
     with_dim = [v for v in posterior.data_vars if "outcome" in posterior[v].dims]
     for o in [primary, *(o for o in outcomes if o != primary)]:
-        part = compute_estimands(posterior[with_dim].sel(outcome=o), outcome_units=outcome_units[o])
+        part = compute_estimands(
+            posterior[with_dim].sel(outcome=o),
+            outcome_units=outcome_units[o],
+            care_weights=(care_weights or {}).get(o),
+        )
         prefix = "" if o == primary else f"{o}:"
         for name, da in part.data_vars.items():
             attrs = dict(da.attrs)

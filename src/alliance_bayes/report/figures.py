@@ -2,9 +2,10 @@
 
 Each public function saves one figure and returns a :class:`FigureResult`: the saved paths and a
 one-line interpretation computed from the numbers shown (``report.md`` prints it under the figure).
-arviz-plots draws the rank and energy plots; the forest, predictive-check and provider figures use
-plain matplotlib because they combine quantities (estimands across care types, ceiling shares,
-change scores) that are not single posterior variables. No client or provider identifier is drawn.
+arviz-plots draws the energy plot; the rank plot draws the rank ECDF differences itself, so that its
+p-values are those of the gate's thinned uniformity test; the forest, predictive-check and provider
+figures use plain matplotlib because they combine quantities (estimands across care types, ceiling
+shares, change scores) that are not single posterior variables. No client or provider identifier is drawn.
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
-from alliance_bayes.rank_diagnostics import dataset_diagnostics
+from alliance_bayes.diagnostics import (
+    UNIFORMITY_ALPHA,
+    UNIFORMITY_TEST,
+    element_names,
+    format_p,
+    holm_adjust,
+)
+from alliance_bayes.rank_diagnostics import UNIFORMITY, dataset_diagnostics
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
 
 __all__ = [
@@ -111,20 +119,104 @@ def plot_rank(
     var_names: Sequence[str] | None = None,
     formats: Sequence[str] = DEFAULT_FORMATS,
 ) -> FigureResult:
-    """Rank (ECDF-difference) plots of the key parameters, via ``arviz_plots.plot_rank``."""
+    """Rank (ECDF-difference) plots of the key parameters, one panel per element.
+
+    Each line is one chain's ECDF of the fractional ranks (ranks over all chains, divided by the
+    number of draws) minus the uniform CDF (Säilynoja, Bürkner & Vehtari 2022,
+    doi:10.1007/s11222-022-10090-6). Each panel prints, and the caption states, the p-value of
+    :func:`~alliance_bayes.rank_diagnostics.rank_uniformity`: the test arviz-plots' ``plot_rank``
+    prints, on draws thinned to about independent ones, computed by the same function as the
+    gate's ``rank_uniformity`` warning (arviz-plots' own figure would test the unthinned draws,
+    which flags autocorrelated chains that mix, and would spend about 2 s doing it).
+    """
     post = dt["posterior"]
     names = [v for v in (var_names or KEY_PARAMETERS) if v in post.data_vars]
     if not names:
         names = list(post.data_vars)[:4]
-    pc = azp.plot_rank(dt, var_names=names, backend="matplotlib")
-    rhat = dataset_diagnostics(post.to_dataset()[names], statistics=("r_hat",))["r_hat"]
-    worst_var, worst = max(((v, float(rhat[v].max())) for v in names), key=lambda kv: kv[1])
-    text = (
-        f"Rank plots of {', '.join(names)}: flat, overlapping chains indicate mixing; "
-        f"largest rank-normalised R-hat among them {worst:.3f} ({worst_var})."
+    ds = post.to_dataset()[names].astype(float)
+    diag = dataset_diagnostics(ds, statistics=("r_hat", UNIFORMITY))
+    worst_var, worst = max(
+        ((v, float(diag["r_hat"][v].max())) for v in names), key=lambda kv: kv[1]
     )
-    paths = save_figure(_pc_figure(pc), outdir, "rank", formats)
+    labels, draws, pvals = [], [], []
+    for v in names:
+        da = ds[v].transpose("chain", "draw", ...)
+        labels += element_names(da, v)
+        draws.append(da.values.reshape(da.shape[0], da.shape[1], -1))
+        pvals.append(np.asarray(diag[UNIFORMITY][v].values, float).ravel())
+    p = np.concatenate(pvals)
+    fig = _rank_figure(labels, np.concatenate(draws, axis=2), p)
+    text = (
+        f"Rank plots of {', '.join(names)}: one line per chain, its rank ECDF minus the uniform; "
+        f"largest rank-normalised R-hat among them {worst:.3f} ({worst_var}). "
+        + _uniformity_caption(labels, p)
+    )
+    paths = save_figure(fig, outdir, "rank", formats)
     return FigureResult("rank", paths, text, section="computation")
+
+
+def _uniformity_caption(labels: Sequence[str], p: np.ndarray) -> str:
+    """The caption's account of the uniformity test: every p-value, then the verdict."""
+    alpha = UNIFORMITY_ALPHA
+    holm = holm_adjust(p)
+    listed = "; ".join(f"{n} {format_p(v, False)}" for n, v in zip(labels, p, strict=True))
+    flagged = [n for n, v in zip(labels, holm, strict=True) if v <= alpha]
+    raw = int(np.sum(p <= alpha))
+    if flagged:
+        verdict = (
+            f"After Holm adjustment over the {p.size} shown, {', '.join(flagged)} "
+            f"{'has' if len(flagged) == 1 else 'have'} p ≤ {alpha:g}: some chain's ranks are not "
+            "uniform, so the chains have not all found the same posterior there."
+        )
+    else:
+        verdict = (
+            f"{raw} of {p.size} with p ≤ {alpha:g}, none after Holm adjustment over the {p.size} "
+            "shown: no evidence against mixing."
+        )
+    return (
+        f"p-values of the {UNIFORMITY_TEST}, α = {alpha:g}: {listed}. {verdict} "
+        "diagnostics.md tests every posterior element and estimand."
+    )
+
+
+def _rank_figure(labels: Sequence[str], draws: np.ndarray, p: np.ndarray) -> Any:
+    """Panels of rank-ECDF differences, ``draws`` (chain, draw, element), p-value in each."""
+    chains, n, k = draws.shape
+    cols = min(4, k)
+    rows = -(-k // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.1 * rows), squeeze=False)
+    grid = np.linspace(0.0, 1.0, min(n, 200) + 1)
+    # Dvoretzky-Kiefer-Wolfowitz half-width at the test's level (arviz-plots' y-range, padded).
+    bound = 1.3 * np.sqrt(np.log(2 / UNIFORMITY_ALPHA) / (2 * n))
+    for j, ax in enumerate(axes.ravel()):
+        if j >= k:
+            ax.set_axis_off()
+            continue
+        u = stats.rankdata(draws[:, :, j].ravel(), method="average").reshape(chains, n) / (
+            chains * n
+        )
+        diff = (u[:, :, None] <= grid).mean(axis=1) - grid  # (chain, grid)
+        for c in range(chains):
+            ax.step(grid, diff[c], where="post", lw=1.0, color=f"C{c % 10}")
+        ax.axhline(0.0, color="0.6", lw=0.6)
+        lim = max(bound, float(np.abs(diff).max()) * 1.1)
+        ax.set_ylim(-lim, lim)
+        flagged = p[j] <= UNIFORMITY_ALPHA
+        ax.set_title(labels[j], fontsize=8, color="C3" if flagged else "black")
+        ax.text(
+            0.02,
+            0.92,
+            format_p(p[j]),
+            transform=ax.transAxes,
+            fontsize=7,
+            va="top",
+            color="C3" if flagged else "black",
+        )
+        ax.tick_params(labelsize=6)
+        if j // cols == rows - 1 or j + cols >= k:
+            ax.set_xlabel("fractional rank", fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def plot_energy(

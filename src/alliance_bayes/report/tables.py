@@ -195,7 +195,7 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
             Table(
                 "subscale",
                 "Alliance subscale effects by care type",
-                f"{effect_units}. Pooled = population mean over care types. {common}",
+                f"{effect_units}. {_pooled_note(subscale, attrs)}{common}",
                 ["Subscale", "Level", *(c.capitalize() for c in present)],
                 rows,
             )
@@ -220,20 +220,22 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
                 "levels",
                 "Within- vs between-provider alliance (pooled over care types)",
                 f"{effect_units}. Within = client minus provider mean; between = provider mean "
-                f"(Baldwin, Wampold & Imel 2007). {common}",
+                f"(Baldwin, Wampold & Imel 2007). {_pooled_note(subscale, attrs)}{common}",
                 ["Subscale", "Within estimand", "Within", "Between estimand", "Between"],
                 rows,
             )
         )
 
-    var = of_kind("variance component")
+    var = of_kind("variance component") + of_kind("hyperparameter")
     if var:
         rows = unit_rows(var)
         tables.append(
             Table(
                 "variance",
-                "Variance components and intraclass correlation",
+                "Variance components, hyperparameters and intraclass correlation",
                 "SDs in outcome units; ICC = sd_provider² / (sd_provider² + sigma²). "
+                "mu_b_* is the hyper-mean of the care-type slopes (the centre of their prior), "
+                "not the pooled slope of this study's clients. "
                 f"P(>0) is trivially 1 for scales. {common}",
                 ["Estimand", *_STAT_HEADER, "Units"],
                 rows,
@@ -246,10 +248,14 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
             Table(
                 "standardised",
                 "Standardised effects (β) and Bayesian R²",
-                "β = b · sd(predictor) / sd(outcome), sample SDs of the fitted clients (the "
-                "published β); for the subscales, per SD of the within- or between-provider part. "
-                "R² per draw = var(expected outcome) / (var + residual variance) (Gelman et al. "
-                f"2019). {common}",
+                "β = b · sd(predictor) / sd(outcome), sample SDs of the fitted clients; for the "
+                "subscales, per SD of the within- or between-provider part. For a censored "
+                "outcome b is a latent-scale slope: beta_obs_* = β × the share of clients inside "
+                "the bounds is the observed-scale β that an OLS fit of the scores estimates. "
+                "r2_bayes: var(expected outcome) / (var + residual variance) per draw, provider "
+                "effects included (Gelman et al. 2019); r2_marginal: without them (Nakagawa & "
+                "Schielzeth 2013); r2_observed: marginal, on the bounded scores (the published "
+                f"OLS R²). {common}",
                 ["Estimand", *_STAT_HEADER, "Units"],
                 unit_rows(standardised),
             )
@@ -273,15 +279,28 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
     return tables
 
 
+def _pooled_note(names: list[str], attrs: Mapping[str, Mapping[str, Any]]) -> str:
+    """How the pooled column averages the care types, from the estimands' own attributes."""
+    weights = next((attrs[n]["care_weights"] for n in names if attrs[n].get("care_weights")), None)
+    if weights is None:
+        return ""
+    return f"Pooled = the care-type slopes averaged with weights {weights}. "
+
+
 def _published_table(summary: pd.DataFrame, published: Mapping[str, Any], common: str) -> Table:
     """The published coefficients beside this posterior's, row by row (b, β, interval)."""
 
     def ours(name: str) -> str:
         return _cell(summary.loc[name]) if name in summary.index else "—"
 
+    def first(*names: str) -> str:
+        return next((n for n in names if n in summary.index), names[-1])
+
     rows = []
     for estimand, label, b, beta, low, high in published["rows"]:
-        beta_name = "beta_" + estimand.removeprefix("b_") if estimand.startswith("b_") else ""
+        stem = estimand.removeprefix("b_")
+        # The observed-scale β of a censored model is the one an OLS fit of the scores estimates.
+        beta_name = first(f"beta_obs_{stem}", f"beta_{stem}") if estimand.startswith("b_") else ""
         rows.append(
             [
                 label,
@@ -291,12 +310,16 @@ def _published_table(summary: pd.DataFrame, published: Mapping[str, Any], common
                 ours(beta_name) if beta_name else "—",
             ]
         )
-    rows.append(["R²", f"{published['r2']:g}", ours("r2_bayes"), "", ""])
+    # OLS R² is marginal (no provider terms) and on the observed scores: the matching estimand.
+    r2 = first("r2_observed", "r2_marginal", "r2_bayes")
+    beta_kind = "beta_obs_*" if summary.index.str.startswith("beta_obs_").any() else "beta_*"
+    rows.append(["R²", f"{published['r2']:g}", ours(r2), "", ""])
     return Table(
         "published",
         "Published table and this posterior, side by side",
         f"Published: {published['citation']}: b [95% CI], β. This posterior: mean [95% HDI] "
-        f"on the synthetic or supplied study. {common}",
+        f"on the synthetic or supplied study; posterior β is `{beta_kind}` "
+        f"and R² is `{r2}` (the observed-scale, marginal ones where the model has them). {common}",
         [
             "Predictor",
             "Published b [95% CI]",

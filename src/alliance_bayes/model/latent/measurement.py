@@ -218,6 +218,8 @@ from alliance_bayes.model.regression.design import (
     PROVIDER_TYPES,
     DesignError,
     _elevated,
+    care_counts,
+    care_shares,
     standardise,
 )
 from alliance_bayes.model.regression.graph import care_intercepts, covariate_slopes
@@ -322,6 +324,19 @@ class LatentData:
 def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = np.tril_indices(n, k=-1)
     return cols, rows  # (j, i) with j < i: "goal~bond"
+
+
+def latent_scales(data: LatentData) -> dict[str, object]:
+    """Per outcome, the care types of the clients with it observed (counts and shares: the weights
+    of the pooled slopes)."""
+    return {
+        "care_share_by_outcome": {
+            o.short: care_shares(data.care_index[o.client_index]) for o in data.outcomes
+        },
+        "care_count_by_outcome": {
+            o.short: care_counts(data.care_index[o.client_index]) for o in data.outcomes
+        },
+    }
 
 
 def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:

@@ -85,7 +85,8 @@ __all__ = [
 
 def is_collapsed(spec: ModelSpec) -> bool:
     """Whether ``spec``'s likelihood is computed in collapsed form (``likelihood_form``)."""
-    if spec.likelihood_form == "per_client":
+    # Latent provider means make the alliance parts parameters: no fixed design to collapse over.
+    if spec.likelihood_form == "per_client" or spec.hierarchy.between == "latent_mean":
         return False
     return spec.likelihood == "normal"
 
@@ -640,7 +641,7 @@ def theta_draws(spec: ModelSpec, ds: xr.Dataset) -> np.ndarray:
 
 
 def _with_effects(spec, data, stats, ds: xr.Dataset, rng, *, from_prior: bool):
-    """``ds`` with every provider's effects and ``r2_bayes``; also (θ, σ, u) per draw."""
+    """``ds`` with every provider's effects, ``r2_bayes`` and ``r2_marginal``; also (θ, σ, u)."""
     theta, sigma = theta_draws(spec, ds), _flat(ds, "sigma")
     shape = (ds.sizes["chain"], ds.sizes["draw"])
     u = None
@@ -661,6 +662,10 @@ def _with_effects(spec, data, stats, ds: xr.Dataset, rng, *, from_prior: bool):
             new["u_provider_slope"] = (("chain", "draw", "provider", "subscale"), slopes)
     _, var = mean_moments(stats, theta, u)
     new["r2_bayes"] = (("chain", "draw"), (var / (var + sigma**2)).reshape(shape))
+    if u is not None:  # r2_marginal as in graph.marginal_r2: fixed part over fixed + provider + σ²
+        v_f = mean_moments(stats, theta, None)[1]
+        v_u = mean_moments(stats, np.zeros_like(theta), u)[1]
+        new["r2_marginal"] = (("chain", "draw"), (v_f / (v_f + v_u + sigma**2)).reshape(shape))
     coords = {"provider": data.coords()["provider"], "subscale": list(data.subscales)}
     used = {d for dims, _ in new.values() for d in dims}
     out = ds.assign(new).assign_coords({k: v for k, v in coords.items() if k in used})

@@ -62,7 +62,10 @@ def equations(spec: ModelSpec) -> list[str]:
     terms.append(r"\beta_0\,(y^0_i - \bar{y}^0)")
     if p.covariates:
         terms.append(r"\sum_j \beta_j z_{ij}")
-    terms.append(_alliance_term(spec))
+    latent = hier and h.between == "latent_mean"
+    terms.append(
+        _alliance_term(spec, between=r"(B_{is} - \mu^a_s)") if latent else _alliance_term(spec)
+    )
     if hier and h.provider_intercepts:
         slope = r" + \sum_s u_{ps} W_{is}" if h.provider_slopes else ""
         terms.append(rf"\sum_p w_{{ip}} (u_{{p0}}{slope})")
@@ -79,6 +82,12 @@ def equations(spec: ModelSpec) -> list[str]:
             lines.append(rf"b_{{c,s,l}} \sim \mathcal{{N}}(\mu^b_{{s,l}},\ \tau), \quad {tau}")
         else:
             lines.append(r"b_{c,s,l} \sim \mathcal{N}(0,\ s_b)")
+    if latent:
+        lines += [
+            r"B_{is} = \sum_p w_{ips} m_{ps}, \quad W_{is} = a_{is} - B_{is}, \quad "
+            r"a_{js} \sim \mathcal{N}(\sum_p w_{jps} m_{ps},\ \sigma^a_s)",
+            r"m_{ps} \sim \mathcal{N}(\mu^a_s,\ \tau^a_s)",
+        ]
     if hier and h.provider_intercepts:
         if h.provider_slopes:
             corr = r"\Omega \sim \mathrm{LKJ}(\eta)" if h.provider_correlation else r"\Omega = I"
@@ -110,15 +119,61 @@ def data_variables(spec: ModelSpec) -> list[str]:
     )
     if spec.predictors.alliance == "composite":
         out.append(f"$a_i$: the client's mean goal and bond rating (1–5) over {sessions}.")
+    elif spec.hierarchy.between == "latent_mean":
+        out += [
+            f"$a_{{is}}$: client $i$'s mean rating of subscale $s$ over {sessions}; $m_{{ps}}$: "
+            "provider $p$'s latent mean alliance, with every client score of the study as an "
+            "indicator (Lüdtke et al. 2008, doi:10.1037/a0012869); $w_{ips}$: $p$'s share of the "
+            "sessions behind $a_{is}$; $B_{is}$, $W_{is}$: the between- and within-provider parts "
+            "around the latent means, so the caseload means' sampling error is modelled.",
+            *_membership_lines(),
+        ]
     else:
         out += [
             f"$W_{{is}}$, $B_{{is}}$: client $i$'s mean rating of subscale $s$ over {sessions}, split "
             "into its within-provider part (client minus provider mean) and its between-provider part "
             "(the membership-weighted mean of its providers' caseload means).",
-            "$c[i]$: care type (therapist, coach or both); $t[p]$: provider type; $w_{ip}$: "
-            "provider $p$'s share of client $i$'s sessions (multiple membership).",
+            *_membership_lines(),
         ]
     return out
+
+
+def _membership_lines() -> list[str]:
+    return [
+        "$c[i]$: care type (therapist, coach or both); $t[p]$: provider type; $w_{ip}$: "
+        "provider $p$'s share of client $i$'s sessions (multiple membership).",
+    ]
+
+
+def _latent_mean_rows() -> list[PriorRow]:
+    """The priors of the latent provider means (``between = "latent_mean"``), on the 1–5 scale."""
+    from alliance_bayes.model.regression.graph import (
+        ALLIANCE_CLIENT_SD,
+        ALLIANCE_MEAN_PRIOR,
+        ALLIANCE_PROVIDER_SD,
+    )
+
+    centre, spread = ALLIANCE_MEAN_PRIOR
+    return [
+        PriorRow(
+            "μ^a_s (mean alliance per subscale)",
+            f"Normal({centre:g}, {spread:g})",
+            "alliance points (1–5 scale)",
+            "Spans the rating scale at 2 prior SDs; the thousands of client scores dominate.",
+        ),
+        PriorRow(
+            "σ^a_s (client SD of alliance around the provider mean)",
+            f"Half-Normal({ALLIANCE_CLIENT_SD:g})",
+            "alliance points",
+            "Allows any spread of scores the 1–5 scale can hold.",
+        ),
+        PriorRow(
+            "τ^a_s (SD of providers' latent mean alliance)",
+            f"Half-Normal({ALLIANCE_PROVIDER_SD:g})",
+            "alliance points",
+            "Provider means a full point apart are possible but unusual; the caseloads inform it.",
+        ),
+    ]
 
 
 def _per_sd(scale: float, sd: Any, unit: str) -> str:
@@ -258,6 +313,8 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
                     "slope towards the pooled one by the same amount in every study.",
                 )
             )
+    if hier and h.between == "latent_mean":
+        rows += _latent_mean_rows()
     if hier and h.provider_intercepts:
         dist = (
             (lambda s: f"Gamma(2, 2/{s:g}) (mean {s:g})")

@@ -32,6 +32,46 @@ OUTCOME_WEIGHT = (
 INTERCEPT_PRIOR_MEAN = "alpha_prior_mean"  # the intercept prior's centre (data container)
 
 
+def care_counts(care_index: np.ndarray) -> dict[str, int]:
+    """Clients of each care type present among the clients in the likelihood."""
+    counts = np.bincount(np.asarray(care_index, dtype=np.int64), minlength=len(CARE_TYPES))
+    return {CARE_TYPES[c]: int(counts[c]) for c in range(len(CARE_TYPES)) if counts[c]}
+
+
+def care_shares(care_index: np.ndarray) -> dict[str, float]:
+    """Share of each care type among the clients in the likelihood (care types present only).
+
+    These are the weights π_c of the pooled slopes Σ_c π_c b_c (see
+    :func:`alliance_bayes.report.estimands.compute_estimands`).
+    """
+    counts = care_counts(care_index)
+    total = sum(counts.values())
+    return {c: n / total for c, n in counts.items()}
+
+
+@dataclass(frozen=True)
+class LatentAlliance:
+    r"""What a latent-mean between part (``between = "latent_mean"``) needs, per subscale.
+
+    The indicators of the providers' mean alliance :math:`m_{ps}` are the scores :math:`a_{js}`
+    of every client :math:`j` of the study with a session behind subscale :math:`s` (those
+    without a follow-up too, as the caseload mean uses them), through the part weights
+    :math:`w_{jps}` of :meth:`~alliance_bayes.data.frame.AnalysisFrame.alliance_weights`.
+    Providers are the model's (``provider`` coordinate) followed by those seen only by clients
+    outside the model (``alliance_provider`` coordinate, ``provider_labels``).
+
+    Each list has one entry per subscale of the model: ``score[k]`` (indicator,), ``index[k]``
+    and ``weight[k]`` (indicator, K) provider positions and part weights (0-padded), and
+    ``client_row[k]`` (client,) the indicator row of each client in the likelihood.
+    """
+
+    provider_labels: tuple[str, ...]
+    score: tuple[np.ndarray, ...]
+    index: tuple[np.ndarray, ...]
+    weight: tuple[np.ndarray, ...]
+    client_row: tuple[np.ndarray, ...]
+
+
 class DesignError(ValueError):
     """The data cannot support the model as specified (e.g. no client left after filtering)."""
 
@@ -66,6 +106,8 @@ class ModelData:
     # Outcomes the data-dependent sampler choices are computed from (None: y). Refits to imputed
     # outcomes share one set, so that their model graphs are identical and compile once.
     y_tuning: np.ndarray | None = None
+    # The indicators of latent provider means (between = "latent_mean"), else None.
+    latent: LatentAlliance | None = None
 
     @property
     def n_clients(self) -> int:
@@ -112,6 +154,8 @@ class ModelData:
             "composite_sd": sd(composite),
             "composite_range": [float(composite.min()), float(composite.max())],
             "care_types": [CARE_TYPES[i] for i in sorted(set(self.care_index.tolist()))],
+            "care_share": care_shares(self.care_index),
+            "care_count": care_counts(self.care_index),
         }
 
     def coords(self) -> dict[str, list[str]]:
@@ -125,7 +169,11 @@ class ModelData:
             "subscale": list(self.subscales),
             "level": list(LEVELS),
             "covariate": list(self.covariate_names),
-        }
+        } | (
+            {"alliance_provider": list(self.latent.provider_labels)}
+            if self.latent is not None
+            else {}
+        )
 
 
 def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
@@ -225,6 +273,55 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
         membership_weight=np.asarray(weight, float),
         provider_type_index=ptype.to_numpy(np.int64),
         exclusions=exclusions,
+        latent=(
+            latent_alliance(frame, sub, np.flatnonzero(keep.to_numpy()), subscales)
+            if spec.hierarchy.between == "latent_mean"
+            else None
+        ),
+    )
+
+
+def latent_alliance(
+    frame: AnalysisFrame, sub: AnalysisFrame, kept: np.ndarray, subscales: tuple[str, ...]
+) -> LatentAlliance:
+    """The indicator arrays of a latent-mean between part (:class:`LatentAlliance`).
+
+    ``frame`` is the whole study, ``sub`` its selection and ``kept`` the positions in ``frame`` of
+    the clients of ``sub``. Providers are ordered as ``sub.providers``, then the others of
+    ``frame`` that some indicator saw.
+    """
+    labels = frame.providers["provider"].astype(str).to_numpy()
+    in_model = sub.providers["provider"].astype(str).tolist()
+    position = {p: i for i, p in enumerate(in_model)}
+    extra: list[str] = []
+    per_subscale = []
+    for s in subscales:
+        pairs = frame.alliance_weights(s)
+        names = labels[pairs["provider_index"].to_numpy()]
+        for p in names:
+            if p not in position:
+                position[p] = len(position)
+                extra.append(p)
+        pos = np.array([position[p] for p in names], dtype=np.int64)
+        indicators, row = np.unique(pairs["client_index"].to_numpy(), return_inverse=True)
+        slot = pairs.groupby("client_index").cumcount().to_numpy()
+        k = int(slot.max()) + 1 if len(slot) else 1
+        index = np.zeros((len(indicators), k), dtype=np.int64)
+        weight = np.zeros((len(indicators), k))
+        index[row, slot] = pos
+        weight[row, slot] = pairs["weight"].to_numpy(dtype=float)
+        score = frame.clients[f"alliance_{s}"].to_numpy(dtype=float)[indicators]
+        client_row = np.searchsorted(indicators, kept)
+        if not np.array_equal(indicators[np.minimum(client_row, len(indicators) - 1)], kept):
+            raise DesignError(f"some clients in the model have no {s} score to split")
+        per_subscale.append((score, index, weight, client_row))
+    score, index, weight, client_row = (tuple(x) for x in zip(*per_subscale, strict=True))
+    return LatentAlliance(
+        provider_labels=(*in_model, *extra),
+        score=score,
+        index=index,
+        weight=weight,
+        client_row=client_row,
     )
 
 

@@ -25,6 +25,12 @@ because provider-level and client-level alliance carry different information (Ba
             + \sum_s \big(b_{c[i],s,W} W_{is} + b_{c[i],s,B} (B_{is} - \bar B_s)\big)
             + \sum_p w_{ip} \big(u_{p0} + \sum_s u_{ps} W_{is}\big)
 
+- between-provider parts :math:`B_{is}` that are either the membership-weighted caseload means
+  of the client scores (``[hierarchy] between = "caseload_mean"``, the default: fixed predictors,
+  centred at their sample mean :math:`\bar B_s`) or built on latent provider means with the
+  client scores as their indicators (``"latent_mean"``, centred at the latent grand mean
+  :math:`\mu^a_s`), which models the caseload means' sampling error (Lüdtke et al. 2008,
+  doi:10.1037/a0012869; :func:`latent_alliance_parts`);
 - care-type intercepts :math:`\gamma_c` with coach-only care as the reference
   (:math:`\gamma_{\text{coach}} = 0`), reported as ``b_care[therapist-coach]`` and
   ``b_care[both-coach]``: the difference in expected follow-up at equal alliance (the sample mean
@@ -125,13 +131,18 @@ def build_model(spec: ModelSpec, data: ModelData, *, heldout: bool = False) -> p
         else:
             if spec.hierarchy.care_type_intercepts:
                 mu = mu + care_intercepts(pr.b_care_sd)[data.care_index]
-            mu = mu + _subscale_effects(spec, data)
-            if spec.hierarchy.provider_intercepts:
-                mu = mu + _provider_effects(spec, data)
+            parts = alliance_parts(data)
+            mu = mu + _subscale_effects(spec, data, parts)
+        mu_fixed = mu
+        if spec.predictors.alliance != "composite" and spec.hierarchy.provider_intercepts:
+            mu = mu + _provider_effects(spec, data, parts[:, :, 0])
 
         sigma, nu = _likelihood(spec, mu, data.y, heldout=heldout)
         if not heldout:
             bayes_r2(mu, sigma, nu)
+            marginal_r2(spec, mu_fixed, mu - mu_fixed, sigma, nu)
+            if spec.likelihood == "censored_normal":
+                share_uncensored(mu, sigma, spec.outcome_range)
     return model
 
 
@@ -248,10 +259,86 @@ def bayes_r2(
     it is computed from the draws after sampling and costs the gradient nothing.
     """
     v_mu = pt.var(mu)
-    v_res = sigma**2
-    if nu is not None:
-        v_res = pt.switch(nu > 2, v_res * nu / pt.maximum(nu - 2, 1e-9), np.inf)
-    return pm.Deterministic("r2_bayes", v_mu / (v_mu + v_res))
+    return pm.Deterministic("r2_bayes", v_mu / (v_mu + _residual_variance(sigma, nu)))
+
+
+def _residual_variance(sigma, nu):
+    if nu is None:
+        return sigma**2
+    return pt.switch(nu > 2, sigma**2 * nu / pt.maximum(nu - 2, 1e-9), np.inf)
+
+
+def marginal_r2(
+    spec: ModelSpec,
+    mu_fixed: pt.TensorVariable,
+    provider_part: pt.TensorVariable,
+    sigma: pt.TensorVariable,
+    nu: pt.TensorVariable | None = None,
+) -> None:
+    r"""R² without the provider effects, on the model's scale and, when censored, the observed one.
+
+    ``r2_marginal`` (Nakagawa & Schielzeth 2013, doi:10.1111/j.2041-210x.2012.00261.x, as brms's
+    ``bayes_R2(re_formula = NA)`` asks): per draw, :math:`V_f / (V_f + V_u + \sigma^2_{res})`
+    with :math:`V_f` the variance over clients of the fixed part of :math:`\mu_i` (covariates,
+    care type, alliance) and :math:`V_u` that of the provider part; the share of the outcome's
+    model-scale variance that the predictors explain, as an OLS R² without provider terms does.
+
+    ``r2_observed`` (censored outcomes only): the same share on the observed, bounded scale.
+    With the provider part and the residual folded into one Normal of variance
+    :math:`s^2 = V_u + \sigma^2`, each client's observed outcome :math:`Y_i =
+    \min(\max(Z_i, L), U)`, :math:`Z_i \sim N(f_i, s^2)`, has the censored-Normal mean
+    :math:`E_i` and variance :math:`W_i` in closed form, and :math:`R^2 = \operatorname{var}_i
+    E_i / (\operatorname{var}_i E_i + \overline{W})`. The paper's OLS R² (fitted to the bounded
+    scores, no provider terms) estimates this quantity; ``r2_bayes`` does not.
+    """
+    if not spec.hierarchy.provider_intercepts and spec.likelihood != "censored_normal":
+        return  # no provider part and no censoring: both equal r2_bayes
+    v_f, v_u = pt.var(mu_fixed), pt.var(provider_part)
+    pm.Deterministic("r2_marginal", v_f / (v_f + v_u + _residual_variance(sigma, nu)))
+    if spec.likelihood == "censored_normal":
+        mean, var = censored_normal_moments(mu_fixed, pt.sqrt(v_u + sigma**2), spec.outcome_range)
+        v_e = pt.var(mean)
+        pm.Deterministic("r2_observed", v_e / (v_e + pt.mean(var)))
+
+
+def share_uncensored(mu, sigma, bounds: tuple[float, float]) -> pt.TensorVariable:
+    r"""``share_uncensored``: :math:`\bar P = n^{-1} \sum_i P(L < Z_i < U)`, :math:`Z_i \sim
+    N(\mu_i, \sigma^2)`.
+
+    A slope :math:`b` on the latent (uncensored) scale moves the expected observed score by
+    :math:`b \bar P` on average (McDonald & Moffitt 1980, doi:10.2307/1924766): the observed-scale
+    slope that an OLS fit of the bounded scores estimates.
+    """
+    lower, upper = (float(v) for v in bounds)
+    cdf = lambda z: 0.5 * pt.erfc(-z / np.sqrt(2.0))  # noqa: E731
+    return pm.Deterministic(
+        "share_uncensored", pt.mean(cdf((upper - mu) / sigma) - cdf((lower - mu) / sigma))
+    )
+
+
+def censored_normal_moments(m, s, bounds: tuple[float, float]):
+    r"""Mean and variance of :math:`\min(\max(Z, L), U)` for :math:`Z \sim N(m, s^2)`.
+
+    With :math:`a = (L - m)/s`, :math:`b = (U - m)/s`, :math:`P = \Phi(b) - \Phi(a)`:
+    :math:`E = L\Phi(a) + U(1 - \Phi(b)) + mP + s(\phi(a) - \phi(b))` and
+    :math:`E[Y^2] = L^2\Phi(a) + U^2(1 - \Phi(b)) + (m^2 + s^2)P + 2ms(\phi(a) - \phi(b))
+    + s^2(a\phi(a) - b\phi(b))` (Tobin 1958; Greene, *Econometric Analysis*, §19.3).
+    """
+    lower, upper = (float(v) for v in bounds)
+    a, b = (lower - m) / s, (upper - m) / s
+    cdf = lambda z: 0.5 * pt.erfc(-z / np.sqrt(2.0))  # noqa: E731
+    pdf = lambda z: pt.exp(-0.5 * z**2) / np.sqrt(2.0 * np.pi)  # noqa: E731
+    ca, cb, pa, pb = cdf(a), cdf(b), pdf(a), pdf(b)
+    inside = cb - ca
+    mean = lower * ca + upper * (1 - cb) + m * inside + s * (pa - pb)
+    square = (
+        lower**2 * ca
+        + upper**2 * (1 - cb)
+        + (m**2 + s**2) * inside
+        + 2 * m * s * (pa - pb)
+        + s**2 * (a * pa - b * pb)
+    )
+    return mean, square - mean**2
 
 
 def covariate_slopes(
@@ -272,11 +359,103 @@ def care_intercepts(prior_sd: float | np.ndarray, dims: tuple[str, ...] = ()) ->
     return pt.concatenate([b_care[..., :1], zero, b_care[..., 1:]], axis=-1)
 
 
-def _subscale_effects(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
+def _subscale_effects(spec: ModelSpec, data: ModelData, parts) -> pt.TensorVariable:
     """Care-type-specific subscale slopes at both levels times the client's parts: (client,)."""
-    alliance = pm.Data("alliance_parts", data.alliance, dims=("client", "subscale", "level"))
     b = subscale_slopes(spec, data)
-    return (b[data.care_index] * alliance).sum(axis=(1, 2))
+    return (b[data.care_index] * parts).sum(axis=(1, 2))
+
+
+def alliance_parts(data: ModelData) -> pt.TensorVariable:
+    """The within and between parts of each subscale (client, subscale, level).
+
+    Manifest caseload means (``between = "caseload_mean"``): the data container
+    ``alliance_parts``. Latent provider means (``"latent_mean"``): :func:`latent_alliance_parts`.
+    """
+    if data.latent is not None:
+        return latent_alliance_parts(data)
+    return pm.Data("alliance_parts", data.alliance, dims=("client", "subscale", "level"))
+
+
+#: Priors of the latent provider means, on the 1–5 alliance scale: the subscale mean
+#: N(3, 1) spans the scale at 2 SD; the client SD (Half-Normal 1) allows every score on the
+#: scale; the provider SD (Half-Normal 0.5) allows provider means a full point apart.
+ALLIANCE_MEAN_PRIOR = (3.0, 1.0)
+ALLIANCE_CLIENT_SD = 1.0
+ALLIANCE_PROVIDER_SD = 0.5
+
+
+def latent_alliance_parts(data: ModelData) -> pt.TensorVariable:
+    r"""Within and between parts around latent provider means (Lüdtke et al. 2008).
+
+    A caseload mean of :math:`n` clients estimates the provider's mean alliance with reliability
+    :math:`\tau^2 / (\tau^2 + \sigma^2 / n)`, about .35–.5 here; used as a predictor it biases
+    the between slope toward the within slope (Lüdtke, Marsh, Robitzsch, Trautwein, Asparouhov &
+    Muthén 2008, doi:10.1037/a0012869; the Mplus default for a level-2 covariate). Here each
+    provider's mean alliance :math:`m_{ps}` is a parameter, and every client score of the study
+    (:class:`~alliance_bayes.model.regression.design.LatentAlliance`) is an indicator of it, by
+    multiple membership through the part weights:
+
+    .. math::
+        a_{js} \sim \mathcal N\Big(\sum_p w_{jps} m_{ps}, \sigma^a_s\Big), \qquad
+        m_{ps} \sim \mathcal N(\mu^a_s, \tau^a_s),
+
+    and the parts that enter the outcome are :math:`B_{is} = \sum_p w_{ips}(m_{ps} - \mu^a_s)`
+    and :math:`W_{is} = a_{is} - \sum_p w_{ips} m_{ps}`. As :math:`\tau^a_s \to \infty` the
+    posterior mean of :math:`m_{ps}` given the indicators is the least-squares fit of the
+    scores on the weights, the caseload mean when every client saw one provider; a finite
+    :math:`\tau^a_s` shrinks each caseload mean toward :math:`\mu^a_s` by its reliability, and
+    the draws carry its uncertainty into the slopes. The indicator likelihood is a
+    ``Potential`` (``alliance_indicators``), so that the pointwise log-likelihood and the
+    predictive draws stay those of the outcome. Each :math:`m_{ps}` is partially non-centred by
+    its reliability (:func:`alliance_noncentring`); ``alliance_provider_mean`` keeps the draws.
+    """
+    lat = data.latent
+    dims = ("alliance_provider", "subscale")
+    mu_a = pm.Normal("alliance_mu", *ALLIANCE_MEAN_PRIOR, dims="subscale")
+    sd_client = pm.HalfNormal("alliance_sd_client", ALLIANCE_CLIENT_SD, dims="subscale")
+    sd_prov = pm.HalfNormal("alliance_sd_provider", ALLIANCE_PROVIDER_SD, dims="subscale")
+    w = pm.Data("alliance_noncentring", alliance_noncentring(data), dims=dims)
+    v = pm.Normal("v_alliance_provider", 0.0, sd_prov ** (1.0 - w), dims=dims)
+    m = pm.Deterministic("alliance_provider_mean", mu_a + v * sd_prov**w, dims=dims)
+    logp, within, between = [], [], []
+    for k in range(len(data.subscales)):
+        fitted = (lat.weight[k] * m[lat.index[k], k]).sum(axis=1)  # (indicator,)
+        logp.append(pm.logp(pm.Normal.dist(fitted, sd_client[k]), lat.score[k]).sum())
+        rows = lat.client_row[k]
+        within.append(lat.score[k][rows] - fitted[rows])
+        between.append(fitted[rows] - mu_a[k])
+    pm.Potential("alliance_indicators", pt.sum(pt.stack(logp)))
+    return pt.stack([pt.stack(within, axis=1), pt.stack(between, axis=1)], axis=-1)
+
+
+def alliance_noncentring(data: ModelData) -> np.ndarray:
+    r"""How far each latent provider mean is non-centred (alliance_provider, subscale), in [0, 1].
+
+    As for the provider intercepts (:func:`provider_noncentring`):
+    :math:`w_{ps} = \sigma^2_s / (\sigma^2_s + I_{ps} \tau^2_s)`, one minus the reliability of
+    provider :math:`p`'s caseload, with :math:`I_{ps} = \sum_j w_{jps}^2` and moment estimates:
+    :math:`\sigma^2_s` the mean squared deviation of the scores from their weighted caseload
+    means, :math:`\tau^2_s` the variance of the caseload means minus its sampling part. A provider
+    without indicators, or a subscale where that difference is not positive, is fully non-centred.
+    """
+    lat = data.latent
+    n_prov = len(lat.provider_labels)
+    out = np.ones((n_prov, len(data.subscales)))
+    for k in range(len(data.subscales)):
+        idx, wt, score = lat.index[k].ravel(), lat.weight[k].ravel(), lat.score[k]
+        total, info, weighted = (np.zeros(n_prov) for _ in range(3))
+        np.add.at(total, idx, wt)
+        np.add.at(info, idx, wt**2)
+        np.add.at(weighted, idx, wt * np.repeat(score, lat.index[k].shape[1]))
+        seen = total > 0
+        means = np.where(seen, weighted / np.where(seen, total, 1.0), 0.0)
+        fitted = (lat.weight[k] * means[lat.index[k]]).sum(axis=1)
+        sigma2 = float(np.mean((score - fitted) ** 2))
+        noise = sigma2 * info[seen] / total[seen] ** 2
+        tau2 = float(np.var(means[seen]) - np.mean(noise))
+        if tau2 > 0:
+            out[seen, k] = sigma2 / (sigma2 + info[seen] * tau2)
+    return out
 
 
 def subscale_slopes(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
@@ -343,7 +522,7 @@ def centred_care_slopes(spec: ModelSpec, data: ModelData) -> np.ndarray:
     return centred
 
 
-def _provider_effects(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
+def _provider_effects(spec: ModelSpec, data: ModelData, within) -> pt.TensorVariable:
     """Provider intercepts (SD per provider type) and, optionally, within-slopes, by membership."""
     pr = spec.priors
     idx, weight = data.membership_index, data.membership_weight
@@ -383,7 +562,6 @@ def _provider_effects(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
     u = z * scale
     u0 = pm.Deterministic("u_provider", u[:, 0], dims="provider")
     u_slope = pm.Deterministic("u_provider_slope", u[:, 1:], dims=("provider", "subscale"))
-    within = data.alliance[:, :, 0]  # (client, subscale)
     slope_part = (u_slope[idx] * within[:, None, :]).sum(axis=-1)  # (client, K)
     return (weight * (u0[idx] + slope_part)).sum(axis=1)
 

@@ -39,11 +39,15 @@ from alliance_bayes.model.regression.design import PROVIDER_TYPES, ModelData
 from alliance_bayes.model.spec import ModelSpec
 
 __all__ = [
+    "STEP_HALF_WIDTH",
     "complete_cases",
     "heldout_log_density",
+    "heldout_log_step_probability",
     "impute_designs",
     "linear_predictor",
+    "log_step_probability",
     "pointwise_log_likelihood",
+    "pointwise_log_step_probability",
     "subset_data",
 ]
 
@@ -315,6 +319,7 @@ def impute_designs(
     *,
     n: int,
     delta: float = 0.0,
+    delta_alliance: float = 0.0,
     seed: int = 0,
 ) -> list[ModelData]:
     r"""``n`` completed copies of ``data``: missing outcomes drawn from the posterior predictive, + δ.
@@ -325,14 +330,20 @@ def impute_designs(
     client :math:`i` without a follow-up,
 
     .. math::
-        \tilde y_i = y^*_i + \delta, \qquad y^*_i \sim p(y \mid \mu_i(\theta_m), \sigma_m),
+        \tilde y_i = y^*_i + \delta_i, \qquad y^*_i \sim p(y \mid \mu_i(\theta_m), \sigma_m),
+        \qquad \delta_i = \delta + \delta_a (a_i - \bar a),
 
     clipped to the outcome's range for a censored outcome (so that a completed dataset holds
     possible scores). :math:`\delta = 0` is missing at random given the predictors; :math:`\delta
     < 0` says clients who did not return were doing worse than their predictors imply, the
     delta-adjusted pattern-mixture model of missing not at random (Carpenter & Kenward 2013,
     *Multiple imputation and its application*, ch. 10; Cro et al. 2020,
-    doi:10.1002/sim.8569). A provider with no client in the complete-case fit gets effects drawn
+    doi:10.1002/sim.8569). A uniform δ shifts every missing follow-up alike and so barely moves
+    an alliance slope; :math:`\delta_a` (outcome points per point of the client's composite
+    alliance :math:`a_i` above the mean :math:`\bar a` of the model's clients) says that the
+    clients who did not return differ from their predictions the more, the lower (δ_a > 0) or
+    higher their alliance: the departure from missing at random that would bias the slopes.
+    A provider with no client in the complete-case fit gets effects drawn
     from their population distribution.
     """
     missing = ~np.isfinite(data.y)
@@ -342,6 +353,7 @@ def impute_designs(
     total = _n_draws(posterior)
     picks = np.linspace(0, total - 1, n).round().astype(int)
     gone = subset_data(data, missing)
+    shift = delta + delta_alliance * data.composite[missing]
     lower, upper = spec.outcome_range
     designs, tuning = [], None
     for s in picks:
@@ -365,7 +377,7 @@ def impute_designs(
             # differ only in the outcome data and compile once, and δ moves no prior.
             y[missing] = np.clip(mu + noise, lower, upper) if clip else mu + noise
             tuning = y.copy()
-        y[missing] = np.clip(mu + noise + delta, lower, upper) if clip else mu + noise + delta
+        y[missing] = np.clip(mu + noise + shift, lower, upper) if clip else mu + noise + shift
         designs.append(replace(data, y=y, y_tuning=tuning))
     return designs
 
@@ -387,3 +399,150 @@ def _new_provider_part(
     a = np.concatenate([np.ones((data.n_clients, 1)), data.alliance[:, :, 0]], axis=1)[:, :n_eff]
     eff = np.einsum("nke,ne->nk", u[idx], a)  # (client, K)
     return (np.where(new, w, 0.0) * eff).sum(axis=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Probability of the observed step: a measure shared by every likelihood
+
+#: Half-width of one observable step of each outcome, on the metric the models see. WHO-5 is
+#: modelled on the 0–100 percentage metric: the raw 0–25 sum moves in steps of 1 and is
+#: multiplied by 4 on loading (:func:`alliance_bayes.data.load.load_study`), so a percentage
+#: score moves in steps of 4 (half-width 2 = 0.5 raw points). PHQ-9 is an integer sum (0–27).
+STEP_HALF_WIDTH = {"who5_followup": 2.0, "phq9_followup": 0.5}
+
+
+def _log_cdf(z: np.ndarray, nu) -> np.ndarray:
+    return special.log_ndtr(z) if nu is None else stats.t.logcdf(z, df=nu)
+
+
+def log_step_probability(
+    y, mu, sigma, *, bounds: tuple[float, float], half_width: float, nu=None
+) -> np.ndarray:
+    r"""log P(y − h < Y ≤ y + h) under a Normal or Student-t location-scale law, bounds as masses.
+
+    .. math::
+        \log\big(F((b - \mu)/\sigma) - F((a - \mu)/\sigma)\big),\quad
+        a = \begin{cases} -\infty & y \le L \\ y - h & \text{else}\end{cases},\quad
+        b = \begin{cases} +\infty & y \ge U \\ y + h & \text{else}\end{cases},
+
+    with :math:`F` the standard Normal CDF (or Student-t with ``nu`` degrees of freedom),
+    :math:`h` = ``half_width`` and :math:`(L, U)` = ``bounds``: a client at the floor scores
+    P(Y ≤ L + h), at the ceiling P(Y > U − h). The measure is the same for a Normal and for a
+    Normal censored at the bounds (censoring moves only mass beyond the bounds, which the end
+    intervals already hold), so every likelihood is scored as the probability of the step that
+    was observed, never as a density (Gelman et al. 2013, *Bayesian Data Analysis*, 3rd ed.,
+    §7.1: predictive scores are comparable only on one measure). The difference of CDFs is
+    taken on the side of the distribution where it is not a difference of numbers near 1.
+    """
+    y, mu, sigma = np.broadcast_arrays(*(np.asarray(x, float) for x in (y, mu, sigma)))
+    nu = None if nu is None else np.broadcast_to(np.asarray(nu, float), y.shape)
+    lower, upper = bounds
+    a = np.where(y <= lower, -np.inf, (y - half_width - mu) / sigma)
+    b = np.where(y >= upper, np.inf, (y + half_width - mu) / sigma)
+    # Both laws are symmetric: F(b) - F(a) = F(-a) - F(-b), exact where a > 0 (right tail).
+    flip = a > 0
+    lo, hi = np.where(flip, -b, a), np.where(flip, -a, b)
+    log_hi, log_lo = _log_cdf(hi, nu), _log_cdf(lo, nu)
+    with np.errstate(divide="ignore"):
+        return log_hi + np.log1p(-np.exp(log_lo - log_hi))
+
+
+def _step_measure(spec: ModelSpec, half_width: float | None):
+    """``f(y, mu, sigma, nu)`` → :func:`log_step_probability` for the outcome of ``spec``."""
+    h = STEP_HALF_WIDTH[spec.outcome] if half_width is None else half_width
+
+    def measure(y, mu, sigma, nu):
+        return log_step_probability(y, mu, sigma, bounds=spec.outcome_range, half_width=h, nu=nu)
+
+    return measure
+
+
+def pointwise_log_step_probability(
+    spec: ModelSpec,
+    data: ModelData,
+    posterior: xr.Dataset,
+    *,
+    half_width: float | None = None,
+    max_draws: int | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """log P(observed step of y_i | θ_s) for clients whose providers are all in ``posterior``:
+    (S, client); the discrete twin of :func:`pointwise_log_likelihood` (same predictor, any of
+    the three likelihoods), with :data:`STEP_HALF_WIDTH` of the outcome unless ``half_width``.
+    """
+    mu = linear_predictor(spec, data, posterior, max_draws=max_draws, seed=seed)
+    if spec.hierarchy.provider_intercepts:
+        positions = _provider_positions(data, posterior)
+        if (positions < 0).any():
+            raise ValueError("some providers are not in the posterior; use a held-out measure")
+        mu = mu + _known_provider_part(spec, data, posterior, positions, max_draws, seed)
+    sigma = _draws(posterior, "sigma", max_draws, seed)[:, None]
+    nu = (
+        _draws(posterior, "nu", max_draws, seed)[:, None]
+        if spec.likelihood == "student_t"
+        else None
+    )
+    return _step_measure(spec, half_width)(data.y[None], mu, sigma, nu)
+
+
+def heldout_log_step_probability(
+    spec: ModelSpec,
+    data: ModelData,
+    posterior: xr.Dataset,
+    *,
+    method: str | None = None,
+    n_mc: int = 200,
+    max_draws: int | None = None,
+    seed: int = 0,
+    half_width: float | None = None,
+) -> np.ndarray:
+    r"""log P(observed step of y_i | training data) for each held-out client: (client,).
+
+    As :func:`heldout_log_density` with the probability of the observed step
+    (:func:`log_step_probability`) in place of the density: per posterior draw, new providers'
+    effects are integrated out exactly for the (censored) Normal likelihood (the latent outcome
+    is :math:`\mathcal N(\mu, \sqrt{\sigma^2 + \sum_p w_{ip}^2 a_i^\top \Sigma_{t[p]} a_i})`, whose
+    step probability is a difference of its CDF) and by Monte Carlo (``n_mc`` draws) for
+    Student-t; then :math:`\log \frac1S \sum_s P(\text{step}_i \mid \theta_s)`. ``method``
+    defaults to ``"analytic"`` where it is exact, else ``"mc"``.
+    """
+    measure = _step_measure(spec, half_width)
+    if method is None:
+        method = "mc" if spec.likelihood == "student_t" else "analytic"
+    if method not in ("mc", "analytic"):
+        raise ValueError("method must be 'mc' or 'analytic'")
+    if method == "analytic" and spec.likelihood == "student_t":
+        raise ValueError("method='analytic' needs the (censored) Normal likelihood")
+    mu = linear_predictor(spec, data, posterior, max_draws=max_draws, seed=seed)
+    sigma = _draws(posterior, "sigma", max_draws, seed)
+    nu = _draws(posterior, "nu", max_draws, seed) if spec.likelihood == "student_t" else None
+    n_draws = mu.shape[0]
+    df = None if nu is None else nu[:, None]
+    if not spec.hierarchy.provider_intercepts:
+        lp = measure(data.y[None], mu, sigma[:, None], df)
+        return special.logsumexp(lp, axis=0) - np.log(n_draws)
+    positions = _provider_positions(data, posterior)
+    mu = mu + _known_provider_part(spec, data, posterior, positions, max_draws, seed)
+    idx, w = data.membership_index, data.membership_weight
+    new_w = np.where(positions[idx] < 0, w, 0.0)
+    new_type = data.provider_type_index[idx]
+    cov = _population_cov(spec, posterior, max_draws, seed)  # (S, type, E, E)
+    n_eff = cov.shape[-1]
+    a = np.concatenate([np.ones((data.n_clients, 1)), data.alliance[:, :, 0]], axis=1)[:, :n_eff]
+    if method == "analytic":
+        quad = np.einsum("ne,stef,nf->stn", a, cov, a)  # (S, type, n)
+        quad = quad[:, new_type, np.arange(data.n_clients)[:, None]]  # (S, n, K)
+        sd = np.sqrt(sigma[:, None] ** 2 + (new_w[None] ** 2 * quad).sum(-1))
+        lp = measure(data.y[None], mu, sd, None)
+        return special.logsumexp(lp, axis=0) - np.log(n_draws)
+    rng = np.random.default_rng(seed)
+    chol = np.linalg.cholesky(cov + 1e-12 * np.eye(n_eff))
+    out = np.empty(data.n_clients)
+    for i in range(data.n_clients):  # one client at a time bounds memory to (S, n_mc, K, E)
+        z = rng.standard_normal((n_draws, n_mc, idx.shape[1], n_eff))
+        eff = np.einsum("skef,smkf,e->smk", chol[:, new_type[i]], z, a[i])
+        shift = (eff * new_w[i][None, None]).sum(-1)  # (S, M)
+        lpm = measure(data.y[i], mu[:, i, None] + shift, sigma[:, None], df)
+        lp = special.logsumexp(lpm, axis=1) - np.log(n_mc)
+        out[i] = special.logsumexp(lp) - np.log(n_draws)
+    return out
