@@ -86,10 +86,16 @@ def csv_text(table: Table) -> str:
 
 
 def write_csv_study(folder: Path, tables: dict[str, Table]) -> Path:
-    """Write the tables as ``<name>.csv`` in ``folder`` (created) and return the folder."""
+    """Write the tables as ``<name>.csv`` in ``folder`` (created) and return the folder.
+
+    The clients' free-text ``notes`` column, which the contract does not name, is declared
+    ignored in ``study.toml`` whenever a table holds it (an undeclared column is refused).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         (folder / f"{name}.csv").write_text(csv_text(table), encoding="utf-8", newline="")
+    if any("notes" in table["columns"] for table in tables.values()):
+        (folder / "study.toml").write_text('ignore = ["notes"]\n', encoding="utf-8")
     return folder
 
 

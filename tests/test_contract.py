@@ -167,12 +167,12 @@ CASES = [
         "an integer rating from 1 to 5 (or empty when missing); got 'x'",
     ),
     (
-        "rating NA text",
-        cell("sessions", 5, "wai_goal", "NA"),
+        "rating n/a text",
+        cell("sessions", 5, "wai_goal", "n/a"),
         "sessions.csv",
         "wai_goal",
         [5],
-        "got 'NA'",
+        "got 'n/a'",
     ),
     (
         "rating 0",
@@ -606,7 +606,8 @@ def test_missing_values_stay_missing_and_ids_stay_text(tmp_path):
     assert pd.isna(c.loc["a2", "country"]) and pd.isna(c.loc["a4", "sex"])
     assert study.sessions["wai_task"].isna().all()
     assert study.sessions["wai_bond"].isna().sum() == 1
-    assert "notes" not in study.clients  # unknown columns are dropped, without a warning
+    assert "notes" not in study.clients  # declared ignored (study.toml), so dropped
+    assert study.ignored == {"providers": (), "clients": ("notes",), "sessions": ()}
     assert c.loc["a5", "days_in_care"] == 2
 
 

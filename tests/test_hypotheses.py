@@ -37,10 +37,56 @@ def test_grammar_moves_everything_to_the_left():
 
 
 @pytest.mark.parametrize(
+    "text, terms, constant, operator, normal",
+    [
+        ("b_goal_within>0", {"b_goal_within": 1.0}, 0.0, ">", "b_goal_within > 0"),
+        (
+            "b_goal_within>=b_bond_within",
+            {"b_goal_within": 1.0, "b_bond_within": -1.0},
+            0.0,
+            ">",
+            "b_goal_within >= b_bond_within",
+        ),
+        ("b_x<=2", {"b_x": 1.0}, -2.0, "<", "b_x <= 2"),
+        ("b_care[both-coach]==0", {"b_care[both-coach]": 1.0}, 0.0, "=", "b_care[both-coach] == 0"),
+        # A "-" inside a name is part of it; a difference has a space before its minus.
+        ("b_goal_within-between=0", {"b_goal_within-between": 1.0}, 0.0, "=", None),
+        (
+            "b_goal_within - b_bond_within>0",
+            {"b_goal_within": 1.0, "b_bond_within": -1.0},
+            0.0,
+            ">",
+            "b_goal_within - b_bond_within > 0",
+        ),
+        (
+            "b_goal_within -b_bond_within>0",
+            {"b_goal_within": 1.0, "b_bond_within": -1.0},
+            0,
+            ">",
+            None,
+        ),
+        ("2*b_x+b_y[t-c]<3", {"b_x": 2.0, "b_y[t-c]": 1.0}, -3.0, "<", "2 * b_x + b_y[t-c] < 3"),
+        ("-b_x > -2", {"b_x": -1.0}, 2.0, ">", "- b_x > - 2"),
+        ("phq9:b_goal_within>1e-1", {"phq9:b_goal_within": 1.0}, -0.1, ">", None),
+    ],
+)
+def test_grammar_reads_operators_without_spaces(text, terms, constant, operator, normal):
+    h = parse_hypothesis(text)
+    assert dict((n, c) for c, n in h.terms) == terms
+    assert h.constant == pytest.approx(constant) and h.operator == operator
+    if normal is not None:
+        assert h.text == normal
+
+
+@pytest.mark.parametrize(
     "text, message",
     [
-        ("b_goal_within>0", "between spaces"),
-        ("a > b > c", "one of"),
+        ("b_goal_within- b_bond_within > 0", "ends in '-'"),
+        ("b_x != 0", "cannot read"),
+        ("b_x > 0 # note", "cannot read"),
+        ("b_x => 0", "one comparison"),
+        ("b_x", "one comparison"),
+        ("a > b > c", "one comparison"),
         ("> 3", "empty"),
         ("b_x + > 1", "empty"),
         ("b_x b_y > 0", "expected \\+ or -"),
@@ -79,15 +125,23 @@ def _value(terms) -> float:
     return total
 
 
+def _compact(words: list[str]) -> str:
+    """The words with no spaces, except the one a binary minus needs before it."""
+    return "".join(f" {w}" if w == "-" else w for w in words)
+
+
 @given(
     st.lists(_term, min_size=1, max_size=4),
-    st.sampled_from([">", "<", "="]),
+    st.sampled_from([">", "<", "=", ">=", "<=", "=="]),
     st.lists(_term, min_size=1, max_size=2),
+    st.booleans(),
 )
-def test_a_parsed_hypothesis_evaluates_as_written(left, op, right):
-    """The parsed linear form equals the text evaluated term by term, at any values."""
+def test_a_parsed_hypothesis_evaluates_as_written(left, op, right, compact):
+    """The parsed linear form equals the text evaluated term by term, at any values, whether
+    written with spaces or without them (a binary minus keeps the space before it)."""
+    words = [*_words(left), op, *_words(right)]
     try:
-        h = parse_hypothesis(" ".join([*_words(left), op, *_words(right)]))
+        h = parse_hypothesis(_compact(words) if compact else " ".join(words))
     except HypothesisError as err:
         assert "no estimand" in str(err)  # every name cancelled, or only numbers were given
         return
@@ -153,8 +207,8 @@ def test_spec_hypotheses_are_checked_when_the_spec_is_read():
         load_spec("who5_change_no_days").hypotheses.tests
         == load_spec("who5_change").hypotheses.tests
     )
-    with pytest.raises(SpecError, match=r"\[hypotheses\] tests.*between spaces"):
-        load_spec("who5_change", hypotheses={"tests": ["b_goal_within>0"]})
+    with pytest.raises(SpecError, match=r"\[hypotheses\] tests.*one comparison"):
+        load_spec("who5_change", hypotheses={"tests": ["b_goal_within >> 0"]})
     with pytest.raises(SpecError, match="rope must be >= 0"):
         load_spec("who5_change", hypotheses={"rope": -1.0})
     assert load_spec("depression_change").rope == 0.5

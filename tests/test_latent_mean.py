@@ -193,7 +193,7 @@ def _latent_truth_study() -> SimulationConfig:
 def test_latent_means_recover_a_between_slope_planted_on_the_latent_alliance(tmp_path, fitted):
     """The caseload-mean model's between slopes are pulled toward the within slope; with latent
     provider means the 95% intervals hold the planted slope. Measured (seed 11, 2 x 500 draws),
-    the mean of the two between slopes: caseload 9.5 ± 1.7, latent 16.3 ± 3.3 (truth 20)."""
+    the mean of the two between slopes: caseload 9.5 ± 1.7, latent 15.6 ± 3.6 (truth 20)."""
     frame = _frame(_latent_truth_study(), tmp_path, seed=11)
     settings = {"chains": 2, "draws": 500, "tune": 500, "draws_only": True}
     est = {}

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alliance_bayes.data import RawStudy, build_frame, load_study, write_study
+from alliance_bayes.data import DataContractError, RawStudy, build_frame, load_study, write_study
 from alliance_bayes.data.contract import CLIENT_COLUMNS, PROVIDER_COLUMNS, SESSION_COLUMNS
 from data_builders import add_column, set_cell, tiny_tables, write_csv_study
 
@@ -127,6 +127,11 @@ def test_write_accepts_raw_text_tables(tmp_path):
         name: pd.DataFrame(t["rows"], columns=t["columns"], dtype="str")
         for name, t in tables.items()
     }
-    write_study(tmp_path / "w", raw["providers"], raw["clients"], raw["sessions"])
+    with pytest.raises(DataContractError, match=r"column 'notes'.*declared ignored"):
+        write_study(tmp_path / "w", raw["providers"], raw["clients"], raw["sessions"])
+    assert not (tmp_path / "w").exists()
+    write_study(
+        tmp_path / "w", raw["providers"], raw["clients"], raw["sessions"], ignore_columns=["notes"]
+    )
     hand = load_study(write_csv_study(tmp_path / "hand", tables))
     assert_same_study(hand, load_study(tmp_path / "w"))

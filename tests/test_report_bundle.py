@@ -85,18 +85,20 @@ def test_markdown_tables_content(run):
     from alliance_bayes.report.estimands import estimand_table
 
     row = estimand_table(est).set_index("estimand").loc["b_baseline"]
-    assert f"| b_baseline | {format_by_mcse(row['mean'], row['mcse_mean'])} |" in md
+    mean = format_by_mcse(row["mean"], row["mcse_mean"])
+    assert f"| Baseline score (`b_baseline`) | {mean} |" in md
 
 
 def test_latex_tables_booktabs_and_escaped(run):
     _, est, meta, _ = run
     tex = tables_latex(est, meta)
     assert tex.count("\\begin{table}") == 6 == tex.count("\\bottomrule")
-    assert "Care-type intercepts" in tex and "b\\_care[therapist-coach]" in tex
+    assert "Care-type intercepts" in tex and "% estimand: b_care[therapist-coach]" in tex
     assert "\\toprule" in tex and "\\midrule" in tex
-    assert "b\\_goal\\_within[therapist-coach]" in tex
+    assert "% estimand: b_goal_within[therapist-coach]" in tex
     assert "95\\% HDI" in tex and "who5\\_change" in tex
-    body = [ln for ln in tex.splitlines() if ln.endswith("\\\\") and "b\\_" in ln]
+    # Cells escape underscores; the estimand comment ending a row keeps the stable name as is.
+    body = [ln.split(" % estimand:")[0] for ln in tex.splitlines() if "% estimand:" in ln]
     assert body and not any("_" in ln.replace("\\_", "") for ln in body)
 
 
@@ -234,8 +236,11 @@ def test_bundle_complete_and_reloadable(run, tmp_path):
 
     assert json.loads((out / "run.json").read_text())["spec"] == "who5_change"
     csv_text = (out / "estimands.csv").read_text()
-    assert csv_text.startswith("# ") and "# interval: 95% highest density interval" in csv_text
-    df = pd.read_csv(out / "estimands.csv", comment="#")
+    assert csv_text.startswith("estimand,mean,sd,") and "#" not in csv_text
+    sidecar = json.loads((out / "estimands.meta.json").read_text())
+    assert sidecar["interval"] == "95% highest density interval"
+    assert sidecar["chains"] == 4 and sidecar["convergence"] == "PASSED"
+    df = pd.read_csv(out / "estimands.csv")
     assert list(df.columns)[:4] == ["estimand", "mean", "sd", "hdi95_low"]
     assert len(df) == len(est.data_vars)
     diag = json.loads((out / "diagnostics.json").read_text())
@@ -243,7 +248,10 @@ def test_bundle_complete_and_reloadable(run, tmp_path):
     assert (out / "diagnostics.md").read_text().startswith("# Convergence: PASSED")
     report = (out / "report.md").read_text()
     assert not report.startswith(FAILED_MARKER) and "Convergence: PASSED" in report
-    assert "![ppc](figures/ppc.png)" in report and "percentile of replicated shares" in report
+    assert (
+        "![Posterior predictive check](figures/ppc.png)" in report
+        and "percentile of replicated shares" in report
+    )
     assert "### Fixed effects" in report
 
 
@@ -294,7 +302,7 @@ def test_failed_gate_marked(run, tmp_path):
     )
     assert (out / "report.md").read_text().splitlines()[0] == FAILED_MARKER
     assert (out / "diagnostics.md").read_text().startswith("# Convergence: FAILED — r_hat")
-    assert "# convergence: FAILED" in (out / "estimands.csv").read_text()
+    assert json.loads((out / "estimands.meta.json").read_text())["convergence"] == "FAILED"
     with pytest.raises(ConvergenceFailedError):
         write_bundle(tmp_path, "who5_change", "bad2", bad, meta, est, gate, save_failed=False)
     assert not (tmp_path / "who5_change" / "bad2").exists()

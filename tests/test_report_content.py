@@ -118,9 +118,12 @@ def test_paper_table2_sets_the_published_table_beside_the_posterior():
     md = tables_markdown(est, meta)
     assert "### Published table and this posterior, side by side" in md
     published = dict((r[0], r) for r in PUBLISHED["sagui_henson_2022_table2"]["rows"])
-    assert "| alliance score (goal+bond mean) | 2.04 [0.09, 3.99] |" in md
-    assert published["b_baseline"][3] == 0.23 and "| baseline WHO-5 | 0.66 [0.45, 0.86] |" in md
-    assert "| R² | 0.06 |" in md
+    assert "| alliance score (goal+bond mean) (`b_alliance`) | 2.04 [0.09, 3.99] |" in md
+    assert (
+        published["b_baseline"][3] == 0.23
+        and "| baseline WHO-5 (`b_baseline`) | 0.66 [0.45, 0.86] |" in md
+    )
+    assert "| R² (`r2_bayes`) | 0.06 |" in md
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +177,8 @@ def test_report_follows_the_barg_layout(bundle):
     assert "| Parameter | Prior | On the data's scale | Justification |" in priors
     assert "figures/prior_posterior.png" in priors and "figures/prior_predictive.png" in priors
     assert "figures/rank.png" in text.split("## Computation")[1].split("## Posterior")[0]
-    assert "figures/ppc.png" in text.split("## Posterior predictive")[1].split("## Results")[0]
+    ppc = text.split("\n## Posterior predictive checks")[1].split("\n## Results")[0]
+    assert "figures/ppc.png" in ppc and "### Posterior predictive check\n" in ppc
     assert "| `b_nope > 0` |" in text and "not estimable in this model" in text
     barg = text.split("## BARG checklist")[1]
     for item in ("1.A", "1.E", "2.B", "3.A", "4 Decisions", "5.A", "6.C"):

@@ -5,6 +5,7 @@ The public API::
     import alliance_bayes as ab
 
     study = ab.load_study("path/to/study")    # validated and pseudonymised; DataContractError
+    study = ab.RawStudy.from_frames(providers, clients, sessions)  # three pandas DataFrames
     fit = ab.fit("who5_change", study)        # spec name, TOML path or ab.load_spec(...)
     fit.passed, fit.summary(), fit.tables("latex")
     path = fit.save("results")                # the atomic results bundle
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 
 _API = {
     "load_study": "alliance_bayes.data.load",
+    "RawStudy": "alliance_bayes.data.load",
     "DataContractError": "alliance_bayes.data.contract",
     "load_spec": "alliance_bayes.model.spec",
     "spec_names": "alliance_bayes.model.spec",
@@ -37,6 +39,7 @@ __all__ = [
     "DataContractError",
     "DesignError",
     "Fit",
+    "RawStudy",
     "SpecError",
     "__version__",
     "fit",
@@ -47,10 +50,15 @@ __all__ = [
 
 if TYPE_CHECKING:
     from alliance_bayes.data.contract import DataContractError
-    from alliance_bayes.data.load import load_study
+    from alliance_bayes.data.load import RawStudy, load_study
     from alliance_bayes.fitting import Fit, fit
     from alliance_bayes.model.regression.design import DesignError
     from alliance_bayes.model.spec import SpecError, load_spec, spec_names
+
+
+def __dir__() -> list[str]:
+    """The public API (what tab completion offers), not the module's own imports."""
+    return sorted(__all__)
 
 
 def __getattr__(name: str) -> Any:

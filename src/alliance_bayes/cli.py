@@ -70,7 +70,8 @@ def _data_option(p: argparse.ArgumentParser) -> None:
         "--data",
         type=Path,
         default=DEFAULT_DATA,
-        help="study folder with providers, clients and sessions (.csv or .parquet); the default "
+        help="study folder with providers, clients and sessions (.csv, .parquet, .xlsx, .dta or "
+        ".sav); the default "
         "is the shipped synthetic study",
     )
     _metric_option(p)
@@ -127,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bayesian models of the therapeutic alliance and change in well-being "
         "(WHO-5) and depression (PHQ-9) in telehealth care.",
     )
+    from alliance_bayes import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = _parser_for(
@@ -308,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
         'Evaluate statements such as "b_goal_within > b_bond_within" or '
         '"b_goal_within-between = 0" on a bundle\'s draws: posterior and prior probability, '
         "share inside the ROPE with a decision, and a Bayes factor (Savage-Dickey for '='). "
-        "Operators stand between spaces; without statements the spec's [hypotheses] tests are "
+        "A difference needs a space before its minus ('a - b'; 'a-b' is one estimand name); "
+        "other operators need none. Without statements the spec's [hypotheses] tests are "
         "decided.",
     )
     p.add_argument("bundle", type=Path, help="a results bundle folder")
@@ -367,7 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Refit models in numpyro (needs the 'engines' extra) and check that every posterior "
         "mean agrees within 3 MCSE + 0.05 SD.",
     )
-    p.add_argument("models", nargs="*", default=["paper_table2", "who5_intercepts"], help="specs")
+    p.add_argument(
+        "models",
+        nargs="*",
+        default=["who5_change", "who5_intercepts", "paper_table2"],
+        help="specs",
+    )
     _data_option(p)
     p.add_argument("--draws", type=int, default=1000, help="draws per chain")
     p.add_argument("--tune", type=int, default=1000, help="tuning iterations per chain")

@@ -408,13 +408,15 @@ class Fit:
         )
 
     def tables(self, fmt: str = "markdown") -> str:
-        """The paper tables as ``"markdown"`` or ``"latex"`` (what ``tables.md``/``.tex`` hold)."""
+        """The paper tables as ``"markdown"`` or ``"latex"`` (what ``tables.md``/``.tex`` hold,
+        the spec's hypotheses decided included)."""
         from alliance_bayes.report.tables import tables_latex, tables_markdown
 
         writers = {"markdown": tables_markdown, "latex": tables_latex}
         if fmt not in writers:
             raise ValueError(f"fmt must be one of {sorted(writers)}, not {fmt!r}")
-        return writers[fmt](self.estimands, self.meta)
+        hypotheses = self.hypotheses() if self.spec.hypotheses.tests else None
+        return writers[fmt](self.estimands, self.meta, hypotheses=hypotheses)
 
     def save(
         self,

@@ -24,7 +24,9 @@ def bundle_estimates(bundle: Path, outcome: str | None) -> tuple[str, str, pd.Da
     run = json.loads((Path(bundle) / "run.json").read_text(encoding="utf-8"))
     primary = OUTCOME_OF[run["outcome"]]
     outcome = outcome or primary
-    est = pd.read_csv(Path(bundle) / "estimands.csv", comment="#")
+    from alliance_bayes.report.bundle import read_estimands_csv
+
+    est = read_estimands_csv(Path(bundle) / "estimands.csv")
     prefix = "" if outcome == primary else f"{outcome}:"
     est = est[est["estimand"].str.startswith(prefix)] if prefix else est
     est = est.assign(estimand=est["estimand"].str.removeprefix(prefix)).set_index("estimand")

@@ -1,6 +1,7 @@
 """The data contract: what a study folder must hold, how it is checked, and what bad input raises.
 
-A study is a folder with three tables, each stored as CSV or Parquet:
+A study is a folder with three tables, each stored as one file (CSV, Parquet, Excel ``.xlsx``, Stata
+``.dta`` or SPSS ``.sav``; see :mod:`alliance_bayes.data.load`):
 
 ``providers``
     ``provider_id`` (text, unique), ``provider_type`` in {therapist, coach}.
@@ -19,21 +20,26 @@ A study is a folder with three tables, each stored as CSV or Parquet:
 Rules that are easy to get wrong, and what this module does:
 
 * Identifiers are text, always: ``"007"`` stays ``"007"``.
-* Only an empty cell (or a blank one) is missing. ``NA``, ``nan``, ``0`` or ``-`` are values, and
-  are rejected where they are not valid; nothing is guessed or filled in.
-* Columns that the contract does not name are allowed and dropped, silently.
+* Only an empty cell (or a blank one) is missing; in a CSV file so is ``NA`` (what R's
+  ``write.csv`` writes for a missing value). ``nan``, ``0`` or ``-`` are values, and are rejected
+  where they are not valid; nothing is guessed or filled in.
+* A column that the contract does not name for its table is refused, with the contract column it
+  most resembles (``WAI_Task`` → ``wai_task``: names are matched exactly), unless it is declared
+  ignored (``ignore`` below); ignored columns are dropped. Nothing is dropped silently.
 * An optional column that is present but entirely empty counts as absent.
 * Validation is pure: it reads the frames it is given and returns new, typed frames.
 
-Every problem raises :class:`DataContractError`, which names the file, the column, the rows and what
-was expected. Rows are counted as data rows from 1 (the header is not a row), so in a CSV file row
-``r`` is on line ``r + 1``; messages give both.
+Every problem found is reported, not only the first: :class:`DataContractError` names the file, the
+column, the rows and what was expected, and when there are several it lists them all, grouped by
+file and column. Rows are counted as data rows from 1 (the header is not a row), so in a CSV file
+row ``r`` is on line ``r + 1``; messages give both.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,12 +49,15 @@ import pandas as pd
 __all__ = [
     "CLIENT_COLUMNS",
     "ITEM_COLUMNS",
+    "KNOWN_COLUMNS",
     "PROVIDER_COLUMNS",
     "PROVIDER_TYPES",
     "SESSION_COLUMNS",
     "SEXES",
     "TABLES",
     "DataContractError",
+    "Problems",
+    "suggest_column",
     "validate_study",
 ]
 
@@ -90,7 +99,7 @@ _DATETIME = "datetime64[ns]"
 # The error
 # --------------------------------------------------------------------------------------------------
 class DataContractError(ValueError):
-    """Input that breaks the data contract.
+    """Input that breaks the data contract: one problem, or several found together.
 
     Parameters
     ----------
@@ -107,11 +116,16 @@ class DataContractError(ValueError):
         The offending values, aligned with ``rows`` (or on their own for header problems).
     csv : bool, optional
         Whether line numbers make sense (CSV input); guessed from the file suffix when omitted.
+    problems : sequence of DataContractError, optional
+        Every problem found, when there are several (see :meth:`of`); the other arguments then
+        describe the first of them.
 
     Attributes
     ----------
     file, column, rows, expected, got
-        As above; ``rows`` is a list of int, ``got`` a list.
+        As above, for the (first) problem; ``rows`` is a list of int, ``got`` a list.
+    problems : list of DataContractError
+        Every problem found, in the order found; ``[self]`` for a single problem.
     """
 
     def __init__(
@@ -123,6 +137,7 @@ class DataContractError(ValueError):
         rows: Iterable[int] = (),
         got: Iterable[object] = (),
         csv: bool | None = None,
+        problems: Sequence[DataContractError] = (),
     ) -> None:
         self.file = file
         self.column = column
@@ -130,10 +145,29 @@ class DataContractError(ValueError):
         self.expected = expected
         self.got = list(got)
         self.csv = str(file).lower().endswith(".csv") if csv is None else csv
-        super().__init__(self._message())
+        self.problems = list(problems) if len(problems) > 1 else [self]
+        super().__init__(self._message() if len(self.problems) == 1 else self._grouped())
 
-    def _message(self) -> str:
-        where = [str(self.file)]
+    @classmethod
+    def of(cls, problems: Sequence[DataContractError]) -> DataContractError:
+        """One error reporting every problem in ``problems`` (the error itself when only one)."""
+        flat = [q for p in problems for q in p.problems]
+        if len(flat) == 1:
+            return flat[0]
+        first = flat[0]
+        return cls(
+            first.file,
+            first.expected,
+            column=first.column,
+            rows=first.rows,
+            got=first.got,
+            csv=first.csv,
+            problems=flat,
+        )
+
+    def _where(self) -> list[str]:
+        """Column and rows (with CSV lines) of this problem, as message parts."""
+        where = []
         if self.column is not None:
             where.append(f"column {self.column!r}")
         if self.rows:
@@ -147,7 +181,10 @@ class DataContractError(ValueError):
                 lines = ", ".join(str(r + 1) for r in shown)
                 text += f" ({'line' if len(shown) == 1 else 'lines'} {lines})"
             where.append(text)
-        message = f"{', '.join(where)}: expected {self.expected}"
+        return where
+
+    def _what(self) -> str:
+        message = f"expected {self.expected}"
         if self.got:
             shown_got = ", ".join(_show(v) for v in self.got[:_MAX_SHOWN])
             if len(self.got) > _MAX_SHOWN:
@@ -155,15 +192,63 @@ class DataContractError(ValueError):
             message += f"; got {shown_got}"
         return message
 
+    def _message(self) -> str:
+        return f"{', '.join([str(self.file), *self._where()])}: {self._what()}"
+
+    def _grouped(self) -> str:
+        """Every problem, grouped by file (in the order found) and by column within a file."""
+        by_file: dict[str, list[DataContractError]] = {}
+        for problem in self.problems:
+            by_file.setdefault(str(problem.file), []).append(problem)
+        lines = [
+            f"{len(self.problems)} problems with the study data, all listed (fix them all, then "
+            "load again):"
+        ]
+        for file, found in by_file.items():
+            order = list(dict.fromkeys(p.column for p in found))
+            lines.append(f"{file}:")
+            for problem in sorted(found, key=lambda p: order.index(p.column)):
+                where = ", ".join(problem._where())
+                lines.append(f"  {where}: {problem._what()}" if where else f"  {problem._what()}")
+        return "\n".join(lines)
+
     def __reduce__(self):  # keep the exception picklable (multiprocessing, pytest-xdist)
         return (
             _rebuild_error,
-            (self.file, self.expected, self.column, self.rows, self.got, self.csv),
+            (
+                self.file,
+                self.expected,
+                self.column,
+                self.rows,
+                self.got,
+                self.csv,
+                self.problems if len(self.problems) > 1 else [],
+            ),
         )
 
 
-def _rebuild_error(file, expected, column, rows, got, csv) -> DataContractError:
-    return DataContractError(file, expected, column=column, rows=rows, got=got, csv=csv)
+def _rebuild_error(file, expected, column, rows, got, csv, problems=()) -> DataContractError:
+    return DataContractError(
+        file, expected, column=column, rows=rows, got=got, csv=csv, problems=problems
+    )
+
+
+class Problems:
+    """Problems found so far: checks add to it and go on, so that one pass reports them all."""
+
+    def __init__(self) -> None:
+        self.found: list[DataContractError] = []
+
+    def __len__(self) -> int:
+        return len(self.found)
+
+    def add(self, error: DataContractError) -> None:
+        self.found.extend(error.problems)
+
+    def raise_any(self) -> None:
+        """Raise every problem found so far as one :class:`DataContractError`."""
+        if self.found:
+            raise DataContractError.of(self.found)
 
 
 class _Text(str):
@@ -293,30 +378,49 @@ def _dates(s: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     return values, missing, bad
 
 
-def _ids(df: pd.DataFrame, src: Source, column: str) -> pd.Series:
+def _ids(df: pd.DataFrame, src: Source, column: str, p: Problems) -> pd.Series | None:
+    """Identifiers as text; ``None`` (with the problem added) when they cannot be used."""
     s = df[column]
     if pd.api.types.is_float_dtype(s) or pd.api.types.is_bool_dtype(s):
-        raise src.fail(
-            f"identifiers stored as text (a {s.dtype} column cannot keep ids such as '007')",
-            column=column,
+        p.add(
+            src.fail(
+                f"identifiers stored as text (a {s.dtype} column cannot keep ids such as '007')",
+                column=column,
+            )
         )
+        return None
     ids = s.astype("str")
     missing = _text(ids).isna()
     if missing.any():
-        raise src.fail_where(missing, s, column, "a non-empty identifier on every row")
+        p.add(src.fail_where(missing, s, column, "a non-empty identifier on every row"))
+        return None
     return ids
 
 
-def _unique(ids: pd.Series, src: Source, column: str, what: str) -> None:
+def _unique_ids(df: pd.DataFrame, src: Source, column: str, p: Problems) -> pd.Series | None:
+    """Identifiers that must each appear once (``None`` when unusable or repeated)."""
+    ids = _ids(df, src, column, p)
+    if ids is None:
+        return None
     dup = ids.duplicated(keep=False)
     if dup.any():
-        raise src.fail_where(
-            dup, ids, column, f"each {what} to appear once (duplicated id)", quote=True
+        p.add(
+            src.fail_where(
+                dup, ids, column, f"each {column} to appear once (duplicated id)", quote=True
+            )
         )
+        return None
+    return ids
 
 
 def _category(
-    df: pd.DataFrame, src: Source, column: str, allowed: Sequence[str], *, required: bool
+    df: pd.DataFrame,
+    src: Source,
+    column: str,
+    allowed: Sequence[str],
+    p: Problems,
+    *,
+    required: bool,
 ) -> pd.Series:
     raw = df[column]
     txt = _text(raw)
@@ -326,7 +430,7 @@ def _category(
     if required:
         bad |= missing
     if bad.any():
-        raise src.fail_where(bad, raw, column, expected)
+        p.add(src.fail_where(bad, raw, column, expected))
     return txt
 
 
@@ -336,6 +440,7 @@ def _number_column(
     column: str,
     low: float,
     high: float,
+    p: Problems,
     *,
     required: bool,
     what: str,
@@ -349,20 +454,23 @@ def _number_column(
         bad |= missing
     if bad.any():
         expected = f"{what} between {low:g} and {high:g}" + ("" if required else " (or empty)")
-        raise src.fail_where(bad, raw, column, expected)
-    return values
+        p.add(src.fail_where(bad, raw, column, expected))
+    return values.mask(bad)
 
 
 def _integer_column(
     df: pd.DataFrame,
     src: Source,
     column: str,
+    p: Problems,
     *,
     low: int,
     high: int | None,
     expected: str,
     required: bool,
+    skip: pd.Series | None = None,
 ) -> pd.Series:
+    """Whole numbers in ``[low, high]``; rows flagged in ``skip`` were reported already."""
     raw = df[column]
     values, missing, bad = _numbers(raw)
     present = ~missing & ~bad
@@ -371,20 +479,22 @@ def _integer_column(
         bad |= present & (values > high)
     if required:
         bad |= missing
+    if skip is not None:
+        bad &= ~skip
     if bad.any():
-        raise src.fail_where(bad, raw, column, expected)
-    return values.round().astype("Int64")
+        p.add(src.fail_where(bad, raw, column, expected))
+    usable = ~bad if skip is None else ~(bad | skip)
+    return values.where(usable).round().astype("Int64")
 
 
-def _require(df: pd.DataFrame, src: Source, columns: Iterable[str]) -> None:
-    for column in columns:
-        if column not in df.columns:
-            found = ", ".join(map(str, df.columns)) or "no columns"
-            header = "the header (line 1)" if src.csv else "the table"
-            raise src.fail(
-                f"a column named {column!r} in {header}; columns found: {found}",
-                column=column,
-            )
+def _has(df: pd.DataFrame, src: Source, column: str, p: Problems) -> bool:
+    """Whether ``column`` is in the table; when it is not, the problem is added."""
+    if column in df.columns:
+        return True
+    found = ", ".join(map(str, df.columns)) or "no columns"
+    header = "the header (line 1)" if src.csv else "the table"
+    p.add(src.fail(f"a column named {column!r} in {header}; columns found: {found}", column=column))
+    return False
 
 
 def _present(df: pd.DataFrame, column: str) -> bool:
@@ -393,261 +503,449 @@ def _present(df: pd.DataFrame, column: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------
+# Columns the contract does not name
+# --------------------------------------------------------------------------------------------------
+#: The columns each table may hold (those of the canonical tables).
+KNOWN_COLUMNS: dict[str, tuple[str, ...]] = {
+    "providers": PROVIDER_COLUMNS,
+    "clients": CLIENT_COLUMNS,
+    "sessions": SESSION_COLUMNS,
+}
+
+
+def _squash(name: str) -> str:
+    """A column name without case, spaces, underscores, hyphens or dots (for suggestions)."""
+    return re.sub(r"[\s_.\-]+", "", name).lower()
+
+
+def suggest_column(name: str, table: str) -> str:
+    """A hint for a column that the contract does not name for ``table`` ('' when none fits).
+
+    A name equal to a contract column up to case and separators (``WAI_Task``, ``who5 follow-up``)
+    or close to one (:func:`difflib.get_close_matches`, similarity ratio >= 0.8 on the squashed
+    names) is suggested; a column of another table is named as such.
+    """
+    own = KNOWN_COLUMNS[table]
+    key = _squash(name)
+    squashed = {_squash(c): c for c in own}
+    if key in squashed:
+        return (
+            f"did you mean {squashed[key]!r}? (names are matched exactly: lower case, underscores)"
+        )
+    for other in TABLES:
+        if other != table and name in KNOWN_COLUMNS[other]:
+            return f"{name!r} is a column of the {other} table, not of the {table} table"
+    close = difflib.get_close_matches(key, list(squashed), n=1, cutoff=0.8)
+    if close:
+        return f"did you mean {squashed[close[0]]!r}?"
+    if name == "" or name.startswith("Unnamed: "):
+        return (
+            "a column without a name in the header; R's write.csv writes its row names there "
+            "(write with row.names = FALSE)"
+        )
+    return ""
+
+
+def _unknown_columns(
+    df: pd.DataFrame, src: Source, ignore: Collection[str], how: str, p: Problems
+) -> pd.DataFrame:
+    """The table without its ignored columns; each column neither known nor ignored is a problem."""
+    known = KNOWN_COLUMNS[src.table]
+    for column in df.columns:
+        if column in known or column in ignore:
+            continue
+        hint = suggest_column(str(column), src.table)
+        p.add(
+            src.fail(
+                f"only the columns the data contract names for the {src.table} table"
+                + (f"; {hint}" if hint else "")
+                + f". A column the analysis does not use must be declared ignored ({how})",
+                column=str(column),
+            )
+        )
+    return df.drop(columns=[c for c in df.columns if c in ignore and c not in known])
+
+
+def check_ignore_list(ignore: Collection[str], where: str, p: Problems) -> None:
+    """A contract column in the list of ignored columns is a problem (it is never ignored)."""
+    named = sorted(c for c in ignore if any(c in cols for cols in KNOWN_COLUMNS.values()))
+    if named:
+        p.add(
+            DataContractError(
+                where,
+                "only columns the data contract does not name in the list of ignored columns; "
+                "a contract column is read and checked, never ignored (remove it from the file "
+                "or from the list)",
+                got=[_Text(c) for c in named],
+                csv=False,
+            )
+        )
+
+
+# --------------------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------------------
-def _providers(df: pd.DataFrame, src: Source) -> pd.DataFrame:
-    _require(df, src, PROVIDER_COLUMNS)
-    ids = _ids(df, src, "provider_id")
-    _unique(ids, src, "provider_id", "provider_id")
-    types = _category(df, src, "provider_type", PROVIDER_TYPES, required=True)
-    return pd.DataFrame({"provider_id": ids, "provider_type": types})
+@dataclass
+class _Checked:
+    """A table's typed columns, and its identifiers when they are usable (for the links)."""
+
+    table: pd.DataFrame
+    ids: dict[str, pd.Series | None]
 
 
-def _clients(df: pd.DataFrame, src: Source) -> pd.DataFrame:
-    _require(df, src, ("client_id", "age", "sex", "who5_baseline", "who5_followup"))
-    has_dates = _present(df, "first_session") or _present(df, "last_session")
-    has_days = _present(df, "days_in_care")
-    if not has_days:
-        if not has_dates:
-            found = ", ".join(map(str, df.columns))
-            raise src.fail(
-                "a days_in_care column, or first_session and last_session columns, holding "
-                f"values; columns found: {found}",
-                column="days_in_care",
+def _providers(df: pd.DataFrame, src: Source, p: Problems) -> _Checked:
+    out = pd.DataFrame(index=df.index)
+    ids = None
+    if _has(df, src, "provider_id", p):
+        ids = _unique_ids(df, src, "provider_id", p)
+        out["provider_id"] = ids
+    if _has(df, src, "provider_type", p):
+        out["provider_type"] = _category(df, src, "provider_type", PROVIDER_TYPES, p, required=True)
+    return _Checked(out, {"provider_id": ids})
+
+
+def _care_span(
+    df: pd.DataFrame, src: Source, p: Problems, has_dates: bool
+) -> tuple[pd.Series, pd.Series, pd.Series | None]:
+    """First and last session dates and the span in days (``None`` when the dates are bad)."""
+    first = pd.Series(pd.NaT, index=df.index, dtype=_DATETIME)
+    last = first.copy()
+    if not has_dates:
+        return first, last, (last - first).dt.days.astype("Int64")
+    if not all([_has(df, src, c, p) for c in ("first_session", "last_session")]):
+        return first, last, None
+    parsed, before = {}, len(p)
+    for column in ("first_session", "last_session"):
+        values, _, bad = _dates(df[column])
+        if bad.any():
+            p.add(src.fail_where(bad, df[column], column, "a date written YYYY-MM-DD (or empty)"))
+        parsed[column] = values
+    if len(p) > before:
+        return first, last, None
+    first, last = parsed["first_session"], parsed["last_session"]
+    one_only = first.isna() != last.isna()
+    if one_only.any():
+        column = "last_session" if last.isna()[one_only].any() else "first_session"
+        p.add(
+            src.fail_where(
+                one_only,
+                df[column],
+                column,
+                "both first_session and last_session, or neither (then days_in_care)",
             )
-        _require(df, src, ("first_session", "last_session"))
+        )
+    backwards = last < first
+    if backwards.any():
+        p.add(
+            src.fail_where(
+                backwards, df["last_session"], "last_session", "a date on or after first_session"
+            )
+        )
+    if len(p) > before:
+        return first, last, None
+    return first, last, (last.dt.normalize() - first.dt.normalize()).dt.days.astype("Int64")
 
-    ids = _ids(df, src, "client_id")
-    _unique(ids, src, "client_id", "client_id")
-    out = pd.DataFrame({"client_id": ids}, index=df.index)
-    out["age"] = _number_column(df, src, "age", 18, 100, required=True, what="an age in years")
-    out["sex"] = _category(df, src, "sex", SEXES, required=False)
+
+def _days_in_care(
+    df: pd.DataFrame, src: Source, p: Problems, span: pd.Series | None, has_days: bool
+) -> pd.Series:
+    if not has_days:
+        days = span
+    else:
+        before = len(p)
+        days = _integer_column(
+            df,
+            src,
+            "days_in_care",
+            p,
+            low=0,
+            high=None,
+            required=False,
+            expected="a whole number of days >= 0 (or empty when dates are given)",
+        )
+        if span is None or len(p) > before:
+            return days
+        both = days.notna() & span.notna()
+        disagree = both & (days != span).fillna(False).astype(bool)
+        if disagree.any():
+            index = disagree.index[disagree.to_numpy(dtype=bool)]
+            p.add(
+                src.fail(
+                    "days_in_care to equal last_session - first_session in days",
+                    column="days_in_care",
+                    rows=[int(i) + 1 for i in index],
+                    got=[_Bare(f"{days[i]} (dates give {span[i]})") for i in index[:_MAX_SHOWN]],
+                )
+            )
+            return days
+        days = days.fillna(span)
+    if days is None:
+        return pd.Series(pd.NA, index=df.index, dtype="Int64")
+    undetermined = days.isna()
+    if undetermined.any():
+        column = "days_in_care" if "days_in_care" in df.columns else "first_session"
+        p.add(
+            src.fail_where(
+                undetermined,
+                df[column],
+                column,
+                "days_in_care, or first_session and last_session dates, on every row",
+            )
+        )
+    return days
+
+
+def _clients(df: pd.DataFrame, src: Source, p: Problems) -> _Checked:
+    out = pd.DataFrame(index=df.index)
+    ids = _unique_ids(df, src, "client_id", p) if _has(df, src, "client_id", p) else None
+    out["client_id"] = ids
+    if _has(df, src, "age", p):
+        out["age"] = _number_column(
+            df, src, "age", 18, 100, p, required=True, what="an age in years"
+        )
+    if _has(df, src, "sex", p):
+        out["sex"] = _category(df, src, "sex", SEXES, p, required=False)
     out["country"] = (
         _text(df["country"])
         if "country" in df.columns
         else pd.Series(np.nan, index=df.index, dtype="str")
     )
     who5 = "a WHO-5 score (0–100 percentage metric)"
-    phq9 = "a PHQ-9 score"
-    out["who5_baseline"] = _number_column(
-        df, src, "who5_baseline", 0, 100, required=True, what=who5
-    )
-    out["who5_followup"] = _number_column(
-        df, src, "who5_followup", 0, 100, required=False, what=who5
-    )
+    for column, required in (("who5_baseline", True), ("who5_followup", False)):
+        if _has(df, src, column, p):
+            out[column] = _number_column(df, src, column, 0, 100, p, required=required, what=who5)
     for column in ("phq9_baseline", "phq9_followup"):
-        out[column] = _number_column(df, src, column, 0, 27, required=False, what=phq9)
-
-    first = pd.Series(pd.NaT, index=df.index, dtype=_DATETIME)
-    last = first.copy()
-    if has_dates:
-        parsed = {}
-        for column in ("first_session", "last_session"):
-            values, _, bad = _dates(df[column])
-            if bad.any():
-                raise src.fail_where(
-                    bad, df[column], column, "a date written YYYY-MM-DD (or empty)"
-                )
-            parsed[column] = values
-        first, last = parsed["first_session"], parsed["last_session"]
-        one_only = first.isna() != last.isna()
-        if one_only.any():
-            column = "last_session" if last.isna()[one_only].any() else "first_session"
-            raise src.fail_where(
-                one_only,
-                df[column],
-                column,
-                "both first_session and last_session, or neither (then days_in_care)",
-            )
-        backwards = last < first
-        if backwards.any():
-            raise src.fail_where(
-                backwards, df["last_session"], "last_session", "a date on or after first_session"
-            )
-    span = (last.dt.normalize() - first.dt.normalize()).dt.days.astype("Int64")
-
-    if has_days:
-        days = _integer_column(
-            df,
-            src,
-            "days_in_care",
-            low=0,
-            high=None,
-            required=False,
-            expected="a whole number of days >= 0 (or empty when dates are given)",
+        out[column] = _number_column(
+            df, src, column, 0, 27, p, required=False, what="a PHQ-9 score"
         )
-        both = days.notna() & span.notna()
-        disagree = both & (days != span).fillna(False).astype(bool)
-        if disagree.any():
-            index = disagree.index[disagree.to_numpy(dtype=bool)]
-            raise src.fail(
-                "days_in_care to equal last_session - first_session in days",
+
+    has_dates = _present(df, "first_session") or _present(df, "last_session")
+    has_days = _present(df, "days_in_care")
+    if not (has_days or has_dates):
+        found = ", ".join(map(str, df.columns))
+        p.add(
+            src.fail(
+                "a days_in_care column, or first_session and last_session columns, holding "
+                f"values; columns found: {found}",
                 column="days_in_care",
-                rows=[int(i) + 1 for i in index],
-                got=[_Bare(f"{days[i]} (dates give {span[i]})") for i in index[:_MAX_SHOWN]],
             )
-        days = days.fillna(span)
-    else:
-        days = span
-    undetermined = days.isna()
-    if undetermined.any():
-        column = "days_in_care" if "days_in_care" in df.columns else "first_session"
-        raise src.fail_where(
-            undetermined,
-            df[column],
-            column,
-            "days_in_care, or first_session and last_session dates, on every row",
         )
+        return _Checked(out, {"client_id": ids})
+    first, last, span = _care_span(df, src, p, has_dates)
+    days = _days_in_care(df, src, p, span, has_days)
     out["first_session"] = first
     out["last_session"] = last
     out["days_in_care"] = days.astype("Int64")
-    return out
+    return _Checked(out, {"client_id": ids})
 
 
-def _sessions(df: pd.DataFrame, src: Source) -> pd.DataFrame:
-    _require(df, src, ("client_id", "provider_id", "wai_goal", "wai_bond"))
+def _session_order(
+    df: pd.DataFrame, src: Source, p: Problems, client: pd.Series | None
+) -> tuple[pd.Series, pd.Series]:
+    """Session dates and 1-based indices within a client (given, or derived from the dates)."""
+    date = pd.Series(pd.NaT, index=df.index, dtype=_DATETIME)
     has_index = _present(df, "session_index")
     has_date = _present(df, "session_date")
     if not (has_index or has_date):
         if "session_date" in df.columns or "session_index" in df.columns:
             column = "session_date" if "session_date" in df.columns else "session_index"
-            raise src.fail(
-                "session_date or session_index to be filled in (the column is empty)",
-                column=column,
+            p.add(
+                src.fail(
+                    "session_date or session_index to be filled in (the column is empty)",
+                    column=column,
+                )
             )
-        _require(df, src, ("session_date",))
-
-    out = pd.DataFrame(
-        {"client_id": _ids(df, src, "client_id"), "provider_id": _ids(df, src, "provider_id")},
-        index=df.index,
-    )
-    date = pd.Series(pd.NaT, index=df.index, dtype=_DATETIME)
+        else:
+            _has(df, src, "session_date", p)
+        return date, pd.Series(pd.NA, index=df.index, dtype="Int64")
     if has_date:
         date, missing, bad = _dates(df["session_date"])
         if not has_index:
             bad = bad | missing
         if bad.any():
-            raise src.fail_where(
-                bad, df["session_date"], "session_date", "a date written YYYY-MM-DD"
+            p.add(
+                src.fail_where(bad, df["session_date"], "session_date", "a date written YYYY-MM-DD")
             )
     if has_index:
+        before = len(p)
         index = _integer_column(
             df,
             src,
             "session_index",
+            p,
             low=1,
             high=None,
             required=True,
             expected="a whole number >= 1 on every row",
         )
-        dup = pd.concat([out["client_id"], index.rename("i")], axis=1).duplicated(keep=False)
-        if dup.any():
-            raise src.fail_where(
-                dup,
-                df["session_index"],
-                "session_index",
-                "each session_index once within a client",
-            )
-    else:
-        order = pd.DataFrame(
-            {"client_id": out["client_id"], "date": date, "row": np.arange(len(df))},
-            index=df.index,
-        ).sort_values(["client_id", "date", "row"], kind="stable")
-        index = (order.groupby("client_id", sort=False).cumcount() + 1).reindex(df.index)
-        index = index.astype("Int64")
-    out["session_date"] = date
-    out["session_index"] = index
-    for column in ITEM_COLUMNS:
-        if column not in df.columns:
-            out[column] = pd.Series(pd.NA, index=df.index, dtype="Int64")
-            continue
-        raw = df[column]
-        values, missing, _ = _numbers(raw)
-        zero = ~missing & (values == 0)
-        if zero.any():
-            raise src.fail_where(
+        if client is not None and len(p) == before:
+            dup = pd.concat([client, index.rename("i")], axis=1).duplicated(keep=False)
+            if dup.any():
+                p.add(
+                    src.fail_where(
+                        dup,
+                        df["session_index"],
+                        "session_index",
+                        "each session_index once within a client",
+                    )
+                )
+        return date, index
+    key = client if client is not None else pd.Series("", index=df.index)
+    order = pd.DataFrame(
+        {"client_id": key, "date": date, "row": np.arange(len(df))}, index=df.index
+    ).sort_values(["client_id", "date", "row"], kind="stable")
+    index = (order.groupby("client_id", sort=False).cumcount() + 1).reindex(df.index)
+    return date, index.astype("Int64")
+
+
+def _item(df: pd.DataFrame, src: Source, column: str, p: Problems) -> pd.Series:
+    """An item's integer ratings 1–5; a 0 (a common code for 'not rated') is named as such."""
+    if column not in df.columns:
+        return pd.Series(pd.NA, index=df.index, dtype="Int64")
+    raw = df[column]
+    values, missing, _ = _numbers(raw)
+    zero = ~missing & (values == 0)
+    if zero.any():
+        p.add(
+            src.fail_where(
                 zero,
                 raw,
                 column,
                 "an integer rating from 1 to 5 (0 is not a rating; leave missing items empty)",
             )
-        out[column] = _integer_column(
-            df,
-            src,
-            column,
-            low=1,
-            high=5,
-            required=False,
-            expected="an integer rating from 1 to 5 (or empty when missing)",
         )
-    return out
-
-
-def _links(
-    providers: pd.DataFrame,
-    clients: pd.DataFrame,
-    sessions: pd.DataFrame,
-    sources: Mapping[str, Source],
-) -> None:
-    src = sources["sessions"]
-    unknown = ~sessions["client_id"].isin(clients["client_id"])
-    if unknown.any():
-        raise src.fail_where(
-            unknown,
-            sessions["client_id"],
-            "client_id",
-            f"a client_id listed in {sources['clients'].file} (unknown client)",
-            quote=True,
-        )
-    unknown = ~sessions["provider_id"].isin(providers["provider_id"])
-    if unknown.any():
-        raise src.fail_where(
-            unknown,
-            sessions["provider_id"],
-            "provider_id",
-            f"a provider_id listed in {sources['providers'].file} (unknown provider)",
-            quote=True,
-        )
-    idle = ~clients["client_id"].isin(sessions["client_id"])
-    if idle.any():
-        raise sources["clients"].fail_where(
-            idle,
-            clients["client_id"],
-            "client_id",
-            f"every client to have at least one session in {src.file} (client with no sessions)",
-            quote=True,
-        )
-
-
-def validate_tables(
-    frames: Mapping[str, pd.DataFrame], sources: Mapping[str, Source]
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Validate three raw tables whose index holds 0-based data-row numbers.
-
-    This is the worker behind :func:`validate_study` and
-    :func:`~alliance_bayes.data.load.load_study`; it expects ``frames`` and ``sources`` keyed by
-    ``providers``, ``clients`` and ``sessions``.
-    """
-    checks = {"providers": _providers, "clients": _clients, "sessions": _sessions}
-    typed = {}
-    for table in TABLES:
-        df, src = frames[table], sources[table]
-        if len(df) == 0:
-            raise src.fail("at least one data row; the table has none")
-        typed[table] = checks[table](df, src)
-    _links(typed["providers"], typed["clients"], typed["sessions"], sources)
-    columns = {
-        "providers": PROVIDER_COLUMNS,
-        "clients": CLIENT_COLUMNS,
-        "sessions": SESSION_COLUMNS,
-    }
-    return tuple(  # type: ignore[return-value]
-        typed[t].loc[:, list(columns[t])].reset_index(drop=True) for t in TABLES
+    return _integer_column(
+        df,
+        src,
+        column,
+        p,
+        low=1,
+        high=5,
+        required=False,
+        expected="an integer rating from 1 to 5 (or empty when missing)",
+        skip=zero,
     )
 
 
+def _sessions(df: pd.DataFrame, src: Source, p: Problems) -> _Checked:
+    out = pd.DataFrame(index=df.index)
+    ids: dict[str, pd.Series | None] = {}
+    for column in ("client_id", "provider_id"):
+        ids[column] = _ids(df, src, column, p) if _has(df, src, column, p) else None
+        out[column] = ids[column]
+    for column in ("wai_goal", "wai_bond"):
+        _has(df, src, column, p)
+    out["session_date"], out["session_index"] = _session_order(df, src, p, ids["client_id"])
+    for column in ITEM_COLUMNS:
+        out[column] = _item(df, src, column, p)
+    return _Checked(out, ids)
+
+
+def _links(checked: Mapping[str, _Checked], sources: Mapping[str, Source], p: Problems) -> None:
+    """Sessions name listed clients and providers; every client has a session.
+
+    A check runs only when the identifiers it compares are usable (present, non-empty, unique),
+    so that one bad id is reported once, not again as a broken link.
+    """
+    src = sources["sessions"]
+    clients = checked["clients"].ids["client_id"]
+    providers = checked["providers"].ids["provider_id"]
+    session_clients = checked["sessions"].ids["client_id"]
+    session_providers = checked["sessions"].ids["provider_id"]
+    if clients is not None and session_clients is not None:
+        unknown = ~session_clients.isin(clients)
+        if unknown.any():
+            p.add(
+                src.fail_where(
+                    unknown,
+                    session_clients,
+                    "client_id",
+                    f"a client_id listed in {sources['clients'].file} (unknown client)",
+                    quote=True,
+                )
+            )
+        idle = ~clients.isin(session_clients)
+        if idle.any():
+            p.add(
+                sources["clients"].fail_where(
+                    idle,
+                    clients,
+                    "client_id",
+                    f"every client to have at least one session in {src.file} "
+                    "(client with no sessions)",
+                    quote=True,
+                )
+            )
+    if providers is not None and session_providers is not None:
+        unknown = ~session_providers.isin(providers)
+        if unknown.any():
+            p.add(
+                src.fail_where(
+                    unknown,
+                    session_providers,
+                    "provider_id",
+                    f"a provider_id listed in {sources['providers'].file} (unknown provider)",
+                    quote=True,
+                )
+            )
+
+
+def check_tables(
+    frames: Mapping[str, pd.DataFrame],
+    sources: Mapping[str, Source],
+    p: Problems,
+    *,
+    ignore: Collection[str] = (),
+    how_to_ignore: str = "ignore_columns=[...]",
+) -> dict[str, pd.DataFrame]:
+    """Check the tables that are given, adding every problem to ``p``; the typed tables.
+
+    ``frames`` may lack a table (one that could not be read); the links between tables are then
+    not checked. The typed tables are meaningful only when ``p`` stays empty.
+    """
+    checks = {"providers": _providers, "clients": _clients, "sessions": _sessions}
+    checked = {}
+    for table in TABLES:
+        if table not in frames:
+            continue
+        src = sources[table]
+        df = _unknown_columns(frames[table], src, ignore, how_to_ignore, p)
+        if len(df) == 0:
+            p.add(src.fail("at least one data row; the table has none"))
+            continue
+        checked[table] = checks[table](df, src, p)
+    if len(checked) == len(TABLES):
+        _links(checked, sources, p)
+    return {
+        t: c.table.reindex(columns=list(KNOWN_COLUMNS[t])).reset_index(drop=True)
+        for t, c in checked.items()
+    }
+
+
+def validate_tables(
+    frames: Mapping[str, pd.DataFrame],
+    sources: Mapping[str, Source],
+    *,
+    ignore: Collection[str] = (),
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Validate three raw tables whose index holds 0-based data-row numbers.
+
+    This is the worker behind :func:`validate_study`; it expects ``frames`` and ``sources`` keyed
+    by ``providers``, ``clients`` and ``sessions``, and raises every problem at once.
+    """
+    p = Problems()
+    check_ignore_list(ignore, "ignore_columns", p)
+    typed = check_tables(frames, sources, p, ignore=ignore)
+    p.raise_any()
+    return tuple(typed[t] for t in TABLES)  # type: ignore[return-value]
+
+
 def validate_study(
-    providers: pd.DataFrame, clients: pd.DataFrame, sessions: pd.DataFrame
+    providers: pd.DataFrame,
+    clients: pd.DataFrame,
+    sessions: pd.DataFrame,
+    *,
+    ignore_columns: Iterable[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Check three in-memory tables against the contract and return typed copies.
 
@@ -656,6 +954,9 @@ def validate_study(
     providers, clients, sessions : pandas.DataFrame
         The tables, with columns as in the contract (text or already typed). Rows are reported
         by position, counting from 1.
+    ignore_columns : iterable of str, optional
+        Columns the contract does not name that the tables may hold (in any of them); they are
+        dropped. Any other column the contract does not name is an error.
 
     Returns
     -------
@@ -663,16 +964,17 @@ def validate_study(
         ``(providers, clients, sessions)`` with the canonical columns (:data:`PROVIDER_COLUMNS`,
         :data:`CLIENT_COLUMNS`, :data:`SESSION_COLUMNS`) and dtypes: ids and categories ``str``;
         ages and scores ``float64``; dates ``datetime64[ns]``; ``days_in_care``,
-        ``session_index`` and the items ``Int64``. Missing values stay missing; extra columns are
-        dropped. The inputs are not modified.
+        ``session_index`` and the items ``Int64``. Missing values stay missing. The inputs are not
+        modified.
 
     Raises
     ------
     DataContractError
-        On the first problem found.
+        Reporting every problem found (see :attr:`DataContractError.problems`).
     """
     frames = {
         t: df.reset_index(drop=True)
         for t, df in zip(TABLES, (providers, clients, sessions), strict=True)
     }
-    return validate_tables(frames, {t: memory_source(t) for t in TABLES})
+    sources = {t: memory_source(t) for t in TABLES}
+    return validate_tables(frames, sources, ignore=frozenset(ignore_columns))

@@ -9,6 +9,12 @@ bundle, the checks) asks the family for its parts instead of asking which family
 ``latent``
     The measurement model (:mod:`alliance_bayes.model.latent`): session ratings through a
     graded-response model, latent client and provider alliance, one or two outcomes jointly.
+``change``
+    Baseline and follow-up of every client with measurement error (:mod:`alliance_bayes.model.change`):
+    change among the clients elevated at baseline, the regression to the mean separated out.
+``ratings``
+    Alliance as the outcome (:mod:`alliance_bayes.model.ratings`): every session rating through a
+    graded-response model with client covariates, country, provider and client effects.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import pymc as pm
 import xarray as xr
 
 from alliance_bayes.data.frame import AnalysisFrame
-from alliance_bayes.model.spec import OUTCOMES, ModelSpec
+from alliance_bayes.model.spec import OUTCOMES, RATING_OUTCOMES, ModelSpec
 from alliance_bayes.report.figures import FigureMaker
 
 
@@ -200,13 +206,73 @@ def _latent() -> Family:
     )
 
 
-_FACTORIES: dict[str, Callable[[], Family]] = {"regression": _regression, "latent": _latent}
+def _change() -> Family:
+    from alliance_bayes.model.change import describe
+    from alliance_bayes.model.change.design import prepare_change, short_name
+    from alliance_bayes.model.change.estimands import compute_change_estimands
+    from alliance_bayes.model.change.graph import build_change_model
+
+    def estimands(spec: ModelSpec, posterior: xr.Dataset, scales=None) -> xr.Dataset:
+        return compute_change_estimands(
+            posterior, scales or {}, prefix=short_name(spec), units=spec.outcome_units
+        )
+
+    return Family(
+        "change",
+        prepare_change,
+        build_change_model,
+        estimands,
+        finish=lambda dt: dt,
+        scales=lambda design: design.scales(),
+        equations=describe.equations,
+        data_variables=describe.data_variables,
+        prior_rows=describe.prior_rows,
+    )
+
+
+def _ratings() -> Family:
+    from alliance_bayes.model.latent.figures import (
+        plot_item_characteristic_curves,
+        plot_rating_ppc,
+    )
+    from alliance_bayes.model.ratings import describe
+    from alliance_bayes.model.ratings.design import prepare_ratings, ratings_scales
+    from alliance_bayes.model.ratings.estimands import compute_ratings_estimands
+    from alliance_bayes.model.ratings.graph import build_ratings_model
+
+    return Family(
+        "ratings",
+        prepare_ratings,
+        build_ratings_model,
+        lambda spec, posterior, scales=None: compute_ratings_estimands(posterior, scales),
+        finish=lambda dt: dt,
+        figures=(plot_item_characteristic_curves, plot_rating_ppc),
+        scales=ratings_scales,
+        equations=describe.equations,
+        data_variables=describe.data_variables,
+        prior_rows=describe.prior_rows,
+    )
+
+
+_FACTORIES: dict[str, Callable[[], Family]] = {
+    "regression": _regression,
+    "latent": _latent,
+    "change": _change,
+    "ratings": _ratings,
+}
 _BUILT: dict[str, Family] = {}
 
 
 def family_of(spec: ModelSpec) -> Family:
-    """The family of ``spec``: ``latent`` when its alliance is latent, else ``regression``."""
-    name = "latent" if spec.predictors.alliance == "latent" else "regression"
+    """The family of ``spec``: ``ratings`` when alliance is its outcome, ``change`` with a
+    ``[change]`` table, ``latent`` when its alliance
+    is latent, else ``regression``."""
+    if spec.outcome in RATING_OUTCOMES:
+        name = "ratings"
+    elif spec.change is not None:
+        name = "change"
+    else:
+        name = "latent" if spec.predictors.alliance == "latent" else "regression"
     if name not in _BUILT:
         _BUILT[name] = _FACTORIES[name]()
     return _BUILT[name]

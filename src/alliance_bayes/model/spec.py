@@ -8,8 +8,12 @@ compiled. Unknown keys are errors, never silently ignored.
 
 from __future__ import annotations
 
+import re
 import tomllib
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, fields
+from functools import wraps
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,14 @@ OUTCOMES = {
     "who5_followup": ("who5_baseline", (0.0, 100.0), "WHO-5 follow-up (0–100)", "WHO-5 points"),
     "phq9_followup": ("phq9_baseline", (0.0, 27.0), "PHQ-9 follow-up (0–27)", "PHQ-9 points"),
 }
+#: Outcomes modelled by a family of their own instead of a follow-up regression, with the same
+#: facts as :data:`OUTCOMES` (no baseline column): ``alliance_ratings`` is every session rating
+#: through a graded-response model (:mod:`alliance_bayes.model.ratings`). Such a spec takes only
+#: ``[data]``, ``[sampler]`` and ``[hypotheses]``; its priors are the family's own.
+RATING_OUTCOMES = {
+    "alliance_ratings": ("", (1.0, 5.0), "Session alliance rating (1–5)", "rating points"),
+}
+_OUTCOME_FACTS = {**OUTCOMES, **RATING_OUTCOMES}
 COVARIATES = ("age", "male", "days_in_care")
 SAMPLERS = ("nutpie", "pymc")
 LIKELIHOODS = ("normal", "student_t", "censored_normal")
@@ -197,11 +209,45 @@ class MeasurementSpec:
     phq9_sample: str = "elevated"
 
 
+@dataclass(frozen=True)
+class ChangeSpec:
+    """The ``[change]`` table: a joint model of baseline and follow-up with measurement error.
+
+    Its presence selects the change family (:mod:`alliance_bayes.model.change`): every client's
+    observed baseline and follow-up are a true score plus error, X_t = T_t + e_t, with error
+    variance (1 − ρ)·Var(X₁); ``reliability_mean`` and ``reliability_sd`` set the Beta prior of the
+    test–retest reliability ρ (``reliability_source`` cites where they come from). Clients are
+    elevated at baseline by the outcome's own rule: WHO-5 <= ``[data] who5_cutoff``, PHQ-9 >=
+    ``[data] phq9_cutoff``. Prior scales, in outcome points: ``true_mean_sd`` of each care type's
+    mean true baseline around the sample mean, ``true_change_sd`` of its mean true change,
+    ``true_sd_sd`` (Half-Normal) of the client SD of the true scores; the provider-effect SDs take
+    ``[priors] sd_provider_sd`` (Half-Normal).
+    """
+
+    reliability_mean: float = 0.81
+    reliability_sd: float = 0.05
+    reliability_source: str = ""
+    true_mean_sd: float = 20.0
+    true_change_sd: float = 15.0
+    true_sd_sd: float = 25.0
+
+
 class HypothesisError(ValueError):
     """A hypothesis expression cannot be read; the message says where and what was expected."""
 
 
 _OPERATORS = (">", "<", "=")
+#: Comparison operators as written, and the one each decides: for continuous draws P(δ ≥ 0) and
+#: P(δ > 0) are the same number, and ``==`` is ``=``.
+_COMPARISONS = {">=": ">", "<=": "<", "==": "=", ">": ">", "<": "<", "=": "="}
+_COMPARISON = re.compile(r"(>=|<=|==|>|<|=)")
+#: A side's tokens: a number, an estimand name (a letter, then letters, digits, ``_ . : [ ] -``), or
+#: ``+ - *``. A ``-`` right after a name character is part of the name, so a binary minus needs a
+#: space before it.
+_TOKEN = re.compile(
+    r"\s*(?:(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
+    r"|(?P<name>[A-Za-z][A-Za-z0-9_.:\[\]-]*)|(?P<op>[-+*]))"
+)
 
 
 @dataclass(frozen=True)
@@ -222,6 +268,25 @@ class Hypothesis:
         return tuple(name for _, name in self.terms)
 
 
+def _tokens(side: str, text: str) -> list[str]:
+    """Split one side of a comparison into numbers, names and ``+ - *`` (see :data:`_TOKEN`)."""
+    tokens, at = [], 0
+    side = side.rstrip()
+    while at < len(side):
+        m = _TOKEN.match(side, at)
+        if m is None or m.end() == at:
+            raise HypothesisError(f"{text!r}: cannot read {side[at:].strip()!r}")
+        token = m["number"] or m["name"] or m["op"]
+        if m["name"] and token.endswith("-"):
+            raise HypothesisError(
+                f"{text!r}: {token!r} ends in '-'; write a difference with a space before the "
+                f"minus ('a - b'); 'a-b' is one estimand name"
+            )
+        tokens.append(token)
+        at = m.end()
+    return tokens
+
+
 def _side(tokens: list[str], text: str, sign: float) -> tuple[list[tuple[float, str]], float]:
     terms: list[tuple[float, str]] = []
     constant = 0.0
@@ -234,6 +299,9 @@ def _side(tokens: list[str], text: str, sign: float) -> tuple[list[tuple[float, 
                 raise HypothesisError(f"{text!r}: expected + or - before {tok!r}")
             next_sign = 1.0 if tok == "+" else -1.0
             expect_term, i = True, i + 1
+            continue
+        if tok == "-" and i + 1 < len(tokens) and tokens[i + 1] not in ("+", "-", "*"):
+            next_sign, i = -next_sign, i + 1  # a leading minus: "-b_x > 0", "b_x > -2"
             continue
         coef = 1.0
         try:
@@ -260,39 +328,46 @@ def _side(tokens: list[str], text: str, sign: float) -> tuple[list[tuple[float, 
 
 
 def parse_hypothesis(text: str) -> Hypothesis:
-    """Read ``"b_goal_within > b_bond_within"``-style text (tokens separated by spaces).
+    """Read ``"b_goal_within > b_bond_within"``: sums and differences of estimand names and
+    numbers (``2 * b_x``), compared by one of ``>``, ``<``, ``=`` (also ``>=``, ``<=``, ``==``).
 
-    Estimand names contain ``-`` and brackets (``b_goal_within-between``,
-    ``b_care[therapist-coach]``), so operators must stand alone between spaces.
+    Comparison operators, ``+`` and ``*`` need no spaces (``b_goal_within>0``,
+    ``b_goal_within>=b_bond_within``). Estimand names contain ``-`` and brackets
+    (``b_goal_within-between``, ``b_care[therapist-coach]``), so a ``-`` right after a name
+    character belongs to the name: a difference needs a space before its minus
+    (``b_goal_within - b_bond_within``). ``>=`` decides the same probability as ``>``
+    (continuous draws), ``==`` is ``=``. The hypothesis text is normalised to single spaces
+    around every operator, with the operator as written.
 
     Raises
     ------
     HypothesisError
         No single comparison operator, an empty side, or a misplaced token.
     """
-    tokens = str(text).split()
-    ops = [i for i, t in enumerate(tokens) if t in _OPERATORS]
-    if len(ops) != 1:
+    parts = _COMPARISON.split(str(text))
+    if len(parts) != 3:
         raise HypothesisError(
-            f"{text!r}: expected one of {' '.join(_OPERATORS)} between spaces, "
+            f"{text!r}: expected one comparison ({', '.join(_COMPARISONS)}), "
             f"e.g. 'b_goal_within > b_bond_within'"
         )
-    at = ops[0]
-    left, c_left = _side(tokens[:at], text, 1.0)
-    right, c_right = _side(tokens[at + 1 :], text, -1.0)
+    left_text, written, right_text = parts
+    left_tokens, right_tokens = _tokens(left_text, text), _tokens(right_text, text)
+    left, c_left = _side(left_tokens, text, 1.0)
+    right, c_right = _side(right_tokens, text, -1.0)
     terms: dict[str, float] = {}
     for coef, name in (*left, *right):
         terms[name] = terms.get(name, 0.0) + coef
     kept = tuple((c, n) for n, c in terms.items() if c != 0.0)
     if not kept:
         raise HypothesisError(f"{text!r}: no estimand is left once both sides are compared")
-    return Hypothesis(" ".join(tokens), kept, c_left + c_right, tokens[at])
+    normal = " ".join([*left_tokens, written, *right_tokens])
+    return Hypothesis(normal, kept, c_left + c_right, _COMPARISONS[written])
 
 
 #: Default half-width of the region of practical equivalence, per outcome: a tenth of the typical
 #: follow-up SD (WHO-5 about 20 points, PHQ-9 about 5), the "negligible" standardised effect of
 #: Kruschke (2018), doi:10.1177/2515245918771304.
-ROPE_DEFAULTS = {"who5_followup": 2.0, "phq9_followup": 0.5}
+ROPE_DEFAULTS = {"who5_followup": 2.0, "phq9_followup": 0.5, "alliance_ratings": 0.1}
 
 
 @dataclass(frozen=True)
@@ -326,6 +401,7 @@ class ModelSpec:
     priors: PriorSpec = field(default_factory=PriorSpec)
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     measurement: MeasurementSpec | None = None  # only for alliance = "latent"
+    change: ChangeSpec | None = None  # selects the change family
     hypotheses: HypothesesSpec = field(default_factory=HypothesesSpec)
     published_table: str = ""
     source: str = ""
@@ -337,22 +413,24 @@ class ModelSpec:
 
     @property
     def baseline(self) -> str:
-        return OUTCOMES[self.outcome][0]
+        return _OUTCOME_FACTS[self.outcome][0]
 
     @property
     def outcome_range(self) -> tuple[float, float]:
-        return OUTCOMES[self.outcome][1]
+        return _OUTCOME_FACTS[self.outcome][1]
 
     @property
     def outcome_label(self) -> str:
-        return OUTCOMES[self.outcome][2]
+        return _OUTCOME_FACTS[self.outcome][2]
 
     @property
     def outcome_units(self) -> str:
-        return OUTCOMES[self.outcome][3]
+        return _OUTCOME_FACTS[self.outcome][3]
 
     @property
     def effect_units(self) -> str:
+        if self.outcome in RATING_OUTCOMES:
+            return f"{RATING_OUTCOMES[self.outcome][3]} (1–5 scale)"
         return f"{OUTCOMES[self.outcome][3]} per 1 point of alliance (1–5 scale)"
 
     @property
@@ -371,6 +449,8 @@ class ModelSpec:
         d.pop("source")
         if d["measurement"] is None:  # keeps run.json of the other models as it was
             d.pop("measurement")
+        if d["change"] is None:
+            d.pop("change")
         if not d["published_table"]:
             d.pop("published_table")
         return d
@@ -386,7 +466,7 @@ _SECTIONS = {
 }
 _TOP_KEYS = {
     "name", "description", "outcome", "likelihood", "likelihood_form", "measurement", "extends",
-    "published_table", *_SECTIONS,
+    "published_table", "change", *_SECTIONS,
 }  # fmt: skip
 
 
@@ -421,9 +501,39 @@ def _section(where: str, cls: type, raw: Any) -> Any:
     return cls(**values)
 
 
+#: The problems found so far while :func:`_validate` runs (``None`` outside it: raise at once).
+_PROBLEMS: ContextVar[list[str] | None] = ContextVar("spec_problems", default=None)
+
+
 def _check(where: str, ok: bool, message: str) -> None:
-    if not ok:
+    if ok:
+        return
+    found = _PROBLEMS.get()
+    if found is None:
         raise SpecError(f"{where}: {message}")
+    found.append(f"{where}: {message}")
+
+
+def _collected(validate: Callable[[ModelSpec, str], None]) -> Callable[[ModelSpec, str], None]:
+    """Run every check of ``validate`` and raise one :class:`SpecError` listing all that fail."""
+
+    @wraps(validate)
+    def run(spec: ModelSpec, src: str) -> None:
+        found: list[str] = []
+        token = _PROBLEMS.set(found)
+        try:
+            validate(spec, src)
+        except SpecError as err:  # a check that cannot go on: reported with those before it
+            found.append(str(err))
+        finally:
+            _PROBLEMS.reset(token)
+        if len(found) == 1:
+            raise SpecError(found[0])
+        if found:
+            listed = "\n".join(f"  {problem}" for problem in found)
+            raise SpecError(f"{src}: {len(found)} problems, all listed:\n{listed}")
+
+    return run
 
 
 def parse_spec(text: str, source: str = "<string>") -> ModelSpec:
@@ -465,6 +575,8 @@ def _from_raw(raw: dict[str, Any], source: str) -> ModelSpec:
         sections["measurement"] = _section(
             f"{source} [measurement]", MeasurementSpec, raw.get("measurement", {})
         )
+    if "change" in raw:
+        sections["change"] = _section(f"{source} [change]", ChangeSpec, raw["change"])
     spec = ModelSpec(
         name=raw["name"],
         description=str(raw.get("description", "")),
@@ -514,9 +626,16 @@ def _spec_path(name_or_path: str | Path) -> Path:
     return path if path.suffix == ".toml" else MODELS_DIR / f"{name_or_path}.toml"
 
 
+@_collected
 def _validate(spec: ModelSpec, src: str) -> None:
     _check(src, spec.name.isidentifier(), f"name {spec.name!r} must be a plain identifier")
-    _check(src, spec.outcome in OUTCOMES, f"outcome {spec.outcome!r} not in {sorted(OUTCOMES)}")
+    _check(
+        src,
+        spec.outcome in _OUTCOME_FACTS,
+        f"outcome {spec.outcome!r} not in {sorted(_OUTCOME_FACTS)}",
+    )
+    if spec.outcome in RATING_OUTCOMES:
+        _validate_ratings(spec, src)
     _check(src, spec.likelihood in LIKELIHOODS, f"likelihood: one of {list(LIKELIHOODS)}")
     _check(
         src,
@@ -623,7 +742,7 @@ def _validate(spec: ModelSpec, src: str) -> None:
         _check(where, len(set(m.outcomes)) == len(m.outcomes), "outcomes must be distinct")
         _check(
             where,
-            m.outcomes[0] == spec.outcome,
+            not m.outcomes or m.outcomes[0] == spec.outcome,
             f"the first of outcomes must be the spec's outcome {spec.outcome!r}",
         )
         for name in (
@@ -644,6 +763,8 @@ def _validate(spec: ModelSpec, src: str) -> None:
             "provider_slopes is not available with alliance = 'latent'",
         )
         _check(src, spec.likelihood == "normal", "alliance = 'latent' needs likelihood = 'normal'")
+    if spec.change is not None:
+        _validate_change(spec, src)
     for f in fields(spec.priors):
         _check(f"{src} [priors]", getattr(spec.priors, f.name) > 0, f"{f.name} must be > 0")
     _check(f"{src} [hypotheses]", spec.hypotheses.rope >= 0, "rope must be >= 0")
@@ -651,7 +772,7 @@ def _validate(spec: ModelSpec, src: str) -> None:
         try:
             parse_hypothesis(text)
         except HypothesisError as err:
-            raise SpecError(f"{src} [hypotheses] tests: {err}") from err
+            _check(f"{src} [hypotheses] tests", False, str(err))
     if spec.published_table:
         _check(
             src,
@@ -664,6 +785,59 @@ def _validate(spec: ModelSpec, src: str) -> None:
     _check(f"{src} [sampler]", s.draws >= 1 and s.tune >= 0, "draws >= 1 and tune >= 0")
     _check(f"{src} [sampler]", 0.5 <= s.target_accept < 1, "target_accept must lie in [0.5, 1)")
     _check(f"{src} [sampler]", s.seed >= 0, "seed must be >= 0")
+
+
+def _validate_ratings(spec: ModelSpec, src: str) -> None:
+    """A ratings spec: the follow-up regression's choices do not apply, so none may be set."""
+    unused = [
+        name
+        for name, default in (
+            ("[predictors]", PredictorSpec()),
+            ("[hierarchy]", HierarchySpec()),
+            ("[priors]", PriorSpec()),
+        )
+        if getattr(spec, name[1:-1]) != default
+    ]
+    unused += [
+        key
+        for key, default in (("likelihood", "normal"), ("likelihood_form", "auto"))
+        if getattr(spec, key) != default
+    ]
+    _check(
+        src,
+        not unused and spec.measurement is None and spec.change is None,
+        f"outcome {spec.outcome!r} takes only [data], [sampler] and [hypotheses] "
+        f"(its priors are the family's own); remove {unused or ['[measurement]', '[change]']}",
+    )
+    _check(
+        f"{src} [data]",
+        spec.data.followup_imputations == 0,
+        f"followup_imputations does not apply to outcome {spec.outcome!r}",
+    )
+
+
+def _validate_change(spec: ModelSpec, src: str) -> None:
+    c, where = spec.change, f"{src} [change]"
+    assert c is not None
+    _check(where, 0 < c.reliability_mean < 1, "reliability_mean must lie in (0, 1)")
+    _check(
+        where,
+        0 < c.reliability_sd**2 < c.reliability_mean * (1 - c.reliability_mean),
+        "reliability_sd must be > 0 and below sqrt(m (1 - m)) for a Beta prior of mean m",
+    )
+    for name in ("true_mean_sd", "true_change_sd", "true_sd_sd"):
+        _check(where, getattr(c, name) > 0, f"{name} must be > 0")
+    _check(
+        src,
+        spec.predictors.alliance != "latent" and spec.data.sample == "all",
+        "a [change] model needs every client ([data] sample = 'all') and no latent alliance",
+    )
+    _check(
+        f"{src} [data]",
+        spec.data.followup_imputations == 0,
+        "the change model needs no "
+        "imputation: clients without a follow-up enter through their baseline",
+    )
 
 
 def load_spec(name_or_path: str | Path, **overrides: Any) -> ModelSpec:

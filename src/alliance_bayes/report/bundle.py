@@ -5,8 +5,10 @@ and moved into place with a single :func:`os.replace` only when complete, so a r
 half-written run: on any exception (including ``KeyboardInterrupt``) the temporary folder is removed
 and the final path does not appear. An existing run folder is never overwritten.
 
-Contents: ``posterior.nc`` (the whole DataTree, h5netcdf), ``run.json``, ``estimands.csv`` (``#``
-header lines, then full-precision CSV), ``tables.md``, ``tables.tex``, ``figures/*.png|pdf``,
+Contents: ``posterior.nc`` (the whole DataTree, h5netcdf), ``run.json``, ``estimands.csv`` (a plain
+full-precision CSV, header first) with ``estimands.meta.json`` (what the run and each column are),
+``tables.md``, ``tables.tex`` (a pdfLaTeX fragment; preamble
+:data:`~alliance_bayes.report.tables.LATEX_PREAMBLE`), ``figures/*.png|pdf``,
 ``diagnostics.json``, ``diagnostics.md`` and ``report.md``.
 
 Privacy guard: raw identifiers never pass the loader (the analysis frame carries pseudonyms only).
@@ -47,6 +49,7 @@ __all__ = [
     "ForbiddenIdentifierError",
     "ReportContent",
     "outcome_units_from_meta",
+    "read_estimands_csv",
     "write_bundle",
 ]
 
@@ -129,22 +132,52 @@ def _check_ids(ids: set[str], dt: xr.DataTree) -> None:
         _check_forbidden(pattern, f"posterior.nc ({where})", value)
 
 
+#: What each column of ``estimands.csv`` holds (written to ``estimands.meta.json``).
+ESTIMAND_COLUMNS = {
+    "estimand": "stable estimand name (cite it; tables.md and tables.tex show it beside the label)",
+    "mean": "posterior mean",
+    "sd": "posterior standard deviation",
+    "hdi95_low": f"lower bound of the {round(HDI_PROB * 100)}% highest density interval",
+    "hdi95_high": f"upper bound of the {round(HDI_PROB * 100)}% highest density interval",
+    "prob_positive": "posterior probability that the estimand is positive",
+    "ess_bulk": "bulk effective sample size (Vehtari et al. 2021, doi:10.1214/20-BA1221)",
+    "ess_tail": "tail effective sample size (Vehtari et al. 2021)",
+    "r_hat": "rank-normalised split R-hat (Vehtari et al. 2021)",
+    "mcse_mean": "Monte Carlo standard error of the mean",
+    "units": "units of the estimand (alliance slopes: outcome points per alliance point)",
+}
+
+
 def _estimands_csv(
     estimands: xr.Dataset, meta: Mapping[str, Any], gate: GateResult, path: Path
 ) -> None:
+    """``estimands.csv``, a plain CSV whose first line is its header (full precision), and beside
+    it ``estimands.meta.json``: what the run and each column are (``run.json`` has the rest)."""
     table = estimand_table(estimands)
-    header = [
-        "# alliance-bayes estimands (full precision; machine-readable)",
-        f"# spec: {meta.get('spec', '')}",
-        f"# outcome: {meta.get('outcome_label', meta.get('outcome', ''))}",
-        f"# units: {meta.get('effect_units', '')} for alliance slopes; per-row `units` column",
-        f"# interval: {round(HDI_PROB * 100)}% highest density interval (hdi95_low, hdi95_high)",
-        "# r_hat: rank-normalised split R-hat; ess_bulk/ess_tail: Vehtari et al. 2021",
-        f"# chains: {gate.chains}; draws per chain: {gate.draws}",
-        f"# convergence: {'PASSED' if gate.passed else 'FAILED'}",
-    ]
-    body = table.to_csv(index=False, lineterminator="\n")
-    path.write_text("\n".join(header) + "\n" + body, encoding="utf-8")
+    path.write_text(table.to_csv(index=False, lineterminator="\n"), encoding="utf-8")
+    sidecar = {
+        "description": "alliance-bayes estimands (full precision; machine-readable)",
+        "spec": meta.get("spec", ""),
+        "outcome": meta.get("outcome_label", meta.get("outcome", "")),
+        "effect_units": meta.get("effect_units", ""),
+        "interval": f"{round(HDI_PROB * 100)}% highest density interval",
+        "chains": gate.chains,
+        "draws_per_chain": gate.draws,
+        "convergence": "PASSED" if gate.passed else "FAILED",
+        "columns": {c: ESTIMAND_COLUMNS.get(c, "") for c in table.columns},
+    }
+    dump_json(sidecar, path.with_name("estimands.meta.json"))
+
+
+def read_estimands_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a bundle's ``estimands.csv``; the ``#`` lines that opened older bundles are skipped."""
+    with open(path, encoding="utf-8") as f:
+        skip = 0
+        for line in f:
+            if not line.startswith("#"):
+                break
+            skip += 1
+    return pd.read_csv(path, skiprows=skip)
 
 
 @dataclass
@@ -171,10 +204,11 @@ def _figure_lines(figs: list[figures.FigureResult], section: str) -> list[str]:
         if f.section != section:
             continue
         if not f.paths:  # a figure that cannot be drawn for this run says why
-            lines += [f"### {f.name}", "", f.interpretation, ""]
+            lines += [f"### {f.title}", "", f.interpretation, ""]
             continue
         png = next((p for p in f.paths if p.suffix == ".png"), f.paths[0])
-        lines += [f"### {f.name}", "", f"![{f.name}](figures/{png.name})", "", f.interpretation, ""]
+        lines += [f"### {f.title}", "", f"![{f.title}](figures/{png.name})", "", f.interpretation]
+        lines.append("")
     return lines
 
 
@@ -369,7 +403,8 @@ def _report_md(
         "## Files",
         "",
         "`report.html` (this report, self-contained), `posterior.nc` (all groups; "
-        "`xarray.open_datatree(path, engine='h5netcdf')`), `run.json`, `estimands.csv`, "
+        "`xarray.open_datatree(path, engine='h5netcdf')`), `run.json`, `estimands.csv` (and "
+        "`estimands.meta.json`: what its columns hold), "
         "`hypotheses.csv`, `tables.md`, `tables.tex`, `figures/`, `diagnostics.json`, "
         "`diagnostics.md`.",
         "",
@@ -626,9 +661,15 @@ def write_bundle(
             dump_json(dict(meta), tmp / "run.json")
             step = "estimands and tables"
             _estimands_csv(estimands, meta, gate, tmp / "estimands.csv")
+            # report.md states the hypotheses with their decision rule in its own section.
             tables_md = tables_markdown(estimands, meta)
-            (tmp / "tables.md").write_text(tables_md, encoding="utf-8")
-            (tmp / "tables.tex").write_text(tables_latex(estimands, meta), encoding="utf-8")
+            hyp = content.hypotheses
+            (tmp / "tables.md").write_text(
+                tables_markdown(estimands, meta, hypotheses=hyp), encoding="utf-8"
+            )
+            (tmp / "tables.tex").write_text(
+                tables_latex(estimands, meta, hypotheses=hyp), encoding="utf-8"
+            )
             if content.hypotheses is not None:
                 content.hypotheses.to_csv(tmp / "hypotheses.csv", index=False, lineterminator="\n")
             step = "figures"

@@ -74,22 +74,61 @@ class FigureResult:
     interpretation: str
     section: str = "results"
 
+    @property
+    def title(self) -> str:
+        """A readable title for the report (the ``name`` stays the file stem); a stem that
+        extends a known one (``ppc_phq9``) gets that title with its suffix (``(phq9)``)."""
+        if self.name in FIGURE_TITLES:
+            return FIGURE_TITLES[self.name]
+        stem = next((k for k in FIGURE_TITLES if self.name.startswith(f"{k}_")), None)
+        if stem is not None:
+            return f"{FIGURE_TITLES[stem]} ({self.name.removeprefix(stem + '_')})"
+        return self.name.replace("_", " ").capitalize()
+
+
+#: Readable titles of the figures, by file stem.
+FIGURE_TITLES = {
+    "rank": "Rank plots of the chains",
+    "energy": "Energy and E-BFMI",
+    "forest_subscales": "Alliance subscale effects by care type",
+    "ppc": "Posterior predictive check",
+    "prior_predictive": "Prior predictive check",
+    "prior_posterior": "Prior and posterior densities",
+    "provider_effects": "Provider intercepts",
+    "provider_slopes": "Provider slopes",
+    "conditional_effects": "Conditional effects",
+    "rating_ppc": "Posterior predictive check of the ratings",
+    "item_characteristic_curves": "Item characteristic curves",
+    "latent_vs_averaged": "Latent versus averaged scores",
+}
+
 
 #: A figure a model family adds: ``make(dt, outdir, meta=..., formats=...)`` → FigureResult or None.
 FigureMaker = Callable[..., "FigureResult | None"]
 
 
+#: Resolution of the PNG figures: the 300 dpi journals ask of raster figures.
+PNG_DPI = 300
+#: Font settings while a figure is saved: TrueType (Type 42) fonts in PDF and PostScript, which
+#: journals' checks accept and editors can edit, instead of matplotlib's default Type 3.
+_SAVE_RC = {"pdf.fonttype": 42, "ps.fonttype": 42}
+
+
 def save_figure(fig: Any, outdir: Path, name: str, formats: Sequence[str]) -> list[Path]:
+    """Save ``fig`` as ``outdir/name.<ext>`` for each format (PNG at :data:`PNG_DPI`, PDF with
+    Type 42 fonts) and close it. The font setting holds only while saving (the caller's
+    ``rcParams`` are left as they were)."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = []
     try:
-        for ext in formats:
-            p = outdir / f"{name}.{ext}"
-            # Fixed metadata keeps PDFs byte-stable across runs (no creation date).
-            meta = {"CreationDate": None} if ext == "pdf" else None
-            fig.savefig(p, dpi=110, bbox_inches="tight", metadata=meta)
-            paths.append(p)
+        with plt.rc_context(_SAVE_RC):
+            for ext in formats:
+                p = outdir / f"{name}.{ext}"
+                # Fixed metadata keeps PDFs byte-stable across runs (no creation date).
+                meta = {"CreationDate": None} if ext == "pdf" else None
+                fig.savefig(p, dpi=PNG_DPI, bbox_inches="tight", metadata=meta)
+                paths.append(p)
     finally:
         plt.close(fig)
     return paths
@@ -229,7 +268,14 @@ def plot_energy(
         f"E-BFMI per chain ranges {bfmi.min():.2f}–{bfmi.max():.2f} (threshold 0.3); "
         f"{int(np.sum(bfmi < 0.3))} of {bfmi.size} chains below it."
     )
-    paths = save_figure(_pc_figure(pc), outdir, "energy", formats)
+    fig = _pc_figure(pc)
+    for ax in fig.axes:
+        if ax.get_title() == "BFMI":
+            ax.set_xlabel("E-BFMI per chain (dashed: threshold 0.3)")
+        else:
+            ax.set_xlabel("energy minus its mean (marginal); change in energy between draws")
+            ax.set_title("Marginal and transition energy", fontsize=9)
+    paths = save_figure(fig, outdir, "energy", formats)
     return FigureResult("energy", paths, text, section="computation")
 
 
@@ -717,9 +763,14 @@ def _figure_plan(
         plan.append(_Task(plot_energy, ("dt",), common))
     units = meta.get("effect_units", "outcome points per 1 point of alliance")
     plan.append(_Task(plot_forest_subscales, ("estimands",), {"effect_units": units, **common}))
-    if {"posterior_predictive", "observed_data", "constant_data"} <= groups:
+    # A family whose observed variable is not one outcome per client (the rating counts of the
+    # ratings family) draws its own predictive checks.
+    has_y = {"posterior_predictive", "observed_data", "constant_data"} <= groups and (
+        "y" in dt["observed_data"].data_vars
+    )
+    if has_y:
         plan.append(_Task(plot_ppc, ("dt",), outcome))
-    if "prior_predictive" in groups:
+    if "prior_predictive" in groups and "y" in dt["prior_predictive"].data_vars:
         plan.append(_Task(plot_prior_predictive, ("dt",), outcome))
     if with_prior_estimands:
         plan.append(_Task(plot_prior_posterior, ("estimands", "prior_estimands"), common))

@@ -26,11 +26,43 @@ _LATEX_MAP = {
     "²": r"\textsuperscript{2}",
     "✓": "ok",
     "`": "",
+    # Under the default OT1 font encoding "<" and ">" typeset as "¡" and "¿" in text.
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+    "±": r"$\pm$",
+    "·": r"$\cdot$",
+    "≤": r"$\leq$",
+    "≥": r"$\geq$",
+    "≈": r"$\approx$",
+    "→": r"$\rightarrow$",
+    "√": r"$\surd$",
+    "…": r"\ldots{}",
+    "‘": "`",
+    "’": "'",
+    "“": "``",
+    "”": "''",
+    "³": r"\textsuperscript{3}",
+    "½": r"$\frac12$",
 }
+# pdfLaTeX's UTF-8 input knows no Greek letter: each becomes its math symbol.
+_GREEK = {
+    "α": "alpha", "β": "beta", "γ": "gamma", "δ": "delta", "ε": "epsilon", "η": "eta",
+    "θ": "theta", "κ": "kappa", "λ": "lambda", "μ": "mu", "ν": "nu", "π": "pi", "ρ": "rho",
+    "σ": "sigma", "τ": "tau", "φ": "phi", "χ": "chi", "ψ": "psi", "ω": "omega",
+    "Δ": "Delta", "Σ": "Sigma", "Φ": "Phi", "Ω": "Omega",
+}  # fmt: skip
+_LATEX_MAP.update({ch: rf"$\{name}$" for ch, name in _GREEK.items()})
 
 
 def latex_escape(text: str) -> str:
-    """Escape LaTeX specials and map the few Unicode symbols we use to plain LaTeX."""
+    r"""Escape LaTeX specials and map the Unicode symbols we use to plain LaTeX.
+
+    The result typesets under pdfLaTeX with the default font encoding: ``<``, ``>`` and ``|``
+    become ``\textless{}``, ``\textgreater{}`` and ``\textbar{}`` (in OT1 the characters
+    themselves print as other glyphs), Greek letters and mathematical signs become their math
+    symbols. Other non-ASCII letters (accented names) pass through for LaTeX's UTF-8 input.
+    """
     return "".join(_LATEX_MAP.get(ch, ch) for ch in str(text))
 
 
@@ -59,10 +91,13 @@ def latex_table(
     label: str = "",
     size: str = "",
     escaped: bool = False,
+    row_comments: Sequence[str] = (),
 ) -> list[str]:
     """Lines of a LaTeX ``table`` float with booktabs rules (``\\usepackage{booktabs}``).
 
     Cells and header are escaped with :func:`latex_escape` unless ``escaped`` (already LaTeX).
+    ``row_comments`` (one per row, ``""`` for none) end their rows as ``% comment``: they name
+    what a row shows without printing it.
     """
     esc = (lambda s: str(s)) if escaped else latex_escape
     lines = [r"\begin{table}[ht]", r"\centering"]
@@ -75,6 +110,10 @@ def latex_table(
     lines += [rf"\begin{{tabular}}{{{align}}}", r"\toprule"]
     lines.append(" & ".join(esc(h) for h in header) + r" \\")
     lines.append(r"\midrule")
-    lines += [" & ".join(esc(c) for c in r) + r" \\" for r in rows]
+    comments = [*row_comments, *([""] * (len(rows) - len(row_comments)))]
+    lines += [
+        " & ".join(esc(c) for c in r) + r" \\" + (f" % {note}" if note else "")
+        for r, note in zip(rows, comments, strict=True)
+    ]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return lines

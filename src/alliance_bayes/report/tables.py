@@ -9,13 +9,23 @@ Monte Carlo errors are larger than the mean's, so more digits would be noise. ``
 by the same rule using its binomial MCSE ``sqrt(p(1-p)/ESS_bulk)``, capped at 3 decimals; when no
 draw (or every draw) is positive it is shown as ``<0.001``/``>0.999``. Machine-readable files
 (``estimands.csv``) keep full precision.
+
+Layout (what an author pastes): each row carries a readable label (:func:`estimand_label`) with its
+stable estimand name beside it (Markdown: in code font; LaTeX: a ``% estimand:`` comment ending the
+row); what all tables share (interval, draws, spec, outcome, rounding rule) is said once, in a note
+before the first table (:func:`shared_note`), so captions stay short. In LaTeX the numbers of a
+column are aligned on the decimal point by padding each to the column's widest integer part and
+longest decimals with ``\\phantom``: the digits shown stay those the Monte Carlo error supports
+(padding with zeros would print noise), and no package beyond booktabs is needed
+(:data:`LATEX_PREAMBLE`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -23,14 +33,19 @@ import xarray as xr
 
 from alliance_bayes.data.published import PUBLISHED
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
+from alliance_bayes.report.hypotheses import _bf_cell
 from alliance_bayes.report.render import latex_escape, latex_table, markdown_table
 
 __all__ = [
+    "LATEX_PREAMBLE",
     "Table",
     "build_tables",
     "decimals_for_mcse",
+    "estimand_label",
     "format_by_mcse",
+    "hypotheses_table",
     "latex_escape",
+    "shared_note",
     "tables_latex",
     "tables_markdown",
 ]
@@ -82,13 +97,22 @@ def _format_prob(p: float, ess: float) -> str:
 
 @dataclass
 class Table:
-    """A rendered-agnostic table: title, caption, header and string cells."""
+    """A rendered-agnostic table: title, caption, header and string cells.
+
+    ``names`` holds the stable estimand name of each row (``""`` where a row is not one
+    estimand); the first cell of such a row is its readable label. ``label_columns`` is the number
+    of leading text columns; the others hold numbers. ``code_columns`` are columns whose cells are
+    estimand names or statements (set in code font).
+    """
 
     key: str
     title: str
     caption: str
     header: list[str]
     rows: list[list[str]]
+    names: list[str] = field(default_factory=list)
+    label_columns: int = 1
+    code_columns: tuple[int, ...] = ()
 
 
 def _cell(row: pd.Series) -> str:
@@ -113,6 +137,93 @@ def _stat_cells(row: pd.Series) -> list[str]:
 _STAT_HEADER = ["Mean", "SD", "95% HDI", "P(>0)"]
 
 
+_COVARIATE_LABELS = {
+    "intercept": "Intercept",
+    "b_baseline": "Baseline score",
+    "b_age": "Age (years)",
+    "b_male": "Male",
+    "b_days_in_care": "Days in care",
+    "b_alliance": "Alliance (composite)",
+    "sigma": "Residual SD",
+    "nu": "Degrees of freedom (Student-t)",
+    "r2_bayes": "Bayesian R² (conditional)",
+    "r2_marginal": "Marginal R²",
+    "r2_observed": "Marginal R², observed scores",
+    "share_uncensored": "Share of clients inside the bounds",
+}
+_LEVEL_LABELS = {"within": "within providers", "between": "between providers"}
+_BRACKET = re.compile(r"^(?P<stem>[^\[]+)(?:\[(?P<arg>[^\]]*)\])?$")
+
+
+def _versus(arg: str) -> str:
+    """``therapist-coach`` → ``therapist vs coach``; a single word is kept."""
+    return " vs ".join(arg.split("-"))
+
+
+def _slope_label(stem: str) -> str | None:
+    """``goal_within`` → ``Goal, within providers``; contrasts of levels or subscales too."""
+    sub, _, level = stem.rpartition("_")
+    if not sub:
+        return None
+    if level == "within-between":
+        return f"{sub.replace('-', ' − ').capitalize()}, within − between providers"
+    if level in _LEVEL_LABELS:
+        return f"{sub.replace('-', ' − ').capitalize()}, {_LEVEL_LABELS[level]}"
+    return None
+
+
+def estimand_label(name: str) -> str:
+    """A readable row label for a stable estimand name.
+
+    Examples: ``b_days_in_care`` → "Days in care", ``sd_provider_slope[goal]`` → "SD of provider
+    goal slopes", ``b_goal_within[therapist-coach]`` → "Goal, within providers: therapist vs
+    coach", ``beta_obs_baseline`` → "β (observed scale): Baseline score". A multi-outcome prefix
+    (``phq9:``) is kept in front. Names without a rule are shown with spaces for underscores.
+    """
+    prefix, _, bare = name.rpartition(":")
+    label = _bare_label(bare)
+    return f"{prefix}: {label}" if prefix else label
+
+
+def _bare_label(name: str) -> str:
+    if name in _COVARIATE_LABELS:
+        return _COVARIATE_LABELS[name]
+    for head, kind in (("beta_obs_", "β (observed scale)"), ("beta_", "β")):
+        if name.startswith(head):
+            return f"{kind}: {_bare_label('b_' + name.removeprefix(head))}"
+    m = _BRACKET.match(name)
+    stem, arg = (m["stem"], m["arg"]) if m else (name, None)
+    if stem == "b_care" and arg:
+        return f"Care type: {_versus(arg)}"
+    if stem == "sd_provider" and arg:
+        return f"SD of provider intercepts ({arg})"
+    if stem == "sd_provider_slope" and arg:
+        return f"SD of provider {arg} slopes"
+    if stem == "icc_provider" and arg:
+        return f"ICC of providers ({arg})"
+    if stem.startswith("mu_b_") and (slope := _slope_label(stem.removeprefix("mu_b_"))):
+        return f"Hyper-mean of care-type slopes: {slope[0].lower()}{slope[1:]}"
+    if stem.startswith("b_") and (slope := _slope_label(stem.removeprefix("b_"))):
+        return f"{slope}: {_versus(arg)}" if arg else slope
+    text = name.removeprefix("b_").replace("_", " ")
+    return text[:1].upper() + text[1:]
+
+
+def shared_note(estimands: xr.Dataset, meta: Mapping[str, Any]) -> str:
+    """What every table shares, said once: interval, draws, spec, outcome and the rounding rule."""
+    chains = int(estimands.sizes.get("chain", 0))
+    draws = int(estimands.sizes.get("draw", 0))
+    spec = meta.get("spec", "unknown")
+    outcome = meta.get("outcome_label", meta.get("outcome", "outcome"))
+    return (
+        f"Posterior means with {round(HDI_PROB * 100)}% HDI (highest density interval); "
+        f"{chains} chains × {draws} draws; model spec `{spec}`; outcome {outcome}. "
+        "Means, SDs and interval bounds are rounded to the decimal place of 2×MCSE of the mean; "
+        "P(>0) is the posterior probability that the estimand is positive. Each row's stable "
+        "estimand name (as in estimands.csv) is given beside its label."
+    )
+
+
 def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
     """Lay the estimands out as paper tables; only tables with rows are returned.
 
@@ -121,59 +232,51 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
     estimands : xarray.Dataset
         Output of :func:`~alliance_bayes.report.estimands.compute_estimands`.
     meta : mapping
-        Run metadata; ``spec``, ``effect_units`` and ``outcome_label`` are used in captions.
+        Run metadata; ``effect_units`` and ``outcome_label`` are used in captions (what the
+        tables share is in :func:`shared_note`).
 
     Returns
     -------
     list of Table
-        In order: fixed effects, care-type intercepts, subscale effects by care type, within vs between provider,
-        variance components and ICC, contrasts.
+        In order: fixed effects, care-type intercepts, subscale effects by care type, within vs
+        between provider, variance components and ICC, standardised effects, the published
+        table (where the spec names one), contrasts.
     """
     summary = estimand_table(estimands).set_index("estimand")
-    chains = int(estimands.sizes.get("chain", 0))
-    draws = int(estimands.sizes.get("draw", 0))
-    spec = meta.get("spec", "unknown")
     effect_units = meta.get("effect_units", "outcome points per 1 point of alliance")
     outcome = meta.get("outcome_label", meta.get("outcome", "outcome"))
-    common = (
-        f"Posterior means with {round(HDI_PROB * 100)}% HDI (highest density interval); "
-        f"{chains} chains × {draws} draws; model spec `{spec}`; outcome {outcome}. "
-        "Means, SDs and interval bounds are rounded to the decimal place of 2×MCSE of the mean."
-    )
     attrs = {str(k): v.attrs for k, v in estimands.data_vars.items()}
 
     def of_kind(kind: str) -> list[str]:
         return [n for n, a in attrs.items() if a.get("kind") == kind]
 
-    def unit_rows(names: list[str]) -> list[list[str]]:
-        return [[n, *_stat_cells(summary.loc[n]), summary.loc[n, "units"]] for n in names]
+    def unit_table(key: str, title: str, caption: str, names: list[str], units: bool = True):
+        rows = [
+            [
+                estimand_label(n),
+                *_stat_cells(summary.loc[n]),
+                *([summary.loc[n, "units"]] if units else []),
+            ]
+            for n in names
+        ]
+        header = ["Estimand", *_STAT_HEADER, *(["Units"] if units else [])]
+        return Table(key, title, caption, header, rows, names=list(names))
 
     tables: list[Table] = []
 
     fixed = of_kind("fixed effect")
     if fixed:
-        rows = unit_rows(fixed)
-        tables.append(
-            Table(
-                "fixed",
-                "Fixed effects",
-                f"Units per row. {common}",
-                ["Estimand", *_STAT_HEADER, "Units"],
-                rows,
-            )
-        )
+        tables.append(unit_table("fixed", "Fixed effects", "Units per row.", fixed))
 
     care = of_kind("care-type intercept")
     if care:
-        rows = unit_rows(care)
         tables.append(
-            Table(
+            unit_table(
                 "care",
                 "Care-type intercepts (against coach-only care)",
                 f"{outcome} difference at equal alliance (sample-mean between-provider parts, "
-                f"equal within parts) and equal covariates. {common}",
-                ["Estimand", *_STAT_HEADER, "Units"],
-                rows,
+                "equal within parts) and equal covariates.",
+                care,
             )
         )
 
@@ -185,19 +288,18 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
         cells.setdefault((a["subscale"], a["level"]), {})[a["care_type"]] = _cell(summary.loc[n])
     if cells:
         present = [c for c in _CARE_COLUMNS if any(c in v for v in cells.values())]
-        rows = [
-            [s, lv, *(v.get(c, "") for c in present)]
-            for (s, lv), v in sorted(
-                cells.items(), key=lambda kv: (kv[0][1] != "within", list(cells).index(kv[0]))
-            )
-        ]
+        keys = sorted(cells, key=lambda k: (k[1] != "within", list(cells).index(k)))
+        rows = [[s.capitalize(), lv, *(cells[s, lv].get(c, "") for c in present)] for s, lv in keys]
         tables.append(
             Table(
                 "subscale",
                 "Alliance subscale effects by care type",
-                f"{effect_units}. {_pooled_note(subscale, attrs)}{common}",
+                f"{effect_units}; mean [95% HDI]. Row estimands: b_<subscale>_<level>[<care type>]"
+                f", pooled: b_<subscale>_<level>. {_pooled_note(subscale, attrs)}".rstrip(),
                 ["Subscale", "Level", *(c.capitalize() for c in present)],
                 rows,
+                names=["" for _ in rows],
+                label_columns=2,
             )
         )
 
@@ -210,7 +312,7 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
         subs = list(dict.fromkeys(s for s, _ in pooled))
         rows = []
         for s in subs:
-            row = [s]
+            row = [s.capitalize()]
             for lv in ("within", "between"):
                 n = pooled.get((s, lv))
                 row += [n or "", _cell(summary.loc[n]) if n else ""]
@@ -219,33 +321,34 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
             Table(
                 "levels",
                 "Within- vs between-provider alliance (pooled over care types)",
-                f"{effect_units}. Within = client minus provider mean; between = provider mean "
-                f"(Baldwin, Wampold & Imel 2007). {_pooled_note(subscale, attrs)}{common}",
+                f"{effect_units}; mean [95% HDI]. Within = client minus provider mean; between = "
+                f"provider mean (Baldwin, Wampold & Imel 2007). "
+                f"{_pooled_note(subscale, attrs)}".rstrip(),
                 ["Subscale", "Within estimand", "Within", "Between estimand", "Between"],
-                rows,
+                [[r[0], r[1], r[2], r[3], r[4]] for r in rows],
+                names=["" for _ in rows],
+                label_columns=1,
+                code_columns=(1, 3),
             )
         )
 
     var = of_kind("variance component") + of_kind("hyperparameter")
     if var:
-        rows = unit_rows(var)
         tables.append(
-            Table(
+            unit_table(
                 "variance",
                 "Variance components, hyperparameters and intraclass correlation",
                 "SDs in outcome units; ICC = sd_provider² / (sd_provider² + sigma²). "
                 "mu_b_* is the hyper-mean of the care-type slopes (the centre of their prior), "
-                "not the pooled slope of this study's clients. "
-                f"P(>0) is trivially 1 for scales. {common}",
-                ["Estimand", *_STAT_HEADER, "Units"],
-                rows,
+                "not the pooled slope of this study's clients. P(>0) is trivially 1 for scales.",
+                var,
             )
         )
 
     standardised = of_kind("standardised effect") + of_kind("model fit")
     if standardised:
         tables.append(
-            Table(
+            unit_table(
                 "standardised",
                 "Standardised effects (β) and Bayesian R²",
                 "β = b · sd(predictor) / sd(outcome), sample SDs of the fitted clients; for the "
@@ -255,25 +358,23 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
                 "r2_bayes: var(expected outcome) / (var + residual variance) per draw, provider "
                 "effects included (Gelman et al. 2019); r2_marginal: without them (Nakagawa & "
                 "Schielzeth 2013); r2_observed: marginal, on the bounded scores (the published "
-                f"OLS R²). {common}",
-                ["Estimand", *_STAT_HEADER, "Units"],
-                unit_rows(standardised),
+                "OLS R²).",
+                standardised,
             )
         )
     published_key = (meta.get("spec_as_run") or {}).get("published_table")
     if published_key:
-        tables.append(_published_table(summary, PUBLISHED[published_key], common))
+        tables.append(_published_table(summary, PUBLISHED[published_key]))
 
     contrasts = of_kind("contrast")
     if contrasts:
-        rows = [[n, *_stat_cells(summary.loc[n])] for n in contrasts]
         tables.append(
-            Table(
+            unit_table(
                 "contrasts",
                 "Contrasts: care types (therapist − coach, both − coach), subscales (goal − bond)",
-                f"{effect_units}; differences computed draw by draw. {common}",
-                ["Estimand", *_STAT_HEADER],
-                rows,
+                f"{effect_units}; differences computed draw by draw.",
+                contrasts,
+                units=False,
             )
         )
     return tables
@@ -287,7 +388,7 @@ def _pooled_note(names: list[str], attrs: Mapping[str, Mapping[str, Any]]) -> st
     return f"Pooled = the care-type slopes averaged with weights {weights}. "
 
 
-def _published_table(summary: pd.DataFrame, published: Mapping[str, Any], common: str) -> Table:
+def _published_table(summary: pd.DataFrame, published: Mapping[str, Any]) -> Table:
     """The published coefficients beside this posterior's, row by row (b, β, interval)."""
 
     def ours(name: str) -> str:
@@ -296,7 +397,7 @@ def _published_table(summary: pd.DataFrame, published: Mapping[str, Any], common
     def first(*names: str) -> str:
         return next((n for n in names if n in summary.index), names[-1])
 
-    rows = []
+    rows, names = [], []
     for estimand, label, b, beta, low, high in published["rows"]:
         stem = estimand.removeprefix("b_")
         # The observed-scale β of a censored model is the one an OLS fit of the scores estimates.
@@ -310,16 +411,18 @@ def _published_table(summary: pd.DataFrame, published: Mapping[str, Any], common
                 ours(beta_name) if beta_name else "—",
             ]
         )
+        names.append(estimand)
     # OLS R² is marginal (no provider terms) and on the observed scores: the matching estimand.
     r2 = first("r2_observed", "r2_marginal", "r2_bayes")
     beta_kind = "beta_obs_*" if summary.index.str.startswith("beta_obs_").any() else "beta_*"
     rows.append(["R²", f"{published['r2']:g}", ours(r2), "", ""])
+    names.append(r2)
     return Table(
         "published",
         "Published table and this posterior, side by side",
         f"Published: {published['citation']}: b [95% CI], β. This posterior: mean [95% HDI] "
         f"on the synthetic or supplied study; posterior β is `{beta_kind}` "
-        f"and R² is `{r2}` (the observed-scale, marginal ones where the model has them). {common}",
+        f"and R² is `{r2}` (the observed-scale, marginal ones where the model has them).",
         [
             "Predictor",
             "Published b [95% CI]",
@@ -328,52 +431,227 @@ def _published_table(summary: pd.DataFrame, published: Mapping[str, Any], common
             "Posterior β",
         ],
         rows,
+        names=names,
     )
 
 
-def tables_markdown(estimands: xr.Dataset, meta: Mapping[str, Any]) -> str:
-    """All tables as GitHub-flavoured Markdown, each with a heading and an italic caption."""
-    out = []
-    for t in build_tables(estimands, meta):
+def hypotheses_table(table: pd.DataFrame, meta: Mapping[str, Any]) -> Table | None:
+    """The decided hypotheses (:func:`~alliance_bayes.report.hypotheses.hypothesis_table`) as a
+    paper table, or None when there are none. The decision rule is stated in the caption."""
+    if table is None or table.empty:
+        return None
+
+    def num(x: float, digits: int) -> str:
+        return "n/a" if not math.isfinite(float(x)) else f"{float(x):.{digits}f}"
+
+    rows = [
+        [
+            str(r.hypothesis),
+            num(r.mean, 2),
+            f"[{num(r.hdi95_low, 2)}, {num(r.hdi95_high, 2)}]",
+            num(r.posterior_prob, 3),
+            num(r.prior_prob, 3),
+            num(r.in_rope, 3),
+            str(r.decision),
+            _bf_cell(r) if r.draws else "",
+        ]
+        for r in table.itertuples()
+    ]
+    rope = table["rope"].dropna()
+    units = meta.get("outcome_label", "outcome")
+    rope_text = (
+        f"ROPE ±{rope.iloc[0]:g} points of {units} (per alliance point for slopes)"
+        if len(rope)
+        else "no ROPE in these units"
+    )
+    return Table(
+        "hypotheses",
+        "Hypotheses",
+        f"P(H | y), P(H): posterior and prior probability of the statement (for =, of "
+        f"|difference| < ROPE); {rope_text}. Decision (Kruschke 2018): equivalent if the 95% HDI "
+        "lies inside the ROPE, different if wholly outside, else undecided. BF01: Savage–Dickey "
+        "ratio for the point null; BF10: posterior over prior odds of a directional statement; "
+        "± its Monte Carlo SE; < or >: a 95% bound.",
+        ["Hypothesis", "Mean", "95% HDI", "P(H | y)", "P(H)", "In ROPE", "Decision", "BF"],
+        rows,
+        names=["" for _ in rows],
+        code_columns=(0,),
+    )
+
+
+def _all_tables(
+    estimands: xr.Dataset, meta: Mapping[str, Any], hypotheses: pd.DataFrame | None
+) -> list[Table]:
+    tables = build_tables(estimands, meta)
+    h = hypotheses_table(hypotheses, meta) if hypotheses is not None else None
+    return [*tables, h] if h is not None else tables
+
+
+#: Columns of words among the number columns.
+_WORD_COLUMNS = ("Units", "Decision", "BF")
+
+
+def _numeric_columns(t: Table) -> list[bool]:
+    """Which columns hold numbers (right-aligned, decimal points aligned in LaTeX)."""
+    return [
+        j >= t.label_columns and j not in t.code_columns and h not in _WORD_COLUMNS
+        for j, h in enumerate(t.header)
+    ]
+
+
+def _markdown_first_cell(t: Table, i: int, cell: str) -> str:
+    name = t.names[i] if i < len(t.names) else ""
+    return f"{cell} (`{name}`)" if name and name != cell else cell
+
+
+def _markdown_cell(t: Table, j: int, cell: str) -> str:
+    return f"`{cell}`" if j in t.code_columns and cell else cell
+
+
+def tables_markdown(
+    estimands: xr.Dataset, meta: Mapping[str, Any], hypotheses: pd.DataFrame | None = None
+) -> str:
+    """All tables as GitHub-flavoured Markdown: a shared note, then each table with a heading and
+    a short italic caption; ``hypotheses`` (a decided hypothesis table) adds a last table."""
+    out = ["### About these tables", "", f"*{shared_note(estimands, meta)}*", ""]
+    for t in _all_tables(estimands, meta, hypotheses):
+        rows = [
+            [
+                _markdown_first_cell(t, i, _markdown_cell(t, j, c))
+                if j == 0
+                else _markdown_cell(t, j, c)
+                for j, c in enumerate(r)
+            ]
+            for i, r in enumerate(t.rows)
+        ]
+        numeric = _numeric_columns(t)
         out += [f"### {t.title}", "", f"*{t.caption}*", ""]
-        out += [*markdown_table(t.header, t.rows), ""]
+        out += [*markdown_table(t.header, rows, numeric=numeric), ""]
     return "\n".join(out)
 
 
-def _latex_cell(cell: str) -> str:
-    """Escape a cell; in numeric cells typeset ASCII hyphens as minus signs and < > in maths."""
-    text = latex_escape(cell)
-    if cell[:1] in "-0123456789<>[":
-        text = "$-$".join(text.split("-")) if not cell[:1].isalpha() else text
-        text = text.replace("<", "$<$").replace(">", "$>$")
+#: The preamble ``tables.tex`` needs under pdfLaTeX (any document class).
+LATEX_PREAMBLE = "\\usepackage{booktabs}"
+
+# A number as the tables print it: an optional bound sign, a sign, digits and decimals.
+_NUMBER = re.compile(r"(?P<cmp>[<>]?)(?P<sign>-?)(?P<int>\d+)(?:\.(?P<dec>\d+))?")
+
+
+@dataclass
+class _Widths:
+    """Widest parts, over a column, of the k-th number of its cells."""
+
+    cmp: bool = False
+    sign: bool = False
+    int_digits: int = 0
+    decimals: int = 0
+
+
+def _column_widths(cells: Sequence[str]) -> list[_Widths]:
+    widths: list[_Widths] = []
+    for cell in cells:
+        for k, m in enumerate(_NUMBER.finditer(cell)):
+            if k == len(widths):
+                widths.append(_Widths())
+            w = widths[k]
+            w.cmp |= bool(m["cmp"])
+            w.sign |= bool(m["sign"])
+            w.int_digits = max(w.int_digits, len(m["int"]))
+            w.decimals = max(w.decimals, len(m["dec"] or ""))
+    return widths
+
+
+def _phantom(text: str) -> str:
+    return rf"\phantom{{{text}}}" if text else ""
+
+
+def _aligned_number(m: re.Match[str], w: _Widths) -> str:
+    r"""The number of ``m`` padded with ``\phantom`` to the column's widths ``w``."""
+    lead = ("$<$" if w.cmp and not m["cmp"] else "") + ("$-$" if w.sign and not m["sign"] else "")
+    lead += "0" * (w.int_digits - len(m["int"]))
+    dec = m["dec"] or ""
+    trail = ("." if w.decimals and not dec else "") + "0" * (w.decimals - len(dec))
+    shown = {"<": "$<$", ">": "$>$", "": ""}[m["cmp"]] + ("$-$" if m["sign"] else "")
+    shown += m["int"] + (f".{dec}" if dec else "")
+    return _phantom(lead) + shown + _phantom(trail)
+
+
+def _aligned_cell(cell: str, widths: list[_Widths]) -> str:
+    """Escape a numeric cell and align each of its numbers on the decimal point."""
+    out, at = [], 0
+    for k, m in enumerate(_NUMBER.finditer(cell)):
+        out += [latex_escape(cell[at : m.start()]), _aligned_number(m, widths[k])]
+        at = m.end()
+    return "".join([*out, latex_escape(cell[at:])])
+
+
+#: Width of a wrapped text column (units, statements), so that a table fits a page.
+_WRAP_WIDTH = "3.4cm"
+
+
+def _texttt(text: str) -> str:
+    # The typewriter font has ASCII glyphs for < > |, unlike the text font's OT1 encoding.
+    escaped = latex_escape(text)
+    for macro, ch in ((r"\textless{}", "<"), (r"\textgreater{}", ">"), (r"\textbar{}", "|")):
+        escaped = escaped.replace(macro, ch)
+    return rf"\texttt{{{escaped}}}"
+
+
+def _latex_text(t: Table, j: int, cell: str) -> str:
+    """A text cell; labels, units and statements wrap in a ragged-right box of :data:`_WRAP_WIDTH`."""
+    text = _texttt(cell) if j in t.code_columns and cell else latex_escape(cell)
+    if (t.header[j] in ("Units", "Hypothesis") or (j == 0 and any(t.names))) and cell:
+        return rf"\parbox[t]{{{_WRAP_WIDTH}}}{{\raggedright {text}}}"
     return text
 
 
-def tables_latex(estimands: xr.Dataset, meta: Mapping[str, Any]) -> str:
-    """All tables as LaTeX ``table`` floats using booktabs rules (``\\usepackage{booktabs}``)."""
+def _latex_rows(t: Table) -> list[list[str]]:
+    numeric = _numeric_columns(t)
+    widths = [
+        _column_widths([r[j] for r in t.rows]) if numeric[j] else [] for j in range(len(numeric))
+    ]
+    return [
+        [
+            _aligned_cell(c, widths[j]) if numeric[j] else _latex_text(t, j, c)
+            for j, c in enumerate(r)
+        ]
+        for r in t.rows
+    ]
+
+
+def _latex_align(t: Table) -> str:
+    """Labels left, numbers right (aligned by padding), units and decisions left."""
+    return "".join("r" if n else "l" for n in _numeric_columns(t))
+
+
+def tables_latex(
+    estimands: xr.Dataset, meta: Mapping[str, Any], hypotheses: pd.DataFrame | None = None
+) -> str:
+    r"""All tables as a LaTeX fragment for ``\input``: a shared note, then ``table`` floats.
+
+    The fragment is ASCII and compiles under pdfLaTeX with :data:`LATEX_PREAMBLE`
+    (``\usepackage{booktabs}``) in any document class; each row ends in a ``% estimand:`` comment
+    naming its stable estimand. ``hypotheses`` (a decided hypothesis table) adds a last table.
+    """
     out = [
-        "% Generated by alliance_bayes.report.tables; requires \\usepackage{booktabs}.",
+        "% alliance-bayes paper tables: a fragment for \\input{tables.tex} under pdfLaTeX.",
+        f"% Preamble: {LATEX_PREAMBLE} (nothing else; numbers are aligned with \\phantom).",
+        "% Each row ends with a comment naming its stable estimand (estimands.csv).",
+        "",
+        rf"\par\noindent\textit{{Note to the tables.}} {latex_escape(shared_note(estimands, meta))}"
+        r"\par",
         "",
     ]
-    for t in build_tables(estimands, meta):
-        align = "l" * _n_text_cols(t) + "r" * (len(t.header) - _n_text_cols(t))
-        out += latex_table(
+    for t in _all_tables(estimands, meta, hypotheses):
+        lines = latex_table(
             [latex_escape(h) for h in t.header],
-            [[_latex_cell(c) for c in r] for r in t.rows],
-            align=align,
+            _latex_rows(t),
+            align=_latex_align(t),
             caption=f"{t.title}. {t.caption}",
             label=f"tab:{t.key}",
+            size=r"\small",
             escaped=True,
+            row_comments=[f"estimand: {n}" if n else "" for n in t.names],
         )
+        out += lines
     return "\n".join(out)
-
-
-def _n_text_cols(t: Table) -> int:
-    """Leading columns holding labels rather than numbers (left-aligned)."""
-    first: Sequence[str] = t.rows[0] if t.rows else []
-    n = 0
-    for c in first:
-        if c and (c[0].isdigit() or c[0] in "-<>"):
-            break
-        n += 1
-    return max(1, min(n, len(t.header) - 1))

@@ -169,9 +169,10 @@ def _latent_mean_rows() -> list[PriorRow]:
         ),
         PriorRow(
             "τ^a_s (SD of providers' latent mean alliance)",
-            f"Half-Normal({ALLIANCE_PROVIDER_SD:g})",
+            f"Gamma(2, 2/{ALLIANCE_PROVIDER_SD:g}) (mean {ALLIANCE_PROVIDER_SD:g})",
             "alliance points",
-            "Provider means a full point apart are possible but unusual; the caseloads inform it.",
+            "Provider means a point apart are possible but unusual; zero density at 0 keeps the "
+            "sampler out of the funnel (Chung et al. 2013, doi:10.1007/s11336-013-9328-2).",
         ),
     ]
 
