@@ -224,7 +224,8 @@ def test_numeric_ids_and_one_chain_give_a_bundle(small_study_dir, tmp_path):
     assert code in (0, EXIT_NOT_CONVERGED)
     (bundle,) = (out / "paper_table2").iterdir()
     report = (bundle / "report.md").read_text()
-    assert "### rank" in report and "rank plots compare chains and this run has one" in report
+    assert "### Rank plots of the chains" in report
+    assert "rank plots compare chains and this run has one" in report
     assert (bundle / "posterior.nc").is_file() and (bundle / "figures" / "ppc.png").is_file()
 
 

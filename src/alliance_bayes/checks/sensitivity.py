@@ -116,6 +116,17 @@ TOP_LEVEL_PRIORS: dict[str, str] = {
     "alliance_mu": "graph.ALLIANCE_MEAN_PRIOR",
     "alliance_sd_client": "graph.ALLIANCE_CLIENT_SD",
     "alliance_sd_provider": "graph.ALLIANCE_PROVIDER_SD",
+    # The ratings family (alliance as the outcome): its own fixed prior scales.
+    "b_covariate": "ratings.b_covariate_sd",
+    "b_session": "ratings.b_session_sd",
+    "sd_country_latent": "ratings.sd_country_sd",
+    "sd_provider_latent": "ratings.sd_provider_sd",
+    # The change family (baseline and follow-up with measurement error): its [change] table.
+    "mu_true_baseline": "change.true_mean_sd",
+    "true_change": "change.true_change_sd",
+    "sd_true": "change.true_sd_sd",
+    "corr_true_01": "change graph: Beta(2, 2)",
+    "reliability": "change.reliability_mean",
 }
 
 #: Layers of the hierarchy, never scaled: care-type slopes (centred ``b_centred_slope`` or
@@ -132,6 +143,8 @@ HIERARCHICAL_LAYERS = frozenset(
         "z_client_alliance",
         "z_provider_alliance",
         "v_alliance_provider",
+        "z_client",
+        "z_country",
     }
 )
 

@@ -1,0 +1,113 @@
+r"""The change model: baseline and follow-up as true scores plus measurement error.
+
+For client :math:`i` of care type :math:`c(i)` with providers :math:`p` (session-share weights
+:math:`w_{ip}`),
+
+.. math::
+
+    X_{1i} = T_{1i} + e_{1i}, \quad X_{2i} = T_{2i} + e_{2i}, \quad
+    e_{ti} \sim \mathcal{N}(0, \sigma_e^2), \quad \sigma_e^2 = (1 - \rho)\,s_{X_1}^2,
+
+    (T_{1i}, T_{2i}) \sim \mathcal{N}\!\left((\mu_{1c}, \mu_{2c} + v_i),\
+    \begin{pmatrix} \tau_1^2 & r\tau_1\tau_2 \\ r\tau_1\tau_2 & \tau_2^2 \end{pmatrix}\right),
+    \quad v_i = \sum_p w_{ip} u_p, \quad u_p \sim \mathcal{N}(0, \sigma_{u,\mathrm{type}(p)}^2),
+
+with :math:`\rho` the instrument's test–retest reliability (a Beta prior from the published
+value) and :math:`s_{X_1}` the SD of the observed baseline over every client. The provider effects
+act on the follow-up only: the baseline is measured before care.
+
+The true scores are integrated out. :math:`X_1 \sim \mathcal{N}(\mu_{1c}, V_1)`,
+:math:`V_1 = \tau_1^2 + \sigma_e^2`, for every client, and for those with a follow-up
+
+.. math::
+
+    X_2 \mid X_1 \sim \mathcal{N}\!\left(\mu_{2c} + v_i + \frac{C}{V_1}(X_1 - \mu_{1c}),\
+    \tau_2^2 + \sigma_e^2 - \frac{C^2}{V_1}\right), \quad C = r\tau_1\tau_2,
+
+so that a missing follow-up is missing at random given the baseline, the care type and the
+providers, and its client still informs :math:`\mu_{1c}`, :math:`\tau_1` and so how far the
+elevated regress to the mean. The errors are independent of each other and of the true scores
+(the classical test-theory model behind the reliable change index, Jacobson & Truax 1991,
+doi:10.1037/0022-006X.59.1.12). Two waves cannot separate the true-score correlation from the
+error variance, so :math:`\rho` is learnt almost only from its prior (the data bound it only
+through the true-score covariance staying positive definite); the data inform the rest.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from alliance_bayes.model.change.design import CARE_TYPES, PROVIDER_TYPES, ChangeDesign
+from alliance_bayes.model.spec import ModelSpec
+
+__all__ = ["beta_parameters", "build_change_model"]
+
+
+def beta_parameters(mean: float, sd: float) -> tuple[float, float]:
+    r"""Beta(α, β) with the given mean :math:`m` and SD :math:`s`.
+
+    :math:`\kappa = m(1-m)/s^2 - 1`, :math:`\alpha = m\kappa`, :math:`\beta = (1-m)\kappa`.
+    """
+    kappa = mean * (1.0 - mean) / sd**2 - 1.0
+    return mean * kappa, (1.0 - mean) * kappa
+
+
+def build_change_model(spec: ModelSpec, design: ChangeDesign) -> pm.Model:
+    """The PyMC model of the module docstring (see :class:`~alliance_bayes.model.spec.ChangeSpec`)."""
+    c = spec.change
+    assert c is not None
+    scales = design.scales()
+    coords = {
+        "care_type": list(CARE_TYPES),
+        "time": ["baseline", "followup"],
+        "provider_type": list(PROVIDER_TYPES),
+        "provider": design.frame.providers["provider"].tolist(),
+        "client": np.arange(design.n_clients),
+        "client_followed": np.arange(design.x2.size),
+    }
+    with pm.Model(coords=coords) as model:
+        care = pm.Data("care", design.care, dims="client")
+        x1_data = pm.Data("x1_data", design.x1, dims="client")
+        followed = pm.Data("followed", design.followed, dims="client_followed")
+        pm.Data("baseline", design.x1[design.followed], dims="client_followed")
+        index = pm.Data("member_index", design.member_index)
+        weight = pm.Data("member_weight", design.member_weight)
+
+        mu1 = pm.Normal(
+            "mu_true_baseline", scales["baseline_mean"], c.true_mean_sd, dims="care_type"
+        )
+        change = pm.Normal("true_change", 0.0, c.true_change_sd, dims="care_type")
+        mu2 = pm.Deterministic("mu_true_followup", mu1 + change, dims="care_type")
+        tau = pm.HalfNormal("sd_true", c.true_sd_sd, dims="time")
+        # corr = 2B − 1 with B ~ Beta(2, 2): symmetric about 0, no mass piled at ±1.
+        corr = pm.Deterministic("corr_true", 2.0 * pm.Beta("corr_true_01", 2.0, 2.0) - 1.0)
+        a, b = beta_parameters(c.reliability_mean, c.reliability_sd)
+        rho = pm.Beta("reliability", a, b)
+        sigma_e = pm.Deterministic("sigma_error", pt.sqrt(1.0 - rho) * scales["baseline_sd"])
+
+        sd_u = pm.HalfNormal("sd_provider", spec.priors.sd_provider_sd, dims="provider_type")
+        z_u = pm.Normal("z_provider", 0.0, 1.0, dims="provider")
+        u = pm.Deterministic("u_provider", z_u * sd_u[design.provider_type], dims="provider")
+        v = (weight * u[index]).sum(axis=1)
+        # The mean and spread of the provider part among each care type's clients: the estimands
+        # are marginal over the study's own providers.
+        counts = np.maximum(np.bincount(design.care, minlength=len(CARE_TYPES)), 1).astype(float)
+        one_hot = (design.care[:, None] == np.arange(len(CARE_TYPES))).astype(float)
+        mean_v = (one_hot * v[:, None]).sum(axis=0) / counts
+        pm.Deterministic("mean_provider_care", mean_v, dims="care_type")
+        pm.Deterministic(
+            "var_provider_care",
+            (one_hot * (v**2)[:, None]).sum(axis=0) / counts - mean_v**2,
+            dims="care_type",
+        )
+
+        v1 = tau[0] ** 2 + sigma_e**2
+        cov = corr * tau[0] * tau[1]
+        pm.Normal("x1", mu1[care], pt.sqrt(v1), observed=x1_data, dims="client")
+        resid = x1_data[followed] - mu1[care[followed]]
+        mean2 = mu2[care[followed]] + v[followed] + cov / v1 * resid
+        sd2 = pt.sqrt(tau[1] ** 2 + sigma_e**2 - cov**2 / v1)
+        pm.Normal("y", mean2, sd2, observed=design.x2, dims="client_followed")
+    return model

@@ -1,0 +1,249 @@
+r"""The ratings model's estimands on the 1–5 rating scale (stable names, draw by draw).
+
+Every level is the **expected rating of a typical session**: averaged over the items goal and bond
+(the paper's score; task is modelled but not averaged in), marginal over the client and provider
+effects, at the sample's mean covariates and mean session order. With :math:`\mu` the fixed part of
+:math:`\theta` and the client and provider effects independent normals,
+
+.. math::
+    R(\mu) = \frac{1}{|S|}\sum_{s} \mathbb E_{Z \sim \mathcal N(0,1)}\Big[
+        \tau_s\big(\mu + \omega Z\big)\Big], \qquad \omega = \sqrt{1 + \sigma_a^2},
+    \qquad \tau_s(\theta) = 1 + \sum_{k=1}^{4}\operatorname{logit}^{-1}\big(\alpha_s(\theta
+        - \kappa_{s,k})\big),
+
+by the trapezoid rule on :data:`NODES` (:math:`\tau` is
+:func:`~alliance_bayes.model.latent.measurement.expected_rating_np`). A care type's level
+averages :math:`R` over the study's countries (weighted by their clients) and, for clients who saw
+both, over the provider types of their sessions:
+
+.. math::
+    \text{alliance}[c] = \sum_k w_k \sum_t q_{ct}\,
+        R\big(\gamma_c + u_k + \delta([t = \text{therapist}] - \pi_T)\big).
+
+A covariate's effect is the change of the care-mix level :math:`\bar A(\cdot) = \sum_c \pi_c
+\text{alliance}[c](\cdot)` across one unit centred at the mean, e.g. ``alliance_per_decade_age``
+:math:`= \bar A(\beta_\text{age}/2) - \bar A(-\beta_\text{age}/2)`; ``alliance[male-not_male]``
+:math:`= \bar A(\beta_m(1 - \bar m)) - \bar A(-\beta_m\bar m)`; ``alliance_per_session`` the same
+with :math:`\lambda`. ``alliance_country[k]`` is :math:`\bar A` in country :math:`k`;
+``sd_country_alliance`` the SD of those levels across the study's countries (a finite-population
+SD; Gelman 2005, doi:10.1214/009053604000001048). ``share_at_ceiling`` is :math:`\bar A` with
+:math:`\tau` replaced by :math:`P(r = 5)`. ``sd_provider_alliance`` is the SD of the providers'
+expected ratings (a coach-only client of average country, the client effect integrated out) over
+:math:`a \sim \mathcal N(0, \sigma_a)`; ``icc_provider_alliance`` the latent-response ICC
+:math:`\sigma_a^2 / (\sigma_a^2 + 1 + \pi^2/(3\alpha_s^2))`, averaged over the items (Snijders &
+Bosker 2012, section 17.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from scipy import special
+
+from alliance_bayes.model.latent.measurement import expected_rating_np
+from alliance_bayes.model.ratings.design import COVARIATES
+from alliance_bayes.model.regression.design import CARE_CONTRASTS, CARE_TYPES
+
+__all__ = ["NODES", "compute_ratings_estimands", "marginal_rating"]
+
+#: Trapezoid rule for E over Z ~ N(0, 1): nodes every 0.25 on [-7, 7]. The integrand is analytic
+#: with poles at Im z = pi / (alpha omega), so the rule's error falls like
+#: exp(-2 pi^2 / (0.25 alpha omega)): below 1e-6 for alpha omega up to about 6.
+NODES = np.arange(-28, 29) * 0.25
+_WEIGHTS = np.exp(-0.5 * NODES**2) / np.exp(-0.5 * NODES**2).sum()
+RATING_UNITS = "rating points"
+_CHUNK = 500
+
+
+def marginal_rating(
+    mu: np.ndarray,
+    omega: np.ndarray,
+    discrimination: np.ndarray,
+    thresholds: np.ndarray,
+    *,
+    ceiling: bool = False,
+) -> np.ndarray:
+    r"""Item-averaged :math:`\mathbb E_Z[\tau_s(\mu + \omega Z)]` (or :math:`P(r = 5)`).
+
+    Parameters
+    ----------
+    mu : (draw, ...) array
+        Fixed part of the latent alliance, in client SDs.
+    omega : (draw,) array
+        SD of the random part (client and provider effects).
+    discrimination : (draw, item) array
+    thresholds : (draw, item, 4) array
+        Latent-scale thresholds :math:`\kappa = c / \alpha`.
+    ceiling : bool
+        Return the probability of the top category instead of the expected rating.
+
+    Returns
+    -------
+    (draw, ...) array
+    """
+    mu = np.asarray(mu, float)
+    out = np.empty(mu.shape)
+    extra = (None,) * (mu.ndim - 1)
+    for lo in range(0, mu.shape[0], _CHUNK):
+        d = slice(lo, lo + _CHUNK)
+        theta = mu[d][..., None] + omega[d][(slice(None), *extra, None)] * NODES  # (d, ..., Q)
+        disc = discrimination[d][(slice(None), *extra, None, slice(None))]  # (d, ..., 1, S)
+        kappa = thresholds[d][(slice(None), *extra, None, slice(None), slice(None))]
+        if ceiling:
+            value = special.expit(disc * (theta[..., None] - kappa[..., -1]))
+        else:
+            value = expected_rating_np(theta[..., None], disc, kappa)  # (d, ..., Q, S)
+        out[d] = (value.mean(axis=-1) * _WEIGHTS).sum(axis=-1)
+    return out
+
+
+def _draws(posterior: xr.Dataset, name: str, *dims: str) -> np.ndarray:
+    da = posterior[name]
+    return da.stack(sample=("chain", "draw")).transpose("sample", *dims).values
+
+
+def compute_ratings_estimands(
+    posterior: xr.Dataset, scales: Mapping[str, Any] | None = None
+) -> xr.Dataset:
+    """The estimands of the module docstring from the ``posterior`` (or ``prior``) draws.
+
+    ``scales`` are :func:`~alliance_bayes.model.ratings.design.ratings_scales` of the design (the
+    care mix, the country mix and the centring constants).
+    """
+    sc = scales or {}
+    stacked = posterior[["discrimination"]].stack(sample=("chain", "draw"))
+    disc = _draws(posterior, "discrimination", "subscale")
+    kappa = _draws(posterior, "threshold", "subscale", "cut")
+    items = [str(s) for s in posterior["subscale"].values]
+    averaged = [j for j, s in enumerate(items) if s in ("goal", "bond")] or list(range(len(items)))
+    disc, kappa = disc[:, averaged], kappa[:, averaged]
+    beta = dict(zip(COVARIATES, _draws(posterior, "b_covariate", "covariate").T, strict=True))
+    b_care = _draws(posterior, "b_care", "care_contrast")
+    gamma = {c: np.zeros(len(disc)) for c in CARE_TYPES}
+    for j, contrast in enumerate(CARE_CONTRASTS):
+        gamma[contrast.split("-")[0]] = b_care[:, j]
+    care_share = sc.get("care_share") or {c: 1.0 / len(CARE_TYPES) for c in CARE_TYPES}
+    centre = sum(p * gamma[c] for c, p in care_share.items() if c in gamma)
+    gamma = {c: g - centre for c, g in gamma.items()}  # centred over the clients, as the graph
+    delta = _draws(posterior, "provider_type_alliance")
+    sd_prov = _draws(posterior, "sd_provider_latent")
+    sd_country = _draws(posterior, "sd_country_latent")
+    lam = _draws(posterior, "b_session")
+    countries = [str(k) for k in posterior["country"].values]
+    z = _draws(posterior, "z_country", "country")
+    n_k = z.shape[1]
+    u = (
+        (z - z.mean(axis=1, keepdims=True)) * np.sqrt(n_k / (n_k - 1.0)) * sd_country[:, None]
+        if n_k > 1
+        else np.zeros_like(z)
+    )
+    share = sc.get("country_share") or {k: 1.0 / n_k for k in countries}
+    w_country = np.array([share.get(k, 0.0) for k in countries])
+    w_country = w_country / w_country.sum()
+    pi_t = float(sc.get("therapist_share", 0.5))
+    q_both = float(sc.get("both_therapist_share", 0.5))
+    provider_mix = {"therapist": ((1.0, 1.0),), "coach": ((0.0, 1.0),)}
+    provider_mix["both"] = ((1.0, q_both), (0.0, 1.0 - q_both))
+    omega = np.sqrt(1.0 + sd_prov**2)
+
+    def level(care: str, shift: np.ndarray, *, ceiling: bool = False) -> np.ndarray:
+        """(draw, country) rating of care type ``care`` with ``shift`` added to the latent mean."""
+        total = 0.0
+        for therapist, q in provider_mix[care]:
+            mu = (gamma[care] + shift + delta * (therapist - pi_t))[:, None] + u
+            total = total + q * marginal_rating(mu, omega, disc, kappa, ceiling=ceiling)
+        return total
+
+    def mix(shift: np.ndarray, *, ceiling: bool = False) -> np.ndarray:
+        """(draw, country): the care-mix level."""
+        return sum(
+            p * level(c, shift, ceiling=ceiling) for c, p in care_share.items() if c in CARE_TYPES
+        )
+
+    zero = np.zeros(len(disc))
+    out: dict[str, tuple[np.ndarray, str, str]] = {}
+    units = f"{RATING_UNITS} (1–5 scale)"
+    by_care = {c: level(c, zero) @ w_country for c in CARE_TYPES}
+    for c in CARE_TYPES:
+        out[f"alliance[{c}]"] = (by_care[c], units, "fixed effect")
+    for contrast in CARE_CONTRASTS:
+        a, b = contrast.split("-")
+        out[f"alliance[{contrast}]"] = (
+            by_care[a] - by_care[b],
+            f"{RATING_UNITS}, {a} minus {b}",
+            "contrast",
+        )
+
+    def effect(slope: np.ndarray, high: float, low: float) -> np.ndarray:
+        return (mix(slope * high) - mix(slope * low)) @ w_country
+
+    m_bar = float(sc.get("male_mean", 0.5))
+    out["alliance_per_decade_age"] = (
+        effect(beta["age_decade"], 0.5, -0.5),
+        f"{RATING_UNITS} per decade of age",
+        "fixed effect",
+    )
+    out["alliance_per_10_who5_baseline"] = (
+        effect(beta["who5_baseline_10"], 0.5, -0.5),
+        f"{RATING_UNITS} per 10 WHO-5 points at baseline",
+        "fixed effect",
+    )
+    out["alliance[male-not_male]"] = (
+        effect(beta["male"], 1.0 - m_bar, -m_bar),
+        f"{RATING_UNITS}, male minus not male",
+        "contrast",
+    )
+    out["alliance_per_session"] = (
+        effect(lam, 0.5, -0.5),
+        f"{RATING_UNITS} per session (session order)",
+        "fixed effect",
+    )
+    by_country = mix(zero)
+    for j, k in enumerate(countries):
+        out[f"alliance_country[{k}]"] = (by_country[:, j], units, "fixed effect")
+    out["sd_country_alliance"] = (
+        by_country.std(axis=1, ddof=1) if n_k > 1 else zero,
+        f"{RATING_UNITS} (SD across the study's countries)",
+        "variance component",
+    )
+    out["share_at_ceiling"] = (
+        mix(zero, ceiling=True) @ w_country,
+        "share of session ratings at 5",
+        "measurement",
+    )
+    out["sd_provider_alliance"] = (
+        _provider_sd(delta * (0.0 - pi_t), sd_prov, disc, kappa),
+        f"{RATING_UNITS} (SD of the providers' expected ratings)",
+        "variance component",
+    )
+    out["sd_provider_latent"] = (sd_prov, "client latent SDs", "variance component")
+    out["sd_country_latent"] = (sd_country, "client latent SDs", "variance component")
+    logistic = np.pi**2 / (3.0 * disc**2)
+    out["icc_provider_alliance"] = (
+        (sd_prov[:, None] ** 2 / (sd_prov[:, None] ** 2 + 1.0 + logistic)).mean(axis=1),
+        "share of the latent session variance",
+        "variance component",
+    )
+    return _dataset(out, stacked)
+
+
+def _provider_sd(mean, sd_prov, disc, kappa) -> np.ndarray:
+    """SD over a ~ N(mean, sd_prov) of the expected rating with the client effect integrated."""
+    a = mean[:, None] + sd_prov[:, None] * NODES[None, :]  # (draw, Q)
+    m = marginal_rating(a, np.ones(len(a)), disc, kappa)
+    centre = (m * _WEIGHTS).sum(axis=1, keepdims=True)
+    return np.sqrt(((m - centre) ** 2 * _WEIGHTS).sum(axis=1))
+
+
+def _dataset(out: Mapping[str, tuple[np.ndarray, str, str]], stacked: xr.Dataset) -> xr.Dataset:
+    sample = stacked["sample"]
+    data = {}
+    for name, (values, units, kind) in out.items():
+        da = xr.DataArray(np.asarray(values, float), dims=("sample",), coords={"sample": sample})
+        data[name] = (
+            da.unstack("sample").transpose("chain", "draw").assign_attrs(units=units, kind=kind)
+        )
+    return xr.Dataset(data)
