@@ -87,6 +87,16 @@ def test_indicators_are_every_scored_client(small_frame):
     assert prepare(load_spec("who5_change"), small_frame).latent is None
 
 
+def test_numpy_predictions_refuse_the_latent_option(small_frame):
+    """compare and K-fold predict from the caseload parts: refused, not silently wrong."""
+    from alliance_bayes.model.regression.design import DesignError
+    from alliance_bayes.model.regression.predict import linear_predictor
+
+    spec = load_spec(LATENT)
+    with pytest.raises(DesignError, match="latent_mean"):
+        linear_predictor(spec, prepare(spec, small_frame), None)
+
+
 def test_graph_builds_for_both_options(small_frame):
     manifest = build_model(load_spec("who5_change"), prepare(load_spec("who5_change"), small_frame))
     latent = build_model(load_spec(LATENT), prepare(load_spec(LATENT), small_frame))

@@ -32,7 +32,7 @@ The replicates
     run resumes and a finished run can be extended with more replicates.
 
 The quantities
-    Ranks are computed for the key estimands (``mu_b`` elements, ``sd_provider``, ``sigma``,
+    Ranks are computed for the key parameters (``mu_b`` elements, ``sd_provider``, ``sigma``,
     ``b_baseline``, care-type slopes, ``sd_provider_slope``, care-type intercepts ``b_care``; for
     the latent model also ``discrimination``, ``cutpoint_top``, ``sd_provider_alliance``,
     ``provider_type_alliance`` and ``rho_outcomes``) and

@@ -9,8 +9,8 @@ with likelihood sensitive is a "potential prior-data conflict", prior sensitive 
 per draw), with
 
 * the prior: the **top-level** priors only, an explicit list (:data:`TOP_LEVEL_PRIORS`: the
-  intercept, baseline, covariate, care-type and alliance coefficients, the pooled slopes
-  ``mu_b``, ``sd_b`` when it is estimated, the provider SDs, the LKJ correlations, ``sigma``,
+  intercept, baseline, covariate, care-type and alliance coefficients, the hyper-mean ``mu_b``
+  of the care-type slopes, ``sd_b`` when it is estimated, the provider SDs, the LKJ correlations, ``sigma``,
   ``nu`` and the measurement priors of the latent model). For a hierarchy
   :math:`p(\theta \mid \phi)\, p(\phi)` the power-scaled posterior is
   :math:`p(y \mid \theta)\, p(\theta \mid \phi)\, p(\phi)^{\alpha}`, as brms's ``lprior`` (what

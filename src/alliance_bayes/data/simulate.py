@@ -41,7 +41,8 @@ Generative story (client c, providers p, subscales s in {goal, bond})
             + sum_p w_cp u_p + N(0, sigma)
 
    with ``b[care,s,l] = mu_b[s,l] + deviation[care][s,l]`` (deviations sum to zero over the
-   three care types, so ``mu_b`` is the pooled slope), provider intercepts
+   three care types, so ``mu_b`` is their equal-weight mean; the pooled truth ``b_<s>_<l>`` weights
+   them by the realised care mix), provider intercepts
    ``u_p ~ N(0, sd_provider[type])`` and provider deviations of the within slope
    ``v_ps ~ N(0, sd_provider_slope[s])`` (``v_s = sum_p w_cp v_ps``). The reported follow-up is
    ``y*`` rounded to a multiple of 4 and clipped to 0..100. All coefficients are on raw scales:
@@ -110,7 +111,8 @@ class OutcomeTruth:
     Alliance slopes are outcome points per one point of the 1–5 alliance scale, keyed
     ``"<subscale>_<level>"``.
     ``deviation[care]`` is added to ``mu_b`` to give the care-type slope; deviations sum to zero
-    over care types.
+    over care types (so ``mu_b`` is the care types' equal-weight mean, not the care-mix pooled
+    slope; see :meth:`estimands`).
     """
 
     intercept: float

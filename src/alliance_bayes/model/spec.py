@@ -108,7 +108,7 @@ class HierarchySpec:
     ``provider_slopes``: within-provider subscale slopes vary across providers, correlated with the
     intercepts (LKJ prior unless ``provider_correlation = false``, then independent); requires
     ``provider_intercepts``.
-    ``care_slope_sd``: the spread of the care-type slopes around the pooled slope is
+    ``care_slope_sd``: the spread of the care-type slopes around their hyper-mean ``mu_b`` is
     ``"fixed"`` at ``sd_b_sd`` (default) or ``"estimated"`` with a Half-Normal(``sd_b_sd``)
     prior (see :mod:`alliance_bayes.model.regression.graph` for why fixed is the default).
     ``sd_prior``: prior of the provider-effect SDs, ``"gamma"`` (Gamma(2, 2/scale), mean
@@ -149,7 +149,7 @@ class PriorSpec:
     average client); ``b_baseline_sd`` is per baseline point; ``b_covariate_sd`` is per SD of the
     covariate (covariates enter standardised); ``b_care_sd`` is a care-type contrast in outcome
     points; ``mu_b_sd``, ``b_alliance_sd`` and ``sd_provider_slope_sd`` are per alliance point.
-    ``sd_b_sd`` is the spread of the care-type slopes around the pooled slope (fixed, or the scale
+    ``sd_b_sd`` is the spread of the care-type slopes around ``mu_b`` (fixed, or the scale
     of its prior): three care types cannot estimate a variance alone (Gelman 2006,
     doi:10.1214/06-BA117A).
     """

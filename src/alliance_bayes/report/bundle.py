@@ -435,7 +435,7 @@ def _care_mix_lines(meta: Mapping[str, Any]) -> list[str]:
         total = sum(by_care.values())
         mix = ", ".join(f"{c} {n} ({n / total:.1%})" for c, n in by_care.items())
         lines.append(f"| {prefix}in the likelihood, by care type | {mix} |")
-    if lines and rule:
+    if lines and rule and meta.get("family") in ("regression", "latent"):
         how = (
             "each care type weighted by its share of these clients"
             if rule == "care_mix"

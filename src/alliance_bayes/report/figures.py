@@ -575,7 +575,7 @@ def plot_provider_slopes(
     """Caterpillar plot of the providers' within-provider slope deviations ``u_provider_slope``.
 
     One panel per subscale, providers sorted by posterior mean (by rank, never by identifier),
-    95% HDIs; the pooled slope is the zero line.
+    95% HDIs; zero is the client's care-type slope.
     """
     u = dt["posterior"]["u_provider_slope"]
     subs = [str(s) for s in u["subscale"].values]
@@ -584,7 +584,7 @@ def plot_provider_slopes(
     for ax, s in zip(axes[0], subs, strict=True):
         mean, low, high = _mean_and_hdi(u.sel(subscale=s))
         excl = _caterpillar(ax, mean, low, high, "C4", ms=2.5, lw=0.8)
-        ax.set_title(f"{s}: provider deviation from the pooled within slope", fontsize=9)
+        ax.set_title(f"{s}: provider deviation from the care-type within slope", fontsize=9)
         parts.append(f"{s}: {excl} of {mean.size} providers' 95% HDIs exclude zero")
     axes[0, 0].set_ylabel("u_provider_slope (points per alliance point)")
     fig.tight_layout()

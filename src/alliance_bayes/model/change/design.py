@@ -149,6 +149,12 @@ def prepare_change(spec: ModelSpec, frame: AnalysisFrame) -> ChangeDesign:
     index, weight = sub.membership_arrays()
     ptype = sub.providers["provider_type"].astype(str).map(PROVIDER_TYPES.index).to_numpy()
     sign, cutoff = direction(spec)
+    if not np.any(sign * x1 <= sign * cutoff):
+        raise DesignError(
+            f"{spec.source}: no client is elevated at baseline ({outcome.split('_')[0]} "
+            f"{'<=' if sign > 0 else '>='} {cutoff:g}), so there is no change among the elevated "
+            "to estimate"
+        )
     return ChangeDesign(
         frame=sub,
         x1=x1,

@@ -694,8 +694,8 @@ def complete(
 ) -> xr.DataTree:
     """Everything a collapsed fit's bundle needs that sampling did not give (a no-op otherwise).
 
-    Adds to the posterior (and the prior) every provider's effects (exact conditional draws) and
-    ``r2_bayes`` (from the sufficient statistics); then, unless ``draws_only``, the pointwise
+    Adds to the posterior (and the prior) every provider's effects (exact conditional draws),
+    ``r2_bayes`` and ``r2_marginal`` (from the sufficient statistics); then, unless ``draws_only``, the pointwise
     log-likelihood ``y`` at every draw, the posterior predictive ``y`` (thinned to
     ``predictive_draws_per_chain`` draws per chain), the prior predictive ``y``, and the observed
     outcomes and baselines, for every client or, above :data:`MAX_POINTWISE_CELLS`, a random

@@ -35,7 +35,7 @@ import numpy as np
 import xarray as xr
 from scipy import special, stats
 
-from alliance_bayes.model.regression.design import PROVIDER_TYPES, ModelData
+from alliance_bayes.model.regression.design import PROVIDER_TYPES, DesignError, ModelData
 from alliance_bayes.model.spec import ModelSpec
 
 __all__ = [
@@ -111,7 +111,20 @@ def linear_predictor(
 
     Everything of :func:`~alliance_bayes.model.regression.graph.build_model`'s ``mu`` except the provider
     intercepts and slopes, on the centred design of ``data``.
+
+    Raises
+    ------
+    DesignError
+        For ``between = "latent_mean"``: its slopes multiply the latent parts, which these NumPy
+        predictions (compare, K-fold, imputation) do not rebuild yet; the caseload parts in
+        ``data.alliance`` would give silently wrong predictions.
     """
+    if data.latent is not None:
+        raise DesignError(
+            "predictions from a between = 'latent_mean' model (compare, K-fold scoring, "
+            "imputation) are not implemented: they would use the caseload-mean parts the model "
+            "does not; compare or score its caseload_mean twin instead"
+        )
     g = lambda n: _draws(posterior, n, max_draws, seed)  # noqa: E731
     mu = g("alpha")[:, None] + g("b_baseline")[:, None] * (data.baseline - data.baseline_mean)[None]
     mu = mu + g("b_covariate_z") @ data.covariates.T
