@@ -543,51 +543,17 @@ def step_heldout(spec, design, settings, *, n_mc: int = 200, max_draws: int | No
         from alliance_bayes.model.latent.heldout import heldout_steps
 
         return heldout_steps(spec, design, settings, max_draws=min(max_draws or 500, 500))
-    return _regression_step_heldout(spec, design, settings, n_mc=n_mc, max_draws=max_draws)
+    from alliance_bayes.model.regression.heldout import heldout
+    from alliance_bayes.model.regression.predict import heldout_log_step_probability
 
-
-def _regression_step_heldout(spec, design, settings, *, n_mc: int, max_draws: int | None):
-    """:func:`alliance_bayes.model.regression.heldout.heldout` scoring the observed step."""
-    from pytensor.graph.traversal import ancestors
-
-    from alliance_bayes.inference import compile_for_refit, sample_compiled
-    from alliance_bayes.model.families import HeldOut
-    from alliance_bayes.model.regression.collapsed import _with_effects
-    from alliance_bayes.model.regression.graph import build_model
-    from alliance_bayes.model.regression.heldout import _fold, _training_providers, providers_seen
-    from alliance_bayes.model.regression.predict import heldout_log_step_probability, subset_data
-
-    parts: dict[str, Any] = {}
-
-    def score(train: np.ndarray, test: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
-        if not parts:
-            model = build_model(spec, design, heldout=True)
-            parts["compiled"] = compile_for_refit(model, settings)
-            parts["read"] = {v.name for v in ancestors([model.logp()]) if v.name}
-        swapped, stats = _fold(spec, design, train)
-        dt, seconds = sample_compiled(
-            parts["compiled"],
-            settings,
-            data={k: v for k, v in swapped.items() if k in parts["read"]},
-            seed=seed,
-        )
-        posterior = dt["posterior"].to_dataset()
-        if stats is not None:
-            rng = np.random.default_rng([int(seed), 20221013])
-            posterior = _with_effects(spec, design, stats, posterior, rng, from_prior=False)[0]
-        posterior = _training_providers(posterior, providers_seen(design, train))
-        values = heldout_log_step_probability(
-            spec,
-            subset_data(design, test),
-            posterior,
-            n_mc=n_mc,
-            max_draws=max_draws,
-            seed=seed,
-        )
-        diverging = int(dt["sample_stats"]["diverging"].sum())
-        return values, {"divergences": diverging, "sample_s": round(seconds, 1)}
-
-    return HeldOut(scored=np.ones(design.n_clients, dtype=bool), score=score)
+    return heldout(
+        spec,
+        design,
+        settings,
+        n_mc=n_mc,
+        max_draws=max_draws,
+        measure=heldout_log_step_probability,
+    )
 
 
 def kfold_summary(results: Mapping[str, KFoldResult]) -> pd.DataFrame:

@@ -86,11 +86,22 @@ def providers_seen(data: ModelData, clients: np.ndarray) -> np.ndarray:
     return seen
 
 
-def heldout(spec: ModelSpec, data: ModelData, settings, *, n_mc: int = 200, max_draws=1000):
+def heldout(
+    spec: ModelSpec,
+    data: ModelData,
+    settings,
+    *,
+    n_mc: int = 200,
+    max_draws=1000,
+    measure=heldout_log_density,
+):
     """The K-fold scorer of the regression family (the module docstring; compiled at the first fold).
 
     Each fold integrates over the new providers' effects by Monte Carlo (``n_mc`` draws per
-    posterior draw, at most ``max_draws`` posterior draws).
+    posterior draw, at most ``max_draws`` posterior draws). ``measure`` scores the held-out
+    clients: :func:`~alliance_bayes.model.regression.predict.heldout_log_density`, or
+    :func:`~alliance_bayes.model.regression.predict.heldout_log_step_probability` (the measure
+    ``compare`` puts every model on).
     """
     from alliance_bayes.inference import compile_for_refit, sample_compiled
     from alliance_bayes.model.families import HeldOut
@@ -117,7 +128,7 @@ def heldout(spec: ModelSpec, data: ModelData, settings, *, n_mc: int = 200, max_
             rng = np.random.default_rng([int(seed), 20221013])
             posterior = _with_effects(spec, data, stats, posterior, rng, from_prior=False)[0]
         posterior = _training_providers(posterior, providers_seen(data, train))
-        elpd = heldout_log_density(
+        elpd = measure(
             spec,
             subset_data(data, test),
             posterior,
