@@ -287,7 +287,7 @@ def test_design_reads_every_rated_session(tmp_path):
     assert data.countries == ("GB", "IN", "US")
     assert np.allclose(data.covariates.mean(axis=0), 0.0)
     model = family_of(spec).build(spec, data)
-    assert {"b_care", "b_session", "sd_country_latent", "sd_provider_latent"} <= {
+    assert {"b_care_logit", "b_session_logit", "sd_country_latent", "sd_provider_latent"} <= {
         rv.name for rv in model.free_RVs
     }
     # the log density is the session-level ordered logistic summed over every rating
@@ -313,12 +313,20 @@ def _evaluate(model, point, names):
 
 
 def _latent_of_sessions(model, data, point) -> np.ndarray:
-    """theta_n recomputed in numpy from the point (centred standard normals, as the graph)."""
+    """theta_n recomputed in numpy from the point (centred standard normals, as the graph).
+
+    The graph samples on the logit scale of the client effects (a_0, the geometric mean of the
+    discriminations); theta is in client SDs: the logit-scale effects divided by a_0.
+    """
     names = [
-        "b_covariate", "b_care", "sd_country_latent", "z_country", "z_client",
-        "provider_type_alliance", "sd_provider_latent", "z_provider", "b_session",
+        "b_covariate", "b_care", "sd_country_latent", "z_country", "client_alliance_logit",
+        "provider_type_alliance", "sd_provider_latent", "v_provider", "b_session", "discrimination",
     ]  # fmt: skip
-    beta, b_care, sd_c, z_c, z_i, delta, sd_p, z_p, lam = _evaluate(model, point, names)
+    beta, b_care, sd_c, z_c, e_i, delta, sd_p, v_p, lam, disc = _evaluate(model, point, names)
+    a0 = np.exp(np.log(disc).mean())
+    z_i = e_i / a0
+    w = model["provider_noncentring"].get_value()
+    z_p = v_p * (a0 * sd_p) ** (w - 1.0)
 
     def centred(z):
         return (z - z.mean()) * np.sqrt(len(z) / (len(z) - 1.0))

@@ -271,7 +271,9 @@ def test_every_shipped_model_parameter_is_classified(small_study_dir):
             continue
         priors = sens.top_level_priors(_free_rvs(spec, small_study_dir))
         if spec.outcome == "alliance_ratings":  # alliance as the outcome: no intercept or sigma
-            assert {"b_care", "discrimination", "sd_provider_latent"} <= set(priors), path.stem
+            assert {"b_care_logit", "log_discrimination_mean", "sd_provider_latent"} <= set(
+                priors
+            ), path.stem
         elif spec.change is not None:  # baseline and follow-up with measurement error
             assert {"true_change", "reliability", "sd_true"} <= set(priors), path.stem
         else:

@@ -311,3 +311,172 @@ def test_latent_between_is_the_limit_of_caseload_means() -> None:
         assert (gap.abs() > 0).all()
     with pytest.raises(ValueError, match="between_definition"):
         simulate_study(dataclasses.replace(cfg, between_definition="mean"), seed=8)
+
+
+# ---- planted answers to questions 1 (alliance ratings) and 2 (change among the elevated)
+def _clustered_mean(values: np.ndarray, cluster: np.ndarray, count: np.ndarray | None = None):
+    """Ratio mean sum(values) / sum(count) and its SE clustered by ``cluster``."""
+    values = np.asarray(values, dtype=float)
+    count = np.ones(len(values)) if count is None else np.asarray(count, dtype=float)
+    m = values.sum() / count.sum()
+    dev = pd.Series(values - m * count).groupby(np.asarray(cluster)).sum().to_numpy()
+    return m, float(np.sqrt(dev @ dev) / count.sum())
+
+
+def _client_ratings(st) -> pd.DataFrame:
+    """Per client: the sum of the item-averaged session ratings, their number, covariates."""
+    s = st.sessions.assign(r=(st.sessions["wai_goal"] + st.sessions["wai_bond"]) / 2.0)
+    g = s.groupby("client_id")["r"].agg(["sum", "count"])
+    return (
+        st.latent.set_index("client_id")[["care_type", "first_provider"]]
+        .join(g)
+        .join(st.clients.set_index("client_id")["country"])
+    )
+
+
+def test_extras_use_their_own_random_streams() -> None:
+    """An extra that is on changes only what it acts on: the main stream is untouched, so every
+    extra off gives the shipped study's draws (the byte check is the shipped-files test)."""
+    cfg = SimulationConfig.small()
+    base = simulate_study(cfg, seed=2)
+    countries = simulate_study(dataclasses.replace(cfg, alliance_country_sd=0.5), seed=2)
+    # the alliance acts on the ratings and, through the true scores, on the follow-ups only
+    drawn_before = ["client_id", "age", "sex", "country", "who5_baseline", "days_in_care"]
+    pd.testing.assert_frame_equal(base.clients[drawn_before], countries.clients[drawn_before])
+    pd.testing.assert_series_equal(
+        base.clients["phq9_baseline"], countries.clients["phq9_baseline"]
+    )
+    assert not base.sessions.equals(countries.sessions)
+    error = simulate_study(dataclasses.replace(cfg, who5_reliability=0.7), seed=2)
+    pd.testing.assert_frame_equal(base.sessions, error.sessions)
+    assert not base.clients["who5_baseline"].equals(error.clients["who5_baseline"])
+    explicit_off = dataclasses.replace(
+        cfg, alliance_care_shift=dict.fromkeys(CARE_TYPES, 0.0), who5_reliability=1.0
+    )
+    for x, y in zip(_frames(base), _frames(simulate_study(explicit_off, seed=2)), strict=True):
+        pd.testing.assert_frame_equal(x, y)
+
+
+def test_shipped_truth_states_no_planted_alliance_difference_and_no_rtm() -> None:
+    truth = json.loads((SHIPPED / "truth.json").read_text())
+    q1 = truth["alliance_ratings"]["estimands"]
+    for name in (
+        "alliance[therapist-coach]",
+        "alliance[both-coach]",
+        "alliance_per_decade_age",
+        "alliance_per_10_who5_baseline",
+        "alliance[male-not_male]",
+        "sd_country_alliance",
+        "alliance_per_session",
+    ):
+        assert q1[name] == 0.0, name
+    assert 4.5 < q1["alliance[coach]"] < 4.7 and 0.6 < q1["share_at_ceiling"] < 0.8
+    for outcome in ("who5", "phq9"):
+        q2 = truth["change"][outcome]["estimands"]
+        assert q2["reliability"] == 1.0 and q2["reliability_reported"] > 0.99
+        assert all(q2[f"rtm[{g}]"] == 0.0 for g in (*CARE_TYPES, "all"))
+    assert 8 < truth["change"]["who5"]["estimands"]["who5_change[all]"] < 12
+
+
+def test_default_alliance_level_and_ceiling_match_a_large_sample() -> None:
+    """The closed-form expected rating and share of 5s (client mixture, providers, session noise)
+    against the ratings of ~93k clients."""
+    st = simulate_study(SimulationConfig().scaled(30), seed=21)
+    q1 = st.truth["alliance_ratings"]["estimands"]
+    c = _client_ratings(st)
+    m, se = _clustered_mean(c["sum"], c["first_provider"], c["count"])
+    assert abs(m - q1["alliance[coach]"]) < 4 * se, (m, se, q1["alliance[coach]"])
+    fives = st.sessions.assign(
+        f=((st.sessions["wai_goal"] == 5).astype(float) + (st.sessions["wai_bond"] == 5)) / 2
+    )
+    f = fives.groupby("client_id")["f"].sum().loc[c.index]
+    m5, se5 = _clustered_mean(f, c["first_provider"], c["count"])
+    assert abs(m5 - q1["share_at_ceiling"]) < 4 * se5, (m5, se5, q1["share_at_ceiling"])
+
+
+def test_planted_care_and_country_differences_recovered() -> None:
+    """Mean ratings by care type and by country of a large sample against the closed-form truth on
+    the rating scale, which is not the latent shift (the ceiling compresses it)."""
+    shift = {"therapist": -0.4, "coach": 0.0, "both": 0.3}
+    cfg = dataclasses.replace(
+        SimulationConfig().scaled(30), alliance_care_shift=shift, alliance_country_sd=0.3
+    )
+    st = simulate_study(cfg, seed=22)
+    q1 = st.truth["alliance_ratings"]["estimands"]
+    c = _client_ratings(st)
+    level = {}
+    for care in CARE_TYPES:
+        sub = c[c["care_type"] == care]
+        level[care] = _clustered_mean(sub["sum"], sub["first_provider"], sub["count"])
+        assert abs(level[care][0] - q1[f"alliance[{care}]"]) < 4 * level[care][1], (care, level)
+    for care in ("therapist", "both"):
+        diff = level[care][0] - level["coach"][0]
+        se = np.hypot(level[care][1], level["coach"][1])
+        assert abs(diff - q1[f"alliance[{care}-coach]"]) < 4 * se
+        assert abs(diff - shift[care]) > 10 * se  # the latent shift is not the rating-scale truth
+    by_country = {}
+    for k, sub in c.groupby("country"):
+        # the care mix within a country is the study's up to sampling: reweight to it
+        parts = [
+            (share, *_clustered_mean(s["sum"], s["first_provider"], s["count"]))
+            for care, share in st.truth["alliance_ratings"]["reference"]["care_share"].items()
+            for s in [sub[sub["care_type"] == care]]
+        ]
+        m = sum(w * x for w, x, _ in parts)
+        se = np.sqrt(sum((w * e) ** 2 for w, _, e in parts))
+        by_country[k] = m
+        assert abs(m - q1[f"alliance_country[{k}]"]) < 4 * se, (k, m, se)
+    sd = np.std(list(by_country.values()), ddof=1)
+    assert q1["sd_country_alliance"] > 0.1
+    assert abs(sd - q1["sd_country_alliance"]) < 0.2 * q1["sd_country_alliance"]
+
+
+def test_expected_reported_score_matches_brute_force() -> None:
+    from alliance_bayes.data.simulate import _expected_reported, _round_to
+
+    rng = np.random.default_rng(0)
+    mean = np.array([-5.0, 2.0, 30.0, 97.0])
+    x = mean[:, None] + 9.0 * rng.standard_normal((4, 400_000))
+    brute = _round_to(x, 4.0, 0.0, 100.0).mean(axis=1)
+    np.testing.assert_allclose(_expected_reported(mean, 9.0, 4.0, 0.0, 100.0), brute, atol=0.05)
+
+
+@pytest.mark.parametrize("reliability", [1.0, 0.7])
+def test_planted_reliability_and_regression_to_the_mean_recovered(reliability: float) -> None:
+    """Among the clients elevated by their reported baseline: the observed change matches the
+    truth; an independent retest of the baseline shows the stated RTM, and the change from the
+    retest (the true change) is the observed change less that RTM. The squared correlation of
+    the true and the reported baseline is the reliability."""
+    cfg = dataclasses.replace(SimulationConfig().scaled(30), who5_reliability=reliability)
+    st = simulate_study(cfg, seed=23)
+    q2 = st.truth["change"]["who5"]["estimands"]
+    lat = st.latent
+    x1 = lat["who5_baseline_full"].to_numpy(float)
+    t1 = lat["who5_baseline_continuous"].to_numpy(float)
+    x2 = lat["who5_followup_full"].to_numpy(float)
+    rel = np.corrcoef(t1, x1)[0, 1] ** 2
+    assert abs(rel - q2["reliability_reported"]) < 0.01
+    assert abs(rel - reliability) < 0.02
+    sd_e = q2["sigma_error_planted"]
+    assert sd_e == pytest.approx(0.0 if reliability == 1 else 14.09, abs=0.01)
+    true = lat["who5_baseline_true"].to_numpy(float)
+    retest = np.clip(
+        np.round((true + np.random.default_rng(1).normal(0.0, sd_e, len(true))) / 4) * 4, 0, 100
+    )
+    sel = x1 <= 28
+    cl = lat["first_provider"].to_numpy()[sel]
+    checks = {
+        "who5_change[all]": x2 - x1,
+        "rtm[all]": retest - x1,
+        "who5_change_beyond_rtm[all]": x2 - retest,
+    }
+    for name, values in checks.items():
+        m, se = _clustered_mean(values[sel], cl)
+        assert abs(m - q2[name]) < 4 * se + 0.01, (name, m, se, q2[name])
+    assert q2["who5_change[all]"] - q2["who5_change_beyond_rtm[all]"] == pytest.approx(
+        q2["rtm[all]"]
+    )
+    if reliability < 1:
+        assert q2["rtm[all]"] > 5  # (1 - rho) times the distance of the elevated from the mean
+    else:
+        assert q2["rtm[all]"] == 0.0

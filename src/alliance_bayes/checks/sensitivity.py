@@ -116,9 +116,14 @@ TOP_LEVEL_PRIORS: dict[str, str] = {
     "alliance_mu": "graph.ALLIANCE_MEAN_PRIOR",
     "alliance_sd_client": "graph.ALLIANCE_CLIENT_SD",
     "alliance_sd_provider": "graph.ALLIANCE_PROVIDER_SD",
-    # The ratings family (alliance as the outcome): its own fixed prior scales.
-    "b_covariate": "ratings.b_covariate_sd",
-    "b_session": "ratings.b_session_sd",
+    # The ratings family (alliance as the outcome): its own fixed prior scales, sampled on the
+    # logit scale (a_0 x ~ N(0, a_0 sd), the prior x ~ N(0, sd) with the scale's Jacobian).
+    "b_covariate_logit": "ratings.b_covariate_sd",
+    "b_care_logit": "ratings.b_care_sd",
+    "provider_type_alliance_logit": "ratings.provider_type_alliance_sd",
+    "b_session_logit": "ratings.b_session_sd",
+    "log_discrimination_mean": "ratings.discrimination_sd",
+    "log_discrimination_item": "ratings.discrimination_sd",
     "sd_country_latent": "ratings.sd_country_sd",
     "sd_provider_latent": "ratings.sd_provider_sd",
     # The change family (baseline and follow-up with measurement error): its [change] table.
@@ -145,6 +150,7 @@ HIERARCHICAL_LAYERS = frozenset(
         "v_alliance_provider",
         "z_client",
         "z_country",
+        "client_alliance_logit",
     }
 )
 

@@ -55,6 +55,29 @@ Generative story (client c, providers p, subscales s in {goal, bond})
 5. Follow-up is missing at random given covariates (age, days in care, care type); one follow-up
    assessment covers both WHO-5 and PHQ-9.
 
+Planted answers to the study's first two questions (all off by default: the shipped study)
+------------------------------------------------------------------------------------------
+Q1, alliance across care types, demographics and sessions: a client-level shift of the latent
+alliance, ``alliance_care_shift[care] + alliance_per_decade_age * (age - mean) / 10 +
+alliance_male * (male - mean) + alliance_per_10_who5_baseline * (baseline - mean) / 10 + u_k``
+with country effects ``u_k ~ N(0, alliance_country_sd)``, and a session-level growth
+``alliance_per_session * (session_index - mean)`` (then a client's true score is the mean of its
+sessions' expected ratings). The truth (``truth["alliance_ratings"]``,
+:func:`alliance_ratings_truth`) is in closed form on the 1–5 expected-rating scale of the ratings
+model's estimands. With ``between_definition = "latent"`` a provider's latent alliance stays
+that of the reference client (the client shifts are not integrated into it).
+
+Q2, change among the elevated with the regression to the mean separated out: with
+``who5_reliability`` (``phq9_reliability``) below 1 the continuous baseline ``T1`` (the mixture,
+clipped to the scale) drives the follow-up, and both waves are reported as ``T + N(0, sigma_e)``
+on the grid, ``sigma_e^2 = (1 - rho) / rho * Var(T1)`` (test-retest reliability ``rho``); with 1
+the reported baseline itself drives the follow-up, as in the shipped study. The true change is set
+by the follow-up's truth (``intercept``, ``care_intercept`` per care type, ``b_baseline``, ...).
+The truth (``truth["change"]``, :func:`change_truth`) is a fixed-seed Monte Carlo of the config.
+
+Extras draw from their own streams (``default_rng([seed, k])``), only when on: the main stream,
+and so the shipped study, is the same with every extra off.
+
 The truth is defined on TRUE alliance scores; the observed client means carry measurement error
 (small for the default ``session_noise_sd``; make it large to stress a latent measurement model).
 """
@@ -324,6 +347,24 @@ class SimulationConfig:
     phq9_baseline_intercept: float = 19.0
     phq9_baseline_slope_who5: float = -0.2  # PHQ-9 points per WHO-5 point
     phq9_baseline_sd: float = 4.5
+    # --- planted alliance differences (question 1), on the latent alliance scale (rating points
+    # before the ceiling and the rounding; the client part has SD ``client_alliance_sd``). All 0 in
+    # the shipped study: alliance "did not differ by age, country, or baseline well-being".
+    # Covariates enter centred at the study's own means, session order at its mean over sessions.
+    alliance_care_shift: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(CARE_TYPES, 0.0)
+    )
+    alliance_per_decade_age: float = 0.0
+    alliance_male: float = 0.0  # male minus female
+    alliance_per_10_who5_baseline: float = 0.0  # per 10 points of the REPORTED baseline WHO-5
+    alliance_country_sd: float = 0.0  # SD of country effects, drawn once per study (own stream)
+    alliance_per_session: float = 0.0  # growth per session (session order within the client)
+    # --- true-score layer of the outcomes (question 2): test-retest reliability of the reported
+    # scores. 1 = off (the shipped study: the reported baseline drives the follow-up). Below 1, the
+    # continuous score drives the follow-up and both waves are reported with independent normal
+    # error of variance (1 - rho) / rho * Var(true baseline) (own random stream).
+    who5_reliability: float = 1.0
+    phq9_reliability: float = 1.0
     # --- outcome truths
     who5: OutcomeTruth = field(default_factory=_who5_truth)
     phq9: OutcomeTruth = field(default_factory=_phq9_truth)
@@ -388,16 +429,19 @@ def _expected_rating(eta: np.ndarray, noise_sd: float) -> np.ndarray:
     return out
 
 
-def _population_expected_rating(location: np.ndarray, cfg: SimulationConfig) -> np.ndarray:
+def _population_expected_rating(
+    location: np.ndarray, cfg: SimulationConfig, extra_var: float = 0.0
+) -> np.ndarray:
     r"""A provider's expected rating over the population of clients, per subscale.
 
     The client part is, per subscale, the mixture :math:`(1-\pi) \mathcal N(0, s_e^2) + \pi
     \mathcal N(\mu_r, s_e^2 + s_r^2 + s_{rs}^2)` (ruptures with probability :math:`\pi`), so with
     session noise SD :math:`s` each term of :func:`_expected_rating` integrates in closed form:
     :math:`\mathbb E\,\Phi((\ell + X - k - 1/2)/s) = \Phi((\ell + m_X - k - 1/2) /
-    \sqrt{s^2 + v_X})` for :math:`X \sim \mathcal N(m_X, v_X)`.
+    \sqrt{s^2 + v_X})` for :math:`X \sim \mathcal N(m_X, v_X)`. ``extra_var`` is the variance of
+    a further independent normal part of the location (a provider's offset).
     """
-    v_client = cfg.client_alliance_sd**2
+    v_client = cfg.client_alliance_sd**2 + extra_var
     v_rupture = v_client + cfg.rupture_shift_sd**2 + cfg.rupture_subscale_sd**2
     out = np.ones_like(location, dtype=float)
     for k in range(1, 5):
@@ -429,8 +473,19 @@ def _mvn2(rng: np.random.Generator, n: int, sd: float, corr: float) -> np.ndarra
 def simulate_study(
     config: SimulationConfig | None = None, seed: int = DEFAULT_SEED
 ) -> SimulatedStudy:
-    """Simulate one synthetic study. Same config and seed give identical tables."""
+    """Simulate one synthetic study. Same config and seed give identical tables.
+
+    The truth's ``change`` block (question 2) is a population value of the config, computed once
+    per config by a fixed-seed Monte Carlo (:func:`change_truth`); everything else is closed form.
+    """
     cfg = config if config is not None else SimulationConfig()
+    study = _generate(cfg, seed)
+    study.truth["change"] = change_truth(cfg)
+    return study
+
+
+def _generate(cfg: SimulationConfig, seed: int) -> SimulatedStudy:
+    """The generator of the module docstring (every truth block but ``change``)."""
     rng = np.random.default_rng(seed)
 
     # ---- providers
@@ -507,18 +562,78 @@ def simulate_study(
     starts = np.concatenate([[0], np.cumsum(total)[:-1]])
     s_index = np.arange(s_client.size) - np.repeat(starts, total) + 1
 
-    # ---- alliance
+    # ---- alliance: the draws, in the order of the shipped study's stream; the arithmetic follows
+    # once the covariates that may shift the alliance are drawn
     mu = np.array([cfg.alliance_mean[s] for s in SUBSCALES])
     e_client = _mvn2(rng, n, cfg.client_alliance_sd, cfg.client_alliance_corr)
     rupture = rng.random(n) < cfg.p_rupture
     shift = rng.normal(cfg.rupture_shift_mean, cfg.rupture_shift_sd, n)[:, None] + rng.normal(
         0.0, cfg.rupture_subscale_sd, (n, 2)
     )
+    session_eps = rng.normal(0.0, cfg.session_noise_sd, (s_client.size, 2))
+
+    # ---- covariates
+    age = np.clip(np.round(rng.normal(cfg.age_mean, cfg.age_sd, n)), cfg.age_min, cfg.age_max)
+    male = (rng.random(n) >= cfg.p_female).astype(np.int64)
+    cnames = list(cfg.countries)
+    cprob = np.array([cfg.countries[c] for c in cnames], dtype=float)
+    country = np.array(cnames)[rng.choice(len(cnames), n, p=cprob / cprob.sum())]
+    gaps = total - 1
+    days = np.where(
+        gaps > 0,
+        rng.gamma(np.maximum(gaps, 1) * cfg.gap_days_shape, cfg.gap_days_scale),
+        0.0,
+    )
+    days = np.round(days).astype(np.int64)
+
+    # ---- WHO-5 baseline
+    low = rng.random(n) < cfg.who5_low_share
+    who5_bl_latent = np.where(
+        low,
+        rng.normal(cfg.who5_low_mean, cfg.who5_low_sd, n),
+        rng.normal(cfg.who5_high_mean, cfg.who5_high_sd, n),
+    )
+    who5_sd_e = _error_sd(cfg, "who5")
+    who5_true = np.clip(who5_bl_latent, 0.0, 100.0)
+    if who5_sd_e > 0:
+        who5_err = _side_rng(seed, _STREAM_WHO5_ERROR).normal(0.0, who5_sd_e, (2, n))
+        who5_bl = _round_to(who5_true + who5_err[0], 4.0, 0.0, 100.0)
+    else:
+        who5_bl = _round_to(who5_bl_latent, 4.0, 0.0, 100.0)
+        who5_true = who5_bl  # the reported baseline itself drives the follow-up
+
+    # ---- alliance: latent scores, true scores, within/between parts, session ratings
     client_part = e_client + np.where(rupture[:, None], shift, 0.0)
+    countries = sorted(set(cnames))
+    country_effect = dict.fromkeys(countries, 0.0)
+    if cfg.alliance_country_sd > 0:
+        drawn = _side_rng(seed, _STREAM_COUNTRY).normal(
+            0.0, cfg.alliance_country_sd, len(countries)
+        )
+        country_effect = dict(zip(countries, drawn.tolist(), strict=True))
+    centring = {
+        "age": float(age.mean()),
+        "male": float(male.mean()),
+        "who5_baseline": float(who5_bl.mean()),
+        "session_index": float(s_index.mean()),
+    }
+    client_shift = _alliance_client_shift(cfg, care, age, male, who5_bl, country, country_effect)
+    if client_shift is not None:
+        client_part = client_part + client_shift[:, None]
     eta1 = mu + a_prov[first] + client_part  # (n, 2) latent score with the first provider
     eta2 = mu + a_prov[np.maximum(second, 0)] + client_part
-    tau1 = _expected_rating(eta1, cfg.session_noise_sd)
-    tau2 = np.where(has_second[:, None], _expected_rating(eta2, cfg.session_noise_sd), 0.0)
+    with_first = s_prov == first[s_client]
+    if cfg.alliance_per_session != 0:
+        # growth over sessions: a client's true score is the mean of its sessions' expected ratings
+        growth = cfg.alliance_per_session * (s_index - centring["session_index"])
+        eta_sess = np.where(with_first[:, None], eta1[s_client], eta2[s_client]) + growth[:, None]
+        g_sess = _expected_rating(eta_sess, cfg.session_noise_sd)
+        tau1 = _slot_mean(g_sess, s_client, with_first, n)
+        tau2 = np.where(has_second[:, None], _slot_mean(g_sess, s_client, ~with_first, n), 0.0)
+    else:
+        tau1 = _expected_rating(eta1, cfg.session_noise_sd)
+        tau2 = np.where(has_second[:, None], _expected_rating(eta2, cfg.session_noise_sd), 0.0)
+        eta_sess = np.where(with_first[:, None], eta1[s_client], eta2[s_client])
     tau = w1[:, None] * tau1 + w2[:, None] * tau2  # client true score per subscale
     # provider true mean: mean of its clients' true scores with it, each client weighted equally
     # (the same definition as alliance_bayes.data.frame uses for the observed scores)
@@ -539,36 +654,11 @@ def simulate_study(
         has_second[:, None], w2[:, None] * prov_mean[np.maximum(second, 0)], 0.0
     )
     within = tau - between
-    # session item ratings
-    eta_sess = np.where((s_prov == first[s_client])[:, None], eta1[s_client], eta2[s_client])
-    ratings = np.clip(
-        np.round(eta_sess + rng.normal(0.0, cfg.session_noise_sd, eta_sess.shape)), 1, 5
-    ).astype(np.int64)
+    ratings = np.clip(np.round(eta_sess + session_eps), 1, 5).astype(np.int64)
 
-    # ---- covariates
-    age = np.clip(np.round(rng.normal(cfg.age_mean, cfg.age_sd, n)), cfg.age_min, cfg.age_max)
-    male = (rng.random(n) >= cfg.p_female).astype(np.int64)
-    cnames = list(cfg.countries)
-    cprob = np.array([cfg.countries[c] for c in cnames], dtype=float)
-    country = np.array(cnames)[rng.choice(len(cnames), n, p=cprob / cprob.sum())]
-    gaps = total - 1
-    days = np.where(
-        gaps > 0,
-        rng.gamma(np.maximum(gaps, 1) * cfg.gap_days_shape, cfg.gap_days_scale),
-        0.0,
-    )
-    days = np.round(days).astype(np.int64)
-
-    # ---- WHO-5
-    low = rng.random(n) < cfg.who5_low_share
-    who5_bl_latent = np.where(
-        low,
-        rng.normal(cfg.who5_low_mean, cfg.who5_low_sd, n),
-        rng.normal(cfg.who5_high_mean, cfg.who5_high_sd, n),
-    )
-    who5_bl = _round_to(who5_bl_latent, 4.0, 0.0, 100.0)
-
-    def outcome(tr: OutcomeTruth, name: str, baseline: np.ndarray) -> tuple[np.ndarray, ...]:
+    def outcome(
+        tr: OutcomeTruth, name: str, baseline: np.ndarray, error: np.ndarray | None
+    ) -> tuple[np.ndarray, ...]:
         u, v = prov_effects[name]
         prov_u = w1 * u[first] + np.where(has_second, w2 * u[np.maximum(second, 0)], 0.0)
         prov_v = w1[:, None] * v[first] + np.where(
@@ -591,23 +681,38 @@ def simulate_study(
             + prov_u
         )
         ystar = mean + rng.normal(0.0, tr.sigma, n)
-        return _round_to(ystar, tr.step, tr.lower, tr.upper), ystar, mean, prov_u
+        reported = ystar if error is None else ystar + error
+        return _round_to(reported, tr.step, tr.lower, tr.upper), ystar, mean, prov_u
 
-    who5_fu, who5_star, who5_mean, who5_u = outcome(cfg.who5, "who5", who5_bl)
+    def _provider_var(tr: OutcomeTruth) -> np.ndarray:
+        """Variance of a client's provider part sum_p w_cp u_p over the draws of the u_p."""
+        var = np.where(is_ther, tr.sd_provider["therapist"], tr.sd_provider["coach"]) ** 2
+        return w1**2 * var[first] + np.where(has_second, w2**2 * var[np.maximum(second, 0)], 0.0)
+
+    who5_fu, who5_star, who5_mean, who5_u = outcome(
+        cfg.who5, "who5", who5_true, who5_err[1] if who5_sd_e > 0 else None
+    )
     between_mean = {s: float(between[:, j].mean()) for j, s in enumerate(SUBSCALES)}
 
     # ---- PHQ-9
     p_phq = np.array([cfg.p_phq9[c] for c in care])
     phq_measured = rng.random(n) < p_phq
-    phq_bl = _round_to(
+    phq_continuous = (
         cfg.phq9_baseline_intercept
-        + cfg.phq9_baseline_slope_who5 * who5_bl
-        + rng.normal(0.0, cfg.phq9_baseline_sd, n),
-        1.0,
-        0.0,
-        27.0,
+        + cfg.phq9_baseline_slope_who5 * who5_true
+        + rng.normal(0.0, cfg.phq9_baseline_sd, n)
     )
-    phq_fu, phq_star, phq_mean, phq_u = outcome(cfg.phq9, "phq9", phq_bl)
+    phq_sd_e = _error_sd(cfg, "phq9")
+    phq_true = np.clip(phq_continuous, 0.0, 27.0)
+    if phq_sd_e > 0:
+        phq_err = _side_rng(seed, _STREAM_PHQ9_ERROR).normal(0.0, phq_sd_e, (2, n))
+        phq_bl = _round_to(phq_true + phq_err[0], 1.0, 0.0, 27.0)
+    else:
+        phq_bl = _round_to(phq_continuous, 1.0, 0.0, 27.0)
+        phq_true = phq_bl
+    phq_fu, phq_star, phq_mean, phq_u = outcome(
+        cfg.phq9, "phq9", phq_true, phq_err[1] if phq_sd_e > 0 else None
+    )
 
     # ---- follow-up missingness (MAR)
     logit = (
@@ -658,12 +763,20 @@ def simulate_study(
             "goal_between": between[:, 0],
             "bond_within": within[:, 1],
             "bond_between": between[:, 1],
+            "who5_baseline_full": who5_bl,
+            "who5_baseline_true": who5_true,
+            "who5_baseline_continuous": np.clip(who5_bl_latent, 0.0, 100.0),
+            "phq9_baseline_true": phq_true,
+            "phq9_baseline_continuous": np.clip(phq_continuous, 0.0, 27.0),
+            "first_provider": first,
             "who5_provider_effect": who5_u,
+            "who5_provider_var": _provider_var(cfg.who5),
             "who5_mean": who5_mean,
             "who5_followup_star": who5_star,
             "who5_followup_full": who5_fu,
             "phq9_baseline_full": phq_bl,
             "phq9_provider_effect": phq_u,
+            "phq9_provider_var": _provider_var(cfg.phq9),
             "phq9_mean": phq_mean,
             "phq9_followup_star": phq_star,
             "phq9_followup_full": phq_fu,
@@ -676,6 +789,9 @@ def simulate_study(
         "config": _jsonable(cfg.to_dict()),
         "who5": cfg.who5.estimands(between_mean, _care_share(care[observed])),
         "phq9": cfg.phq9.estimands(between_mean, _care_share(care[observed & phq_measured])),
+        "alliance_ratings": alliance_ratings_truth(
+            cfg, country_effect, _care_share(care), _share(country, countries), centring
+        ),
         "design": {
             "n_clients": int(n),
             "n_clients_by_care_type": {c: int((care == c).sum()) for c in CARE_TYPES},
@@ -694,6 +810,14 @@ def simulate_study(
                 "intercept is the expected follow-up at all predictors 0 on raw scales "
                 "(age 0, female, 0 days, baseline 0, alliance parts 0)"
             ),
+            "baseline_measurement": (
+                "follow-ups driven by the reported baselines (no measurement error planted beyond "
+                "the reporting grid)"
+                if who5_sd_e == 0 and phq_sd_e == 0
+                else "follow-ups driven by the continuous true baselines; reported baseline and "
+                "follow-up = true + N(0, sigma_e) on the reporting grid (sigma_e in "
+                "change.<outcome>.estimands.sigma_error_planted; 0 = that outcome has no error)"
+            ),
             "within_between_definition": (
                 (
                     "provider true mean = mean of its clients' true scores with it (clients "
@@ -707,6 +831,329 @@ def simulate_study(
         },
     }
     return SimulatedStudy(providers, clients, sessions, truth, latent)
+
+
+#: Independent random streams for the planted extras, spawned from the seed
+#: (``default_rng([seed, stream])``): an extra that is off draws nothing, so the main stream and
+#: the shipped study stay as they are.
+_STREAM_COUNTRY = 1
+_STREAM_WHO5_ERROR = 2
+_STREAM_PHQ9_ERROR = 3
+
+
+def _side_rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), stream])
+
+
+def _true_baseline_var(cfg: SimulationConfig, outcome: str) -> float:
+    """Variance of the continuous baseline (before clipping): WHO-5's two-component mixture, and
+    for PHQ-9 its regression on the WHO-5 baseline plus noise."""
+    p = cfg.who5_low_share
+    who5 = (
+        p * cfg.who5_low_sd**2
+        + (1.0 - p) * cfg.who5_high_sd**2
+        + p * (1.0 - p) * (cfg.who5_low_mean - cfg.who5_high_mean) ** 2
+    )
+    if outcome == "who5":
+        return who5
+    return cfg.phq9_baseline_slope_who5**2 * who5 + cfg.phq9_baseline_sd**2
+
+
+def _error_sd(cfg: SimulationConfig, outcome: str) -> float:
+    r"""SD of the measurement error that gives reliability :math:`\rho` to the continuous score:
+    :math:`\sigma_e^2 = (1 - \rho)/\rho \cdot \operatorname{Var}(T)`, so that
+    :math:`\operatorname{Var}(T) / (\operatorname{Var}(T) + \sigma_e^2) = \rho`; 0 when off."""
+    rho = float(getattr(cfg, f"{outcome}_reliability"))
+    if not 0.0 < rho <= 1.0:
+        raise ValueError(f"{outcome}_reliability must lie in (0, 1], got {rho}")
+    return float(np.sqrt((1.0 - rho) / rho * _true_baseline_var(cfg, outcome)))
+
+
+def _alliance_client_shift(
+    cfg: SimulationConfig,
+    care: np.ndarray,
+    age: np.ndarray,
+    male: np.ndarray,
+    who5_bl: np.ndarray,
+    country: np.ndarray,
+    country_effect: dict[str, float],
+) -> np.ndarray | None:
+    """The planted client-level alliance shift (latent scale), or None when every knob is off.
+
+    Covariates enter centred at the study's means, as the ratings model centres them, so the
+    reference client (shift 0 but for care and country) is the one at the mean covariates.
+    """
+    terms = []
+    if any(cfg.alliance_care_shift.get(c, 0.0) != 0 for c in CARE_TYPES):
+        terms.append(np.array([cfg.alliance_care_shift.get(c, 0.0) for c in care]))
+    for slope, x, unit in (
+        (cfg.alliance_per_decade_age, age, 10.0),
+        (cfg.alliance_male, male, 1.0),
+        (cfg.alliance_per_10_who5_baseline, who5_bl, 10.0),
+    ):
+        if slope != 0:
+            x = np.asarray(x, dtype=float)
+            terms.append(slope * (x - x.mean()) / unit)
+    if cfg.alliance_country_sd > 0:
+        terms.append(np.array([country_effect[k] for k in country]))
+    return np.sum(terms, axis=0) if terms else None
+
+
+def _slot_mean(values: np.ndarray, client: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """(n, 2) mean of the session ``values`` of each client over the sessions in ``mask``."""
+    num = np.zeros((n, values.shape[1]))
+    den = np.zeros(n)
+    np.add.at(num, client[mask], values[mask])
+    np.add.at(den, client[mask], 1.0)
+    return num / np.maximum(den, 1.0)[:, None]
+
+
+def _share(labels: np.ndarray, levels: list[str]) -> dict[str, float]:
+    return {k: float(np.mean(labels == k)) for k in levels}
+
+
+def _marginal_rating(location: np.ndarray, cfg: SimulationConfig, *, ceiling: bool = False):
+    r"""Item rating expected over clients, providers and sessions at a latent ``location``.
+
+    The provider offset (SD ``provider_alliance_sd``) adds its variance to that of
+    :func:`_population_expected_rating`; with ``ceiling`` the probability of a 5 instead,
+    :math:`(1-\pi)\Phi((\ell - 4.5)/s_0) + \pi\Phi((\ell + \mu_r - 4.5)/s_r)`.
+    """
+    var_p = cfg.provider_alliance_sd**2
+    if not ceiling:
+        return _population_expected_rating(location, cfg, var_p)
+    v_client = cfg.client_alliance_sd**2
+    v_rupture = v_client + cfg.rupture_shift_sd**2 + cfg.rupture_subscale_sd**2
+    s2 = cfg.session_noise_sd**2 + var_p
+    cut = np.asarray(location, dtype=float) - 4.5
+    return (1.0 - cfg.p_rupture) * special.ndtr(cut / np.sqrt(s2 + v_client)) + (
+        cfg.p_rupture * special.ndtr((cut + cfg.rupture_shift_mean) / np.sqrt(s2 + v_rupture))
+    )
+
+
+def alliance_ratings_truth(
+    cfg: SimulationConfig,
+    country_effect: dict[str, float],
+    care_share: dict[str, float],
+    country_share: dict[str, float],
+    centring: dict[str, float],
+) -> dict[str, Any]:
+    r"""Planted truth of question 1 on the 1–5 rating scale, in closed form.
+
+    As the ratings model defines its estimands (:mod:`alliance_bayes.model.ratings.estimands`):
+    the expected rating of a session, averaged over goal and bond, over clients (the normal client
+    part and the rupture mixture), providers and session noise, at the study's mean covariates and
+    mean session order, with countries weighted by the study's clients:
+
+    .. math::
+        \text{alliance}[c] = \sum_k w_k \tfrac12 \sum_s R_s(\mu_s + \gamma_c + u_k),
+
+    :math:`R_s` the closed form of :func:`_marginal_rating`. A covariate's effect is the change of
+    the care-mix level :math:`\bar A(x) = \sum_c \pi_c \text{alliance}[c](x)` across one unit
+    centred at the mean, :math:`\bar A(\beta/2) - \bar A(-\beta/2)` (male:
+    :math:`\bar A(\beta(1-\bar m)) - \bar A(-\beta \bar m)`); ``sd_country_alliance`` the
+    SD (ddof 1) of :math:`\bar A` across the study's countries with the drawn country effects;
+    ``share_at_ceiling`` :math:`\bar A` with the probability of a 5 in place of the rating.
+    """
+    mu = np.array([cfg.alliance_mean[s] for s in SUBSCALES])
+    countries = [k for k, w in country_share.items() if w > 0]
+    u = np.array([country_effect[k] for k in countries])
+    w = np.array([country_share[k] for k in countries])
+    w = w / w.sum()
+
+    def level(care: str, x: float, *, ceiling: bool = False) -> np.ndarray:
+        """(country,) item-averaged rating of ``care`` with ``x`` added to the latent location."""
+        loc = mu[None, :] + cfg.alliance_care_shift.get(care, 0.0) + u[:, None] + x
+        return _marginal_rating(loc, cfg, ceiling=ceiling).mean(axis=1)
+
+    def mix(x: float, *, ceiling: bool = False) -> np.ndarray:
+        return sum(p * level(c, x, ceiling=ceiling) for c, p in care_share.items())
+
+    def effect(high: float, low: float) -> float:
+        return float((mix(high) - mix(low)) @ w)
+
+    out: dict[str, Any] = {}
+    by_care = {c: float(level(c, 0.0) @ w) for c in CARE_TYPES}
+    for c in CARE_TYPES:
+        out[f"alliance[{c}]"] = by_care[c]
+    for c in ("therapist", "both"):
+        out[f"alliance[{c}-coach]"] = by_care[c] - by_care["coach"]
+    m_bar = centring["male"]
+    out["alliance_per_decade_age"] = effect(
+        cfg.alliance_per_decade_age / 2, -cfg.alliance_per_decade_age / 2
+    )
+    out["alliance_per_10_who5_baseline"] = effect(
+        cfg.alliance_per_10_who5_baseline / 2, -cfg.alliance_per_10_who5_baseline / 2
+    )
+    out["alliance[male-not_male]"] = effect(
+        cfg.alliance_male * (1 - m_bar), -cfg.alliance_male * m_bar
+    )
+    out["alliance_per_session"] = effect(
+        cfg.alliance_per_session / 2, -cfg.alliance_per_session / 2
+    )
+    by_country = mix(0.0)
+    for k, value in zip(countries, by_country, strict=True):
+        out[f"alliance_country[{k}]"] = float(value)
+    out["sd_country_alliance"] = float(by_country.std(ddof=1)) if len(countries) > 1 else 0.0
+    out["share_at_ceiling"] = float(mix(0.0, ceiling=True) @ w)
+    latent = {
+        **{f"care_shift[{c}]": float(cfg.alliance_care_shift.get(c, 0.0)) for c in CARE_TYPES},
+        "per_decade_age": cfg.alliance_per_decade_age,
+        "male": cfg.alliance_male,
+        "per_10_who5_baseline": cfg.alliance_per_10_who5_baseline,
+        "per_session": cfg.alliance_per_session,
+        "sd_country": cfg.alliance_country_sd,
+        **{f"country_effect[{k}]": float(v) for k, v in sorted(country_effect.items())},
+    }
+    return {
+        "estimands": dict(sorted(out.items())),
+        "latent_planted": latent,
+        "reference": {
+            "care_share": care_share,
+            "country_share": {k: country_share[k] for k in countries},
+            "centring": centring,
+        },
+        "definition": (
+            "expected session rating on the 1-5 scale, averaged over goal and bond, over clients "
+            "(client part and ruptures), providers and session noise, in closed form; at the "
+            "study's mean covariates and mean session order (the centring under 'reference'), "
+            "countries weighted by the study's clients, care types by its care mix; effects are "
+            "changes of the care-mix level across one unit centred at the mean; latent_planted "
+            "are the knobs on the latent alliance scale (rating points before the ceiling)"
+        ),
+    }
+
+
+def _expected_reported(
+    mean: np.ndarray, sd: float | np.ndarray, step: float, lower: float, upper: float
+) -> np.ndarray:
+    r"""Expected reported score :math:`\mathbb E[\operatorname{clip}(\operatorname{round}(X /
+    h) h, a, b)]` for :math:`X \sim \mathcal N(m, s^2)` (``lower`` and ``upper`` on the grid):
+    :math:`a + h \sum_{j \ge 1} \Pr(X \ge a + jh - h/2)`. With ``sd`` 0, the rounding itself.
+    """
+    mean = np.asarray(mean, dtype=float)
+    sd = np.broadcast_to(np.asarray(sd, dtype=float), mean.shape)
+    if np.all(sd == 0):
+        return _round_to(mean, step, lower, upper)
+    out = np.full(mean.shape, float(lower))
+    for g in np.arange(lower + step, upper + step / 2, step):
+        out += step * special.ndtr((mean - (g - step / 2)) / sd)
+    return out
+
+
+#: Clients of the Monte Carlo of :func:`change_truth` (at least; the design is multiplied by an
+#: integer so that caseloads stay as designed) and its seed.
+CHANGE_TRUTH_MC_CLIENTS = 200_000
+CHANGE_TRUTH_MC_SEED = 20_221_001
+#: Elevated at baseline, as the change family's default spec: WHO-5 <= 28, PHQ-9 >= 10.
+ELEVATED_CUTOFF = {"who5": 28.0, "phq9": 10.0}
+_CHANGE_TRUTH_CACHE: dict[str, dict[str, Any]] = {}
+
+
+def change_truth(cfg: SimulationConfig) -> dict[str, Any]:
+    r"""Planted truth of question 2: change among the clients elevated at baseline.
+
+    Per care type and ``all`` (the elevated of every care type together; for PHQ-9 the measured
+    ones), with the change family's names
+    (:mod:`alliance_bayes.model.change.estimands`): ``<o>_change`` the expected observed change
+    :math:`\mathbb E[X_2 - X_1 \mid X_1 \text{ elevated}]` (reported scores, follow-up missing or
+    not), ``<o>_change_beyond_rtm`` the expected true change :math:`\mathbb E[T_2 - T_1 \mid
+    X_1 \text{ elevated}]` and ``rtm`` their difference :math:`\mathbb E[T_1 - X_1 \mid X_1
+    \text{ elevated}]` (the error part of a selected baseline, which a retest does not repeat;
+    Barnett et al. 2005, doi:10.1093/ije/dyh299). True scores are those of classical test theory,
+    the expected reported score given the client's state, :math:`T = \mathbb E[X \mid \cdot]`,
+    so that :math:`X = T + E` with :math:`\mathbb E[E \mid T] = 0` on the reported (rounded,
+    clipped) scale.
+
+    A population value of the config, by Monte Carlo: the generator's design multiplied by an
+    integer to at least :data:`CHANGE_TRUTH_MC_CLIENTS` clients, seed
+    :data:`CHANGE_TRUTH_MC_SEED`. The follow-up's residual, error and provider intercepts are
+    integrated in closed form (:func:`_expected_reported`); ``mc_se`` are the remaining standard
+    errors, clustered by the client's first provider. Cached per config.
+    """
+    key = json.dumps(_jsonable(cfg.to_dict()), sort_keys=True)
+    if key not in _CHANGE_TRUTH_CACHE:
+        _CHANGE_TRUTH_CACHE[key] = _change_truth(cfg)
+    return json.loads(json.dumps(_CHANGE_TRUTH_CACHE[key]))
+
+
+def _change_truth(cfg: SimulationConfig) -> dict[str, Any]:
+    k = max(1, int(np.ceil(CHANGE_TRUTH_MC_CLIENTS / max(cfg.n_clients, 1))))
+    big = dataclasses.replace(
+        cfg,
+        n_coach_clients=k * cfg.n_coach_clients,
+        n_therapist_clients=k * cfg.n_therapist_clients,
+        n_both_clients=k * cfg.n_both_clients,
+        n_therapists=k * cfg.n_therapists,
+        n_coaches=k * cfg.n_coaches,
+    )
+    lat = _generate(big, CHANGE_TRUTH_MC_SEED).latent
+    care = lat["care_type"].to_numpy()
+    cluster = lat["first_provider"].to_numpy(np.int64)
+    out: dict[str, Any] = {
+        "monte_carlo": {"n_clients": int(big.n_clients), "seed": CHANGE_TRUTH_MC_SEED},
+        "definition": (
+            "population values among the clients elevated at baseline by the reported score "
+            "(WHO-5 <= 28, PHQ-9 >= 10), missing follow-ups included: <o>_change = E[X2 - X1], "
+            "<o>_change_beyond_rtm = E[T2 - T1], rtm = E[T1 - X1] (their difference), with true "
+            "scores T = expected reported score given the client's state (classical test "
+            "theory); reliability = the planted test-retest reliability of the continuous score, "
+            "reliability_reported = squared correlation of the continuous true baseline with the "
+            "reported one (rounding and clipping included); Monte Carlo with the follow-up "
+            "residual, error and provider intercepts integrated in closed form, mc_se its standard errors "
+            "(clustered by the first provider)"
+        ),
+    }
+    for o in ("who5", "phq9"):
+        tr: OutcomeTruth = getattr(cfg, o)
+        sd_e = _error_sd(cfg, o)
+        x1 = lat[f"{o}_baseline_full"].to_numpy(float)
+        t1 = lat[f"{o}_baseline_true"].to_numpy(float)
+        grid = (tr.step, tr.lower, tr.upper)
+        # the residual, the follow-up's error and the provider intercepts (normal, independent of
+        # the rest) integrated in closed form: the provider intercepts would otherwise dominate
+        # the Monte Carlo error
+        ex2 = _expected_reported(
+            (lat[f"{o}_mean"] - lat[f"{o}_provider_effect"]).to_numpy(float),
+            np.sqrt(tr.sigma**2 + sd_e**2 + lat[f"{o}_provider_var"].to_numpy(float)),
+            *grid,
+        )
+        et1 = _expected_reported(t1, sd_e, *grid)
+        if o == "who5":
+            elevated = x1 <= ELEVATED_CUTOFF[o]
+            weight = np.ones(len(x1))
+        else:  # measured with a probability that depends on the care type only
+            elevated = x1 >= ELEVATED_CUTOFF[o]
+            weight = np.array([cfg.p_phq9[c] for c in care])
+        parts = {
+            f"{o}_change": ex2 - x1,
+            f"{o}_change_beyond_rtm": ex2 - et1,
+            "rtm": et1 - x1,
+        }
+        est: dict[str, float] = {}
+        se: dict[str, float] = {}
+        groups = {c: care == c for c in CARE_TYPES}
+        groups["all"] = np.ones(len(care), dtype=bool)
+        for g, in_group in groups.items():
+            sel = elevated & in_group & (weight > 0)
+            if not sel.any():
+                continue
+            wg = weight[sel] / weight[sel].sum()
+            est[f"p_elevated[{g}]"] = float(
+                np.average(elevated[in_group], weights=weight[in_group])
+            )
+            for name, values in parts.items():
+                m = float(wg @ values[sel])
+                est[f"{name}[{g}]"] = m
+                # clustered by the first provider (its slope deviation and caseload are shared)
+                dev = np.bincount(cluster[sel], weights=wg * (values[sel] - m))
+                se[f"{name}[{g}]"] = float(np.sqrt(dev @ dev))
+        continuous = lat[f"{o}_baseline_continuous"].to_numpy(float)
+        est["reliability"] = float(getattr(cfg, f"{o}_reliability"))
+        est["reliability_reported"] = float(np.corrcoef(continuous, x1)[0, 1] ** 2)
+        est["sigma_error_planted"] = sd_e
+        out[o] = {"estimands": dict(sorted(est.items())), "mc_se": dict(sorted(se.items()))}
+    return out
 
 
 def _care_share(care: np.ndarray) -> dict[str, float]:
