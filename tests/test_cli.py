@@ -17,8 +17,8 @@ from alliance_bayes.cli import EXIT_BAD_INPUT, EXIT_NOT_CONVERGED, build_parser,
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = (
-    "fit", "report", "compare", "sbc", "sensitivity", "simulate", "benchmark", "recovery",
-    "engine-check",
+    "fit", "study", "report", "compare", "sbc", "sensitivity", "simulate", "benchmark",
+    "recovery", "engine-check",
 )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ The public API::
     fit.passed, fit.summary(), fit.tables("latex")
     path = fit.save("results")                # the atomic results bundle
     again = ab.Fit.load(path)
+    run = ab.reanalyse(study, "results")      # the study's three questions and one report
 
 Data flow (one way): ``data`` (load + validate → analysis frame) → ``model`` (TOML spec → the
 family's PyMC model) → ``inference`` (sampling) → ``diagnostics`` (convergence gate) → ``report``
@@ -34,6 +35,7 @@ _API = {
     "DesignError": "alliance_bayes.model.regression.design",
     "fit": "alliance_bayes.fitting",
     "Fit": "alliance_bayes.fitting",
+    "reanalyse": "alliance_bayes.study",
 }
 __all__ = [
     "DataContractError",
@@ -45,6 +47,7 @@ __all__ = [
     "fit",
     "load_spec",
     "load_study",
+    "reanalyse",
     "spec_names",
 ]
 
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
     from alliance_bayes.fitting import Fit, fit
     from alliance_bayes.model.regression.design import DesignError
     from alliance_bayes.model.spec import SpecError, load_spec, spec_names
+    from alliance_bayes.study import reanalyse
 
 
 def __dir__() -> list[str]:

@@ -1,4 +1,5 @@
-"""The ``alliance-bayes`` command: fit, report, compare, sbc, sensitivity, simulate, benchmark, recovery.
+"""The ``alliance-bayes`` command: fit, study, report, compare, sbc, sensitivity, simulate, benchmark,
+recovery.
 
 Every subcommand parses its options and calls the library (the same functions as the Python API),
 so the command and a script give the same results. Heavy imports wait until after parsing, so
@@ -29,6 +30,9 @@ _EXIT_CODES = {
     "fit": "0 converged and saved; 2 bad input (data contract, spec, design); 3 the convergence "
     "gate failed (nothing saved unless --allow-failed-diagnostics, then saved marked FAILED); "
     "4 a step after sampling failed (the message names it and where the draws were kept)",
+    "study": "0 every fit passed its convergence gate; 1 a fit failed it (every bundle and the "
+    "study's report still written, marked FAILED); 2 bad input (data contract, spec, design: "
+    "checked before any sampling); 4 a bundle could not be written",
     "report": "0 re-rendered; 2 not a bundle, or --data differs from the data the bundle was "
     "fitted to; 4 re-rendering failed (the bundle is left as it was)",
     "compare": (
@@ -164,6 +168,36 @@ def build_parser() -> argparse.ArgumentParser:
         "gets a line every 10 s (draws done, time left) and one per phase",
     )
     p.set_defaults(run=_fit)
+
+    from alliance_bayes.study import QUESTIONS
+
+    p = _parser_for(
+        sub,
+        "study",
+        "fit the study's three questions and write one report",
+        "Fit the paper's three questions (ratings: alliance_ratings; change: wellbeing_change "
+        "and depression_course; association: who5_change and depression_change), save each "
+        "fit's bundle <out>/<spec>/<run-id>/ and write <out>/study/<run-id>/ (report.md, "
+        "report.html, Table 1, one section per question with the published values beside the "
+        "posterior, run.json). Sampler settings default to each spec's [sampler] table.",
+    )
+    _data_option(p)
+    _out_option(p)
+    _sampler_options(p, " of every fit")
+    p.add_argument("--seed", type=int, help="seed of every fit (default: each spec's)")
+    p.add_argument(
+        "--sampler", choices=("nutpie", "pymc"), help="NUTS implementation (default: spec, nutpie)"
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(QUESTIONS),
+        metavar="QUESTION",
+        help=f"run only these questions, of {', '.join(QUESTIONS)} (default: all)",
+    )
+    _cache_option(p)
+    p.add_argument("--quiet", action="store_true", help="no sampler progress")
+    p.set_defaults(run=_reanalyse)
 
     p = _parser_for(
         sub,
@@ -461,6 +495,49 @@ def _fit(args) -> int:
             file=sys.stderr,
         )
         return EXIT_NOT_CONVERGED
+    return EXIT_OK
+
+
+def _reanalyse(args) -> int:
+    from alliance_bayes.fitting import resolve_spec
+    from alliance_bayes.model.families import family_of
+    from alliance_bayes.report.figures import figure_pool
+    from alliance_bayes.study import QUESTIONS, reanalyse
+
+    names = [n for q in args.only or QUESTIONS for n in QUESTIONS[q]]
+    makers = tuple(dict.fromkeys(f for n in names for f in family_of(resolve_spec(n)).figures))
+    try:
+        with figure_pool(None, makers) as pool:
+            run = reanalyse(
+                _study(args),
+                args.out,
+                questions=args.only,
+                draws=args.draws,
+                tune=args.tune,
+                chains=args.chains,
+                seed=args.seed,
+                sampler=args.sampler,
+                cache=args.cache,
+                progress=not args.quiet,
+                figure_workers=pool,
+                log=lambda line: print(line, flush=True),
+            )
+    except KeyboardInterrupt:
+        print(
+            "interrupted: the study's report was not written; the bundles saved before the "
+            "interrupt (listed above) are kept",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print(f"study report written to {run.path}")
+    if not run.passed:
+        failed = ", ".join(n for n, o in run.fits.items() if not o.passed)
+        print(
+            f"CONVERGENCE CHECKS FAILED for {failed}: their estimates must not be used "
+            "(their bundles and the study's report are marked FAILED)",
+            file=sys.stderr,
+        )
+        return EXIT_CHECK_FAILED
     return EXIT_OK
 
 
