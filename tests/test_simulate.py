@@ -480,3 +480,20 @@ def test_planted_reliability_and_regression_to_the_mean_recovered(reliability: f
         assert q2["rtm[all]"] > 5  # (1 - rho) times the distance of the elevated from the mean
     else:
         assert q2["rtm[all]"] == 0.0
+
+
+def test_config_settings_apply_and_every_mistake_is_named_at_once():
+    from alliance_bayes.data.simulate import config_with
+
+    base = SimulationConfig()
+    cfg = config_with(
+        base, ["alliance_per_session=0.05", "alliance_care_shift.therapist=-0.4", "n_coaches=80"]
+    )
+    assert cfg.alliance_per_session == 0.05 and cfg.n_coaches == 80
+    assert cfg.alliance_care_shift == {**base.alliance_care_shift, "therapist": -0.4}
+    with pytest.raises(ValueError) as err:
+        config_with(base, ["aliance_per_session=1", "who5_reliability=high", "countries.XX=1"])
+    message = str(err.value)
+    assert "did you mean 'alliance_per_session'" in message
+    assert "'high' is not a number" in message
+    assert "no entry 'XX'" in message

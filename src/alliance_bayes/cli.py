@@ -321,6 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--small", action="store_true", help="small design (300 clients, 30 providers), same truth"
     )
+    p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one SimulationConfig setting (repeatable), e.g. alliance_per_session=0.05, "
+        "who5_reliability=0.8, alliance_care_shift.therapist=-0.4 (one entry of a table); the "
+        "planted values are written to truth.json",
+    )
     p.set_defaults(run=_simulate)
 
     p = _parser_for(
@@ -697,6 +707,7 @@ def _simulate(args) -> int:
     from alliance_bayes.data.simulate import (
         DEFAULT_SEED,
         SimulationConfig,
+        config_with,
         format_table,
         hard_targets_met,
         simulate_study,
@@ -706,6 +717,11 @@ def _simulate(args) -> int:
 
     seed = DEFAULT_SEED if args.seed is None else args.seed
     config = SimulationConfig.small() if args.small else SimulationConfig()
+    try:
+        config = config_with(config, args.settings)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     study = simulate_study(config, seed=seed)
     write_simulated_study(study, args.out)
     table = target_table(study.providers, study.clients, study.sessions)

@@ -145,6 +145,27 @@ class GateResult:
                 parts.append(f"{c.name} ({who})" if who else c.name)
         return "Convergence: FAILED — " + "; ".join(parts)
 
+    def __repr__(self) -> str:
+        """The verdict, then one line per check (worst value, threshold, counts, worst offender),
+        the warnings, and the tail-ESS convention."""
+        lines = [f"{self.headline()} ({self.chains} chains × {self.draws} draws)"]
+        for c in [*self.checks, *self.warnings]:
+            verdict = "pass" if c.passed else ("FAIL" if c in self.checks else "warn")
+            who = next((w["name"] for w in c.worst if w.get("failed")), None)
+            lines.append(
+                f"  {c.name:<15} {_fmt(c.value):>9} {c.comparison} {_fmt(c.threshold):<6} "
+                f"{verdict:<4}  {c.n_failed} of {c.n_checked} failing"
+                + (f"; worst {who}" if who else "")
+                + (" (warning, not in the verdict)" if c in self.warnings else "")
+            )
+        lines.append(
+            "  R-hat rank-normalised split; tail ESS at the 5% and 95% quantiles (Vehtari et al. "
+            "2021, doi:10.1214/20-BA1221), not ArviZ's default 11% and 89%."
+        )
+        return "\n".join(lines)
+
+    __str__ = __repr__
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict for ``diagnostics.json``."""
         return {

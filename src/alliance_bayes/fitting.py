@@ -381,11 +381,137 @@ class Fit:
 
         ``hdi95_*`` is the 95% highest density interval, ``prob_positive`` the share of draws above
         zero, ``r_hat`` the rank-normalised split R-hat, ``ess_*`` bulk and tail ESS (Vehtari et
-        al. 2021, doi:10.1214/20-BA1221), ``mcse_mean`` the Monte Carlo SE of the mean.
+        al. 2021, doi:10.1214/20-BA1221), ``mcse_mean`` the Monte Carlo SE of the mean. The tail
+        ESS is at the 5% and 95% quantiles, as Vehtari et al.; ArviZ's ``ess(method="tail")``
+        defaults to 11% and 89% (``attrs["ess_tail"]`` says so).
         """
+        from alliance_bayes.fit_verbs import TAIL_ESS_CONVENTION
         from alliance_bayes.report.estimands import estimand_table
 
-        return estimand_table(self.estimands).set_index("estimand")[list(SUMMARY_COLUMNS)]
+        table = estimand_table(self.estimands).set_index("estimand")[list(SUMMARY_COLUMNS)]
+        table.attrs["ess_tail"] = TAIL_ESS_CONVENTION
+        return table
+
+    def ranef(self, prob: float = 0.95) -> pd.DataFrame:
+        """Provider effects, one row per provider and term (:func:`~alliance_bayes.fit_verbs.ranef`).
+
+        ``fit.ranef().query("term == 'intercept'").nlargest(5, "mean")``: the five providers
+        whose clients do best at equal alliance, with 95% HDIs and their types.
+        """
+        from alliance_bayes import fit_verbs
+
+        return fit_verbs.ranef(self.datatree, prob)
+
+    def prior_summary(self) -> pd.DataFrame:
+        """Every prior of the model, on the data's units, and why (``fit_verbs.prior_summary``).
+
+        ``fit.prior_summary()[["parameter", "distribution"]]``: ``σ (residual SD)``,
+        ``Half-Normal(20)``, ...
+        """
+        from alliance_bayes import fit_verbs
+
+        return fit_verbs.prior_summary(self.spec, self.meta.get("scales"))
+
+    def loo(self, study: RawStudy | str | os.PathLike[str] | None = None) -> Any:
+        """PSIS-LOO per client with the SE over provider clusters (:func:`~alliance_bayes.fit_verbs.loo`).
+
+        ``res = fit.loo(); res.elpd, res.se, res.se_provider``. A loaded fit needs ``study``
+        (the data it was fitted to) for the provider clusters; without it ``se_provider`` is NaN.
+        """
+        from alliance_bayes import fit_verbs
+
+        design = self._design(study, required=False)
+        clusters = None if design is None else fit_verbs.main_provider_of(design)
+        return fit_verbs.loo(self.datatree, clusters)
+
+    def predict(
+        self,
+        new_clients: pd.DataFrame,
+        *,
+        summary: bool = True,
+        ndraws: int | None = None,
+        seed: int = 0,
+        study: RawStudy | str | os.PathLike[str] | None = None,
+    ) -> Any:
+        """Posterior predictive follow-up of new clients (:func:`~alliance_bayes.fit_verbs.predict`).
+
+        ``fit.predict(pd.DataFrame({"provider": ["P0003", "new"], "provider_type": ["coach",
+        "coach"], "who5_baseline": [32, 32], "age": [40, 40], "male": [0, 0],
+        "days_in_care": [90, 90], "alliance_goal": [4.2, 4.2], "alliance_bond": [4.5, 4.5]}))``:
+        the same client with a provider of the fit and with a new coach (a wider interval).
+        Averaged-score models only: the latent, ratings and change families raise
+        :class:`~alliance_bayes.fit_verbs.PredictionNotImplemented`. A loaded fit needs
+        ``study`` (for the centring of the predictors).
+        """
+        from alliance_bayes import fit_verbs
+
+        fit_verbs._regression_only(self.spec, "predict")
+        design = self._design(study)
+        posterior = self.datatree["posterior"].to_dataset()
+        return fit_verbs.predict(
+            self.spec, posterior, design, new_clients, summary=summary, ndraws=ndraws, seed=seed
+        )
+
+    def conditional_effects(self, prob: float = 0.95, n_grid: int = 41) -> pd.DataFrame:
+        """Expected follow-up across the alliance range per care type, tidy
+        (:func:`~alliance_bayes.fit_verbs.conditional_effects`).
+
+        ``ce = fit.conditional_effects(); ce[ce.predictor == "goal"]``: ``value``, ``estimate``,
+        ``lower``, ``upper`` per care type. Averaged-score models only (as :meth:`predict`).
+        """
+        from alliance_bayes import fit_verbs
+
+        posterior = self.datatree["posterior"].to_dataset()
+        return fit_verbs.conditional_effects(
+            self.spec, posterior, self.meta, prob=prob, n_grid=n_grid
+        )
+
+    def pp_check(self, kind: str = "kde", **kwargs: Any) -> Any:
+        """A posterior predictive check by arviz-plots (:func:`~alliance_bayes.fit_verbs.pp_check`).
+
+        ``fit.pp_check("ecdf")``, ``fit.pp_check("pit")``, ``fit.pp_check("tstat",
+        t_stat="mean")``, ``fit.pp_check("loo_pit")``; returns the PlotCollection.
+        """
+        from alliance_bayes import fit_verbs
+
+        return fit_verbs.pp_check(self.datatree, kind, **kwargs)
+
+    def psense(self, var_names: list[str] | None = None) -> pd.DataFrame:
+        """Power-scaling prior and likelihood sensitivity per estimand
+        (:func:`~alliance_bayes.fit_verbs.psense`).
+
+        ``fit.psense(["b_goal_within"])``. A fit in memory uses every draw; a loaded bundle the
+        draws whose log-likelihood it keeps, and says so (a warning and ``attrs["note"]``).
+        """
+        from alliance_bayes import fit_verbs
+
+        return fit_verbs.psense(self.datatree, self.estimands, var_names)
+
+    def update(self, *, study: RawStudy | str | os.PathLike[str] | None = None, **overrides) -> Fit:
+        """Refit with new data, sampler settings or spec values (:func:`~alliance_bayes.fit_verbs.update`).
+
+        ``fit.update(seed=2)``, ``fit.update(draws=2000)``, ``fit.update(study=other_study)``,
+        ``fit.update(priors={"sigma_sd": 10})``; compiled code is reused where only data or
+        sampler settings change.
+        """
+        from alliance_bayes import fit_verbs
+
+        return fit_verbs.update(self, study=study, **overrides)
+
+    def _design(self, study=None, *, required: bool = True):
+        """The fitted design, or the study's rebuilt under the spec (checked against the data hash)."""
+        if study is None:
+            if self.design is None and required:
+                raise ValueError(
+                    "a fit loaded from a bundle holds no data: give study= (the data it was "
+                    "fitted to)"
+                )
+            return self.design
+        if not isinstance(study, RawStudy):
+            study = load_study(study)
+        if study.sha256 != self.meta.get("data_sha256"):
+            raise ValueError("study= is not the data this fit was fitted to (its hash differs)")
+        return design_of(self.spec, study)
 
     def hypotheses(self, *statements: str, rope: float | None = None) -> pd.DataFrame:
         """Decide statements about estimands: ``fit.hypotheses("b_goal_within > b_bond_within")``.
@@ -478,8 +604,12 @@ class Fit:
 
         The estimands are recomputed from the draws (the same numbers as ``estimands.csv``); the
         gate is read from ``diagnostics.json``, as judged on every draw before the bundle was
-        written.
+        written. A bundle written by another major.minor version of the package is refused with
+        :class:`~alliance_bayes.fit_verbs.IncompatibleBundleError`, which names both versions
+        (:func:`~alliance_bayes.fit_verbs.check_bundle_version`).
         """
+        from alliance_bayes.fit_verbs import check_bundle_version
+
         path = Path(path)
         missing = [
             f for f in ("run.json", "posterior.nc", "diagnostics.json") if not (path / f).is_file()
@@ -489,6 +619,7 @@ class Fit:
                 f"{path} is not a results bundle (missing {', '.join(missing)})"
             )
         meta = json.loads((path / "run.json").read_text(encoding="utf-8"))
+        check_bundle_version(meta, str(path))
         spec = spec_from_dict(meta["spec_as_run"], source=str(path / "run.json"))
         gate = GateResult.from_json(json.loads((path / "diagnostics.json").read_text("utf-8")))
         return _assemble(spec, read_datatree(path / "posterior.nc"), meta, gate=gate, path=path)

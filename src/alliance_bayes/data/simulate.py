@@ -85,6 +85,7 @@ The truth is defined on TRUE alliance scores; the observed client means carry me
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,7 @@ __all__ = [
     "OutcomeTruth",
     "SimulatedStudy",
     "SimulationConfig",
+    "config_with",
     "cronbach_alpha",
     "format_table",
     "hard_targets_met",
@@ -419,6 +421,46 @@ class SimulatedStudy:
 #
 # generator
 #
+
+
+def config_with(config: SimulationConfig, settings: list[str]) -> SimulationConfig:
+    """``config`` with ``KEY=VALUE`` settings applied (``KEY.ENTRY=VALUE`` for one table entry).
+
+    Raises
+    ------
+    ValueError
+        Naming every unknown setting or unreadable value at once.
+    """
+    known = {f.name: f for f in dataclasses.fields(config)}
+    changes: dict[str, Any] = {}
+    problems = []
+    for item in settings:
+        key, sep, text = item.partition("=")
+        name, _, entry = key.strip().partition(".")
+        current = changes.get(name, getattr(config, name, None))
+        if not sep or name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{item!r}: not a setting KEY=VALUE of SimulationConfig{hint}")
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            problems.append(f"{item!r}: {text!r} is not a number")
+            continue
+        if entry:
+            if not isinstance(current, dict) or entry not in current:
+                keys = sorted(current) if isinstance(current, dict) else []
+                problems.append(f"{item!r}: {name} has no entry {entry!r} (entries: {keys})")
+                continue
+            changes[name] = {**current, entry: value}
+        elif isinstance(current, (dict, OutcomeTruth)):
+            problems.append(f"{item!r}: {name} is a table; set one entry as {name}.ENTRY=VALUE")
+        else:
+            changes[name] = type(current)(value) if isinstance(current, int) else value
+    if problems:
+        raise ValueError("; ".join(problems))
+    return dataclasses.replace(config, **changes)
 
 
 def _expected_rating(eta: np.ndarray, noise_sd: float) -> np.ndarray:
