@@ -196,7 +196,8 @@ class GateResult:
                 lines += [f"**Warning (not part of the verdict):** {w.name}: {w.note}", ""]
         lines.append(
             f"{self.chains} chains × {self.draws} draws. Rank-normalised split R-hat, bulk and "
-            "tail ESS as in Vehtari et al. (2021), doi:10.1214/20-BA1221."
+            "tail ESS as in Vehtari et al. (2021), doi:10.1214/20-BA1221; tail ESS at the 5% "
+            "and 95% quantiles (ArviZ's ess(method='tail') defaults to 11% and 89%)."
         )
         lines += ["", "| Check | Worst value | Threshold | Checked | Failing | Verdict |"]
         lines.append("|---|---|---|---|---|---|")

@@ -141,7 +141,8 @@ ESTIMAND_COLUMNS = {
     "hdi95_high": f"upper bound of the {round(HDI_PROB * 100)}% highest density interval",
     "prob_positive": "posterior probability that the estimand is positive",
     "ess_bulk": "bulk effective sample size (Vehtari et al. 2021, doi:10.1214/20-BA1221)",
-    "ess_tail": "tail effective sample size (Vehtari et al. 2021)",
+    "ess_tail": "tail effective sample size, the smaller of the ESS of the 5% and 95% quantiles "
+    "(Vehtari et al. 2021; ArviZ's ess(method='tail') defaults to 11% and 89%)",
     "r_hat": "rank-normalised split R-hat (Vehtari et al. 2021)",
     "mcse_mean": "Monte Carlo standard error of the mean",
     "units": "units of the estimand (alliance slopes: outcome points per alliance point)",
@@ -466,6 +467,13 @@ def _clients_section(meta: Mapping[str, Any]) -> list[str]:
         ),
         "",
     ]
+    conversions = meta.get("conversions") or []
+    if conversions:  # Stata/SPSS cells read as value labels or declared missing (data.load)
+        from alliance_bayes.data.load import Conversion
+
+        lines += ["Read from the statistics-package files:", ""]
+        lines += [f"- {Conversion(**c)}" for c in conversions]
+        lines.append("")
     return lines
 
 
