@@ -150,7 +150,7 @@ def fit(
     settings = settings_for(
         spec, draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler, progress=progress
     )
-    return fit_design(
+    result = fit_design(
         spec,
         design,
         settings,
@@ -158,6 +158,9 @@ def fit(
         cache=cache,
         started=started,
     )
+    # what the loader converted (value labels, declared missing codes), for the report's Clients
+    result.meta["conversions"] = [c.to_dict() for c in study.conversions]
+    return result
 
 
 def fit_design(

@@ -1,4 +1,4 @@
-"""Read and write a study folder (three tables, one file each) under the data contract.
+"""Read and write a study folder (three tables, one file each, or one long export) under the contract.
 
 :func:`load_study` reads each file's bytes once, hashes them, parses them (ids always as text) and
 validates the tables (:mod:`alliance_bayes.data.contract`). Every problem found is reported at once
@@ -11,12 +11,21 @@ Stata ``.dta`` or SPSS ``.sav`` (needs ``pyreadstat``). In Stata and SPSS files 
 are missing (Stata's ``.`` and ``.a``–``.z``; SPSS system-missing and the user-missing values and
 ranges declared in the file, such as ``-99``), and the value labels of the category columns
 (``provider_type``, ``sex``, ``country``) are read as their labels, so that a ``sex`` coded 1/2 and
-labelled *female*/*male* reads as the words. Whole numbers stored as floating point (every SPSS
-number is) are read as integers.
+labelled *female*/*male* reads as the words. Each such conversion is counted per file and column
+(:attr:`RawStudy.conversions`); a code that is neither declared missing nor labelled stays a value,
+and the contract refuses it where it is not valid, saying how to declare it. Whole numbers stored as
+floating point (every SPSS number is) are read as integers.
 
-A study folder may hold a ``study.toml`` that declares the columns the analysis does not use::
+Instead of the three tables a folder may hold one long export, ``sessions_long.<suffix>``: one row
+per session with the client and provider columns repeated on every row. It is split into the three
+tables (:mod:`alliance_bayes.data.long_export`, which refuses a client or provider whose repeated
+columns disagree), which are then checked as three files would be.
+
+A study folder may hold a ``study.toml`` that declares the columns the analysis does not use, and
+the long export's file name when it is not ``sessions_long``::
 
     ignore = ["notes", "site"]
+    long = "export.sav"
 
 Any other column the contract does not name is refused (a misspelled ``WAI_Task`` would otherwise
 lose its data). ``load_study(folder, ignore_columns=[...])`` declares more from Python.
@@ -36,11 +45,12 @@ import tempfile
 import tomllib
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.io.stata import StataMissingValue
 
 from alliance_bayes.data.contract import (
     TABLES,
@@ -51,8 +61,17 @@ from alliance_bayes.data.contract import (
     check_tables,
     validate_study,
 )
+from alliance_bayes.data.long_export import LONG_STEM, split_long
 
-__all__ = ["FORMATS", "READ_FORMATS", "STUDY_SETTINGS", "RawStudy", "load_study", "write_study"]
+__all__ = [
+    "FORMATS",
+    "READ_FORMATS",
+    "STUDY_SETTINGS",
+    "Conversion",
+    "RawStudy",
+    "load_study",
+    "write_study",
+]
 
 #: Formats :func:`write_study` writes.
 FORMATS: tuple[str, ...] = ("csv", "parquet")
@@ -62,6 +81,47 @@ READ_FORMATS: tuple[str, ...] = ("csv", "parquet", "xlsx", "dta", "sav")
 STUDY_SETTINGS = "study.toml"
 #: Category columns whose Stata/SPSS value labels are read as the values.
 _LABELLED = ("provider_type", "sex", "country")
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """Cells of one column of a Stata or SPSS file that were converted on reading.
+
+    Attributes
+    ----------
+    file : str
+        The file's name.
+    column : str
+        The column.
+    kind : {"value labels", "declared missing"}
+        Codes read as their value labels, or declared missing codes (SPSS user-missing values and
+        ranges, Stata's extended missing values ``.a``–``.z``) read as missing.
+    count : int
+        How many cells were converted.
+    codes : str
+        The codes seen, with their labels (``"1 → therapist, 2 → coach"``, ``"-99"``, ``".a, .b"``).
+    """
+
+    file: str
+    column: str
+    kind: str
+    count: int
+    codes: str
+
+    def __str__(self) -> str:
+        cells = f"{self.count} cell{'s' if self.count != 1 else ''}"
+        if self.kind == "value labels":
+            return (
+                f"{self.file}, column {self.column!r}: {cells} read as value labels ({self.codes})"
+            )
+        return (
+            f"{self.file}, column {self.column!r}: {cells} with a declared missing code "
+            f"({self.codes}) read as missing"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """The conversion as a JSON-ready mapping (for ``run.json``)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -82,7 +142,11 @@ class RawStudy:
         clients, sessions. For :meth:`from_frames` it is the hash of the CSV files that
         :func:`write_study` would write, so it equals the hash of the study once written as CSV.
     ignored : dict of str to tuple of str
-        The declared-ignored columns that each table held (and that were dropped).
+        The declared-ignored columns that each table held (and that were dropped); a long export's
+        are listed under ``sessions``.
+    conversions : tuple of Conversion
+        The cells of Stata and SPSS files read as value labels or as declared missing, counted per
+        file and column (empty for other formats).
     """
 
     providers: pd.DataFrame
@@ -92,6 +156,7 @@ class RawStudy:
     files: dict[str, Path] = field(default_factory=dict)
     sha256: str = ""
     ignored: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    conversions: tuple[Conversion, ...] = ()
 
     @classmethod
     def from_frames(
@@ -151,64 +216,170 @@ def _suffixes() -> str:
     return ", ".join(f".{fmt}" for fmt in READ_FORMATS)
 
 
-def _find_files(folder: Path) -> dict[str, Path]:
+def _check_folder(folder: Path) -> None:
     if not folder.is_dir():
         what = "a file, not a folder" if folder.exists() else "no such folder"
         raise DataContractError(
             folder,
-            f"a study folder holding providers, clients and sessions ({_suffixes()}); {what}",
+            f"a study folder holding providers, clients and sessions ({_suffixes()}), or one "
+            f"long export {LONG_STEM}; {what}",
             csv=False,
         )
+
+
+#: What to do with a file of a format that cannot be read, by suffix.
+_RESAVE = {
+    ".xls": "save it from Excel as .xlsx, or export the table as CSV (UTF-8)",
+    ".xlsb": "save it from Excel as .xlsx, or export the table as CSV (UTF-8)",
+    ".ods": "save it as .xlsx, or export the table as CSV (UTF-8)",
+    ".tsv": "export the table as CSV (comma-separated, UTF-8)",
+    ".txt": "export the table as CSV (comma-separated, UTF-8) named with .csv",
+    ".sas7bdat": "export the table from SAS as CSV (UTF-8)",
+    ".rds": "write it from R with write.csv(x, row.names = FALSE)",
+    ".rdata": "write it from R with write.csv(x, row.names = FALSE)",
+    ".por": "save it from SPSS as .sav",
+    ".zsav": "save it from SPSS as an uncompressed .sav",
+}
+
+
+def _near_misses(folder: Path, stem: str) -> list[str]:
+    """Files in ``folder`` that look meant as ``stem``'s file, each with what to do with it."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    hints = []
+    for entry in entries:
+        name = entry.name
+        base, _, rest = name.partition(".")
+        if base.lower() != stem.lower() or not entry.is_file():
+            continue
+        suffix = f".{rest.rsplit('.', 1)[-1].lower()}" if rest else ""
+        if suffix.lstrip(".") in READ_FORMATS and base != stem:
+            hints.append(
+                f"{name} exists: rename it {stem}{suffix} (file names are matched exactly, "
+                "in lower case)"
+            )
+        elif suffix.lstrip(".") not in READ_FORMATS:
+            remedy = _RESAVE.get(suffix, "export the table as CSV (UTF-8)")
+            hints.append(
+                f"{name} exists but {suffix or 'a file without a suffix'} cannot be read "
+                f"(readable: {_suffixes()}): {remedy}"
+            )
+    return hints
+
+
+def _find_files(
+    folder: Path, declared_long: str | None = None
+) -> tuple[dict[str, Path], Path | None]:
+    """The file of each table, or the long export (then no table files); every problem at once."""
+    found = {t: [folder / f"{t}.{fmt}" for fmt in READ_FORMATS] for t in TABLES}
+    found = {t: [path for path in paths if path.is_file()] for t, paths in found.items()}
+    if declared_long is not None:
+        long = [folder / declared_long]
+        if not long[0].is_file():
+            raise DataContractError(
+                folder / STUDY_SETTINGS,
+                f"the long export that long = {declared_long!r} names in {folder}; no such file",
+                csv=False,
+            )
+    else:
+        long = [folder / f"{LONG_STEM}.{fmt}" for fmt in READ_FORMATS]
+        long = [path for path in long if path.is_file()]
+    tables = [path for paths in found.values() for path in paths]
+    if long and tables:
+        names = ", ".join(path.name for path in [*tables, *long])
+        raise DataContractError(
+            long[0],
+            "either the three tables or one long export in a study folder; "
+            f"{names} exist (ambiguous: remove the one not meant, or move it to another folder)",
+            csv=False,
+        )
+    if len(long) > 1:
+        names = " and ".join(path.name for path in long)
+        raise DataContractError(
+            long[0], f"one long export; {names} exist (ambiguous: remove one)", csv=False
+        )
+    if long:
+        return {}, long[0]
     files, p = {}, Problems()
+    # a long export in a format that cannot be read is named too when no table is there
+    long_hints = [] if tables else _near_misses(folder, LONG_STEM)
     for table in TABLES:
-        candidates = [folder / f"{table}.{fmt}" for fmt in READ_FORMATS]
-        found = [path for path in candidates if path.exists()]
-        if not found:
+        if not found[table]:
+            hints = _near_misses(folder, table) + (long_hints if table == "sessions" else [])
             p.add(
                 DataContractError(
                     folder / f"{table}.csv",
-                    f"a file {table}.csv or {table}.parquet (or .xlsx, .dta, .sav) in {folder}; "
-                    "none exists",
+                    f"a file {table}.csv or {table}.parquet (or .xlsx, .dta, .sav) in {folder}, "
+                    f"or one long export {LONG_STEM}.csv with a row per session; none exists"
+                    + "".join(f"; {hint}" for hint in hints),
                     csv=False,
                 )
             )
-        elif len(found) > 1:
-            names = " and ".join(path.name for path in found)
+        elif len(found[table]) > 1:
+            names = " and ".join(path.name for path in found[table])
             p.add(
                 DataContractError(
-                    found[0],
+                    found[table][0],
                     f"one file for the {table} table; {names} exist (ambiguous: remove one)",
                     csv=False,
                 )
             )
         else:
-            files[table] = found[0]
+            files[table] = found[table][0]
     p.raise_any()
-    return files
+    return files, None
 
 
-def _settings(folder: Path) -> tuple[frozenset[str], Path | None]:
-    """The columns that ``study.toml`` in ``folder`` declares ignored (none without the file)."""
+@dataclass(frozen=True)
+class _Settings:
+    """What a folder's ``study.toml`` declares: ignored columns and the long export's name."""
+
+    ignore: frozenset[str] = frozenset()
+    path: Path | None = None
+    long: str | None = None
+
+
+def _settings(folder: Path) -> _Settings:
+    """The settings that ``study.toml`` in ``folder`` declares (none without the file)."""
     path = folder / STUDY_SETTINGS
     if not path.is_file():
-        return frozenset(), None
+        return _Settings()
+    example = 'ignore = ["notes"] and long = "export.sav"'
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         reason = " ".join(str(exc).split())
         raise DataContractError(
-            path, f'a TOML file such as ignore = ["notes"]; it could not be read ({reason})'
+            path, f"a TOML file such as {example}; it could not be read ({reason})"
         ) from exc
-    unknown = sorted(set(raw) - {"ignore"})
+    unknown = sorted(set(raw) - {"ignore", "long"})
     ignore = raw.get("ignore", [])
-    if unknown or not (isinstance(ignore, list) and all(isinstance(c, str) for c in ignore)):
+    long = raw.get("long")
+    bad_long = long is not None and not (
+        isinstance(long, str)
+        and Path(long).name == long
+        and Path(long).suffix.lower().lstrip(".") in READ_FORMATS
+    )
+    if (
+        unknown
+        or bad_long
+        or not (isinstance(ignore, list) and all(isinstance(c, str) for c in ignore))
+    ):
         raise DataContractError(
             path,
-            'only the key ignore, a list of column names (ignore = ["notes", "site"])',
-            got=[*unknown, *([] if isinstance(ignore, list) else [ignore])],
+            'only the key ignore, a list of column names (ignore = ["notes", "site"]), and the '
+            f"key long, the name of a long export in the folder ({_suffixes()}; long = "
+            '"export.sav")',
+            got=[
+                *unknown,
+                *([] if isinstance(ignore, list) else [ignore]),
+                *([long] if bad_long else []),
+            ],
             csv=False,
         )
-    return frozenset(ignore), path
+    return _Settings(frozenset(ignore), path, long)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -216,29 +387,36 @@ def _read_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise DataContractError(
-            path, f"a readable file; it could not be read ({exc.strerror or exc})", csv=False
+            path,
+            f"a readable file; it could not be read ({exc.strerror or exc}): check that it is a "
+            "file you may read (its permissions; a file still syncing from a cloud drive is not "
+            "yet on disk), or copy it into the folder again",
+            csv=False,
         ) from exc
 
 
-def _parse(table: str, path: Path, data: bytes) -> pd.DataFrame:
-    """Parse one file's bytes into a frame of raw values; index = 0-based data-row number."""
+def _parse(table: str, path: Path, data: bytes) -> tuple[pd.DataFrame, list[Conversion]]:
+    """Parse one file's bytes into a frame of raw values; index = 0-based data-row number.
+
+    Also returns the conversions of a Stata or SPSS file's cells (value labels, missing codes).
+    """
     fmt = path.suffix.lower().lstrip(".")
     src = Source(table, path, csv=fmt == "csv")
     if not data:
         raise src.fail("a header row and at least one data row; the file is empty (0 bytes)")
     readers = {"csv": _parse_csv, "parquet": _parse_parquet, "xlsx": _parse_xlsx}
     readers |= {"dta": _parse_dta, "sav": _parse_sav}
-    df = readers[fmt](src, data)
+    df, conversions = readers[fmt](src, data)
     df.columns = [str(c) for c in df.columns]
     if fmt in ("xlsx", "dta", "sav"):
         df = _whole_numbers(df)
     df = df.loc[~df.isna().all(axis=1)]  # blank lines; the index keeps the row numbers
     if len(df) == 0:
         raise src.fail("at least one data row; the file has a header but no data")
-    return df
+    return df, conversions
 
 
-def _parse_csv(src: Source, data: bytes) -> pd.DataFrame:
+def _parse_csv(src: Source, data: bytes) -> tuple[pd.DataFrame, list[Conversion]]:
     if b"\x00" in data:
         raise src.fail("a UTF-8 text CSV file; it holds binary data (NUL bytes)")
     try:
@@ -287,7 +465,7 @@ def _parse_csv(src: Source, data: bytes) -> pd.DataFrame:
         raise src.fail(f"a well-formed CSV file; it could not be parsed ({reason})") from exc
     if len(header) == len(df.columns):
         df.columns = header  # a nameless column keeps its empty name (pandas: 'Unnamed: 0')
-    return df
+    return df, []
 
 
 def _unreadable(src: Source, kind: str, exc: Exception, remedy: str) -> DataContractError:
@@ -295,12 +473,12 @@ def _unreadable(src: Source, kind: str, exc: Exception, remedy: str) -> DataCont
     return src.fail(f"a readable {kind}; it could not be read ({message}). {remedy}")
 
 
-def _parse_parquet(src: Source, data: bytes) -> pd.DataFrame:
+def _parse_parquet(src: Source, data: bytes) -> tuple[pd.DataFrame, list[Conversion]]:
     try:
         df = pd.read_parquet(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises many types for corrupt input
         raise _unreadable(src, "Parquet file", exc, "Write it again, or export it as CSV") from exc
-    return df.reset_index(drop=True)
+    return df.reset_index(drop=True), []
 
 
 def _missing_package(src: Source, package: str, kind: str) -> DataContractError:
@@ -311,7 +489,7 @@ def _missing_package(src: Source, package: str, kind: str) -> DataContractError:
     )
 
 
-def _parse_xlsx(src: Source, data: bytes) -> pd.DataFrame:
+def _parse_xlsx(src: Source, data: bytes) -> tuple[pd.DataFrame, list[Conversion]]:
     try:
         import openpyxl  # noqa: F401  (pandas' reader for .xlsx)
     except ImportError as exc:
@@ -329,34 +507,83 @@ def _parse_xlsx(src: Source, data: bytes) -> pd.DataFrame:
                     f"are {', '.join(map(repr, sheets))}"
                 )
             sheet = src.table if src.table in sheets else sheets[0]
-            return pd.read_excel(book, sheet_name=sheet)
+            return pd.read_excel(book, sheet_name=sheet), []
     except DataContractError:
         raise
     except Exception as exc:  # zip, XML and openpyxl errors for a corrupt or encrypted file
         raise _unreadable(src, "Excel .xlsx workbook", exc, remedy) from exc
 
 
-def _parse_dta(src: Source, data: bytes) -> pd.DataFrame:
+def _code(value: object) -> str:
+    """A code as written in the statistics package (``-99``, not ``-99.0``)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _relabelled(
+    src: Source, codes: pd.Series, words: pd.Series, column: str
+) -> tuple[pd.Series, list[Conversion]]:
+    """``codes`` with the cells that have a value label (in ``words``) replaced by it."""
+    labelled = codes.notna() & words.map(lambda w: isinstance(w, str)).astype(bool)
+    if not labelled.any():
+        return codes, []
+    pairs = pd.DataFrame({"code": codes[labelled], "label": words[labelled]}).drop_duplicates()
+    seen = ", ".join(
+        f"{_code(c)} → {w}" for c, w in sorted(zip(pairs.code, pairs.label, strict=True))
+    )
+    name = Path(str(src.file)).name
+    conversion = Conversion(name, column, "value labels", int(labelled.sum()), seen)
+    return codes.astype(object).where(~labelled, words), [conversion]
+
+
+def _declared_missing(src: Source, column: str, codes: pd.Series) -> Conversion:
+    name = Path(str(src.file)).name
+    seen = ", ".join(sorted({_code(c) for c in codes}, key=lambda c: (len(c), c)))
+    return Conversion(name, column, "declared missing", len(codes), seen)
+
+
+def _extended_missing(value: object) -> str | None:
+    """Stata's extended missing code (``.a``–``.z``) of a cell; ``None`` for any other cell."""
+    if isinstance(value, StataMissingValue) and value.string != ".":
+        return value.string
+    return None
+
+
+def _parse_dta(src: Source, data: bytes) -> tuple[pd.DataFrame, list[Conversion]]:
     remedy = "Save it again from Stata (save or saveold), or export the table as CSV"
     try:
         # Stata's missing codes (., .a-.z) are NaN; value labels are applied below, to the
         # category columns only (a labelled score keeps its numbers).
         df = pd.read_stata(io.BytesIO(data), convert_categoricals=False)
+        # the codes themselves (StataMissingValue), to count the extended ones .a-.z
+        codes = pd.read_stata(
+            io.BytesIO(data), convert_categoricals=False, convert_dates=False, convert_missing=True
+        )
     except Exception as exc:  # pandas raises ValueError and struct errors for corrupt input
         raise _unreadable(src, "Stata .dta file", exc, remedy) from exc
+    conversions = []
+    for column in codes.columns:
+        if codes[column].dtype == object:
+            extended = codes[column].map(_extended_missing).dropna()
+            if len(extended):
+                conversions.append(_declared_missing(src, str(column), extended))
     labelled = [c for c in _LABELLED if c in df.columns]
     if labelled:
         try:
             words = pd.read_stata(io.BytesIO(data), columns=labelled)
         except ValueError:  # labels that do not convert (e.g. repeated): keep the codes
-            return df
+            return df, conversions
         for column in labelled:
             if isinstance(words[column].dtype, pd.CategoricalDtype):
-                df[column] = words[column].astype(object)
-    return df
+                df[column], done = _relabelled(
+                    src, df[column], words[column].astype(object), column
+                )
+                conversions += done
+    return df, conversions
 
 
-def _parse_sav(src: Source, data: bytes) -> pd.DataFrame:
+def _parse_sav(src: Source, data: bytes) -> tuple[pd.DataFrame, list[Conversion]]:
     try:
         import pyreadstat
     except ImportError as exc:
@@ -366,18 +593,31 @@ def _parse_sav(src: Source, data: bytes) -> pd.DataFrame:
         path = Path(tmp) / "table.sav"
         path.write_bytes(data)
         try:
-            # user_missing=False: the user-missing values and ranges declared in the file
-            # (e.g. -99 "not answered") are read as missing, as SPSS itself treats them
-            df, meta = pyreadstat.read_sav(
-                str(path), user_missing=False, dates_as_pandas_datetime=True
+            # the codes as stored, with the user-missing values and ranges the file declares
+            codes, meta = pyreadstat.read_sav(
+                str(path), user_missing=True, dates_as_pandas_datetime=True
+            )
+            # user_missing=False: those declared codes (e.g. -99 "not answered") are read as
+            # missing, as SPSS itself treats them
+            df = (
+                pyreadstat.read_sav(str(path), user_missing=False, dates_as_pandas_datetime=True)[0]
+                if meta.missing_ranges or meta.missing_user_values
+                else codes
             )
         except Exception as exc:  # pyreadstat.ReadstatError and others for corrupt input
             raise _unreadable(src, "SPSS .sav file", exc, remedy) from exc
+    conversions = []
+    for column in df.columns:
+        turned = df[column].isna() & codes[column].notna()
+        if turned.any():
+            conversions.append(_declared_missing(src, str(column), codes[column][turned]))
     for column in _LABELLED:
         labels = meta.variable_value_labels.get(column)
         if column in df.columns and labels:
-            df[column] = df[column].map(lambda v, lab=labels: lab.get(v, v))
-    return df
+            words = df[column].map(lambda v, lab=labels: lab.get(v))
+            df[column], done = _relabelled(src, df[column], words, column)
+            conversions += done
+    return df, conversions
 
 
 def _whole_numbers(df: pd.DataFrame) -> pd.DataFrame:
@@ -409,8 +649,11 @@ def load_study(
     ----------
     folder : str or pathlib.Path
         A folder holding ``providers``, ``clients`` and ``sessions``, each as ``.csv``,
-        ``.parquet``, ``.xlsx``, ``.dta`` or ``.sav`` (exactly one file per table), and optionally
-        ``study.toml`` with ``ignore = [...]``, the columns the analysis does not use.
+        ``.parquet``, ``.xlsx``, ``.dta`` or ``.sav`` (exactly one file per table), or instead one
+        long export ``sessions_long.<suffix>`` (one row per session, the client and provider
+        columns repeated on every row), and optionally ``study.toml`` with ``ignore = [...]``, the
+        columns the analysis does not use, and ``long = "<file name>"``, the long export's name
+        when it is not ``sessions_long``.
     who5_metric : {"percentage", "raw"}
         The metric of ``who5_baseline`` and ``who5_followup``: the 0–100 percentage score (the
         default, as the paper reports it), or the raw 0–25 sum of the five items, which is
@@ -423,14 +666,17 @@ def load_study(
     Returns
     -------
     RawStudy
-        The validated, typed tables, the files read, the SHA-256 of their bytes and the ignored
-        columns each table held.
+        The validated, typed tables, the files read (the long export for all three tables when
+        the study is one), the SHA-256 of their bytes, the ignored columns each table held and
+        the cells of Stata and SPSS files read as value labels or declared missing.
 
     Raises
     ------
     DataContractError
-        For a missing folder or file, two files for one table, an empty, unreadable or corrupt
-        file, a column neither in the contract nor ignored, or any breach of the contract; every
+        For a missing folder or file, two files for one table (or tables beside a long export),
+        an empty, unreadable or corrupt file, a column neither in the contract nor ignored, a
+        client or provider whose repeated columns disagree across the rows of a long export, or
+        any breach of the contract; every
         problem found is listed (:attr:`DataContractError.problems`). Nothing is written.
 
     Notes
@@ -438,39 +684,57 @@ def load_study(
     CSV files are read as UTF-8 with every column as text (so ``"007"`` stays ``"007"``); empty
     cells and ``NA`` are missing. Wholly blank lines are skipped but still counted for row numbers.
     The file problems of all three tables (missing, unreadable) are reported together; the
-    contents are checked once every file can be read.
+    contents are checked once every file can be read. A long export is split into the three tables
+    (:func:`~alliance_bayes.data.long_export.split_long`), which are checked as three files would
+    be; their problems name the long file and its rows (a client's row is its first session row).
     """
     folder = Path(folder)
-    files = _find_files(folder)
-    declared, settings = _settings(folder)
-    ignore = declared | frozenset(ignore_columns)
-    raw = {table: _read_bytes(path) for table, path in files.items()}
-    digest = hashlib.sha256()
-    for table in TABLES:
-        digest.update(raw[table])
-    p = Problems()
-    frames = {}
-    for table in TABLES:
-        try:
-            frames[table] = _parse(table, files[table], raw[table])
-        except DataContractError as err:
-            p.add(err)
-    p.raise_any()
-    sources = {
-        table: Source(table, files[table], csv=files[table].suffix.lower() == ".csv")
-        for table in TABLES
-    }
-    check_ignore_list(ignore, str(settings or "ignore_columns"), p)
+    _check_folder(folder)
+    settings = _settings(folder)
+    files, long = _find_files(folder, settings.long)
+    ignore = settings.ignore | frozenset(ignore_columns)
     how = (
         f'ignore = ["name"] in {folder / STUDY_SETTINGS}; Python: '
         'load_study(folder, ignore_columns=["name"])'
     )
+    digest = hashlib.sha256()
+    p = Problems()
+    if long is None:
+        raw = {table: _read_bytes(path) for table, path in files.items()}
+        for table in TABLES:
+            digest.update(raw[table])
+        frames, conversions = {}, []
+        for table in TABLES:
+            try:
+                frames[table], done = _parse(table, files[table], raw[table])
+                conversions += done
+            except DataContractError as err:
+                p.add(err)
+        p.raise_any()
+        sources = {
+            table: Source(table, files[table], csv=files[table].suffix.lower() == ".csv")
+            for table in TABLES
+        }
+        ignored = {t: _held(frames[t], ignore) for t in TABLES}
+    else:
+        data = _read_bytes(long)
+        digest.update(data)
+        rows, conversions = _parse("sessions", long, data)
+        sources = {t: Source(t, long, csv=long.suffix.lower() == ".csv") for t in TABLES}
+        split = split_long(rows, sources["sessions"], p, ignore=ignore, how_to_ignore=how)
+        if split is None:  # no ids: the rows cannot be split, so the tables cannot be checked
+            p.raise_any()
+        frames, files = split.frames, dict.fromkeys(TABLES, long)
+        ignored = {"providers": (), "clients": (), "sessions": split.ignored}
+    check_ignore_list(ignore, str(settings.path or "ignore_columns"), p)
+    contract_from = len(p)
     typed = check_tables(frames, sources, p, ignore=ignore, how_to_ignore=how)
     if "clients" in typed:
         before = len(p)
         clients = _who5_percentage(typed["clients"], sources["clients"], who5_metric, p)
         if len(p) == before:
             typed["clients"] = clients
+    _say_how_codes_are_read(p, contract_from)
     p.raise_any()
     if who5_metric != "percentage":  # the same files read another way are another dataset
         digest.update(f"who5_metric={who5_metric}".encode())
@@ -481,8 +745,41 @@ def load_study(
         folder=folder,
         files=dict(files),
         sha256=digest.hexdigest(),
-        ignored={t: _held(frames[t], ignore) for t in TABLES},
+        ignored=ignored,
+        conversions=tuple(conversions),
     )
+
+
+#: How each statistics package's codes are read, and how to declare one missing.
+_CODES_READ = {
+    ".sav": "SPSS .sav files are read with the user-missing values the file declares and the "
+    "value labels of provider_type, sex and country: declare a code such as -99 missing in SPSS "
+    "(Variable View, Missing) or leave the cell empty; a category code needs its value label",
+    ".dta": "Stata .dta files are read with Stata's missing values (. and .a–.z) and the value "
+    "labels of provider_type, sex and country: recode a code such as -99 to missing "
+    "(mvdecode varname, mv(-99=.a)) or leave the cell empty; a category code needs its value "
+    "label",
+}
+
+
+def _say_how_codes_are_read(p: Problems, start: int) -> None:
+    """Value problems in a Stata or SPSS file say how its missing codes and labels were read.
+
+    A code such as ``-99`` that the file does not declare missing is a value, and is refused where
+    it is not valid; the message then tells the user how to declare it.
+    """
+    for i in range(start, len(p.found)):
+        e = p.found[i]
+        how = _CODES_READ.get(Path(str(e.file)).suffix.lower())
+        if how and e.rows and e.got and e.column and not e.column.endswith("_id"):
+            p.found[i] = DataContractError(
+                e.file,
+                f"{e.expected} ({how})",
+                column=e.column,
+                rows=e.rows,
+                got=e.got,
+                csv=e.csv,
+            )
 
 
 def _who5_percentage(clients: pd.DataFrame, src: Source, metric: str, p: Problems) -> pd.DataFrame:
@@ -565,8 +862,8 @@ def write_study(
     DataContractError
         When the tables break the contract; nothing is written.
     FileExistsError
-        When the folder holds a table in another format (the study would be ambiguous);
-        nothing is written.
+        When the folder holds a table in another format, or a long export (the study would be
+        ambiguous); nothing is written.
 
     Notes
     -----
@@ -591,6 +888,8 @@ def write_study(
         for other in READ_FORMATS
         if other != fmt and (folder / f"{t}.{other}").exists()
     ]
+    clashes += [folder / f"{LONG_STEM}.{f}" for f in READ_FORMATS]
+    clashes = [path for path in clashes if path.exists()]
     if clashes:
         names = ", ".join(p.name for p in clashes)
         raise FileExistsError(
