@@ -245,7 +245,8 @@ def test_energy_plot_labels_its_axes(run, tmp_path, monkeypatch):
 
 def test_report_headings_name_figures_readably(bundle):
     report = (bundle / "report.md").read_text()
-    assert "### Energy and E-BFMI" in report and "### energy\n" not in report
+    assert re.search(r"^### Figure \d+\. Energy and E-BFMI$", report, flags=re.MULTILINE)
+    assert "### energy\n" not in report
     assert figures.FigureResult("ppc_phq9", [], "x").title == "Posterior predictive check (phq9)"
 
 

@@ -116,6 +116,10 @@ def test_figures_saved_with_interpretations(run, tmp_path):
         "ppc",
         "prior_predictive",
         "provider_effects",
+        "trace_provider_sd",
+        "funnel_therapist",
+        "funnel_coach",
+        "loo_pit",
     ]
     for r in results:
         assert r.paths and all(p.exists() and p.stat().st_size > 1000 for p in r.paths)

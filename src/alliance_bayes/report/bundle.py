@@ -200,16 +200,23 @@ class ReportContent:
 
 
 def _figure_lines(figs: list[figures.FigureResult], section: str) -> list[str]:
+    """A section's figures: ``### Figure N. Title``, the image, and the caption (what the figure
+    shows and how to read it, then what this run's numbers say), numbered through the report
+    (:func:`~alliance_bayes.report.figures.figure_numbers`); a figure not drawn keeps its plain
+    title and says why."""
+    numbers = figures.figure_numbers(figs)
     lines: list[str] = []
     for f in figs:
         if f.section != section:
             continue
         if not f.paths:  # a figure that cannot be drawn for this run says why
-            lines += [f"### {f.title}", "", f.interpretation, ""]
+            lines += [f"### {f.title}", "", f.interpretation, "", *f.table]
             continue
+        label = f"Figure {numbers[f.name]}. {f.title}"
         png = next((p for p in f.paths if p.suffix == ".png"), f.paths[0])
-        lines += [f"### {f.title}", "", f"![{f.title}](figures/{png.name})", "", f.interpretation]
-        lines.append("")
+        caption = " ".join(part for part in (f.caption, f.interpretation) if part)
+        lines += [f"### {label}", "", f"![{f.title}](figures/{png.name})", ""]
+        lines += [f"**Figure {numbers[f.name]}.** {caption}", "", *f.table]
     return lines
 
 

@@ -2,10 +2,14 @@
 
 Each public function saves one figure and returns a :class:`FigureResult`: the saved paths and a
 one-line interpretation computed from the numbers shown (``report.md`` prints it under the figure).
-arviz-plots draws the energy plot; the rank plot draws the rank ECDF differences itself, so that its
+arviz-plots draws the energy plot, the traces and funnel of the provider SDs (divergences marked)
+and the LOO-PIT; the rank plot draws the rank ECDF differences itself, so that its
 p-values are those of the gate's thinned uniformity test; the forest, predictive-check and provider
 figures use plain matplotlib because they combine quantities (estimands across care types, ceiling
-shares, change scores) that are not single posterior variables. No client or provider identifier is drawn.
+shares, change scores) that are not single posterior variables. No client or provider identifier is
+drawn (the LOO-PIT's Pareto k table names the worst clients by pseudonym). The report numbers the
+figures and captions each with :data:`FIGURE_CAPTIONS` (what it shows, how to read it) followed by
+its ``interpretation``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +48,22 @@ __all__ = [
     "FigureMaker",
     "FigureResult",
     "bound_shares",
+    "figure_numbers",
     "figure_pool",
     "figure_workers",
     "make_all_figures",
     "plot_energy",
     "plot_forest_subscales",
+    "plot_funnel",
+    "plot_loo_pit",
     "plot_ppc",
     "plot_prior_posterior",
     "plot_prior_predictive",
     "plot_provider_effects",
     "plot_provider_slopes",
     "plot_rank",
+    "plot_trace_provider_sd",
+    "pointwise_log_likelihood",
     "prior_predictive_bound_share",
 ]
 
@@ -66,32 +75,51 @@ _CARE_COLOURS = {"therapist": "C0", "coach": "C1", "both": "C2", "pooled": "blac
 
 @dataclass
 class FigureResult:
-    """Saved figure: ``name`` (file stem), ``paths``, one-line ``interpretation``, and the report
-    ``section`` it belongs to (``priors``, ``computation``, ``ppc`` or ``results``)."""
+    """Saved figure: ``name`` (file stem), ``paths``, one-line ``interpretation``, the report
+    ``section`` it belongs to (``priors``, ``computation``, ``ppc`` or ``results``), and ``table``:
+    Markdown lines the report prints under the caption (empty for most figures)."""
 
     name: str
     paths: list[Path]
     interpretation: str
     section: str = "results"
+    table: list[str] = field(default_factory=list)
+
+    def _by_stem(self, table: Mapping[str, str]) -> tuple[str | None, str]:
+        """The entry of ``table`` for this name, or for the known stem it extends, and the suffix."""
+        if self.name in table:
+            return table[self.name], ""
+        stem = next((k for k in table if self.name.startswith(f"{k}_")), None)
+        if stem is None:
+            return None, ""
+        return table[stem], self.name.removeprefix(stem + "_")
 
     @property
     def title(self) -> str:
         """A readable title for the report (the ``name`` stays the file stem); a stem that
         extends a known one (``ppc_phq9``) gets that title with its suffix (``(phq9)``)."""
-        if self.name in FIGURE_TITLES:
-            return FIGURE_TITLES[self.name]
-        stem = next((k for k in FIGURE_TITLES if self.name.startswith(f"{k}_")), None)
-        if stem is not None:
-            return f"{FIGURE_TITLES[stem]} ({self.name.removeprefix(stem + '_')})"
-        return self.name.replace("_", " ").capitalize()
+        title, suffix = self._by_stem(FIGURE_TITLES)
+        if title is None:
+            return self.name.replace("_", " ").capitalize()
+        return f"{title} ({suffix.replace('_', ' ')})" if suffix else title
+
+    @property
+    def caption(self) -> str:
+        """What the figure shows and how to read it (the report prints it before the
+        run's own ``interpretation``); empty for a figure no caption is written for."""
+        caption, _ = self._by_stem(FIGURE_CAPTIONS)
+        return caption or ""
 
 
 #: Readable titles of the figures, by file stem.
 FIGURE_TITLES = {
     "rank": "Rank plots of the chains",
     "energy": "Energy and E-BFMI",
+    "trace_provider_sd": "Traces of the provider SDs and provider effects",
+    "funnel": "Provider-SD funnel",
     "forest_subscales": "Alliance subscale effects by care type",
     "ppc": "Posterior predictive check",
+    "loo_pit": "LOO-PIT calibration and Pareto k",
     "prior_predictive": "Prior predictive check",
     "prior_posterior": "Prior and posterior densities",
     "provider_effects": "Provider intercepts",
@@ -101,6 +129,69 @@ FIGURE_TITLES = {
     "item_characteristic_curves": "Item characteristic curves",
     "latent_vs_averaged": "Latent versus averaged scores",
 }
+
+#: What each figure shows and how to read it, by file stem (the caption's fixed part).
+FIGURE_CAPTIONS = {
+    "rank": "Each panel is one parameter; each line one chain's rank ECDF minus the uniform CDF. "
+    "Chains that sample the same posterior stay near zero; a line that wanders far from zero, "
+    "or panels marked red (p ≤ α), show a chain that differs from the others.",
+    "energy": "Left: the marginal energy distribution and the distribution of energy changes "
+    "between successive draws; right: E-BFMI per chain. Transitions narrower than the marginal, "
+    "or E-BFMI below 0.3, mean the sampler explores the tails slowly (Betancourt 2016, "
+    "arXiv:1604.00695).",
+    "trace_provider_sd": "Left: posterior density per chain; right: the draws of each chain in "
+    "order, for each provider type's SD and the effects of its providers with the fewest and "
+    "the most data (widest and narrowest posterior). Divergent transitions, if any, are marked "
+    "as ticks under the traces. Overlapping densities and traces without trends or stuck "
+    "stretches show the chains agree.",
+    "funnel": "Each panel plots a provider type's SD (vertical) against one provider effect "
+    "(horizontal) for that type's providers with the fewest and the most data; divergent "
+    "transitions, if any, in orange. A funnel (effects pinched as the SD nears zero) with "
+    "divergences at its neck is the geometry that biases hierarchical models (Betancourt & "
+    "Girolami 2013, arXiv:1312.0906); a cloud without a neck is what the "
+    "parameterisation aims for.",
+    "forest_subscales": "Posterior mean (dot) and 95% HDI (line) of each alliance subscale "
+    "effect by care type and level, with the pooled effect; the dashed line is no effect.",
+    "ppc": "Observed outcome (black) against replicated datasets (blue): the distribution, the "
+    "shares at the floor and at the ceiling, and the change from baseline. An observed value "
+    "far in the tail of the replicated ones is a feature the model does not reproduce.",
+    "loo_pit": "ECDF of the leave-one-out probability integral transform of each client's "
+    "observed outcome minus the uniform CDF, with the p-value of arviz-stats' uniformity test "
+    "of dependent PIT values (Tesso & Vehtari 2026, arXiv:2603.02928); the clients that drive a "
+    "significant deviation are highlighted. A calibrated model stays near zero; a curve above "
+    "zero throughout means predictions too high, below zero too low; one that dips then rises "
+    "means predictive distributions too wide, one that rises then dips too narrow. The table "
+    "counts the Pareto k of the PSIS weights (Vehtari et al. 2024, "
+    "JMLR 25(72), arXiv:1507.02646), above 0.7 of which a client's LOO value is unreliable.",
+    "prior_predictive": "Outcomes simulated from the priors alone, the outcome's possible range "
+    "dashed. Priors on the data's scale keep most of the mass inside the range.",
+    "prior_posterior": "Posterior (histogram) and prior (grey line) of the key estimands, with "
+    "the posterior-to-prior SD ratio; a ratio near 1 means the prior, not the data, sets the "
+    "estimate.",
+    "provider_effects": "Posterior mean and 95% HDI of each provider's intercept, sorted by "
+    "mean (providers by rank, never by identifier), one panel per provider type.",
+    "provider_slopes": "Posterior mean and 95% HDI of each provider's deviation from the "
+    "within-provider slope, sorted by mean, one panel per subscale.",
+    "conditional_effects": "Expected follow-up (top) and change (bottom) across the observed "
+    "alliance range for a client of an average provider, per care type, median and 95% band.",
+    "rating_ppc": "Share of session ratings in each category: observed (dots) against the "
+    "posterior predictive mean and 95% interval (bars).",
+    "item_characteristic_curves": "Probability of each rating category across the latent "
+    "alliance at the posterior means; the dashed line (right axis) is the expected rating.",
+    "latent_vs_averaged": "Each client's latent alliance score (posterior mean) against the "
+    "average of their ratings; points below the diagonal at 5 show the ceiling the latent "
+    "model corrects.",
+}
+
+#: The report's sections that show figures, in the order they appear (figures are numbered in it).
+REPORT_SECTIONS = ("priors", "computation", "ppc", "results")
+
+
+def figure_numbers(figs: Sequence[FigureResult]) -> dict[str, int]:
+    """Number of each drawn figure (``name`` → 1, 2, …) in the order the report shows them:
+    by :data:`REPORT_SECTIONS`, then as listed. A figure not drawn (no paths) gets no number."""
+    drawn = [f for s in REPORT_SECTIONS for f in figs if f.section == s and f.paths]
+    return {f.name: i for i, f in enumerate(drawn, start=1)}
 
 
 #: A figure a model family adds: ``make(dt, outdir, meta=..., formats=...)`` → FigureResult or None.
@@ -279,6 +370,157 @@ def plot_energy(
     return FigureResult("energy", paths, text, section="computation")
 
 
+#: The provider-level SD whose joint posterior with the provider effects can form a funnel.
+FUNNEL_SD = "sd_provider"
+#: Provider effects drawn against it: the intercepts and, where sampled, their partially
+#: non-centred parameter (the one the sampler moves).
+FUNNEL_EFFECTS = ("u_provider", "v_provider")
+#: How the two providers of each type that the funnel figures show are named (never by identifier).
+FUNNEL_PROVIDERS = ("fewest data", "most data")
+
+
+def funnel_draws(dt: xr.DataTree) -> xr.DataTree | None:
+    """The provider SDs and, per provider type, the effects of its providers with the fewest and
+    the most data, with ``sample_stats/diverging``; ``None`` where the fit has no such pair.
+
+    A provider's data are measured by the posterior SD of its intercept ``u_provider``: the
+    widest posterior belongs to the provider the data say least about, the one whose effect is
+    most tied to the SD (the funnel's neck). The providers appear by that role, in a
+    ``provider_data`` coordinate, never by identifier.
+    """
+    post = dt["posterior"]
+    sample = ("chain", "draw")
+    if FUNNEL_SD not in post.data_vars or post[FUNNEL_SD].dims != (*sample, "provider_type"):
+        return None
+    effects = [
+        v for v in FUNNEL_EFFECTS if v in post.data_vars and post[v].dims == (*sample, "provider")
+    ]
+    if "u_provider" not in effects:
+        return None
+    types = _provider_types(dt, post.sizes["provider"])
+    kinds = [str(t) for t in post[FUNNEL_SD]["provider_type"].values if np.any(types == str(t))]
+    if not kinds:
+        return None
+    spread = np.asarray(post["u_provider"].std(sample).values, float)
+    picks = []
+    for kind in kinds:
+        idx = np.flatnonzero(types == kind)
+        order = idx[np.argsort(-spread[idx], kind="stable")]
+        picks.append([order[0], order[-1]])
+    ds = xr.Dataset({FUNNEL_SD: post[FUNNEL_SD].sel(provider_type=kinds).astype(float)})
+    for v in effects:
+        values = np.asarray(post[v].values, float)[:, :, np.asarray(picks)]
+        ds[v] = ((*sample, "provider_type", "provider_data"), values)
+    groups = {"posterior": ds.assign_coords(provider_data=list(FUNNEL_PROVIDERS))}
+    if "sample_stats" in dt.children and "diverging" in dt["sample_stats"].data_vars:
+        diverging = dt["sample_stats"]["diverging"].astype(bool)
+        groups["sample_stats"] = xr.Dataset({"diverging": diverging})
+    return xr.DataTree.from_dict(groups)
+
+
+def _divergences(tree: xr.DataTree) -> int:
+    if "sample_stats" not in tree.children:
+        return 0
+    return int(tree["sample_stats"]["diverging"].sum())
+
+
+def plot_trace_provider_sd(
+    dt: xr.DataTree, outdir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS
+) -> FigureResult | None:
+    """Trace and per-chain density of each provider type's SD and of the sampled effects of its
+    providers with the fewest and the most data (:func:`funnel_draws`), drawn by
+    ``arviz_plots.plot_trace_dist``, which marks divergent transitions under the traces."""
+    tree = funnel_draws(dt)
+    if tree is None:
+        return None
+    post = tree["posterior"].to_dataset()
+    # The parameter the sampler moves: v_provider where the intercepts are partially non-centred.
+    effect = "v_provider" if "v_provider" in post.data_vars else "u_provider"
+    names = [FUNNEL_SD, effect]
+    rows = int(post.sizes["provider_type"]) * (1 + len(FUNNEL_PROVIDERS))
+    pc = azp.plot_trace_dist(
+        tree,
+        var_names=names,
+        compact=False,
+        backend="matplotlib",
+        figure_kwargs={"figsize": (9.0, 1.25 * rows + 0.6)},
+    )
+    fig = _pc_figure(pc)
+    for ax in fig.axes:
+        ax.tick_params(labelsize=7)
+        ax.yaxis.label.set_fontsize(7)
+        ax.xaxis.label.set_fontsize(8)
+    fig.tight_layout()
+    r_hat = dataset_diagnostics(post[names], statistics=("r_hat",))["r_hat"]
+    worst_var, worst = max(((v, float(r_hat[v].max())) for v in names), key=lambda kv: kv[1])
+    n_div = _divergences(tree)
+    text = (
+        f"Traces of {FUNNEL_SD} and {effect} for each provider type's providers with the fewest "
+        f"and the most data; largest rank-normalised R-hat among them {worst:.3f} "
+        f"({worst_var}); {n_div} divergent transitions"
+        + (" (marked under the traces)." if n_div else ".")
+    )
+    paths = save_figure(fig, outdir, "trace_provider_sd", formats)
+    return FigureResult("trace_provider_sd", paths, text, section="computation")
+
+
+def plot_funnel(
+    dt: xr.DataTree,
+    outdir: Path,
+    *,
+    provider_type: str,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+) -> FigureResult | None:
+    """A provider type's SD against the effects of its providers with the fewest and the most
+    data (:func:`funnel_draws`), drawn by ``arviz_plots.plot_pair_focus`` with the divergent
+    transitions marked; saved as ``funnel_<provider_type>``.
+
+    Hierarchical models put the group SD and the group effects in a funnel: with few data an
+    effect's spread shrinks with the SD, which a sampler with one step size explores badly
+    (Betancourt & Girolami 2013, arXiv:1312.0906). The caption gives, per panel, the rank
+    correlation of the SD with the effect's absolute value, which is large in a funnel.
+    """
+    tree = funnel_draws(dt)
+    if tree is None or provider_type not in tree["posterior"]["provider_type"].values:
+        return None
+    post = tree["posterior"].to_dataset().sel(provider_type=provider_type)
+    effects = [v for v in FUNNEL_EFFECTS if v in post.data_vars]
+    groups = {"posterior": post}
+    if "sample_stats" in tree.children:
+        groups["sample_stats"] = tree["sample_stats"].to_dataset()
+    one = xr.DataTree.from_dict(groups)
+    focus = post[FUNNEL_SD]
+    pc = azp.plot_pair_focus(
+        one,
+        focus,
+        var_names=effects,
+        backend="matplotlib",
+        visuals={"divergence": True},
+        figure_kwargs={"figsize": (3.0 * len(effects) * len(FUNNEL_PROVIDERS), 3.0)},
+    )
+    fig = _pc_figure(pc)
+    for ax in fig.axes:
+        ax.tick_params(labelsize=7)
+        ax.xaxis.label.set_fontsize(8)
+        ax.yaxis.label.set_fontsize(8)
+    fig.tight_layout()
+    sd = np.asarray(focus.values, float).ravel()
+    parts = []
+    for v in effects:
+        for role in FUNNEL_PROVIDERS:
+            e = np.abs(np.asarray(post[v].sel(provider_data=role).values, float).ravel())
+            rho = float(stats.spearmanr(sd, e).statistic)
+            parts.append(f"{v} ({role}) {rho:+.2f}")
+    n_div = _divergences(tree)
+    name = f"funnel_{provider_type}"
+    text = (
+        f"{provider_type}: rank correlation of {FUNNEL_SD} with the effect's absolute value, "
+        + "; ".join(parts)
+        + f"; {n_div} divergent transitions in the run."
+    )
+    return FigureResult(name, save_figure(fig, outdir, name, formats), text, section="computation")
+
+
 def plot_forest_subscales(
     estimands: xr.Dataset,
     outdir: Path,
@@ -448,6 +690,166 @@ def plot_ppc(
         f"(95% interval {q_lo:.1f} to {q_hi:.1f})."
     )
     return FigureResult(name, save_figure(fig, outdir, name, formats), text, section="ppc")
+
+
+#: Fewest draws, over all chains, that the LOO-PIT is computed from (its PSIS needs a tail).
+LOO_PIT_MIN_DRAWS = 400
+#: Clients with the largest Pareto k that the table names (by pseudonym).
+WORST_CLIENTS = 5
+
+
+def pointwise_log_likelihood(dt: xr.DataTree) -> xr.Dataset | None:
+    """The fit's log-likelihood summed per client (``y_client``), as PSIS-LOO scores it
+    (:func:`~alliance_bayes.checks.compare.client_log_likelihood`); ``None`` where the bundle
+    has no pointwise log-likelihood per client."""
+    if "log_likelihood" not in dt.children:
+        return None
+    from alliance_bayes.checks.compare import client_log_likelihood
+
+    try:
+        return client_log_likelihood(dt)["log_likelihood"].to_dataset()
+    except ValueError:  # no observed variable with a client dimension
+        return None
+
+
+def pareto_k_table(elpd: Any, worst: int = WORST_CLIENTS) -> list[str]:
+    """Markdown lines: clients by Pareto k band (:func:`~alliance_bayes.checks.compare.pareto_k_counts`)
+    and the ``worst`` largest k, by pseudonymous client id."""
+    from alliance_bayes.checks.compare import CLIENT_DIM, pareto_k_counts
+    from alliance_bayes.report.render import markdown_table
+
+    counts = pareto_k_counts(elpd)
+    good = counts["good_k"]
+    n = counts["k_good"] + counts["k_high"] + counts["k_very_high"]
+    bands = (
+        (f"k ≤ {good:.2f} (good)", counts["k_good"]),
+        (f"{good:.2f} < k ≤ 1 (LOO value unreliable)", counts["k_high"]),
+        ("k > 1 (importance sampling fails)", counts["k_very_high"]),
+    )
+    rows = [[band, str(c), f"{c / n:.1%}"] for band, c in bands]
+    lines = markdown_table(["Pareto k", "Clients", "Share"], rows, numeric=[False, True, True])
+    k = elpd.pareto_k
+    order = np.argsort(-np.asarray(k.values, float), kind="stable")[:worst]
+    labels = np.asarray(k[CLIENT_DIM].values).astype(str)[order]
+    values = np.asarray(k.values, float)[order]
+    listed = ", ".join(f"`{c}` {v:.2f}" for c, v in zip(labels, values, strict=True))
+    return [*lines, "", f"Largest k (pseudonymous client ids): {listed}.", ""]
+
+
+def _loo_pit_tree(dt: xr.DataTree, pointwise: xr.Dataset, var: str) -> xr.DataTree | str:
+    """Observed ``var``, its replicates and the per-client log-likelihood on the clients and
+    draws they share, or the reason there are too few."""
+    from alliance_bayes.checks.compare import CLIENT_DIM, CLIENT_VAR
+
+    groups = set(dt.children)
+    if not {"posterior_predictive", "observed_data"} <= groups or not all(
+        var in dt[g].data_vars for g in ("posterior_predictive", "observed_data")
+    ):
+        return f"the bundle has no posterior predictive draws of {var}"
+    obs = dt["observed_data"][var]
+    rep = dt["posterior_predictive"][var]
+    ll = pointwise[CLIENT_VAR]
+    if obs.dims != (CLIENT_DIM,) or rep.dims != ("chain", "draw", CLIENT_DIM):
+        return f"{var} is not one value per client"
+    finite = np.isfinite(np.asarray(obs.values, float))
+    seen = set(np.asarray(ll[CLIENT_DIM].values).tolist()) & set(
+        np.asarray(rep[CLIENT_DIM].values).tolist()
+    )
+    clients = [c for c, ok in zip(obs[CLIENT_DIM].values.tolist(), finite, strict=True)
+               if ok and c in seen]  # fmt: skip
+    # The log-likelihood may be kept on every draw and the replicates on every k-th: the
+    # LOO-PIT weights each replicate by its own draw's importance ratio.
+    draws = np.intersect1d(rep["draw"].values, ll["draw"].values)
+    if draws.size * rep.sizes["chain"] < LOO_PIT_MIN_DRAWS or len(clients) < 2:
+        return (
+            f"the replicates and the log-likelihood share {draws.size * rep.sizes['chain']} "
+            f"draws of {len(clients)} clients (at least {LOO_PIT_MIN_DRAWS} draws are needed)"
+        )
+    pick = {CLIENT_DIM: clients, "draw": draws}
+    return xr.DataTree.from_dict(
+        {
+            # The posterior only gives the relative efficiency of the draws.
+            "posterior": dt["posterior"].to_dataset().sel(draw=draws),
+            "posterior_predictive": xr.Dataset({var: rep.sel(pick).astype(float)}),
+            "observed_data": xr.Dataset({var: obs.sel({CLIENT_DIM: clients}).astype(float)}),
+            "log_likelihood": xr.Dataset({var: ll.sel(pick).astype(float)}),
+        }
+    )
+
+
+def plot_loo_pit(
+    dt: xr.DataTree,
+    pointwise: xr.Dataset | None,
+    outdir: Path,
+    *,
+    outcome_label: str = "outcome",
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    var: str = "y",
+) -> FigureResult:
+    """LOO-PIT of the outcome (``arviz_plots.plot_loo_pit``: the Δ-ECDF of the leave-one-out
+    probability integral transforms with its simultaneous envelope and uniformity test) and the
+    Pareto k of PSIS-LOO per client (:func:`pareto_k_table`).
+
+    The PIT of client :math:`i` is :math:`p(\\tilde y_i \\le y_i \\mid y_{-i})`, estimated from
+    the replicates weighted by Pareto-smoothed importance ratios :math:`1 / p(y_i \\mid \\theta^s)`
+    (Gelman et al. 2013, BDA3 §6.3; Vehtari, Gelman & Gabry 2017,
+    doi:10.1007/s11222-016-9696-4); for a calibrated model the values are uniform. Drawn from
+    the replicates' draws; the Pareto k are those of the full log-likelihood, as ``Fit.loo``
+    and ``alliance-bayes compare`` report them. A bundle without a pointwise log-likelihood
+    gets a result without paths that says so.
+    """
+    name = "loo_pit"
+    if pointwise is None:
+        return FigureResult(
+            name,
+            [],
+            "Not drawn: this family's bundle keeps no pointwise log-likelihood per client, so "
+            "there is no LOO-PIT and no Pareto k table.",
+            section="ppc",
+        )
+    import warnings
+
+    from alliance_bayes.checks.compare import CLIENT_VAR
+
+    # The posterior gives arviz-stats the relative efficiency of the draws (as in Fit.loo).
+    tree = xr.DataTree.from_dict(
+        {"posterior": dt["posterior"].to_dataset(), "log_likelihood": pointwise}
+    )
+    with warnings.catch_warnings():
+        # arviz-stats warns about large k itself; the table counts them.
+        warnings.simplefilter("ignore")
+        elpd = azs.loo(tree, pointwise=True, var_name=CLIENT_VAR)
+    table = pareto_k_table(elpd)
+    k = np.asarray(elpd.pareto_k.values, float)
+    good = min(float(getattr(elpd, "good_k", 0.7) or 0.7), 0.7)
+    k_text = (
+        f"Pareto k above {good:.2f} for {int(np.sum(k > good))} of {k.size} clients "
+        f"(largest {np.max(k):.2f})"
+    )
+    shared = _loo_pit_tree(dt, pointwise, var)
+    if isinstance(shared, str):
+        return FigureResult(
+            name, [], f"LOO-PIT not drawn: {shared}. {k_text}.", section="ppc", table=table
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pit = azs.loo_pit(shared, var_names=var)[var]
+        pc = azp.plot_loo_pit(shared, var_names=var, backend="matplotlib")
+    fig = _pc_figure(pc)
+    for ax in fig.axes:
+        ax.set_title(f"{outcome_label}: LOO-PIT", fontsize=9)
+        ax.set_xlabel("LOO-PIT value")
+        ax.set_ylabel("ECDF minus uniform CDF")
+    fig.set_size_inches(5.5, 3.4)
+    fig.tight_layout()
+    values = np.asarray(pit.values, float).ravel()
+    tails = float(np.mean((values < 0.05) | (values > 0.95)))
+    text = (
+        f"{tails:.1%} of {values.size} clients' LOO-PIT values fall in the outer 10% (a "
+        f"calibrated model puts 10% there); {k_text}."
+    )
+    paths = save_figure(fig, outdir, name, formats)
+    return FigureResult(name, paths, text, section="ppc", table=table)
 
 
 def prior_predictive_bound_share(y_prior: np.ndarray, outcome_range: Sequence[float]) -> float:
@@ -670,8 +1072,9 @@ def plot_prior_posterior(
 MAX_FIGURE_WORKERS = 4
 #: Environment variable that sets that number (``1`` draws in the calling process).
 FIGURE_WORKERS_ENV = "ALLIANCE_BAYES_FIGURE_WORKERS"
-#: Groups no figure reads, left out of what worker processes receive (the pointwise
-#: log-likelihood is draws x clients, the largest group of a fit).
+#: Groups no figure reads whole, left out of what worker processes receive (the pointwise
+#: log-likelihood is draws x clients, the largest group of a fit; the LOO-PIT figure receives it
+#: summed per client instead).
 _UNDRAWN_GROUPS = ("log_likelihood", "log_prior")
 
 
@@ -780,6 +1183,14 @@ def _figure_plan(
         plan.append(_Task(plot_provider_slopes, ("dt",), common))
     for make in family_figures:
         plan.append(_Task(make, ("dt",), {"meta": dict(meta), **common}))
+    # Added after the older figures, so that their order in the list stays as it was; the
+    # report places each by its section.
+    sd = dt["posterior"].get(FUNNEL_SD)
+    if sd is not None and "u_provider" in dt["posterior"].data_vars and "provider_type" in sd.dims:
+        plan.append(_Task(plot_trace_provider_sd, ("dt",), common))
+        for kind in sd["provider_type"].values:
+            plan.append(_Task(plot_funnel, ("dt",), {"provider_type": str(kind), **common}))
+    plan.append(_Task(plot_loo_pit, ("dt", "pointwise"), {"outcome_label": label, **common}))
     return plan
 
 
@@ -837,7 +1248,13 @@ class FigureDrawing:
         for group in _UNDRAWN_GROUPS:
             if group in drawn.children:
                 del drawn[group]
-        self._inputs = {"dt": drawn, "estimands": estimands, "prior_estimands": prior_estimands}
+        self._inputs = {
+            "dt": drawn,
+            "estimands": estimands,
+            "prior_estimands": prior_estimands,
+            # Per client, not per observed variable: the one log-likelihood a figure reads.
+            "pointwise": pointwise_log_likelihood(dt),
+        }
         self._plan = _figure_plan(
             drawn,
             meta,
