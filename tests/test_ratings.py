@@ -324,7 +324,7 @@ def _latent_of_sessions(model, data, point) -> np.ndarray:
     ]  # fmt: skip
     beta, b_care, sd_c, z_c, e_i, delta, sd_p, v_p, lam, disc = _evaluate(model, point, names)
     a0 = np.exp(np.log(disc).mean())
-    z_i = e_i / a0
+    z_i = e_i * a0 ** (model["client_noncentring"].get_value() - 1.0)
     w = model["provider_noncentring"].get_value()
     z_p = v_p * (a0 * sd_p) ** (w - 1.0)
 
@@ -375,3 +375,33 @@ def test_fit_recovers_planted_care_type_differences(tmp_path):
     estimands = pd.read_csv(bundle / "estimands.csv")
     assert "alliance[coach]" in set(estimands["estimand"])
     assert (bundle / "report.md").is_file()
+
+
+@pytest.mark.parametrize("n_items", [2, 3, 4])
+def test_split_discrimination_prior_is_the_iid_lognormal(n_items):
+    """log a_0 ~ N(0, s^2 / S) plus s H y, y ~ N(0, I): log alpha_s iid N(0, s^2), exactly."""
+    from alliance_bayes.model.ratings.graph import zero_sum_basis
+
+    s = 1.3
+    h = zero_sum_basis(n_items)
+    assert np.allclose(h.sum(axis=0), 0.0)
+    ones = np.ones((n_items, n_items))
+    cov = s**2 / n_items * ones + s**2 * h @ h.T  # Var(log a_0 1) + Var(s H y)
+    assert np.allclose(cov, s**2 * np.eye(n_items))
+
+
+def test_noncentring_weights_are_one_minus_the_reliability_of_a_balanced_design(tmp_path):
+    """Balanced one-way layout: w = 1 / (1 + m r) with r the ANOVA variance ratio, in (0, 1]."""
+    from alliance_bayes.model.ratings.graph import client_noncentring, provider_noncentring
+
+    study = _simulate_ratings_study(tmp_path / "study")
+    data = design_of(load_spec("alliance_ratings"), study)
+    for w in (client_noncentring(data), provider_noncentring(data)):
+        assert ((w > 0) & (w <= 1)).all()
+    # clients rated more often are sampled closer to centred
+    m = data.counts.sum(axis=(0, 2)) @ np.eye(data.n_clients)[data.session_client]
+    w = client_noncentring(data)
+    order = np.argsort(m)
+    assert np.all(np.diff(w[order]) <= 1e-12)
+    r = (1.0 / w - 1.0) / m
+    assert np.allclose(r, r[0])  # one variance ratio for every client

@@ -123,7 +123,7 @@ TOP_LEVEL_PRIORS: dict[str, str] = {
     "provider_type_alliance_logit": "ratings.provider_type_alliance_sd",
     "b_session_logit": "ratings.b_session_sd",
     "log_discrimination_mean": "ratings.discrimination_sd",
-    "log_discrimination_item": "ratings.discrimination_sd",
+    "log_discrimination_contrast": "ratings.discrimination_sd",
     "sd_country_latent": "ratings.sd_country_sd",
     "sd_provider_latent": "ratings.sd_provider_sd",
     # The change family (baseline and follow-up with measurement error): its [change] table.

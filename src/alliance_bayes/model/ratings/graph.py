@@ -52,9 +52,10 @@ against the spread of all 3,087 client effects (scaling :math:`\alpha` up and ev
 clients inform each. The model is therefore sampled on the logit scale of the client effects,
 :math:`a_0 = (\prod_s \alpha_s)^{1/S}`: every term of :math:`\theta` is drawn as :math:`a_0`
 times itself (``*_logit``; :math:`a_0 x \sim \mathcal N(0, a_0 s)` is :math:`x \sim \mathcal
-N(0, s)`, the same prior), the client effects centred (``client_alliance_logit``
-:math:`\sim \mathcal N(0, a_0)`), the items through :math:`\alpha_s / a_0`, and the provider
-effects partially non-centred by their information (:func:`provider_noncentring`). The model and
+N(0, s)`, the same prior), the client effects :math:`\varepsilon_i \sim \mathcal N(0, a_0)` and the
+provider effects partially non-centred by their information (:func:`client_noncentring`,
+:func:`provider_noncentring`; mostly close to centred), the items through :math:`\alpha_s / a_0`
+with their log-ratios on an orthonormal zero-sum basis (:func:`zero_sum_basis`). The model and
 its priors are unchanged; the names in client SDs (``b_covariate``, ``b_care``,
 ``provider_type_alliance``, ``b_session``, ``discrimination``) are kept as deterministics.
 
@@ -87,7 +88,7 @@ from alliance_bayes.model.ratings.design import RatingsData
 from alliance_bayes.model.regression.design import CARE_CONTRASTS, CARE_TYPES, PROVIDER_TYPES
 from alliance_bayes.model.spec import ModelSpec
 
-__all__ = ["PRIORS", "build_ratings_model", "provider_noncentring"]
+__all__ = ["PRIORS", "build_ratings_model", "client_noncentring", "provider_noncentring"]
 
 #: The family's prior scales (see the module docstring).
 PRIORS = {
@@ -141,14 +142,23 @@ def build_ratings_model(spec: ModelSpec, data: RatingsData) -> pm.Model:
         gaps = pm.HalfNormal("cutpoint_gap", pr["threshold_sd"], dims=("subscale", "gap"))
         below = pt.cumsum(gaps[:, ::-1], axis=-1)[:, ::-1]  # c_4 - c_k, k = 1..3
         cut = pt.concatenate([cut_top[:, None] - below, cut_top[:, None]], axis=-1)
-        # log alpha_s iid N(0, s^2) is log alpha_0 ~ N(0, s^2 / S) plus independent deviations
-        # x_s - mean(x), x_s iid N(0, s^2): the same prior, split into the scale of the client
-        # effects and the items' ratios (the mean of x is held by its prior alone)
+        # log alpha_s iid N(0, s^2) is log alpha_0 ~ N(0, s^2 / S) plus independent zero-sum
+        # deviations, s H y with y ~ N(0, I_{S-1}) and H an orthonormal basis of the zero-sum
+        # contrasts: the same prior, split into the scale of the client effects and the items'
+        # ratios, each direction identified (S free deviations held together only by their mean
+        # mixed at R-hat 1.15)
         log_a0 = pm.Normal(
             "log_discrimination_mean", 0.0, pr["discrimination_sd"] / np.sqrt(n_items)
         )
-        item = pm.Normal("log_discrimination_item", 0.0, pr["discrimination_sd"], dims="subscale")
-        ratio = item - item.mean()
+        if n_items > 1:
+            basis = zero_sum_basis(n_items)
+            model.add_coord("item_contrast", [f"contrast{k + 1}" for k in range(n_items - 1)])
+            y = pm.Normal(
+                "log_discrimination_contrast", 0.0, pr["discrimination_sd"], dims="item_contrast"
+            )
+            ratio = pt.dot(basis, y)
+        else:
+            ratio = pt.zeros(1)
         a0 = pt.exp(log_a0)
         disc = pm.Deterministic("discrimination", pt.exp(log_a0 + ratio), dims="subscale")
         pm.Deterministic("threshold", cut / disc[:, None], dims=("subscale", "cut"))
@@ -175,7 +185,7 @@ def build_ratings_model(spec: ModelSpec, data: RatingsData) -> pm.Model:
             pt.dot(data.covariates, beta)
             + care_shift[data.care_index]
             + a0 * u[data.country_index]
-            + _residualised(pm.Normal("client_alliance_logit", 0.0, a0, dims="client"), data)
+            + _residualised(_client_effects(data, a0), data)
         )
         is_ther = (data.provider_type_index == PROVIDER_TYPES.index("therapist")).astype(float)
         delta = in_client_sds("provider_type_alliance", pr["provider_type_alliance_sd"])
@@ -205,6 +215,41 @@ def build_ratings_model(spec: ModelSpec, data: RatingsData) -> pm.Model:
             dims=("subscale", "category"),
         )
     return model
+
+
+def _client_effects(data: RatingsData, a0) -> pt.TensorVariable:
+    """Client effects on the logit scale, :math:`\\varepsilon_i \\sim \\mathcal N(0, a_0)`,
+    partially non-centred by their information (:func:`client_noncentring`): most clients are
+    rated often enough to be sampled centred, the few rated once or twice not."""
+    w = pm.Data("client_noncentring", client_noncentring(data), dims="client")
+    v = pm.Normal("client_alliance_logit", 0.0, a0 ** (1.0 - w), dims="client")
+    return v * a0**w
+
+
+def client_noncentring(data: RatingsData) -> np.ndarray:
+    r"""How far each client's effect is non-centred: :math:`w_i = 1 / (1 + m_i \hat r)`.
+
+    One minus the reliability of the client's mean rating, with :math:`m_i` its ratings and
+    :math:`\hat r` the one-way ANOVA moment estimate of the between-client to within-client
+    variance ratio of the ratings (as :func:`provider_noncentring` for providers).
+    """
+    rated = data.counts.sum(axis=-1).astype(bool)  # (S, N)
+    values = (data.counts * np.arange(1, data.counts.shape[-1] + 1)).sum(axis=-1)
+    client = np.broadcast_to(data.session_client, rated.shape)[rated]
+    r = pd.Series(values[rated].astype(float)).groupby(client)
+    m = r.size()
+    within = float((r.var(ddof=1).fillna(0.0) * (m - 1)).sum() / max((m - 1).sum(), 1))
+    between = float(r.mean().var(ddof=1) - within * np.mean(1.0 / m))
+    w = np.ones(data.n_clients)
+    if within > 0 and between > 0:
+        w[m.index.to_numpy()] = 1.0 / (1.0 + m.to_numpy() * between / within)
+    return w
+
+
+def zero_sum_basis(n: int) -> np.ndarray:
+    """(n, n - 1) orthonormal columns orthogonal to the ones vector: :math:`HH^\\top = I - J/n`."""
+    u, _, _ = np.linalg.svd(np.eye(n) - 1.0 / n)
+    return u[:, : n - 1]
 
 
 def provider_noncentring(data: RatingsData) -> np.ndarray:
