@@ -28,11 +28,11 @@ __version__ = "0.1.0"
 _API = {
     "load_study": "alliance_bayes.data.load",
     "RawStudy": "alliance_bayes.data.load",
-    "DataContractError": "alliance_bayes.data.contract",
+    "DataContractError": "alliance_bayes.errors",
     "load_spec": "alliance_bayes.model.spec",
     "spec_names": "alliance_bayes.model.spec",
-    "SpecError": "alliance_bayes.model.spec",
-    "DesignError": "alliance_bayes.model.regression.design",
+    "SpecError": "alliance_bayes.errors",
+    "DesignError": "alliance_bayes.errors",
     "fit": "alliance_bayes.fitting",
     "Fit": "alliance_bayes.fitting",
     "reanalyse": "alliance_bayes.study",
@@ -52,11 +52,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from alliance_bayes.data.contract import DataContractError
     from alliance_bayes.data.load import RawStudy, load_study
+    from alliance_bayes.errors import DataContractError, DesignError, SpecError
     from alliance_bayes.fitting import Fit, fit
-    from alliance_bayes.model.regression.design import DesignError
-    from alliance_bayes.model.spec import SpecError, load_spec, spec_names
+    from alliance_bayes.model.spec import load_spec, spec_names
     from alliance_bayes.study import reanalyse
 
 

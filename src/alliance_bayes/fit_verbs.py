@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from alliance_bayes.errors import DesignError, IncompatibleBundleError, PredictionNotImplemented
 from alliance_bayes.rank_diagnostics import TAIL_PROBS
 
 if TYPE_CHECKING:
@@ -72,14 +73,6 @@ TAIL_ESS_CONVENTION = (
 )
 _SAMPLE_DIMS = ("chain", "draw")
 _VERSION_KEY = "alliance-bayes"
-
-
-class IncompatibleBundleError(ValueError):
-    """A results bundle written by a package version this one cannot read faithfully."""
-
-
-class PredictionNotImplemented(NotImplementedError):
-    """The model's family has no NumPy posterior predictive (``latent``, ``ratings``, ``change``)."""
 
 
 class ThinnedLikelihoodWarning(UserWarning):
@@ -347,7 +340,7 @@ def new_client_data(spec, design, new_clients: pd.DataFrame):
 
     See :func:`predict` for the columns.
     """
-    from alliance_bayes.model.regression.design import CARE_TYPES, PROVIDER_TYPES, DesignError
+    from alliance_bayes.model.regression.design import CARE_TYPES, PROVIDER_TYPES
 
     if design.latent is not None:
         raise PredictionNotImplemented(

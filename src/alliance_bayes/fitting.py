@@ -188,7 +188,14 @@ def fit_design(
         from alliance_bayes.imputation import fit_imputed
 
         return fit_imputed(
-            spec, design, settings, forbidden_ids=forbidden_ids, cache=cache, started=started
+            spec,
+            design,
+            settings,
+            fit_design=fit_design,
+            assemble=_assemble,
+            forbidden_ids=forbidden_ids,
+            cache=cache,
+            started=started,
         )
     family = family_of(spec)
     path = _cache_path(cache, spec, design, settings, draws_only)

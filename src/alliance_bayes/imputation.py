@@ -1,7 +1,9 @@
 r"""Missing follow-up by multiple imputation from the posterior, with a δ shift (pattern mixture).
 
 A spec with ``[data] followup_imputations = M`` is fitted in three steps, all through
-:func:`~alliance_bayes.fitting.fit_design`:
+:func:`~alliance_bayes.fitting.fit_design`, which the pipeline hands to :func:`fit_imputed` with
+the function that assembles its result (this module sits beside the pipeline and does not import
+it):
 
 1. the complete-case fit (the spec with ``followup_imputations = 0``: the clients with a follow-up,
    centred as the whole design is);
@@ -30,6 +32,7 @@ imputations would flag the between-imputation spread, which is part of the poste
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -38,10 +41,9 @@ import xarray as xr
 from scipy import stats
 
 from alliance_bayes.diagnostics import GateResult
-from alliance_bayes.fitting import Fit, _assemble, fit_design
+from alliance_bayes.errors import DesignError
 from alliance_bayes.inference import SamplerSettings
 from alliance_bayes.model.families import family_of
-from alliance_bayes.model.regression.design import DesignError
 from alliance_bayes.model.spec import ModelSpec
 
 __all__ = [
@@ -167,16 +169,25 @@ def _combined_gate(gates: list[GateResult], chains: int) -> GateResult:
     return GateResult(not failed, worst.checks, chains, worst.draws)
 
 
-def fit_imputed(
+def fit_imputed[FitT](
     spec: ModelSpec,
     design,
     settings: SamplerSettings,
     *,
+    fit_design: Callable[..., FitT],
+    assemble: Callable[..., FitT],
     forbidden_ids=(),
     cache=None,
     started: float | None = None,
-) -> Fit:
-    """Fit ``spec`` by multiple imputation of its missing follow-ups (see the module docstring)."""
+) -> FitT:
+    """Fit ``spec`` by multiple imputation of its missing follow-ups (see the module docstring).
+
+    ``fit_design(spec, design, settings, forbidden_ids=, cache=, draws_only=)`` fits one dataset
+    (the pipeline's :func:`~alliance_bayes.fitting.fit_design`, with ``followup_imputations = 0``);
+    ``assemble(spec, dt, meta, design=, forbidden_ids=, gate=)`` makes the pooled result from its
+    DataTree, run metadata and gate, as the pipeline makes every fit's. ``FitT`` is the
+    pipeline's result, :class:`~alliance_bayes.fitting.Fit`.
+    """
     started = time.perf_counter() if started is None else started
     family = family_of(spec)
     if family.impute is None or family.complete_cases is None:
@@ -245,4 +256,4 @@ def fit_imputed(
         "refits": float(sum(f.timings.get("wall_total", 0.0) for f in refits)),
         "wall_total": time.perf_counter() - started,
     }
-    return _assemble(spec, dt, meta, design=design, forbidden_ids=forbidden_ids, gate=gate)
+    return assemble(spec, dt, meta, design=design, forbidden_ids=forbidden_ids, gate=gate)

@@ -69,7 +69,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from alliance_bayes.model.regression.design import DesignError
+from alliance_bayes.errors import DesignError
 from alliance_bayes.report.render import latex_escape, latex_table, markdown_table
 
 __all__ = [
@@ -841,7 +841,6 @@ def run_comparison(
     from alliance_bayes.data.load import RawStudy, load_study
     from alliance_bayes.fitting import design_of, fit_design, resolve_spec, settings_for
     from alliance_bayes.model.families import family_of
-    from alliance_bayes.model.regression.design import DesignError
     from alliance_bayes.provenance import environment, time_id
 
     started = time.perf_counter()

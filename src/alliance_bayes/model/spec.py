@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from alliance_bayes.data.published import PUBLISHED
+from alliance_bayes.errors import HypothesisError, SpecError
 
 #: The shipped specs (``models/`` of the repository, installed as the package ``alliance_bayes.specs``).
 MODELS_DIR = Path(str(files("alliance_bayes.specs")))
@@ -43,10 +44,6 @@ LIKELIHOODS = ("normal", "student_t", "censored_normal")
 #: likelihood, per client otherwise), ``"collapsed"`` (provider effects integrated out from
 #: sufficient statistics, :mod:`alliance_bayes.model.regression.collapsed`) or ``"per_client"``.
 LIKELIHOOD_FORMS = ("auto", "collapsed", "per_client")
-
-
-class SpecError(ValueError):
-    """A model specification is invalid; the message names the file, the key and what was expected."""
 
 
 @dataclass(frozen=True)
@@ -230,10 +227,6 @@ class ChangeSpec:
     true_mean_sd: float = 20.0
     true_change_sd: float = 15.0
     true_sd_sd: float = 25.0
-
-
-class HypothesisError(ValueError):
-    """A hypothesis expression cannot be read; the message says where and what was expected."""
 
 
 _OPERATORS = (">", "<", "=")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from alliance_bayes.data.frame import AnalysisFrame
-from alliance_bayes.model.regression.design import DesignError
+from alliance_bayes.errors import DesignError
 from alliance_bayes.model.spec import OUTCOMES, ModelSpec
 
 __all__ = ["CARE_TYPES", "ChangeDesign", "direction", "prepare_change", "short_name"]

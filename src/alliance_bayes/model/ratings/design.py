@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from alliance_bayes.data.frame import AnalysisFrame
+from alliance_bayes.errors import DesignError
 from alliance_bayes.model.latent.measurement import CATEGORIES, N_CATEGORIES, THRESHOLDS
 from alliance_bayes.model.regression.design import (
     CARE_CONTRASTS,
     CARE_TYPES,
     PROVIDER_TYPES,
-    DesignError,
     _elevated,
     care_counts,
     care_shares,

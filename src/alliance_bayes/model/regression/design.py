@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from alliance_bayes.data.frame import AnalysisFrame
+from alliance_bayes.errors import DesignError
 from alliance_bayes.model.spec import ModelSpec
 
 CARE_TYPES = ("therapist", "coach", "both")
@@ -70,10 +71,6 @@ class LatentAlliance:
     index: tuple[np.ndarray, ...]
     weight: tuple[np.ndarray, ...]
     client_row: tuple[np.ndarray, ...]
-
-
-class DesignError(ValueError):
-    """The data cannot support the model as specified (e.g. no client left after filtering)."""
 
 
 @dataclass(frozen=True)

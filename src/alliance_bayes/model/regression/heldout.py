@@ -34,6 +34,7 @@ import pandas as pd
 import xarray as xr
 from pytensor.graph.traversal import ancestors
 
+from alliance_bayes.model.family import HeldOut
 from alliance_bayes.model.regression.collapsed import (
     _with_effects,
     is_collapsed,
@@ -104,7 +105,6 @@ def heldout(
     ``compare`` puts every model on).
     """
     from alliance_bayes.inference import compile_for_refit, sample_compiled
-    from alliance_bayes.model.families import HeldOut
     from alliance_bayes.model.regression.graph import build_model
 
     parts: dict[str, Any] = {}

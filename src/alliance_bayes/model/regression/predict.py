@@ -35,7 +35,8 @@ import numpy as np
 import xarray as xr
 from scipy import special, stats
 
-from alliance_bayes.model.regression.design import PROVIDER_TYPES, DesignError, ModelData
+from alliance_bayes.errors import DesignError
+from alliance_bayes.model.regression.design import PROVIDER_TYPES, ModelData
 from alliance_bayes.model.spec import ModelSpec
 
 __all__ = [
