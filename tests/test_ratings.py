@@ -377,31 +377,41 @@ def test_fit_recovers_planted_care_type_differences(tmp_path):
     assert (bundle / "report.md").is_file()
 
 
-@pytest.mark.parametrize("n_items", [2, 3, 4])
-def test_split_discrimination_prior_is_the_iid_lognormal(n_items):
-    """log a_0 ~ N(0, s^2 / S) plus s H y, y ~ N(0, I): log alpha_s iid N(0, s^2), exactly."""
-    from alliance_bayes.model.ratings.graph import zero_sum_basis
+def test_split_discrimination_prior_is_the_iid_lognormal(tmp_path):
+    """The graph's prior of log alpha (scale plus zero-sum ratios) is iid N(0, s^2) per item."""
+    from alliance_bayes.model.ratings.graph import PRIORS, zero_sum_basis
 
-    s = 1.3
-    h = zero_sum_basis(n_items)
-    assert np.allclose(h.sum(axis=0), 0.0)
-    ones = np.ones((n_items, n_items))
-    cov = s**2 / n_items * ones + s**2 * h @ h.T  # Var(log a_0 1) + Var(s H y)
-    assert np.allclose(cov, s**2 * np.eye(n_items))
-
-
-def test_noncentring_weights_are_one_minus_the_reliability_of_a_balanced_design(tmp_path):
-    """Balanced one-way layout: w = 1 / (1 + m r) with r the ANOVA variance ratio, in (0, 1]."""
-    from alliance_bayes.model.ratings.graph import client_noncentring, provider_noncentring
-
+    for n in (2, 3, 4):
+        h = zero_sum_basis(n)
+        assert np.allclose(h.T @ h, np.eye(n - 1)) and np.allclose(h.sum(axis=0), 0.0)
     study = _simulate_ratings_study(tmp_path / "study")
-    data = design_of(load_spec("alliance_ratings"), study)
-    for w in (client_noncentring(data), provider_noncentring(data)):
-        assert ((w > 0) & (w <= 1)).all()
-    # clients rated more often are sampled closer to centred
-    m = data.counts.sum(axis=(0, 2)) @ np.eye(data.n_clients)[data.session_client]
-    w = client_noncentring(data)
-    order = np.argsort(m)
-    assert np.all(np.diff(w[order]) <= 1e-12)
-    r = (1.0 / w - 1.0) / m
-    assert np.allclose(r, r[0])  # one variance ratio for every client
+    model = family_of(load_spec("alliance_ratings")).build(
+        load_spec("alliance_ratings"), design_of(load_spec("alliance_ratings"), study)
+    )
+    import pymc as pm
+
+    draws = np.log(pm.draw(model["discrimination"], draws=20_000, random_seed=5))
+    s = PRIORS["discrimination_sd"]
+    cov = np.cov(draws.T)
+    # each entry's Monte Carlo SE is about s^2 sqrt(2 / n) (variances) or s^2 / sqrt(n)
+    assert np.allclose(cov, s**2 * np.eye(draws.shape[1]), atol=5 * s**2 * np.sqrt(2 / 20_000))
+    assert np.allclose(draws.mean(axis=0), 0.0, atol=5 * s / np.sqrt(20_000))
+
+
+def test_noncentring_weights_follow_the_one_way_anova_by_hand():
+    """Three clients rated (5, 4), (3, 2), (4, 4): within variance 1/3, caseload-mean variance
+    13/12 minus its sampling part 1/6, so r = 11/4 and w = 1 / (1 + 2 r) = 2/13 for each."""
+    from types import SimpleNamespace
+
+    from alliance_bayes.model.ratings.graph import client_noncentring
+
+    ratings = np.array([5, 4, 3, 2, 4, 4])
+    data = SimpleNamespace(
+        counts=np.eye(5, dtype=np.int64)[ratings - 1][None],  # (item, session, category)
+        session_client=np.array([0, 0, 1, 1, 2, 2]),
+        n_clients=3,
+    )
+    assert np.allclose(client_noncentring(data), 2.0 / 13.0)
+    # no between-client variance beyond sampling: fully non-centred
+    data.counts = np.eye(5, dtype=np.int64)[np.array([5, 4, 4, 5, 5, 4]) - 1][None]
+    assert np.allclose(client_noncentring(data), 1.0)

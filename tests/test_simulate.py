@@ -492,8 +492,21 @@ def test_config_settings_apply_and_every_mistake_is_named_at_once():
     assert cfg.alliance_per_session == 0.05 and cfg.n_coaches == 80
     assert cfg.alliance_care_shift == {**base.alliance_care_shift, "therapist": -0.4}
     with pytest.raises(ValueError) as err:
-        config_with(base, ["aliance_per_session=1", "who5_reliability=high", "countries.XX=1"])
+        config_with(
+            base,
+            [
+                "aliance_per_session=1",
+                "who5_reliability=high",
+                "countries.XX=1",
+                "n_coaches=80.5",
+                "n_therapists=-3",
+                "who5_reliability=nan",
+            ],
+        )
     message = str(err.value)
+    assert "'n_coaches=80.5': n_coaches is a count" in message
+    assert "'n_therapists=-3': n_therapists is a count" in message
+    assert "'who5_reliability=nan'" in message
     assert "did you mean 'alliance_per_session'" in message
     assert "'high' is not a number" in message
     assert "no entry 'XX'" in message

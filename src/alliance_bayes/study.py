@@ -149,7 +149,16 @@ def reanalyse(
     }
     run = run_id("study", chosen, study.sha256, overrides)
     frame = build_frame(study)
-    table1 = sample_characteristics(frame.clients)
+    # Table 1's "elevated" by the cut-offs of the specs that answer question 2 (the defaults when
+    # that question is not run), so that its counts are the samples those fits select
+    cutoffs = {
+        key: getattr(specs[name].data, key)
+        for name in QUESTIONS["change"]
+        if name in specs
+        for key in ("who5_cutoff", "phq9_cutoff")
+        if getattr(specs[name], "outcome", "").startswith(key[:4])
+    }
+    table1 = sample_characteristics(frame.clients, **cutoffs)
     outcomes: dict[str, FitOutcome] = {}
     sections: dict[str, list[FitOutcome]] = {}
     for q in chosen:

@@ -456,6 +456,12 @@ def config_with(config: SimulationConfig, settings: list[str]) -> SimulationConf
             changes[name] = {**current, entry: value}
         elif isinstance(current, (dict, OutcomeTruth)):
             problems.append(f"{item!r}: {name} is a table; set one entry as {name}.ENTRY=VALUE")
+        elif isinstance(current, bool) and value not in (0.0, 1.0):
+            problems.append(f"{item!r}: {name} is a switch; give 0 or 1")
+        elif isinstance(current, int) and not (value.is_integer() and value >= 0):
+            problems.append(f"{item!r}: {name} is a count; give a whole number >= 0")
+        elif not np.isfinite(value):
+            problems.append(f"{item!r}: {text!r} is not a finite number")
         else:
             changes[name] = type(current)(value) if isinstance(current, int) else value
     if problems:
