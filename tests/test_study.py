@@ -314,25 +314,31 @@ def test_question_tables_show_the_families_estimands(report, outcomes):
     ratings = fits["alliance_ratings"].summary
     for name in ("alliance[therapist]", "alliance_per_decade_age", "sd_country_alliance",
                  "share_at_ceiling", "icc_provider_alliance", "alliance[both-coach]"):  # fmt: skip
-        assert f"(`{name}`) | {study_report._cell(ratings, name)} |" in md
+        assert f"(`{name}`) | {_want(ratings, name)} |" in md
     # Question 2: one row per measure, one column per care type and all; PHQ-9 without coach.
     change = fits["wellbeing_change"].summary
-    cells = " | ".join(study_report._cell(change, f"rtm[{g}]") for g in (*CARES, "all"))
+    cells = " | ".join(_want(change, f"rtm[{g}]") for g in (*CARES, "all"))
     assert f"| Regression to the mean (`rtm[·]`) | {cells} |" in md
     assert "| Observed change (`phq9_change[·]`) |" in md
     assert "| Estimand | Therapist | Both | All |" in md
     # Question 3: the slopes by care type and pooled.
     reg = fits["who5_change"].summary
-    row = [study_report._cell(reg, f"b_goal_within[{c}]") for c in CARES]
-    row.append(study_report._cell(reg, "b_goal_within"))
+    row = [_want(reg, f"b_goal_within[{c}]") for c in CARES]
+    row.append(_want(reg, "b_goal_within"))
     assert f"| goal, within providers (`b_goal_within`) | {' | '.join(row)} |" in md
 
 
-def test_a_cell_is_the_mean_and_hdi_rounded_by_the_mcse(outcomes):
-    s = outcomes[1]["wellbeing_change"].summary.loc["rtm[all]"]
+def _want(summary, name: str) -> str:
+    """The expected cell, by hand: mean [low, high] to the decimal of 2 x MCSE."""
+    s = summary.loc[name]
     d = max(0, -math.floor(math.log10(2 * s["mcse_mean"])))
-    want = f"{s['mean']:.{d}f} [{s['hdi95_low']:.{d}f}, {s['hdi95_high']:.{d}f}]"
-    assert study_report._cell(outcomes[1]["wellbeing_change"].summary, "rtm[all]") == want
+    return f"{s['mean']:.{d}f} [{s['hdi95_low']:.{d}f}, {s['hdi95_high']:.{d}f}]"
+
+
+def test_a_cell_is_the_mean_and_hdi_rounded_by_the_mcse(outcomes):
+    summary = outcomes[1]["wellbeing_change"].summary
+    assert study_report._cell(summary, "rtm[all]") == _want(summary, "rtm[all]")
+    assert study_report._cell(summary, "no_such_estimand") == "—"
 
 
 def test_published_values_sit_beside_the_posterior(report, outcomes):

@@ -7,7 +7,7 @@ interval, keyed by the estimand name the package gives the same quantity, plus t
 
 from __future__ import annotations
 
-__all__ = ["PUBLISHED"]
+__all__ = ["COMPANION_WHO5_CHANGE", "PUBLISHED", "PUBLISHED_ALLIANCE_MEDIAN"]
 
 PUBLISHED: dict[str, dict] = {
     "sagui_henson_2022_table2": {
@@ -27,3 +27,12 @@ PUBLISHED: dict[str, dict] = {
         "r2": 0.06,
     },
 }
+
+#: The abstract's median client alliance score (goal and bond averaged over sessions, 1–5).
+PUBLISHED_ALLIANCE_MEDIAN = 4.8
+
+#: Change among the elevated on the same platform and period, a different sample (context only).
+COMPANION_WHO5_CHANGE = (
+    "Prescott et al. (2022), PLoS ONE 17(8):e0272162 (same platform and period, N = 1,852 with "
+    "elevated symptoms; a different sample): WHO-5 gain +10.1 (95% CI 9.3–10.9), d = 0.73"
+)

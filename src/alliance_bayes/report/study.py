@@ -34,12 +34,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alliance_bayes.data.published import PUBLISHED
+from alliance_bayes.data.published import (
+    COMPANION_WHO5_CHANGE,
+    PUBLISHED,
+    PUBLISHED_ALLIANCE_MEDIAN,
+)
 from alliance_bayes.report.html import markdown_to_html
 from alliance_bayes.report.hypotheses import hypotheses_markdown
 from alliance_bayes.report.render import markdown_table
 from alliance_bayes.report.sample import CARE_COLUMNS, sample_characteristics, sample_table_markdown
-from alliance_bayes.report.tables import decimals_for_mcse, estimand_label
+from alliance_bayes.report.tables import estimand_label, estimate_cell
 from alliance_bayes.storage import atomic_folder, dump_json
 
 __all__ = [
@@ -136,18 +140,9 @@ class FitOutcome:
         )
 
 
-def _fixed(x: float, decimals: int) -> str:
-    text = f"{x:.{decimals}f}"
-    return text.lstrip("-") if text.lstrip("-").strip("0.") == "" else text  # no "-0.0"
-
-
 def _cell(summary: pd.DataFrame, name: str) -> str:
     """``mean [low, high]`` rounded by the mean's Monte Carlo error, or ``—`` when absent."""
-    if name not in summary.index:
-        return "—"
-    r = summary.loc[name]
-    d = max(decimals_for_mcse(float(r["mcse_mean"])), 0)
-    return f"{_fixed(r['mean'], d)} [{_fixed(r['hdi95_low'], d)}, {_fixed(r['hdi95_high'], d)}]"
+    return estimate_cell(summary.loc[name]) if name in summary.index else "—"
 
 
 def _decision(outcome: FitOutcome, statement: str) -> str:
@@ -271,7 +266,7 @@ def _ratings_section(outcome: FitOutcome, observed_median: float | None) -> list
     rows = [
         [
             "Median client alliance score",
-            "4.8",
+            f"{PUBLISHED_ALLIANCE_MEDIAN}",
             f"observed in these data: {observed}; model (expected session rating): therapist "
             f"{_cell(s, 'alliance[therapist]')}, coach {_cell(s, 'alliance[coach]')}, both "
             f"{_cell(s, 'alliance[both]')}",
@@ -293,7 +288,8 @@ def _ratings_section(outcome: FitOutcome, observed_median: float | None) -> list
         "",
         *markdown_table(["Published", "Value", "This reanalysis", "Decision"], rows),
         "",
-        "The published 4.8 is the median of the clients' mean scores; the model's levels are "
+        f"The published {PUBLISHED_ALLIANCE_MEDIAN} is the median of the clients' mean scores; "
+        "the model's levels are "
         "expected ratings of a typical session (client and provider effects integrated out): a "
         "mean, which in ratings piled at the ceiling lies below their median. The abstract's "
         "no-difference claims are decided as equivalence within the spec's ROPE.",
@@ -313,10 +309,7 @@ _CHANGE_MEASURES = (
     ("recovered", "Recovered (share)"),
     ("reliably_deteriorated", "Reliably deteriorated (share)"),
 )
-_COMPANION = (
-    "Prescott et al. (2022), PLoS ONE 17(8):e0272162 (same platform and period, N = 1,852 with "
-    "elevated symptoms; a different sample): WHO-5 gain +10.1 (95% CI 9.3–10.9), d = 0.73"
-)
+_COMPANION = COMPANION_WHO5_CHANGE
 
 
 _SCALE = {"who5": "WHO-5", "phq9": "PHQ-9"}
@@ -473,7 +466,13 @@ def _figure_alliance(outcome: FitOutcome, table1: pd.DataFrame, folder: Path) ->
             ax.plot(
                 median, yi, "x", color="C1", label="observed client median" if yi == y[0] else None
             )
-    ax.axvline(4.8, color="grey", ls="--", lw=1, label="published median 4.8")
+    ax.axvline(
+        PUBLISHED_ALLIANCE_MEDIAN,
+        color="grey",
+        ls="--",
+        lw=1,
+        label=f"published median {PUBLISHED_ALLIANCE_MEDIAN}",
+    )
     ax.set_yticks(y, cares)
     ax.set_ylim(-0.6, len(cares) - 0.4)
     ax.set_xlabel("alliance (1–5), posterior mean and 95% HDI")

@@ -42,6 +42,7 @@ __all__ = [
     "build_tables",
     "decimals_for_mcse",
     "estimand_label",
+    "estimate_cell",
     "format_by_mcse",
     "hypotheses_table",
     "latex_escape",
@@ -115,7 +116,7 @@ class Table:
     code_columns: tuple[int, ...] = ()
 
 
-def _cell(row: pd.Series) -> str:
+def estimate_cell(row: pd.Series) -> str:
     """``mean [low, high]`` rounded by the mean's MCSE."""
     d = decimals_for_mcse(row["mcse_mean"])
     return (
@@ -285,7 +286,9 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
     cells: dict[tuple[str, str], dict[str, str]] = {}
     for n in subscale:
         a = attrs[n]
-        cells.setdefault((a["subscale"], a["level"]), {})[a["care_type"]] = _cell(summary.loc[n])
+        cells.setdefault((a["subscale"], a["level"]), {})[a["care_type"]] = estimate_cell(
+            summary.loc[n]
+        )
     if cells:
         present = [c for c in _CARE_COLUMNS if any(c in v for v in cells.values())]
         keys = sorted(cells, key=lambda k: (k[1] != "within", list(cells).index(k)))
@@ -315,7 +318,7 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
             row = [s.capitalize()]
             for lv in ("within", "between"):
                 n = pooled.get((s, lv))
-                row += [n or "", _cell(summary.loc[n]) if n else ""]
+                row += [n or "", estimate_cell(summary.loc[n]) if n else ""]
             rows.append(row)
         tables.append(
             Table(
@@ -392,7 +395,7 @@ def _published_table(summary: pd.DataFrame, published: Mapping[str, Any]) -> Tab
     """The published coefficients beside this posterior's, row by row (b, β, interval)."""
 
     def ours(name: str) -> str:
-        return _cell(summary.loc[name]) if name in summary.index else "—"
+        return estimate_cell(summary.loc[name]) if name in summary.index else "—"
 
     def first(*names: str) -> str:
         return next((n for n in names if n in summary.index), names[-1])
