@@ -73,9 +73,6 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {
 #: Lazy imports that close a cycle, (importer, imported): reason. Without them (and without the
 #: known upward imports) the runtime import graph has no cycle.
 KNOWN_LAZY_CYCLES: dict[tuple[str, str], str] = {
-    ("alliance_bayes.model.latent.heldout", "alliance_bayes.model.families"): (
-        "the latent scorer takes HeldOut from the registry; it belongs to model.family"
-    ),
     ("alliance_bayes.fit_verbs", "alliance_bayes.fitting"): (
         "update refits through the one pipeline, whose Fit hands its verbs to fit_verbs"
     ),

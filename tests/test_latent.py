@@ -17,7 +17,7 @@ import pymc as pm
 import pytensor
 import pytest
 import xarray as xr
-from scipy import special
+from scipy import special, stats
 
 from alliance_bayes.data.frame import build_frame
 from alliance_bayes.data.load import load_study
@@ -33,6 +33,19 @@ from alliance_bayes.model.latent.measurement import (
     latent_scores,
     store_latent_scores,
 )
+from alliance_bayes.model.latent.provider_effects import (
+    AllianceMoments,
+    OutcomeMoments,
+    alliance_moments,
+    latent_between_excess,
+    normal_scores,
+    outcome_moments,
+    outcome_noncentring,
+    provider_alliance_noncentring,
+    within_type_contrasts,
+)
+from alliance_bayes.model.regression.design import LatentAlliance
+from alliance_bayes.model.regression.graph import alliance_noncentring, provider_noncentring
 from alliance_bayes.model.spec import SpecError, load_spec, parse_spec
 from alliance_bayes.report.estimands import (
     care_weights_of,
@@ -350,7 +363,7 @@ def test_latent_model_undoes_the_attenuation_of_averaged_scores(tmp_path, fitted
 # --- the doubly latent between part --------------------------------------------------------------
 def test_provider_expected_rating_integrates_the_client_part():
     """The quadrature equals the integral over e ~ N(0, 1) computed by adaptive quadrature."""
-    from scipy import integrate, stats
+    from scipy import integrate
 
     from alliance_bayes.model.latent.measurement import provider_expected_rating
 
@@ -504,3 +517,201 @@ def test_heldout_and_refit_forms_have_the_ordinary_log_density(small_frame):
 
 #: Evaluated once each: PyTensor's Python implementations, no compiling.
 PY = "FAST_COMPILE"
+
+
+# --- provider effects: SD priors and partial non-centring ----------------------------------------
+def _one_provider_each(rng, n_per_provider, sd_type, sigma):
+    """Clients each with one provider (weight 1): outcome = provider intercept + noise, with
+    predictors unrelated to it. Returns the design and every provider's client count."""
+    sizes = np.asarray(n_per_provider)
+    n_prov = sizes.size
+    ptype = np.arange(n_prov) % 2  # therapist, coach alternate
+    provider = np.repeat(np.arange(n_prov), sizes)
+    u = rng.normal(0.0, np.asarray(sd_type)[ptype])
+    n = provider.size
+    moments = OutcomeMoments(
+        care_index=ptype[provider],
+        baseline=rng.normal(size=n),
+        covariates=rng.normal(size=(n, 2)),
+        alliance=rng.normal(size=(n, 2, 2)),
+        tuning_y=u[provider] + rng.normal(0.0, sigma, n),
+        provider_type_index=ptype,
+        membership_index=provider[:, None],
+        membership_weight=np.ones((n, 1)),
+    )
+    return moments, sizes, ptype
+
+
+def test_outcome_noncentring_is_one_minus_the_reliability_of_each_provider():
+    """With one provider per client, provider p's mean outcome has reliability
+    n_p σ_t² / (n_p σ_t² + s²); the weight is one minus it, from moment estimates that are close
+    to the planted σ_t = 4 (therapists), 2 (coaches) and s² = σ² + the clients' mean σ_t² (the
+    residual variance of a fit without provider terms, which the moment estimate uses; σ = 8),
+    on 4,000 providers."""
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(3, 41, 4000)
+    moments, sizes, ptype = _one_provider_each(rng, sizes, (4.0, 2.0), 8.0)
+    w = provider_noncentring(moments)
+    assert np.all((w >= 0.0) & (w <= 1.0))
+    sd_t = np.where(ptype == 0, 4.0, 2.0)
+    s2 = 8.0**2 + np.average(sd_t**2, weights=sizes)
+    want = s2 / (s2 + sizes * sd_t**2)
+    np.testing.assert_allclose(w, want, atol=0.05)
+    # more data, more centred: within a type the weight falls with the caseload
+    for t in (0, 1):
+        order = np.argsort(sizes[ptype == t])
+        assert np.all(np.diff(w[ptype == t][order]) <= 1e-12)
+
+
+def test_outcome_noncentring_is_one_without_provider_variance():
+    """No planted provider variance: the intercepts stay (almost) fully non-centred."""
+    rng = np.random.default_rng(4)
+    moments, _, _ = _one_provider_each(rng, np.full(400, 20), (0.0, 0.0), 8.0)
+    assert provider_noncentring(moments).min() > 0.8
+
+
+def test_alliance_noncentring_is_one_minus_the_reliability_of_each_caseload():
+    """Scores = provider alliance (SD 0.3) + client part (SD 0.6): the weight of provider p is
+    σ² / (σ² + n_p τ²), one minus its caseload mean's reliability."""
+    rng = np.random.default_rng(5)
+    n_prov = 4000
+    sizes = rng.integers(3, 31, n_prov)
+    provider = np.repeat(np.arange(n_prov), sizes)
+    score = rng.normal(4.0, 0.3, n_prov)[provider] + rng.normal(0.0, 0.6, provider.size)
+    moments = AllianceMoments(
+        subscales=("goal",),
+        latent=LatentAlliance(
+            provider_labels=tuple(str(p) for p in range(n_prov)),
+            score=(score,),
+            index=(provider[:, None],),
+            weight=(np.ones((provider.size, 1)),),
+            client_row=(np.arange(provider.size),),
+        ),
+    )
+    w = alliance_noncentring(moments)[:, 0]
+    np.testing.assert_allclose(w, 0.36 / (0.36 + sizes * 0.09), atol=0.05)
+
+
+def test_latent_weights_read_the_study_as_the_regression_family_does(small_frame):
+    """On who5_change's clients the latent model's WHO-5 moment design gives who5_change's own
+    weights, provider by provider; the latent between part's share only raises them."""
+    latent = design_of(_latent_spec('["who5_followup"]'), small_frame)
+    regression = design_of(load_spec("who5_change"), small_frame)
+    plain = provider_noncentring(outcome_moments(latent, latent.outcomes[0]))
+    position = {p: i for i, p in enumerate(latent.frame.providers["provider"].astype(str))}
+    labels = regression.frame.providers["provider"].astype(str)
+    np.testing.assert_allclose(
+        plain[[position[p] for p in labels]], provider_noncentring(regression), atol=1e-12
+    )
+    w_lat = outcome_noncentring(latent)
+    assert w_lat.shape == (1, len(latent.provider_type_index))
+    assert np.all((w_lat >= plain - 1e-12) & (w_lat <= 1.0))
+    assert np.all(latent_between_excess(latent, latent.outcomes[0]) >= 0.0)
+    w_a = provider_alliance_noncentring(latent)
+    assert w_a.shape == (len(latent.provider_type_index), len(latent.subscales))
+    assert np.all((w_a >= 0.0) & (w_a <= 1.0))
+    assert w_a.min() < 1.0  # the small study's caseloads carry information
+
+
+def test_latent_between_part_takes_its_share_of_the_provider_variance(tmp_path):
+    """Between slopes 20 planted on the providers' latent alliance, within slopes 2: caseload
+    means miss part of the between effect, which the moment fit would count as intercept
+    variance; the excess is positive, at least half the uncorrected intercept variance of the
+    moment fit (the planted intercept SD is 1 against residual provider means of SD 3-4), and
+    the weights move towards the non-centred form."""
+    write_simulated_study(simulate_study(_doubly_latent_study(), seed=11), tmp_path)
+    data = design_of(load_spec("alliance_latent_who5"), build_frame(load_study(tmp_path)))
+    outcome = data.outcomes[0]
+    excess = latent_between_excess(data, outcome)
+    moments = outcome_moments(data, outcome)
+    plain = provider_noncentring(moments)
+    # the uncorrected intercept variance each weight implies: w = s2 / (s2 + I sd2)
+    info = np.zeros(len(plain))
+    np.add.at(info, moments.membership_index.ravel(), moments.membership_weight.ravel() ** 2)
+    care = np.eye(3)[moments.care_index][:, [0, 2]]
+    design = np.column_stack(
+        [
+            np.ones(moments.n_clients),
+            moments.baseline,
+            moments.covariates,
+            care,
+            moments.alliance.reshape(moments.n_clients, -1),
+        ]
+    )
+    coef, *_ = np.linalg.lstsq(design, moments.tuning_y, rcond=None)
+    s2 = float(np.var(moments.tuning_y - design @ coef))
+    seen = info > 0
+    sd2 = s2 * (1.0 - plain[seen]) / (plain[seen] * info[seen])
+    assert excess[seen].mean() > 0.5 * sd2.mean() > 0.0
+    assert np.all(outcome_noncentring(data)[0] >= plain - 1e-12)
+    # the outcome informs each provider's alliance through the between slope: its weights fall
+    # below those from the ratings alone
+    ratings_only = alliance_noncentring(alliance_moments(data, normal_scores(data.observed_scores)))
+    w_a = provider_alliance_noncentring(data)
+    assert np.all(w_a <= ratings_only + 1e-12) and np.all(w_a > 0.0)
+    assert np.median(ratings_only - w_a) > 0.05
+
+
+def test_normal_scores_are_blom_scores_of_the_ranks():
+    x = np.array([[3.0, np.nan], [1.0, 5.0], [2.0, 5.0], [5.0, 4.0]])
+    z = normal_scores(x)
+    want = stats.norm.ppf((np.array([3, 1, 2, 4]) - 0.375) / 4.25)
+    np.testing.assert_allclose(z[:, 0], want)
+    assert np.isnan(z[0, 1]) and z[1, 1] == z[2, 1] > z[3, 1]  # ties share their mean rank
+
+
+def test_within_type_contrasts_are_the_centring_within_each_type():
+    """H has orthonormal columns, each summing to 0 within every provider type, and H Hᵀ is the
+    within-type centring, so H ζ with ζ standard normal is distributed as centred draws."""
+    types = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1])
+    basis, labels = within_type_contrasts(types)
+    assert basis.shape == (9, 7) and len(labels) == 7
+    np.testing.assert_allclose(basis.T @ basis, np.eye(7), atol=1e-12)
+    onehot = (types[:, None] == np.array([0, 1])[None, :]).astype(float)
+    np.testing.assert_allclose(onehot.T @ basis, 0.0, atol=1e-12)
+    centring = np.eye(9) - onehot @ np.diag(1.0 / onehot.sum(axis=0)) @ onehot.T
+    np.testing.assert_allclose(basis @ basis.T, centring, atol=1e-12)
+    # a type of one provider keeps its own free direction
+    single, _ = within_type_contrasts(np.array([0, 1, 1]))
+    np.testing.assert_allclose(single @ single.T, [[1, 0, 0], [0, 0.5, -0.5], [0, -0.5, 0.5]])
+
+
+@pytest.mark.parametrize(("sd_prior", "op"), [("gamma", "gamma"), ("halfnormal", "halfnormal")])
+def test_provider_sd_priors_and_noncentred_variables(small_frame, sd_prior, op):
+    """[hierarchy] sd_prior sets both provider SDs' prior; the model samples v_provider and
+    v_alliance_provider with their weights in the constant data, and keeps the stored names."""
+    spec = parse_spec(
+        LATENT_TOML.format(outcomes='["who5_followup", "phq9_followup"]')
+        + f'sd_prior = "{sd_prior}"\n'
+    )
+    data = design_of(spec, small_frame)
+    model = build_latent_model(spec, data)
+    for name in ("sd_provider", "sd_provider_alliance"):
+        assert op in str(model[name].owner.op).lower(), name
+    free = {v.name for v in model.free_RVs}
+    assert {"v_provider", "v_alliance_provider"} <= free
+    assert not {"z_provider", "z_provider_alliance"} & free
+    assert {"u_outcome_provider", "z_provider_alliance", "alliance_provider"} <= set(
+        model.named_vars
+    )
+    np.testing.assert_array_equal(
+        model["provider_noncentring"].get_value(), outcome_noncentring(data)
+    )
+    np.testing.assert_array_equal(
+        model["provider_alliance_noncentring"].get_value(), provider_alliance_noncentring(data)
+    )
+
+
+def test_shipped_latent_specs_choose_the_sd_prior():
+    assert load_spec("alliance_latent").hierarchy.sd_prior == "gamma"
+    assert load_spec("alliance_latent_who5").hierarchy.sd_prior == "gamma"
+    half = load_spec("alliance_latent_who5_priors_halfnormal")
+    base = load_spec("alliance_latent_who5")
+    assert half.hierarchy.sd_prior == "halfnormal"
+    # the same prior means: Half-Normal(s sqrt(pi/2)) has mean s, as Gamma(2, 2/s) does
+    assert half.priors.sd_provider_sd == pytest.approx(base.priors.sd_provider_sd * 1.2533, 1e-3)
+    assert half.measurement.sd_provider_alliance_sd == pytest.approx(
+        base.measurement.sd_provider_alliance_sd * 1.2533, 1e-3
+    )
+    with pytest.raises(SpecError, match="sd_prior"):
+        parse_spec(LATENT_TOML.format(outcomes='["who5_followup"]') + 'sd_prior = "cauchy"\n')

@@ -187,7 +187,10 @@ def test_latent_prior_sets_scale_every_prior_and_nothing_else():
     from alliance_bayes.checks.sensitivity import DEFAULT_VARIANTS
 
     base = load_spec("alliance_latent_who5")
-    wide, narrow = DEFAULT_VARIANTS["alliance_latent_who5"]
+    wide, narrow, halfnormal = DEFAULT_VARIANTS["alliance_latent_who5"]
+    shape = load_spec(halfnormal)
+    assert shape.hierarchy.sd_prior == "halfnormal" and base.hierarchy.sd_prior == "gamma"
+    assert dataclasses.replace(shape.hierarchy, sd_prior="gamma") == base.hierarchy
     for name, factor, eta in ((wide, 2.0, 1.0), (narrow, 0.5, 4.0)):
         other = load_spec(name)
         assert other.hierarchy == base.hierarchy and other.predictors == base.predictors

@@ -59,7 +59,7 @@ BASE = 'name = "m"\noutcome = "who5_followup"\n'
         (BASE + '[predictors]\ncovariates = ["income"]\n', "unknown covariate(s) ['income']"),
         (BASE + "[hierarchy]\nprovider_intercepts = false\n", "provider_slopes needs"),
         (BASE + 'likelihood = "cauchy"\n', "likelihood"),
-        ('name = "m"\noutcome = "gad7_followup"\n', "outcome 'gad7_followup'"),
+        ('name = "m"\noutcome = "GAD7"\n', "outcome 'GAD7'"),
         ('outcome = "who5_followup"\n', "'name' is required"),
         (BASE + "[data\n", "not valid TOML"),
     ],

@@ -421,6 +421,7 @@ DEFAULT_VARIANTS = {
     "alliance_latent_who5": (
         "alliance_latent_who5_priors_wide",
         "alliance_latent_who5_priors_narrow",
+        "alliance_latent_who5_priors_halfnormal",
     ),
 }
 

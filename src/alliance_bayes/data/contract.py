@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from alliance_bayes.data.instruments import Instrument
 from alliance_bayes.errors import _MAX_SHOWN, DataContractError, _Bare, _Text
 
 __all__ = [
@@ -382,11 +383,21 @@ def suggest_column(name: str, table: str) -> str:
     return ""
 
 
+def declared_columns(outcomes: Mapping[str, Instrument]) -> tuple[str, ...]:
+    """The clients-table columns of declared outcome instruments (baseline, follow-up each)."""
+    return tuple(c for i in outcomes.values() for c in (i.baseline, i.followup))
+
+
 def _unknown_columns(
-    df: pd.DataFrame, src: Source, ignore: Collection[str], how: str, p: Problems
+    df: pd.DataFrame,
+    src: Source,
+    ignore: Collection[str],
+    how: str,
+    p: Problems,
+    declared: tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """The table without its ignored columns; each column neither known nor ignored is a problem."""
-    known = KNOWN_COLUMNS[src.table]
+    known = KNOWN_COLUMNS[src.table] + (declared if src.table == "clients" else ())
     for column in df.columns:
         if column in known or column in ignore:
             continue
@@ -531,7 +542,31 @@ def _days_in_care(
     return days
 
 
-def _clients(df: pd.DataFrame, src: Source, p: Problems) -> _Checked:
+def _declared_scores(
+    df: pd.DataFrame, src: Source, outcomes: Mapping[str, Instrument], p: Problems
+) -> dict[str, pd.Series]:
+    """The columns of declared instruments: optional, within the range, on the step's grid."""
+    out = {}
+    for i in outcomes.values():
+        what = f"a {i.label} score (declared [outcomes.{i.name}])"
+        for column in (i.baseline, i.followup):
+            values = _number_column(df, src, column, i.low, i.high, p, required=False, what=what)
+            steps = (values - i.low) / i.step
+            # a tolerance for scores stored as decimals (e.g. a mean of items times a count)
+            off = values.notna() & ((steps - steps.round()).abs() > 1e-6)
+            if off.any():
+                p.add(
+                    src.fail_where(
+                        off, df[column], column, f"{what} in steps of {i.step:g} from {i.low:g}"
+                    )
+                )
+            out[column] = values.mask(off)
+    return out
+
+
+def _clients(
+    df: pd.DataFrame, src: Source, p: Problems, outcomes: Mapping[str, Instrument] | None = None
+) -> _Checked:
     out = pd.DataFrame(index=df.index)
     ids = _unique_ids(df, src, "client_id", p) if _has(df, src, "client_id", p) else None
     out["client_id"] = ids
@@ -554,6 +589,8 @@ def _clients(df: pd.DataFrame, src: Source, p: Problems) -> _Checked:
         out[column] = _number_column(
             df, src, column, 0, 27, p, required=False, what="a PHQ-9 score"
         )
+    for column, values in _declared_scores(df, src, outcomes or {}, p).items():
+        out[column] = values
 
     has_dates = _present(df, "first_session") or _present(df, "last_session")
     has_days = _present(df, "days_in_care")
@@ -733,28 +770,38 @@ def check_tables(
     *,
     ignore: Collection[str] = (),
     how_to_ignore: str = "ignore_columns=[...]",
+    outcomes: Mapping[str, Instrument] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Check the tables that are given, adding every problem to ``p``; the typed tables.
 
     ``frames`` may lack a table (one that could not be read); the links between tables are then
-    not checked. The typed tables are meaningful only when ``p`` stays empty.
+    not checked. The typed tables are meaningful only when ``p`` stays empty. ``outcomes`` are the
+    study's declared instruments (:mod:`alliance_bayes.data.instruments`): their baseline and
+    follow-up columns may be in the clients table, checked against the declared range and step.
     """
-    checks = {"providers": _providers, "clients": _clients, "sessions": _sessions}
+    outcomes = outcomes or {}
+    declared = declared_columns(outcomes)
+    checks = {
+        "providers": _providers,
+        "clients": lambda df, src, p: _clients(df, src, p, outcomes),
+        "sessions": _sessions,
+    }
     checked = {}
     for table in TABLES:
         if table not in frames:
             continue
         src = sources[table]
-        df = _unknown_columns(frames[table], src, ignore, how_to_ignore, p)
+        df = _unknown_columns(frames[table], src, ignore, how_to_ignore, p, declared)
         if len(df) == 0:
             p.add(src.fail("at least one data row; the table has none"))
             continue
         checked[table] = checks[table](df, src, p)
     if len(checked) == len(TABLES):
         _links(checked, sources, p)
+    columns = {t: list(KNOWN_COLUMNS[t]) for t in TABLES}
+    columns["clients"] += list(declared)
     return {
-        t: c.table.reindex(columns=list(KNOWN_COLUMNS[t])).reset_index(drop=True)
-        for t, c in checked.items()
+        t: c.table.reindex(columns=columns[t]).reset_index(drop=True) for t, c in checked.items()
     }
 
 
@@ -763,6 +810,7 @@ def validate_tables(
     sources: Mapping[str, Source],
     *,
     ignore: Collection[str] = (),
+    outcomes: Mapping[str, Instrument] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Validate three raw tables whose index holds 0-based data-row numbers.
 
@@ -771,7 +819,7 @@ def validate_tables(
     """
     p = Problems()
     check_ignore_list(ignore, "ignore_columns", p)
-    typed = check_tables(frames, sources, p, ignore=ignore)
+    typed = check_tables(frames, sources, p, ignore=ignore, outcomes=outcomes)
     p.raise_any()
     return tuple(typed[t] for t in TABLES)  # type: ignore[return-value]
 
@@ -782,6 +830,7 @@ def validate_study(
     sessions: pd.DataFrame,
     *,
     ignore_columns: Iterable[str] = (),
+    outcomes: Mapping[str, Instrument] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Check three in-memory tables against the contract and return typed copies.
 
@@ -793,6 +842,10 @@ def validate_study(
     ignore_columns : iterable of str, optional
         Columns the contract does not name that the tables may hold (in any of them); they are
         dropped. Any other column the contract does not name is an error.
+    outcomes : mapping of str to Instrument, optional
+        Declared outcome instruments (:mod:`alliance_bayes.data.instruments`): the clients table
+        may hold their ``<name>_baseline`` and ``<name>_followup`` columns (kept, checked against
+        the declared range and step).
 
     Returns
     -------
@@ -813,4 +866,4 @@ def validate_study(
         for t, df in zip(TABLES, (providers, clients, sessions), strict=True)
     }
     sources = {t: memory_source(t) for t in TABLES}
-    return validate_tables(frames, sources, ignore=frozenset(ignore_columns))
+    return validate_tables(frames, sources, ignore=frozenset(ignore_columns), outcomes=outcomes)

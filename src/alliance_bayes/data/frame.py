@@ -71,6 +71,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from alliance_bayes.data.instruments import Instrument
 from alliance_bayes.data.load import RawStudy
 
 __all__ = [
@@ -103,7 +104,8 @@ class AnalysisFrame:
         :attr:`subscales` ``alliance_{s}_between`` / ``alliance_{s}_within`` and
         ``alliance_{s}_n_sessions`` (sessions behind the score), plus ``alliance_between`` /
         ``alliance_within`` / ``alliance_n_sessions`` for the composite (see the module
-        docstring).
+        docstring); and ``<name>_baseline``, ``<name>_followup``, ``<name>_change`` for each
+        declared outcome instrument in :attr:`outcomes`.
     providers : pandas.DataFrame
         One row per provider with at least one session, RangeIndex. Columns: ``provider``,
         ``provider_type`` (Categorical: therapist, coach), ``n_clients``, ``n_sessions``,
@@ -128,6 +130,10 @@ class AnalysisFrame:
     alliance_sessions : int
         The early-alliance window: scores over each client's first ``alliance_sessions`` sessions;
         0 for every session.
+    outcomes : dict of str to Instrument
+        The outcome instruments the study declares (:attr:`RawStudy.outcomes`).
+    outcomes_declared_in : str
+        Where they are declared (the study's ``study.toml``), for messages; ``""`` when nowhere.
     """
 
     clients: pd.DataFrame
@@ -138,6 +144,8 @@ class AnalysisFrame:
     data_sha256: str
     elevated_rule: str = ""
     alliance_sessions: int = 0
+    outcomes: dict[str, Instrument] = dataclasses.field(default_factory=dict)
+    outcomes_declared_in: str = ""
 
     def __repr__(self) -> str:
         return (
@@ -545,6 +553,12 @@ def build_frame(
         clients[f"{measure}_baseline"] = base
         clients[f"{measure}_followup"] = follow
         clients[f"{measure}_change"] = follow - base
+    for instrument in study.outcomes.values():
+        base = raw[instrument.baseline].to_numpy(dtype=np.float64)
+        follow = raw[instrument.followup].to_numpy(dtype=np.float64)
+        clients[instrument.baseline] = base
+        clients[instrument.followup] = follow
+        clients[f"{instrument.name}_change"] = follow - base
     clients["elevated"] = np.asarray(elevated, dtype=bool)
     for name, values in client_alliance.items():
         clients[name] = values
@@ -575,4 +589,6 @@ def build_frame(
         data_sha256=study.sha256,
         elevated_rule=rule_text,
         alliance_sessions=int(alliance_sessions),
+        outcomes=dict(study.outcomes),
+        outcomes_declared_in=str(study.settings or ""),
     )

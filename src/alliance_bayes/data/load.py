@@ -27,6 +27,10 @@ the long export's file name when it is not ``sessions_long``::
     ignore = ["notes", "site"]
     long = "export.sav"
 
+and the outcome instruments the clients table holds beyond WHO-5 and PHQ-9, as
+``[outcomes.<name>]`` tables (:mod:`alliance_bayes.data.instruments`; ``<name>_baseline`` and
+``<name>_followup`` are then columns of the clients table, checked against the declared range).
+
 Any other column the contract does not name is refused (a misspelled ``WAI_Task`` would otherwise
 lose its data). ``load_study(folder, ignore_columns=[...])`` declares more from Python.
 
@@ -53,6 +57,7 @@ import pandas as pd
 from pandas.io.stata import StataMissingValue
 
 from alliance_bayes.data.contract import (
+    KNOWN_COLUMNS,
     TABLES,
     DataContractError,
     Problems,
@@ -61,6 +66,7 @@ from alliance_bayes.data.contract import (
     check_tables,
     validate_study,
 )
+from alliance_bayes.data.instruments import Instrument, declare, parse_declarations
 from alliance_bayes.data.long_export import LONG_STEM, split_long
 
 __all__ = [
@@ -147,6 +153,10 @@ class RawStudy:
     conversions : tuple of Conversion
         The cells of Stata and SPSS files read as value labels or as declared missing, counted per
         file and column (empty for other formats).
+    outcomes : dict of str to Instrument
+        The outcome instruments declared in ``study.toml`` (``[outcomes.<name>]``), by name.
+    settings : pathlib.Path or None
+        The ``study.toml`` read, if any.
     """
 
     providers: pd.DataFrame
@@ -157,6 +167,8 @@ class RawStudy:
     sha256: str = ""
     ignored: dict[str, tuple[str, ...]] = field(default_factory=dict)
     conversions: tuple[Conversion, ...] = ()
+    outcomes: dict[str, Instrument] = field(default_factory=dict)
+    settings: Path | None = None
 
     @classmethod
     def from_frames(
@@ -166,6 +178,7 @@ class RawStudy:
         sessions: pd.DataFrame,
         *,
         ignore_columns: Iterable[str] = (),
+        outcomes: dict[str, Instrument] | None = None,
     ) -> RawStudy:
         """Validate three in-memory tables (a user's own frames, or a simulation) into a study.
 
@@ -176,6 +189,8 @@ class RawStudy:
             by position, counting from 1. Nothing is read from or written to disk.
         ignore_columns : iterable of str, optional
             Columns the contract does not name that the tables may hold; they are dropped.
+        outcomes : dict of str to Instrument, optional
+            Declared outcome instruments, as ``[outcomes.<name>]`` of a ``study.toml`` declares.
 
         Returns
         -------
@@ -190,12 +205,27 @@ class RawStudy:
         """
         ignore = frozenset(ignore_columns)
         frames = (providers, clients, sessions)
-        tables = dict(zip(TABLES, validate_study(*frames, ignore_columns=ignore), strict=True))
+        outcomes = dict(outcomes or {})
+        tables = dict(
+            zip(
+                TABLES,
+                validate_study(*frames, ignore_columns=ignore, outcomes=outcomes),
+                strict=True,
+            )
+        )
         digest = hashlib.sha256()
         for table in TABLES:
             digest.update(_serialise(tables[table], "csv"))
         held = {t: _held(df, ignore) for t, df in zip(TABLES, frames, strict=True)}
-        return cls(folder=None, files={}, sha256=digest.hexdigest(), ignored=held, **tables)
+        declare(outcomes)
+        return cls(
+            folder=None,
+            files={},
+            sha256=digest.hexdigest(),
+            ignored=held,
+            outcomes=outcomes,
+            **tables,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -334,11 +364,13 @@ def _find_files(
 
 @dataclass(frozen=True)
 class _Settings:
-    """What a folder's ``study.toml`` declares: ignored columns and the long export's name."""
+    """What a folder's ``study.toml`` declares: ignored columns, the long export's name and the
+    outcome instruments."""
 
     ignore: frozenset[str] = frozenset()
     path: Path | None = None
     long: str | None = None
+    outcomes: dict[str, Instrument] = field(default_factory=dict)
 
 
 def _settings(folder: Path) -> _Settings:
@@ -354,7 +386,7 @@ def _settings(folder: Path) -> _Settings:
         raise DataContractError(
             path, f"a TOML file such as {example}; it could not be read ({reason})"
         ) from exc
-    unknown = sorted(set(raw) - {"ignore", "long"})
+    unknown = sorted(set(raw) - {"ignore", "long", "outcomes"})
     ignore = raw.get("ignore", [])
     long = raw.get("long")
     bad_long = long is not None and not (
@@ -369,9 +401,9 @@ def _settings(folder: Path) -> _Settings:
     ):
         raise DataContractError(
             path,
-            'only the key ignore, a list of column names (ignore = ["notes", "site"]), and the '
+            'only the key ignore, a list of column names (ignore = ["notes", "site"]), the '
             f"key long, the name of a long export in the folder ({_suffixes()}; long = "
-            '"export.sav")',
+            '"export.sav"), and [outcomes.<name>] tables',
             got=[
                 *unknown,
                 *([] if isinstance(ignore, list) else [ignore]),
@@ -379,7 +411,14 @@ def _settings(folder: Path) -> _Settings:
             ],
             csv=False,
         )
-    return _Settings(frozenset(ignore), path, long)
+    reserved = frozenset(c for cols in KNOWN_COLUMNS.values() for c in cols)
+    outcomes, problems = parse_declarations(raw.get("outcomes", {}), reserved)
+    if problems:
+        p = Problems()
+        for problem in problems:
+            p.add(DataContractError(path, problem, csv=False))
+        p.raise_any()
+    return _Settings(frozenset(ignore), path, long, outcomes)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -728,7 +767,9 @@ def load_study(
         ignored = {"providers": (), "clients": (), "sessions": split.ignored}
     check_ignore_list(ignore, str(settings.path or "ignore_columns"), p)
     contract_from = len(p)
-    typed = check_tables(frames, sources, p, ignore=ignore, how_to_ignore=how)
+    typed = check_tables(
+        frames, sources, p, ignore=ignore, how_to_ignore=how, outcomes=settings.outcomes
+    )
     if "clients" in typed:
         before = len(p)
         clients = _who5_percentage(typed["clients"], sources["clients"], who5_metric, p)
@@ -738,6 +779,7 @@ def load_study(
     p.raise_any()
     if who5_metric != "percentage":  # the same files read another way are another dataset
         digest.update(f"who5_metric={who5_metric}".encode())
+    declare(settings.outcomes)
     return RawStudy(
         providers=typed["providers"],
         clients=typed["clients"],
@@ -747,6 +789,8 @@ def load_study(
         sha256=digest.hexdigest(),
         ignored=ignored,
         conversions=tuple(conversions),
+        outcomes=dict(settings.outcomes),
+        settings=settings.path,
     )
 
 

@@ -12,23 +12,33 @@ import re
 import tomllib
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import wraps
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from alliance_bayes.data.instruments import BUILT_IN, DECLARED_NAME, declared, instrument_of
 from alliance_bayes.data.published import PUBLISHED
 from alliance_bayes.errors import HypothesisError, SpecError
 
 #: The shipped specs (``models/`` of the repository, installed as the package ``alliance_bayes.specs``).
 MODELS_DIR = Path(str(files("alliance_bayes.specs")))
 
-OUTCOMES = {
-    # outcome column → (baseline column, range on its own metric, label, units of one point)
-    "who5_followup": ("who5_baseline", (0.0, 100.0), "WHO-5 follow-up (0–100)", "WHO-5 points"),
-    "phq9_followup": ("phq9_baseline", (0.0, 27.0), "PHQ-9 follow-up (0–27)", "PHQ-9 points"),
-}
+#: The built-in outcomes: outcome column → (baseline column, range on its own metric, label, units
+#: of one point), from the built-in instruments (:data:`alliance_bayes.data.instruments.BUILT_IN`).
+#: A study declares others in its ``study.toml`` (``[outcomes.<name>]``); a spec names one as
+#: ``outcome = "<name>_followup"`` and fits it with the regression family.
+OUTCOMES = {i.followup: (i.baseline, i.range, i.outcome_label, i.units) for i in BUILT_IN.values()}
+#: The range whose points the default prior scales of :class:`PriorSpec` are in (WHO-5's 0–100):
+#: for a declared outcome the outcome-point scales a spec does not set are multiplied by its range
+#: over this one (for PHQ-9 that is 0.27, close to the scales ``depression_change`` states).
+REFERENCE_RANGE = 100.0
+#: The :class:`PriorSpec` scales in outcome points (the others are per baseline point or shapes).
+OUTCOME_POINT_PRIORS = (
+    "intercept_sd", "b_covariate_sd", "b_care_sd", "b_alliance_sd", "mu_b_sd", "sd_b_sd",
+    "sd_provider_sd", "sd_provider_slope_sd", "sigma_sd",
+)  # fmt: skip
 #: Outcomes modelled by a family of their own instead of a follow-up regression, with the same
 #: facts as :data:`OUTCOMES` (no baseline column): ``alliance_ratings`` is every session rating
 #: through a graded-response model (:mod:`alliance_bayes.model.ratings`). Such a spec takes only
@@ -189,7 +199,8 @@ class MeasurementSpec:
     (27/100 for PHQ-9 against WHO-5). ``threshold_sd``: prior scale of the ordered item cut-points
     on the logit scale (the highest is Normal, the gaps below it Half-Normal).
     ``discrimination_sd``: log-normal SD of the item discriminations (median 1).
-    ``sd_provider_alliance_sd``: Half-Normal scale of the SD of the provider part of the latent
+    ``sd_provider_alliance_sd``: prior mean (Gamma(2), the default ``[hierarchy] sd_prior``) or
+    Half-Normal scale of the SD of the provider part of the latent
     alliance, relative to the client part (whose SD is 1). ``provider_type_alliance_sd``: Normal
     scale of the therapist-minus-coach difference in mean latent alliance (client SDs).
     ``phq9_sample``: which clients enter the PHQ-9 outcome's likelihood: ``"elevated"`` (the
@@ -361,6 +372,8 @@ def parse_hypothesis(text: str) -> Hypothesis:
 #: follow-up SD (WHO-5 about 20 points, PHQ-9 about 5), the "negligible" standardised effect of
 #: Kruschke (2018), doi:10.1177/2515245918771304.
 ROPE_DEFAULTS = {"who5_followup": 2.0, "phq9_followup": 0.5, "alliance_ratings": 0.1}
+#: A declared outcome's default ROPE half-width as a share of its range: WHO-5's 2 points of 100.
+ROPE_SHARE_OF_RANGE = 0.02
 
 
 @dataclass(frozen=True)
@@ -381,7 +394,15 @@ class HypothesesSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A validated model specification (one TOML file in ``models/``)."""
+    """A validated model specification (one TOML file in ``models/``).
+
+    ``outcome`` is a built-in outcome (:data:`OUTCOMES`, :data:`RATING_OUTCOMES`) or one a study
+    declares (``<name>_followup``): its range, label and units are then the declaration's, known
+    once a study declaring it is loaded (:mod:`alliance_bayes.data.instruments`). ``priors`` are
+    the scales as the model uses them: for a declared outcome the outcome-point scales that the
+    spec does not state (``stated_priors`` holds what it states, ``priors_stated`` which) are the
+    defaults times its range over :data:`REFERENCE_RANGE`.
+    """
 
     name: str
     description: str
@@ -391,40 +412,79 @@ class ModelSpec:
     hierarchy: HierarchySpec = field(default_factory=HierarchySpec)
     likelihood: str = "normal"
     likelihood_form: str = "auto"
-    priors: PriorSpec = field(default_factory=PriorSpec)
+    stated_priors: PriorSpec = field(default_factory=PriorSpec)
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     measurement: MeasurementSpec | None = None  # only for alliance = "latent"
     change: ChangeSpec | None = None  # selects the change family
     hypotheses: HypothesesSpec = field(default_factory=HypothesesSpec)
     published_table: str = ""
     source: str = ""
+    priors_stated: frozenset[str] = frozenset()
+
+    @property
+    def declared_outcome(self) -> bool:
+        """Whether the outcome is one a study declares (not built in)."""
+        return self.outcome not in _OUTCOME_FACTS
+
+    def _facts(self) -> tuple[str, tuple[float, float], str, str]:
+        if self.outcome in _OUTCOME_FACTS:
+            return _OUTCOME_FACTS[self.outcome]
+        instrument = instrument_of(self.outcome)
+        if instrument is None:
+            name = self.outcome.removesuffix("_followup")
+            raise SpecError(
+                f"{self.source or self.name}: outcome {self.outcome!r} is declared by no study "
+                f"loaded; declare [outcomes.{name}] in the study's study.toml (known outcomes: "
+                f"{known_outcomes()})"
+            )
+        return (instrument.baseline, instrument.range, instrument.outcome_label, instrument.units)
+
+    @property
+    def priors(self) -> PriorSpec:
+        """The prior scales as the model uses them (see the class docstring)."""
+        if not self.declared_outcome:
+            return self.stated_priors
+        low, high = self.outcome_range
+        factor = (high - low) / REFERENCE_RANGE
+        default = PriorSpec()
+        scaled = {
+            name: getattr(default, name) * factor
+            for name in OUTCOME_POINT_PRIORS
+            if name not in self.priors_stated
+        }
+        return replace(self.stated_priors, **scaled)
 
     @property
     def rope(self) -> float:
         """Half-width of the region of practical equivalence, in outcome points."""
-        return self.hypotheses.rope or ROPE_DEFAULTS[self.outcome]
+        if self.hypotheses.rope:
+            return self.hypotheses.rope
+        if self.declared_outcome:
+            low, high = self.outcome_range
+            return ROPE_SHARE_OF_RANGE * (high - low)
+        return ROPE_DEFAULTS[self.outcome]
 
     @property
     def baseline(self) -> str:
-        return _OUTCOME_FACTS[self.outcome][0]
+        return self._facts()[0]
 
     @property
     def outcome_range(self) -> tuple[float, float]:
-        return _OUTCOME_FACTS[self.outcome][1]
+        return self._facts()[1]
 
     @property
     def outcome_label(self) -> str:
-        return _OUTCOME_FACTS[self.outcome][2]
+        return self._facts()[2]
 
     @property
     def outcome_units(self) -> str:
-        return _OUTCOME_FACTS[self.outcome][3]
+        return self._facts()[3]
 
     @property
     def effect_units(self) -> str:
         if self.outcome in RATING_OUTCOMES:
             return f"{RATING_OUTCOMES[self.outcome][3]} (1–5 scale)"
-        return f"{OUTCOMES[self.outcome][3]} per 1 point of alliance (1–5 scale)"
+        return f"{self.outcome_units} per 1 point of alliance (1–5 scale)"
 
     @property
     def hierarchical(self) -> bool:
@@ -440,6 +500,12 @@ class ModelSpec:
         """The spec as run (plain data, for ``run.json``)."""
         d = asdict(self)
         d.pop("source")
+        d.pop("priors_stated")
+        d.pop("stated_priors")
+        try:
+            d["priors"] = asdict(self.priors)  # as run: a declared outcome's scaled scales
+        except SpecError:  # a declared outcome before its study is loaded: as stated
+            d["priors"] = asdict(self.stated_priors)
         if d["measurement"] is None:  # keeps run.json of the other models as it was
             d.pop("measurement")
         if d["change"] is None:
@@ -570,6 +636,8 @@ def _from_raw(raw: dict[str, Any], source: str) -> ModelSpec:
         )
     if "change" in raw:
         sections["change"] = _section(f"{source} [change]", ChangeSpec, raw["change"])
+    sections["stated_priors"] = sections.pop("priors")
+    priors_raw = raw.get("priors", {})
     spec = ModelSpec(
         name=raw["name"],
         description=str(raw.get("description", "")),
@@ -578,6 +646,7 @@ def _from_raw(raw: dict[str, Any], source: str) -> ModelSpec:
         likelihood_form=str(raw.get("likelihood_form", "auto")),
         published_table=str(raw.get("published_table", "")),
         source=source,
+        priors_stated=frozenset(priors_raw),
         **sections,
     )
     _validate(spec, source)
@@ -622,11 +691,22 @@ def _spec_path(name_or_path: str | Path) -> Path:
 @_collected
 def _validate(spec: ModelSpec, src: str) -> None:
     _check(src, spec.name.isidentifier(), f"name {spec.name!r} must be a plain identifier")
+    declared_form = spec.outcome.endswith("_followup") and bool(
+        DECLARED_NAME.fullmatch(spec.outcome.removesuffix("_followup"))
+    )
     _check(
         src,
-        spec.outcome in _OUTCOME_FACTS,
-        f"outcome {spec.outcome!r} not in {sorted(_OUTCOME_FACTS)}",
+        spec.outcome in _OUTCOME_FACTS or declared_form,
+        f"outcome {spec.outcome!r}: one of {sorted(_OUTCOME_FACTS)}, or '<name>_followup' "
+        "for an instrument a study declares as [outcomes.<name>] in its study.toml",
     )
+    if spec.declared_outcome and declared_form:
+        _check(
+            src,
+            spec.change is None and spec.predictors.alliance != "latent",
+            f"outcome {spec.outcome!r} is a declared instrument, which the follow-up regression "
+            "models only (no [change] table, no alliance = 'latent')",
+        )
     if spec.outcome in RATING_OUTCOMES:
         _validate_ratings(spec, src)
     _check(src, spec.likelihood in LIKELIHOODS, f"likelihood: one of {list(LIKELIHOODS)}")
@@ -758,8 +838,8 @@ def _validate(spec: ModelSpec, src: str) -> None:
         _check(src, spec.likelihood == "normal", "alliance = 'latent' needs likelihood = 'normal'")
     if spec.change is not None:
         _validate_change(spec, src)
-    for f in fields(spec.priors):
-        _check(f"{src} [priors]", getattr(spec.priors, f.name) > 0, f"{f.name} must be > 0")
+    for f in fields(spec.stated_priors):
+        _check(f"{src} [priors]", getattr(spec.stated_priors, f.name) > 0, f"{f.name} must be > 0")
     _check(f"{src} [hypotheses]", spec.hypotheses.rope >= 0, "rope must be >= 0")
     for text in spec.hypotheses.tests:
         try:
@@ -866,6 +946,11 @@ def load_spec(name_or_path: str | Path, **overrides: Any) -> ModelSpec:
 def spec_from_dict(values: dict[str, Any], source: str) -> ModelSpec:
     """A spec from :meth:`ModelSpec.to_dict` output (e.g. a bundle's ``run.json``), validated."""
     return _from_raw(dict(values), source)
+
+
+def known_outcomes() -> list[str]:
+    """The follow-up outcomes a spec may name now: built in, and declared by a study loaded."""
+    return sorted({*OUTCOMES, *(i.followup for i in declared().values())})
 
 
 def spec_names() -> list[str]:

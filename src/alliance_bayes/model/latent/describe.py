@@ -105,10 +105,12 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[regression.Pr
         ),
         regression.PriorRow(
             "σ^a_s (provider part of the latent alliance)",
-            f"Half-Normal({m.sd_provider_alliance_sd:g})",
+            f"Gamma(2, 2/{m.sd_provider_alliance_sd:g}) (mean {m.sd_provider_alliance_sd:g})"
+            if spec.hierarchy.sd_prior == "gamma"
+            else f"Half-Normal({m.sd_provider_alliance_sd:g})",
             "client latent SDs",
             "Alliance ICCs of a few per cent (Baldwin et al. 2007) put the provider SD near a "
-            "fifth of the client SD.",
+            "fifth of the client SD; [hierarchy] sd_prior chooses the shape, as for σ^u_t.",
         ),
         regression.PriorRow(
             "δ_s (therapists' mean latent alliance against coaches')",

@@ -80,7 +80,7 @@ def heldout(spec: ModelSpec, data: LatentData, settings, *, n_mc: int = 0, max_d
     ``n_mc`` and ``max_draws`` are unused: the sampler integrates over new providers.
     """
     from alliance_bayes.inference import compile_for_refit, log_density_function, sample_compiled
-    from alliance_bayes.model.families import HeldOut
+    from alliance_bayes.model.family import HeldOut
 
     scored = np.zeros(data.n_clients, dtype=bool)
     for o in data.outcomes:
@@ -254,7 +254,7 @@ def heldout_steps(
     mean rebuilt by :func:`outcome_location` and checked against the model's own log density.
     """
     from alliance_bayes.inference import compile_for_refit, log_density_function, sample_compiled
-    from alliance_bayes.model.families import HeldOut
+    from alliance_bayes.model.family import HeldOut
     from alliance_bayes.model.latent.measurement import latent_scores
 
     _one_outcome(data)

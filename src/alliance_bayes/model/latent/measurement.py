@@ -39,10 +39,13 @@ gap ESS to about 140 per 400 draws, against 6–50 when built up from 1|2.
     e_i = L_e z_i,\; L_e L_e^\top \sim \text{LKJ}(\eta), \qquad
     a_p = \operatorname{diag}(\sigma^a) L_a z_p,\; L_a L_a^\top \sim \text{LKJ}(\eta),
 
-non-centred, with :math:`z` standard normal and then centred over clients (and over providers) per
-subscale, rescaled by :math:`\sqrt{n/(n-1)}` to keep unit variance: the thresholds alone carry the
-location. This removes the ridge "shift every latent score and every threshold together", whose
-width is :math:`1/\sqrt n`, far narrower than any other direction (it forces tiny steps).
+with :math:`z` standard normal (the client part non-centred; the provider part partially
+non-centred by the data's information on each provider, and its SD :math:`\sigma^a` Gamma(2) or Half-Normal by
+``[hierarchy] sd_prior``: :mod:`~alliance_bayes.model.latent.provider_effects`) and then centred
+over clients (and over providers) per subscale, rescaled by :math:`\sqrt{n/(n-1)}` to keep unit
+variance: the thresholds alone carry the location. This removes the ridge "shift every latent score
+and every threshold together", whose width is :math:`1/\sqrt n`, far narrower than any other
+direction (it forces tiny steps).
 The client part has unit SD per subscale (the usual IRT convention that fixes the latent scale),
 so :math:`\alpha_s` and the provider SD :math:`\sigma^a_s` (relative to the client SD) are
 identified; the latent mean is fixed at 0 and the thresholds carry the location. With one item
@@ -107,7 +110,9 @@ with care-type intercepts :math:`\gamma_{o,c}` against coach-only care (``b_care
 standardised (:math:`\beta_o` per SD), care-type slopes partially pooled
 (:math:`b_{o,c,s,l} = \mu^b_{o,s,l} + \tau_o z_{o,c,s,l}`, the spread fixed unless
 ``care_slope_sd = "estimated"``), provider intercepts :math:`u_{op} \sim \mathcal N(0, \sigma^u_{o,t[p]})`
-(non-centred; multiple membership, Browne, Goldstein & Rasbash 2001) and residuals bivariate
+(partially non-centred by each provider's data, the SDs Gamma(2) by default:
+:mod:`~alliance_bayes.model.latent.provider_effects`; multiple membership, Browne, Goldstein &
+Rasbash 2001) and residuals bivariate
 normal with correlation :math:`\rho` (``rho_outcomes``): where both outcomes are observed the
 likelihood is the bivariate normal, factorised as :math:`y_1 \sim \mathcal N(\mu_1, \sigma_1)`,
 :math:`y_2 \mid y_1 \sim \mathcal N(\mu_2 + \rho\sigma_2 (y_1-\mu_1)/\sigma_1,
@@ -145,6 +150,12 @@ Earlier runs on the same design: 500 + 1,000 put R-hat at the gate's limit of 1.
 density on the non-empty cells cut the time per gradient from 3.6 to 1.35 ms (nutpie's
 ``logp_func``, before the doubly latent part).
 
+These runs predate the provider geometry of :mod:`~alliance_bayes.model.latent.provider_effects`
+(Gamma(2) SDs, partially non-centred provider effects, provider parts as within-type contrasts).
+With it, ``alliance_latent_who5`` on the shipped study (same settings and seed) passed the gate
+with R-hat ≤ 1.004 and a min bulk ESS of 964 in 244 s of sampling on the shared machine; the
+README lists its gate outcomes on studies of other designs.
+
 The slow directions are the item discriminations (= the client latent SD on the logit scale),
 the client-part correlation, the top cut-points and ``sd_provider_alliance``: non-centred client
 scores move with the discrimination. Three other forms mixed worse: a centred client part
@@ -172,7 +183,9 @@ Stored variables
 Outcome parameters reuse the names of ``who5_change`` with a leading ``outcome`` dimension
 (``mu_b``, ``b``, ``sd_b``, ``sd_provider``, ``sigma``, ``b_baseline``, ``b_covariate``, ``alpha``);
 plus ``rho_outcomes``, ``threshold`` (subscale, threshold), ``discrimination``,
-``sd_provider_alliance``, ``corr_client_alliance``, ``corr_provider_alliance``. Observed variables:
+``sd_provider_alliance``, ``corr_client_alliance``, ``corr_provider_alliance``, the provider
+intercepts ``u_outcome_provider`` (outcome, provider) and the provider part's standard normal draws
+``z_provider_alliance`` (sampled as ``v_provider`` and ``v_alliance_provider``). Observed variables:
 ``y`` (first outcome; dims ``client_<short>``, whose labels are clients), ``y_<short>`` (second
 outcome) and ``ratings``: the rating counts per subscale and category. ``ratings`` is observed at
 that summary level so that posterior predictive draws and pointwise log-likelihoods stay small; its
@@ -211,6 +224,10 @@ import xarray as xr
 from scipy import special
 
 from alliance_bayes.data.frame import AnalysisFrame
+from alliance_bayes.model.latent.provider_effects import (
+    outcome_provider_intercepts,
+    provider_alliance_z,
+)
 from alliance_bayes.model.regression.design import (
     CARE_CONTRASTS,
     CARE_TYPES,
@@ -222,7 +239,7 @@ from alliance_bayes.model.regression.design import (
     care_shares,
     standardise,
 )
-from alliance_bayes.model.regression.graph import care_intercepts, covariate_slopes
+from alliance_bayes.model.regression.graph import care_intercepts, covariate_slopes, group_sd
 from alliance_bayes.model.spec import OUTCOMES, ModelSpec
 
 N_CATEGORIES = 5
@@ -705,11 +722,7 @@ def build_latent_model(
         # is a narrow ridge (width 1/sqrt(n)) that a diagonal mass matrix cannot adapt to; after
         # centring, the means of z are free standard normal directions the likelihood ignores.
         z_client = _centred(pm.Normal("z_client_alliance", 0.0, 1.0, dims=("client", "subscale")))
-        z_prov = _centred_within(
-            pm.Normal("z_provider_alliance", 0.0, 1.0, dims=("provider", "subscale")),
-            data.provider_type_index,
-        )
-        sd_a = pm.HalfNormal("sd_provider_alliance", ms.sd_provider_alliance_sd, dims="subscale")
+        sd_a = group_sd(spec, "sd_provider_alliance", ms.sd_provider_alliance_sd, dims="subscale")
         if n_sub > 1:
             chol_e = pm.LKJCorr("chol_client_alliance", n=n_sub, eta=pr.lkj_eta)
             chol_a = pm.LKJCorr("chol_provider_alliance", n=n_sub, eta=pr.lkj_eta)
@@ -719,6 +732,21 @@ def build_latent_model(
             pm.Deterministic(
                 "corr_provider_alliance", (chol_a @ chol_a.T)[rows, cols], dims="subscale_pair"
             )
+            conditional_sd = sd_a * pt.diag(chol_a)
+        else:
+            conditional_sd = sd_a
+        # Standard normal provider draws summing to 0 within each type, sampled as within-type
+        # contrasts partially non-centred by the information on each provider (provider_effects):
+        # with 10-25 clients a provider the data outweigh the prior. Rescaled to unit variance here.
+        z_prov = _centred_within(
+            pm.Deterministic(
+                "z_provider_alliance",
+                provider_alliance_z(data, conditional_sd),
+                dims=("provider", "subscale"),
+            ),
+            data.provider_type_index,
+        )
+        if n_sub > 1:
             e = pt.dot(z_client, chol_e.T)
             a = pt.dot(z_prov, chol_a.T) * sd_a
         else:
@@ -814,15 +842,8 @@ def build_latent_model(
         else:
             b = pm.Normal("b", 0.0, pr.mu_b_sd * scale[:, None, None, None], dims=dims_b)
         if h.provider_intercepts:
-            sd_u = pm.HalfNormal(
-                "sd_provider", pr.sd_provider_sd * scale[:, None], dims=("outcome", "provider_type")
-            )
-            z_u = pm.Normal("z_provider", 0.0, 1.0, dims=("outcome", "provider"))
-            u = pm.Deterministic(
-                "u_outcome_provider",
-                z_u * sd_u[:, data.provider_type_index],
-                dims=("outcome", "provider"),
-            )
+            # Gamma(2) or Half-Normal SDs, each intercept partially non-centred by its data
+            u = outcome_provider_intercepts(spec, data, scale)
             # (outcome, client): multiple-membership provider intercepts
             u_client = (data.membership_weight[None] * u[:, data.membership_index]).sum(axis=-1)
         sigma = pm.HalfNormal("sigma", pr.sigma_sd * scale, dims="outcome")

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from alliance_bayes.data.frame import AnalysisFrame
+from alliance_bayes.data.instruments import declare
 from alliance_bayes.errors import DesignError
-from alliance_bayes.model.spec import ModelSpec
+from alliance_bayes.model.spec import OUTCOMES, ModelSpec
 
 CARE_TYPES = ("therapist", "coach", "both")
 #: Care-type intercepts are contrasts against coach-only care (the reference: the largest group).
@@ -176,11 +177,17 @@ class ModelData:
 def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
     """Select the clients of ``spec`` from ``frame`` and build the centred design arrays.
 
+    A declared outcome (``<name>_followup``, see :mod:`alliance_bayes.data.instruments`) must be
+    declared by the frame's own study; its declaration is then the one the spec's range, label,
+    units and prior scales follow.
+
     Raises
     ------
     DesignError
-        When no client (or too few to estimate anything) remains after filtering.
+        When the spec's outcome is declared by no ``study.toml`` of this study, or when no client
+        (or too few to estimate anything) remains after filtering.
     """
+    _check_declared(spec, frame)
     clients = frame.clients
     keep = pd.Series(True, index=clients.index)
     exclusions: dict[str, int] = {"clients_in_data": len(clients)}
@@ -276,6 +283,23 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
             else None
         ),
     )
+
+
+def _check_declared(spec: ModelSpec, frame: AnalysisFrame) -> None:
+    """A declared outcome must be declared by this study; its declaration becomes the one in use."""
+    if not spec.declared_outcome:
+        return
+    name = spec.outcome.removesuffix("_followup")
+    if name not in frame.outcomes:
+        where = frame.outcomes_declared_in or "the study (it has no study.toml)"
+        known = sorted({*OUTCOMES, *(i.followup for i in frame.outcomes.values())})
+        raise DesignError(
+            f"spec {spec.name!r}: outcome {spec.outcome!r} is not declared in {where}; "
+            f"this study's outcomes are {known}. Declare it there as [outcomes.{name}] with "
+            'label, range = [low, high] and better = "lower" or "higher"'
+        )
+    # Another study loaded since may declare the same name otherwise: this study's facts hold.
+    declare({name: frame.outcomes[name]})
 
 
 def latent_alliance(

@@ -571,7 +571,9 @@ def _provider_effects(spec: ModelSpec, data: ModelData, within) -> pt.TensorVari
     return (weight * (u0[idx] + slope_part)).sum(axis=1)
 
 
-def group_sd(spec: ModelSpec, name: str, scale: float, dims: str) -> pt.TensorVariable:
+def group_sd(
+    spec: ModelSpec, name: str, scale: float | np.ndarray, dims: str | tuple[str, ...]
+) -> pt.TensorVariable:
     r"""The SD of a set of provider effects: Gamma(2, 2/scale) (mean ``scale``) or Half-Normal.
 
     The Gamma(2) prior (``sd_prior = "gamma"``, the default) has zero density at 0 (Chung et al.
@@ -587,7 +589,7 @@ def group_sd(spec: ModelSpec, name: str, scale: float, dims: str) -> pt.TensorVa
     return pm.Gamma(name, alpha=2.0, beta=2.0 / scale, dims=dims)
 
 
-def provider_noncentring(data: ModelData) -> np.ndarray:
+def provider_noncentring(data: ModelData, excess: np.ndarray | None = None) -> np.ndarray:
     r"""How far each provider's intercept is non-centred: :math:`w_p \in [0, 1]` (1 = fully).
 
     The intercept is sampled as :math:`u_p = \sigma_t^{w_p} v_p` with
@@ -610,7 +612,10 @@ def provider_noncentring(data: ModelData) -> np.ndarray:
     type and the alliance parts, and per provider type the variance of the providers'
     membership-weighted mean residuals minus its sampling part. Where that is not positive the
     type's intercepts stay fully non-centred. The weights are stored with the draws
-    (``constant_data/provider_noncentring``).
+    (``constant_data/provider_noncentring``). ``excess`` (provider,), for a model with other
+    provider-level terms that the least-squares fit lacks, is the variance of each provider's mean
+    residual that those terms explain: its mean over a type's providers is subtracted from the
+    type's moment estimate (none by default).
     """
     n = data.n_clients
     care = np.eye(3)[data.care_index][:, [0, 2]]
@@ -635,6 +640,8 @@ def provider_noncentring(data: ModelData) -> np.ndarray:
         means = weighted[of_type] / total[of_type]
         noise = sigma2 * info[of_type] / total[of_type] ** 2
         sd2 = float(np.mean(means**2) - np.mean(noise))
+        if excess is not None:
+            sd2 -= float(np.mean(excess[of_type]))
         if sd2 > 0:
             w[of_type] = sigma2 / (sigma2 + info[of_type] * sd2)
     return w

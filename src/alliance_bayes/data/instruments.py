@@ -1,0 +1,238 @@
+"""Outcome instruments: the facts a follow-up regression needs about a symptom or well-being score.
+
+An instrument named ``<name>`` gives the clients table two columns, ``<name>_baseline`` and
+``<name>_followup``, and a spec may model ``outcome = "<name>_followup"``. WHO-5 and PHQ-9 are
+built in (:data:`BUILT_IN`); a study declares any other in its ``study.toml``::
+
+    [outcomes.gad7]
+    label = "GAD-7"
+    range = [0, 21]
+    better = "lower"   # which direction is improvement
+    step = 1           # the score's resolution
+    cutoff = 10        # elevated at baseline (>= for better = "lower", <= for "higher")
+    reliability = 0.8  # test-retest, optional, with its source
+    source = "..."
+
+An instrument shipped here (:data:`SHIPPED`) may be declared by its name alone
+(``[outcomes.gad7]``); the keys given replace the shipped values.
+
+The declarations of the studies loaded in this process are kept by name (:func:`declare`), so that
+a spec, parsed without a study, finds its outcome's range, label and units once a study that
+declares it has been loaded; the design step checks that its own study declares the outcome.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+__all__ = [
+    "BUILT_IN",
+    "DECLARED_NAME",
+    "SHIPPED",
+    "Instrument",
+    "declare",
+    "declared",
+    "instrument_of",
+    "parse_declarations",
+]
+
+#: A declared instrument's name: lower case, starting with a letter.
+DECLARED_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """One outcome instrument.
+
+    Attributes
+    ----------
+    name : str
+        The column stem (``gad7`` → ``gad7_baseline``, ``gad7_followup``).
+    label : str
+        The instrument's name as reported (``"GAD-7"``); its units are ``"<label> points"``.
+    low, high : float
+        The score's range; a censored likelihood is censored at these bounds.
+    better : {"lower", "higher"}
+        Which direction is improvement.
+    step : float
+        The score's resolution (1 for a sum of integer items); every value lies on
+        ``low + k * step``.
+    cutoff : float or None
+        Elevated at baseline: ``>= cutoff`` when lower is better, ``<= cutoff`` when higher is.
+    reliability : float or None
+        Test–retest reliability, where its ``source`` reports one.
+    source : str
+        Where the range, cut-off and reliability come from.
+    """
+
+    name: str
+    label: str
+    low: float
+    high: float
+    better: str
+    step: float = 1.0
+    cutoff: float | None = None
+    reliability: float | None = None
+    source: str = ""
+
+    @property
+    def baseline(self) -> str:
+        return f"{self.name}_baseline"
+
+    @property
+    def followup(self) -> str:
+        return f"{self.name}_followup"
+
+    @property
+    def range(self) -> tuple[float, float]:
+        return (self.low, self.high)
+
+    @property
+    def units(self) -> str:
+        return f"{self.label} points"
+
+    @property
+    def outcome_label(self) -> str:
+        return f"{self.label} follow-up ({self.low:g}–{self.high:g})"
+
+
+#: The instruments of the contract's own columns (:mod:`alliance_bayes.data.contract`).
+BUILT_IN: dict[str, Instrument] = {
+    "who5": Instrument(
+        "who5", "WHO-5", 0.0, 100.0, "higher", step=4.0, cutoff=28.0,
+        source="WHO-5 percentage score (raw 0–25 sum × 4); Topp et al. 2015, "
+        "doi:10.1159/000376585",
+    ),
+    "phq9": Instrument(
+        "phq9", "PHQ-9", 0.0, 27.0, "lower", step=1.0, cutoff=10.0,
+        source="Kroenke, Spitzer & Williams 2001, doi:10.1046/j.1525-1497.2001.016009606.x",
+    ),
+}  # fmt: skip
+
+#: Instruments a study may declare by name alone. GAD-7: seven items scored 0–3, a sum of 0–21;
+#: 10 is the cut-off for moderate anxiety (Spitzer, Kroenke, Williams & Löwe 2006,
+#: doi:10.1001/archinte.166.10.1092). No reliability is shipped: a study states its own.
+SHIPPED: dict[str, Instrument] = {
+    "gad7": Instrument(
+        "gad7", "GAD-7", 0.0, 21.0, "lower", step=1.0, cutoff=10.0,
+        source="Spitzer, Kroenke, Williams & Löwe 2006, doi:10.1001/archinte.166.10.1092",
+    ),
+}  # fmt: skip
+
+_KEYS = ("label", "range", "better", "step", "cutoff", "reliability", "source")
+_EXAMPLE = (
+    '[outcomes.gad7] with label = "GAD-7", range = [0, 21], better = "lower", step = 1, '
+    'cutoff = 10 (optional: reliability = 0.8, source = "...")'
+)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _one(name: str, raw: Any, reserved: frozenset[str]) -> tuple[Instrument | None, list[str]]:
+    """One ``[outcomes.<name>]`` table as an instrument, or the problems with it."""
+    where = f"[outcomes.{name}]"
+    if not isinstance(raw, dict):
+        return None, [f"{where}: a table of {list(_KEYS)}, got {raw!r}"]
+    problems = []
+    if not DECLARED_NAME.fullmatch(name):
+        problems.append(f"{where}: a name in lower case letters, digits and _, starting a letter")
+    if name in BUILT_IN:
+        problems.append(f"{where}: {name} is built in and cannot be declared again")
+    for column in (f"{name}_baseline", f"{name}_followup"):
+        if column in reserved and name not in BUILT_IN:
+            problems.append(f"{where}: the column {column} is already a contract column")
+    unknown = sorted(set(raw) - set(_KEYS))
+    if unknown:
+        problems.append(f"{where}: unknown key(s) {unknown}; known {list(_KEYS)}")
+    base = SHIPPED.get(name)
+    missing = [k for k in ("label", "range", "better") if k not in raw and base is None]
+    if missing:
+        problems.append(f"{where}: {missing} required (e.g. {_EXAMPLE})")
+    if problems:
+        return None, problems
+    values: dict[str, Any] = {}
+    label = raw.get("label", base.label if base else "")
+    if not (isinstance(label, str) and label.strip()):
+        problems.append(f"{where}.label: a non-empty text such as 'GAD-7', got {label!r}")
+    values["label"] = label
+    bounds = raw.get("range", list(base.range) if base else None)
+    if not (
+        isinstance(bounds, list) and len(bounds) == 2 and all(_number(v) for v in bounds)
+    ) or not (bounds[0] < bounds[1]):
+        problems.append(f"{where}.range: [low, high] with low < high, got {bounds!r}")
+        bounds = [0.0, 1.0]
+    values["low"], values["high"] = float(bounds[0]), float(bounds[1])
+    better = raw.get("better", base.better if base else None)
+    if better not in ("lower", "higher"):
+        problems.append(f"{where}.better: 'lower' or 'higher', got {better!r}")
+    values["better"] = better
+    step = raw.get("step", base.step if base else 1.0)
+    if not (_number(step) and step > 0):
+        problems.append(f"{where}.step: a number > 0, got {step!r}")
+    values["step"] = float(step) if _number(step) else 1.0
+    cutoff = raw.get("cutoff", base.cutoff if base else None)
+    if cutoff is not None and not (_number(cutoff) and values["low"] <= cutoff <= values["high"]):
+        problems.append(f"{where}.cutoff: a number within the range, got {cutoff!r}")
+    values["cutoff"] = float(cutoff) if _number(cutoff) else None
+    reliability = raw.get("reliability", base.reliability if base else None)
+    if reliability is not None and not (_number(reliability) and 0 < reliability < 1):
+        problems.append(f"{where}.reliability: a number in (0, 1), got {reliability!r}")
+    values["reliability"] = float(reliability) if _number(reliability) else None
+    source = raw.get("source", base.source if base else "")
+    if not isinstance(source, str):
+        problems.append(f"{where}.source: a text, got {source!r}")
+    values["source"] = source
+    if values["reliability"] is not None and not str(source).strip():
+        problems.append(f"{where}: a reliability needs its source (source = '...')")
+    if problems:
+        return None, problems
+    if base is not None:
+        return replace(base, **values), []
+    return Instrument(name=name, **values), []
+
+
+def parse_declarations(
+    raw: Any, reserved: frozenset[str] = frozenset()
+) -> tuple[dict[str, Instrument], list[str]]:
+    """The ``[outcomes]`` table of a ``study.toml``: the instruments and every problem found.
+
+    ``reserved`` are the contract's own column names, which a declared column may not take.
+    """
+    if not isinstance(raw, dict):
+        return {}, [f"[outcomes]: a table of [outcomes.<name>] tables ({_EXAMPLE}), got {raw!r}"]
+    found: dict[str, Instrument] = {}
+    problems: list[str] = []
+    for name, table in raw.items():
+        instrument, wrong = _one(str(name), table, reserved)
+        problems += wrong
+        if instrument is not None:
+            found[instrument.name] = instrument
+    return found, problems
+
+
+#: Instruments declared by the studies loaded in this process, by name (the latest wins).
+_DECLARED: dict[str, Instrument] = {}
+
+
+def declare(instruments: Mapping[str, Instrument]) -> None:
+    """Make declared instruments known to specs (a study's declarations, on loading or design)."""
+    _DECLARED.update(instruments)
+
+
+def declared() -> dict[str, Instrument]:
+    """The instruments declared so far in this process (built-in ones excluded)."""
+    return dict(_DECLARED)
+
+
+def instrument_of(outcome: str) -> Instrument | None:
+    """The instrument of a follow-up column (``"gad7_followup"``), built in or declared; or None."""
+    if not outcome.endswith("_followup"):
+        return None
+    name = outcome.removesuffix("_followup")
+    return BUILT_IN.get(name) or _DECLARED.get(name)
