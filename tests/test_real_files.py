@@ -293,6 +293,15 @@ def test_writing_tables_beside_a_long_export_is_refused(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["sessions_long.csv", "study.toml"]
 
 
+def test_writing_tables_beside_a_declared_long_export_is_refused(tmp_path):
+    folder = write_long_csv(tmp_path / "long", long_export(tiny()), name="export.csv")
+    (folder / "study.toml").write_text('ignore = ["notes"]\nlong = "export.csv"\n')
+    study = ab.load_study(folder)
+    with pytest.raises(FileExistsError, match=r"export.csv"):
+        write_study(folder, study.providers, study.clients, study.sessions)
+    assert sorted(p.name for p in folder.iterdir()) == ["export.csv", "study.toml"]
+
+
 def test_a_declared_long_export_that_is_not_there_is_named(tmp_path):
     folder = write_long_csv(tmp_path / "long", long_export(tiny()))
     (folder / "study.toml").write_text('ignore = ["notes"]\nlong = "export.sav"\n')
@@ -307,6 +316,7 @@ def test_a_declared_long_export_that_is_not_there_is_named(tmp_path):
         ("clients.xls", "clients.xls exists but .xls cannot be read .*save it from Excel as .xlsx"),
         ("clients.sas7bdat", "export the table from SAS as CSV"),
         ("Clients.csv", "Clients.csv exists: rename it clients.csv"),
+        ("clients.CSV", "clients.CSV exists: rename it clients.csv"),
     ],
 )
 def test_a_file_in_a_format_that_cannot_be_read_is_named_with_what_to_do(tmp_path, name, advice):

@@ -285,7 +285,7 @@ def _near_misses(folder: Path, stem: str) -> list[str]:
         if base.lower() != stem.lower() or not entry.is_file():
             continue
         suffix = f".{rest.rsplit('.', 1)[-1].lower()}" if rest else ""
-        if suffix.lstrip(".") in READ_FORMATS and base != stem:
+        if suffix.lstrip(".") in READ_FORMATS and name != f"{stem}{suffix}":
             hints.append(
                 f"{name} exists: rename it {stem}{suffix} (file names are matched exactly, "
                 "in lower case)"
@@ -933,6 +933,9 @@ def write_study(
         if other != fmt and (folder / f"{t}.{other}").exists()
     ]
     clashes += [folder / f"{LONG_STEM}.{f}" for f in READ_FORMATS]
+    declared_long = _settings(folder).long if folder.is_dir() else None
+    if declared_long:
+        clashes.append(folder / declared_long)
     clashes = [path for path in clashes if path.exists()]
     if clashes:
         names = ", ".join(p.name for p in clashes)
