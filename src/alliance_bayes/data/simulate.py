@@ -509,6 +509,24 @@ def _negbin(rng: np.random.Generator, mean: float, size: float, n: int) -> np.nd
     return rng.negative_binomial(size, p, size=n).astype(np.int64)
 
 
+def _reported_baseline(
+    continuous: np.ndarray, sd_e: float, seed: int, stream: int, step: float, top: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(reported baseline, the true baseline that drives the follow-up, errors or None).
+
+    With an error SD above 0 the true score is the continuous score clipped to ``[0, top]`` and
+    both waves get an error from the side stream ``stream`` (rows: baseline, follow-up); the
+    baseline is reported on the instrument's grid. Without one the reported (rounded) baseline
+    itself is the true score, as in the shipped study.
+    """
+    if sd_e > 0:
+        true = np.clip(continuous, 0.0, top)
+        err = _side_rng(seed, stream).normal(0.0, sd_e, (2, continuous.size))
+        return _round_to(true + err[0], step, 0.0, top), true, err
+    reported = _round_to(continuous, step, 0.0, top)
+    return reported, reported, None
+
+
 def _round_to(x: np.ndarray, step: float, lower: float, upper: float) -> np.ndarray:
     return np.clip(np.round(x / step) * step, lower, upper)
 
@@ -642,13 +660,9 @@ def _generate(cfg: SimulationConfig, seed: int) -> SimulatedStudy:
         rng.normal(cfg.who5_high_mean, cfg.who5_high_sd, n),
     )
     who5_sd_e = _error_sd(cfg, "who5")
-    who5_true = np.clip(who5_bl_latent, 0.0, 100.0)
-    if who5_sd_e > 0:
-        who5_err = _side_rng(seed, _STREAM_WHO5_ERROR).normal(0.0, who5_sd_e, (2, n))
-        who5_bl = _round_to(who5_true + who5_err[0], 4.0, 0.0, 100.0)
-    else:
-        who5_bl = _round_to(who5_bl_latent, 4.0, 0.0, 100.0)
-        who5_true = who5_bl  # the reported baseline itself drives the follow-up
+    who5_bl, who5_true, who5_err = _reported_baseline(
+        who5_bl_latent, who5_sd_e, seed, _STREAM_WHO5_ERROR, 4.0, 100.0
+    )
 
     # ---- alliance: latent scores, true scores, within/between parts, session ratings
     client_part = e_client + np.where(rupture[:, None], shift, 0.0)
@@ -738,7 +752,7 @@ def _generate(cfg: SimulationConfig, seed: int) -> SimulatedStudy:
         return w1**2 * var[first] + np.where(has_second, w2**2 * var[np.maximum(second, 0)], 0.0)
 
     who5_fu, who5_star, who5_mean, who5_u = outcome(
-        cfg.who5, "who5", who5_true, who5_err[1] if who5_sd_e > 0 else None
+        cfg.who5, "who5", who5_true, None if who5_err is None else who5_err[1]
     )
     between_mean = {s: float(between[:, j].mean()) for j, s in enumerate(SUBSCALES)}
 
@@ -751,15 +765,11 @@ def _generate(cfg: SimulationConfig, seed: int) -> SimulatedStudy:
         + rng.normal(0.0, cfg.phq9_baseline_sd, n)
     )
     phq_sd_e = _error_sd(cfg, "phq9")
-    phq_true = np.clip(phq_continuous, 0.0, 27.0)
-    if phq_sd_e > 0:
-        phq_err = _side_rng(seed, _STREAM_PHQ9_ERROR).normal(0.0, phq_sd_e, (2, n))
-        phq_bl = _round_to(phq_true + phq_err[0], 1.0, 0.0, 27.0)
-    else:
-        phq_bl = _round_to(phq_continuous, 1.0, 0.0, 27.0)
-        phq_true = phq_bl
+    phq_bl, phq_true, phq_err = _reported_baseline(
+        phq_continuous, phq_sd_e, seed, _STREAM_PHQ9_ERROR, 1.0, 27.0
+    )
     phq_fu, phq_star, phq_mean, phq_u = outcome(
-        cfg.phq9, "phq9", phq_true, phq_err[1] if phq_sd_e > 0 else None
+        cfg.phq9, "phq9", phq_true, None if phq_err is None else phq_err[1]
     )
 
     # ---- follow-up missingness (MAR)

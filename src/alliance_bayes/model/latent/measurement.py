@@ -642,6 +642,28 @@ def _centred_within(z, groups: np.ndarray, axis: int = 0):
     return (z - np.einsum("pt,dts->dps", onehot, means)) * row_scale[None, :, None]
 
 
+def observe_rating_table(n, counts: np.ndarray, totals: np.ndarray, linear, g, cut, gaps):
+    """The observed variable ``ratings``: the (item, category) count table of the cells' ratings.
+
+    ``n`` (item, cell) ratings per cell (an array or a data container), ``counts`` the (item,
+    cell, category) ratings whose non-empty cells the log density visits, ``totals`` their
+    (item, category) sums; ``linear``, ``g``, ``cut`` and ``gaps`` as in :func:`rating_loglik`.
+    The log density is that of every rating; predictive draws are per-cell multinomials summed
+    over the cells.
+    """
+    return pm.CustomDist(
+        RATINGS,
+        n,
+        category_probs(g),
+        rating_loglik(RatingTerms.from_counts(counts), linear, g, cut, gaps),
+        dist=_ratings_dist,
+        logp=_ratings_logp,
+        signature="(m),(m,k),(k)->(k)",
+        observed=totals,
+        dims=("subscale", "category"),
+    )
+
+
 def _ratings_dist(n, p, loglik, size):
     # Prior/posterior predictive: per-membership multinomials, summed over memberships.
     return pm.Multinomial.dist(n=n, p=p).sum(axis=-2)
@@ -779,16 +801,8 @@ def build_latent_model(
                 dims=("subscale", "membership", "category"),
             )
         else:
-            pm.CustomDist(
-                RATINGS,
-                counts.sum(axis=-1),
-                category_probs(g),
-                rating_loglik(RatingTerms.from_counts(data.counts), linear, g, cut, gaps),
-                dist=_ratings_dist,
-                logp=_ratings_logp,
-                signature="(m),(m,k),(k)->(k)",
-                observed=data.category_totals,
-                dims=("subscale", "category"),
+            observe_rating_table(
+                counts.sum(axis=-1), data.counts, data.category_totals, linear, g, cut, gaps
             )
 
         # ---- true scores on the 1–5 scale and the doubly latent within/between split

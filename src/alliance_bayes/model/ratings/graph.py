@@ -75,14 +75,9 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from alliance_bayes.model.latent.measurement import (
-    RATINGS,
-    RatingTerms,
     _centred,
     _centred_within,
-    _ratings_dist,
-    _ratings_logp,
-    category_probs,
-    rating_loglik,
+    observe_rating_table,
 )
 from alliance_bayes.model.ratings.design import RatingsData
 from alliance_bayes.model.regression.design import CARE_CONTRASTS, CARE_TYPES, PROVIDER_TYPES
@@ -203,16 +198,8 @@ def build_ratings_model(spec: ModelSpec, data: RatingsData) -> pm.Model:
             pt.exp(ratio)[:, None] * eta[None, :]
         )  # alpha_s theta = (alpha_s / a_0) eta, (S, N)
         g = pt.exp(-linear)[:, :, None] * pt.exp(cut)[:, None, :]  # (S, N, 4)
-        pm.CustomDist(
-            RATINGS,
-            data.counts.sum(axis=-1),
-            category_probs(g),
-            rating_loglik(RatingTerms.from_counts(data.counts), linear, g, cut, gaps),
-            dist=_ratings_dist,
-            logp=_ratings_logp,
-            signature="(m),(m,k),(k)->(k)",
-            observed=data.category_totals,
-            dims=("subscale", "category"),
+        observe_rating_table(
+            data.counts.sum(axis=-1), data.counts, data.category_totals, linear, g, cut, gaps
         )
     return model
 
