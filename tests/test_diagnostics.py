@@ -15,7 +15,7 @@ from alliance_bayes.diagnostics import (
     format_p,
     holm_adjust,
 )
-from alliance_bayes.report.estimands import compute_estimands
+from alliance_bayes.model.regression.estimands import compute_estimands
 from fake_posterior import make_fake_datatree, replace_group
 
 CHECKS = ["r_hat", "ess_bulk", "ess_tail", "divergences", "e_bfmi", "treedepth"]

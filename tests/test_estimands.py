@@ -7,13 +7,8 @@ import pytest
 import xarray as xr
 from scipy import stats
 
-from alliance_bayes.report.estimands import (
-    KINDS,
-    TABLE_COLUMNS,
-    care_weights_of,
-    compute_estimands,
-    estimand_table,
-)
+from alliance_bayes.model.regression.estimands import KINDS, care_weights_of, compute_estimands
+from alliance_bayes.report.estimands import TABLE_COLUMNS, estimand_table
 from fake_posterior import CARE_WEIGHTS, make_fake_datatree
 
 

@@ -13,10 +13,10 @@ import pytest
 import xarray as xr
 
 from alliance_bayes.diagnostics import check_convergence
+from alliance_bayes.model.regression.estimands import compute_estimands
 from alliance_bayes.model.regression.figures import plot_conditional_effects
 from alliance_bayes.report import figures
 from alliance_bayes.report.bundle import write_bundle
-from alliance_bayes.report.estimands import compute_estimands
 from fake_posterior import CARE_WEIGHTS, make_fake_datatree, make_fake_meta, replace_group
 
 UNITS = "WHO-5 points"

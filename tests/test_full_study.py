@@ -10,8 +10,8 @@ from arviz_stats import hdi
 
 from alliance_bayes.data.frame import build_frame
 from alliance_bayes.diagnostics import check_convergence
+from alliance_bayes.model.regression.estimands import compute_estimands
 from alliance_bayes.model.spec import load_spec
-from alliance_bayes.report.estimands import compute_estimands
 
 pytestmark = [pytest.mark.slow, pytest.mark.mcmc]
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "synthetic"
@@ -65,7 +65,7 @@ def test_full_study_latent_model_passes_the_gate_and_covers_the_planted_slopes(
     each outcome the 16 planted alliance slopes (pooled and per care type) lie inside their 99% HDI
     with at most two outside the 95% HDI. Provider SDs are left out: the PHQ-9 coach SD (truth 0.6)
     came out at 2.2 [1.0, 3.4] with a PHQ-9 follow-up for only 5% of coach clients."""
-    from alliance_bayes.report.estimands import compute_joint_estimands
+    from alliance_bayes.model.latent.estimands import compute_joint_estimands
 
     truth = json.loads((SHIPPED / "truth.json").read_text())
     spec = load_spec("alliance_latent")

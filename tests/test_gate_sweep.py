@@ -21,8 +21,8 @@ from alliance_bayes.diagnostics import check_convergence
 from alliance_bayes.fitting import design_of
 from alliance_bayes.inference import SamplerSettings, compile_for_refit, sample_compiled
 from alliance_bayes.model.families import family_of
+from alliance_bayes.model.regression.estimands import compute_estimands
 from alliance_bayes.model.spec import load_spec
-from alliance_bayes.report.estimands import compute_estimands
 
 pytestmark = [pytest.mark.slow, pytest.mark.mcmc]
 

@@ -24,6 +24,7 @@ from alliance_bayes.data.load import load_study
 from alliance_bayes.data.simulate import SimulationConfig, simulate_study, write_simulated_study
 from alliance_bayes.fitting import design_of
 from alliance_bayes.model.families import family_of
+from alliance_bayes.model.latent.estimands import compute_joint_estimands
 from alliance_bayes.model.latent.measurement import (
     LATENT_GROUP,
     LatentData,
@@ -45,13 +46,9 @@ from alliance_bayes.model.latent.provider_effects import (
     within_type_contrasts,
 )
 from alliance_bayes.model.regression.design import LatentAlliance
+from alliance_bayes.model.regression.estimands import care_weights_of, compute_estimands
 from alliance_bayes.model.regression.graph import alliance_noncentring, provider_noncentring
 from alliance_bayes.model.spec import SpecError, load_spec, parse_spec
-from alliance_bayes.report.estimands import (
-    care_weights_of,
-    compute_estimands,
-    compute_joint_estimands,
-)
 
 LATENT_TOML = """
 name = "latent_test"

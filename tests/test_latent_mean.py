@@ -13,9 +13,9 @@ from alliance_bayes.data.load import load_study
 from alliance_bayes.data.simulate import SimulationConfig, simulate_study, write_simulated_study
 from alliance_bayes.model.regression.collapsed import is_collapsed
 from alliance_bayes.model.regression.design import prepare
+from alliance_bayes.model.regression.estimands import care_weights_of, compute_estimands
 from alliance_bayes.model.regression.graph import build_model
 from alliance_bayes.model.spec import SpecError, load_spec, parse_spec
-from alliance_bayes.report.estimands import care_weights_of, compute_estimands
 
 LATENT = "who5_change_latent_mean"
 # Log densities compiled by PyTensor's C linker, which a pip install leaves without BLAS (noise).

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pymc as pm
+import pytensor
 import xarray as xr
 
-from alliance_bayes.inference import LOG_DENSITY_BLOCK, compile_log_density, log_density
+from alliance_bayes.inference import (
+    AUXILIARY_MODE,
+    LOG_DENSITY_BLOCK,
+    auxiliary_compilation,
+    compile_log_density,
+    log_density,
+)
 
 
 def _toy_model(rng):
@@ -48,3 +55,27 @@ def test_batched_log_density_matches_one_call_per_draw():
                 )
     assert batched["y"].dims == ("chain", "draw", "client")
     assert batched["effect"].dims == ("chain", "draw", "provider")
+
+
+def test_auxiliary_compilation_gives_the_backends_draws_and_densities():
+    """The post-sampling functions compiled with no C compiler and no numba give the same prior
+    draws for the same seed as the sampler's backend, and the same log densities."""
+    rng = np.random.default_rng(20221013)
+    model = _toy_model(rng)
+    names = [rv.name for rv in model.free_RVs]
+    with model:
+        compiled = pm.sample_prior_predictive(
+            draws=50, var_names=names, random_seed=3, backend="numba"
+        )
+        with auxiliary_compilation():
+            assert pytensor.config.cxx == ""
+            plain = pm.sample_prior_predictive(draws=50, var_names=names, random_seed=3)
+    for name in names:
+        np.testing.assert_array_equal(plain["prior"][name].values, compiled["prior"][name].values)
+    posterior = compiled["prior"].to_dataset()[names]
+    rvs = [model["y"], *model.free_RVs]
+    reference = log_density(model, posterior, rvs, "numba")
+    with auxiliary_compilation():
+        densities = log_density(model, posterior, rvs, AUXILIARY_MODE)
+    for rv in rvs:
+        np.testing.assert_allclose(densities[rv.name], reference[rv.name], rtol=1e-12, atol=1e-12)

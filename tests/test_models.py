@@ -11,8 +11,8 @@ import statsmodels.api as sm
 from arviz_stats import hdi
 
 from alliance_bayes.data.frame import build_frame
+from alliance_bayes.model.regression.estimands import care_weights_of, compute_estimands
 from alliance_bayes.model.spec import load_spec
-from alliance_bayes.report.estimands import care_weights_of, compute_estimands
 
 pytestmark = pytest.mark.mcmc
 

@@ -19,9 +19,10 @@ from PIL import Image
 import alliance_bayes as ab
 from alliance_bayes.cli import main
 from alliance_bayes.diagnostics import check_convergence
+from alliance_bayes.model.regression.estimands import compute_estimands
 from alliance_bayes.report import figures
 from alliance_bayes.report.bundle import ReportContent, read_estimands_csv, write_bundle
-from alliance_bayes.report.estimands import compute_estimands, estimand_table
+from alliance_bayes.report.estimands import estimand_table
 from alliance_bayes.report.hypotheses import hypothesis_table
 from alliance_bayes.report.render import latex_escape
 from alliance_bayes.report.tables import (

@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 
 from alliance_bayes.diagnostics import check_convergence
+from alliance_bayes.model.regression.estimands import compute_estimands
 from alliance_bayes.report import bundle as bundle_mod
 from alliance_bayes.report import figures
 from alliance_bayes.report.bundle import (
@@ -20,7 +21,6 @@ from alliance_bayes.report.bundle import (
     ForbiddenIdentifierError,
     write_bundle,
 )
-from alliance_bayes.report.estimands import compute_estimands
 from alliance_bayes.report.tables import (
     decimals_for_mcse,
     format_by_mcse,

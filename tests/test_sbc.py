@@ -306,6 +306,7 @@ LATENT_DESIGN = SBCDesign(
 LATENT_REPLICATES = 30
 
 
+@pytest.mark.slow
 @pytest.mark.mcmc
 def test_sbc_of_the_latent_model_is_calibrated(tmp_path):
     """The WHO-5 latent model refitted to session ratings and outcomes drawn from its prior: every

@@ -24,9 +24,10 @@ from alliance_bayes.model.change.estimands import compute_change_estimands
 from alliance_bayes.model.ratings.design import COVARIATES as RATING_COVARIATES
 from alliance_bayes.model.ratings.estimands import compute_ratings_estimands
 from alliance_bayes.model.regression.design import CARE_CONTRASTS
+from alliance_bayes.model.regression.estimands import compute_estimands
 from alliance_bayes.model.spec import load_spec
 from alliance_bayes.report import study as study_report
-from alliance_bayes.report.estimands import compute_estimands, estimand_table
+from alliance_bayes.report.estimands import estimand_table
 from alliance_bayes.report.hypotheses import hypothesis_table
 from alliance_bayes.report.study import (
     FAILED_STUDY_MARKER,

@@ -411,7 +411,7 @@ def check_convergence(
     dt : xarray.DataTree
         Sampler output with ``posterior`` and ``sample_stats`` groups.
     estimands : xarray.Dataset, optional
-        Output of :func:`alliance_bayes.report.estimands.compute_estimands`; checked for R-hat and
+        Output of :func:`alliance_bayes.model.regression.estimands.compute_estimands`; checked for R-hat and
         ESS alongside the posterior (names prefixed ``estimand:`` in the offender lists).
     rhat_max : float
         Largest acceptable rank-normalised R-hat (1.01, Vehtari et al. 2021).

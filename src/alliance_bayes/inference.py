@@ -43,6 +43,22 @@ REPRODUCIBLE_COMPILE = {"numba__fastmath": False}
 # default model's rewrites create about 45,000 nodes, and recording them took about 0.8 s of each
 # warm compile. The traces would point into this package's model code, not a user's.
 COMPILE_FLAGS = {**REPRODUCIBLE_COMPILE, "traceback__limit": 0}
+#: How the functions run once after sampling (prior and posterior predictive draws, the pointwise
+#: log densities) are compiled: PyTensor's FAST_COMPILE mode with no C compiler, so that every node
+#: runs as NumPy and nothing is compiled. They see a few hundred calls on blocks of draws, where
+#: NumPy is as fast as compiled code, while compiling them with the sampler's backend (numba) took
+#: about 45 of the default fit's 111 s on an empty compile cache, and FAST_COMPILE's C thunks
+#: still 5 s of gcc (docs/benchmarks.md). The draws and densities are the same to 1e-15 (the
+#: random streams are NumPy's in both). The sampler's gradient, called millions of times, keeps
+#: its backend.
+AUXILIARY_MODE = "FAST_COMPILE"
+
+
+@contextmanager
+def auxiliary_compilation() -> Iterator[None]:
+    """Compile the post-sampling functions in :data:`AUXILIARY_MODE` with no C compiler."""
+    with pytensor.config.change_flags(mode=AUXILIARY_MODE, cxx=""):
+        yield
 
 
 @dataclass(frozen=True)
@@ -180,9 +196,8 @@ def sample_model(
     prior_seed, sample_seed, ppc_seed = (int(s) for s in seeds)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    # Every auxiliary function (predictive draws, log densities) is compiled with the sampler's backend
-    # too. Only nutpie's initial-point function is still compiled by PyTensor's C linker, which warns
-    # that pip installs no system BLAS; that function does no linear algebra, so the warning is noise.
+    # nutpie's initial-point function is compiled by PyTensor's C linker, which warns that pip
+    # installs no system BLAS; that function does no linear algebra, so the warning is noise.
     with (
         interrupts_recorded() as interrupted,
         model,
@@ -210,12 +225,10 @@ def sample_model(
                 *(v.name for v in model.deterministics),
                 *(rv.name for rv in model.observed_RVs if rv.name == PRIOR_PREDICTIVE_OUTCOME),
             ]
-            prior = pm.sample_prior_predictive(
-                draws=settings.prior_draws,
-                var_names=drawn,
-                random_seed=prior_seed,
-                backend=settings.backend,
-            )
+            with auxiliary_compilation():
+                prior = pm.sample_prior_predictive(
+                    draws=settings.prior_draws, var_names=drawn, random_seed=prior_seed
+                )
             timings["prior_predictive"] = time.perf_counter() - t
             say(
                 f"prior predictive draws: {timings['prior_predictive']:.0f} s; compiling and sampling"
@@ -258,9 +271,10 @@ def sample_model(
             if "constant_data" in dt.children:
                 groups["constant_data"] = dt["constant_data"]
             thinned = xr.DataTree.from_dict(groups)
-            ppc = pm.sample_posterior_predictive(
-                thinned, random_seed=ppc_seed, progressbar=False, backend=settings.backend
-            )
+            with auxiliary_compilation():
+                ppc = pm.sample_posterior_predictive(
+                    thinned, random_seed=ppc_seed, progressbar=False
+                )
             dt["posterior_predictive"] = ppc["posterior_predictive"]
             timings["posterior_predictive"] = time.perf_counter() - t
             say(f"posterior predictive draws: {timings['posterior_predictive']:.0f} s")
@@ -270,9 +284,10 @@ def sample_model(
             posterior = dt["posterior"].to_dataset()
             # One compiled function for the likelihood and the priors.
             likelihood = model.observed_RVs if observed else []
-            density = log_density(
-                model, posterior, [*likelihood, *model.free_RVs], settings.backend
-            )
+            with auxiliary_compilation():
+                density = log_density(
+                    model, posterior, [*likelihood, *model.free_RVs], AUXILIARY_MODE
+                )
             if likelihood:
                 # float32 halves the largest group (draws x clients) at no cost to LOO's precision.
                 names = [rv.name for rv in likelihood]

@@ -191,7 +191,7 @@ def psense_estimands(
     """Power-scaling sensitivity of each estimand: columns ``prior``, ``likelihood``, ``diagnosis``.
 
     ``dt`` must hold ``log_prior`` and ``log_likelihood`` (as :func:`~alliance_bayes.inference.sample_model`
-    writes them); ``estimands`` is :func:`~alliance_bayes.report.estimands.compute_estimands`' output.
+    writes them); ``estimands`` is :func:`~alliance_bayes.model.regression.estimands.compute_estimands`' output.
     """
     import arviz_stats as azs
 

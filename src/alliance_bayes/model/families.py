@@ -35,11 +35,11 @@ def _regression() -> Family:
     from alliance_bayes.inference import PREDICTIVE_DRAWS_PER_CHAIN
     from alliance_bayes.model.regression import collapsed, describe
     from alliance_bayes.model.regression.design import prepare
+    from alliance_bayes.model.regression.estimands import care_weights_of, compute_estimands
     from alliance_bayes.model.regression.figures import FIGURES
     from alliance_bayes.model.regression.graph import build_model
     from alliance_bayes.model.regression.heldout import heldout
     from alliance_bayes.model.regression.predict import complete_cases, impute_designs
-    from alliance_bayes.report.estimands import care_weights_of, compute_estimands
 
     def estimands(spec: ModelSpec, posterior: xr.Dataset, scales=None) -> xr.Dataset:
         return compute_estimands(
@@ -81,6 +81,7 @@ def _regression() -> Family:
 def _latent() -> Family:
     from alliance_bayes.inference import PREDICTIVE_DRAWS_PER_CHAIN
     from alliance_bayes.model.latent import describe
+    from alliance_bayes.model.latent.estimands import compute_joint_estimands
     from alliance_bayes.model.latent.figures import FIGURES
     from alliance_bayes.model.latent.heldout import heldout
     from alliance_bayes.model.latent.measurement import (
@@ -90,7 +91,7 @@ def _latent() -> Family:
         prepare_latent,
         store_latent_scores,
     )
-    from alliance_bayes.report.estimands import care_weights_of, compute_joint_estimands
+    from alliance_bayes.model.regression.estimands import care_weights_of
 
     def estimands(spec: ModelSpec, posterior: xr.Dataset, scales=None) -> xr.Dataset:
         assert spec.measurement is not None

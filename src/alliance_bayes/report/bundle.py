@@ -150,11 +150,11 @@ ESTIMAND_COLUMNS = {
 
 
 def _estimands_csv(
-    estimands: xr.Dataset, meta: Mapping[str, Any], gate: GateResult, path: Path
+    table: pd.DataFrame, meta: Mapping[str, Any], gate: GateResult, path: Path
 ) -> None:
-    """``estimands.csv``, a plain CSV whose first line is its header (full precision), and beside
-    it ``estimands.meta.json``: what the run and each column are (``run.json`` has the rest)."""
-    table = estimand_table(estimands)
+    """``estimands.csv`` (the :func:`estimand_table`), a plain CSV whose first line is its header
+    (full precision), and beside it ``estimands.meta.json``: what the run and each column are
+    (``run.json`` has the rest)."""
     path.write_text(table.to_csv(index=False, lineterminator="\n"), encoding="utf-8")
     sidecar = {
         "description": "alliance-bayes estimands (full precision; machine-readable)",
@@ -598,7 +598,7 @@ def write_bundle(
     meta : mapping
         Run metadata, written as ``run.json`` and used in captions and ``report.md``.
     estimands : xarray.Dataset
-        Output of :func:`~alliance_bayes.report.estimands.compute_estimands`.
+        Output of :func:`~alliance_bayes.model.regression.estimands.compute_estimands`.
     gate : GateResult
         Output of :func:`~alliance_bayes.diagnostics.check_convergence`.
     forbidden_ids : iterable of str, optional
@@ -675,15 +675,17 @@ def write_bundle(
         try:
             dump_json(dict(meta), tmp / "run.json")
             step = "estimands and tables"
-            _estimands_csv(estimands, meta, gate, tmp / "estimands.csv")
+            # One summary of every estimand (HDIs, ESS, R-hat) for the CSV and every table.
+            summary = estimand_table(estimands)
+            _estimands_csv(summary, meta, gate, tmp / "estimands.csv")
             # report.md states the hypotheses with their decision rule in its own section.
-            tables_md = tables_markdown(estimands, meta)
+            tables_md = tables_markdown(estimands, meta, summary=summary)
             hyp = content.hypotheses
             (tmp / "tables.md").write_text(
-                tables_markdown(estimands, meta, hypotheses=hyp), encoding="utf-8"
+                tables_markdown(estimands, meta, hypotheses=hyp, summary=summary), encoding="utf-8"
             )
             (tmp / "tables.tex").write_text(
-                tables_latex(estimands, meta, hypotheses=hyp), encoding="utf-8"
+                tables_latex(estimands, meta, hypotheses=hyp, summary=summary), encoding="utf-8"
             )
             if content.hypotheses is not None:
                 content.hypotheses.to_csv(tmp / "hypotheses.csv", index=False, lineterminator="\n")

@@ -225,13 +225,15 @@ def shared_note(estimands: xr.Dataset, meta: Mapping[str, Any]) -> str:
     )
 
 
-def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
+def build_tables(
+    estimands: xr.Dataset, meta: Mapping[str, Any], summary: pd.DataFrame | None = None
+) -> list[Table]:
     """Lay the estimands out as paper tables; only tables with rows are returned.
 
     Parameters
     ----------
     estimands : xarray.Dataset
-        Output of :func:`~alliance_bayes.report.estimands.compute_estimands`.
+        Output of :func:`~alliance_bayes.model.regression.estimands.compute_estimands`.
     meta : mapping
         Run metadata; ``effect_units`` and ``outcome_label`` are used in captions (what the
         tables share is in :func:`shared_note`).
@@ -243,7 +245,7 @@ def build_tables(estimands: xr.Dataset, meta: Mapping[str, Any]) -> list[Table]:
         between provider, variance components and ICC, standardised effects, the published
         table (where the spec names one), contrasts.
     """
-    summary = estimand_table(estimands).set_index("estimand")
+    summary = (estimand_table(estimands) if summary is None else summary).set_index("estimand")
     effect_units = meta.get("effect_units", "outcome points per 1 point of alliance")
     outcome = meta.get("outcome_label", meta.get("outcome", "outcome"))
     attrs = {str(k): v.attrs for k, v in estimands.data_vars.items()}
@@ -483,9 +485,12 @@ def hypotheses_table(table: pd.DataFrame, meta: Mapping[str, Any]) -> Table | No
 
 
 def _all_tables(
-    estimands: xr.Dataset, meta: Mapping[str, Any], hypotheses: pd.DataFrame | None
+    estimands: xr.Dataset,
+    meta: Mapping[str, Any],
+    hypotheses: pd.DataFrame | None,
+    summary: pd.DataFrame | None,
 ) -> list[Table]:
-    tables = build_tables(estimands, meta)
+    tables = build_tables(estimands, meta, summary)
     h = hypotheses_table(hypotheses, meta) if hypotheses is not None else None
     return [*tables, h] if h is not None else tables
 
@@ -512,12 +517,17 @@ def _markdown_cell(t: Table, j: int, cell: str) -> str:
 
 
 def tables_markdown(
-    estimands: xr.Dataset, meta: Mapping[str, Any], hypotheses: pd.DataFrame | None = None
+    estimands: xr.Dataset,
+    meta: Mapping[str, Any],
+    hypotheses: pd.DataFrame | None = None,
+    summary: pd.DataFrame | None = None,
 ) -> str:
     """All tables as GitHub-flavoured Markdown: a shared note, then each table with a heading and
-    a short italic caption; ``hypotheses`` (a decided hypothesis table) adds a last table."""
+    a short italic caption; ``hypotheses`` (a decided hypothesis table) adds a last table.
+    ``summary`` is :func:`~alliance_bayes.report.estimands.estimand_table` of ``estimands`` where
+    the caller has it already."""
     out = ["### About these tables", "", f"*{shared_note(estimands, meta)}*", ""]
-    for t in _all_tables(estimands, meta, hypotheses):
+    for t in _all_tables(estimands, meta, hypotheses, summary):
         rows = [
             [
                 _markdown_first_cell(t, i, _markdown_cell(t, j, c))
@@ -628,13 +638,17 @@ def _latex_align(t: Table) -> str:
 
 
 def tables_latex(
-    estimands: xr.Dataset, meta: Mapping[str, Any], hypotheses: pd.DataFrame | None = None
+    estimands: xr.Dataset,
+    meta: Mapping[str, Any],
+    hypotheses: pd.DataFrame | None = None,
+    summary: pd.DataFrame | None = None,
 ) -> str:
     r"""All tables as a LaTeX fragment for ``\input``: a shared note, then ``table`` floats.
 
     The fragment is ASCII and compiles under pdfLaTeX with :data:`LATEX_PREAMBLE`
     (``\usepackage{booktabs}``) in any document class; each row ends in a ``% estimand:`` comment
-    naming its stable estimand. ``hypotheses`` (a decided hypothesis table) adds a last table.
+    naming its stable estimand. ``hypotheses`` (a decided hypothesis table) adds a last table;
+    ``summary`` as in :func:`tables_markdown`.
     """
     out = [
         "% alliance-bayes paper tables: a fragment for \\input{tables.tex} under pdfLaTeX.",
@@ -645,7 +659,7 @@ def tables_latex(
         r"\par",
         "",
     ]
-    for t in _all_tables(estimands, meta, hypotheses):
+    for t in _all_tables(estimands, meta, hypotheses, summary):
         lines = latex_table(
             [latex_escape(h) for h in t.header],
             _latex_rows(t),

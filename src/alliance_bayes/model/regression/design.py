@@ -44,7 +44,7 @@ def care_shares(care_index: np.ndarray) -> dict[str, float]:
     """Share of each care type among the clients in the likelihood (care types present only).
 
     These are the weights π_c of the pooled slopes Σ_c π_c b_c (see
-    :func:`alliance_bayes.report.estimands.compute_estimands`).
+    :func:`alliance_bayes.model.regression.estimands.compute_estimands`).
     """
     counts = care_counts(care_index)
     total = sum(counts.values())

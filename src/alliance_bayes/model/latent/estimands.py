@@ -1,0 +1,114 @@
+"""The estimands of the latent family: each outcome's regression estimands, then the measurement's.
+
+The outcome parameters carry an ``outcome`` dimension; each outcome's slice is handed to the
+regression family's :func:`~alliance_bayes.model.regression.estimands.compute_estimands`, so the
+estimands keep the stable names of the single-outcome models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import xarray as xr
+
+from alliance_bayes.model.regression.estimands import compute_estimands, put_estimand
+
+__all__ = ["compute_joint_estimands"]
+
+
+def compute_joint_estimands(
+    posterior: xr.Dataset,
+    *,
+    outcome_units: dict[str, str],
+    primary: str,
+    care_weights: Mapping[str, Mapping[str, float] | None] | None = None,
+) -> xr.Dataset:
+    """Estimands of a model with an ``outcome`` dimension (the latent-alliance model).
+
+    Parameters
+    ----------
+    posterior : xarray.Dataset
+        Posterior whose outcome parameters (``mu_b``, ``b``, ``sd_b``, ``sd_provider``, ``sigma``,
+        ``b_baseline``, ``b_covariate``) carry a leading ``outcome`` dimension (e.g. ``who5``,
+        ``phq9``).
+    outcome_units : dict
+        Units of each outcome coordinate, e.g. ``{"who5": "WHO-5 points", "phq9": "PHQ-9 points"}``.
+    primary : str
+        The outcome coordinate whose estimands keep the plain stable names (``b_goal_within`` …),
+        so that they line up with the single-outcome models; every other outcome's estimands are
+        prefixed ``"<outcome>:"`` (``phq9:b_goal_within``) and their ``subscale`` attribute too,
+        so that tables keep the outcomes in separate rows.
+    care_weights : mapping, optional
+        Per outcome coordinate, the weights of its pooled slopes (the care mix of the clients
+        whose outcome is observed); see
+        :func:`~alliance_bayes.model.regression.estimands.compute_estimands`.
+
+    Returns
+    -------
+    xarray.Dataset
+        The :func:`compute_estimands` of each outcome, then ``rho_outcomes`` (residual correlation
+        of the outcomes, where both are observed) and the measurement estimands (kind
+        ``"measurement"``): ``threshold[<subscale>,<k>|<k+1>]`` (logit units, client latent SD 1),
+        ``discrimination[<subscale>]``, ``sd_provider_alliance[<subscale>]`` (SD of the provider
+        part of the latent alliance, in client-SD units) and ``corr_client_alliance[<pair>]``.
+    """
+    out: dict[str, xr.DataArray] = {}
+    outcomes = [str(o) for o in posterior["outcome"].values]
+    with_dim = [v for v in posterior.data_vars if "outcome" in posterior[v].dims]
+    for o in [primary, *(o for o in outcomes if o != primary)]:
+        part = compute_estimands(
+            posterior[with_dim].sel(outcome=o),
+            outcome_units=outcome_units[o],
+            care_weights=(care_weights or {}).get(o),
+        )
+        prefix = "" if o == primary else f"{o}:"
+        for name, da in part.data_vars.items():
+            attrs = dict(da.attrs)
+            if prefix and "subscale" in attrs:
+                attrs["subscale"] = prefix + attrs["subscale"]
+            out[prefix + str(name)] = da.assign_attrs(attrs)
+    if "rho_outcomes" in posterior:
+        put_estimand(
+            out,
+            "rho_outcomes",
+            posterior["rho_outcomes"],
+            units=f"correlation of the {' and '.join(outcomes)} residuals (-1 to 1)",
+            kind="variance component",
+        )
+    if "threshold" in posterior:
+        th = posterior["threshold"]
+        for s in (str(x) for x in th["subscale"].values):
+            for k in (str(x) for x in th["cut"].values):
+                put_estimand(
+                    out,
+                    f"threshold[{s},{k}]",
+                    th.sel(subscale=s, cut=k),
+                    units="logit units (client latent SD = 1)",
+                    kind="measurement",
+                    subscale=s,
+                )
+    for var, units in (
+        ("discrimination", "per client latent SD (logit scale)"),
+        ("sd_provider_alliance", "client latent SDs"),
+    ):
+        if var in posterior:
+            for s in (str(x) for x in posterior[var]["subscale"].values):
+                put_estimand(
+                    out,
+                    f"{var}[{s}]",
+                    posterior[var].sel(subscale=s),
+                    units=units,
+                    kind="measurement",
+                    subscale=s,
+                )
+    if "corr_client_alliance" in posterior:
+        corr = posterior["corr_client_alliance"]
+        for pair in (str(x) for x in corr["subscale_pair"].values):
+            put_estimand(
+                out,
+                f"corr_client_alliance[{pair}]",
+                corr.sel(subscale_pair=pair),
+                units="correlation of client latent subscale scores (-1 to 1)",
+                kind="measurement",
+            )
+    return xr.Dataset(out)
