@@ -12,6 +12,7 @@ from alliance_bayes.inference import (
     LOG_DENSITY_BLOCK,
     auxiliary_compilation,
     compile_log_density,
+    initial_points_without_c,
     log_density,
 )
 
@@ -79,3 +80,16 @@ def test_auxiliary_compilation_gives_the_backends_draws_and_densities():
         densities = log_density(model, posterior, rvs, AUXILIARY_MODE)
     for rv in rvs:
         np.testing.assert_allclose(densities[rv.name], reference[rv.name], rtol=1e-12, atol=1e-12)
+
+
+def test_initial_points_built_without_c_are_the_same():
+    """nutpie's initial points from the function built with no C compiler equal PyMC's own."""
+    from pymc.initial_point import make_initial_point_fn
+
+    model = _toy_model(np.random.default_rng(20221013))
+    reference = make_initial_point_fn(model=model, jitter_rvs=set(model.free_RVs))(7)
+    with initial_points_without_c():
+        points = make_initial_point_fn(model=model, jitter_rvs=set(model.free_RVs))(7)
+    assert points.keys() == reference.keys()
+    for name, value in reference.items():
+        np.testing.assert_array_equal(points[name], value)

@@ -47,17 +47,35 @@ COMPILE_FLAGS = {**REPRODUCIBLE_COMPILE, "traceback__limit": 0}
 #: log densities) are compiled: PyTensor's FAST_COMPILE mode with no C compiler, so that every node
 #: runs as NumPy and nothing is compiled. They see a few hundred calls on blocks of draws, where
 #: NumPy is as fast as compiled code, while compiling them with the sampler's backend (numba) took
-#: about 45 of the default fit's 111 s on an empty compile cache, and FAST_COMPILE's C thunks
-#: still 5 s of gcc (docs/benchmarks.md). The draws and densities are the same to 1e-15 (the
-#: random streams are NumPy's in both). The sampler's gradient, called millions of times, keeps
-#: its backend.
+#: about 45 of the default fit's 111 s on an empty compile cache (docs/benchmarks.md). The draws
+#: and densities are the same to 1e-15 (the random streams are NumPy's in both). The sampler's
+#: gradient, called millions of times, keeps its backend. (The C compiler is switched off only
+#: here: with none, PyTensor also caps elementwise fusion at 32 operands in every mode, numba's
+#: included, which changed the latent model's compiled gradient.)
 AUXILIARY_MODE = "FAST_COMPILE"
 
 
 @contextmanager
 def auxiliary_compilation() -> Iterator[None]:
-    """Compile the post-sampling functions in :data:`AUXILIARY_MODE` with no C compiler."""
-    with pytensor.config.change_flags(mode=AUXILIARY_MODE, cxx=""):
+    """Compile the post-sampling functions in :data:`AUXILIARY_MODE`, with no C compiler."""
+    with pytensor.config.change_flags(mode=AUXILIARY_MODE, cxx="", **COMPILE_FLAGS):
+        yield
+
+
+@contextmanager
+def initial_points_without_c() -> Iterator[None]:
+    """Build PyMC's initial-point functions (FAST_COMPILE, with a scan for the LKJ priors), which
+    nutpie calls a few times, with no C compiler: gcc compiled them in about 10 s of a cold default
+    fit (docs/benchmarks.md). The same initial points either way."""
+    import pymc.initial_point as initial_point
+
+    original = initial_point.compile
+
+    def compile_without_c(*args, **kwargs):
+        with pytensor.config.change_flags(cxx=""):
+            return original(*args, **kwargs)
+
+    with mock.patch.object(initial_point, "compile", compile_without_c):
         yield
 
 
@@ -196,8 +214,6 @@ def sample_model(
     prior_seed, sample_seed, ppc_seed = (int(s) for s in seeds)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    # nutpie's initial-point function is compiled by PyTensor's C linker, which warns that pip
-    # installs no system BLAS; that function does no linear algebra, so the warning is noise.
     with (
         interrupts_recorded() as interrupted,
         model,
@@ -212,9 +228,9 @@ def sample_model(
                 patches.enter_context(
                     mock.patch.object(pymc.sampling.mcmc, "NutpieProgressBarManager", ProgressLines)
                 )
-        warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
         if settings.sampler == "nutpie":
             patches.enter_context(cached_wrappers())
+        patches.enter_context(initial_points_without_c())
         # The only Potential in these models is a collapsed likelihood, which prior draws must ignore.
         warnings.filterwarnings("ignore", message="The effect of Potentials on other parameters")
         t = time.perf_counter()
