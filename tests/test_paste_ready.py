@@ -103,6 +103,8 @@ def test_estimands_reader_skips_the_comment_lines_of_older_bundles(bundle, tmp_p
         ("beta_obs_baseline", "β (observed scale): Baseline score"),
         ("phq9:sigma", "phq9: Residual SD"),
         ("something_new", "Something new"),
+        ("b_primary_diagnosis[anxiety]", "Primary diagnosis: anxiety"),
+        ("beta_diagnosis[ptsd]", "β: Diagnosis: ptsd"),
     ],
 )
 def test_readable_labels(name, label):

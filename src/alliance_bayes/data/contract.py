@@ -6,12 +6,13 @@ A study is a folder with three tables, each stored as one file (CSV, Parquet, Ex
 ``providers``
     ``provider_id`` (text, unique), ``provider_type`` in {therapist, coach}.
 ``clients``
-    ``client_id`` (text, unique), ``age`` (years, 18–100), ``sex`` in {female, male, other} or
-    empty, ``country`` (optional column, may be empty), ``who5_baseline`` (0–100, required) and
-    ``who5_followup`` (0–100, may be empty), ``phq9_baseline`` and ``phq9_followup`` (0–27, optional
-    columns, may be empty), and either ``first_session`` + ``last_session`` (ISO dates, YYYY-MM-DD)
-    or ``days_in_care`` (whole days >= 0); when both are given they must agree
-    (``days_in_care == last_session - first_session`` in calendar days).
+    ``client_id`` (text, unique), ``age`` (years, 18–100, or the study's declared age range:
+    :func:`parse_age_range`), ``sex`` in {female, male, other} or empty, ``country`` (optional
+    column, may be empty), ``who5_baseline`` (0–100, required) and ``who5_followup`` (0–100, may
+    be empty), ``phq9_baseline`` and ``phq9_followup`` (0–27, optional columns, may be empty), and
+    either ``first_session`` + ``last_session`` (ISO dates, YYYY-MM-DD) or ``days_in_care`` (whole
+    days >= 0); when both are given they must agree (``days_in_care == last_session -
+    first_session`` in calendar days).
 ``sessions``
     One row per session: ``client_id``, ``provider_id``, ``session_date`` or ``session_index``
     (integer >= 1, unique within a client), ``wai_goal``, ``wai_bond`` and optionally ``wai_task``
@@ -38,6 +39,7 @@ row ``r`` is on line ``r + 1``; messages give both.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,10 +48,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from alliance_bayes.data.covariates import DERIVED_CLIENT_COLUMNS, LEVEL, Covariate
 from alliance_bayes.data.instruments import Instrument
 from alliance_bayes.errors import _MAX_SHOWN, DataContractError, _Bare, _Text
 
 __all__ = [
+    "AGE_RANGE",
     "CLIENT_COLUMNS",
     "ITEM_COLUMNS",
     "KNOWN_COLUMNS",
@@ -60,6 +64,7 @@ __all__ = [
     "TABLES",
     "DataContractError",
     "Problems",
+    "parse_age_range",
     "suggest_column",
     "validate_study",
 ]
@@ -68,6 +73,8 @@ TABLES: tuple[str, ...] = ("providers", "clients", "sessions")
 PROVIDER_TYPES: tuple[str, ...] = ("therapist", "coach")
 SEXES: tuple[str, ...] = ("female", "male", "other")
 ITEM_COLUMNS: tuple[str, ...] = ("wai_goal", "wai_bond", "wai_task")
+#: The ages (years, inclusive) a client may have unless the study declares its own range.
+AGE_RANGE: tuple[float, float] = (18.0, 100.0)
 
 #: Columns of the validated (canonical) tables, in order. Optional columns absent from the input are
 #: present here, empty; ``days_in_care`` and ``session_index`` are derived when not given.
@@ -95,6 +102,39 @@ SESSION_COLUMNS: tuple[str, ...] = (
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([ T].*)?$")
 _DATETIME = "datetime64[ns]"
+#: What :func:`check_tables` calls the declarations when no ``study.toml`` holds them.
+_IN_MEMORY = "covariates"
+
+
+def parse_age_range(raw: object) -> tuple[tuple[float, float] | None, list[str]]:
+    """A declared ``age_range = [low, high]`` as ``(low, high)``, or the problems with it.
+
+    The bounds are ages in years, both inclusive, with ``0 <= low < high``. A study of young
+    people declares ``age_range = [12, 25]`` at the top of its ``study.toml``; without a
+    declaration the contract's :data:`AGE_RANGE` holds.
+
+    Returns
+    -------
+    tuple
+        ``((low, high), [])``, or ``(None, problems)``: each problem a sentence naming
+        ``age_range``, what it must be and the value given.
+    """
+    usage = "age_range: [low, high], two ages in years with 0 <= low < high (e.g. [12, 25])"
+    bounds = list(raw) if isinstance(raw, list | tuple) else []
+    # a bool is an int to Python, but never an age
+    numeric = [
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in bounds
+    ]
+    if len(bounds) != 2 or not all(numeric):
+        return None, [f"{usage}, got {raw!r}"]
+    low, high = float(bounds[0]), float(bounds[1])
+    wrong = [
+        *(["a negative age"] if min(low, high) < 0 else []),
+        *(["low >= high"] if low >= high else []),
+    ]
+    if wrong:
+        return None, [f"{usage}, got {bounds!r} ({' and '.join(wrong)})"]
+    return (low, high), []
 
 
 # --------------------------------------------------------------------------------------------------
@@ -281,7 +321,9 @@ def _number_column(
     *,
     required: bool,
     what: str,
+    why: str = "",
 ) -> pd.Series:
+    """Numbers in ``[low, high]``; ``why`` follows the range in messages (where it comes from)."""
     if column not in df.columns:
         return pd.Series(np.nan, index=df.index, dtype="float64")
     raw = df[column]
@@ -290,7 +332,7 @@ def _number_column(
     if required:
         bad |= missing
     if bad.any():
-        expected = f"{what} between {low:g} and {high:g}" + ("" if required else " (or empty)")
+        expected = f"{what} between {low:g} and {high:g}{why}" + ("" if required else " (or empty)")
         p.add(src.fail_where(bad, raw, column, expected))
     return values.mask(bad)
 
@@ -383,9 +425,13 @@ def suggest_column(name: str, table: str) -> str:
     return ""
 
 
-def declared_columns(outcomes: Mapping[str, Instrument]) -> tuple[str, ...]:
-    """The clients-table columns of declared outcome instruments (baseline, follow-up each)."""
-    return tuple(c for i in outcomes.values() for c in (i.baseline, i.followup))
+def declared_columns(
+    outcomes: Mapping[str, Instrument], covariates: Mapping[str, Covariate] | None = None
+) -> tuple[str, ...]:
+    """The clients-table columns a study declares: outcome instruments (baseline, follow-up
+    each), then covariates."""
+    scores = tuple(c for i in outcomes.values() for c in (i.baseline, i.followup))
+    return scores + tuple(covariates or {})
 
 
 def _unknown_columns(
@@ -564,15 +610,125 @@ def _declared_scores(
     return out
 
 
+def _level_text(s: pd.Series) -> pd.Series:
+    """A level column as text; whole numbers (codes read from a statistics file) as ``"2"``."""
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        values = s.to_numpy(dtype="float64", na_value=np.nan)
+        whole = np.isnan(values) | (values % 1 == 0)
+        if whole.all():
+            return _text(s.astype("Int64").astype("str").where(s.notna()))
+    return _text(s)
+
+
+def _declared_covariate(
+    df: pd.DataFrame, src: Source, c: Covariate, declared_in: str, p: Problems
+) -> pd.Series | None:
+    """A declared covariate's column, typed (float, or text levels), or None when absent."""
+    where = f"declared [covariates.{c.name}] in {declared_in}"
+    if not _present(df, c.name):
+        found = ", ".join(map(str, df.columns))
+        header = "the header (line 1)" if src.csv else "the table"
+        p.add(
+            src.fail(
+                f"a column named {c.name!r} holding values in {header} ({where}); columns "
+                f"found: {found}",
+                column=c.name,
+            )
+        )
+        return None
+    raw = df[c.name]
+    if not c.coded:
+        values, missing, bad = _numbers(raw)
+        expected = f"a number ({where}), or empty"
+        if c.type == "binary":
+            bad = bad | (~missing & ~values.isin([0.0, 1.0]))
+            expected = (
+                f"0 or 1 ({where}; for two text levels declare reference = '<level>'), or empty"
+            )
+        if bad.any():
+            p.add(src.fail_where(bad, raw, c.name, expected))
+        return values.mask(bad)
+    levels = _level_text(raw)
+    present = levels.notna()
+    if c.levels:
+        bad = present & ~levels.isin(c.levels)
+        expected = f"one of {', '.join(c.levels)} ({where}), or empty"
+    else:
+        bad = present & ~levels.str.fullmatch(LEVEL.pattern).fillna(False).astype(bool)
+        expected = (
+            f"a level made of letters, digits, _ . and - ({where}; it names the estimand "
+            f"b_{c.name}[<level>]), or empty"
+        )
+    if bad.any():
+        p.add(src.fail_where(bad, raw, c.name, expected, quote=True))
+        return levels.mask(bad)
+    seen = sorted(set(levels.dropna()))
+    if c.reference not in seen:
+        p.add(
+            src.fail(
+                f"the reference level {c.reference!r} among the values of column {c.name!r} "
+                f"({where}; a contrast needs clients at its reference); levels found: "
+                + (", ".join(seen) or "none"),
+                column=c.name,
+            )
+        )
+    if c.type == "binary" and len(seen) > 2:
+        p.add(
+            src.fail(
+                f"at most two levels in a binary covariate ({where}); levels found: "
+                + ", ".join(seen)
+                + " (declare it categorical)",
+                column=c.name,
+            )
+        )
+    return levels
+
+
+def _covariate_names(
+    covariates: Mapping[str, Covariate],
+    outcomes: Mapping[str, Instrument],
+    declared_in: str,
+    p: Problems,
+) -> dict[str, Covariate]:
+    """The declared covariates whose names are free; a name the study already uses is a problem."""
+    taken = {c for cols in KNOWN_COLUMNS.values() for c in cols} | set(DERIVED_CLIENT_COLUMNS)
+    taken |= {f"{i.name}{part}" for i in outcomes.values() for part in ("_baseline", "_followup")}
+    taken |= {f"{i.name}_change" for i in outcomes.values()}
+    clash = sorted(name for name in covariates if name in taken)
+    if clash:
+        p.add(
+            DataContractError(
+                declared_in,
+                "[covariates.<name>] with a name that no contract, derived or declared outcome "
+                "column has (a contract column is read and checked as the contract says; rename "
+                "the column and its declaration)",
+                got=[_Text(name) for name in clash],
+                csv=False,
+            )
+        )
+    return {name: c for name, c in covariates.items() if name not in taken}
+
+
 def _clients(
-    df: pd.DataFrame, src: Source, p: Problems, outcomes: Mapping[str, Instrument] | None = None
+    df: pd.DataFrame,
+    src: Source,
+    p: Problems,
+    outcomes: Mapping[str, Instrument] | None = None,
+    covariates: Mapping[str, Covariate] | None = None,
+    declared_in: str = _IN_MEMORY,
+    age_range: tuple[float, float] | None = None,
 ) -> _Checked:
     out = pd.DataFrame(index=df.index)
     ids = _unique_ids(df, src, "client_id", p) if _has(df, src, "client_id", p) else None
     out["client_id"] = ids
     if _has(df, src, "age", p):
+        low, high = age_range or AGE_RANGE
+        why = ""
+        if age_range is not None:
+            where = "" if declared_in == _IN_MEMORY else f" in {declared_in}"
+            why = f" (age_range = [{low:g}, {high:g}] declared{where})"
         out["age"] = _number_column(
-            df, src, "age", 18, 100, p, required=True, what="an age in years"
+            df, src, "age", low, high, p, required=True, what="an age in years", why=why
         )
     if _has(df, src, "sex", p):
         out["sex"] = _category(df, src, "sex", SEXES, p, required=False)
@@ -591,6 +747,10 @@ def _clients(
         )
     for column, values in _declared_scores(df, src, outcomes or {}, p).items():
         out[column] = values
+    for c in (covariates or {}).values():
+        values = _declared_covariate(df, src, c, declared_in, p)
+        if values is not None:
+            out[c.name] = values
 
     has_dates = _present(df, "first_session") or _present(df, "last_session")
     has_days = _present(df, "days_in_care")
@@ -771,6 +931,9 @@ def check_tables(
     ignore: Collection[str] = (),
     how_to_ignore: str = "ignore_columns=[...]",
     outcomes: Mapping[str, Instrument] | None = None,
+    covariates: Mapping[str, Covariate] | None = None,
+    declared_in: str = _IN_MEMORY,
+    age_range: tuple[float, float] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Check the tables that are given, adding every problem to ``p``; the typed tables.
 
@@ -778,12 +941,20 @@ def check_tables(
     not checked. The typed tables are meaningful only when ``p`` stays empty. ``outcomes`` are the
     study's declared instruments (:mod:`alliance_bayes.data.instruments`): their baseline and
     follow-up columns may be in the clients table, checked against the declared range and step.
+    ``covariates`` are its declared covariates (:mod:`alliance_bayes.data.covariates`), each a
+    column of the clients table checked against its type; ``declared_in`` names where they are
+    declared (the ``study.toml``), for messages. ``age_range`` is the study's declared
+    ``(low, high)`` (:func:`parse_age_range`), checked instead of :data:`AGE_RANGE`.
     """
     outcomes = outcomes or {}
-    declared = declared_columns(outcomes)
+    # a declared column is never an unknown one, even when its name is refused below
+    declared = declared_columns(outcomes, covariates)
+    usable = _covariate_names(covariates or {}, outcomes, declared_in, p)
     checks = {
         "providers": _providers,
-        "clients": lambda df, src, p: _clients(df, src, p, outcomes),
+        "clients": lambda df, src, p: _clients(
+            df, src, p, outcomes, usable, declared_in, age_range
+        ),
         "sessions": _sessions,
     }
     checked = {}
@@ -799,7 +970,7 @@ def check_tables(
     if len(checked) == len(TABLES):
         _links(checked, sources, p)
     columns = {t: list(KNOWN_COLUMNS[t]) for t in TABLES}
-    columns["clients"] += list(declared)
+    columns["clients"] += [c for c in declared if c not in columns["clients"]]
     return {
         t: c.table.reindex(columns=columns[t]).reset_index(drop=True) for t, c in checked.items()
     }
@@ -811,6 +982,8 @@ def validate_tables(
     *,
     ignore: Collection[str] = (),
     outcomes: Mapping[str, Instrument] | None = None,
+    covariates: Mapping[str, Covariate] | None = None,
+    age_range: Sequence[float] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Validate three raw tables whose index holds 0-based data-row numbers.
 
@@ -819,7 +992,20 @@ def validate_tables(
     """
     p = Problems()
     check_ignore_list(ignore, "ignore_columns", p)
-    typed = check_tables(frames, sources, p, ignore=ignore, outcomes=outcomes)
+    ages = None
+    if age_range is not None:
+        ages, wrong = parse_age_range(age_range)
+        for problem in wrong:
+            p.add(DataContractError("age_range", problem, csv=False))
+    typed = check_tables(
+        frames,
+        sources,
+        p,
+        ignore=ignore,
+        outcomes=outcomes,
+        covariates=covariates,
+        age_range=ages,
+    )
     p.raise_any()
     return tuple(typed[t] for t in TABLES)  # type: ignore[return-value]
 
@@ -831,6 +1017,8 @@ def validate_study(
     *,
     ignore_columns: Iterable[str] = (),
     outcomes: Mapping[str, Instrument] | None = None,
+    covariates: Mapping[str, Covariate] | None = None,
+    age_range: Sequence[float] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Check three in-memory tables against the contract and return typed copies.
 
@@ -846,6 +1034,13 @@ def validate_study(
         Declared outcome instruments (:mod:`alliance_bayes.data.instruments`): the clients table
         may hold their ``<name>_baseline`` and ``<name>_followup`` columns (kept, checked against
         the declared range and step).
+    covariates : mapping of str to Covariate, optional
+        Declared client covariates (:mod:`alliance_bayes.data.covariates`): each is a column of
+        the clients table, kept and checked against its declared type.
+    age_range : sequence of two numbers, optional
+        The ages (years, inclusive) the study's clients may have, ``[low, high]`` with
+        ``0 <= low < high``, as ``age_range`` in a ``study.toml`` declares; :data:`AGE_RANGE`
+        (18–100) when not given. A malformed range is reported with the tables' problems.
 
     Returns
     -------
@@ -866,4 +1061,11 @@ def validate_study(
         for t, df in zip(TABLES, (providers, clients, sessions), strict=True)
     }
     sources = {t: memory_source(t) for t in TABLES}
-    return validate_tables(frames, sources, ignore=frozenset(ignore_columns), outcomes=outcomes)
+    return validate_tables(
+        frames,
+        sources,
+        ignore=frozenset(ignore_columns),
+        outcomes=outcomes,
+        covariates=covariates,
+        age_range=age_range,
+    )

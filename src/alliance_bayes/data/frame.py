@@ -71,6 +71,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from alliance_bayes.data.covariates import Covariate
 from alliance_bayes.data.instruments import Instrument
 from alliance_bayes.data.load import RawStudy
 
@@ -105,7 +106,9 @@ class AnalysisFrame:
         ``alliance_{s}_n_sessions`` (sessions behind the score), plus ``alliance_between`` /
         ``alliance_within`` / ``alliance_n_sessions`` for the composite (see the module
         docstring); and ``<name>_baseline``, ``<name>_followup``, ``<name>_change`` for each
-        declared outcome instrument in :attr:`outcomes`.
+        declared outcome instrument in :attr:`outcomes`; and a column per declared covariate in
+        :attr:`covariates`, named like it (``float64`` for a numeric or 0/1 one, text levels for
+        a categorical or text-coded binary one; missing stays missing).
     providers : pandas.DataFrame
         One row per provider with at least one session, RangeIndex. Columns: ``provider``,
         ``provider_type`` (Categorical: therapist, coach), ``n_clients``, ``n_sessions``,
@@ -134,6 +137,8 @@ class AnalysisFrame:
         The outcome instruments the study declares (:attr:`RawStudy.outcomes`).
     outcomes_declared_in : str
         Where they are declared (the study's ``study.toml``), for messages; ``""`` when nowhere.
+    covariates : dict of str to Covariate
+        The client covariates the study declares (:attr:`RawStudy.covariates`).
     """
 
     clients: pd.DataFrame
@@ -146,6 +151,7 @@ class AnalysisFrame:
     alliance_sessions: int = 0
     outcomes: dict[str, Instrument] = dataclasses.field(default_factory=dict)
     outcomes_declared_in: str = ""
+    covariates: dict[str, Covariate] = dataclasses.field(default_factory=dict)
 
     def __repr__(self) -> str:
         return (
@@ -559,6 +565,11 @@ def build_frame(
         clients[instrument.baseline] = base
         clients[instrument.followup] = follow
         clients[f"{instrument.name}_change"] = follow - base
+    for name, covariate in study.covariates.items():
+        values = raw[name]
+        clients[name] = (
+            values.astype("str") if covariate.coded else values.to_numpy(dtype=np.float64)
+        )
     clients["elevated"] = np.asarray(elevated, dtype=bool)
     for name, values in client_alliance.items():
         clients[name] = values
@@ -591,4 +602,5 @@ def build_frame(
         alliance_sessions=int(alliance_sessions),
         outcomes=dict(study.outcomes),
         outcomes_declared_in=str(study.settings or ""),
+        covariates=dict(study.covariates),
     )

@@ -13,8 +13,11 @@ built in (:data:`BUILT_IN`); a study declares any other in its ``study.toml``::
     reliability = 0.8  # test-retest, optional, with its source
     source = "..."
 
-An instrument shipped here (:data:`SHIPPED`) may be declared by its name alone
-(``[outcomes.gad7]``); the keys given replace the shipped values.
+An instrument shipped here (:data:`SHIPPED`: GAD-7, CORE-10, OQ-45) may be declared by its name
+alone (``[outcomes.core10]``); the keys given replace the shipped values (``range = [0, 4]``,
+``step = 0.1`` and ``cutoff = 1.1`` for the CORE-10 as a mean item score, for instance). A
+``source`` given without a ``reliability`` drops the shipped reliability, which belongs to the
+shipped source.
 
 The declarations of the studies loaded in this process are kept by name (:func:`declare`), so that
 a spec, parsed without a study, finds its outcome's range, label and units once a study that
@@ -113,13 +116,34 @@ BUILT_IN: dict[str, Instrument] = {
     ),
 }  # fmt: skip
 
-#: Instruments a study may declare by name alone. GAD-7: seven items scored 0–3, a sum of 0–21;
-#: 10 is the cut-off for moderate anxiety (Spitzer, Kroenke, Williams & Löwe 2006,
-#: doi:10.1001/archinte.166.10.1092). No reliability is shipped: a study states its own.
+#: Instruments a study may declare by name alone; each is the sum of its items, so its step is 1
+#: and higher is worse. A reliability is shipped only where the cited source reports a test–retest
+#: one; otherwise a study states its own, with its source.
+#:
+#: * GAD-7: seven items scored 0–3, a sum of 0–21; 10 is the cut-off for moderate anxiety
+#:   (Spitzer, Kroenke, Williams & Löwe 2006, doi:10.1001/archinte.166.10.1092). No reliability.
+#: * CORE-10: ten items scored 0–4, a sum of 0–40; scores of 11 and above are in the clinical
+#:   range (Barkham et al. 2013, Counselling and Psychotherapy Research 13(1):3–13,
+#:   doi:10.1080/14733145.2012.729069). No reliability: the paper reports internal consistency,
+#:   not test–retest.
+#: * OQ-45 (OQ-45.2): 45 items scored 0–4, a sum of 0–180; scores of 64 and above are in the
+#:   clinical range (the 63/64 cut-off), and the test–retest reliability of the total over three
+#:   weeks is .84 (Lambert et al. 1996, Clinical Psychology & Psychotherapy 3(4):249–258).
 SHIPPED: dict[str, Instrument] = {
     "gad7": Instrument(
         "gad7", "GAD-7", 0.0, 21.0, "lower", step=1.0, cutoff=10.0,
         source="Spitzer, Kroenke, Williams & Löwe 2006, doi:10.1001/archinte.166.10.1092",
+    ),
+    "core10": Instrument(
+        "core10", "CORE-10", 0.0, 40.0, "lower", step=1.0, cutoff=11.0,
+        source="Barkham et al. 2013, Counselling and Psychotherapy Research 13(1):3–13, "
+        "doi:10.1080/14733145.2012.729069",
+    ),
+    "oq45": Instrument(
+        "oq45", "OQ-45", 0.0, 180.0, "lower", step=1.0, cutoff=64.0, reliability=0.84,
+        source="Lambert et al. 1996, Clinical Psychology & Psychotherapy 3(4):249–258, "
+        "doi:10.1002/(SICI)1099-0879(199612)3:4<249::AID-CPP106>3.0.CO;2-S "
+        "(test–retest over three weeks)",
     ),
 }  # fmt: skip
 
@@ -180,7 +204,10 @@ def _one(name: str, raw: Any, reserved: frozenset[str]) -> tuple[Instrument | No
     if cutoff is not None and not (_number(cutoff) and values["low"] <= cutoff <= values["high"]):
         problems.append(f"{where}.cutoff: a number within the range, got {cutoff!r}")
     values["cutoff"] = float(cutoff) if _number(cutoff) else None
-    reliability = raw.get("reliability", base.reliability if base else None)
+    # a shipped reliability is its shipped source's: another source given without a reliability
+    # would otherwise be cited for a number it never reported
+    shipped = base.reliability if base and "source" not in raw else None
+    reliability = raw.get("reliability", shipped)
     if reliability is not None and not (_number(reliability) and 0 < reliability < 1):
         problems.append(f"{where}.reliability: a number in (0, 1), got {reliability!r}")
     values["reliability"] = float(reliability) if _number(reliability) else None

@@ -29,7 +29,14 @@ the long export's file name when it is not ``sessions_long``::
 
 and the outcome instruments the clients table holds beyond WHO-5 and PHQ-9, as
 ``[outcomes.<name>]`` tables (:mod:`alliance_bayes.data.instruments`; ``<name>_baseline`` and
-``<name>_followup`` are then columns of the clients table, checked against the declared range).
+``<name>_followup`` are then columns of the clients table, checked against the declared range),
+and client covariates as ``[covariates.<name>]`` tables (:mod:`alliance_bayes.data.covariates`;
+``<name>`` is then a column of the clients table, checked against its declared type; the value
+labels of a categorical or text-coded binary covariate in a Stata or SPSS file are read as its
+levels). A study whose clients are not adults declares the ages it admits (years, inclusive;
+18–100 when not declared), above the first table::
+
+    age_range = [12, 25]
 
 Any other column the contract does not name is refused (a misspelled ``WAI_Task`` would otherwise
 lose its data). ``load_study(folder, ignore_columns=[...])`` declares more from Python.
@@ -57,6 +64,7 @@ import pandas as pd
 from pandas.io.stata import StataMissingValue
 
 from alliance_bayes.data.contract import (
+    AGE_RANGE,
     KNOWN_COLUMNS,
     TABLES,
     DataContractError,
@@ -64,8 +72,11 @@ from alliance_bayes.data.contract import (
     Source,
     check_ignore_list,
     check_tables,
+    declared_columns,
+    parse_age_range,
     validate_study,
 )
+from alliance_bayes.data.covariates import Covariate, parse_covariates
 from alliance_bayes.data.instruments import Instrument, declare, parse_declarations
 from alliance_bayes.data.long_export import LONG_STEM, split_long
 
@@ -155,8 +166,13 @@ class RawStudy:
         file and column (empty for other formats).
     outcomes : dict of str to Instrument
         The outcome instruments declared in ``study.toml`` (``[outcomes.<name>]``), by name.
+    covariates : dict of str to Covariate
+        The client covariates declared in ``study.toml`` (``[covariates.<name>]``), by name.
     settings : pathlib.Path or None
         The ``study.toml`` read, if any.
+    age_range : tuple of float
+        The ages (years, inclusive) the clients were checked against: the ``age_range`` declared
+        in ``study.toml``, else the contract's 18–100.
     """
 
     providers: pd.DataFrame
@@ -169,6 +185,8 @@ class RawStudy:
     conversions: tuple[Conversion, ...] = ()
     outcomes: dict[str, Instrument] = field(default_factory=dict)
     settings: Path | None = None
+    covariates: dict[str, Covariate] = field(default_factory=dict)
+    age_range: tuple[float, float] = AGE_RANGE
 
     @classmethod
     def from_frames(
@@ -179,6 +197,8 @@ class RawStudy:
         *,
         ignore_columns: Iterable[str] = (),
         outcomes: dict[str, Instrument] | None = None,
+        covariates: dict[str, Covariate] | None = None,
+        age_range: Iterable[float] | None = None,
     ) -> RawStudy:
         """Validate three in-memory tables (a user's own frames, or a simulation) into a study.
 
@@ -191,6 +211,12 @@ class RawStudy:
             Columns the contract does not name that the tables may hold; they are dropped.
         outcomes : dict of str to Instrument, optional
             Declared outcome instruments, as ``[outcomes.<name>]`` of a ``study.toml`` declares.
+        covariates : dict of str to Covariate, optional
+            Declared client covariates, as ``[covariates.<name>]`` of a ``study.toml`` declares
+            (:func:`~alliance_bayes.data.covariates.parse_covariates` reads such tables).
+        age_range : pair of numbers, optional
+            The ages (years, inclusive) the clients may have, as ``age_range`` in a
+            ``study.toml`` declares (``(12, 25)``); 18–100 when not given.
 
         Returns
         -------
@@ -206,10 +232,18 @@ class RawStudy:
         ignore = frozenset(ignore_columns)
         frames = (providers, clients, sessions)
         outcomes = dict(outcomes or {})
+        covariates = dict(covariates or {})
+        ages = None if age_range is None else list(age_range)
         tables = dict(
             zip(
                 TABLES,
-                validate_study(*frames, ignore_columns=ignore, outcomes=outcomes),
+                validate_study(
+                    *frames,
+                    ignore_columns=ignore,
+                    outcomes=outcomes,
+                    covariates=covariates,
+                    age_range=ages,
+                ),
                 strict=True,
             )
         )
@@ -224,6 +258,9 @@ class RawStudy:
             sha256=digest.hexdigest(),
             ignored=held,
             outcomes=outcomes,
+            covariates=covariates,
+            # validated above, so a declared range parses
+            age_range=AGE_RANGE if ages is None else (float(ages[0]), float(ages[1])),
             **tables,
         )
 
@@ -364,13 +401,20 @@ def _find_files(
 
 @dataclass(frozen=True)
 class _Settings:
-    """What a folder's ``study.toml`` declares: ignored columns, the long export's name and the
-    outcome instruments."""
+    """What a folder's ``study.toml`` declares: ignored columns, the long export's name, the
+    outcome instruments, the client covariates and the clients' age range (None: undeclared)."""
 
     ignore: frozenset[str] = frozenset()
     path: Path | None = None
     long: str | None = None
     outcomes: dict[str, Instrument] = field(default_factory=dict)
+    covariates: dict[str, Covariate] = field(default_factory=dict)
+    age_range: tuple[float, float] | None = None
+
+    @property
+    def labelled(self) -> tuple[str, ...]:
+        """Columns whose Stata/SPSS value labels are read as the values."""
+        return _LABELLED + tuple(n for n, c in self.covariates.items() if c.coded)
 
 
 def _settings(folder: Path) -> _Settings:
@@ -386,7 +430,7 @@ def _settings(folder: Path) -> _Settings:
         raise DataContractError(
             path, f"a TOML file such as {example}; it could not be read ({reason})"
         ) from exc
-    unknown = sorted(set(raw) - {"ignore", "long", "outcomes"})
+    unknown = sorted(set(raw) - {*_TOP_LEVEL, "outcomes", "covariates"})
     ignore = raw.get("ignore", [])
     long = raw.get("long")
     bad_long = long is not None and not (
@@ -403,7 +447,8 @@ def _settings(folder: Path) -> _Settings:
             path,
             'only the key ignore, a list of column names (ignore = ["notes", "site"]), the '
             f"key long, the name of a long export in the folder ({_suffixes()}; long = "
-            '"export.sav"), and [outcomes.<name>] tables',
+            '"export.sav"), the key age_range, the clients\' ages (age_range = [12, 25]), '
+            "[outcomes.<name>] and [covariates.<name>] tables",
             got=[
                 *unknown,
                 *([] if isinstance(ignore, list) else [ignore]),
@@ -413,12 +458,37 @@ def _settings(folder: Path) -> _Settings:
         )
     reserved = frozenset(c for cols in KNOWN_COLUMNS.values() for c in cols)
     outcomes, problems = parse_declarations(raw.get("outcomes", {}), reserved)
+    covariates, wrong = parse_covariates(raw.get("covariates", {}))
+    problems += wrong + _misplaced(raw)
+    age_range = None
+    if "age_range" in raw:
+        age_range, wrong = parse_age_range(raw["age_range"])
+        problems += wrong
     if problems:
         p = Problems()
         for problem in problems:
             p.add(DataContractError(path, problem, csv=False))
         p.raise_any()
-    return _Settings(frozenset(ignore), path, long, outcomes)
+    return _Settings(frozenset(ignore), path, long, outcomes, covariates, age_range)
+
+
+#: The keys of a ``study.toml`` outside its tables.
+_TOP_LEVEL = ("ignore", "long", "age_range")
+
+
+def _misplaced(raw: dict) -> list[str]:
+    """A top-level key written below a ``[table]`` heading, which TOML reads as that table's."""
+    found = []
+    for group in ("outcomes", "covariates"):
+        tables = raw.get(group)
+        for name, table in tables.items() if isinstance(tables, dict) else ():
+            for key in _TOP_LEVEL:
+                if isinstance(table, dict) and key in table:
+                    found.append(
+                        f"[{group}.{name}]: {key} belongs at the top of the file, above the "
+                        "first [table] heading (a key below a heading is that table's)"
+                    )
+    return found
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -434,18 +504,24 @@ def _read_bytes(path: Path) -> bytes:
         ) from exc
 
 
-def _parse(table: str, path: Path, data: bytes) -> tuple[pd.DataFrame, list[Conversion]]:
+def _parse(
+    table: str, path: Path, data: bytes, labelled: tuple[str, ...] = _LABELLED
+) -> tuple[pd.DataFrame, list[Conversion]]:
     """Parse one file's bytes into a frame of raw values; index = 0-based data-row number.
 
-    Also returns the conversions of a Stata or SPSS file's cells (value labels, missing codes).
+    Also returns the conversions of a Stata or SPSS file's cells (value labels of the
+    ``labelled`` columns, missing codes).
     """
     fmt = path.suffix.lower().lstrip(".")
     src = Source(table, path, csv=fmt == "csv")
     if not data:
         raise src.fail("a header row and at least one data row; the file is empty (0 bytes)")
     readers = {"csv": _parse_csv, "parquet": _parse_parquet, "xlsx": _parse_xlsx}
-    readers |= {"dta": _parse_dta, "sav": _parse_sav}
-    df, conversions = readers[fmt](src, data)
+    if fmt in ("dta", "sav"):
+        reader = _parse_dta if fmt == "dta" else _parse_sav
+        df, conversions = reader(src, data, labelled)
+    else:
+        df, conversions = readers[fmt](src, data)
     df.columns = [str(c) for c in df.columns]
     if fmt in ("xlsx", "dta", "sav"):
         df = _whole_numbers(df)
@@ -589,7 +665,9 @@ def _extended_missing(value: object) -> str | None:
     return None
 
 
-def _parse_dta(src: Source, data: bytes) -> tuple[pd.DataFrame, list[Conversion]]:
+def _parse_dta(
+    src: Source, data: bytes, category_columns: tuple[str, ...] = _LABELLED
+) -> tuple[pd.DataFrame, list[Conversion]]:
     remedy = "Save it again from Stata (save or saveold), or export the table as CSV"
     try:
         # Stata's missing codes (., .a-.z) are NaN; value labels are applied below, to the
@@ -607,7 +685,7 @@ def _parse_dta(src: Source, data: bytes) -> tuple[pd.DataFrame, list[Conversion]
             extended = codes[column].map(_extended_missing).dropna()
             if len(extended):
                 conversions.append(_declared_missing(src, str(column), extended))
-    labelled = [c for c in _LABELLED if c in df.columns]
+    labelled = [c for c in category_columns if c in df.columns]
     if labelled:
         try:
             words = pd.read_stata(io.BytesIO(data), columns=labelled)
@@ -622,7 +700,9 @@ def _parse_dta(src: Source, data: bytes) -> tuple[pd.DataFrame, list[Conversion]
     return df, conversions
 
 
-def _parse_sav(src: Source, data: bytes) -> tuple[pd.DataFrame, list[Conversion]]:
+def _parse_sav(
+    src: Source, data: bytes, category_columns: tuple[str, ...] = _LABELLED
+) -> tuple[pd.DataFrame, list[Conversion]]:
     try:
         import pyreadstat
     except ImportError as exc:
@@ -650,7 +730,7 @@ def _parse_sav(src: Source, data: bytes) -> tuple[pd.DataFrame, list[Conversion]
         turned = df[column].isna() & codes[column].notna()
         if turned.any():
             conversions.append(_declared_missing(src, str(column), codes[column][turned]))
-    for column in _LABELLED:
+    for column in category_columns:
         labels = meta.variable_value_labels.get(column)
         if column in df.columns and labels:
             words = df[column].map(lambda v, lab=labels: lab.get(v))
@@ -691,8 +771,9 @@ def load_study(
         ``.parquet``, ``.xlsx``, ``.dta`` or ``.sav`` (exactly one file per table), or instead one
         long export ``sessions_long.<suffix>`` (one row per session, the client and provider
         columns repeated on every row), and optionally ``study.toml`` with ``ignore = [...]``, the
-        columns the analysis does not use, and ``long = "<file name>"``, the long export's name
-        when it is not ``sessions_long``.
+        columns the analysis does not use, ``long = "<file name>"``, the long export's name
+        when it is not ``sessions_long``, and ``age_range = [low, high]``, the ages the clients
+        may have when not 18–100.
     who5_metric : {"percentage", "raw"}
         The metric of ``who5_baseline`` and ``who5_followup``: the 0–100 percentage score (the
         default, as the paper reports it), or the raw 0–25 sum of the five items, which is
@@ -745,7 +826,7 @@ def load_study(
         frames, conversions = {}, []
         for table in TABLES:
             try:
-                frames[table], done = _parse(table, files[table], raw[table])
+                frames[table], done = _parse(table, files[table], raw[table], settings.labelled)
                 conversions += done
             except DataContractError as err:
                 p.add(err)
@@ -758,9 +839,16 @@ def load_study(
     else:
         data = _read_bytes(long)
         digest.update(data)
-        rows, conversions = _parse("sessions", long, data)
+        rows, conversions = _parse("sessions", long, data, settings.labelled)
         sources = {t: Source(t, long, csv=long.suffix.lower() == ".csv") for t in TABLES}
-        split = split_long(rows, sources["sessions"], p, ignore=ignore, how_to_ignore=how)
+        split = split_long(
+            rows,
+            sources["sessions"],
+            p,
+            ignore=ignore,
+            how_to_ignore=how,
+            client_columns=declared_columns(settings.outcomes, settings.covariates),
+        )
         if split is None:  # no ids: the rows cannot be split, so the tables cannot be checked
             p.raise_any()
         frames, files = split.frames, dict.fromkeys(TABLES, long)
@@ -768,7 +856,15 @@ def load_study(
     check_ignore_list(ignore, str(settings.path or "ignore_columns"), p)
     contract_from = len(p)
     typed = check_tables(
-        frames, sources, p, ignore=ignore, how_to_ignore=how, outcomes=settings.outcomes
+        frames,
+        sources,
+        p,
+        ignore=ignore,
+        how_to_ignore=how,
+        outcomes=settings.outcomes,
+        covariates=settings.covariates,
+        declared_in=str(settings.path or "covariates"),
+        age_range=settings.age_range,
     )
     if "clients" in typed:
         before = len(p)
@@ -791,6 +887,8 @@ def load_study(
         conversions=tuple(conversions),
         outcomes=dict(settings.outcomes),
         settings=settings.path,
+        covariates=dict(settings.covariates),
+        age_range=settings.age_range or AGE_RANGE,
     )
 
 
@@ -879,6 +977,7 @@ def write_study(
     fmt: str = "csv",
     *,
     ignore_columns: Iterable[str] = (),
+    age_range: Iterable[float] | None = None,
 ) -> dict[str, Path]:
     """Validate three tables and write them as a study folder.
 
@@ -893,6 +992,9 @@ def write_study(
         same data always give byte-identical files.
     ignore_columns : iterable of str, optional
         Columns the contract does not name that the tables may hold; they are not written.
+    age_range : pair of numbers, optional
+        The ages the clients may have (:meth:`RawStudy.from_frames`); 18–100 when not given. It
+        is not written: the folder's ``study.toml`` must declare it for the study to load.
 
     Returns
     -------
@@ -921,7 +1023,13 @@ def write_study(
     tables = dict(
         zip(
             TABLES,
-            validate_study(providers, clients, sessions, ignore_columns=ignore_columns),
+            validate_study(
+                providers,
+                clients,
+                sessions,
+                ignore_columns=ignore_columns,
+                age_range=None if age_range is None else list(age_range),
+            ),
             strict=True,
         )
     )

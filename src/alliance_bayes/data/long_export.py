@@ -72,9 +72,17 @@ def _show(value: object) -> str:
     return repr(text) if text.strip() else "<empty>"
 
 
-def _unknown(df: pd.DataFrame, src: Source, ignore: Collection[str], how: str, p: Problems) -> None:
-    """Each column of the long file that no table names and that is not ignored is a problem."""
-    known = {c for table in TABLES for c in KNOWN_COLUMNS[table]}
+def _unknown(
+    df: pd.DataFrame,
+    src: Source,
+    ignore: Collection[str],
+    how: str,
+    p: Problems,
+    declared: Collection[str] = (),
+) -> None:
+    """Each column of the long file that no table names, the study does not declare and that is
+    not ignored is a problem."""
+    known = {c for table in TABLES for c in KNOWN_COLUMNS[table]} | set(declared)
     for column in df.columns:
         if column in known or column in ignore:
             continue
@@ -136,6 +144,7 @@ def split_long(
     *,
     ignore: Collection[str] = (),
     how_to_ignore: str = "ignore_columns=[...]",
+    client_columns: Collection[str] = (),
 ) -> SplitExport | None:
     """Split a long (session-level) export into the contract's three raw tables.
 
@@ -152,6 +161,9 @@ def split_long(
         Columns declared ignored; they are dropped.
     how_to_ignore : str
         How to declare a column ignored, for the message about an unknown column.
+    client_columns : collection of str
+        Clients-table columns the study declares (``study.toml``: outcome instruments,
+        covariates), split out with the contract's client columns.
 
     Returns
     -------
@@ -160,7 +172,7 @@ def split_long(
         ``client_id`` or ``provider_id``, without which rows cannot be assigned to clients and
         providers.
     """
-    _unknown(df, src, ignore, how_to_ignore, p)
+    _unknown(df, src, ignore, how_to_ignore, p, client_columns)
     held = tuple(str(c) for c in df.columns if c in ignore)
     absent = [c for c in _ENTITY.values() if c not in df.columns]
     if absent:
@@ -177,7 +189,8 @@ def split_long(
     frames = {"sessions": df[[c for c in KNOWN_COLUMNS["sessions"] if c in df.columns]]}
     for table, id_column in _ENTITY.items():
         keys = _ids(df[id_column])
-        own = [c for c in KNOWN_COLUMNS[table] if c != id_column and c in df.columns]
+        columns = [*KNOWN_COLUMNS[table], *(client_columns if table == "clients" else ())]
+        own = [c for c in dict.fromkeys(columns) if c != id_column and c in df.columns]
         for column in own:
             _conflicts(df, keys, column, table, src, p)
         first = keys.notna() & ~keys.duplicated()

@@ -47,6 +47,9 @@ RATING_OUTCOMES = {
     "alliance_ratings": ("", (1.0, 5.0), "Session alliance rating (1–5)", "rating points"),
 }
 _OUTCOME_FACTS = {**OUTCOMES, **RATING_OUTCOMES}
+#: The built-in client covariates. A study declares others in its ``study.toml``
+#: (``[covariates.<name>]``, :mod:`alliance_bayes.data.covariates`); a regression spec may name
+#: them too, and its design checks that the study declares them.
 COVARIATES = ("age", "male", "days_in_care")
 SAMPLERS = ("nutpie", "pymc")
 LIKELIHOODS = ("normal", "student_t", "censored_normal")
@@ -96,6 +99,8 @@ class PredictorSpec:
     only (early alliance, rated before most of the symptom change); 0 (the default) uses every
     session. The within/between split uses the same sessions as the score (its weights and the
     providers' caseload means alike); the provider-effect membership weights count every session.
+    ``covariates`` are built in (:data:`COVARIATES`) or declared by the study (regression family
+    only); a declared name is checked against the study when the design is built.
     """
 
     covariates: tuple[str, ...] = COVARIATES
@@ -420,6 +425,11 @@ class ModelSpec:
     published_table: str = ""
     source: str = ""
     priors_stated: frozenset[str] = frozenset()
+
+    @property
+    def declared_covariates(self) -> tuple[str, ...]:
+        """The covariates a study declares (not built in), checked when the design is built."""
+        return tuple(c for c in self.predictors.covariates if c not in COVARIATES)
 
     @property
     def declared_outcome(self) -> bool:
@@ -759,8 +769,27 @@ def _validate(spec: ModelSpec, src: str) -> None:
         "followup_imputations is not available with alliance = 'latent'",
     )
     _check(f"{src} [predictors]", p.alliance_sessions >= 0, "alliance_sessions must be >= 0")
-    bad = sorted(set(p.covariates) - set(COVARIATES))
-    _check(f"{src} [predictors]", not bad, f"unknown covariate(s) {bad}; known {list(COVARIATES)}")
+    bad = sorted(c for c in set(p.covariates) - set(COVARIATES) if not DECLARED_NAME.fullmatch(c))
+    _check(
+        f"{src} [predictors]",
+        not bad,
+        f"unknown covariate(s) {bad}; known {list(COVARIATES)}, or a name in lower case letters, "
+        "digits and _ that the study declares as [covariates.<name>] in its study.toml",
+    )
+    _check(
+        f"{src} [predictors]",
+        len(set(p.covariates)) == len(p.covariates),
+        f"covariates: each name once, got {list(p.covariates)}",
+    )
+    declared_covariates = spec.declared_covariates
+    _check(
+        f"{src} [predictors]",
+        not declared_covariates
+        or (spec.change is None and p.alliance != "latent" and spec.outcome not in RATING_OUTCOMES),
+        f"covariate(s) {list(declared_covariates)} are not built in ({list(COVARIATES)}): a "
+        "covariate a study declares is adjusted for by the follow-up regression only (no "
+        "[change] table, no alliance = 'latent')",
+    )
     _check(
         f"{src} [predictors]",
         p.alliance in ("composite", "subscales", "latent"),

@@ -206,6 +206,10 @@ def _bare_label(name: str) -> str:
         return f"Hyper-mean of care-type slopes: {slope[0].lower()}{slope[1:]}"
     if stem.startswith("b_") and (slope := _slope_label(stem.removeprefix("b_"))):
         return f"{slope}: {_versus(arg)}" if arg else slope
+    if stem.startswith("b_") and arg:
+        # A level of a declared categorical covariate; its reference is in the Units column.
+        text = stem.removeprefix("b_").replace("_", " ")
+        return f"{text[:1].upper()}{text[1:]}: {arg}"
     text = name.removeprefix("b_").replace("_", " ")
     return text[:1].upper() + text[1:]
 

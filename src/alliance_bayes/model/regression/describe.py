@@ -110,7 +110,13 @@ def data_variables(spec: ModelSpec) -> list[str]:
     if spec.predictors.covariates:
         out.append(
             f"$z_{{ij}}$: the covariates ({', '.join(spec.predictors.covariates)}), each centred "
-            "and divided by its sample SD."
+            "and divided by its sample SD"
+            + (
+                "; a declared categorical covariate enters as one indicator per level other than "
+                "its reference, centred but not scaled."
+                if spec.declared_covariates
+                else "."
+            )
         )
     sessions = (
         f"their first {spec.predictors.alliance_sessions} sessions"
@@ -236,7 +242,9 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
             ),
         ),
     ]
-    if p.covariates:
+    coding = scales.get("covariate_coding", {})
+    levels = [c for c in p.covariates if coding.get(c, {}).get("type") == "categorical"]
+    if [c for c in p.covariates if c not in levels]:
         sds = scales.get("covariate_sd", {})
         raw = "; ".join(
             f"{c}: ±{2 * pr.b_covariate_sd / float(sds[c]):.3g} per unit"
@@ -256,6 +264,24 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
                     "Covariates enter standardised, so one scale fits age, sex and days in care alike; "
                     "a covariate that moved the outcome by more than a quarter of its SD per SD would be "
                     "unusual.",
+                ),
+            )
+        )
+    if levels:
+        contrasts = "; ".join(
+            f"{coding[c]['label']}: each level vs {coding[c]['reference']}" for c in levels
+        )
+        rows.append(
+            PriorRow(
+                "β_k (categorical covariates, per level)",
+                f"Normal(0, {pr.b_covariate_sd:g})",
+                f"{units} difference from the reference level ({contrasts}); indicators "
+                f"centred, not scaled, so ±{2 * pr.b_covariate_sd:.3g} {units} at 2 prior SDs",
+                _why(
+                    spec,
+                    "b_covariate_sd",
+                    "The scale of the standardised covariates, put on each level's difference "
+                    "itself, so that a rare level's prior is no wider than a common one's.",
                 ),
             )
         )

@@ -1,4 +1,4 @@
-"""From the analysis frame to the arrays one model needs (its design), with every exclusion counted.
+r"""From the analysis frame to the arrays one model needs (its design), with every exclusion counted.
 
 The model layer consumes an :class:`~alliance_bayes.data.frame.AnalysisFrame`. This module applies the
 spec's data filter (all clients, or those elevated at baseline), keeps the clients with an observed
@@ -7,19 +7,30 @@ the covariates), and centres the predictors so that the intercept is the expecte
 average client, which decorrelates it from the slopes and helps the sampler. Covariates are also
 scaled to unit SD, so that their priors are per SD of the covariate, on the outcome's own scale
 whatever the covariate's units (a day in care and a year of age are not comparable units).
+
+A covariate the study declares (:mod:`alliance_bayes.data.covariates`) enters as a numeric or
+binary one does, except a categorical one: with reference level :math:`r`, one indicator column
+:math:`d_{ik} = [\text{level}_i = k]` per other level :math:`k` present among the clients in the
+model, named ``<name>[<k>]``, centred at its sample mean but not scaled, so that its slope is the
+expected difference between level :math:`k` and the reference and its prior is the one of
+``b_covariate_sd`` on that difference (see :func:`covariate_columns`).
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from alliance_bayes.data.covariates import Covariate
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.data.instruments import declare
 from alliance_bayes.errors import DesignError
-from alliance_bayes.model.spec import OUTCOMES, ModelSpec
+from alliance_bayes.model.spec import COVARIATES, OUTCOMES, ModelSpec
 
 CARE_TYPES = ("therapist", "coach", "both")
 #: Care-type intercepts are contrasts against coach-only care (the reference: the largest group).
@@ -106,6 +117,8 @@ class ModelData:
     y_tuning: np.ndarray | None = None
     # The indicators of latent provider means (between = "latent_mean"), else None.
     latent: LatentAlliance | None = None
+    # How each declared covariate is coded (covariate_columns); empty without declared ones.
+    covariate_coding: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def n_clients(self) -> int:
@@ -124,6 +137,8 @@ class ModelData:
         ``outcome_mean``, ``baseline_mean``, ``between_mean`` (mean between-provider part per
         subscale) and ``alliance_range`` / ``composite_range`` (observed minimum and maximum of
         the client scores) place conditional predictions on the data's scale.
+        ``covariate_coding``, only with declared covariates, says how each is coded (its type,
+        label, columns, and for a text-coded one its reference level and clients per level).
         """
         sd = lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else float("nan")  # noqa: E731
         score = self.alliance[:, :, 0] + self.alliance[:, :, 1] + self.alliance_means[:, 1]
@@ -154,7 +169,7 @@ class ModelData:
             "care_types": [CARE_TYPES[i] for i in sorted(set(self.care_index.tolist()))],
             "care_share": care_shares(self.care_index),
             "care_count": care_counts(self.care_index),
-        }
+        } | ({"covariate_coding": self.covariate_coding} if self.covariate_coding else {})
 
     def coords(self) -> dict[str, list[str]]:
         """Named dimensions of the model (pseudonymised labels only)."""
@@ -236,8 +251,13 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
         )
 
     baseline = c[spec.baseline].to_numpy(float)
-    cov_names = tuple(spec.predictors.covariates)
-    x, x_mean, x_sd = standardise(c[list(cov_names)].to_numpy(float).reshape(n, len(cov_names)))
+    columns = covariate_columns(c, spec.predictors.covariates, frame, spec.name)
+    cov_names = columns.names
+    x, x_mean, x_sd = standardise(columns.values)
+    if columns.indicator.any():
+        # Level indicators are centred only: their slopes stay differences from the reference.
+        x_sd = np.where(columns.indicator, 1.0, x_sd)
+        x = np.where(columns.indicator, columns.values - x_mean, x)
 
     alliance = np.stack(
         [
@@ -277,6 +297,7 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
         membership_weight=np.asarray(weight, float),
         provider_type_index=ptype.to_numpy(np.int64),
         exclusions=exclusions,
+        covariate_coding=columns.coding,
         latent=(
             latent_alliance(frame, sub, np.flatnonzero(keep.to_numpy()), subscales)
             if spec.hierarchy.between == "latent_mean"
@@ -285,8 +306,136 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
     )
 
 
+@dataclass(frozen=True)
+class CovariateColumns:
+    """The covariate columns of a design, before centring.
+
+    ``values`` (client, column) are the raw values (a level indicator is 0/1), ``names`` the
+    column names (``age``, ``diagnosis[anxiety]``), ``indicator`` which columns are level
+    indicators of a categorical covariate, ``coding`` how each declared covariate is coded
+    (JSON-ready, recorded in ``run.json`` through :meth:`ModelData.scales`).
+    """
+
+    values: np.ndarray
+    names: tuple[str, ...]
+    indicator: np.ndarray
+    coding: dict[str, dict[str, Any]]
+
+
+def _study_levels(frame: AnalysisFrame, covariate: Covariate) -> list[str]:
+    """The levels of a text-coded covariate: as declared, else those in the study; reference
+    first."""
+    levels = list(covariate.levels) or sorted(set(frame.clients[covariate.name].dropna()))
+    return [str(covariate.reference), *(v for v in levels if v != covariate.reference)]
+
+
+def covariate_columns(
+    clients: pd.DataFrame, names: Sequence[str], frame: AnalysisFrame, spec_name: str = ""
+) -> CovariateColumns:
+    r"""The covariate columns of the clients in a model, in the order of ``names``.
+
+    A built-in, numeric or 0/1 binary covariate is its own column. A binary covariate coded by two
+    text levels is 1 at the level that is not its reference. A categorical covariate with
+    reference :math:`r` gives one indicator :math:`d_{ik} = [\text{level}_i = k]` for each other
+    level :math:`k` that some client of ``clients`` has, named ``<name>[<k>]`` (a level with no
+    client in the model cannot be estimated: it is left out and listed as ``absent_levels``).
+
+    The indicators are centred and not scaled (:func:`prepare`), unlike a binary covariate,
+    which is standardised as ``male`` is. Why: the slope of an indicator is the difference
+    between a level and the reference, and a prior per SD of the indicator would put
+    :math:`\mathcal N(0, \sigma_\beta / \mathrm{sd}(d_k))` on that difference, widest for the
+    rarest level, where the data say least; unscaled, every difference gets
+    Normal(0, ``b_covariate_sd``) in outcome points, as a care-type contrast gets
+    Normal(0, ``b_care_sd``).
+
+    Raises
+    ------
+    DesignError
+        When no client in the model is at a categorical covariate's reference level (every
+        contrast would then be confounded with the intercept).
+    """
+    n = len(clients)
+    values, columns, indicator = [], [], []
+    coding: dict[str, dict[str, Any]] = {}
+    for name in names:
+        covariate = frame.covariates.get(name) if name not in COVARIATES else None
+        if covariate is None or not covariate.coded:
+            values.append(clients[name].to_numpy(float))
+            columns.append(name)
+            indicator.append(False)
+            if covariate is not None:
+                coding[name] = {"type": covariate.type, "label": covariate.shown, "columns": [name]}
+                if covariate.type == "binary":
+                    coding[name] |= {"level": "1", "reference": "0"}
+            continue
+        observed = clients[name].astype(str).to_numpy()
+        levels = _study_levels(frame, covariate)
+        reference = levels[0]
+        counts = {v: int((observed == v).sum()) for v in levels}
+        entry: dict[str, Any] = {
+            "type": covariate.type,
+            "label": covariate.shown,
+            "reference": reference,
+            "clients": counts,
+        }
+        if covariate.type == "binary":
+            other = next((v for v in levels if v != reference), "")
+            values.append((observed == other).astype(float))
+            columns.append(name)
+            indicator.append(False)
+            coding[name] = entry | {"level": other, "columns": [name]}
+            continue
+        if counts[reference] == 0:
+            raise DesignError(
+                f"spec {spec_name!r}: no client in the model is at the reference level "
+                f"{reference!r} of covariate {name!r} (clients per level: {counts}); declare "
+                f"another reference in [covariates.{name}], or leave {name!r} out of the spec"
+            )
+        present = [v for v in levels[1:] if counts[v]]
+        for level in present:
+            values.append((observed == level).astype(float))
+            columns.append(f"{name}[{level}]")
+            indicator.append(True)
+        coding[name] = entry | {
+            "levels": present,
+            "absent_levels": [v for v in levels[1:] if not counts[v]],
+            "columns": [f"{name}[{v}]" for v in present],
+        }
+    # Through a frame, as the columns were always taken: the same memory layout gives the same
+    # sums in standardise, to the last bit, and so the same draws as before declared covariates.
+    table = pd.DataFrame(dict(zip(columns, values, strict=True)), index=clients.index)
+    return CovariateColumns(
+        values=table.to_numpy(float).reshape(n, len(columns)),
+        names=tuple(columns),
+        indicator=np.array(indicator, dtype=bool),
+        coding=coding,
+    )
+
+
+def _check_covariates(spec: ModelSpec, frame: AnalysisFrame) -> None:
+    """Every covariate of the spec that is not built in must be declared by this study."""
+    unknown = [c for c in spec.declared_covariates if c not in frame.covariates]
+    if not unknown:
+        return
+    where = frame.outcomes_declared_in or "the study (it has no study.toml)"
+    known = [*COVARIATES, *frame.covariates]
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise DesignError(
+        f"spec {spec.name!r}: covariate(s) {', '.join(hints)} not declared in {where}; this "
+        f"study's covariates are {list(COVARIATES)} (built in) and "
+        f"{sorted(frame.covariates)} (declared). Declare one there as [covariates.<name>] with "
+        'type = "numeric", "binary" or "categorical" (and reference = "<level>" for a '
+        "categorical one)"
+    )
+
+
 def _check_declared(spec: ModelSpec, frame: AnalysisFrame) -> None:
-    """A declared outcome must be declared by this study; its declaration becomes the one in use."""
+    """A declared outcome must be declared by this study; its declaration becomes the one in use.
+    Every covariate that is not built in must be declared by this study too."""
+    _check_covariates(spec, frame)
     if not spec.declared_outcome:
         return
     name = spec.outcome.removesuffix("_followup")

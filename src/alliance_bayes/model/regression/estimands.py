@@ -41,6 +41,31 @@ _COVARIATE_UNITS = {
 }
 
 
+def _covariate_units(column: str, coding: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """Units of a covariate slope (after the outcome's units) and the attributes naming it.
+
+    A declared covariate's coding (:meth:`~alliance_bayes.model.regression.design.ModelData.
+    scales`, ``covariate_coding``) names its reference level: ``diagnosis[anxiety]`` is
+    ``"anxiety vs depression (reference)"``. A level column of a bundle without the coding
+    still says it is a contrast against the reference level.
+    """
+    if column in _COVARIATE_UNITS:
+        return _COVARIATE_UNITS[column], {}
+    name, _, level = column.partition("[")
+    level = level.removesuffix("]")
+    entry = coding.get(name, {})
+    attrs = {"covariate": name}
+    if level:
+        reference = entry.get("reference")
+        attrs |= {"covariate_level": level, **({"reference": reference} if reference else {})}
+        versus = f"{reference} (reference)" if reference else "the reference level"
+        return f"{level} vs {versus}", attrs
+    if entry.get("type") == "binary":
+        attrs["reference"] = str(entry["reference"])
+        return f"difference, {entry['level']} vs {entry['reference']} (reference)", attrs
+    return f"per unit of {entry.get('label', name)}", attrs
+
+
 def put_estimand(
     out: dict[str, xr.DataArray],
     name: str,
@@ -143,6 +168,13 @@ def compute_estimands(
     :math:`\mathrm{Var}(\mu \mid b) = (3/\tau^2 + 1/\sigma_\mu^2)^{-1}` at any sample size,
     so it describes the prior's population of care types, not this study's clients.
 
+    A covariate's slope is ``b_<covariate>``, per unit of the covariate (``b_age``: per year) or,
+    for a binary one, the difference of its two values (``b_male``); a declared categorical
+    covariate has one per level, ``b_<covariate>[<level>]``, the expected difference between
+    that level and the reference level at equal other predictors (units such as ``"WHO-5
+    points, anxiety vs depression (reference)"``; attributes ``covariate``, ``covariate_level``,
+    ``reference``).
+
     ``b_care[therapist-coach]`` and ``b_care[both-coach]`` are the care-type intercepts: the
     difference in expected follow-up between care types at equal alliance and covariates.
     Contrasts are ``[therapist-coach]`` and ``[both-coach]`` per subscale and level (coach is the
@@ -179,8 +211,9 @@ def compute_estimands(
             kind=fixed,
         )
     if "b_covariate" in posterior:
+        coding = (scales or {}).get("covariate_coding", {})
         for cov in posterior["b_covariate"]["covariate"].values.tolist():
-            unit = _COVARIATE_UNITS.get(str(cov), f"per unit of {cov}")
+            unit, named = _covariate_units(str(cov), coding)
             put_estimand(
                 out,
                 f"b_{cov}",
@@ -189,6 +222,7 @@ def compute_estimands(
                 if unit.startswith("per")
                 else f"{outcome_units}, {unit}",
                 kind=fixed,
+                **named,
             )
     if "b_alliance" in posterior:
         put_estimand(out, "b_alliance", posterior["b_alliance"], units=effect_units, kind=fixed)
