@@ -23,14 +23,14 @@ come from a short fit of the same model made first (in its own compile folder).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
+
+from timings import held, with_compiledir  # this folder's script
 
 NAMES = ("post-numba", "post-fast", "nutpie-gcc", "nutpie", "nutpie-jax")
 
@@ -82,7 +82,7 @@ print("result", time.process_time() - c0, t.children_user + t.children_system,
 
 def _run(name: str, draws_file: str, python: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, PYTENSOR_FLAGS=f"base_compiledir={cache}")
+        env = with_compiledir(os.environ, Path(cache))
         out = subprocess.run(
             [python, "-c", _CHILD, name, draws_file], env=env, capture_output=True, text=True
         )
@@ -107,15 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown {unknown}; choose from {', '.join(NAMES)}")
     args.names = args.names or list(NAMES[:4])  # every lever but JAX's
     python = sys.executable
-    lock = open(args.lock, "w") if args.lock else nullcontext()
-    with lock, tempfile.TemporaryDirectory() as tmp:
-        if args.lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    with held(Path(args.lock) if args.lock else None), tempfile.TemporaryDirectory() as tmp:
         # Posterior draws to evaluate the log densities at: a short fit of the same model.
         subprocess.run(
             [str(Path(python).with_name("alliance-bayes")), "fit", "--out", tmp, "--quiet",
              "--draws", "1500", "--allow-failed-diagnostics"],
-            env=dict(os.environ, PYTENSOR_FLAGS=f"base_compiledir={tmp}/cache"),
+            env=with_compiledir(os.environ, Path(tmp) / "cache"),
             check=True, capture_output=True,
         )  # fmt: skip
         draws_file = str(next(Path(tmp).glob("who5_change/*/posterior.nc")))
