@@ -343,18 +343,11 @@ INCOME = 0.2  # planted WHO-5 points per unit of income
 
 
 @pytest.mark.slow
-def test_planted_level_shifts_are_recovered():
+def test_planted_level_shifts_are_recovered(medium_study):
     import alliance_bayes as ab
 
     seed = 3
-    config = SimulationConfig.small(
-        n_coach_clients=650,
-        n_therapist_clients=180,
-        n_both_clients=170,
-        n_therapists=20,
-        n_coaches=40,
-    )
-    sim = simulate_study(config, seed=seed)
+    sim, _ = medium_study
     rng = np.random.default_rng(seed)
     clients = sim.clients.copy()
     n = len(clients)
