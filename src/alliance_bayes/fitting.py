@@ -324,7 +324,10 @@ def _run_metadata(spec: ModelSpec, design, settings: SamplerSettings, timings) -
         "outcome": spec.outcome,
         "outcome_label": spec.outcome_label,
         "outcome_range": list(spec.outcome_range),
-        "effect_units": spec.effect_units,
+        # slopes per point of the study's declared alliance instrument, where it declares one
+        "effect_units": spec.effect_units_on(
+            getattr(getattr(design.frame, "alliance", None), "scale", None)
+        ),
         "seed": settings.seed,
         "sampler": settings.sampler,
         "backend": settings.backend,

@@ -16,7 +16,9 @@ A study is a folder with three tables, each stored as one file (CSV, Parquet, Ex
 ``sessions``
     One row per session: ``client_id``, ``provider_id``, ``session_date`` or ``session_index``
     (integer >= 1, unique within a client), ``wai_goal``, ``wai_bond`` and optionally ``wai_task``
-    (integer ratings 1–5; a missing item is an empty cell, never 0).
+    (integer ratings 1–5; a missing item is an empty cell, never 0), unless the study declares
+    its alliance instrument (:mod:`alliance_bayes.data.alliance`): its item columns then replace
+    them, checked against the declared range.
 
 Rules that are easy to get wrong, and what this module does:
 
@@ -48,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from alliance_bayes.data.alliance import AllianceInstrument
 from alliance_bayes.data.covariates import DERIVED_CLIENT_COLUMNS, LEVEL, Covariate
 from alliance_bayes.data.instruments import Instrument
 from alliance_bayes.errors import _MAX_SHOWN, DataContractError, _Bare, _Text
@@ -65,6 +68,7 @@ __all__ = [
     "DataContractError",
     "Problems",
     "parse_age_range",
+    "session_columns",
     "suggest_column",
     "validate_study",
 ]
@@ -434,6 +438,28 @@ def declared_columns(
     return scores + tuple(covariates or {})
 
 
+def session_columns(alliance: AllianceInstrument | None = None) -> tuple[str, ...]:
+    """The sessions table's columns: the contract's, or with a declared alliance instrument its
+    item columns in place of ``wai_goal``, ``wai_bond`` and ``wai_task``."""
+    if alliance is None:
+        return SESSION_COLUMNS
+    return (*(c for c in SESSION_COLUMNS if c not in ITEM_COLUMNS), *alliance.columns)
+
+
+def _alliance_hint(name: str, alliance: AllianceInstrument) -> str:
+    """Why a column is not an alliance column of a study that declares its instrument."""
+    if name in ITEM_COLUMNS:
+        return (
+            f"the study declares its alliance instrument ([alliance], {alliance.scale}) and "
+            f"{name!r} is not one of its columns: add it to [alliance.subscales], or ignore it"
+        )
+    squashed = {_squash(c): c for c in alliance.columns}
+    close = difflib.get_close_matches(_squash(name), list(squashed), n=1, cutoff=0.8)
+    if close:
+        return f"did you mean {squashed[close[0]]!r}? (an item of the declared [alliance])"
+    return ""
+
+
 def _unknown_columns(
     df: pd.DataFrame,
     src: Source,
@@ -441,13 +467,19 @@ def _unknown_columns(
     how: str,
     p: Problems,
     declared: tuple[str, ...] = (),
+    alliance: AllianceInstrument | None = None,
 ) -> pd.DataFrame:
     """The table without its ignored columns; each column neither known nor ignored is a problem."""
     known = KNOWN_COLUMNS[src.table] + (declared if src.table == "clients" else ())
+    if src.table == "sessions":
+        known = session_columns(alliance)
     for column in df.columns:
         if column in known or column in ignore:
             continue
-        hint = suggest_column(str(column), src.table)
+        hint = ""
+        if src.table == "sessions" and alliance is not None:
+            hint = _alliance_hint(str(column), alliance)
+        hint = hint or suggest_column(str(column), src.table)
         p.add(
             src.fail(
                 f"only the columns the data contract names for the {src.table} table"
@@ -459,9 +491,21 @@ def _unknown_columns(
     return df.drop(columns=[c for c in df.columns if c in ignore and c not in known])
 
 
-def check_ignore_list(ignore: Collection[str], where: str, p: Problems) -> None:
-    """A contract column in the list of ignored columns is a problem (it is never ignored)."""
-    named = sorted(c for c in ignore if any(c in cols for cols in KNOWN_COLUMNS.values()))
+def check_ignore_list(
+    ignore: Collection[str],
+    where: str,
+    p: Problems,
+    alliance: AllianceInstrument | None = None,
+) -> None:
+    """A contract column in the list of ignored columns is a problem (it is never ignored).
+
+    With a declared alliance instrument its item columns are the contract's alliance columns
+    (and ``wai_goal``, ``wai_bond``, ``wai_task`` columns like any other, which may be ignored).
+    """
+    contract = {c for cols in KNOWN_COLUMNS.values() for c in cols}
+    if alliance is not None:
+        contract = (contract - set(ITEM_COLUMNS)) | set(alliance.columns)
+    named = sorted(c for c in ignore if c in contract)
     if named:
         p.add(
             DataContractError(
@@ -860,15 +904,77 @@ def _item(df: pd.DataFrame, src: Source, column: str, p: Problems) -> pd.Series:
     )
 
 
-def _sessions(df: pd.DataFrame, src: Source, p: Problems) -> _Checked:
+def _declared_items(
+    df: pd.DataFrame, src: Source, a: AllianceInstrument, declared_in: str, p: Problems
+) -> dict[str, pd.Series]:
+    """The item columns of a declared alliance instrument: present, within its range, and with
+    ``scored = "items"`` on its step's grid (``float64``, missing stays missing)."""
+    where = f"declared [alliance], {a.scale}" + (
+        "" if declared_in == _IN_MEMORY else f", in {declared_in}"
+    )
+    absent = [c for c in a.columns if c not in df.columns]
+    if absent:
+        found = ", ".join(map(str, df.columns))
+        header = "the header (line 1)" if src.csv else "the table"
+        p.add(
+            src.fail(
+                f"every item column of the {where} in {header}; missing: {', '.join(absent)}; "
+                f"columns found: {found}",
+                column=absent[0],
+            )
+        )
+    out = {}
+    for s in a.measured:
+        for column in a.items(s):
+            if column not in df.columns:
+                out[column] = pd.Series(np.nan, index=df.index, dtype="float64")
+                continue
+            raw = df[column]
+            values, missing, bad = _numbers(raw)
+            present = ~missing & ~bad
+            bad = bad | (present & ((values < a.low) | (values > a.high)))
+            if a.scored == "items":
+                steps = (values - a.low) / a.step
+                bad = bad | (present & ((steps - steps.round()).abs() > 1e-6))
+                grid = "a whole number" if a.step == 1 else f"in steps of {a.step:g}"
+                expected = (
+                    f"a {s} item rating from {a.low:g} to {a.high:g}, {grid} ({where}), or empty "
+                    "when not rated"
+                )
+                zero = present & (values == 0)
+                if a.low > 0 and (bad & zero).any():
+                    expected += " (0 is not a rating; leave unrated items empty)"
+            else:
+                expected = (
+                    f"a pre-scored {s} subscale score (the mean of its items) between "
+                    f"{a.low:g} and {a.high:g} ({where}), or empty when not rated"
+                )
+            if bad.any():
+                p.add(src.fail_where(bad, raw, column, expected))
+            out[column] = values.mask(bad)
+    return out
+
+
+def _sessions(
+    df: pd.DataFrame,
+    src: Source,
+    p: Problems,
+    alliance: AllianceInstrument | None = None,
+    declared_in: str = _IN_MEMORY,
+) -> _Checked:
     out = pd.DataFrame(index=df.index)
     ids: dict[str, pd.Series | None] = {}
     for column in ("client_id", "provider_id"):
         ids[column] = _ids(df, src, column, p) if _has(df, src, column, p) else None
         out[column] = ids[column]
-    for column in ("wai_goal", "wai_bond"):
-        _has(df, src, column, p)
+    if alliance is None:
+        for column in ("wai_goal", "wai_bond"):
+            _has(df, src, column, p)
     out["session_date"], out["session_index"] = _session_order(df, src, p, ids["client_id"])
+    if alliance is not None:
+        for column, values in _declared_items(df, src, alliance, declared_in, p).items():
+            out[column] = values
+        return _Checked(out, ids)
     for column in ITEM_COLUMNS:
         out[column] = _item(df, src, column, p)
     return _Checked(out, ids)
@@ -934,6 +1040,7 @@ def check_tables(
     covariates: Mapping[str, Covariate] | None = None,
     declared_in: str = _IN_MEMORY,
     age_range: tuple[float, float] | None = None,
+    alliance: AllianceInstrument | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Check the tables that are given, adding every problem to ``p``; the typed tables.
 
@@ -945,6 +1052,9 @@ def check_tables(
     column of the clients table checked against its type; ``declared_in`` names where they are
     declared (the ``study.toml``), for messages. ``age_range`` is the study's declared
     ``(low, high)`` (:func:`parse_age_range`), checked instead of :data:`AGE_RANGE`.
+    ``alliance`` is its declared alliance instrument (:mod:`alliance_bayes.data.alliance`): its
+    item columns replace ``wai_goal``, ``wai_bond`` and ``wai_task`` in the sessions table
+    (:func:`session_columns`), checked against its range (and step, for item ratings).
     """
     outcomes = outcomes or {}
     # a declared column is never an unknown one, even when its name is refused below
@@ -955,14 +1065,14 @@ def check_tables(
         "clients": lambda df, src, p: _clients(
             df, src, p, outcomes, usable, declared_in, age_range
         ),
-        "sessions": _sessions,
+        "sessions": lambda df, src, p: _sessions(df, src, p, alliance, declared_in),
     }
     checked = {}
     for table in TABLES:
         if table not in frames:
             continue
         src = sources[table]
-        df = _unknown_columns(frames[table], src, ignore, how_to_ignore, p, declared)
+        df = _unknown_columns(frames[table], src, ignore, how_to_ignore, p, declared, alliance)
         if len(df) == 0:
             p.add(src.fail("at least one data row; the table has none"))
             continue
@@ -971,6 +1081,7 @@ def check_tables(
         _links(checked, sources, p)
     columns = {t: list(KNOWN_COLUMNS[t]) for t in TABLES}
     columns["clients"] += [c for c in declared if c not in columns["clients"]]
+    columns["sessions"] = list(session_columns(alliance))
     return {
         t: c.table.reindex(columns=columns[t]).reset_index(drop=True) for t, c in checked.items()
     }
@@ -984,6 +1095,7 @@ def validate_tables(
     outcomes: Mapping[str, Instrument] | None = None,
     covariates: Mapping[str, Covariate] | None = None,
     age_range: Sequence[float] | None = None,
+    alliance: AllianceInstrument | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Validate three raw tables whose index holds 0-based data-row numbers.
 
@@ -991,7 +1103,7 @@ def validate_tables(
     by ``providers``, ``clients`` and ``sessions``, and raises every problem at once.
     """
     p = Problems()
-    check_ignore_list(ignore, "ignore_columns", p)
+    check_ignore_list(ignore, "ignore_columns", p, alliance)
     ages = None
     if age_range is not None:
         ages, wrong = parse_age_range(age_range)
@@ -1005,6 +1117,7 @@ def validate_tables(
         outcomes=outcomes,
         covariates=covariates,
         age_range=ages,
+        alliance=alliance,
     )
     p.raise_any()
     return tuple(typed[t] for t in TABLES)  # type: ignore[return-value]
@@ -1019,6 +1132,7 @@ def validate_study(
     outcomes: Mapping[str, Instrument] | None = None,
     covariates: Mapping[str, Covariate] | None = None,
     age_range: Sequence[float] | None = None,
+    alliance: AllianceInstrument | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Check three in-memory tables against the contract and return typed copies.
 
@@ -1041,6 +1155,11 @@ def validate_study(
         The ages (years, inclusive) the study's clients may have, ``[low, high]`` with
         ``0 <= low < high``, as ``age_range`` in a ``study.toml`` declares; :data:`AGE_RANGE`
         (18–100) when not given. A malformed range is reported with the tables' problems.
+    alliance : AllianceInstrument, optional
+        A declared alliance instrument (:func:`~alliance_bayes.data.alliance.parse_alliance`
+        reads an ``[alliance]`` table; :data:`~alliance_bayes.data.alliance.SHIPPED` holds the
+        templates): the sessions table then holds its item columns (``float64``) instead of
+        ``wai_goal``, ``wai_bond`` and ``wai_task``.
 
     Returns
     -------
@@ -1068,4 +1187,5 @@ def validate_study(
         outcomes=outcomes,
         covariates=covariates,
         age_range=age_range,
+        alliance=alliance,
     )

@@ -51,6 +51,15 @@ sessions (as in the shipped study) :math:`b_i = \sum_p w_{ip}\,(m_{p,\mathrm{goa
 m_{p,\mathrm{bond}})/2`, one set of weights for both items; ``alliance_n_sessions`` counts the
 sessions with at least one of the two items rated.
 
+A study that declares its alliance instrument (:mod:`alliance_bayes.data.alliance`) has, per
+session and subscale, several items, or one pre-scored mean: the session's rating of subscale
+:math:`s` is then the mean of the subscale's *rated* items at that session (negatively worded
+items reversed first, :math:`\text{low} + \text{high} - r`), or the pre-scored mean, on the
+declared scale; a session where none of them is rated has no rating of :math:`s`. A session where
+some but not all of a subscale's items are rated keeps the mean of those rated, and is counted
+(:attr:`AnalysisFrame.partially_rated`, recorded in ``run.json``). Everything above then holds
+with these session scores for the ratings.
+
 This decomposition follows the within/between provider split of Baldwin, Wampold & Imel (2007),
 doi:10.1037/0022-006X.75.6.842, and Falkenström, Finkel, Sandell, Rubel & Holmqvist (2017),
 doi:10.1037/ccp0000203, extended to clients who saw more than one provider through the membership
@@ -71,6 +80,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from alliance_bayes.data.alliance import AllianceInstrument
 from alliance_bayes.data.covariates import Covariate
 from alliance_bayes.data.instruments import Instrument
 from alliance_bayes.data.load import RawStudy
@@ -123,7 +133,9 @@ class AnalysisFrame:
         One row per session, sorted by client then session: ``client_index``,
         ``provider_index``, ``session_index`` (1, 2, … within the client, in the order of the
         given ``session_index``, else of ``session_date``, ties in file order), ``wai_goal``,
-        ``wai_bond``, ``wai_task`` (nullable ``Int64``).
+        ``wai_bond``, ``wai_task``: the session's rating of each subscale (nullable ``Int64``), or
+        with a declared alliance instrument its score, the mean of the subscale's rated items
+        (``float64``; ``Int64`` still for one integer 1–5 item per subscale).
     subscales : tuple of str
         ``("goal", "bond")``, plus ``"task"`` when any task rating is present.
     data_sha256 : str
@@ -139,6 +151,12 @@ class AnalysisFrame:
         Where they are declared (the study's ``study.toml``), for messages; ``""`` when nowhere.
     covariates : dict of str to Covariate
         The client covariates the study declares (:attr:`RawStudy.covariates`).
+    alliance : AllianceInstrument or None
+        The alliance instrument the study declares (:attr:`RawStudy.alliance`); ``None`` for the
+        contract's one 1–5 item per subscale.
+    partially_rated : dict of str to int
+        With a declared instrument of several items per subscale: per subscale, the sessions
+        where some but not all of its items were rated (their score is the mean of those rated).
     """
 
     clients: pd.DataFrame
@@ -152,6 +170,13 @@ class AnalysisFrame:
     outcomes: dict[str, Instrument] = dataclasses.field(default_factory=dict)
     outcomes_declared_in: str = ""
     covariates: dict[str, Covariate] = dataclasses.field(default_factory=dict)
+    alliance: AllianceInstrument | None = None
+    partially_rated: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def alliance_scale(self) -> str:
+        """The scale of the alliance scores in words: ``"1–5"``, or ``"WAI-S 1–7"``."""
+        return "1–5" if self.alliance is None else self.alliance.scale
 
     def __repr__(self) -> str:
         return (
@@ -291,7 +316,8 @@ class AnalysisFrame:
             f"  sessions:  {len(self.sessions)} (per client median {_fmt(per_client.median())}, "
             f"range {_fmt(per_client.min())}–{_fmt(per_client.max())})",
             f"  subscales: {', '.join(self.subscales)}",
-            f"  alliance (composite, 1–5): median {_fmt(c['alliance'].median(), 2)}, "
+            f"  alliance (composite, {self.alliance_scale}): "
+            f"median {_fmt(c['alliance'].median(), 2)}, "
             f"mean {_fmt(c['alliance'].mean(), 2)}",
             f"  WHO-5 follow-up observed: {int(followup.sum())} of {len(c)}",
         ]
@@ -435,6 +461,38 @@ def _alliance_columns(
     return clients, providers
 
 
+def session_scores(
+    sessions: pd.DataFrame, alliance: AllianceInstrument
+) -> tuple[dict[str, pd.Series], dict[str, int]]:
+    """Each session's score of each subscale under a declared alliance instrument.
+
+    The score is the mean of the subscale's rated items (a negatively worded item reversed
+    first, ``low + high - rating``), or the pre-scored mean; missing where none is rated, and
+    for a subscale the instrument does not measure. Returns the scores (one Series per subscale of
+    goal, bond and task, aligned with ``sessions``: ``Int64`` when the instrument is one integer
+    1–5 item per subscale, ``float64`` otherwise) and, per measured subscale of several items, the
+    sessions where some but not all of them were rated.
+    """
+    scores: dict[str, pd.Series] = {}
+    partial: dict[str, int] = {}
+    for s in _ALL_SUBSCALES:
+        items = alliance.items(s)
+        if not items:
+            scores[s] = pd.Series(np.nan, index=sessions.index, dtype="float64")
+            continue
+        ratings = sessions[list(items)].astype("float64")
+        for column in alliance.reverse:
+            if column in ratings:
+                ratings[column] = alliance.low + alliance.high - ratings[column]
+        rated = ratings.notna().sum(axis=1)
+        scores[s] = ratings.mean(axis=1, skipna=True).where(rated > 0)
+        if len(items) > 1:
+            partial[s] = int(((rated > 0) & (rated < len(items))).sum())
+    if alliance.single_ratings_1_to_5:
+        scores = {s: v.round().astype("Int64") for s, v in scores.items()}
+    return scores, partial
+
+
 def build_frame(
     study: RawStudy,
     *,
@@ -498,8 +556,14 @@ def build_frame(
             "row": np.arange(len(raw_sessions), dtype=np.int64),
         }
     )
-    for s in _ALL_SUBSCALES:
-        ses[f"wai_{s}"] = raw_sessions[f"wai_{s}"].astype("Int64").array
+    partially_rated: dict[str, int] = {}
+    if study.alliance is None:
+        for s in _ALL_SUBSCALES:
+            ses[f"wai_{s}"] = raw_sessions[f"wai_{s}"].astype("Int64").array
+    else:
+        scores, partially_rated = session_scores(raw_sessions, study.alliance)
+        for s in _ALL_SUBSCALES:
+            ses[f"wai_{s}"] = scores[s].array
     ses = ses.sort_values(["client_index", "order", "row"], kind="stable").reset_index(drop=True)
     ses["session_index"] = ses.groupby("client_index").cumcount().to_numpy(dtype=np.int64) + 1
     sessions = ses[
@@ -603,4 +667,6 @@ def build_frame(
         outcomes=dict(study.outcomes),
         outcomes_declared_in=str(study.settings or ""),
         covariates=dict(study.covariates),
+        alliance=study.alliance,
+        partially_rated=partially_rated,
     )

@@ -38,6 +38,12 @@ levels). A study whose clients are not adults declares the ages it admits (years
 
     age_range = [12, 25]
 
+A study that rates the alliance with another instrument than the contract's one 1–5 item per
+subscale declares it as an ``[alliance]`` table (:mod:`alliance_bayes.data.alliance`: a shipped
+template such as ``instrument = "wai_sr"``, or label, range, scoring and the item columns of each
+subscale); its item columns are then the sessions table's alliance columns, checked against the
+declared range.
+
 Any other column the contract does not name is refused (a misspelled ``WAI_Task`` would otherwise
 lose its data). ``load_study(folder, ignore_columns=[...])`` declares more from Python.
 
@@ -63,8 +69,10 @@ import numpy as np
 import pandas as pd
 from pandas.io.stata import StataMissingValue
 
+from alliance_bayes.data.alliance import AllianceInstrument, parse_alliance
 from alliance_bayes.data.contract import (
     AGE_RANGE,
+    ITEM_COLUMNS,
     KNOWN_COLUMNS,
     TABLES,
     DataContractError,
@@ -173,6 +181,10 @@ class RawStudy:
     age_range : tuple of float
         The ages (years, inclusive) the clients were checked against: the ``age_range`` declared
         in ``study.toml``, else the contract's 18–100.
+    alliance : AllianceInstrument or None
+        The alliance instrument declared in ``study.toml`` (``[alliance]``), whose item columns
+        the sessions table then holds (``float64``) instead of ``wai_goal``, ``wai_bond`` and
+        ``wai_task``; ``None`` when the contract's own 1–5 items hold.
     """
 
     providers: pd.DataFrame
@@ -187,6 +199,7 @@ class RawStudy:
     settings: Path | None = None
     covariates: dict[str, Covariate] = field(default_factory=dict)
     age_range: tuple[float, float] = AGE_RANGE
+    alliance: AllianceInstrument | None = None
 
     @classmethod
     def from_frames(
@@ -199,6 +212,7 @@ class RawStudy:
         outcomes: dict[str, Instrument] | None = None,
         covariates: dict[str, Covariate] | None = None,
         age_range: Iterable[float] | None = None,
+        alliance: AllianceInstrument | None = None,
     ) -> RawStudy:
         """Validate three in-memory tables (a user's own frames, or a simulation) into a study.
 
@@ -217,6 +231,10 @@ class RawStudy:
         age_range : pair of numbers, optional
             The ages (years, inclusive) the clients may have, as ``age_range`` in a
             ``study.toml`` declares (``(12, 25)``); 18–100 when not given.
+        alliance : AllianceInstrument, optional
+            A declared alliance instrument, as ``[alliance]`` of a ``study.toml`` declares
+            (:func:`~alliance_bayes.data.alliance.parse_alliance`; the templates are
+            :data:`~alliance_bayes.data.alliance.SHIPPED`).
 
         Returns
         -------
@@ -243,6 +261,7 @@ class RawStudy:
                     outcomes=outcomes,
                     covariates=covariates,
                     age_range=ages,
+                    alliance=alliance,
                 ),
                 strict=True,
             )
@@ -261,6 +280,7 @@ class RawStudy:
             covariates=covariates,
             # validated above, so a declared range parses
             age_range=AGE_RANGE if ages is None else (float(ages[0]), float(ages[1])),
+            alliance=alliance,
             **tables,
         )
 
@@ -402,7 +422,8 @@ def _find_files(
 @dataclass(frozen=True)
 class _Settings:
     """What a folder's ``study.toml`` declares: ignored columns, the long export's name, the
-    outcome instruments, the client covariates and the clients' age range (None: undeclared)."""
+    outcome instruments, the client covariates, the clients' age range and the alliance
+    instrument (None: undeclared)."""
 
     ignore: frozenset[str] = frozenset()
     path: Path | None = None
@@ -410,6 +431,7 @@ class _Settings:
     outcomes: dict[str, Instrument] = field(default_factory=dict)
     covariates: dict[str, Covariate] = field(default_factory=dict)
     age_range: tuple[float, float] | None = None
+    alliance: AllianceInstrument | None = None
 
     @property
     def labelled(self) -> tuple[str, ...]:
@@ -430,7 +452,7 @@ def _settings(folder: Path) -> _Settings:
         raise DataContractError(
             path, f"a TOML file such as {example}; it could not be read ({reason})"
         ) from exc
-    unknown = sorted(set(raw) - {*_TOP_LEVEL, "outcomes", "covariates"})
+    unknown = sorted(set(raw) - {*_TOP_LEVEL, *_TABLES})
     ignore = raw.get("ignore", [])
     long = raw.get("long")
     bad_long = long is not None and not (
@@ -448,7 +470,7 @@ def _settings(folder: Path) -> _Settings:
             'only the key ignore, a list of column names (ignore = ["notes", "site"]), the '
             f"key long, the name of a long export in the folder ({_suffixes()}; long = "
             '"export.sav"), the key age_range, the clients\' ages (age_range = [12, 25]), '
-            "[outcomes.<name>] and [covariates.<name>] tables",
+            "[outcomes.<name>] and [covariates.<name>] tables and an [alliance] table",
             got=[
                 *unknown,
                 *([] if isinstance(ignore, list) else [ignore]),
@@ -464,21 +486,40 @@ def _settings(folder: Path) -> _Settings:
     if "age_range" in raw:
         age_range, wrong = parse_age_range(raw["age_range"])
         problems += wrong
+    alliance = None
+    if "alliance" in raw:
+        # a top-level key misplaced below [alliance] is reported by _misplaced, not as unknown
+        table = raw["alliance"]
+        if isinstance(table, dict):
+            table = {k: v for k, v in table.items() if k not in _TOP_LEVEL}
+        # the contract's columns but its alliance items, which a declaration may name as its own
+        contract = frozenset(c for cols in KNOWN_COLUMNS.values() for c in cols)
+        alliance, wrong = parse_alliance(table, contract - set(ITEM_COLUMNS))
+        problems += wrong
     if problems:
         p = Problems()
         for problem in problems:
             p.add(DataContractError(path, problem, csv=False))
         p.raise_any()
-    return _Settings(frozenset(ignore), path, long, outcomes, covariates, age_range)
+    return _Settings(frozenset(ignore), path, long, outcomes, covariates, age_range, alliance)
 
 
 #: The keys of a ``study.toml`` outside its tables.
 _TOP_LEVEL = ("ignore", "long", "age_range")
+#: The tables of a ``study.toml``.
+_TABLES = ("outcomes", "covariates", "alliance")
 
 
 def _misplaced(raw: dict) -> list[str]:
     """A top-level key written below a ``[table]`` heading, which TOML reads as that table's."""
     found = []
+    alliance = raw.get("alliance")
+    for key in _TOP_LEVEL:
+        if isinstance(alliance, dict) and key in alliance:
+            found.append(
+                f"[alliance]: {key} belongs at the top of the file, above the first [table] "
+                "heading (a key below a heading is that table's)"
+            )
     for group in ("outcomes", "covariates"):
         tables = raw.get(group)
         for name, table in tables.items() if isinstance(tables, dict) else ():
@@ -848,12 +889,13 @@ def load_study(
             ignore=ignore,
             how_to_ignore=how,
             client_columns=declared_columns(settings.outcomes, settings.covariates),
+            session_columns=settings.alliance.columns if settings.alliance else (),
         )
         if split is None:  # no ids: the rows cannot be split, so the tables cannot be checked
             p.raise_any()
         frames, files = split.frames, dict.fromkeys(TABLES, long)
         ignored = {"providers": (), "clients": (), "sessions": split.ignored}
-    check_ignore_list(ignore, str(settings.path or "ignore_columns"), p)
+    check_ignore_list(ignore, str(settings.path or "ignore_columns"), p, settings.alliance)
     contract_from = len(p)
     typed = check_tables(
         frames,
@@ -865,6 +907,7 @@ def load_study(
         covariates=settings.covariates,
         declared_in=str(settings.path or "covariates"),
         age_range=settings.age_range,
+        alliance=settings.alliance,
     )
     if "clients" in typed:
         before = len(p)
@@ -889,6 +932,7 @@ def load_study(
         settings=settings.path,
         covariates=dict(settings.covariates),
         age_range=settings.age_range or AGE_RANGE,
+        alliance=settings.alliance,
     )
 
 
@@ -978,6 +1022,7 @@ def write_study(
     *,
     ignore_columns: Iterable[str] = (),
     age_range: Iterable[float] | None = None,
+    alliance: AllianceInstrument | None = None,
 ) -> dict[str, Path]:
     """Validate three tables and write them as a study folder.
 
@@ -995,6 +1040,9 @@ def write_study(
     age_range : pair of numbers, optional
         The ages the clients may have (:meth:`RawStudy.from_frames`); 18–100 when not given. It
         is not written: the folder's ``study.toml`` must declare it for the study to load.
+    alliance : AllianceInstrument, optional
+        The study's declared alliance instrument (:attr:`RawStudy.alliance`), whose item columns
+        the sessions table holds; not written either (its ``[alliance]`` table must be).
 
     Returns
     -------
@@ -1029,6 +1077,7 @@ def write_study(
                 sessions,
                 ignore_columns=ignore_columns,
                 age_range=None if age_range is None else list(age_range),
+                alliance=alliance,
             ),
             strict=True,
         )

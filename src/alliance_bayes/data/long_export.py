@@ -145,6 +145,7 @@ def split_long(
     ignore: Collection[str] = (),
     how_to_ignore: str = "ignore_columns=[...]",
     client_columns: Collection[str] = (),
+    session_columns: Collection[str] = (),
 ) -> SplitExport | None:
     """Split a long (session-level) export into the contract's three raw tables.
 
@@ -164,6 +165,9 @@ def split_long(
     client_columns : collection of str
         Clients-table columns the study declares (``study.toml``: outcome instruments,
         covariates), split out with the contract's client columns.
+    session_columns : collection of str
+        Sessions-table columns the study declares (the items of its ``[alliance]`` instrument),
+        kept with the contract's session columns.
 
     Returns
     -------
@@ -172,7 +176,7 @@ def split_long(
         ``client_id`` or ``provider_id``, without which rows cannot be assigned to clients and
         providers.
     """
-    _unknown(df, src, ignore, how_to_ignore, p, client_columns)
+    _unknown(df, src, ignore, how_to_ignore, p, [*client_columns, *session_columns])
     held = tuple(str(c) for c in df.columns if c in ignore)
     absent = [c for c in _ENTITY.values() if c not in df.columns]
     if absent:
@@ -186,7 +190,8 @@ def split_long(
             )
         )
         return None
-    frames = {"sessions": df[[c for c in KNOWN_COLUMNS["sessions"] if c in df.columns]]}
+    own = dict.fromkeys([*KNOWN_COLUMNS["sessions"], *session_columns])
+    frames = {"sessions": df[[c for c in own if c in df.columns]]}
     for table, id_column in _ENTITY.items():
         keys = _ids(df[id_column])
         columns = [*KNOWN_COLUMNS[table], *(client_columns if table == "clients" else ())]

@@ -34,7 +34,7 @@ __all__ = ["Design", "Family", "HeldOut", "family_of"]
 def _regression() -> Family:
     from alliance_bayes.inference import PREDICTIVE_DRAWS_PER_CHAIN
     from alliance_bayes.model.regression import collapsed, describe
-    from alliance_bayes.model.regression.design import prepare
+    from alliance_bayes.model.regression.design import alliance_scale, prepare
     from alliance_bayes.model.regression.estimands import care_weights_of, compute_estimands
     from alliance_bayes.model.regression.figures import FIGURES
     from alliance_bayes.model.regression.graph import build_model
@@ -45,7 +45,7 @@ def _regression() -> Family:
         return compute_estimands(
             posterior,
             outcome_units=spec.outcome_units,
-            effect_units=spec.effect_units,
+            effect_units=spec.effect_units_on(alliance_scale(scales)),
             scales=scales,
             care_weights=care_weights_of(scales, spec.hierarchy.pooled_weights),
         )

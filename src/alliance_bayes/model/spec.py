@@ -39,6 +39,10 @@ OUTCOME_POINT_PRIORS = (
     "intercept_sd", "b_covariate_sd", "b_care_sd", "b_alliance_sd", "mu_b_sd", "sd_b_sd",
     "sd_provider_sd", "sd_provider_slope_sd", "sigma_sd",
 )  # fmt: skip
+#: The :class:`PriorSpec` scales per point of alliance (outcome points per alliance point), stated
+#: on the contract's 1–5 alliance scale; on a study's declared alliance instrument they are scaled
+#: to its range (:func:`scale_alliance_priors`).
+ALLIANCE_POINT_PRIORS = ("b_alliance_sd", "mu_b_sd", "sd_b_sd", "sd_provider_slope_sd")
 #: Outcomes modelled by a family of their own instead of a follow-up regression, with the same
 #: facts as :data:`OUTCOMES` (no baseline column): ``alliance_ratings`` is every session rating
 #: through a graded-response model (:mod:`alliance_bayes.model.ratings`). Such a spec takes only
@@ -155,6 +159,10 @@ class HierarchySpec:
 class PriorSpec:
     """Prior scales, all on the outcome's own metric (points) and the 1–5 alliance scale.
 
+    On a study that declares another alliance instrument (``[alliance]`` in its ``study.toml``,
+    :mod:`alliance_bayes.data.alliance`) the scales per alliance point are those stated here
+    multiplied by 4 over the width of its range (:func:`scale_alliance_priors`).
+
     Every coefficient has a Normal(0, sd) prior and every SD a Half-Normal(sd) prior, except
     ``lkj_eta`` (LKJ shape) and ``nu_rate`` (Exponential rate of ``nu - 1`` for Student-t).
     ``intercept_sd`` is around the sample mean of the outcome (the expected follow-up of an
@@ -178,6 +186,26 @@ class PriorSpec:
     lkj_eta: float = 2.0
     sigma_sd: float = 20.0
     nu_rate: float = 1.0 / 29.0
+
+
+def scale_alliance_priors(priors: PriorSpec, factor: float) -> PriorSpec:
+    """The prior scales on a declared alliance scale: those per alliance point times ``factor``.
+
+    The scales per alliance point (:data:`ALLIANCE_POINT_PRIORS`: ``b_alliance_sd``,
+    ``mu_b_sd``, ``sd_b_sd``, ``sd_provider_slope_sd``), stated or default, are stated per point
+    of the contract's 1–5 scale, four points wide. On a declared alliance scale from ``low`` to
+    ``high`` a slope is per point of that scale, and the same outcome change across the whole
+    scale is a slope 4 / (high − low) times as large per point: ``factor``
+    is that ratio (:attr:`~alliance_bayes.data.alliance.AllianceInstrument.prior_factor`), 0.4 for
+    the SRS's 0–10, 2/3 for the WAI-S's 1–7, 1 for the WAI-SR's 1–5. The prior then puts the same
+    mass on an outcome change between the two ends of the scale whatever the instrument; every
+    other scale (intercept, covariates, care types, provider intercepts, residual) is untouched.
+    """
+    if factor == 1.0:
+        return priors
+    return replace(
+        priors, **{name: getattr(priors, name) * factor for name in ALLIANCE_POINT_PRIORS}
+    )
 
 
 @dataclass(frozen=True)
@@ -495,6 +523,14 @@ class ModelSpec:
         if self.outcome in RATING_OUTCOMES:
             return f"{RATING_OUTCOMES[self.outcome][3]} (1–5 scale)"
         return f"{self.outcome_units} per 1 point of alliance (1–5 scale)"
+
+    def effect_units_on(self, alliance_scale: str | None) -> str:
+        """:attr:`effect_units` on a study's declared alliance scale (``"WAI-S 1–7"``): the
+        slopes' units, ``"WHO-5 points per 1 point of the WAI-S 1–7 scale"``; with ``None`` (the
+        contract's 1–5 items) :attr:`effect_units` as it is."""
+        if alliance_scale is None or self.outcome in RATING_OUTCOMES:
+            return self.effect_units
+        return f"{self.outcome_units} per 1 point of the {alliance_scale} scale"
 
     @property
     def hierarchical(self) -> bool:

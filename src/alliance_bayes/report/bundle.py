@@ -235,13 +235,53 @@ def _model_section(content: ReportContent, meta: Mapping[str, Any]) -> list[str]
         lines += [*(f"- {v}" for v in content.data_variables), ""]
     if content.equations:
         lines += [*(f"$${e}$$" for e in content.equations), ""]
+        declared = (meta.get("scales") or {}).get("alliance_instrument") or {}
         lines += [
             "Rendered from the spec as run (`run.json`: `spec_as_run`, `spec_toml`). Slopes are "
-            "reported per raw unit of their predictor (alliance: per point of the 1–5 scale), the "
-            "standardised β per SD of predictor and outcome.",
+            "reported per raw unit of their predictor (alliance: per point of the "
+            f"{declared.get('scale', '1–5')} scale), the standardised β per SD of predictor and "
+            "outcome.",
             "",
         ]
     return [*lines, *_clients_section(meta)]
+
+
+def _alliance_lines(meta: Mapping[str, Any]) -> list[str]:
+    """The study's declared alliance instrument (``scales.alliance_instrument``), if any: what
+    was read, how a session was scored, the partly rated sessions and the prior scaling."""
+    declared = (meta.get("scales") or {}).get("alliance_instrument") or {}
+    if not declared:
+        return []
+    items = "; ".join(f"{s}: {', '.join(c)}" for s, c in declared.get("subscales", {}).items())
+    how = (
+        "a session's subscale score is the mean of its rated items"
+        if declared.get("scored") == "items"
+        else "the sessions hold pre-scored subscale means"
+    )
+    lines = [
+        f"Alliance instrument declared by the study: {declared.get('scale')} ({items}); {how}"
+        + (f"; reversed items: {', '.join(declared['reverse'])}" if declared.get("reverse") else "")
+        + (f". Source: {declared['source']}" if declared.get("source") else "")
+        + ".",
+        "",
+    ]
+    partial = {s: n for s, n in (declared.get("partially_rated_sessions") or {}).items() if n}
+    if partial:
+        counts = ", ".join(f"{s} {n}" for s, n in partial.items())
+        lines += [
+            "Sessions with some but not all of a subscale's items rated (scored as the mean of "
+            f"the rated items), in the study: {counts}.",
+            "",
+        ]
+    factor = declared.get("prior_factor", 1.0)
+    if factor != 1.0:
+        lines += [
+            "Prior scales per alliance point (`b_alliance_sd`, `mu_b_sd`, `sd_b_sd`, "
+            f"`sd_provider_slope_sd`) are the spec's, stated on the 1–5 scale, times {factor:.3g} "
+            f"(4 over the width of the {declared.get('scale')} scale).",
+            "",
+        ]
+    return lines
 
 
 def _priors_section(content: ReportContent, figs: list[figures.FigureResult]) -> list[str]:
@@ -474,6 +514,7 @@ def _clients_section(meta: Mapping[str, Any]) -> list[str]:
         ),
         "",
     ]
+    lines += _alliance_lines(meta)
     conversions = meta.get("conversions") or []
     if conversions:  # Stata/SPSS cells read as value labels or declared missing (data.load)
         from alliance_bayes.data.load import Conversion

@@ -16,6 +16,7 @@ import numpy as np
 
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.errors import DesignError
+from alliance_bayes.model.latent.instrument_check import require_single_ratings
 from alliance_bayes.model.latent.measurement import CATEGORIES, N_CATEGORIES, THRESHOLDS
 from alliance_bayes.model.regression.design import (
     CARE_CONTRASTS,
@@ -93,8 +94,11 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
     Raises
     ------
     DesignError
-        A covariate column is absent, or fewer than 20 clients are left.
+        The study declares an alliance instrument other than one integer 1–5 item per subscale
+        (:func:`~alliance_bayes.model.latent.instrument_check.require_single_ratings`), a
+        covariate column is absent, or fewer than 20 clients are left.
     """
+    require_single_ratings(spec, frame, family="ratings")
     clients = frame.clients
     keep = np.ones(len(clients), dtype=bool)
     exclusions: dict[str, int] = {"clients_in_data": len(clients)}

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from alliance_bayes.model.spec import ModelSpec, PriorSpec
+from alliance_bayes.model.spec import ModelSpec, PriorSpec, scale_alliance_priors
 
 __all__ = ["PriorRow", "data_variables", "equations", "prior_rows"]
 
@@ -124,7 +124,10 @@ def data_variables(spec: ModelSpec) -> list[str]:
         else "all their sessions"
     )
     if spec.predictors.alliance == "composite":
-        out.append(f"$a_i$: the client's mean goal and bond rating (1–5) over {sessions}.")
+        out.append(
+            f"$a_i$: the client's mean goal and bond rating over {sessions}, on the alliance "
+            "scale (1–5, or the scale of the alliance instrument the study declares)."
+        )
     elif spec.hierarchy.between == "latent_mean":
         out += [
             f"$a_{{is}}$: client $i$'s mean rating of subscale $s$ over {sessions}; $m_{{ps}}$: "
@@ -151,31 +154,40 @@ def _membership_lines() -> list[str]:
     ]
 
 
-def _latent_mean_rows() -> list[PriorRow]:
-    """The priors of the latent provider means (``between = "latent_mean"``), on the 1–5 scale."""
-    from alliance_bayes.model.regression.graph import (
-        ALLIANCE_CLIENT_SD,
-        ALLIANCE_MEAN_PRIOR,
-        ALLIANCE_PROVIDER_SD,
-    )
+def _alliance(scales: Mapping[str, Any]) -> tuple[str, tuple[float, float], float]:
+    """The alliance scale of a fit (``"1–5"`` or ``"WAI-S 1–7"``), its range, and the factor its
+    prior scales per alliance point were multiplied by (``scales.alliance_instrument``)."""
+    declared = scales.get("alliance_instrument") or {}
+    if not declared:
+        return "1–5", (1.0, 5.0), 1.0
+    low, high = (float(b) for b in declared["range"])
+    return str(declared["scale"]), (low, high), float(declared["prior_factor"])
 
-    centre, spread = ALLIANCE_MEAN_PRIOR
+
+def _latent_mean_rows(scales: Mapping[str, Any]) -> list[PriorRow]:
+    """The priors of the latent provider means (``between = "latent_mean"``), on the alliance
+    scale (the 1–5 scale, or the declared instrument's: :func:`~alliance_bayes.model.regression.
+    graph.latent_mean_priors`)."""
+    from alliance_bayes.model.regression.graph import latent_mean_priors
+
+    scale, bounds, _ = _alliance(scales)
+    centre, spread, client_sd, provider_sd = latent_mean_priors(bounds)
     return [
         PriorRow(
             "μ^a_s (mean alliance per subscale)",
             f"Normal({centre:g}, {spread:g})",
-            "alliance points (1–5 scale)",
+            f"alliance points ({scale} scale)",
             "Spans the rating scale at 2 prior SDs; the thousands of client scores dominate.",
         ),
         PriorRow(
             "σ^a_s (client SD of alliance around the provider mean)",
-            f"Half-Normal({ALLIANCE_CLIENT_SD:g})",
+            f"Half-Normal({client_sd:g})",
             "alliance points",
-            "Allows any spread of scores the 1–5 scale can hold.",
+            f"Allows any spread of scores the {scale} scale can hold.",
         ),
         PriorRow(
             "τ^a_s (SD of providers' latent mean alliance)",
-            f"Gamma(2, 2/{ALLIANCE_PROVIDER_SD:g}) (mean {ALLIANCE_PROVIDER_SD:g})",
+            f"Gamma(2, 2/{provider_sd:g}) (mean {provider_sd:g})",
             "alliance points",
             "Provider means a point apart are possible but unusual; zero density at 0 keeps the "
             "sampler out of the funnel (Chung et al. 2013, doi:10.1007/s11336-013-9328-2).",
@@ -211,9 +223,15 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
 
     The justifications are those of the package defaults (:class:`~alliance_bayes.model.spec.
     PriorSpec`, scaled to the outcome's metric); a spec whose scale is far from the default is
-    labelled so rather than given a reason written for another scale.
+    labelled so rather than given a reason written for another scale. On a declared alliance
+    instrument the scales per alliance point are those the model used (the spec's times the
+    factor ``scales.alliance_instrument.prior_factor``, :func:`~alliance_bayes.model.regression.
+    design.model_priors`), per point of its scale.
     """
-    pr, h, p = spec.priors, spec.hierarchy, spec.predictors
+    h, p = spec.hierarchy, spec.predictors
+    scale, _, factor = _alliance(scales)
+    pr = scale_alliance_priors(spec.priors, factor)
+    per_point = "per alliance point" if scale == "1–5" else f"per {scale} point"
     units = spec.outcome_units
     hier = p.alliance != "composite"
     mean = scales.get("outcome_mean")
@@ -290,7 +308,7 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
             PriorRow(
                 "b_a (composite alliance)",
                 f"Normal(0, {pr.b_alliance_sd:g})",
-                f"{units} per alliance point; "
+                f"{units} {per_point}; "
                 + _per_sd(pr.b_alliance_sd, scales.get("composite_sd"), units),
                 "Weak: the likelihood dominates, so the posterior matches OLS on the same data.",
             )
@@ -316,14 +334,21 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
             PriorRow(
                 "μ^b (pooled subscale slopes)" if h.care_type_pooling else "b (subscale slopes)",
                 f"Normal(0, {pr.mu_b_sd:g})",
-                f"{units} per alliance point"
+                f"{units} {per_point}"
                 + (f"; within-part SDs {sd_text} alliance points" if sd_text else ""),
                 _why(
                     spec,
                     "mu_b_sd",
-                    "A one-point alliance difference is about two SDs of the within-provider part; "
-                    f"a slope beyond ±{2 * pr.mu_b_sd:g} {units} per point (2 prior SDs) would exceed any "
-                    "published alliance effect.",
+                    (
+                        "A one-point alliance difference is about two SDs of the within-provider "
+                        "part; "
+                        if scale == "1–5"
+                        else f"The 1–5 scale's prior times {factor:.3g} (4 over the width of the "
+                        f"{scale} scale), so a slope across the whole scale has the same prior; "
+                    )
+                    + f"a slope beyond ±{2 * pr.mu_b_sd:g} {units} "
+                    + ("per point" if scale == "1–5" else per_point)
+                    + " (2 prior SDs) would exceed any published alliance effect.",
                 ),
             )
         )
@@ -334,14 +359,14 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
                     f"fixed at {pr.sd_b_sd:g}"
                     if h.care_slope_sd == "fixed"
                     else f"Half-Normal({pr.sd_b_sd:g})",
-                    f"{units} per alliance point",
+                    f"{units} {per_point}",
                     "Three care types cannot estimate a variance (Gelman 2006, "
                     "doi:10.1214/06-BA117A); fixed, it is a ridge that shrinks each care type's "
                     "slope towards the pooled one by the same amount in every study.",
                 )
             )
     if hier and h.between == "latent_mean":
-        rows += _latent_mean_rows()
+        rows += _latent_mean_rows(scales)
     if hier and h.provider_intercepts:
         dist = (
             (lambda s: f"Gamma(2, 2/{s:g}) (mean {s:g})")
@@ -367,7 +392,7 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
                 PriorRow(
                     "τ^u_s (provider slope SDs)",
                     dist(pr.sd_provider_slope_sd),
-                    f"{units} per alliance point",
+                    f"{units} {per_point}",
                     _why(
                         spec,
                         "sd_provider_slope_sd",

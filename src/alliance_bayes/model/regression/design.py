@@ -14,12 +14,18 @@ binary one does, except a categorical one: with reference level :math:`r`, one i
 model, named ``<name>[<k>]``, centred at its sample mean but not scaled, so that its slope is the
 expected difference between level :math:`k` and the reference and its prior is the one of
 ``b_covariate_sd`` on that difference (see :func:`covariate_columns`).
+
+Alliance enters on its own scale, unscaled: the contract's 1–5, or the range of the alliance
+instrument the study declares (:mod:`alliance_bayes.data.alliance`; the client scores are then
+means of the declared items, :mod:`alliance_bayes.data.frame`). Its slopes are outcome points per
+one point of that scale, and the prior scales per alliance point, stated on the 1–5 scale, are
+multiplied by 4 over the declared range's width (:func:`model_priors`).
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +36,13 @@ from alliance_bayes.data.covariates import Covariate
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.data.instruments import declare
 from alliance_bayes.errors import DesignError
-from alliance_bayes.model.spec import COVARIATES, OUTCOMES, ModelSpec
+from alliance_bayes.model.spec import (
+    COVARIATES,
+    OUTCOMES,
+    ModelSpec,
+    PriorSpec,
+    scale_alliance_priors,
+)
 
 CARE_TYPES = ("therapist", "coach", "both")
 #: Care-type intercepts are contrasts against coach-only care (the reference: the largest group).
@@ -43,6 +55,39 @@ OUTCOME_WEIGHT = (
     "outcome_weight"  # per-client log-density weights of a K-fold refit (data container)
 )
 INTERCEPT_PRIOR_MEAN = "alpha_prior_mean"  # the intercept prior's centre (data container)
+
+
+def alliance_record(frame: AnalysisFrame) -> dict[str, Any]:
+    """The declared alliance instrument as ``run.json`` records it (``scales.alliance_instrument``):
+    the declaration (:meth:`~alliance_bayes.data.alliance.AllianceInstrument.to_dict`) and, per
+    subscale, the study's sessions where some but not all of its items were rated; empty when the
+    study declares none (the contract's 1–5 items)."""
+    if frame.alliance is None:
+        return {}
+    return frame.alliance.to_dict() | {"partially_rated_sessions": dict(frame.partially_rated)}
+
+
+def alliance_scale(scales: Mapping[str, Any] | None) -> str | None:
+    """The declared alliance scale that a design's ``scales`` record (``"WAI-S 1–7"``), or None
+    for the contract's 1–5 items (for :meth:`~alliance_bayes.model.spec.ModelSpec.effect_units_on`)."""
+    return ((scales or {}).get("alliance_instrument") or {}).get("scale")
+
+
+def model_priors(spec: ModelSpec, data: Any) -> PriorSpec:
+    """The prior scales the model of ``spec`` uses on ``data``: :attr:`ModelSpec.priors`, with the
+    scales per alliance point on the study's declared alliance scale.
+
+    The rule (:func:`~alliance_bayes.model.spec.scale_alliance_priors`): the scales per alliance
+    point (``b_alliance_sd``, ``mu_b_sd``, ``sd_b_sd``, ``sd_provider_slope_sd``) are stated per
+    point of the contract's 1–5 scale; on a declared range from ``low`` to ``high`` they are
+    multiplied by ``4 / (high - low)`` (a 0–10 SRS: ×0.4, so ``mu_b_sd = 10`` becomes 4 WHO-5
+    points per SRS point; a 1–7 WAI-S: ×2/3), which keeps the prior of the outcome change between
+    the two ends of the scale. Without a declared instrument the spec's scales as they are.
+    """
+    alliance = getattr(getattr(data, "frame", None), "alliance", None)
+    if alliance is None:
+        return spec.priors
+    return scale_alliance_priors(spec.priors, alliance.prior_factor)
 
 
 def care_counts(care_index: np.ndarray) -> dict[str, int]:
@@ -139,6 +184,9 @@ class ModelData:
         the client scores) place conditional predictions on the data's scale.
         ``covariate_coding``, only with declared covariates, says how each is coded (its type,
         label, columns, and for a text-coded one its reference level and clients per level).
+        ``alliance_instrument``, only with a declared alliance instrument, is its declaration,
+        the factor its prior scales per alliance point were multiplied by and the partly rated
+        sessions (:func:`alliance_record`).
         """
         sd = lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else float("nan")  # noqa: E731
         score = self.alliance[:, :, 0] + self.alliance[:, :, 1] + self.alliance_means[:, 1]
@@ -169,7 +217,10 @@ class ModelData:
             "care_types": [CARE_TYPES[i] for i in sorted(set(self.care_index.tolist()))],
             "care_share": care_shares(self.care_index),
             "care_count": care_counts(self.care_index),
-        } | ({"covariate_coding": self.covariate_coding} if self.covariate_coding else {})
+        } | (
+            ({"covariate_coding": self.covariate_coding} if self.covariate_coding else {})
+            | ({"alliance_instrument": record} if (record := alliance_record(self.frame)) else {})
+        )
 
     def coords(self) -> dict[str, list[str]]:
         """Named dimensions of the model (pseudonymised labels only)."""

@@ -114,6 +114,8 @@ def plot_conditional_effects(
         return None
     base = float(meta["scales"]["baseline_mean"])
     label = meta.get("outcome_label", "outcome")
+    declared = (meta.get("scales") or {}).get("alliance_instrument") or {}
+    scale = declared.get("scale", "1–5")  # a study's declared alliance instrument, else 1–5
     fig, axes = plt.subplots(2, len(preds), figsize=(4.2 * len(preds), 6.2), squeeze=False)
     notes = []
     for j, (name, pred) in enumerate(preds.items()):
@@ -132,7 +134,7 @@ def plot_conditional_effects(
                 f"(95% interval {q[0]:+.1f} to {q[1]:+.1f})"
             )
         what = "composite alliance" if name == "alliance" else f"{name} rating"
-        axes[0, j].set_title(f"{what} (client mean, 1–5)", fontsize=9)
+        axes[0, j].set_title(f"{what} (client mean, {scale})", fontsize=9)
         axes[1, j].set_xlabel(f"client's {what}")
     axes[0, 0].set_ylabel(f"expected {label}")
     axes[1, 0].set_ylabel(f"expected change from baseline {base:.1f}")

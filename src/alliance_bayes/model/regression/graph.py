@@ -65,7 +65,13 @@ because provider-level and client-level alliance carry different information (Ba
   :math:`\min(U, \max(L, y^*))`. The floor is real: 3.5% of WHO-5 follow-ups in the study and
   8.8% of those of the elevated group are 0, a spike that no Normal reproduces.
 
-Effects are in outcome points per one point of the 1–5 alliance scale. The intercept prior is
+Effects are in outcome points per one point of the 1–5 alliance scale, or of the alliance
+instrument the study declares (``[alliance]``, :mod:`alliance_bayes.data.alliance`). The prior
+scales per alliance point are stated on the 1–5 scale and multiplied by 4 over the width of a
+declared range (:func:`~alliance_bayes.model.spec.scale_alliance_priors`, through
+:func:`~alliance_bayes.model.regression.design.model_priors`), so that a slope across the whole
+scale has the same prior on every instrument; so are the priors of the latent provider means
+(:func:`latent_mean_priors`). The intercept prior is
 centred at the sample mean of the outcome (as brms does), which is weakly data-dependent and recorded.
 """
 
@@ -92,6 +98,7 @@ from alliance_bayes.model.regression.design import (
     OUTCOME,
     OUTCOME_WEIGHT,
     ModelData,
+    model_priors,
 )
 from alliance_bayes.model.spec import ModelSpec
 
@@ -113,7 +120,7 @@ def build_model(spec: ModelSpec, data: ModelData, *, heldout: bool = False) -> p
     """
     if is_collapsed(spec):
         return _build_collapsed(spec, data)
-    pr = spec.priors
+    pr = model_priors(spec, data)
     coords = data.coords()
     with pm.Model(coords=coords) as model:
         baseline = pm.Data("baseline", data.baseline, dims="client")
@@ -176,7 +183,7 @@ def _build_collapsed(spec: ModelSpec, data: ModelData) -> pm.Model:
     variable, and the predictive draws and pointwise log-likelihood are computed after sampling
     (:func:`~alliance_bayes.model.regression.collapsed.complete`).
     """
-    pr = spec.priors
+    pr = model_priors(spec, data)
     stats = sufficient_statistics(spec, data)
     with pm.Model(coords=data.coords()) as model:
         alpha = pm.Normal("alpha", intercept_prior_mean(data), pr.intercept_sd)
@@ -206,7 +213,7 @@ def _build_collapsed(spec: ModelSpec, data: ModelData) -> pm.Model:
 
 def _collapsed_provider_prior(spec: ModelSpec, data: ModelData, stats: SufficientStatistics):
     r"""Provider-effect SDs and correlations; :math:`\Sigma_t^{-1}`, :math:`\log|\Sigma_t|`; sampled effects."""
-    pr = spec.priors
+    pr = model_priors(spec, data)
     model = pm.modelcontext(None)
     sd_provider = group_sd(spec, "sd_provider", pr.sd_provider_sd, dims="provider_type")
     effects = ["intercept"]
@@ -387,6 +394,21 @@ ALLIANCE_CLIENT_SD = 1.0
 ALLIANCE_PROVIDER_SD = 0.25
 
 
+def latent_mean_priors(alliance_range: tuple[float, float] = (1.0, 5.0)) -> tuple[float, ...]:
+    """The latent provider means' priors on an alliance scale: ``(centre, spread, client SD,
+    provider SD)``, those above on the 1–5 scale, on another range centred at its middle and
+    multiplied by its width over 4 (a 0–10 scale: N(5, 2.5), Half-Normal(2.5), mean 0.625)."""
+    low, high = alliance_range
+    k = (high - low) / 4.0
+    # the 1–5 scale's centre, 3, is its middle too
+    return (
+        (low + high) / 2.0,
+        ALLIANCE_MEAN_PRIOR[1] * k,
+        ALLIANCE_CLIENT_SD * k,
+        ALLIANCE_PROVIDER_SD * k,
+    )
+
+
 def latent_alliance_parts(data: ModelData) -> pt.TensorVariable:
     r"""Within and between parts around latent provider means (Lüdtke et al. 2008).
 
@@ -414,11 +436,13 @@ def latent_alliance_parts(data: ModelData) -> pt.TensorVariable:
     """
     lat = data.latent
     dims = ("alliance_provider", "subscale")
-    mu_a = pm.Normal("alliance_mu", *ALLIANCE_MEAN_PRIOR, dims="subscale")
-    sd_client = pm.HalfNormal("alliance_sd_client", ALLIANCE_CLIENT_SD, dims="subscale")
-    sd_prov = pm.Gamma(
-        "alliance_sd_provider", alpha=2.0, beta=2.0 / ALLIANCE_PROVIDER_SD, dims="subscale"
+    alliance = data.frame.alliance
+    centre, spread, client_sd, provider_sd = latent_mean_priors(
+        (1.0, 5.0) if alliance is None else alliance.range
     )
+    mu_a = pm.Normal("alliance_mu", centre, spread, dims="subscale")
+    sd_client = pm.HalfNormal("alliance_sd_client", client_sd, dims="subscale")
+    sd_prov = pm.Gamma("alliance_sd_provider", alpha=2.0, beta=2.0 / provider_sd, dims="subscale")
     w = pm.Data("alliance_noncentring", alliance_noncentring(data), dims=dims)
     v = pm.Normal("v_alliance_provider", 0.0, sd_prov ** (1.0 - w), dims=dims)
     m = pm.Deterministic("alliance_provider_mean", mu_a + v * sd_prov**w, dims=dims)
@@ -465,7 +489,7 @@ def alliance_noncentring(data: ModelData) -> np.ndarray:
 
 def subscale_slopes(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
     """Care-type-specific subscale slopes ``b`` (care_type, subscale, level), partially pooled."""
-    pr = spec.priors
+    pr = model_priors(spec, data)
     dims = ("care_type", "subscale", "level")
     if not spec.hierarchy.care_type_pooling:
         return pm.Normal("b", 0.0, pr.mu_b_sd, dims=dims)
@@ -518,18 +542,19 @@ def centred_care_slopes(spec: ModelSpec, data: ModelData) -> np.ndarray:
     coef, *_ = np.linalg.lstsq(design, data.tuning_y, rcond=None)
     sigma_hat = float(np.std(data.tuning_y - design @ coef))
     centred = np.zeros(shape, dtype=bool)
+    tau = model_priors(spec, data).sd_b_sd
     for c in range(shape[0]):
         x = data.alliance[data.care_index == c]
         if len(x) < 2:
             continue
         ss = ((x - x.mean(axis=0)) ** 2).sum(axis=0)  # (subscale, level)
-        centred[c] = sigma_hat / np.sqrt(np.maximum(ss, 1e-12)) < spec.priors.sd_b_sd
+        centred[c] = sigma_hat / np.sqrt(np.maximum(ss, 1e-12)) < tau
     return centred
 
 
 def _provider_effects(spec: ModelSpec, data: ModelData, within) -> pt.TensorVariable:
     """Provider intercepts (SD per provider type) and, optionally, within-slopes, by membership."""
-    pr = spec.priors
+    pr = model_priors(spec, data)
     idx, weight = data.membership_index, data.membership_weight
     ptype = data.provider_type_index
     sd_provider = group_sd(spec, "sd_provider", pr.sd_provider_sd, dims="provider_type")
