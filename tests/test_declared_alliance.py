@@ -22,6 +22,7 @@ from alliance_bayes.data.load import RawStudy, load_study
 from alliance_bayes.data.simulate import SimulationConfig, simulate_study
 from alliance_bayes.errors import DesignError
 from alliance_bayes.model.latent.instrument_check import require_single_ratings
+from alliance_bayes.model.latent.measurement import prepare_latent
 from alliance_bayes.model.ratings.design import prepare_ratings
 from alliance_bayes.model.regression.describe import prior_rows
 from alliance_bayes.model.regression.design import alliance_scale, model_priors, prepare
@@ -529,6 +530,12 @@ def test_the_latent_family_check_refuses_the_wai_sr_and_says_why(wai_sr_folder):
     assert "spec 'alliance_latent' (latent family)" in text
     assert "WAI-SR 1–5 (4 items per subscale; [alliance] in" in text
     assert "per point of the WAI-SR 1–5 scale" in text
+
+
+def test_the_latent_design_step_refuses_a_declared_instrument(prescored_study):
+    spec = load_spec("alliance_latent")
+    with pytest.raises(DesignError, match=r"spec 'alliance_latent' \(latent family\)"):
+        prepare_latent(spec, build_frame(prescored_study))
 
 
 def test_one_integer_1_to_5_item_per_subscale_passes_the_graded_check(tmp_path):

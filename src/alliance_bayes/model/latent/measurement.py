@@ -153,8 +153,8 @@ density on the non-empty cells cut the time per gradient from 3.6 to 1.35 ms (nu
 These runs predate the provider geometry of :mod:`~alliance_bayes.model.latent.provider_effects`
 (Gamma(2) SDs, partially non-centred provider effects, provider parts as within-type contrasts).
 With it, ``alliance_latent_who5`` on the shipped study (same settings and seed) passed the gate
-with R-hat ≤ 1.004 and a min bulk ESS of 964 in 244 s of sampling on the shared machine; the
-README lists its gate outcomes on studies of other designs.
+with R-hat ≤ 1.004 and a min bulk ESS of 964 in 244 s of sampling on the shared machine;
+docs/models.md lists its gate outcomes on studies of other designs.
 
 The slow directions are the item discriminations (= the client latent SD on the logit scale),
 the client-part correlation, the top cut-points and ``sd_provider_alliance``: non-centred client
@@ -224,6 +224,7 @@ import xarray as xr
 from scipy import special
 
 from alliance_bayes.data.frame import AnalysisFrame
+from alliance_bayes.model.latent.instrument_check import require_single_ratings
 from alliance_bayes.model.latent.provider_effects import (
     outcome_provider_intercepts,
     provider_alliance_z,
@@ -363,6 +364,7 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
     uses the clients with that follow-up, its baseline and every covariate observed.
     """
     assert spec.measurement is not None
+    require_single_ratings(spec, frame, family="latent")
     clients = frame.clients
     keep = np.ones(len(clients), dtype=bool)
     exclusions: dict[str, int] = {"clients_in_data": len(clients)}
