@@ -151,3 +151,18 @@ def test_uniformity_flags_a_shifted_chain():
     p = rank_uniformity(x)
     assert p[0] < 1e-6 and (p[1:] > 0.01).all()
     assert np.isnan(rank_diagnostics(x, statistics=("r_hat",)).uniformity_p).all()
+
+
+def test_blocked_thinning_factors_equal_those_of_all_elements_at_once(monkeypatch):
+    """The uniformity test's thinning factors are computed a few elements at a time (bounded
+    memory), with the same values as on every element at once, non-finite elements left NaN."""
+    from alliance_bayes import rank_diagnostics as rd
+
+    rng = np.random.default_rng(4)
+    flat = rng.standard_normal((23, 4, 200)).cumsum(axis=2)
+    flat[5, 1, 7] = np.nan
+    columns = np.flatnonzero(np.isfinite(flat).all(axis=(1, 2)))
+    monkeypatch.setattr(rd, "_UNIFORMITY_CELLS", 3 * 4 * 200)  # three elements a block
+    got = rd._thin_factors_of(flat, columns)
+    np.testing.assert_array_equal(got[columns], rd.thin_factors(flat[columns]))
+    assert np.isnan(got[5]) and np.isfinite(got[columns]).all()

@@ -391,7 +391,7 @@ def _numeric(ds: xr.Dataset) -> xr.Dataset:
         for v, da in ds.data_vars.items()
         if all(d in da.dims for d in _SAMPLE_DIMS) and np.issubdtype(da.dtype, np.number)
     ]
-    return ds[keep].astype(float)
+    return ds[keep].astype(float, copy=False)  # float64 draws are not copied
 
 
 def check_convergence(

@@ -90,15 +90,24 @@ def rank_diagnostics(
         NaN for an element with a non-finite draw, fewer than 4 draws, or (R-hat and the
         uniformity test) one chain, as in arviz-stats.
     """
+    draws = np.asarray(draws, dtype=float)
+    chains, n_draws = draws.shape[:2]
+    # Element-major and contiguous: every sort and FFT runs along the last axis.
+    flat = np.ascontiguousarray(np.moveaxis(draws.reshape(chains, n_draws, -1), -1, 0))
+    result = _diagnose(flat, tail_probs, statistics)
+    return RankDiagnostics(*(getattr(result, k).reshape(draws.shape[2:]) for k in _KNOWN))
+
+
+def _diagnose(
+    flat: np.ndarray, tail_probs: tuple[float, float], statistics: tuple[str, ...]
+) -> RankDiagnostics:
+    """:func:`rank_diagnostics` of element-major, contiguous draws ``flat`` (element, chain,
+    draw); each statistic a 1-d array over the elements."""
     unknown = set(statistics) - set(_KNOWN)
     if unknown:
         raise ValueError(f"unknown statistics {sorted(unknown)}; choose from {_KNOWN}")
     needed = set(statistics)
-    draws = np.asarray(draws, dtype=float)
-    chains, n_draws = draws.shape[:2]
-    shape = draws.shape[2:]
-    # Element-major and contiguous: every sort and FFT below runs along the last axis.
-    flat = np.ascontiguousarray(np.moveaxis(draws.reshape(chains, n_draws, -1), -1, 0))
+    chains, n_draws = flat.shape[1:]
     out = np.full((len(_KNOWN), flat.shape[0]), np.nan)
     valid = np.isfinite(flat).all(axis=(1, 2)) & (n_draws >= 4)
     columns = np.flatnonzero(valid)
@@ -127,8 +136,8 @@ def rank_diagnostics(
     with ThreadPoolExecutor(max_workers=max(1, min(len(blocks), os.cpu_count() or 1))) as pool:
         list(pool.map(fill, blocks))
     if UNIFORMITY in statistics and chains >= 2 and columns.size:
-        out[3, columns] = _uniformity_p(flat[columns], thin_factors(flat[columns]))
-    return RankDiagnostics(*(row.reshape(shape) for row in out))
+        out[3] = _uniformity_p(flat, _thin_factors_of(flat, columns))
+    return RankDiagnostics(*out)
 
 
 def thin_factors(flat: np.ndarray) -> np.ndarray:
@@ -200,17 +209,29 @@ def rank_uniformity(draws: np.ndarray, thin: np.ndarray | int | str | None = "au
     if isinstance(thin, str):
         if thin != "auto":
             raise ValueError(f"thin: expected 'auto', a number or None, got {thin!r}")
-        factors = np.full(flat.shape[0], np.nan)
-        factors[valid] = thin_factors(flat[valid])
+        factors = _thin_factors_of(flat, np.flatnonzero(valid))
     else:
-        factors = np.broadcast_to(np.asarray(1 if thin is None else thin, float), shape).ravel()
-    out = np.full(flat.shape[0], np.nan)
-    out[valid] = _uniformity_p(flat[valid], factors[valid])
-    return out.reshape(shape)
+        thin = np.broadcast_to(np.asarray(1 if thin is None else thin, float), shape).ravel()
+        factors = np.where(valid, thin, np.nan)
+    return _uniformity_p(flat, factors).reshape(shape)
+
+
+def _thin_factors_of(flat: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """:func:`thin_factors` of the elements ``columns`` of ``flat`` (k, chain, draw), NaN for the
+    others, computed a block of elements at a time: on all elements at once its ranks, normal
+    scores and spectra are several copies of the draws (7 GB for the per-client latent draws of
+    the shipped study, 4 × 2,500 draws)."""
+    factors = np.full(flat.shape[0], np.nan)
+    size = max(1, _UNIFORMITY_CELLS // (flat.shape[1] * flat.shape[2]))
+    for start in range(0, columns.size, size):
+        idx = columns[start : start + size]
+        factors[idx] = thin_factors(flat[idx])
+    return factors
 
 
 def _uniformity_p(flat: np.ndarray, factors: np.ndarray) -> np.ndarray:
-    """p-values of elements ``flat`` (k, chain, draw), each thinned by its factor (NaN: no test)."""
+    """p-values of elements ``flat`` (k, chain, draw), each thinned by its factor (NaN: no test),
+    a block of elements at a time."""
     out = np.full(flat.shape[0], np.nan)
     chains, n_draws = flat.shape[1:]
     ok = np.isfinite(factors)
@@ -299,9 +320,15 @@ def dataset_diagnostics(
     arrays = [ds[v].transpose("chain", "draw", ...) for v in names]
     if not arrays:
         return {key: xr.Dataset() for key in statistics}
-    flat = [a.values.reshape(a.shape[0], a.shape[1], -1) for a in arrays]
-    result = rank_diagnostics(np.concatenate(flat, axis=2), tail_probs, statistics)
-    bounds = np.cumsum([0, *(f.shape[2] for f in flat)])
+    sizes = [int(np.prod(a.shape[2:], dtype=int)) for a in arrays]
+    bounds = np.cumsum([0, *sizes])
+    # One element-major copy of every variable's draws, written in place: concatenating first
+    # and transposing after would hold two copies of the draws at once.
+    chains, n_draws = arrays[0].shape[:2]
+    flat = np.empty((bounds[-1], chains, n_draws))
+    for a, lo, hi in zip(arrays, bounds[:-1], bounds[1:], strict=True):
+        flat[lo:hi] = np.moveaxis(np.asarray(a.values, float).reshape(chains, n_draws, -1), -1, 0)
+    result = _diagnose(flat, tail_probs, statistics)
     out = {}
     for key in statistics:
         values = getattr(result, key)
