@@ -16,8 +16,8 @@ import pytest
 
 import alliance_bayes as ab
 from alliance_bayes.cli import EXIT_BAD_INPUT, main
-from alliance_bayes.fitting import SUMMARY_COLUMNS, Fit
 from alliance_bayes.report.bundle import FAILED_MARKER
+from alliance_bayes.result import SUMMARY_COLUMNS, Fit
 
 # Far too few draws for the gate: the API must still return a Fit (and save it marked FAILED).
 STARVED = {"draws": 40, "tune": 40, "chains": 2, "seed": 3, "progress": False}

@@ -47,7 +47,12 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("families", ("alliance_bayes.model", "alliance_bayes.report")),
     (
         "pipeline",
-        ("alliance_bayes.fitting", "alliance_bayes.fit_verbs", "alliance_bayes.imputation"),
+        (
+            "alliance_bayes.fitting",
+            "alliance_bayes.result",
+            "alliance_bayes.fit_verbs",
+            "alliance_bayes.imputation",
+        ),
     ),
     ("studies", ("alliance_bayes.checks", "alliance_bayes.study", "alliance_bayes.benchmark")),
     ("interface", ("alliance_bayes.cli", "alliance_bayes")),
@@ -75,6 +80,9 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {
 KNOWN_LAZY_CYCLES: dict[tuple[str, str], str] = {
     ("alliance_bayes.fit_verbs", "alliance_bayes.fitting"): (
         "update refits through the one pipeline, whose Fit hands its verbs to fit_verbs"
+    ),
+    ("alliance_bayes.result", "alliance_bayes.fitting"): (
+        "a Fit given the study it was fitted to rebuilds its design through the pipeline's design_of"
     ),
 }
 

@@ -19,7 +19,6 @@ from alliance_bayes import fitting
 from alliance_bayes.cli import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK, main
 from alliance_bayes.data.frame import build_frame
 from alliance_bayes.data.load import load_study
-from alliance_bayes.fitting import SUMMARY_COLUMNS
 from alliance_bayes.model.change.estimands import compute_change_estimands
 from alliance_bayes.model.ratings.design import COVARIATES as RATING_COVARIATES
 from alliance_bayes.model.ratings.estimands import compute_ratings_estimands
@@ -36,6 +35,7 @@ from alliance_bayes.report.study import (
     sample_table_markdown,
     write_study_report,
 )
+from alliance_bayes.result import SUMMARY_COLUMNS
 from alliance_bayes.study import QUESTIONS, reanalyse
 from data_builders import tiny_tables, write_csv_study
 from fake_posterior import CARE_WEIGHTS, make_fake_datatree

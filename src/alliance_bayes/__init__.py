@@ -34,7 +34,7 @@ _API = {
     "SpecError": "alliance_bayes.errors",
     "DesignError": "alliance_bayes.errors",
     "fit": "alliance_bayes.fitting",
-    "Fit": "alliance_bayes.fitting",
+    "Fit": "alliance_bayes.result",
     "reanalyse": "alliance_bayes.study",
 }
 __all__ = [
@@ -54,8 +54,9 @@ __all__ = [
 if TYPE_CHECKING:
     from alliance_bayes.data.load import RawStudy, load_study
     from alliance_bayes.errors import DataContractError, DesignError, SpecError
-    from alliance_bayes.fitting import Fit, fit
+    from alliance_bayes.fitting import fit
     from alliance_bayes.model.spec import load_spec, spec_names
+    from alliance_bayes.result import Fit
     from alliance_bayes.study import reanalyse
 
 

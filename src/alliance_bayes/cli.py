@@ -552,8 +552,8 @@ def _reanalyse(args) -> int:
 
 
 def _report(args) -> int:
-    from alliance_bayes.fitting import Fit
     from alliance_bayes.report.figures import figure_pool
+    from alliance_bayes.result import Fit
 
     with figure_pool(None) as pool:
         return _report_with(args, Fit.load(args.bundle), pool)
@@ -686,9 +686,9 @@ def _robustness(args) -> int:
 
 
 def _hypothesis(args) -> int:
-    from alliance_bayes.fitting import Fit
     from alliance_bayes.model.spec import HypothesisError
     from alliance_bayes.report.hypotheses import hypotheses_markdown
+    from alliance_bayes.result import Fit
 
     result = Fit.load(args.bundle)
     try:

@@ -1,4 +1,4 @@
-r"""What a fitted model answers when asked: the verbs of :class:`~alliance_bayes.fitting.Fit`.
+r"""What a fitted model answers when asked: the verbs of :class:`~alliance_bayes.result.Fit`.
 
 The names follow brms, where its users reach for them: :func:`ranef` (provider effects as a tidy
 frame), :func:`prior_summary`, :func:`loo`, :func:`predict` (posterior predictive draws for new
@@ -45,7 +45,7 @@ from alliance_bayes.errors import DesignError, IncompatibleBundleError, Predicti
 from alliance_bayes.rank_diagnostics import TAIL_PROBS
 
 if TYPE_CHECKING:
-    from alliance_bayes.fitting import Fit
+    from alliance_bayes.result import Fit
 
 __all__ = [
     "TAIL_ESS_CONVENTION",

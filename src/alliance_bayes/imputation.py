@@ -186,7 +186,7 @@ def fit_imputed[FitT](
     (the pipeline's :func:`~alliance_bayes.fitting.fit_design`, with ``followup_imputations = 0``);
     ``assemble(spec, dt, meta, design=, forbidden_ids=, gate=)`` makes the pooled result from its
     DataTree, run metadata and gate, as the pipeline makes every fit's. ``FitT`` is the
-    pipeline's result, :class:`~alliance_bayes.fitting.Fit`.
+    pipeline's result, :class:`~alliance_bayes.result.Fit`.
     """
     started = time.perf_counter() if started is None else started
     family = family_of(spec)

@@ -104,7 +104,7 @@ def reanalyse(
     progress : bool
         Show the sampler's progress.
     figure_workers : int, None or Executor
-        As in :meth:`~alliance_bayes.fitting.Fit.save`.
+        As in :meth:`~alliance_bayes.result.Fit.save`.
     log : callable, optional
         Receives a line as each fit starts and as its bundle is saved.
 

@@ -105,9 +105,9 @@ class FitOutcome:
     headline : str
         :meth:`~alliance_bayes.diagnostics.GateResult.headline`.
     summary : pandas.DataFrame
-        :meth:`~alliance_bayes.fitting.Fit.summary` (index: estimand).
+        :meth:`~alliance_bayes.result.Fit.summary` (index: estimand).
     hypotheses : pandas.DataFrame or None
-        The spec's hypotheses decided (:meth:`~alliance_bayes.fitting.Fit.hypotheses`).
+        The spec's hypotheses decided (:meth:`~alliance_bayes.result.Fit.hypotheses`).
     meta : mapping
         The fit's provenance (``run.json``).
     bundle : pathlib.Path or None
@@ -126,7 +126,7 @@ class FitOutcome:
 
     @classmethod
     def of(cls, fit) -> FitOutcome:
-        """From a :class:`~alliance_bayes.fitting.Fit` (saved, so that its bundle is known)."""
+        """From a :class:`~alliance_bayes.result.Fit` (saved, so that its bundle is known)."""
         return cls(
             spec=fit.spec.name,
             family=str(fit.meta.get("family", "")),
