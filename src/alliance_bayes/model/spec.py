@@ -28,12 +28,14 @@ MODELS_DIR = Path(str(files("alliance_bayes.specs")))
 #: The built-in outcomes: outcome column → (baseline column, range on its own metric, label, units
 #: of one point), from the built-in instruments (:data:`alliance_bayes.data.instruments.BUILT_IN`).
 #: A study declares others in its ``study.toml`` (``[outcomes.<name>]``); a spec names one as
-#: ``outcome = "<name>_followup"`` and fits it with the regression family.
+#: ``outcome = "<name>_followup"`` and fits it with the regression or the change family.
 OUTCOMES = {i.followup: (i.baseline, i.range, i.outcome_label, i.units) for i in BUILT_IN.values()}
 #: The range whose points the default prior scales of :class:`PriorSpec` are in (WHO-5's 0–100):
 #: for a declared outcome the outcome-point scales a spec does not set are multiplied by its range
 #: over this one (for PHQ-9 that is 0.27, close to the scales ``depression_change`` states).
 REFERENCE_RANGE = 100.0
+#: The :class:`ChangeSpec` scales in outcome points, treated as :data:`OUTCOME_POINT_PRIORS` are.
+CHANGE_POINT_PRIORS = ("true_mean_sd", "true_change_sd", "true_sd_sd")
 #: The :class:`PriorSpec` scales in outcome points (the others are per baseline point or shapes).
 OUTCOME_POINT_PRIORS = (
     "intercept_sd", "b_covariate_sd", "b_care_sd", "b_alliance_sd", "mu_b_sd", "sd_b_sd",
@@ -263,6 +265,15 @@ class ChangeSpec:
     mean true baseline around the sample mean, ``true_change_sd`` of its mean true change,
     ``true_sd_sd`` (Half-Normal) of the client SD of the true scores; the provider-effect SDs take
     ``[priors] sd_provider_sd`` (Half-Normal).
+
+    For an outcome a study declares (``[outcomes.<name>]``) the instrument decides instead: the
+    elevated are those at or past its ``cutoff`` (``>=`` where lower is better, ``<=`` where
+    higher is), improvement is its ``better`` direction, and a declared ``reliability`` centres
+    the Beta prior (its SD ``reliability_sd``, the default where the spec states none for this
+    outcome); without one the spec's ``reliability_mean``, ``reliability_sd`` and
+    ``reliability_source``, which it must then state for this outcome. The scales in outcome
+    points that the spec does not state for this outcome are the defaults times the declared
+    range over :data:`REFERENCE_RANGE` (:attr:`ModelSpec.change_priors`).
     """
 
     reliability_mean: float = 0.81
@@ -434,7 +445,10 @@ class ModelSpec:
     once a study declaring it is loaded (:mod:`alliance_bayes.data.instruments`). ``priors`` are
     the scales as the model uses them: for a declared outcome the outcome-point scales that the
     spec does not state (``stated_priors`` holds what it states, ``priors_stated`` which) are the
-    defaults times its range over :data:`REFERENCE_RANGE`.
+    defaults times its range over :data:`REFERENCE_RANGE`; :attr:`change_priors` does the same for
+    the ``[change]`` table (``change_stated``). A value in outcome points counts as stated only
+    where the spec, or one it extends, states it for the spec's own outcome: a variant that
+    extends a WHO-5 spec to model another outcome does not inherit scales in WHO-5 points.
     """
 
     name: str
@@ -453,6 +467,7 @@ class ModelSpec:
     published_table: str = ""
     source: str = ""
     priors_stated: frozenset[str] = frozenset()
+    change_stated: frozenset[str] = frozenset()
 
     @property
     def declared_covariates(self) -> tuple[str, ...]:
@@ -491,6 +506,25 @@ class ModelSpec:
             if name not in self.priors_stated
         }
         return replace(self.stated_priors, **scaled)
+
+    @property
+    def change_priors(self) -> ChangeSpec | None:
+        """The ``[change]`` table as the model uses it (see the class docstring).
+
+        For a declared outcome the scales of :data:`CHANGE_POINT_PRIORS` that the spec does not
+        state for it are the :class:`ChangeSpec` defaults (on WHO-5's 0–100) times the declared
+        range over :data:`REFERENCE_RANGE`; for a built-in outcome the table as stated.
+        """
+        c = self.change
+        if c is None or not self.declared_outcome:
+            return c
+        unstated = [name for name in CHANGE_POINT_PRIORS if name not in self.change_stated]
+        if not unstated:  # as run.json records them: no need of the declaration's range
+            return c
+        low, high = self.outcome_range
+        factor = (high - low) / REFERENCE_RANGE
+        default = ChangeSpec()
+        return replace(c, **{name: getattr(default, name) * factor for name in unstated})
 
     @property
     def rope(self) -> float:
@@ -547,6 +581,7 @@ class ModelSpec:
         d = asdict(self)
         d.pop("source")
         d.pop("priors_stated")
+        d.pop("change_stated")
         d.pop("stated_priors")
         try:
             d["priors"] = asdict(self.priors)  # as run: a declared outcome's scaled scales
@@ -556,6 +591,17 @@ class ModelSpec:
             d.pop("measurement")
         if d["change"] is None:
             d.pop("change")
+        else:
+            try:
+                d["change"] = asdict(self.change_priors)  # as run: a declared outcome's scales
+            except SpecError:  # a declared outcome before its study is loaded: as stated
+                pass
+            if self.declared_outcome:
+                # A reliability not stated for this outcome was not used (the declaration's, or
+                # none): left out, so that a spec rebuilt from run.json chooses as this one did.
+                for key in ("reliability_mean", "reliability_sd", "reliability_source"):
+                    if key not in self.change_stated:
+                        d["change"].pop(key)
         if not d["published_table"]:
             d.pop("published_table")
         return d
@@ -661,10 +707,15 @@ def parse_spec(text: str, source: str = "<string>") -> ModelSpec:
     ``extends = "<spec name or path>"`` starts from another spec: its tables are merged key by key
     and top-level values replaced, so that a variant states only what differs.
     """
-    return _from_raw(_read_toml(text, source, ()), source)
+    raw, stated = _combine(_read_layers(text, source, ()))
+    return _from_raw(raw, source, stated)
 
 
-def _from_raw(raw: dict[str, Any], source: str) -> ModelSpec:
+def _from_raw(
+    raw: dict[str, Any], source: str, stated: dict[str, frozenset[str]] | None = None
+) -> ModelSpec:
+    """A validated spec from its merged tables; ``stated`` (:func:`_combine`) names the keys of
+    ``[priors]`` and ``[change]`` stated for the spec's own outcome (default: every key given)."""
     unknown = sorted(set(raw) - _TOP_KEYS)
     _check(source, not unknown, f"unknown key(s) {unknown}; expected some of {sorted(_TOP_KEYS)}")
     for key in ("name", "outcome"):
@@ -683,7 +734,8 @@ def _from_raw(raw: dict[str, Any], source: str) -> ModelSpec:
     if "change" in raw:
         sections["change"] = _section(f"{source} [change]", ChangeSpec, raw["change"])
     sections["stated_priors"] = sections.pop("priors")
-    priors_raw = raw.get("priors", {})
+    given = {t: frozenset(raw.get(t, {})) for t in _OUTCOME_POINT_TABLES}
+    stated = {t: given[t] & (stated or given)[t] for t in _OUTCOME_POINT_TABLES}
     spec = ModelSpec(
         name=raw["name"],
         description=str(raw.get("description", "")),
@@ -692,30 +744,59 @@ def _from_raw(raw: dict[str, Any], source: str) -> ModelSpec:
         likelihood_form=str(raw.get("likelihood_form", "auto")),
         published_table=str(raw.get("published_table", "")),
         source=source,
-        priors_stated=frozenset(priors_raw),
+        priors_stated=stated["priors"],
+        change_stated=stated["change"],
         **sections,
     )
     _validate(spec, source)
     return spec
 
 
-def _read_toml(text: str, source: str, chain: tuple[str, ...]) -> dict[str, Any]:
-    """TOML text as a dict, with ``extends`` resolved (recursively, cycles refused)."""
+#: The tables whose values are partly in outcome points: what a spec states in them is tracked
+#: per outcome (:func:`_combine`).
+_OUTCOME_POINT_TABLES = ("priors", "change")
+
+
+def _read_layers(text: str, source: str, chain: tuple[str, ...]) -> list[dict[str, Any]]:
+    """TOML text and the specs it ``extends`` (recursively, cycles refused), the furthest base
+    first, each as its own dict without ``extends``."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"{source}: not valid TOML: {err}") from err
     base_name = raw.pop("extends", None)
     if base_name is None:
-        return raw
+        return [raw]
     _check(source, isinstance(base_name, str), "'extends' must be a spec name or path")
     path = _spec_path(base_name)
     if path.suffix == ".toml" and not path.is_absolute() and Path(source).is_file():
         path = Path(source).parent / path  # a relative path is relative to the extending file
     _check(source, path.is_file(), f"extends {base_name!r}: no such spec ({path})")
     _check(source, str(path) not in chain, f"extends {base_name!r}: a cycle of extends")
-    base = _read_toml(path.read_text(encoding="utf-8"), str(path), (*chain, str(path)))
-    return _merge(base, raw)
+    base = _read_layers(path.read_text(encoding="utf-8"), str(path), (*chain, str(path)))
+    return [*base, raw]
+
+
+def _combine(layers: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, frozenset[str]]]:
+    """The layers merged in order (:func:`_merge`), and per table of :data:`_OUTCOME_POINT_TABLES`
+    the keys that a layer states while the spec, as far as it is merged, models the outcome of
+    the whole: values in outcome points inherited from a spec of another outcome are in that
+    outcome's points, so they do not count as stated for this one."""
+    raw: dict[str, Any] = {}
+    outcomes = []
+    for layer in layers:
+        raw = _merge(raw, layer)
+        outcomes.append(raw.get("outcome"))
+    stated = {
+        table: frozenset(
+            key
+            for layer, outcome in zip(layers, outcomes, strict=True)
+            if outcome == raw.get("outcome") and isinstance(layer.get(table), dict)
+            for key in layer[table]
+        )
+        for table in _OUTCOME_POINT_TABLES
+    }
+    return raw, stated
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -749,9 +830,9 @@ def _validate(spec: ModelSpec, src: str) -> None:
     if spec.declared_outcome and declared_form:
         _check(
             src,
-            spec.change is None and spec.predictors.alliance != "latent",
+            spec.predictors.alliance != "latent",
             f"outcome {spec.outcome!r} is a declared instrument, which the follow-up regression "
-            "models only (no [change] table, no alliance = 'latent')",
+            "and the change family ([change]) model, not alliance = 'latent'",
         )
     if spec.outcome in RATING_OUTCOMES:
         _validate_ratings(spec, src)
@@ -1000,12 +1081,13 @@ def load_spec(name_or_path: str | Path, **overrides: Any) -> ModelSpec:
     if not path.is_file():
         raise SpecError(f"{path}: no such model spec; known specs: {spec_names()}")
     source = str(path)
-    raw = _read_toml(path.read_text(encoding="utf-8"), source, ())
+    layers = _read_layers(path.read_text(encoding="utf-8"), source, ())
     if overrides:
         _check(source, "extends" not in overrides, "'extends' cannot be an override")
-        raw = _merge(raw, overrides)
+        layers.append(overrides)
         source = f"{source} (with overrides {sorted(overrides)})"
-    return _from_raw(raw, source)
+    raw, stated = _combine(layers)
+    return _from_raw(raw, source, stated)
 
 
 def spec_from_dict(values: dict[str, Any], source: str) -> ModelSpec:

@@ -3,6 +3,14 @@
 Selection into the elevated group is on the *observed* baseline, so the model needs every client,
 elevated or not: the unselected clients tell it where the population's true baseline lies, and
 therefore how far the selected ones will regress towards it.
+
+What the model needs to know about the outcome comes from its instrument
+(:mod:`alliance_bayes.data.instruments`): the built-in WHO-5 or PHQ-9, or one the study declares
+as ``[outcomes.<name>]`` in its ``study.toml``. Its ``better`` direction orients the scale (the
+elevated are at or beyond the cut-off on the worse side, improvement is a move to the better one),
+its ``cutoff`` selects the elevated (for the built-in ones, the spec's ``[data]`` cut-offs, so that
+a variant may move them), and a declared test–retest ``reliability`` centres the prior of the
+measurement error (:func:`reliability_prior`).
 """
 
 from __future__ import annotations
@@ -12,29 +20,136 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from alliance_bayes.data.frame import AnalysisFrame
+from alliance_bayes.data.instruments import BUILT_IN, Instrument, declare, instrument_of
 from alliance_bayes.errors import DesignError
-from alliance_bayes.model.spec import OUTCOMES, ModelSpec
+from alliance_bayes.model.spec import ChangeSpec, ModelSpec
 
-__all__ = ["CARE_TYPES", "ChangeDesign", "direction", "prepare_change", "short_name"]
+__all__ = [
+    "CARE_TYPES",
+    "ChangeDesign",
+    "ReliabilityPrior",
+    "direction",
+    "instrument",
+    "prepare_change",
+    "reliability_prior",
+    "short_name",
+]
 
 CARE_TYPES = ("therapist", "coach", "both")
 PROVIDER_TYPES = ("therapist", "coach")
+#: The built-in instruments' cut-offs are the spec's ``[data]`` values (the paper's rules by
+#: default), so that a variant may move them; a declared instrument's is its declaration's.
+SPEC_CUTOFFS = {"who5": "who5_cutoff", "phq9": "phq9_cutoff"}
 
 
 def short_name(spec: ModelSpec) -> str:
-    """``"who5"`` or ``"phq9"``: the prefix of the estimand names."""
-    return spec.outcome.split("_")[0]
+    """The instrument's name, the prefix of the estimand names (``who5``, ``phq9``, ``gad7``)."""
+    return spec.outcome.removesuffix("_followup")
+
+
+def instrument(spec: ModelSpec) -> Instrument:
+    """The outcome's instrument: built in, or as the study loaded last declares it.
+
+    :func:`prepare_change` first makes its own study's declaration the one in use.
+
+    Raises
+    ------
+    DesignError
+        The outcome is declared by no study loaded.
+    """
+    name = short_name(spec)
+    found = BUILT_IN.get(name) or instrument_of(spec.outcome)
+    if found is None:
+        raise DesignError(
+            f"spec {spec.name!r}: outcome {spec.outcome!r} is declared by no study loaded; "
+            f"declare [outcomes.{name}] in the study's study.toml"
+        )
+    return found
 
 
 def direction(spec: ModelSpec) -> tuple[float, float]:
-    """``(sign, cutoff)``: +1 where higher is better (WHO-5), −1 where lower is (PHQ-9).
+    """``(sign, cutoff)``: +1 where higher is better (WHO-5), −1 where lower is (PHQ-9, GAD-7).
 
-    On the oriented scale sign·X, "elevated at baseline" is always sign·X₁ <= sign·cutoff and
-    improvement is always an increase.
+    The sign is the instrument's ``better``; on the oriented scale sign·X, "elevated at baseline"
+    is always sign·X₁ <= sign·cutoff and improvement is always an increase.
+
+    Raises
+    ------
+    DesignError
+        A declared instrument without a ``cutoff``: no one is elevated or not.
     """
-    if short_name(spec) == "phq9":
-        return -1.0, float(spec.data.phq9_cutoff)
-    return 1.0, float(spec.data.who5_cutoff)
+    inst = instrument(spec)
+    sign = 1.0 if inst.better == "higher" else -1.0
+    if inst.name in SPEC_CUTOFFS:
+        return sign, float(getattr(spec.data, SPEC_CUTOFFS[inst.name]))
+    if inst.cutoff is None:
+        raise DesignError(
+            f"spec {spec.name!r}: the change model selects the clients elevated at baseline by the "
+            f"instrument's cut-off, and [outcomes.{inst.name}] ({inst.label}) declares none; "
+            f"add cutoff = <score> to it in the study's study.toml (elevated at "
+            f"{'>=' if sign < 0 else '<='} the cut-off, since {inst.better} is better)"
+        )
+    return sign, float(inst.cutoff)
+
+
+@dataclass(frozen=True)
+class ReliabilityPrior:
+    """The Beta prior of the test–retest reliability ρ, its mean and SD, and where they come from.
+
+    ``declared``: centred on the reliability the study declares for the instrument (``source``
+    its declared source); otherwise the spec's ``[change]`` values (``source`` the spec's
+    ``reliability_source``).
+    """
+
+    mean: float
+    sd: float
+    source: str
+    declared: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {"mean": self.mean, "sd": self.sd, "source": self.source, "declared": self.declared}
+
+
+def reliability_prior(spec: ModelSpec, inst: Instrument) -> ReliabilityPrior:
+    """The reliability prior of ``spec`` for the outcome's instrument ``inst``.
+
+    A declared test–retest reliability centres the prior, with the spec's ``reliability_sd`` where
+    it states one for this outcome and the :class:`~alliance_bayes.model.spec.ChangeSpec` default
+    otherwise. An instrument without one (the built-in WHO-5 and PHQ-9 among them) takes the
+    spec's ``[change]`` values; for a declared instrument the spec must state them for this
+    outcome, with their source: a reliability written for another instrument (inherited through
+    ``extends``) would otherwise pass for this one's.
+
+    Raises
+    ------
+    DesignError
+        Neither the declaration nor the spec gives a reliability for a declared instrument, or the
+        declared mean and the SD make no Beta distribution.
+    """
+    c = spec.change
+    assert c is not None
+    if inst.reliability is None:
+        if inst.name not in BUILT_IN and not (
+            {"reliability_mean", "reliability_source"} <= spec.change_stated
+            and c.reliability_source.strip()
+        ):
+            raise DesignError(
+                f"spec {spec.name!r}: the change model needs a test–retest reliability of the "
+                f"{inst.label} for its measurement error, and neither [outcomes.{inst.name}] of the "
+                "study nor the spec's [change] table gives one for it. Declare reliability = <ICC> "
+                "with source = '<where it was measured>' in the study's study.toml, or state "
+                "reliability_mean, reliability_sd and reliability_source in the spec's [change]"
+            )
+        return ReliabilityPrior(c.reliability_mean, c.reliability_sd, c.reliability_source, False)
+    sd = c.reliability_sd if "reliability_sd" in spec.change_stated else ChangeSpec().reliability_sd
+    mean = inst.reliability
+    if not sd**2 < mean * (1.0 - mean):
+        raise DesignError(
+            f"spec {spec.name!r}: a Beta prior of mean {mean:g} (the reliability declared in "
+            f"[outcomes.{inst.name}]) needs an SD below {np.sqrt(mean * (1.0 - mean)):.3g}, got "
+            f"{sd:g}; state a smaller reliability_sd in the spec's [change]"
+        )
+    return ReliabilityPrior(mean, sd, inst.source, True)
 
 
 @dataclass
@@ -54,6 +169,12 @@ class ChangeDesign:
         session-share weights, rows summing to 1.
     provider_type : (P,) int
         Positions in :data:`PROVIDER_TYPES`.
+    sign, cutoff : float
+        :func:`direction`: elevated where sign·x1 <= sign·cutoff.
+    instrument : Instrument
+        The outcome's instrument (label, range, direction).
+    reliability : ReliabilityPrior
+        The prior of the test–retest reliability (:func:`reliability_prior`).
     """
 
     frame: AnalysisFrame
@@ -66,6 +187,8 @@ class ChangeDesign:
     provider_type: np.ndarray
     sign: float
     cutoff: float
+    instrument: Instrument
+    reliability: ReliabilityPrior
     exclusions: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -81,6 +204,8 @@ class ChangeDesign:
 
         ``baseline_sd`` is the SD of the observed baseline over every client in the model, the
         Var(X) of σ_e² = (1 − ρ)·Var(X) and the SD of the reliable-change criterion.
+        ``instrument`` (its name, label, units, range and better direction) and
+        ``reliability_prior`` (:class:`ReliabilityPrior`) are what the report states.
         """
         counts = np.bincount(self.care, minlength=len(CARE_TYPES))
         elevated = self.elevated()
@@ -102,6 +227,15 @@ class ChangeDesign:
             "n_elevated_followed": int(both.sum()),
             # The paper's quantity: the mean observed change of the elevated with a follow-up.
             "naive_change_elevated": float(naive.mean()) if naive.size else float("nan"),
+            "instrument": {
+                "name": self.instrument.name,
+                "label": self.instrument.label,
+                "units": self.instrument.units,
+                "range": list(self.instrument.range),
+                "better": self.instrument.better,
+                "declared": self.instrument.name not in BUILT_IN,
+            },
+            "reliability_prior": self.reliability.as_dict(),
         }
 
 
@@ -122,13 +256,37 @@ def _distribution(x: np.ndarray) -> dict[str, list[float]]:
 def prepare_change(spec: ModelSpec, frame: AnalysisFrame) -> ChangeDesign:
     """Every client with an observed baseline; follow-ups where observed (missing at random).
 
+    A declared outcome must be declared by the frame's own study, whose declaration then becomes
+    the one in use (another study loaded since may declare the same name otherwise).
+
     Raises
     ------
     DesignError
-        Fewer than 20 clients with a baseline, or fewer than 10 with a follow-up.
+        The outcome is not declared by this study, its instrument has no cut-off or no
+        reliability to use (:func:`direction`, :func:`reliability_prior`); fewer than 20 clients
+        with a baseline, fewer than 10 with a follow-up, or none elevated.
     """
-    baseline, outcome = OUTCOMES[spec.outcome][0], spec.outcome
+    inst = _own_instrument(spec, frame)
+    baseline, outcome = inst.baseline, spec.outcome
+    # A declaration lacking both a cut-off and a reliability is told of both at once.
+    problems = []
+    try:
+        sign, cutoff = direction(spec)
+    except DesignError as err:
+        problems.append(str(err))
+    try:
+        reliability = reliability_prior(spec, inst)
+    except DesignError as err:
+        problems.append(str(err))
+    if problems:
+        raise DesignError("\n".join(problems))
     clients = frame.clients
+    missing = [col for col in (baseline, outcome) if col not in clients]
+    if missing:
+        raise DesignError(
+            f"spec {spec.name!r}: the study declares [outcomes.{inst.name}] but its clients table "
+            f"has no column(s) {missing}"
+        )
     has_baseline = clients[baseline].notna().to_numpy()
     exclusions = {
         "clients_in_data": len(clients),
@@ -148,10 +306,9 @@ def prepare_change(spec: ModelSpec, frame: AnalysisFrame) -> ChangeDesign:
         )
     index, weight = sub.membership_arrays()
     ptype = sub.providers["provider_type"].astype(str).map(PROVIDER_TYPES.index).to_numpy()
-    sign, cutoff = direction(spec)
     if not np.any(sign * x1 <= sign * cutoff):
         raise DesignError(
-            f"{spec.source}: no client is elevated at baseline ({outcome.split('_')[0]} "
+            f"{spec.source}: no client is elevated at baseline ({inst.label} "
             f"{'<=' if sign > 0 else '>='} {cutoff:g}), so there is no change among the elevated "
             "to estimate"
         )
@@ -166,5 +323,30 @@ def prepare_change(spec: ModelSpec, frame: AnalysisFrame) -> ChangeDesign:
         provider_type=ptype.astype(np.int64),
         sign=sign,
         cutoff=cutoff,
+        instrument=inst,
+        reliability=reliability,
         exclusions=exclusions,
     )
+
+
+def _own_instrument(spec: ModelSpec, frame: AnalysisFrame) -> Instrument:
+    """The outcome's instrument as this study has it; a declared one becomes the one in use."""
+    name = short_name(spec)
+    if name in BUILT_IN:
+        return BUILT_IN[name]
+    if name not in frame.outcomes:
+        where = frame.outcomes_declared_in or "the study (it has no study.toml)"
+        known = sorted(
+            {
+                *(i.followup for i in BUILT_IN.values()),
+                *(i.followup for i in frame.outcomes.values()),
+            }
+        )
+        raise DesignError(
+            f"spec {spec.name!r}: outcome {spec.outcome!r} is not declared in {where}; this "
+            f"study's outcomes are {known}. Declare it there as [outcomes.{name}] with label, "
+            'range = [low, high], better = "lower" or "higher", cutoff (who is elevated at '
+            "baseline) and, for the measurement error, reliability with its source"
+        )
+    declare({name: frame.outcomes[name]})
+    return frame.outcomes[name]

@@ -2,8 +2,10 @@ r"""Change among the clients elevated at baseline, with the regression to the me
 
 Every estimand is a function of one posterior draw under the bivariate normal of
 :mod:`alliance_bayes.model.change.graph` (no Monte Carlo noise). On the oriented scale
-:math:`Y = sX` (:math:`s = +1` for WHO-5, :math:`-1` for PHQ-9, so that improvement is an
-increase and "elevated" is :math:`Y_1 \le c`, :math:`c = s \cdot \mathrm{cutoff}`), for a care
+:math:`Y = sX` (:math:`s = +1` where the instrument declares higher scores better, as the WHO-5;
+:math:`-1` where lower ones are, as the PHQ-9 or GAD-7; see
+:func:`~alliance_bayes.model.change.design.direction`), improvement is an increase and "elevated"
+is :math:`Y_1 \le c`, :math:`c = s \cdot \mathrm{cutoff}` (the instrument's cut-off). For a care
 type with true means :math:`m_1, m_2` (:math:`m_2` including the mean provider effect of its
 clients), true SDs :math:`\tau_1, \tau_2`, true correlation :math:`r`, error SD :math:`\sigma_e`,
 :math:`V_1 = \tau_1^2 + \sigma_e^2` and :math:`C = r\tau_1\tau_2`, a client with observed baseline
@@ -28,9 +30,11 @@ quantities for a normal baseline (the truncated-normal mean
 
 The Jacobson–Truax classification (doi:10.1037/0022-006X.59.1.12) uses the reliable-change
 criterion :math:`RC = 1.96\sqrt{2}\, s_{X_1}\sqrt{1-\rho} = 1.96\sqrt{2}\,\sigma_e` in outcome
-points (:math:`s_{X_1}` the SD of the observed baseline over every client): reliably improved
-:math:`Y_2 - Y_1 \ge RC`, recovered also :math:`Y_2 > c` (past the cut-off at follow-up), reliably
-deteriorated :math:`Y_2 - Y_1 \le -RC`. Given :math:`y`, each is a normal probability
+points (:math:`s_{X_1}` the SD of the observed baseline over every client, :math:`\rho` the
+posterior test–retest reliability, whose prior a reliability the study declares for the
+instrument centres): reliably improved :math:`Y_2 - Y_1 \ge RC` (a move of at least RC in the
+instrument's better direction), recovered also :math:`Y_2 > c` (past the cut-off at follow-up),
+reliably deteriorated :math:`Y_2 - Y_1 \le -RC`. Given :math:`y`, each is a normal probability
 (:math:`Y_2 \mid y` is normal, its variance including the provider spread of the care type), then
 averaged as the means are. These are the expected shares of the elevated clients, not counts of
 the observed ones.
@@ -208,9 +212,9 @@ def compute_change_estimands(
         ``elevated_baselines`` (per care type, the elevated clients' distinct observed baselines
         and their counts).
     prefix : str
-        ``"who5"`` or ``"phq9"``: ``<prefix>_change[<group>]`` …
+        The instrument's name (``"who5"``, ``"phq9"``, ``"gad7"``): ``<prefix>_change[<group>]`` …
     units : str
-        Units of one outcome point, e.g. ``"WHO-5 points"``.
+        Units of one outcome point, ``"<label> points"`` (e.g. ``"WHO-5 points"``).
     """
     sign, cutoff = float(scales["sign"]), float(scales["cutoff"])
     sd_x = float(scales["baseline_sd"])

@@ -12,8 +12,14 @@ For client :math:`i` of care type :math:`c(i)` with providers :math:`p` (session
     \begin{pmatrix} \tau_1^2 & r\tau_1\tau_2 \\ r\tau_1\tau_2 & \tau_2^2 \end{pmatrix}\right),
     \quad v_i = \sum_p w_{ip} u_p, \quad u_p \sim \mathcal{N}(0, \sigma_{u,\mathrm{type}(p)}^2),
 
-with :math:`\rho` the instrument's test–retest reliability (a Beta prior from the published
-value) and :math:`s_{X_1}` the SD of the observed baseline over every client. The provider effects
+with :math:`\rho` the instrument's test–retest reliability (a Beta prior centred on the value a
+study declares for the instrument, else on the spec's published value:
+:func:`~alliance_bayes.model.change.design.reliability_prior`) and :math:`s_{X_1}` the SD of the
+observed baseline over every client. The prior scales in outcome points are the spec's
+(:attr:`~alliance_bayes.model.spec.ModelSpec.change_priors`: for a declared outcome, scaled to its
+declared range where the spec states none for it); the mean true baseline is centred on the
+observed one. Every score is taken on its own metric; the scale's direction only matters to the
+estimands. The provider effects
 act on the follow-up only: the baseline is measured before care.
 
 The true scores are integrated out. :math:`X_1 \sim \mathcal{N}(\mu_{1c}, V_1)`,
@@ -56,7 +62,7 @@ def beta_parameters(mean: float, sd: float) -> tuple[float, float]:
 
 def build_change_model(spec: ModelSpec, design: ChangeDesign) -> pm.Model:
     """The PyMC model of the module docstring (see :class:`~alliance_bayes.model.spec.ChangeSpec`)."""
-    c = spec.change
+    c = spec.change_priors
     assert c is not None
     scales = design.scales()
     coords = {
@@ -83,7 +89,7 @@ def build_change_model(spec: ModelSpec, design: ChangeDesign) -> pm.Model:
         tau = pm.HalfNormal("sd_true", c.true_sd_sd, dims="time")
         # corr = 2B − 1 with B ~ Beta(2, 2): symmetric about 0, no mass piled at ±1.
         corr = pm.Deterministic("corr_true", 2.0 * pm.Beta("corr_true_01", 2.0, 2.0) - 1.0)
-        a, b = beta_parameters(c.reliability_mean, c.reliability_sd)
+        a, b = beta_parameters(design.reliability.mean, design.reliability.sd)
         rho = pm.Beta("reliability", a, b)
         sigma_e = pm.Deterministic("sigma_error", pt.sqrt(1.0 - rho) * scales["baseline_sd"])
 
