@@ -263,6 +263,15 @@ def test_version_flag(capsys):
     assert capsys.readouterr().out.strip() == f"alliance-bayes {ab.__version__}"
 
 
+def test_the_version_is_the_one_pyproject_declares():
+    """One version: the package's ``__version__`` (alliance_bayes.version) is pyproject's."""
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    assert ab.__version__ == tomllib.loads(pyproject.read_text())["project"]["version"]
+
+
 def test_dir_lists_the_public_api():
     names = dir(ab)
     assert {"load_study", "load_spec", "fit", "Fit", "__version__"} <= set(names)

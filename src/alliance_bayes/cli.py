@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bayesian models of the therapeutic alliance and change in well-being "
         "(WHO-5) and depression (PHQ-9) in telehealth care.",
     )
-    from alliance_bayes import __version__
+    from alliance_bayes.version import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -96,7 +96,7 @@ def check_bundle_version(meta: Mapping[str, Any], where: str = "bundle") -> None
     IncompatibleBundleError
         Naming the bundle's version and the installed one.
     """
-    from alliance_bayes import __version__
+    from alliance_bayes.version import __version__
 
     written = (meta.get("packages") or {}).get(_VERSION_KEY)
     theirs, ours = _major_minor(written or ""), _major_minor(__version__)
@@ -256,7 +256,7 @@ def loo(dt: xr.DataTree, provider_of: Mapping[str, str] | None = None) -> LooRes
     """
     import arviz_stats as azs
 
-    from alliance_bayes.checks.compare import (
+    from alliance_bayes.model.pointwise import (
         CLIENT_DIM,
         CLIENT_VAR,
         client_log_likelihood,
@@ -305,7 +305,7 @@ def loo(dt: xr.DataTree, provider_of: Mapping[str, str] | None = None) -> LooRes
 
 def main_provider_of(design) -> dict[str, str]:
     """Client label → main provider label (most sessions; :func:`~alliance_bayes.checks.compare.main_provider`)."""
-    from alliance_bayes.checks.compare import main_provider
+    from alliance_bayes.model.pointwise import main_provider
 
     labels = design.frame.providers["provider"].astype(str).to_numpy()
     main = main_provider(design.membership_index, design.membership_weight)

@@ -704,7 +704,7 @@ def pointwise_log_likelihood(dt: xr.DataTree) -> xr.Dataset | None:
     has no pointwise log-likelihood per client."""
     if "log_likelihood" not in dt.children:
         return None
-    from alliance_bayes.checks.compare import client_log_likelihood
+    from alliance_bayes.model.pointwise import client_log_likelihood
 
     try:
         return client_log_likelihood(dt)["log_likelihood"].to_dataset()
@@ -715,7 +715,7 @@ def pointwise_log_likelihood(dt: xr.DataTree) -> xr.Dataset | None:
 def pareto_k_table(elpd: Any, worst: int = WORST_CLIENTS) -> list[str]:
     """Markdown lines: clients by Pareto k band (:func:`~alliance_bayes.checks.compare.pareto_k_counts`)
     and the ``worst`` largest k, by pseudonymous client id."""
-    from alliance_bayes.checks.compare import CLIENT_DIM, pareto_k_counts
+    from alliance_bayes.model.pointwise import CLIENT_DIM, pareto_k_counts
     from alliance_bayes.report.render import markdown_table
 
     counts = pareto_k_counts(elpd)
@@ -739,7 +739,7 @@ def pareto_k_table(elpd: Any, worst: int = WORST_CLIENTS) -> list[str]:
 def _loo_pit_tree(dt: xr.DataTree, pointwise: xr.Dataset, var: str) -> xr.DataTree | str:
     """Observed ``var``, its replicates and the per-client log-likelihood on the clients and
     draws they share, or the reason there are too few."""
-    from alliance_bayes.checks.compare import CLIENT_DIM, CLIENT_VAR
+    from alliance_bayes.model.pointwise import CLIENT_DIM, CLIENT_VAR
 
     groups = set(dt.children)
     if not {"posterior_predictive", "observed_data"} <= groups or not all(
@@ -809,7 +809,7 @@ def plot_loo_pit(
         )
     import warnings
 
-    from alliance_bayes.checks.compare import CLIENT_VAR
+    from alliance_bayes.model.pointwise import CLIENT_VAR
 
     # The posterior gives arviz-stats the relative efficiency of the draws (as in Fit.loo).
     tree = xr.DataTree.from_dict(
