@@ -146,8 +146,6 @@ def fit(
         cache=cache,
         started=started,
     )
-    # what the loader converted (value labels, declared missing codes), for the report's Clients
-    result.meta["conversions"] = [c.to_dict() for c in study.conversions]
     return result
 
 
@@ -309,6 +307,8 @@ def _run_metadata(spec: ModelSpec, design, settings: SamplerSettings, timings) -
         "sampler_settings": settings.to_dict(),
         "data_sha256": design.frame.data_sha256,
         "exclusions": design.exclusions,
+        # what the loader converted (value labels, declared missing codes): the report's Clients
+        "conversions": [c.to_dict() for c in getattr(design.frame, "conversions", ())],
         "n_clients": design.n_clients,
         "n_providers": len(design.frame.providers),
         "timings_s": timings,

@@ -83,7 +83,7 @@ import pandas as pd
 from alliance_bayes.data.alliance import AllianceInstrument
 from alliance_bayes.data.covariates import Covariate
 from alliance_bayes.data.instruments import Instrument
-from alliance_bayes.data.load import RawStudy
+from alliance_bayes.data.load import Conversion, RawStudy
 
 __all__ = [
     "CARE_TYPES",
@@ -157,6 +157,9 @@ class AnalysisFrame:
     partially_rated : dict of str to int
         With a declared instrument of several items per subscale: per subscale, the sessions
         where some but not all of its items were rated (their score is the mean of those rated).
+    conversions : tuple of Conversion
+        What the loader converted in Stata or SPSS cells (value labels, declared missing codes;
+        :attr:`RawStudy.conversions`), recorded in ``run.json`` for the report's Clients section.
     """
 
     clients: pd.DataFrame
@@ -172,6 +175,7 @@ class AnalysisFrame:
     covariates: dict[str, Covariate] = dataclasses.field(default_factory=dict)
     alliance: AllianceInstrument | None = None
     partially_rated: dict[str, int] = dataclasses.field(default_factory=dict)
+    conversions: tuple[Conversion, ...] = ()
 
     @property
     def alliance_scale(self) -> str:
@@ -669,4 +673,5 @@ def build_frame(
         covariates=dict(study.covariates),
         alliance=study.alliance,
         partially_rated=partially_rated,
+        conversions=tuple(study.conversions),
     )
