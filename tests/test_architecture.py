@@ -35,7 +35,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "alliance_bayes.errors",
             "alliance_bayes.data",
-            "alliance_bayes.model.spec",
+            "alliance_bayes.spec",
             "alliance_bayes.storage",
             "alliance_bayes.provenance",
             "alliance_bayes.sweeps",
@@ -95,7 +95,7 @@ class Import:
 
 
 def module_name(path: Path, source: Path = SOURCE) -> str:
-    """``src/alliance_bayes/model/spec.py`` → ``alliance_bayes.model.spec`` (packages by folder)."""
+    """``src/alliance_bayes/spec.py`` → ``alliance_bayes.spec`` (packages by folder)."""
     parts = list(path.relative_to(source.parent).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 

@@ -15,7 +15,7 @@ from alliance_bayes.model.change.estimands import (
     selected_change,
 )
 from alliance_bayes.model.families import family_of
-from alliance_bayes.model.spec import SpecError, load_spec, parse_spec
+from alliance_bayes.spec import SpecError, load_spec, parse_spec
 from change_simulator import CARE, simulate_change_study
 
 # A population near the shipped study's WHO-5: true SD 18, error SD from ρ = 0.75.

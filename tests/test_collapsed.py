@@ -29,7 +29,7 @@ from alliance_bayes.model.regression.collapsed import (
     split_providers,
     sufficient_statistics,
 )
-from alliance_bayes.model.spec import load_spec
+from alliance_bayes.spec import load_spec
 
 SEED = 20261201
 

@@ -12,7 +12,7 @@ from scipy import stats
 
 from alliance_bayes.checks import compare as cmp
 from alliance_bayes.model.regression import predict
-from alliance_bayes.model.spec import load_spec
+from alliance_bayes.spec import load_spec
 
 
 def _tree(loglik: dict[str, xr.DataArray]) -> xr.DataTree:

@@ -13,7 +13,7 @@ from scipy import special, stats
 from alliance_bayes.checks import compare as cmp
 from alliance_bayes.cli import EXIT_BAD_INPUT, main
 from alliance_bayes.model.regression import predict
-from alliance_bayes.model.spec import load_spec
+from alliance_bayes.spec import load_spec
 
 
 def _closed(a, b, cdf):

@@ -27,7 +27,7 @@ from alliance_bayes.model.ratings.design import prepare_ratings
 from alliance_bayes.model.regression.describe import prior_rows
 from alliance_bayes.model.regression.design import alliance_scale, model_priors, prepare
 from alliance_bayes.model.regression.graph import build_model
-from alliance_bayes.model.spec import ALLIANCE_POINT_PRIORS, PriorSpec, load_spec
+from alliance_bayes.spec import ALLIANCE_POINT_PRIORS, PriorSpec, load_spec
 
 WAI_SR = SHIPPED["wai_sr"]
 SEED = 7
@@ -614,7 +614,7 @@ def test_a_session_score_is_the_mean_of_its_rated_items_on_the_declared_scale(ca
 )
 def test_alliance_priors_keep_the_prior_of_a_change_across_the_whole_scale(low, width, mu_b_sd):
     instrument = AllianceInstrument("", "X", low, low + width, "subscales", (("goal", ("g",)),))
-    from alliance_bayes.model.spec import scale_alliance_priors
+    from alliance_bayes.spec import scale_alliance_priors
 
     priors = scale_alliance_priors(PriorSpec(mu_b_sd=mu_b_sd), instrument.prior_factor)
     # slope × width: the outcome change from one end of the scale to the other

@@ -22,7 +22,7 @@ from alliance_bayes.model.change.design import CARE_TYPES
 from alliance_bayes.model.change.estimands import compute_change_estimands
 from alliance_bayes.model.change.graph import beta_parameters
 from alliance_bayes.model.families import family_of
-from alliance_bayes.model.spec import (
+from alliance_bayes.spec import (
     CHANGE_POINT_PRIORS,
     ChangeSpec,
     PriorSpec,

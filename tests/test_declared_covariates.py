@@ -18,7 +18,7 @@ from alliance_bayes.data.simulate import SimulationConfig, simulate_study
 from alliance_bayes.errors import DesignError, SpecError
 from alliance_bayes.model.regression.design import prepare
 from alliance_bayes.model.regression.estimands import compute_estimands
-from alliance_bayes.model.spec import load_spec, parse_spec
+from alliance_bayes.spec import load_spec, parse_spec
 
 DECLARED = """
 ignore = ["notes"]

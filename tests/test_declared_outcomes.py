@@ -13,7 +13,7 @@ from alliance_bayes.data.load import RawStudy, load_study
 from alliance_bayes.data.simulate import SimulationConfig, simulate_study
 from alliance_bayes.errors import DesignError
 from alliance_bayes.model.regression.design import prepare
-from alliance_bayes.model.spec import PriorSpec, parse_spec
+from alliance_bayes.spec import PriorSpec, parse_spec
 
 GAD7_TOML = """
 ignore = ["notes"]

@@ -9,7 +9,7 @@ import xarray as xr
 from scipy import stats
 
 from alliance_bayes.checks import engine_check as ec
-from alliance_bayes.model.spec import load_spec
+from alliance_bayes.spec import load_spec
 
 CARE = ["therapist", "coach", "both"]
 

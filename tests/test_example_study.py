@@ -26,7 +26,7 @@ from alliance_bayes.data.instruments import SHIPPED as OUTCOME_TEMPLATES
 from alliance_bayes.data.load import Conversion, load_study
 from alliance_bayes.fitting import design_of
 from alliance_bayes.model.families import family_of
-from alliance_bayes.model.spec import load_spec
+from alliance_bayes.spec import load_spec
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("pyreadstat") is None, reason="SPSS files need pyreadstat"

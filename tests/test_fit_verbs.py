@@ -22,8 +22,8 @@ from alliance_bayes import fit_verbs
 from alliance_bayes.data.simulate import SimulationConfig, simulate_study, write_simulated_study
 from alliance_bayes.diagnostics import check_convergence
 from alliance_bayes.fitting import design_of, fit_design, settings_for
-from alliance_bayes.model.spec import load_spec
 from alliance_bayes.result import Fit
+from alliance_bayes.spec import load_spec
 from alliance_bayes.storage import read_datatree, write_datatree
 from fake_posterior import make_fake_datatree
 

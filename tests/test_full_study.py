@@ -11,7 +11,7 @@ from arviz_stats import hdi
 from alliance_bayes.data.frame import build_frame
 from alliance_bayes.diagnostics import check_convergence
 from alliance_bayes.model.regression.estimands import compute_estimands
-from alliance_bayes.model.spec import load_spec
+from alliance_bayes.spec import load_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.mcmc]
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "synthetic"

@@ -22,7 +22,7 @@ from alliance_bayes.fitting import design_of
 from alliance_bayes.inference import SamplerSettings, compile_for_refit, sample_compiled
 from alliance_bayes.model.families import family_of
 from alliance_bayes.model.regression.estimands import compute_estimands
-from alliance_bayes.model.spec import load_spec
+from alliance_bayes.spec import load_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.mcmc]
 

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from alliance_bayes.model.spec import HypothesisError, SpecError, load_spec, parse_hypothesis
 from alliance_bayes.report.hypotheses import evaluate, hypotheses_markdown, hypothesis_table
+from alliance_bayes.spec import HypothesisError, SpecError, load_spec, parse_hypothesis
 
 UNITS = "WHO-5 points"
 

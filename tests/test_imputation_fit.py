@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import alliance_bayes as ab
-from alliance_bayes.model.spec import load_spec
+from alliance_bayes.spec import load_spec
 
 SETTINGS = {"draws": 500, "tune": 500, "progress": False}
 

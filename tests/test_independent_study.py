@@ -9,8 +9,8 @@ from alliance_bayes.data.frame import build_frame
 from alliance_bayes.data.load import load_study
 from alliance_bayes.diagnostics import check_convergence
 from alliance_bayes.model.regression.estimands import care_weights_of, compute_estimands
-from alliance_bayes.model.spec import load_spec
 from alliance_bayes.report.estimands import estimand_table
+from alliance_bayes.spec import load_spec
 from independent_study import IndependentTruth, write_independent_study
 
 SEED = 11

@@ -48,7 +48,7 @@ from alliance_bayes.model.latent.provider_effects import (
 from alliance_bayes.model.regression.design import LatentAlliance
 from alliance_bayes.model.regression.estimands import care_weights_of, compute_estimands
 from alliance_bayes.model.regression.graph import alliance_noncentring, provider_noncentring
-from alliance_bayes.model.spec import SpecError, load_spec, parse_spec
+from alliance_bayes.spec import SpecError, load_spec, parse_spec
 
 LATENT_TOML = """
 name = "latent_test"

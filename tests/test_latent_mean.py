@@ -15,7 +15,7 @@ from alliance_bayes.model.regression.collapsed import is_collapsed
 from alliance_bayes.model.regression.design import prepare
 from alliance_bayes.model.regression.estimands import care_weights_of, compute_estimands
 from alliance_bayes.model.regression.graph import build_model
-from alliance_bayes.model.spec import SpecError, load_spec, parse_spec
+from alliance_bayes.spec import SpecError, load_spec, parse_spec
 
 LATENT = "who5_change_latent_mean"
 # Log densities compiled by PyTensor's C linker, which a pip install leaves without BLAS (noise).

@@ -12,7 +12,7 @@ from arviz_stats import hdi
 
 from alliance_bayes.data.frame import build_frame
 from alliance_bayes.model.regression.estimands import care_weights_of, compute_estimands
-from alliance_bayes.model.spec import load_spec
+from alliance_bayes.spec import load_spec
 
 pytestmark = pytest.mark.mcmc
 

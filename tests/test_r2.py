@@ -17,7 +17,7 @@ from alliance_bayes.model.regression.graph import (
     marginal_r2,
     share_uncensored,
 )
-from alliance_bayes.model.spec import load_spec
+from alliance_bayes.spec import load_spec
 
 
 @pytest.mark.parametrize(("m", "s"), [(50.0, 20.0), (-5.0, 12.0), (97.0, 8.0), (40.0, 0.5)])

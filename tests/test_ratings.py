@@ -18,7 +18,7 @@ from alliance_bayes.model.latent.measurement import expected_rating_np
 from alliance_bayes.model.ratings.design import COVARIATES, RatingsData
 from alliance_bayes.model.ratings.estimands import compute_ratings_estimands, marginal_rating
 from alliance_bayes.model.regression.design import CARE_CONTRASTS
-from alliance_bayes.model.spec import SpecError, load_spec, parse_spec, spec_from_dict
+from alliance_bayes.spec import SpecError, load_spec, parse_spec, spec_from_dict
 
 THRESHOLDS = np.array([[-2.6, -1.9, -1.0, 0.1], [-2.9, -2.1, -1.3, -0.2]])  # goal, bond
 DISCRIMINATION = np.array([1.8, 2.4])

@@ -19,7 +19,7 @@ from alliance_bayes.fitting import design_of
 from alliance_bayes.model.regression.design import INTERCEPT_PRIOR_MEAN, OUTCOME_WEIGHT
 from alliance_bayes.model.regression.graph import build_model
 from alliance_bayes.model.regression.heldout import providers_seen, training_data
-from alliance_bayes.model.spec import load_spec
+from alliance_bayes.spec import load_spec
 
 SEED = 20261204
 # The log densities are compiled by PyTensor's C linker, which a pip install leaves without BLAS:

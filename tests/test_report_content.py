@@ -13,11 +13,11 @@ from alliance_bayes.data.published import PUBLISHED
 from alliance_bayes.diagnostics import check_convergence
 from alliance_bayes.model.families import family_of
 from alliance_bayes.model.regression.estimands import compute_estimands
-from alliance_bayes.model.spec import load_spec, spec_names
 from alliance_bayes.report.bundle import ReportContent, write_bundle
 from alliance_bayes.report.html import _math_svg, markdown_to_html
 from alliance_bayes.report.hypotheses import hypothesis_table
 from alliance_bayes.report.tables import tables_markdown
+from alliance_bayes.spec import load_spec, spec_names
 from fake_posterior import CARE_WEIGHTS, make_fake_datatree, make_fake_meta
 
 SCALES = {

@@ -22,7 +22,7 @@ from alliance_bayes.model.regression.predict import (
     linear_predictor,
     subset_data,
 )
-from alliance_bayes.model.spec import load_spec
+from alliance_bayes.spec import load_spec
 from fake_posterior import make_fake_datatree
 
 

@@ -110,7 +110,7 @@ def test_replicate_seeds_do_not_depend_on_the_run_size():
 def test_who5_change_quantities_cover_the_key_estimands():
     from alliance_bayes.checks.sbc import sbc_design
     from alliance_bayes.model.families import family_of
-    from alliance_bayes.model.spec import load_spec
+    from alliance_bayes.spec import load_spec
 
     spec = load_spec("who5_change")
     model = family_of(spec).build(spec, sbc_design(spec, DESIGN))

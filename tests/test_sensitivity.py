@@ -9,7 +9,7 @@ import xarray as xr
 from scipy import stats
 
 from alliance_bayes.checks import sensitivity as sens
-from alliance_bayes.model.spec import load_spec
+from alliance_bayes.spec import load_spec
 
 
 def _est(mean: float, sd: float, seed: int = 0) -> xr.Dataset:
@@ -266,7 +266,7 @@ def test_prior_selection_is_the_same_for_the_collapsed_and_per_client_forms(smal
 
 
 def test_every_shipped_model_parameter_is_classified(small_study_dir):
-    from alliance_bayes.model.spec import MODELS_DIR
+    from alliance_bayes.spec import MODELS_DIR
 
     for path in sorted(MODELS_DIR.glob("*.toml")):
         spec = load_spec(path.stem)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from alliance_bayes.model.spec import MODELS_DIR, SpecError, load_spec, parse_spec
+from alliance_bayes.spec import MODELS_DIR, SpecError, load_spec, parse_spec
 
 SHIPPED = sorted(p.stem for p in MODELS_DIR.glob("*.toml"))
 

@@ -24,7 +24,6 @@ from alliance_bayes.model.ratings.design import COVARIATES as RATING_COVARIATES
 from alliance_bayes.model.ratings.estimands import compute_ratings_estimands
 from alliance_bayes.model.regression.design import CARE_CONTRASTS
 from alliance_bayes.model.regression.estimands import compute_estimands
-from alliance_bayes.model.spec import load_spec
 from alliance_bayes.report import study as study_report
 from alliance_bayes.report.estimands import estimand_table
 from alliance_bayes.report.hypotheses import hypothesis_table
@@ -36,6 +35,7 @@ from alliance_bayes.report.study import (
     write_study_report,
 )
 from alliance_bayes.result import SUMMARY_COLUMNS
+from alliance_bayes.spec import load_spec
 from alliance_bayes.study import QUESTIONS, reanalyse
 from data_builders import tiny_tables, write_csv_study
 from fake_posterior import CARE_WEIGHTS, make_fake_datatree

@@ -29,8 +29,8 @@ _API = {
     "load_study": "alliance_bayes.data.load",
     "RawStudy": "alliance_bayes.data.load",
     "DataContractError": "alliance_bayes.errors",
-    "load_spec": "alliance_bayes.model.spec",
-    "spec_names": "alliance_bayes.model.spec",
+    "load_spec": "alliance_bayes.spec",
+    "spec_names": "alliance_bayes.spec",
     "SpecError": "alliance_bayes.errors",
     "DesignError": "alliance_bayes.errors",
     "fit": "alliance_bayes.fitting",
@@ -55,8 +55,8 @@ if TYPE_CHECKING:
     from alliance_bayes.data.load import RawStudy, load_study
     from alliance_bayes.errors import DataContractError, DesignError, SpecError
     from alliance_bayes.fitting import fit
-    from alliance_bayes.model.spec import load_spec, spec_names
     from alliance_bayes.result import Fit
+    from alliance_bayes.spec import load_spec, spec_names
     from alliance_bayes.study import reanalyse
 
 

@@ -437,8 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from alliance_bayes.data.contract import DataContractError
     from alliance_bayes.model.regression.design import DesignError
-    from alliance_bayes.model.spec import SpecError
     from alliance_bayes.report.bundle import BundleError, ForbiddenIdentifierError
+    from alliance_bayes.spec import SpecError
 
     try:
         return args.run(args)
@@ -464,8 +464,8 @@ def subcommand(name: str) -> Callable[[], int]:
 def _fit(args) -> int:
     from alliance_bayes.fitting import design_of, fit_design, settings_for
     from alliance_bayes.model.families import family_of
-    from alliance_bayes.model.spec import load_spec
     from alliance_bayes.report.figures import figure_pool
+    from alliance_bayes.spec import load_spec
 
     spec = load_spec(args.spec)
     # The figure workers start now: they import while the model compiles on one CPU.
@@ -686,9 +686,9 @@ def _robustness(args) -> int:
 
 
 def _hypothesis(args) -> int:
-    from alliance_bayes.model.spec import HypothesisError
     from alliance_bayes.report.hypotheses import hypotheses_markdown
     from alliance_bayes.result import Fit
+    from alliance_bayes.spec import HypothesisError
 
     result = Fit.load(args.bundle)
     try:

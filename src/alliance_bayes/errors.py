@@ -1,10 +1,10 @@
 """The package's errors: every public exception, in one module at the ground floor.
 
 Each is raised where its rule lives (the data contract by :mod:`alliance_bayes.data.contract`, a
-spec by :mod:`alliance_bayes.model.spec`, a design by the families' ``prepare``) and caught where
+spec by :mod:`alliance_bayes.spec`, a design by the families' ``prepare``) and caught where
 it is reported (:mod:`alliance_bayes.cli`); defining them here lets every layer raise and catch
 them without importing the layer that first needed them. The old homes re-export them, so
-``from alliance_bayes.model.spec import SpecError`` keeps working.
+``from alliance_bayes.data.contract import DataContractError`` keeps working.
 
 All but :class:`PredictionNotImplemented` are :class:`ValueError`: the input (data, spec,
 hypothesis, bundle) is what is wrong, and ``except ValueError`` catches them all.

@@ -632,7 +632,7 @@ def update(fit: Fit, *, study=None, progress: bool = False, cache=None, **overri
 
     ``draws``, ``tune``, ``chains``, ``seed``, ``sampler`` change the sampler settings (the rest
     are the fit's as run); ``study`` the data; any other keyword is a spec table or value merged
-    into the spec as run, as :func:`~alliance_bayes.model.spec.load_spec` merges overrides
+    into the spec as run, as :func:`~alliance_bayes.spec.load_spec` merges overrides
     (e.g. ``priors={"sigma_sd": 10}``). Without ``study`` the fit's own design is refitted
     (:func:`~alliance_bayes.fitting.fit_design`, the pipeline's sampling step), which allows
     overrides of ``priors``, ``hierarchy`` (but its ``between``), ``likelihood``,
@@ -643,7 +643,7 @@ def update(fit: Fit, *, study=None, progress: bool = False, cache=None, **overri
     nutpie's wrappers (:mod:`alliance_bayes.compiled_wrappers`), which data values do not key.
     """
     from alliance_bayes import fitting
-    from alliance_bayes.model.spec import _merge, spec_from_dict
+    from alliance_bayes.spec import _merge, spec_from_dict
 
     sampler = {k: overrides.pop(k) for k in _SAMPLER_KEYS if k in overrides}
     settings = {k: sampler.get(k, fit.meta.get(k)) for k in _SAMPLER_KEYS}

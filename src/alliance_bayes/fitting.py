@@ -24,9 +24,9 @@ from alliance_bayes.data.load import RawStudy, load_study
 from alliance_bayes.diagnostics import GateResult, check_convergence
 from alliance_bayes.inference import SamplerSettings, sample_model
 from alliance_bayes.model.families import family_of
-from alliance_bayes.model.spec import ModelSpec, load_spec
 from alliance_bayes.provenance import environment
 from alliance_bayes.result import Fit, assemble
+from alliance_bayes.spec import ModelSpec, load_spec
 from alliance_bayes.storage import read_datatree, write_datatree
 
 __all__ = ["Fit", "design_of", "fit", "fit_design", "frame_of", "resolve_spec", "settings_for"]
@@ -114,7 +114,7 @@ def fit(
     ----------
     spec : str, path or ModelSpec
         A shipped spec's name (``"who5_change"``), a path to a TOML file, or a spec from
-        :func:`~alliance_bayes.model.spec.load_spec`.
+        :func:`~alliance_bayes.spec.load_spec`.
     study : RawStudy or path
         A study from :func:`~alliance_bayes.data.load.load_study`, or its folder.
     draws, tune, chains, seed, sampler : optional

@@ -44,7 +44,7 @@ from alliance_bayes.diagnostics import GateResult
 from alliance_bayes.errors import DesignError
 from alliance_bayes.inference import SamplerSettings
 from alliance_bayes.model.families import family_of
-from alliance_bayes.model.spec import ModelSpec
+from alliance_bayes.spec import ModelSpec
 
 __all__ = [
     "barnard_rubin_df",

@@ -26,7 +26,7 @@ import xarray as xr
 from pymc.model.transform.conditioning import remove_value_transforms
 
 from alliance_bayes.compiled_wrappers import cached_wrappers
-from alliance_bayes.model.spec import SamplerSpec
+from alliance_bayes.spec import SamplerSpec
 
 PREDICTIVE_DRAWS_PER_CHAIN = 250
 #: The observed variable whose prior predictive draws are kept: the first outcome, which the prior

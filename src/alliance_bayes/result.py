@@ -23,8 +23,8 @@ import xarray as xr
 from alliance_bayes.data.load import RawStudy, load_study
 from alliance_bayes.diagnostics import GateResult, check_convergence
 from alliance_bayes.model.families import family_of
-from alliance_bayes.model.spec import ModelSpec, spec_from_dict
 from alliance_bayes.provenance import run_id
+from alliance_bayes.spec import ModelSpec, spec_from_dict
 from alliance_bayes.storage import read_datatree
 
 __all__ = ["SUMMARY_COLUMNS", "Fit", "assemble"]

@@ -156,7 +156,7 @@ def choose_measure(specs: Sequence[Any]) -> str:
 def measure_text(measure: str, specs: Sequence[Any]) -> str:
     """How the table's elpd is measured, in words."""
     from alliance_bayes.model.regression.predict import STEP_HALF_WIDTH
-    from alliance_bayes.model.spec import OUTCOMES
+    from alliance_bayes.spec import OUTCOMES
 
     if measure == DENSITY:
         families = sorted({_outcomes_and_likelihood(s)[1] for s in specs})

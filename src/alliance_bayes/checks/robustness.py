@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from alliance_bayes.model.spec import ModelSpec, load_spec
 from alliance_bayes.report.render import markdown_table
+from alliance_bayes.spec import ModelSpec, load_spec
 
 __all__ = ["KEY_ESTIMANDS", "conclusions", "robustness_markdown", "run_robustness", "variants"]
 

@@ -67,7 +67,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from alliance_bayes.model.spec import ModelSpec, load_spec
+from alliance_bayes.spec import ModelSpec, load_spec
 
 LOGLIK = "loglik"  # label of the log-likelihood test quantity
 REPLICATES_DIR = "replicates"

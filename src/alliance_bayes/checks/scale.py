@@ -173,7 +173,7 @@ def run_scale(
     for a clean figure at each size.
     """
     from alliance_bayes.fitting import fit_design, settings_for
-    from alliance_bayes.model.spec import load_spec
+    from alliance_bayes.spec import load_spec
 
     rows = []
     for n in sizes:

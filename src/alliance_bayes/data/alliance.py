@@ -44,7 +44,7 @@ How the declaration is used:
   all of a subscale's items were rated (:attr:`AllianceInstrument.items` of a subscale);
 * the averaged-score (regression) models take any range: slopes are per point of the declared
   scale and the priors on alliance slopes are scaled by :attr:`AllianceInstrument.prior_factor`
-  (:func:`alliance_bayes.model.spec.scale_alliance_priors`);
+  (:func:`alliance_bayes.spec.scale_alliance_priors`);
 * the graded-response families (latent, ratings) model one integer 1–5 rating per subscale and
   refuse any other instrument (:attr:`AllianceInstrument.single_ratings_1_to_5`).
 """
@@ -72,7 +72,7 @@ REQUIRED_SUBSCALES: tuple[str, ...] = ("goal", "bond")
 #: How the session rows hold the alliance: item ratings, or pre-scored subscale means.
 SCORED: tuple[str, ...] = ("items", "subscales")
 #: The contract's own alliance scale (one integer 1–5 rating per subscale): the scale the prior
-#: scales of :class:`~alliance_bayes.model.spec.PriorSpec` are stated on.
+#: scales of :class:`~alliance_bayes.spec.PriorSpec` are stated on.
 REFERENCE_RANGE: tuple[float, float] = (1.0, 5.0)
 
 

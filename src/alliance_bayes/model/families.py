@@ -26,7 +26,7 @@ from collections.abc import Callable
 import xarray as xr
 
 from alliance_bayes.model.family import Design, Family, HeldOut
-from alliance_bayes.model.spec import OUTCOMES, RATING_OUTCOMES, ModelSpec
+from alliance_bayes.spec import OUTCOMES, RATING_OUTCOMES, ModelSpec
 
 __all__ = ["Design", "Family", "HeldOut", "family_of"]
 

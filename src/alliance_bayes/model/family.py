@@ -19,7 +19,7 @@ import pymc as pm
 import xarray as xr
 
 from alliance_bayes.data.frame import AnalysisFrame
-from alliance_bayes.model.spec import ModelSpec
+from alliance_bayes.spec import ModelSpec
 
 __all__ = ["Design", "Family", "HeldOut"]
 

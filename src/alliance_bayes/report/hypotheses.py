@@ -1,6 +1,6 @@
 r"""Hypotheses about estimands: posterior probability, ROPE and Bayes factor, from saved draws.
 
-A hypothesis (:func:`~alliance_bayes.model.spec.parse_hypothesis`) is a linear statement
+A hypothesis (:func:`~alliance_bayes.spec.parse_hypothesis`) is a linear statement
 :math:`\delta = \sum_j c_j\theta_j + c_0 \;\text{op}\; 0` about named estimands, evaluated draw by
 draw, so its summary is that of :math:`\delta` itself. Reported per hypothesis:
 
@@ -42,9 +42,9 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
-from alliance_bayes.model.spec import Hypothesis, HypothesisError, parse_hypothesis
 from alliance_bayes.report.estimands import HDI_PROB
 from alliance_bayes.report.render import markdown_table
+from alliance_bayes.spec import Hypothesis, HypothesisError, parse_hypothesis
 
 __all__ = ["HYPOTHESIS_COLUMNS", "evaluate", "hypotheses_markdown", "hypothesis_table"]
 

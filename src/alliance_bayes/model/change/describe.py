@@ -16,7 +16,7 @@ from alliance_bayes.errors import DesignError
 from alliance_bayes.model.change.design import direction, short_name
 from alliance_bayes.model.change.graph import beta_parameters
 from alliance_bayes.model.regression.describe import PriorRow
-from alliance_bayes.model.spec import (
+from alliance_bayes.spec import (
     CHANGE_POINT_PRIORS,
     REFERENCE_RANGE,
     ChangeSpec,

@@ -22,7 +22,7 @@ import numpy as np
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.data.instruments import BUILT_IN, Instrument, declare, instrument_of
 from alliance_bayes.errors import DesignError
-from alliance_bayes.model.spec import ChangeSpec, ModelSpec
+from alliance_bayes.spec import ChangeSpec, ModelSpec
 
 __all__ = [
     "CARE_TYPES",
@@ -114,7 +114,7 @@ def reliability_prior(spec: ModelSpec, inst: Instrument) -> ReliabilityPrior:
     """The reliability prior of ``spec`` for the outcome's instrument ``inst``.
 
     A declared test–retest reliability centres the prior, with the spec's ``reliability_sd`` where
-    it states one for this outcome and the :class:`~alliance_bayes.model.spec.ChangeSpec` default
+    it states one for this outcome and the :class:`~alliance_bayes.spec.ChangeSpec` default
     otherwise. An instrument without one (the built-in WHO-5 and PHQ-9 among them) takes the
     spec's ``[change]`` values; for a declared instrument the spec must state them for this
     outcome, with their source: a reliability written for another instrument (inherited through

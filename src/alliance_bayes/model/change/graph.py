@@ -16,7 +16,7 @@ with :math:`\rho` the instrument's test–retest reliability (a Beta prior centr
 study declares for the instrument, else on the spec's published value:
 :func:`~alliance_bayes.model.change.design.reliability_prior`) and :math:`s_{X_1}` the SD of the
 observed baseline over every client. The prior scales in outcome points are the spec's
-(:attr:`~alliance_bayes.model.spec.ModelSpec.change_priors`: for a declared outcome, scaled to its
+(:attr:`~alliance_bayes.spec.ModelSpec.change_priors`: for a declared outcome, scaled to its
 declared range where the spec states none for it); the mean true baseline is centred on the
 observed one. Every score is taken on its own metric; the scale's direction only matters to the
 estimands. The provider effects
@@ -46,7 +46,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from alliance_bayes.model.change.design import CARE_TYPES, PROVIDER_TYPES, ChangeDesign
-from alliance_bayes.model.spec import ModelSpec
+from alliance_bayes.spec import ModelSpec
 
 __all__ = ["beta_parameters", "build_change_model"]
 
@@ -61,7 +61,7 @@ def beta_parameters(mean: float, sd: float) -> tuple[float, float]:
 
 
 def build_change_model(spec: ModelSpec, design: ChangeDesign) -> pm.Model:
-    """The PyMC model of the module docstring (see :class:`~alliance_bayes.model.spec.ChangeSpec`)."""
+    """The PyMC model of the module docstring (see :class:`~alliance_bayes.spec.ChangeSpec`)."""
     c = spec.change_priors
     assert c is not None
     scales = design.scales()

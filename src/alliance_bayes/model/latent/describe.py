@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from alliance_bayes.model.regression import describe as regression
-from alliance_bayes.model.spec import ModelSpec
+from alliance_bayes.spec import ModelSpec
 
 __all__ = ["data_variables", "equations", "prior_rows"]
 

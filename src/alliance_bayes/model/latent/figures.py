@@ -15,7 +15,6 @@ import numpy as np
 import xarray as xr
 
 from alliance_bayes.model.latent.measurement import LATENT_GROUP, latent_scores
-from alliance_bayes.model.spec import OUTCOMES
 from alliance_bayes.report.figures import (
     DEFAULT_FORMATS,
     FigureResult,
@@ -25,6 +24,7 @@ from alliance_bayes.report.figures import (
     plot_ppc,
     save_figure,
 )
+from alliance_bayes.spec import OUTCOMES
 
 
 def plot_item_characteristic_curves(

@@ -31,7 +31,7 @@ import xarray as xr
 from scipy import special
 
 from alliance_bayes.model.latent.measurement import LatentData, build_latent_model
-from alliance_bayes.model.spec import OUTCOMES, ModelSpec
+from alliance_bayes.spec import OUTCOMES, ModelSpec
 
 __all__ = [
     "heldout",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.errors import DesignError
-from alliance_bayes.model.spec import ModelSpec
+from alliance_bayes.spec import ModelSpec
 
 __all__ = ["require_single_ratings"]
 

@@ -241,7 +241,7 @@ from alliance_bayes.model.regression.design import (
     standardise,
 )
 from alliance_bayes.model.regression.graph import care_intercepts, covariate_slopes, group_sd
-from alliance_bayes.model.spec import OUTCOMES, ModelSpec
+from alliance_bayes.spec import OUTCOMES, ModelSpec
 
 N_CATEGORIES = 5
 CATEGORIES = tuple(str(k) for k in range(1, N_CATEGORIES + 1))

@@ -73,7 +73,7 @@ from alliance_bayes.model.regression.graph import (
 
 if TYPE_CHECKING:
     from alliance_bayes.model.latent.measurement import LatentData, OutcomeData
-    from alliance_bayes.model.spec import ModelSpec
+    from alliance_bayes.spec import ModelSpec
 
 
 @dataclass(frozen=True)

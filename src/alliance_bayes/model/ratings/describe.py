@@ -10,7 +10,7 @@ from typing import Any
 
 from alliance_bayes.model.ratings.graph import PRIORS
 from alliance_bayes.model.regression.describe import PriorRow
-from alliance_bayes.model.spec import ModelSpec
+from alliance_bayes.spec import ModelSpec
 
 __all__ = ["data_variables", "equations", "prior_rows"]
 

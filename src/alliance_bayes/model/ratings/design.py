@@ -26,7 +26,7 @@ from alliance_bayes.model.regression.design import (
     care_counts,
     care_shares,
 )
-from alliance_bayes.model.spec import ModelSpec
+from alliance_bayes.spec import ModelSpec
 
 __all__ = ["COVARIATES", "RatingsData", "prepare_ratings", "ratings_scales"]
 

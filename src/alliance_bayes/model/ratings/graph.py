@@ -81,7 +81,7 @@ from alliance_bayes.model.latent.measurement import (
 )
 from alliance_bayes.model.ratings.design import RatingsData
 from alliance_bayes.model.regression.design import CARE_CONTRASTS, CARE_TYPES, PROVIDER_TYPES
-from alliance_bayes.model.spec import ModelSpec
+from alliance_bayes.spec import ModelSpec
 
 __all__ = ["PRIORS", "build_ratings_model", "client_noncentring", "provider_noncentring"]
 

@@ -68,7 +68,7 @@ from alliance_bayes.model.regression.coupling import (
 )
 from alliance_bayes.model.regression.design import PROVIDER_TYPES, ModelData
 from alliance_bayes.model.regression.predict import _draws, _log_density, _population_cov
-from alliance_bayes.model.spec import ModelSpec
+from alliance_bayes.spec import ModelSpec
 
 __all__ = [
     "SufficientStatistics",

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from alliance_bayes.model.spec import ModelSpec, PriorSpec, scale_alliance_priors
+from alliance_bayes.spec import ModelSpec, PriorSpec, scale_alliance_priors
 
 __all__ = ["PriorRow", "data_variables", "equations", "prior_rows"]
 
@@ -221,7 +221,7 @@ def _why(spec: ModelSpec, name: str, reason: str) -> str:
 def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
     """Every prior of the spec's model, with its scale on the data's units and a justification.
 
-    The justifications are those of the package defaults (:class:`~alliance_bayes.model.spec.
+    The justifications are those of the package defaults (:class:`~alliance_bayes.spec.
     PriorSpec`, scaled to the outcome's metric); a spec whose scale is far from the default is
     labelled so rather than given a reason written for another scale. On a declared alliance
     instrument the scales per alliance point are those the model used (the spec's times the

@@ -36,7 +36,7 @@ from alliance_bayes.data.covariates import Covariate
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.data.instruments import declare
 from alliance_bayes.errors import DesignError
-from alliance_bayes.model.spec import (
+from alliance_bayes.spec import (
     COVARIATES,
     OUTCOMES,
     ModelSpec,
@@ -69,7 +69,7 @@ def alliance_record(frame: AnalysisFrame) -> dict[str, Any]:
 
 def alliance_scale(scales: Mapping[str, Any] | None) -> str | None:
     """The declared alliance scale that a design's ``scales`` record (``"WAI-S 1–7"``), or None
-    for the contract's 1–5 items (for :meth:`~alliance_bayes.model.spec.ModelSpec.effect_units_on`)."""
+    for the contract's 1–5 items (for :meth:`~alliance_bayes.spec.ModelSpec.effect_units_on`)."""
     return ((scales or {}).get("alliance_instrument") or {}).get("scale")
 
 
@@ -77,7 +77,7 @@ def model_priors(spec: ModelSpec, data: Any) -> PriorSpec:
     """The prior scales the model of ``spec`` uses on ``data``: :attr:`ModelSpec.priors`, with the
     scales per alliance point on the study's declared alliance scale.
 
-    The rule (:func:`~alliance_bayes.model.spec.scale_alliance_priors`): the scales per alliance
+    The rule (:func:`~alliance_bayes.spec.scale_alliance_priors`): the scales per alliance
     point (``b_alliance_sd``, ``mu_b_sd``, ``sd_b_sd``, ``sd_provider_slope_sd``) are stated per
     point of the contract's 1–5 scale; on a declared range from ``low`` to ``high`` they are
     multiplied by ``4 / (high - low)`` (a 0–10 SRS: ×0.4, so ``mu_b_sd = 10`` becomes 4 WHO-5

@@ -68,7 +68,7 @@ because provider-level and client-level alliance carry different information (Ba
 Effects are in outcome points per one point of the 1–5 alliance scale, or of the alliance
 instrument the study declares (``[alliance]``, :mod:`alliance_bayes.data.alliance`). The prior
 scales per alliance point are stated on the 1–5 scale and multiplied by 4 over the width of a
-declared range (:func:`~alliance_bayes.model.spec.scale_alliance_priors`, through
+declared range (:func:`~alliance_bayes.spec.scale_alliance_priors`, through
 :func:`~alliance_bayes.model.regression.design.model_priors`), so that a slope across the whole
 scale has the same prior on every instrument; so are the priors of the latent provider means
 (:func:`latent_mean_priors`). The intercept prior is
@@ -100,7 +100,7 @@ from alliance_bayes.model.regression.design import (
     ModelData,
     model_priors,
 )
-from alliance_bayes.model.spec import ModelSpec
+from alliance_bayes.spec import ModelSpec
 
 
 def build_model(spec: ModelSpec, data: ModelData, *, heldout: bool = False) -> pm.Model:

@@ -44,7 +44,7 @@ from alliance_bayes.model.regression.collapsed import (
 )
 from alliance_bayes.model.regression.design import INTERCEPT_PRIOR_MEAN, OUTCOME_WEIGHT, ModelData
 from alliance_bayes.model.regression.predict import heldout_log_density, subset_data
-from alliance_bayes.model.spec import ModelSpec
+from alliance_bayes.spec import ModelSpec
 
 __all__ = ["heldout", "training_data"]
 

@@ -37,7 +37,7 @@ from scipy import special, stats
 
 from alliance_bayes.errors import DesignError
 from alliance_bayes.model.regression.design import PROVIDER_TYPES, ModelData
-from alliance_bayes.model.spec import ModelSpec
+from alliance_bayes.spec import ModelSpec
 
 __all__ = [
     "STEP_HALF_WIDTH",
