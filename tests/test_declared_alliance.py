@@ -632,3 +632,13 @@ def test_the_report_says_which_instrument_and_how_its_priors_were_scaled():
     assert "in the study: bond 3." in text
     assert "times 0.4 (4 over the width of the SRS 0–10 scale)" in text
     assert "Alliance instrument" not in "\n".join(_clients_section({"exclusions": {"a": 1}}))
+
+
+def test_a_study_with_a_declared_instrument_is_never_told_to_use_the_contract_items():
+    """A near miss of a contract item column is suggested only when the study takes those
+    columns: with a declared instrument the suggestions come from its own columns."""
+    from alliance_bayes.data.contract import session_columns, suggest_column
+
+    assert "'wai_goal'" in suggest_column("wai_gaol", "sessions")
+    assert "wai_goal" not in suggest_column("wai_gaol", "sessions", session_columns(WAI_SR))
+    assert "'wai_sr_4'" in suggest_column("WAI-SR_4", "sessions", session_columns(WAI_SR))

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "data" / "example_wai_sr"
-SPEC = EXAMPLE / "gad7_change.toml"
+SPEC = EXAMPLE / "gad7_alliance.toml"
 GENERATOR = REPO / "scripts" / "make_example_study.py"
 TABLES = ("providers", "clients", "sessions")
 DIAGNOSES = ("depression", "anxiety", "adjustment")

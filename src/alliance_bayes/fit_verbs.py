@@ -9,7 +9,7 @@ pipeline, :func:`alliance_bayes.fitting.fit`.
 Predictions reuse the averaged-score (``regression``) family's NumPy twin of its likelihood and
 posterior predictive (:mod:`alliance_bayes.model.regression.predict`, checked against the
 sampler's own log-likelihood); LOO and its provider-clustered SE reuse
-:mod:`alliance_bayes.checks.compare`. The other families (``latent``, ``ratings``, ``change``) have
+:mod:`alliance_bayes.model.pointwise`. The other families (``latent``, ``ratings``, ``change``) have
 no NumPy predictive, so :func:`predict` and :func:`conditional_effects` refuse them by name
 (:class:`PredictionNotImplemented`).
 
@@ -210,12 +210,12 @@ class LooResult:
         SE, which treats clients as independent.
     se_provider : float
         The SE over provider clusters (each client's main provider;
-        :func:`~alliance_bayes.checks.compare.cluster_se`): clients of one provider share its
+        :func:`~alliance_bayes.model.pointwise.cluster_se`): clients of one provider share its
         effect. NaN where the clusters are unknown (a loaded fit without ``study``).
     p_loo : float
         Effective number of parameters.
     pareto_k : dict
-        :func:`~alliance_bayes.checks.compare.pareto_k_counts`.
+        :func:`~alliance_bayes.model.pointwise.pareto_k_counts`.
     n_clients, n_providers : int
         Clients scored and provider clusters (0 when unknown).
     elpd_data : ELPDData
@@ -304,7 +304,8 @@ def loo(dt: xr.DataTree, provider_of: Mapping[str, str] | None = None) -> LooRes
 
 
 def main_provider_of(design) -> dict[str, str]:
-    """Client label → main provider label (most sessions; :func:`~alliance_bayes.checks.compare.main_provider`)."""
+    """Client label → main provider label (most sessions;
+    :func:`~alliance_bayes.model.pointwise.main_provider`)."""
     from alliance_bayes.model.pointwise import main_provider
 
     labels = design.frame.providers["provider"].astype(str).to_numpy()

@@ -25,7 +25,7 @@ per draw), with
   :math:`\log \mathcal N(b; \mu, \tau)` and :math:`\log \mathcal N(z; 0, 1)` differ by
   :math:`\log \tau`, which varies with an estimated :math:`\tau`. With the spread of the care-type
   slopes fixed (the default), its scale ``sd_b_sd`` is varied by the refits instead;
-* the likelihood: the per-client log-likelihood (:func:`alliance_bayes.checks.compare.client_log_likelihood`);
+* the likelihood: the per-client log-likelihood (:func:`alliance_bayes.model.pointwise.client_log_likelihood`);
   for the latent model that is the outcomes' likelihood given the session ratings, whose own
   likelihood is not scaled (it is the measurement model, conditioned on like a design).
 
@@ -195,7 +195,7 @@ def psense_estimands(
     """
     import arviz_stats as azs
 
-    from alliance_bayes.checks.compare import CLIENT_VAR, client_log_likelihood
+    from alliance_bayes.model.pointwise import CLIENT_VAR, client_log_likelihood
 
     names = list(var_names) if var_names is not None else [str(v) for v in estimands.data_vars]
     priors = prior_variables(dt)

@@ -57,7 +57,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 __all__ = [
-    "REFERENCE_RANGE",
+    "CONTRACT_RANGE",
     "SCORED",
     "SHIPPED",
     "SUBSCALES",
@@ -73,7 +73,7 @@ REQUIRED_SUBSCALES: tuple[str, ...] = ("goal", "bond")
 SCORED: tuple[str, ...] = ("items", "subscales")
 #: The contract's own alliance scale (one integer 1–5 rating per subscale): the scale the prior
 #: scales of :class:`~alliance_bayes.spec.PriorSpec` are stated on.
-REFERENCE_RANGE: tuple[float, float] = (1.0, 5.0)
+CONTRACT_RANGE: tuple[float, float] = (1.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class AllianceInstrument:
         per subscale (the contract's own ``wai_goal``, ``wai_bond``, ``wai_task``)."""
         return (
             self.scored == "items"
-            and self.range == REFERENCE_RANGE
+            and self.range == CONTRACT_RANGE
             and self.step == 1.0
             and not self.reverse
             and all(len(items) == 1 for _, items in self.subscales)
@@ -152,7 +152,7 @@ class AllianceInstrument:
         """What the prior scales stated per point of the 1–5 scale are multiplied by: 4 over the
         width of the declared range (0.4 for a 0–10 scale, 2/3 for 1–7), so that a slope across
         the whole scale has the same prior on every instrument."""
-        return (REFERENCE_RANGE[1] - REFERENCE_RANGE[0]) / (self.high - self.low)
+        return (CONTRACT_RANGE[1] - CONTRACT_RANGE[0]) / (self.high - self.low)
 
     def describe(self) -> str:
         """One line: the instrument, its items and how a session's subscale is scored."""
@@ -344,7 +344,7 @@ def parse_alliance(
         isinstance(bounds, list) and len(bounds) == 2 and all(_number(v) for v in bounds)
     ) or not (bounds[0] < bounds[1]):
         problems.append(f"{where}.range: [low, high] with low < high, got {bounds!r}")
-        bounds = list(REFERENCE_RANGE)
+        bounds = list(CONTRACT_RANGE)
     low, high = float(bounds[0]), float(bounds[1])
     scored = raw.get("scored", base.scored if base else "items")
     if scored not in SCORED:

@@ -401,14 +401,16 @@ def _squash(name: str) -> str:
     return re.sub(r"[\s_.\-]+", "", name).lower()
 
 
-def suggest_column(name: str, table: str) -> str:
+def suggest_column(name: str, table: str, columns: Sequence[str] | None = None) -> str:
     """A hint for a column that the contract does not name for ``table`` ('' when none fits).
 
     A name equal to a contract column up to case and separators (``WAI_Task``, ``who5 follow-up``)
     or close to one (:func:`difflib.get_close_matches`, similarity ratio >= 0.8 on the squashed
-    names) is suggested; a column of another table is named as such.
+    names) is suggested; a column of another table is named as such. ``columns``: the table's
+    columns this study takes, when not the contract's (a declared alliance instrument's items
+    replace ``wai_goal``, ``wai_bond`` and ``wai_task``, which are then never suggested).
     """
-    own = KNOWN_COLUMNS[table]
+    own = KNOWN_COLUMNS[table] if columns is None else tuple(columns)
     key = _squash(name)
     squashed = {_squash(c): c for c in own}
     if key in squashed:
@@ -479,7 +481,7 @@ def _unknown_columns(
         hint = ""
         if src.table == "sessions" and alliance is not None:
             hint = _alliance_hint(str(column), alliance)
-        hint = hint or suggest_column(str(column), src.table)
+        hint = hint or suggest_column(str(column), src.table, known)
         p.add(
             src.fail(
                 f"only the columns the data contract names for the {src.table} table"

@@ -700,7 +700,7 @@ WORST_CLIENTS = 5
 
 def pointwise_log_likelihood(dt: xr.DataTree) -> xr.Dataset | None:
     """The fit's log-likelihood summed per client (``y_client``), as PSIS-LOO scores it
-    (:func:`~alliance_bayes.checks.compare.client_log_likelihood`); ``None`` where the bundle
+    (:func:`~alliance_bayes.model.pointwise.client_log_likelihood`); ``None`` where the bundle
     has no pointwise log-likelihood per client."""
     if "log_likelihood" not in dt.children:
         return None
@@ -713,7 +713,7 @@ def pointwise_log_likelihood(dt: xr.DataTree) -> xr.Dataset | None:
 
 
 def pareto_k_table(elpd: Any, worst: int = WORST_CLIENTS) -> list[str]:
-    """Markdown lines: clients by Pareto k band (:func:`~alliance_bayes.checks.compare.pareto_k_counts`)
+    """Markdown lines: clients by Pareto k band (:func:`~alliance_bayes.model.pointwise.pareto_k_counts`)
     and the ``worst`` largest k, by pseudonymous client id."""
     from alliance_bayes.model.pointwise import CLIENT_DIM, pareto_k_counts
     from alliance_bayes.report.render import markdown_table

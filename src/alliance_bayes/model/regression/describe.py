@@ -342,7 +342,7 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
                     (
                         "A one-point alliance difference is about two SDs of the within-provider "
                         "part; "
-                        if scale == "1–5"
+                        if factor == 1.0
                         else f"The 1–5 scale's prior times {factor:.3g} (4 over the width of the "
                         f"{scale} scale), so a slope across the whole scale has the same prior; "
                     )
