@@ -52,9 +52,10 @@ How the declaration is used:
 from __future__ import annotations
 
 import difflib
-import math
 from dataclasses import dataclass, replace
 from typing import Any
+
+from alliance_bayes.data.instruments import declared_range, finite_number
 
 __all__ = [
     "CONTRACT_RANGE",
@@ -238,10 +239,6 @@ _EXAMPLE = (
 )
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _subscales(
     raw: Any, scored: str, reserved: frozenset[str]
 ) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], list[str]]:
@@ -340,18 +337,13 @@ def parse_alliance(
     if not (isinstance(label, str) and label.strip()):
         problems.append(f"{where}.label: a non-empty text such as 'WAI-S', got {label!r}")
     bounds = raw.get("range", list(base.range) if base else None)
-    if not (
-        isinstance(bounds, list) and len(bounds) == 2 and all(_number(v) for v in bounds)
-    ) or not (bounds[0] < bounds[1]):
-        problems.append(f"{where}.range: [low, high] with low < high, got {bounds!r}")
-        bounds = list(CONTRACT_RANGE)
-    low, high = float(bounds[0]), float(bounds[1])
+    low, high = declared_range(bounds, where, problems) or CONTRACT_RANGE
     scored = raw.get("scored", base.scored if base else "items")
     if scored not in SCORED:
         problems.append(f"{where}.scored: one of {list(SCORED)}, got {scored!r}")
         scored = "items"
     step = raw.get("step", base.step if base else 1.0)
-    if not (_number(step) and step > 0):
+    if not (finite_number(step) and step > 0):
         problems.append(f"{where}.step: a number > 0, got {step!r}")
         step = 1.0
     elif "step" in raw and scored == "subscales":

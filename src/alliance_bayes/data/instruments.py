@@ -39,6 +39,8 @@ __all__ = [
     "Instrument",
     "declare",
     "declared",
+    "declared_range",
+    "finite_number",
     "instrument_of",
     "parse_declarations",
 ]
@@ -154,8 +156,23 @@ _EXAMPLE = (
 )
 
 
-def _number(value: Any) -> bool:
+def finite_number(value: Any) -> bool:
+    """A finite ``int`` or ``float`` (not a ``bool``): what a declared number must be."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def declared_range(bounds: Any, where: str, problems: list[str]) -> tuple[float, float] | None:
+    """A declaration's ``range = [low, high]`` (finite numbers, low < high) as floats; ``None``,
+    with the problem appended to ``problems``, for anything else."""
+    if (
+        isinstance(bounds, list)
+        and len(bounds) == 2
+        and all(finite_number(v) for v in bounds)
+        and bounds[0] < bounds[1]
+    ):
+        return float(bounds[0]), float(bounds[1])
+    problems.append(f"{where}.range: [low, high] with low < high, got {bounds!r}")
+    return None
 
 
 def _one(name: str, raw: Any, reserved: frozenset[str]) -> tuple[Instrument | None, list[str]]:
@@ -186,31 +203,28 @@ def _one(name: str, raw: Any, reserved: frozenset[str]) -> tuple[Instrument | No
         problems.append(f"{where}.label: a non-empty text such as 'GAD-7', got {label!r}")
     values["label"] = label
     bounds = raw.get("range", list(base.range) if base else None)
-    if not (
-        isinstance(bounds, list) and len(bounds) == 2 and all(_number(v) for v in bounds)
-    ) or not (bounds[0] < bounds[1]):
-        problems.append(f"{where}.range: [low, high] with low < high, got {bounds!r}")
-        bounds = [0.0, 1.0]
-    values["low"], values["high"] = float(bounds[0]), float(bounds[1])
+    values["low"], values["high"] = declared_range(bounds, where, problems) or (0.0, 1.0)
     better = raw.get("better", base.better if base else None)
     if better not in ("lower", "higher"):
         problems.append(f"{where}.better: 'lower' or 'higher', got {better!r}")
     values["better"] = better
     step = raw.get("step", base.step if base else 1.0)
-    if not (_number(step) and step > 0):
+    if not (finite_number(step) and step > 0):
         problems.append(f"{where}.step: a number > 0, got {step!r}")
-    values["step"] = float(step) if _number(step) else 1.0
+    values["step"] = float(step) if finite_number(step) else 1.0
     cutoff = raw.get("cutoff", base.cutoff if base else None)
-    if cutoff is not None and not (_number(cutoff) and values["low"] <= cutoff <= values["high"]):
+    if cutoff is not None and not (
+        finite_number(cutoff) and values["low"] <= cutoff <= values["high"]
+    ):
         problems.append(f"{where}.cutoff: a number within the range, got {cutoff!r}")
-    values["cutoff"] = float(cutoff) if _number(cutoff) else None
+    values["cutoff"] = float(cutoff) if finite_number(cutoff) else None
     # a shipped reliability is its shipped source's: another source given without a reliability
     # would otherwise be cited for a number it never reported
     shipped = base.reliability if base and "source" not in raw else None
     reliability = raw.get("reliability", shipped)
-    if reliability is not None and not (_number(reliability) and 0 < reliability < 1):
+    if reliability is not None and not (finite_number(reliability) and 0 < reliability < 1):
         problems.append(f"{where}.reliability: a number in (0, 1), got {reliability!r}")
-    values["reliability"] = float(reliability) if _number(reliability) else None
+    values["reliability"] = float(reliability) if finite_number(reliability) else None
     source = raw.get("source", base.source if base else "")
     if not isinstance(source, str):
         problems.append(f"{where}.source: a text, got {source!r}")
