@@ -124,7 +124,9 @@ CASES = [
         "providers.csv",
         "provider_type",
         [3],
-        "one of therapist, coach; got 'psychiatrist'",
+        "one of therapist, coach (a study with other provider types declares them at the top of "
+        'its study.toml: provider_types = ["therapist", "coach", "psychiatrist"]); got '
+        "'psychiatrist'",
     ),
     (
         "provider type case",

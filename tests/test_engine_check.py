@@ -71,7 +71,11 @@ def test_pooled_slopes_are_the_care_mix_average():
 
 
 def test_care_weights_are_client_shares_or_equal():
-    design = type("D", (), {"care_index": np.array([0, 1, 1, 1])})()
+    design = type(
+        "D",
+        (),
+        {"care_index": np.array([0, 1, 1, 1]), "care_types": ("therapist", "coach", "both")},
+    )()
     spec = load_spec("who5_change")
     assert ec.care_weights(spec, design) == {"therapist": 0.25, "coach": 0.75}
     equal = load_spec("who5_change", hierarchy={"pooled_weights": "equal"})

@@ -331,9 +331,13 @@ def _regression_only(spec, verb: str) -> None:
 
 @dataclass(frozen=True)
 class _NewProviders:
-    """The part of an analysis frame the NumPy predictive reads: the providers' labels."""
+    """The part of an analysis frame the NumPy predictive reads: the providers' labels, and the
+    fitted study's provider and care types."""
 
     providers: pd.DataFrame
+    provider_types: tuple[str, ...]
+    care_types: tuple[str, ...]
+    care_reference: str
 
 
 def new_client_data(spec, design, new_clients: pd.DataFrame):
@@ -341,8 +345,6 @@ def new_client_data(spec, design, new_clients: pd.DataFrame):
 
     See :func:`predict` for the columns.
     """
-    from alliance_bayes.model.regression.design import CARE_TYPES, PROVIDER_TYPES
-
     if design.latent is not None:
         raise PredictionNotImplemented(
             "predictions from a between = 'latent_mean' model are not implemented (its slopes "
@@ -368,13 +370,14 @@ def new_client_data(spec, design, new_clients: pd.DataFrame):
         if "provider_type" in new
         else pd.Series(dtype=object)
     )
+    provider_types, care_types = design.frame.provider_types, design.frame.care_types
     types = []
     for p in labels:
         t = known_type.get(p, given.get(p))
-        if t not in PROVIDER_TYPES:
+        if t not in provider_types:
             raise DesignError(
                 f"provider {p!r} is new to the fit: give its provider_type "
-                f"({' or '.join(PROVIDER_TYPES)})"
+                f"({' or '.join(provider_types)})"
             )
         types.append(t)
     ptype = dict(zip(labels, types, strict=True))
@@ -383,8 +386,8 @@ def new_client_data(spec, design, new_clients: pd.DataFrame):
         if "care_type" in new
         else new["provider"].astype(str).map(ptype)
     )
-    if not care.isin(CARE_TYPES).all():
-        raise DesignError(f"care_type must be one of {CARE_TYPES}")
+    if not care.isin(care_types).all():
+        raise DesignError(f"care_type must be one of {care_types}")
     x = new[list(design.covariate_names)].to_numpy(float).reshape(n, len(design.covariate_names))
     k = len(design.subscales)
     alliance = np.zeros((n, k, 2))
@@ -404,16 +407,21 @@ def new_client_data(spec, design, new_clients: pd.DataFrame):
     position = {p: i for i, p in enumerate(labels)}
     return replace(
         design,
-        frame=_NewProviders(pd.DataFrame({"provider": labels, "provider_type": types})),
+        frame=_NewProviders(
+            pd.DataFrame({"provider": labels, "provider_type": types}),
+            provider_types,
+            care_types,
+            design.frame.care_reference,
+        ),
         y=np.full(n, np.nan),
         baseline=new[spec.baseline].to_numpy(float),
         covariates=(x - design.covariate_means) / design.covariate_sds,
-        care_index=care.map({c: i for i, c in enumerate(CARE_TYPES)}).to_numpy(np.int64),
+        care_index=care.map({c: i for i, c in enumerate(care_types)}).to_numpy(np.int64),
         alliance=alliance,
         composite=composite,
         membership_index=new["provider"].astype(str).map(position).to_numpy(np.int64)[:, None],
         membership_weight=np.ones((n, 1)),
-        provider_type_index=np.array([PROVIDER_TYPES.index(t) for t in types], np.int64),
+        provider_type_index=np.array([provider_types.index(t) for t in types], np.int64),
         exclusions={},
         y_tuning=None,
     )

@@ -120,13 +120,13 @@ def _provider_sd(spec, name: str, scale: float, size: int):
     return numpyro.sample(name, prior.expand([size]))
 
 
-def _care_slopes(spec, n_sub: int):
+def _care_slopes(spec, n_care: int, n_sub: int):
     """Care-type slopes (care, subscale, level): centred on ``mu_b`` with spread ``sd_b_sd``."""
     import numpyro
     import numpyro.distributions as dist
 
     pr, h = spec.priors, spec.hierarchy
-    shape = [3, n_sub, 2]
+    shape = [n_care, n_sub, 2]
     if not h.care_type_pooling:
         return numpyro.sample("b", dist.Normal(0.0, pr.mu_b_sd).expand(shape))
     mu_b = numpyro.sample("mu_b", dist.Normal(0.0, pr.mu_b_sd).expand(shape[1:]))
@@ -198,6 +198,7 @@ def _model_fn(spec, data):
     x = jnp.asarray(data.covariates)
     composite = spec.predictors.alliance == "composite"
     care = jnp.asarray(data.care_index)
+    n_care = len(data.care_types)
     alliance = jnp.asarray(data.alliance)  # (client, subscale, level)
     alpha_centre = float(np.mean(data.tuning_y))
 
@@ -221,9 +222,12 @@ def _model_fn(spec, data):
             )
         else:
             if h.care_type_intercepts:
-                gamma = numpyro.sample("b_care", dist.Normal(0.0, pr.b_care_sd).expand([2]))
-                mean = mean + jnp.array([gamma[0], 0.0, gamma[1]])[care]
-            b = _care_slopes(spec, alliance.shape[1])
+                gamma = numpyro.sample(
+                    "b_care", dist.Normal(0.0, pr.b_care_sd).expand([n_care - 1])
+                )
+                ref = data.reference_index
+                mean = mean + jnp.concatenate([gamma[:ref], jnp.zeros(1), gamma[ref:]])[care]
+            b = _care_slopes(spec, n_care, alliance.shape[1])
             mean = mean + jnp.sum(b[care] * alliance, axis=(1, 2))
             if h.provider_intercepts:
                 mean = mean + _provider_part(spec, data)
@@ -284,8 +288,8 @@ def pooled_slopes(b: xr.DataArray, weights: dict[str, float]) -> dict[str, xr.Da
 
 def care_weights(spec, data) -> dict[str, float]:
     """The weights of the pooled slopes: each care type's share of the clients, or equal."""
-    counts = np.bincount(data.care_index, minlength=3)
-    present = {c: int(n) for c, n in zip(("therapist", "coach", "both"), counts, strict=True) if n}
+    counts = np.bincount(data.care_index, minlength=len(data.care_types))
+    present = {c: int(n) for c, n in zip(data.care_types, counts, strict=True) if n}
     if spec.hierarchy.pooled_weights == "equal":
         return dict.fromkeys(present, 1.0 / len(present))
     total = sum(present.values())

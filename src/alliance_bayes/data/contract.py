@@ -4,7 +4,8 @@ A study is a folder with three tables, each stored as one file (CSV, Parquet, Ex
 ``.dta`` or SPSS ``.sav``; see :mod:`alliance_bayes.data.load`):
 
 ``providers``
-    ``provider_id`` (text, unique), ``provider_type`` in {therapist, coach}.
+    ``provider_id`` (text, unique), ``provider_type`` in {therapist, coach}, or in the study's
+    declared ``provider_types`` (:mod:`alliance_bayes.data.care`).
 ``clients``
     ``client_id`` (text, unique), ``age`` (years, 18–100, or the study's declared age range:
     :func:`parse_age_range`), ``sex`` in {female, male, other} or empty, ``country`` (optional
@@ -51,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from alliance_bayes.data.alliance import AllianceInstrument
+from alliance_bayes.data.care import PROVIDER_TYPES, parse_provider_types
 from alliance_bayes.data.covariates import DERIVED_CLIENT_COLUMNS, LEVEL, Covariate
 from alliance_bayes.data.instruments import Instrument
 from alliance_bayes.errors import _MAX_SHOWN, DataContractError, _Bare, _Text
@@ -74,7 +76,6 @@ __all__ = [
 ]
 
 TABLES: tuple[str, ...] = ("providers", "clients", "sessions")
-PROVIDER_TYPES: tuple[str, ...] = ("therapist", "coach")
 SEXES: tuple[str, ...] = ("female", "male", "other")
 ITEM_COLUMNS: tuple[str, ...] = ("wai_goal", "wai_bond", "wai_task")
 #: The ages (years, inclusive) a client may have unless the study declares its own range.
@@ -302,12 +303,13 @@ def _category(
     p: Problems,
     *,
     required: bool,
+    why: str = "",
 ) -> pd.Series:
     raw = df[column]
     txt = _text(raw)
     missing = txt.isna()
     bad = ~missing & ~txt.isin(allowed)
-    expected = "one of " + ", ".join(allowed) + ("" if required else " (or empty)")
+    expected = "one of " + ", ".join(allowed) + ("" if required else " (or empty)") + why
     if required:
         bad |= missing
     if bad.any():
@@ -532,14 +534,33 @@ class _Checked:
     ids: dict[str, pd.Series | None]
 
 
-def _providers(df: pd.DataFrame, src: Source, p: Problems) -> _Checked:
+def _providers(
+    df: pd.DataFrame,
+    src: Source,
+    p: Problems,
+    types: Sequence[str] = PROVIDER_TYPES,
+    declared_in: str = _IN_MEMORY,
+) -> _Checked:
     out = pd.DataFrame(index=df.index)
     ids = None
     if _has(df, src, "provider_id", p):
         ids = _unique_ids(df, src, "provider_id", p)
         out["provider_id"] = ids
     if _has(df, src, "provider_type", p):
-        out["provider_type"] = _category(df, src, "provider_type", PROVIDER_TYPES, p, required=True)
+        declared = tuple(types) != PROVIDER_TYPES
+        where = "" if declared_in == _IN_MEMORY else f" in {declared_in}"
+        out["provider_type"] = _category(
+            df,
+            src,
+            "provider_type",
+            types,
+            p,
+            required=True,
+            why=f" (provider_types declared{where})"
+            if declared
+            else " (a study with other provider types declares them at the top of its "
+            'study.toml: provider_types = ["therapist", "coach", "psychiatrist"])',
+        )
     return _Checked(out, {"provider_id": ids})
 
 
@@ -1043,6 +1064,7 @@ def check_tables(
     declared_in: str = _IN_MEMORY,
     age_range: tuple[float, float] | None = None,
     alliance: AllianceInstrument | None = None,
+    provider_types: Sequence[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Check the tables that are given, adding every problem to ``p``; the typed tables.
 
@@ -1057,13 +1079,17 @@ def check_tables(
     ``alliance`` is its declared alliance instrument (:mod:`alliance_bayes.data.alliance`): its
     item columns replace ``wai_goal``, ``wai_bond`` and ``wai_task`` in the sessions table
     (:func:`session_columns`), checked against its range (and step, for item ratings).
+    ``provider_types`` are its declared provider types (:mod:`alliance_bayes.data.care`),
+    checked instead of :data:`PROVIDER_TYPES`.
     """
     outcomes = outcomes or {}
     # a declared column is never an unknown one, even when its name is refused below
     declared = declared_columns(outcomes, covariates)
     usable = _covariate_names(covariates or {}, outcomes, declared_in, p)
     checks = {
-        "providers": _providers,
+        "providers": lambda df, src, p: _providers(
+            df, src, p, provider_types or PROVIDER_TYPES, declared_in
+        ),
         "clients": lambda df, src, p: _clients(
             df, src, p, outcomes, usable, declared_in, age_range
         ),
@@ -1098,6 +1124,7 @@ def validate_tables(
     covariates: Mapping[str, Covariate] | None = None,
     age_range: Sequence[float] | None = None,
     alliance: AllianceInstrument | None = None,
+    provider_types: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Validate three raw tables whose index holds 0-based data-row numbers.
 
@@ -1111,6 +1138,11 @@ def validate_tables(
         ages, wrong = parse_age_range(age_range)
         for problem in wrong:
             p.add(DataContractError("age_range", problem, csv=False))
+    types = None
+    if provider_types is not None:
+        types, wrong = parse_provider_types(list(provider_types))
+        for problem in wrong:
+            p.add(DataContractError("provider_types", problem, csv=False))
     typed = check_tables(
         frames,
         sources,
@@ -1120,6 +1152,7 @@ def validate_tables(
         covariates=covariates,
         age_range=ages,
         alliance=alliance,
+        provider_types=types,
     )
     p.raise_any()
     return tuple(typed[t] for t in TABLES)  # type: ignore[return-value]
@@ -1135,6 +1168,7 @@ def validate_study(
     covariates: Mapping[str, Covariate] | None = None,
     age_range: Sequence[float] | None = None,
     alliance: AllianceInstrument | None = None,
+    provider_types: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Check three in-memory tables against the contract and return typed copies.
 
@@ -1162,6 +1196,10 @@ def validate_study(
         reads an ``[alliance]`` table; :data:`~alliance_bayes.data.alliance.SHIPPED` holds the
         templates): the sessions table then holds its item columns (``float64``) instead of
         ``wai_goal``, ``wai_bond`` and ``wai_task``.
+    provider_types : sequence of str, optional
+        The study's provider types (two or more lower-case names,
+        :func:`~alliance_bayes.data.care.parse_provider_types`), as ``provider_types`` in a
+        ``study.toml`` declares; :data:`PROVIDER_TYPES` (therapist, coach) when not given.
 
     Returns
     -------
@@ -1190,4 +1228,5 @@ def validate_study(
         covariates=covariates,
         age_range=age_range,
         alliance=alliance,
+        provider_types=provider_types,
     )

@@ -81,9 +81,11 @@ import numpy as np
 import pandas as pd
 
 from alliance_bayes.data.alliance import AllianceInstrument
+from alliance_bayes.data.care import CARE_REFERENCE, CARE_TYPES, PROVIDER_TYPES
 from alliance_bayes.data.covariates import Covariate
 from alliance_bayes.data.instruments import Instrument
 from alliance_bayes.data.load import Conversion, RawStudy
+from alliance_bayes.errors import DataContractError
 
 __all__ = [
     "CARE_TYPES",
@@ -93,8 +95,6 @@ __all__ = [
     "build_frame",
 ]
 
-CARE_TYPES: tuple[str, ...] = ("therapist", "coach", "both")
-PROVIDER_TYPES: tuple[str, ...] = ("therapist", "coach")
 ELEVATED_RULES: tuple[str, ...] = ("who5", "phq9", "phq9_else_who5")
 _ALL_SUBSCALES: tuple[str, ...] = ("goal", "bond", "task")
 
@@ -107,7 +107,7 @@ class AnalysisFrame:
     ----------
     clients : pandas.DataFrame
         One row per client, RangeIndex ``0..n-1`` in pseudonym order. Columns: ``client``,
-        ``care_type`` (Categorical: therapist, coach, both), ``n_sessions``, ``n_providers``,
+        ``care_type`` (Categorical: :attr:`care_types`), ``n_sessions``, ``n_providers``,
         ``age``, ``sex``, ``male`` (1.0 male, 0.0 female or other, NaN when sex is empty), ``country``,
         ``days_in_care``, ``who5_baseline``, ``who5_followup``, ``who5_change``,
         ``phq9_baseline``, ``phq9_followup``, ``phq9_change``, ``elevated``, ``alliance_goal``,
@@ -121,7 +121,7 @@ class AnalysisFrame:
         a categorical or text-coded binary one; missing stays missing).
     providers : pandas.DataFrame
         One row per provider with at least one session, RangeIndex. Columns: ``provider``,
-        ``provider_type`` (Categorical: therapist, coach), ``n_clients``, ``n_sessions``,
+        ``provider_type`` (Categorical: :attr:`provider_types`), ``n_clients``, ``n_sessions``,
         ``alliance_{s}_mean`` for each subscale and ``alliance_mean`` (composite); the means are
         the client-weighted caseload means :math:`m_{ps}` of the module docstring.
     memberships : pandas.DataFrame
@@ -160,6 +160,14 @@ class AnalysisFrame:
     conversions : tuple of Conversion
         What the loader converted in Stata or SPSS cells (value labels, declared missing codes;
         :attr:`RawStudy.conversions`), recorded in ``run.json`` for the report's Clients section.
+    provider_types : tuple of str
+        The study's provider types (:attr:`RawStudy.care`): therapist, coach unless declared.
+    care_types : tuple of str
+        The care types, the combinations of provider types a client saw
+        (:meth:`~alliance_bayes.data.care.CareTypes.levels`): therapist, coach, both unless
+        provider types are declared, then those among the study's clients.
+    care_reference : str
+        The care type that care-type contrasts are against (:mod:`alliance_bayes.data.care`).
     """
 
     clients: pd.DataFrame
@@ -176,6 +184,16 @@ class AnalysisFrame:
     alliance: AllianceInstrument | None = None
     partially_rated: dict[str, int] = dataclasses.field(default_factory=dict)
     conversions: tuple[Conversion, ...] = ()
+    provider_types: tuple[str, ...] = PROVIDER_TYPES
+    care_types: tuple[str, ...] = CARE_TYPES
+    care_reference: str = CARE_REFERENCE
+
+    @property
+    def care_contrasts(self) -> tuple[str, ...]:
+        """The care-type contrasts, ``"<care type>-<reference>"`` (``therapist-coach``)."""
+        return tuple(
+            f"{c}-{self.care_reference}" for c in self.care_types if c != self.care_reference
+        )
 
     @property
     def alliance_scale(self) -> str:
@@ -306,16 +324,18 @@ class AnalysisFrame:
     def summary(self) -> str:
         """A readable multi-line summary of the frame (for the command line)."""
         c, p = self.clients, self.providers
-        care = c["care_type"].value_counts().reindex(CARE_TYPES, fill_value=0)
-        ptype = p["provider_type"].value_counts().reindex(PROVIDER_TYPES, fill_value=0)
+        care = c["care_type"].value_counts().reindex(self.care_types, fill_value=0)
+        ptype = p["provider_type"].value_counts().reindex(self.provider_types, fill_value=0)
         followup = c["who5_followup"].notna()
         elevated = c["elevated"].astype(bool)
         per_client = c["n_sessions"]
         lines = [
             f"Analysis frame (data sha256 {self.data_sha256[:12]})",
-            f"  clients:   {len(c)} (" + ", ".join(f"{k} {int(care[k])}" for k in CARE_TYPES) + ")",
+            f"  clients:   {len(c)} ("
+            + ", ".join(f"{k} {int(care[k])}" for k in self.care_types)
+            + ")",
             f"  providers: {len(p)} ("
-            + ", ".join(f"{k} {int(ptype[k])}" for k in PROVIDER_TYPES)
+            + ", ".join(f"{k} {int(ptype[k])}" for k in self.provider_types)
             + ")",
             f"  sessions:  {len(self.sessions)} (per client median {_fmt(per_client.median())}, "
             f"range {_fmt(per_client.min())}–{_fmt(per_client.max())})",
@@ -595,10 +615,23 @@ def build_frame(
 
     # ---- care type ----------------------------------------------------------------------------
     ptypes = np.array([provider_type[pid] for pid in provider_ids], dtype=object)
-    cp_type = pd.Series(ptypes[cp["provider_index"].to_numpy()])
-    saw_t = cp_type.eq("therapist").groupby(cp["client_index"]).any().reindex(range(n_clients))
-    saw_c = cp_type.eq("coach").groupby(cp["client_index"]).any().reindex(range(n_clients))
-    care = np.where(saw_t & saw_c, "both", np.where(saw_t, "therapist", "coach"))
+    seen = (
+        pd.Series(ptypes[cp["provider_index"].to_numpy()])
+        .groupby(cp["client_index"].to_numpy())
+        .agg(frozenset)
+        .reindex(range(n_clients))
+    )
+    names = {kinds: study.care.name(kinds) for kinds in set(seen)}
+    care = seen.map(names).to_numpy(dtype=object)
+    care_types = study.care.levels(names.values())
+    counts = pd.Series(care).value_counts()
+    care_reference = study.care.choose_reference({c: int(counts.get(c, 0)) for c in care_types})
+    if care_reference not in care_types:
+        raise DataContractError(
+            study.settings or "care_reference",
+            f"a care type that some client has ({', '.join(care_types)}), got {care_reference!r}",
+            csv=False,
+        )
 
     # ---- clients table ------------------------------------------------------------------------
     raw = raw_clients.set_index("client_id").loc[client_ids].reset_index(drop=True)
@@ -609,7 +642,7 @@ def build_frame(
     clients = pd.DataFrame(
         {
             "client": [f"C{i + 1:05d}" for i in range(n_clients)],
-            "care_type": pd.Categorical(care, categories=list(CARE_TYPES)),
+            "care_type": pd.Categorical(care, categories=list(care_types)),
             "n_sessions": n_sess.to_numpy(dtype=np.int64),
             "n_providers": n_prov.to_numpy(dtype=np.int64),
             "age": raw["age"].to_numpy(dtype=np.float64),
@@ -651,7 +684,9 @@ def build_frame(
     providers = pd.DataFrame(
         {
             "provider": [f"P{i + 1:04d}" for i in range(n_providers)],
-            "provider_type": pd.Categorical(list(ptypes), categories=list(PROVIDER_TYPES)),
+            "provider_type": pd.Categorical(
+                list(ptypes), categories=list(study.care.provider_types)
+            ),
             "n_clients": pcounts["n_clients"].to_numpy(dtype=np.int64),
             "n_sessions": pcounts["n_sessions"].to_numpy(dtype=np.int64),
         }
@@ -674,4 +709,7 @@ def build_frame(
         alliance=study.alliance,
         partially_rated=partially_rated,
         conversions=tuple(study.conversions),
+        provider_types=study.care.provider_types,
+        care_types=care_types,
+        care_reference=care_reference,
     )

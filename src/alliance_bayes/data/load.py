@@ -70,6 +70,7 @@ import pandas as pd
 from pandas.io.stata import StataMissingValue
 
 from alliance_bayes.data.alliance import AllianceInstrument, parse_alliance
+from alliance_bayes.data.care import CareTypes, parse_care_reference, parse_provider_types
 from alliance_bayes.data.contract import (
     AGE_RANGE,
     ITEM_COLUMNS,
@@ -185,6 +186,10 @@ class RawStudy:
         The alliance instrument declared in ``study.toml`` (``[alliance]``), whose item columns
         the sessions table then holds (``float64``) instead of ``wai_goal``, ``wai_bond`` and
         ``wai_task``; ``None`` when the contract's own 1–5 items hold.
+    care : CareTypes
+        The provider types (``provider_types`` in ``study.toml``, else therapist and coach) and
+        the declared reference care type (``care_reference``), from which the analysis frame
+        derives each client's care type (:mod:`alliance_bayes.data.care`).
     """
 
     providers: pd.DataFrame
@@ -200,6 +205,7 @@ class RawStudy:
     covariates: dict[str, Covariate] = field(default_factory=dict)
     age_range: tuple[float, float] = AGE_RANGE
     alliance: AllianceInstrument | None = None
+    care: CareTypes = field(default_factory=CareTypes)
 
     @classmethod
     def from_frames(
@@ -213,6 +219,8 @@ class RawStudy:
         covariates: dict[str, Covariate] | None = None,
         age_range: Iterable[float] | None = None,
         alliance: AllianceInstrument | None = None,
+        provider_types: Iterable[str] | None = None,
+        care_reference: str | None = None,
     ) -> RawStudy:
         """Validate three in-memory tables (a user's own frames, or a simulation) into a study.
 
@@ -235,6 +243,13 @@ class RawStudy:
             A declared alliance instrument, as ``[alliance]`` of a ``study.toml`` declares
             (:func:`~alliance_bayes.data.alliance.parse_alliance`; the templates are
             :data:`~alliance_bayes.data.alliance.SHIPPED`).
+        provider_types : iterable of str, optional
+            The study's provider types, as ``provider_types`` in a ``study.toml`` declares
+            (``["therapist", "coach", "psychiatrist"]``); therapist and coach when not given.
+        care_reference : str, optional
+            The care type that care-type contrasts are against, as ``care_reference`` in a
+            ``study.toml`` declares; else coach, or under declared provider types the care
+            type with the most clients (:mod:`alliance_bayes.data.care`).
 
         Returns
         -------
@@ -252,6 +267,13 @@ class RawStudy:
         outcomes = dict(outcomes or {})
         covariates = dict(covariates or {})
         ages = None if age_range is None else list(age_range)
+        types = None if provider_types is None else list(provider_types)
+        care, wrong = _care_types(types, care_reference)
+        if wrong:  # the tables cannot be checked against types that are not declared right
+            p = Problems()
+            for problem in wrong:
+                p.add(DataContractError(problem.split(":")[0], problem, csv=False))
+            p.raise_any()
         tables = dict(
             zip(
                 TABLES,
@@ -262,6 +284,7 @@ class RawStudy:
                     covariates=covariates,
                     age_range=ages,
                     alliance=alliance,
+                    provider_types=types,
                 ),
                 strict=True,
             )
@@ -281,6 +304,7 @@ class RawStudy:
             # validated above, so a declared range parses
             age_range=AGE_RANGE if ages is None else (float(ages[0]), float(ages[1])),
             alliance=alliance,
+            care=care,
             **tables,
         )
 
@@ -422,8 +446,8 @@ def _find_files(
 @dataclass(frozen=True)
 class _Settings:
     """What a folder's ``study.toml`` declares: ignored columns, the long export's name, the
-    outcome instruments, the client covariates, the clients' age range and the alliance
-    instrument (None: undeclared)."""
+    outcome instruments, the client covariates, the clients' age range, the alliance
+    instrument (None: undeclared), and the provider types and reference care type."""
 
     ignore: frozenset[str] = frozenset()
     path: Path | None = None
@@ -432,6 +456,7 @@ class _Settings:
     covariates: dict[str, Covariate] = field(default_factory=dict)
     age_range: tuple[float, float] | None = None
     alliance: AllianceInstrument | None = None
+    care: CareTypes = field(default_factory=CareTypes)
 
     @property
     def labelled(self) -> tuple[str, ...]:
@@ -470,7 +495,9 @@ def _settings(folder: Path) -> _Settings:
             'only the key ignore, a list of column names (ignore = ["notes", "site"]), the '
             f"key long, the name of a long export in the folder ({_suffixes()}; long = "
             '"export.sav"), the key age_range, the clients\' ages (age_range = [12, 25]), '
-            "[outcomes.<name>] and [covariates.<name>] tables and an [alliance] table",
+            'the keys provider_types (provider_types = ["therapist", "coach", '
+            '"psychiatrist"]) and care_reference, [outcomes.<name>] and [covariates.<name>] '
+            "tables and an [alliance] table",
             got=[
                 *unknown,
                 *([] if isinstance(ignore, list) else [ignore]),
@@ -496,16 +523,34 @@ def _settings(folder: Path) -> _Settings:
         contract = frozenset(c for cols in KNOWN_COLUMNS.values() for c in cols)
         alliance, wrong = parse_alliance(table, contract - set(ITEM_COLUMNS))
         problems += wrong
+    care, wrong = CareTypes(), []
+    if "provider_types" in raw or "care_reference" in raw:
+        care, wrong = _care_types(raw.get("provider_types"), raw.get("care_reference"))
+        problems += wrong
     if problems:
         p = Problems()
         for problem in problems:
             p.add(DataContractError(path, problem, csv=False))
         p.raise_any()
-    return _Settings(frozenset(ignore), path, long, outcomes, covariates, age_range, alliance)
+    return _Settings(frozenset(ignore), path, long, outcomes, covariates, age_range, alliance, care)
+
+
+def _care_types(types: object, reference: object) -> tuple[CareTypes, list[str]]:
+    """Declared ``provider_types`` and ``care_reference`` (either None when not declared)."""
+    problems: list[str] = []
+    care = CareTypes()
+    if types is not None:
+        parsed, problems = parse_provider_types(types)
+        care = CareTypes(parsed) if parsed else care
+    if reference is not None and not problems:
+        chosen, wrong = parse_care_reference(reference, care)
+        problems += wrong
+        care = CareTypes(care.provider_types, chosen)
+    return care, problems
 
 
 #: The keys of a ``study.toml`` outside its tables.
-_TOP_LEVEL = ("ignore", "long", "age_range")
+_TOP_LEVEL = ("ignore", "long", "age_range", "provider_types", "care_reference")
 #: The tables of a ``study.toml``.
 _TABLES = ("outcomes", "covariates", "alliance")
 
@@ -908,6 +953,7 @@ def load_study(
         declared_in=str(settings.path or "covariates"),
         age_range=settings.age_range,
         alliance=settings.alliance,
+        provider_types=settings.care.provider_types,
     )
     if "clients" in typed:
         before = len(p)
@@ -933,6 +979,7 @@ def load_study(
         covariates=dict(settings.covariates),
         age_range=settings.age_range or AGE_RANGE,
         alliance=settings.alliance,
+        care=settings.care,
     )
 
 
@@ -1023,6 +1070,7 @@ def write_study(
     ignore_columns: Iterable[str] = (),
     age_range: Iterable[float] | None = None,
     alliance: AllianceInstrument | None = None,
+    provider_types: Iterable[str] | None = None,
 ) -> dict[str, Path]:
     """Validate three tables and write them as a study folder.
 
@@ -1043,6 +1091,9 @@ def write_study(
     alliance : AllianceInstrument, optional
         The study's declared alliance instrument (:attr:`RawStudy.alliance`), whose item columns
         the sessions table holds; not written either (its ``[alliance]`` table must be).
+    provider_types : iterable of str, optional
+        The study's provider types (:meth:`RawStudy.from_frames`); therapist and coach when not
+        given. Not written either (its ``provider_types`` line must be).
 
     Returns
     -------
@@ -1078,6 +1129,7 @@ def write_study(
                 ignore_columns=ignore_columns,
                 age_range=None if age_range is None else list(age_range),
                 alliance=alliance,
+                provider_types=None if provider_types is None else list(provider_types),
             ),
             strict=True,
         )

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from alliance_bayes.data.care import JOIN
 from alliance_bayes.diagnostics import GateResult
 from alliance_bayes.report import figures
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
@@ -481,7 +482,9 @@ def _care_mix_lines(meta: Mapping[str, Any]) -> list[str]:
     lines = []
     for prefix, by_care in counts.items():
         total = sum(by_care.values())
-        mix = ", ".join(f"{c} {n} ({n / total:.1%})" for c, n in by_care.items())
+        mix = ", ".join(
+            f"{c.replace(JOIN, ' and ')} {n} ({n / total:.1%})" for c, n in by_care.items()
+        )
         lines.append(f"| {prefix}in the likelihood, by care type | {mix} |")
     if lines and rule and meta.get("family") in ("regression", "latent"):
         how = (

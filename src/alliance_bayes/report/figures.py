@@ -33,6 +33,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from alliance_bayes.data.care import PROVIDER_TYPES
 from alliance_bayes.diagnostics import (
     UNIFORMITY_ALPHA,
     UNIFORMITY_TEST,
@@ -69,8 +70,17 @@ __all__ = [
 
 DEFAULT_FORMATS = ("png", "pdf")
 KEY_PARAMETERS = ("b_alliance", "b_baseline", "mu_b", "sd_provider", "sigma", "nu")
-_CARE_ORDER = ("therapist", "coach", "both", "pooled")
-_CARE_COLOURS = {"therapist": "C0", "coach": "C1", "both": "C2", "pooled": "black"}
+#: The pooled slopes' colour beside the care types' (:func:`_cycle_colours`).
+_POOLED_COLOUR = "black"
+
+
+def _cycle_colours(names: Sequence[str]) -> dict[str, str]:
+    """Matplotlib's cycle colours C0, C1, … in the order of ``names`` (care or provider types).
+
+    The care types and provider types come in the study's own order, so the contract's
+    therapist, coach, both keep C0, C1, C2 and a provider type and its care type alone share one.
+    """
+    return {str(n): f"C{i}" for i, n in enumerate(names)}
 
 
 @dataclass
@@ -544,8 +554,12 @@ def plot_forest_subscales(
     groups = dict.fromkeys(
         (estimands[n].attrs["subscale"], estimands[n].attrs["level"]) for n in names
     )
+    # The care types in the order the estimands carry them, then the pooled slopes.
+    cares = list(dict.fromkeys(str(estimands[n].attrs["care_type"]) for n in names))
+    cares = [*(c for c in cares if c != "pooled"), "pooled"]
+    colours = {**_cycle_colours(cares[:-1]), "pooled": _POOLED_COLOUR}
     for s, lv in groups:
-        for care in _CARE_ORDER:
+        for care in cares:
             for n in names:
                 a = estimands[n].attrs
                 if (a["subscale"], a["level"], a["care_type"]) == (s, lv, care):
@@ -553,8 +567,8 @@ def plot_forest_subscales(
     y = np.arange(len(rows))[::-1]
     for yi, (n, care) in zip(y, rows, strict=True):
         r = summary.loc[n]
-        ax.plot([r["hdi95_low"], r["hdi95_high"]], [yi, yi], color=_CARE_COLOURS[care], lw=1.5)
-        ax.plot(r["mean"], yi, "o", color=_CARE_COLOURS[care], ms=4 if care != "pooled" else 6)
+        ax.plot([r["hdi95_low"], r["hdi95_high"]], [yi, yi], color=colours[care], lw=1.5)
+        ax.plot(r["mean"], yi, "o", color=colours[care], ms=4 if care != "pooled" else 6)
     ax.axvline(0.0, color="grey", lw=0.8, ls="--")
     ax.set_yticks(y, [n for n, _ in rows], fontsize=7)
     ax.set_xlabel(f"{effect_units}\n(posterior mean, {round(HDI_PROB * 100)}% HDI)", fontsize=8)
@@ -897,13 +911,23 @@ def plot_prior_predictive(
     return FigureResult("prior_predictive", paths, text, section="priors")
 
 
+def _provider_type_order(dt: xr.DataTree) -> list[str]:
+    """The study's provider types: the posterior's ``provider_type`` coordinate (the provider SDs'),
+    else the contract's therapist and coach."""
+    post = dt["posterior"]
+    if "provider_type" in post.coords and post["provider_type"].dims == ("provider_type",):
+        return [str(t) for t in post["provider_type"].values]
+    return list(PROVIDER_TYPES)
+
+
 def _provider_types(dt: xr.DataTree, n: int) -> np.ndarray:
     """Type of each provider: a coordinate on ``u_provider``'s provider dim, else constant_data."""
     u = dt["posterior"]["u_provider"]
+    known = set(_provider_type_order(dt))
     for name, coord in u.coords.items():
         if coord.dims == ("provider",) and name != "provider":
             vals = np.asarray(coord.values).astype(str)
-            if set(vals) <= {"therapist", "coach"}:
+            if set(vals) <= known:
                 return vals
     if "constant_data" in dt.children and "provider_type" in dt["constant_data"].data_vars:
         vals = dt["constant_data"]["provider_type"]
@@ -951,11 +975,12 @@ def plot_provider_effects(
     mean, low, high = _mean_and_hdi(dt["posterior"]["u_provider"])
     types = _provider_types(dt, mean.size)
     kinds = list(dict.fromkeys(types))
+    colours = _cycle_colours(_provider_type_order(dt))
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.4), squeeze=False)
     parts = []
     for ax, kind in zip(axes[0], kinds, strict=True):
         idx = np.flatnonzero(types == kind)
-        colour = _CARE_COLOURS.get(kind, "C3")
+        colour = colours.get(kind, "C3")
         excl = _caterpillar(ax, mean[idx], low[idx], high[idx], colour, ms=3, lw=1.0)
         ax.set_title(f"{kind} (n = {idx.size})", fontsize=9)
         ax.set_ylabel(f"u_provider ({outcome_units})")

@@ -1,5 +1,9 @@
 r"""Table 1 of a study: the sample by care type (therapist, coach, both) and over all clients.
 
+The columns are the study's care types (:attr:`~alliance_bayes.data.frame.AnalysisFrame.
+care_types`, the categories of the clients' ``care_type``: under declared provider types such as
+therapist, coach, psychiatrist, the combinations its clients saw), then ``all``.
+
 Descriptive statistics of the analysis frame, no model: n; age mean (SD); % male among clients
 whose sex is recorded; sessions median [IQR]; the client alliance score (goal and bond averaged
 over sessions, the paper's score) median [IQR]; WHO-5 and PHQ-9 at baseline and follow-up, mean
@@ -15,17 +19,53 @@ import math
 import numpy as np
 import pandas as pd
 
+from alliance_bayes.data.care import CARE_TYPES, JOIN
 from alliance_bayes.report.render import markdown_table
 
-__all__ = ["CARE_COLUMNS", "sample_characteristics", "sample_table_markdown"]
+__all__ = [
+    "CARE_COLUMNS",
+    "care_columns",
+    "care_phrase",
+    "care_title",
+    "sample_characteristics",
+    "sample_table_markdown",
+]
 
-#: Columns of Table 1: the care types, then every client.
-CARE_COLUMNS = ("therapist", "coach", "both", "all")
+#: Columns of Table 1 under the contract's care types: the care types, then every client.
+CARE_COLUMNS = (*CARE_TYPES, "all")
+
+
+def care_columns(clients: pd.DataFrame) -> tuple[str, ...]:
+    """Table 1's columns for these clients: their care types, then ``all``.
+
+    The categories of a categorical ``care_type`` (the frame's care types, in their order, a
+    group without clients included); for plain text, the contract's care types followed by any
+    other care type of the clients in order of appearance.
+    """
+    care = clients["care_type"]
+    if isinstance(care.dtype, pd.CategoricalDtype):
+        return (*(str(c) for c in care.cat.categories), "all")
+    seen = dict.fromkeys(care.dropna().astype(str))
+    return (*CARE_TYPES, *(c for c in seen if c not in CARE_TYPES), "all")
+
+
+def care_title(care: str) -> str:
+    """A care type as a column heading: ``therapist_and_coach`` → ``Therapist and coach``."""
+    text = care.replace(JOIN, " and ")
+    return text[:1].upper() + text[1:]
+
+
+def care_phrase(care: str) -> str:
+    """A care type in a sentence: ``therapist only``, ``both``, ``therapist and psychiatrist``."""
+    if care == "both" or JOIN in care:
+        return care.replace(JOIN, " and ")
+    return f"{care} only"
 
 
 def _by_care(clients: pd.DataFrame) -> dict[str, pd.DataFrame]:
     care = clients["care_type"].astype(str)
-    return {**{c: clients[care == c] for c in CARE_COLUMNS[:-1]}, "all": clients}
+    cares = care_columns(clients)[:-1]
+    return {**{c: clients[care == c] for c in cares}, "all": clients}
 
 
 def _mean_sd_n(x: pd.Series) -> tuple[float, float, float]:
@@ -66,7 +106,8 @@ def sample_characteristics(
         ``who5_followup_missing_n``/``_pct`` (of the clients), ``phq9_followup_missing_n``/``_pct``
         (of those with a PHQ-9 baseline); ``who5_elevated_n``/``_pct`` and
         ``phq9_elevated_n``/``_pct`` (of those with that baseline). Columns
-        :data:`CARE_COLUMNS`. Percentages are 0–100.
+        :func:`care_columns` (:data:`CARE_COLUMNS` under the contract's care types).
+        Percentages are 0–100.
     """
     out: dict[str, dict[str, float]] = {}
     for col, c in _by_care(clients).items():
@@ -99,7 +140,7 @@ def sample_characteristics(
                 100.0 * float(elevated.mean()) if len(elevated) else math.nan
             )
         out[col] = row
-    table = pd.DataFrame(out)[list(CARE_COLUMNS)]
+    table = pd.DataFrame(out)[list(care_columns(clients))]
     table.attrs.update(who5_cutoff=who5_cutoff, phq9_cutoff=phq9_cutoff)
     return table
 
@@ -162,13 +203,15 @@ def sample_table_markdown(table: pd.DataFrame) -> list[str]:
             lambda c: _share(c, "phq9_elevated"),
         ),
     ]
-    header = ["", "Therapist", "Coach", "Both", "All"]
-    body = [[label, *(cell(table[c]) for c in CARE_COLUMNS)] for label, cell in rows]
+    columns = [str(c) for c in table.columns]
+    header = ["", *(care_title(c) for c in columns)]
+    body = [[label, *(cell(table[c]) for c in columns)] for label, cell in rows]
+    cares = ", ".join(care_phrase(c) for c in columns if c != "all")
     return [
-        *markdown_table(header, body, numeric=[False, True, True, True, True]),
+        *markdown_table(header, body, numeric=[False, *(True for _ in columns)]),
         "",
         "From the analysis frame (the data, no model). Care type: the providers a client saw "
-        "(therapist only, coach only, both). Client alliance: the mean of a client's goal and "
+        f"({cares}). Client alliance: the mean of a client's goal and "
         "bond ratings over sessions, the paper's score (published median 4.8). SD: sample SD; "
         "IQR: quartiles interpolated linearly. Follow-up missing: WHO-5 of the clients in the "
         "column, PHQ-9 of those with a PHQ-9 baseline.",

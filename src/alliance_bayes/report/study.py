@@ -25,6 +25,7 @@ atomic_folder`): an exception, an interrupt included, leaves no folder that look
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from alliance_bayes.data.care import CARE_TYPES, JOIN
 from alliance_bayes.data.published import (
     COMPANION_WHO5_CHANGE,
     PUBLISHED,
@@ -42,7 +44,13 @@ from alliance_bayes.data.published import (
 from alliance_bayes.report.html import markdown_to_html
 from alliance_bayes.report.hypotheses import hypotheses_markdown
 from alliance_bayes.report.render import markdown_table
-from alliance_bayes.report.sample import CARE_COLUMNS, sample_characteristics, sample_table_markdown
+from alliance_bayes.report.sample import (
+    CARE_COLUMNS,
+    care_phrase,
+    care_title,
+    sample_characteristics,
+    sample_table_markdown,
+)
 from alliance_bayes.report.tables import estimand_label, estimate_cell
 from alliance_bayes.storage import atomic_folder, dump_json
 
@@ -153,16 +161,34 @@ def _decision(outcome: FitOutcome, statement: str) -> str:
     return f"{row['decision']} (`{statement}`)"
 
 
-def _estimand_rows(outcome: FitOutcome, names: Sequence[str]) -> list[list[str]]:
+def _estimand_rows(
+    outcome: FitOutcome, names: Sequence[str], labels: Mapping[str, str] | None = None
+) -> list[list[str]]:
+    labels = {**_LABELS, **(labels or {})}
     return [
         [
-            f"{_LABELS.get(n) or estimand_label(n)} (`{n}`)",
+            f"{labels.get(n) or estimand_label(n)} (`{n}`)",
             _cell(outcome.summary, n),
             str(outcome.summary.loc[n, "units"]),
         ]
         for n in names
         if n in outcome.summary.index
     ]
+
+
+def _groups(summary: pd.DataFrame, stem: str) -> list[str]:
+    """The groups ``g`` of the estimands ``<stem>[g]``, in the summary's order, ``all`` last.
+
+    The families name their per-care-type estimands after the care types their posterior carries
+    (``who5_change[therapist]``, …, ``who5_change[all]``), so these are the study's own.
+    """
+    head = f"{stem}["
+    found = [
+        str(n)[len(head) : -1]
+        for n in summary.index
+        if str(n).startswith(head) and str(n).endswith("]")
+    ]
+    return [*(g for g in found if g != "all"), *(["all"] if "all" in found else [])]
 
 
 def _relative(target: Path, start: Path) -> str:
@@ -223,18 +249,13 @@ def _hypotheses(outcome: FitOutcome) -> list[str]:
 
 # --- question 1 ----------------------------------------------------------------------------------
 
+#: The rows of question 1 after the care types' levels and contrasts (:func:`_alliance_cares`).
 _RATINGS_ROWS = (
-    "alliance[therapist]", "alliance[coach]", "alliance[both]", "alliance[therapist-coach]",
-    "alliance[both-coach]", "alliance_per_decade_age", "alliance_per_10_who5_baseline",
-    "alliance[male-not_male]", "sd_country_alliance", "alliance_per_session", "share_at_ceiling",
-    "sd_provider_alliance", "icc_provider_alliance",
+    "alliance_per_decade_age", "alliance_per_10_who5_baseline", "alliance[male-not_male]",
+    "sd_country_alliance", "alliance_per_session", "share_at_ceiling", "sd_provider_alliance",
+    "icc_provider_alliance",
 )  # fmt: skip
 _LABELS = {
-    "alliance[therapist]": "Therapist only",
-    "alliance[coach]": "Coach only",
-    "alliance[both]": "Both",
-    "alliance[therapist-coach]": "Therapist vs coach",
-    "alliance[both-coach]": "Both vs coach",
     "alliance_per_decade_age": "Per decade of age",
     "alliance_per_10_who5_baseline": "Per 10 WHO-5 points at baseline",
     "alliance[male-not_male]": "Male vs not male",
@@ -256,20 +277,49 @@ _RATINGS_CLAIMS = (
 )
 
 
+_NAME = r"[a-z][a-z0-9_]*"
+_ALLIANCE = re.compile(rf"alliance\[(?P<care>{_NAME})(?:-(?P<reference>{_NAME}))?\]")
+
+
+def _alliance_cares(summary: pd.DataFrame) -> tuple[list[str], list[tuple[str, str]]]:
+    """The care types of the ratings family's levels ``alliance[<care type>]`` and its care-type
+    contrasts ``alliance[<care type>-<reference>]``, in the summary's order.
+
+    A contrast is one between two of the levels, which leaves out other contrasts in the same
+    form (``alliance[male-not_male]``).
+    """
+    found = [m for n in summary.index if (m := _ALLIANCE.fullmatch(str(n)))]
+    levels = [m["care"] for m in found if m["reference"] is None]
+    contrasts = [
+        (m["care"], m["reference"])
+        for m in found
+        if m["reference"] is not None and m["care"] in levels and m["reference"] in levels
+    ]
+    return levels, contrasts
+
+
 def _ratings_section(outcome: FitOutcome, observed_median: float | None) -> list[str]:
     s = outcome.summary
+    levels, contrasts = _alliance_cares(s)
+    labels = {f"alliance[{c}]": care_title(care_phrase(c)) for c in levels}
+    labels |= {
+        f"alliance[{c}-{ref}]": f"{care_title(c)} vs {ref.replace(JOIN, ' and ')}"
+        for c, ref in contrasts
+    }
     lines = ["Expected rating of a typical session on the 1–5 scale (goal and bond averaged):", ""]
     lines += markdown_table(
-        ["Estimand", "Mean [95% HDI]", "Units"], _estimand_rows(outcome, _RATINGS_ROWS)
+        ["Estimand", "Mean [95% HDI]", "Units"],
+        _estimand_rows(outcome, [*labels, *_RATINGS_ROWS], labels),
     )
     observed = "—" if observed_median is None else f"{observed_median:.2f} (Table 1, all)"
+    model = ", ".join(
+        f"{c.replace(JOIN, ' and ')} {_cell(s, f'alliance[{c}]')}" for c in levels or CARE_TYPES
+    )
     rows = [
         [
             "Median client alliance score",
             f"{PUBLISHED_ALLIANCE_MEDIAN}",
-            f"observed in these data: {observed}; model (expected session rating): therapist "
-            f"{_cell(s, 'alliance[therapist]')}, coach {_cell(s, 'alliance[coach]')}, both "
-            f"{_cell(s, 'alliance[both]')}",
+            f"observed in these data: {observed}; model (expected session rating): {model}",
             "a data summary, no decision",
         ]
     ]
@@ -321,7 +371,7 @@ def _prefix(outcome: FitOutcome) -> str:
 
 def _change_section(outcome: FitOutcome) -> list[str]:
     p, s = _prefix(outcome), outcome.summary
-    groups = [g for g in CARE_COLUMNS if f"{p}_change[{g}]" in s.index]
+    groups = _groups(s, f"{p}_change")
     rows = []
     for stem, label in _CHANGE_MEASURES:
         name = stem.format(p=p)
@@ -333,7 +383,7 @@ def _change_section(outcome: FitOutcome) -> list[str]:
         + "), by care type; `all` weighs care types by their elevated clients:",
         "",
         *markdown_table(
-            ["Estimand", *(g.capitalize() for g in groups)],
+            ["Estimand", *(care_title(g) for g in groups)],
             rows,
             numeric=[False] + [True] * len(groups),
         ),
@@ -359,15 +409,22 @@ def _slope_names(summary: pd.DataFrame) -> list[tuple[str, str]]:
     pairs = []
     for s in ("goal", "bond", "task"):
         for lv in ("within", "between"):
-            if f"b_{s}_{lv}" in summary.index or f"b_{s}_{lv}[coach]" in summary.index:
+            if f"b_{s}_{lv}" in summary.index or _slope_cares(summary, [(s, lv)]):
                 pairs.append((s, lv))
     return pairs
+
+
+def _slope_cares(summary: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """The care types of the slopes ``b_<s>_<level>[<care type>]`` (contrasts left out)."""
+    found = (g for s, lv in pairs for g in _groups(summary, f"b_{s}_{lv}"))
+    return list(dict.fromkeys(g for g in found if "-" not in g))
 
 
 def _association_section(outcome: FitOutcome) -> list[str]:
     s = outcome.summary
     pairs = _slope_names(s)
-    cares = ("therapist", "coach", "both")
+    # A model without per-care-type slopes keeps the contract's columns, each "—".
+    cares = _slope_cares(s, pairs) or list(CARE_TYPES)
     rows = [
         [
             f"{sub}, {lv} providers (`b_{sub}_{lv}`)",
@@ -380,7 +437,9 @@ def _association_section(outcome: FitOutcome) -> list[str]:
     lines = [f"Alliance slopes ({units}), by care type and pooled over the study's care mix:", ""]
     if rows:
         lines += markdown_table(
-            ["Slope", "Therapist", "Coach", "Both", "Pooled"], rows, numeric=[False] + [True] * 4
+            ["Slope", *(care_title(c) for c in cares), "Pooled"],
+            rows,
+            numeric=[False] + [True] * (len(cares) + 1),
         )
     if "b_alliance" in s.index:
         lines += [
@@ -446,7 +505,7 @@ def _figure_alliance(outcome: FitOutcome, table1: pd.DataFrame, folder: Path) ->
     import matplotlib.pyplot as plt
 
     s = outcome.summary
-    cares = [c for c in CARE_COLUMNS[:-1] if f"alliance[{c}]" in s.index]
+    cares = _alliance_cares(s)[0]
     if not cares:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 2.9))
@@ -461,7 +520,8 @@ def _figure_alliance(outcome: FitOutcome, table1: pd.DataFrame, folder: Path) ->
             color="C0",
             label="model: expected session rating" if yi == y[0] else None,
         )
-        median = table1.loc["alliance_median", c] if "alliance_median" in table1.index else np.nan
+        known = "alliance_median" in table1.index and c in table1.columns
+        median = table1.loc["alliance_median", c] if known else np.nan
         if np.isfinite(median):
             ax.plot(
                 median, yi, "x", color="C1", label="observed client median" if yi == y[0] else None
@@ -473,7 +533,7 @@ def _figure_alliance(outcome: FitOutcome, table1: pd.DataFrame, folder: Path) ->
         lw=1,
         label=f"published median {PUBLISHED_ALLIANCE_MEDIAN}",
     )
-    ax.set_yticks(y, cares)
+    ax.set_yticks(y, [c.replace(JOIN, " and ") for c in cares])
     ax.set_ylim(-0.6, len(cares) - 0.4)
     ax.set_xlabel("alliance (1–5), posterior mean and 95% HDI")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
@@ -493,7 +553,7 @@ def _figure_change(outcomes: Sequence[FitOutcome], folder: Path) -> str | None:
     fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.2), squeeze=False)
     for ax, o in zip(axes[0], panels, strict=True):
         p, s = _prefix(o), o.summary
-        groups = [g for g in CARE_COLUMNS if f"{p}_change[{g}]" in s.index]
+        groups = _groups(s, f"{p}_change")
         y = np.arange(len(groups))[::-1]
         beyond = np.array([s.loc[f"{p}_change_beyond_rtm[{g}]", "mean"] for g in groups])
         rtm = np.array([s.loc[f"rtm[{g}]", "mean"] for g in groups])
@@ -503,7 +563,7 @@ def _figure_change(outcomes: Sequence[FitOutcome], folder: Path) -> str | None:
             r = s.loc[f"{p}_change[{g}]"]
             ax.plot([r["hdi95_low"], r["hdi95_high"]], [yi, yi], color="k", lw=1)
         ax.axvline(0.0, color="grey", lw=0.8)
-        ax.set_yticks(y, groups)
+        ax.set_yticks(y, [g.replace(JOIN, " and ") for g in groups])
         ax.set_title(f"{o.spec}: {_SCALE[p]} change", fontsize=9)
         ax.set_xlabel("points (bar: mean; line: 95% HDI of the observed change)", fontsize=8)
     axes[0, 0].legend(

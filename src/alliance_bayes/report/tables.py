@@ -31,10 +31,12 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
+from alliance_bayes.data.care import CARE_REFERENCE, CARE_TYPES, JOIN
 from alliance_bayes.data.published import PUBLISHED
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
 from alliance_bayes.report.hypotheses import _bf_cell
 from alliance_bayes.report.render import latex_escape, latex_table, markdown_table
+from alliance_bayes.report.sample import care_phrase, care_title
 
 __all__ = [
     "LATEX_PREAMBLE",
@@ -52,7 +54,6 @@ __all__ = [
 ]
 
 _MAX_DECIMALS = 6
-_CARE_COLUMNS = ("therapist", "coach", "both", "pooled")
 
 
 def decimals_for_mcse(mcse: float) -> int:
@@ -157,8 +158,36 @@ _BRACKET = re.compile(r"^(?P<stem>[^\[]+)(?:\[(?P<arg>[^\]]*)\])?$")
 
 
 def _versus(arg: str) -> str:
-    """``therapist-coach`` → ``therapist vs coach``; a single word is kept."""
-    return " vs ".join(arg.split("-"))
+    """``therapist-coach`` → ``therapist vs coach``; a single word is kept.
+
+    A care type of several provider types reads as they do: ``therapist_and_psychiatrist-coach``
+    → ``therapist and psychiatrist vs coach``.
+    """
+    return " vs ".join(part.replace(JOIN, " and ") for part in arg.split("-"))
+
+
+def _care_contrasts(names: Sequence[str], attrs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The care-type contrasts (``therapist-coach``, …) among the estimands, in their order."""
+    found = (str(attrs[n].get("care_type", "")) for n in names)
+    return list(dict.fromkeys(c for c in found if "-" in c))
+
+
+def _reference_care(contrasts: Sequence[str]) -> str:
+    """The care type the contrasts are against (coach unless the estimands say otherwise)."""
+    references = list(dict.fromkeys(c.split("-")[-1] for c in contrasts))
+    return references[0] if len(references) == 1 else CARE_REFERENCE
+
+
+def _reference_phrase(care: str) -> str:
+    """``coach`` → ``coach-only care``; ``therapist_and_coach`` → ``therapist and coach care``."""
+    if care == "both":
+        return "care with both provider types"
+    phrase = care_phrase(care)
+    return (
+        f"{phrase.removesuffix(' only')}-only care"
+        if phrase.endswith(" only")
+        else f"{phrase} care"
+    )
 
 
 def _slope_label(stem: str) -> str | None:
@@ -277,10 +306,11 @@ def build_tables(
 
     care = of_kind("care-type intercept")
     if care:
+        reference = _reference_care(_care_contrasts(care, attrs))
         tables.append(
             unit_table(
                 "care",
-                "Care-type intercepts (against coach-only care)",
+                f"Care-type intercepts (against {_reference_phrase(reference)})",
                 f"{outcome} difference at equal alliance (sample-mean between-provider parts, "
                 "equal within parts) and equal covariates.",
                 care,
@@ -296,7 +326,9 @@ def build_tables(
             summary.loc[n]
         )
     if cells:
-        present = [c for c in _CARE_COLUMNS if any(c in v for v in cells.values())]
+        # The care types in the order the estimands carry them, the pooled slopes last.
+        cares = dict.fromkeys(c for v in cells.values() for c in v if c != "pooled")
+        present = [*cares, *(["pooled"] if any("pooled" in v for v in cells.values()) else [])]
         keys = sorted(cells, key=lambda k: (k[1] != "within", list(cells).index(k)))
         rows = [[s.capitalize(), lv, *(cells[s, lv].get(c, "") for c in present)] for s, lv in keys]
         tables.append(
@@ -305,7 +337,7 @@ def build_tables(
                 "Alliance subscale effects by care type",
                 f"{effect_units}; mean [95% HDI]. Row estimands: b_<subscale>_<level>[<care type>]"
                 f", pooled: b_<subscale>_<level>. {_pooled_note(subscale, attrs)}".rstrip(),
-                ["Subscale", "Level", *(c.capitalize() for c in present)],
+                ["Subscale", "Level", *(care_title(c) for c in present)],
                 rows,
                 names=["" for _ in rows],
                 label_columns=2,
@@ -377,10 +409,15 @@ def build_tables(
 
     contrasts = of_kind("contrast")
     if contrasts:
+        # Without care-type contrasts among them, the contract's are named, as they always were.
+        versus = _care_contrasts(contrasts, attrs) or [
+            f"{c}-{CARE_REFERENCE}" for c in CARE_TYPES if c != CARE_REFERENCE
+        ]
+        listed = ", ".join(_versus(c).replace(" vs ", " − ") for c in versus)
         tables.append(
             unit_table(
                 "contrasts",
-                "Contrasts: care types (therapist − coach, both − coach), subscales (goal − bond)",
+                f"Contrasts: care types ({listed}), subscales (goal − bond)",
                 f"{effect_units}; differences computed draw by draw.",
                 contrasts,
                 units=False,

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# The contract's care and provider types, for importers; a design's own are its frame's.
+from alliance_bayes.data.care import CARE_TYPES, PROVIDER_TYPES
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.data.instruments import BUILT_IN, Instrument, declare, instrument_of
 from alliance_bayes.errors import DesignError
@@ -26,6 +28,7 @@ from alliance_bayes.spec import ChangeSpec, ModelSpec
 
 __all__ = [
     "CARE_TYPES",
+    "PROVIDER_TYPES",
     "ChangeDesign",
     "ReliabilityPrior",
     "direction",
@@ -35,8 +38,6 @@ __all__ = [
     "short_name",
 ]
 
-CARE_TYPES = ("therapist", "coach", "both")
-PROVIDER_TYPES = ("therapist", "coach")
 #: The built-in instruments' cut-offs are the spec's ``[data]`` values (the paper's rules by
 #: default), so that a variant may move them; a declared instrument's is its declaration's.
 SPEC_CUTOFFS = {"who5": "who5_cutoff", "phq9": "phq9_cutoff"}
@@ -163,12 +164,12 @@ class ChangeDesign:
     x2 : (m,) float
         Observed follow-ups; ``followed`` (m,) int are their clients' positions.
     care : (n,) int
-        Care type, positions in :data:`CARE_TYPES`.
+        Care type, positions in :attr:`care_types` (the frame's).
     member_index, member_weight : (n, K)
         Multiple membership (:meth:`AnalysisFrame.membership_arrays`): provider positions and
         session-share weights, rows summing to 1.
     provider_type : (P,) int
-        Positions in :data:`PROVIDER_TYPES`.
+        Positions in :attr:`provider_types` (the frame's).
     sign, cutoff : float
         :func:`direction`: elevated where sign·x1 <= sign·cutoff.
     instrument : Instrument
@@ -195,6 +196,16 @@ class ChangeDesign:
     def n_clients(self) -> int:
         return int(self.x1.size)
 
+    @property
+    def care_types(self) -> tuple[str, ...]:
+        """The study's care types (:attr:`AnalysisFrame.care_types`), the levels of ``care``."""
+        return self.frame.care_types
+
+    @property
+    def provider_types(self) -> tuple[str, ...]:
+        """The study's provider types, the levels of ``provider_type``."""
+        return self.frame.provider_types
+
     def elevated(self) -> np.ndarray:
         """Clients elevated at baseline by the observed score (the paper's rule)."""
         return self.sign * self.x1 <= self.sign * self.cutoff
@@ -207,22 +218,20 @@ class ChangeDesign:
         ``instrument`` (its name, label, units, range and better direction) and
         ``reliability_prior`` (:class:`ReliabilityPrior`) are what the report states.
         """
-        counts = np.bincount(self.care, minlength=len(CARE_TYPES))
+        cares = self.care_types
+        counts = np.bincount(self.care, minlength=len(cares))
         elevated = self.elevated()
         both = elevated[self.followed]
         naive = self.x2[both] - self.x1[self.followed][both]
         return {
             "baseline_mean": float(self.x1.mean()),
             "baseline_sd": float(self.x1.std(ddof=1)),
-            "care_share": {
-                c: float(k / counts.sum()) for c, k in zip(CARE_TYPES, counts, strict=True)
-            },
+            "care_share": {c: float(k / counts.sum()) for c, k in zip(cares, counts, strict=True)},
             "cutoff": self.cutoff,
             "sign": self.sign,
             "n_elevated": int(elevated.sum()),
             "elevated_baselines": {
-                c: _distribution(self.x1[elevated & (self.care == k)])
-                for k, c in enumerate(CARE_TYPES)
+                c: _distribution(self.x1[elevated & (self.care == k)]) for k, c in enumerate(cares)
             },
             "n_elevated_followed": int(both.sum()),
             # The paper's quantity: the mean observed change of the elevated with a follow-up.
@@ -305,7 +314,7 @@ def prepare_change(spec: ModelSpec, frame: AnalysisFrame) -> ChangeDesign:
             f"follow-up ({exclusions}); at least 20 and 10 are needed"
         )
     index, weight = sub.membership_arrays()
-    ptype = sub.providers["provider_type"].astype(str).map(PROVIDER_TYPES.index).to_numpy()
+    ptype = sub.providers["provider_type"].astype(str).map(sub.provider_types.index).to_numpy()
     if not np.any(sign * x1 <= sign * cutoff):
         raise DesignError(
             f"{spec.source}: no client is elevated at baseline ({inst.label} "
@@ -317,7 +326,7 @@ def prepare_change(spec: ModelSpec, frame: AnalysisFrame) -> ChangeDesign:
         x1=x1,
         x2=y[followed],
         followed=followed.astype(np.int64),
-        care=c["care_type"].astype(str).map(CARE_TYPES.index).to_numpy(dtype=np.int64),
+        care=c["care_type"].astype(str).map(sub.care_types.index).to_numpy(dtype=np.int64),
         member_index=index,
         member_weight=weight,
         provider_type=ptype.astype(np.int64),

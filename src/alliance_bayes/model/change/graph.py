@@ -45,7 +45,7 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from alliance_bayes.model.change.design import CARE_TYPES, PROVIDER_TYPES, ChangeDesign
+from alliance_bayes.model.change.design import ChangeDesign
 from alliance_bayes.spec import ModelSpec
 
 __all__ = ["beta_parameters", "build_change_model"]
@@ -66,9 +66,9 @@ def build_change_model(spec: ModelSpec, design: ChangeDesign) -> pm.Model:
     assert c is not None
     scales = design.scales()
     coords = {
-        "care_type": list(CARE_TYPES),
+        "care_type": list(design.care_types),
         "time": ["baseline", "followup"],
-        "provider_type": list(PROVIDER_TYPES),
+        "provider_type": list(design.provider_types),
         "provider": design.frame.providers["provider"].tolist(),
         "client": np.arange(design.n_clients),
         "client_followed": np.arange(design.x2.size),
@@ -99,8 +99,9 @@ def build_change_model(spec: ModelSpec, design: ChangeDesign) -> pm.Model:
         v = (weight * u[index]).sum(axis=1)
         # The mean and spread of the provider part among each care type's clients: the estimands
         # are marginal over the study's own providers.
-        counts = np.maximum(np.bincount(design.care, minlength=len(CARE_TYPES)), 1).astype(float)
-        one_hot = (design.care[:, None] == np.arange(len(CARE_TYPES))).astype(float)
+        n_care = len(design.care_types)
+        counts = np.maximum(np.bincount(design.care, minlength=n_care), 1).astype(float)
+        one_hot = (design.care[:, None] == np.arange(n_care)).astype(float)
         mean_v = (one_hot * v[:, None]).sum(axis=0) / counts
         pm.Deterministic("mean_provider_care", mean_v, dims="care_type")
         pm.Deterministic(

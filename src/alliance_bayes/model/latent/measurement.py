@@ -90,7 +90,8 @@ so that :math:`\delta` leaves the location to the thresholds; stored as
 ``constant_data/provider_therapist``). The standard normal :math:`z_p` are centred within each
 provider type (and rescaled to unit variance), so that :math:`\delta` alone carries the type
 difference: otherwise the mean of the therapists' :math:`z` and :math:`\delta` trade off along
-a ridge.
+a ridge. The family takes the contract's provider types (therapist, coach) and care types only: a
+study that declares others is refused (:func:`require_contract_care_types`).
 
 Rating log density on the non-empty cells
 -----------------------------------------
@@ -223,6 +224,7 @@ import pytensor.tensor as pt
 import xarray as xr
 from scipy import special
 
+from alliance_bayes.data.care import CARE_REFERENCE
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.model.latent.instrument_check import require_single_ratings
 from alliance_bayes.model.latent.provider_effects import (
@@ -357,14 +359,59 @@ def latent_scales(data: LatentData) -> dict[str, object]:
     }
 
 
+def require_contract_care_types(spec: ModelSpec, frame: AnalysisFrame) -> None:
+    """Refuse a study whose provider types, care types or reference care type are not the contract's.
+
+    The family's provider part has one therapist indicator (``provider_therapist``, the
+    ``provider_type_alliance`` shift, the latent scores recomputed from it) and its outcome part
+    the contract's care types therapist, coach and both, contrasted against coach. A study that
+    declares other provider types, or another ``care_reference``, is refused before any array is
+    built, rather than fitted with its types silently mapped onto those.
+
+    Raises
+    ------
+    DesignError
+        Naming the spec, the declared provider types (or reference) and where they were
+        declared, and suggesting the ratings family and an averaged-score regression spec, which
+        take the study's own types.
+    """
+    contract = (PROVIDER_TYPES, CARE_TYPES, CARE_REFERENCE)
+    if (frame.provider_types, frame.care_types, frame.care_reference) == contract:
+        return
+    where = frame.outcomes_declared_in or "the study"
+    if frame.provider_types != PROVIDER_TYPES:
+        declared = (
+            f"the provider types {', '.join(frame.provider_types)} (provider_types in {where})"
+        )
+    else:
+        declared = f"the reference care type {frame.care_reference!r} (care_reference in {where})"
+    raise DesignError(
+        f"spec {spec.name!r} (latent family): its provider and outcome parts take the contract's "
+        f"provider types {' and '.join(PROVIDER_TYPES)} (care types {', '.join(CARE_TYPES)}, "
+        f"contrasted against {CARE_REFERENCE}); the study declares {declared}. Fit the ratings "
+        "family (alliance_ratings) for how clients rate the alliance, or an averaged-score "
+        "regression spec (alliance = 'subscales' or 'composite', no [measurement] table) such as "
+        "who5_change for the outcomes; both take the study's own provider types"
+    )
+
+
 def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
     """Select the spec's clients and build the measurement and outcome arrays.
 
     Every client of the sample with at least one rating enters the measurement part; each outcome
     uses the clients with that follow-up, its baseline and every covariate observed.
+
+    Raises
+    ------
+    DesignError
+        The study declares an alliance instrument other than one integer 1–5 item per subscale
+        (:func:`~alliance_bayes.model.latent.instrument_check.require_single_ratings`), provider
+        types or a reference care type other than the contract's
+        (:func:`require_contract_care_types`), a column is absent, or too few clients are left.
     """
     assert spec.measurement is not None
     require_single_ratings(spec, frame, family="latent")
+    require_contract_care_types(spec, frame)
     clients = frame.clients
     keep = np.ones(len(clients), dtype=bool)
     exclusions: dict[str, int] = {"clients_in_data": len(clients)}

@@ -64,6 +64,7 @@ import pymc as pm
 import pytensor.tensor as pt
 from scipy import stats
 
+from alliance_bayes.data.care import CARE_REFERENCE, CARE_TYPES
 from alliance_bayes.model.regression.design import PROVIDER_TYPES, LatentAlliance
 from alliance_bayes.model.regression.graph import (
     alliance_noncentring,
@@ -93,6 +94,15 @@ class OutcomeMoments:
     @property
     def n_clients(self) -> int:
         return len(self.tuning_y)
+
+    def care_dummies(self) -> np.ndarray:
+        """(client, care type but coach): 1 where the client has that care type.
+
+        The contract's care types and reference, the only ones the latent family takes
+        (:func:`~alliance_bayes.model.latent.measurement.require_contract_care_types`).
+        """
+        other = [k for k, c in enumerate(CARE_TYPES) if c != CARE_REFERENCE]
+        return np.eye(len(CARE_TYPES))[self.care_index][:, other]
 
 
 def outcome_moments(data: LatentData, outcome: OutcomeData) -> OutcomeMoments:

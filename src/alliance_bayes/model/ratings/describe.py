@@ -20,8 +20,8 @@ def equations(spec: ModelSpec) -> list[str]:
     return [
         r"P(r_{ns} \geq k) = \mathrm{logit}^{-1}(\alpha_s \theta_n - c_{s,k-1}), "
         r"\quad k = 2, \ldots, 5",
-        r"\theta_n = x_i^\top\beta + \gamma_{c_i} + u_{k_i} + \delta([t(p_n) = \mathrm{therapist}]"
-        r" - \pi_T) + a_{p_n} + e_i + \lambda o_n",
+        r"\theta_n = x_i^\top\beta + \gamma_{c_i} + u_{k_i} + \sum_{t \neq t_0} \delta_t"
+        r"([t(p_n) = t] - \pi_t) + a_{p_n} + e_i + \lambda o_n",
         r"e_i \sim \mathcal{N}(0, 1), \quad a_p \sim \mathcal{N}(0, \sigma_a^2), "
         r"\quad u_k \sim \mathcal{N}(0, \sigma_u^2)",
         r"R(\mu) = \frac{1}{|S|}\sum_s \mathbb{E}_Z[1 + \sum_{k=1}^4 "
@@ -36,9 +36,11 @@ def data_variables(spec: ModelSpec) -> list[str]:
         "$r_{ns}$: the rating (1–5) of item $s$ (goal, bond; task where rated) at session $n$ of "
         "client $i$ with provider $p_n$; $o_n$: the session's order within the client, centred.",
         "$x_i$: age per decade, male (1) vs not, baseline WHO-5 per 10 points, each centred; "
-        "$\\gamma_c$: care type against coach-only care; $u_k$: country $k$ (partially pooled); "
-        "$\\delta$: therapists' mean against coaches' ($\\pi_T$: share of therapists); $a_p$, "
-        "$e_i$: provider and client effects; $\\theta$ in client SDs.",
+        "$\\gamma_c$: care type against the study's reference care type (coach-only care under "
+        "the contract's defaults); $u_k$: country $k$ (partially pooled); $\\delta_t$: "
+        "provider type $t$'s mean against the reference type $t_0$ (therapists' against coaches' "
+        "under the contract's types; $\\pi_t$: type $t$'s share of the providers); $a_p$, $e_i$: "
+        "provider and client effects; $\\theta$ in client SDs.",
         "$R$: the expected rating of a typical session (items goal and bond averaged, client and "
         "provider effects integrated out), the scale of every reported alliance estimand.",
     ]
@@ -62,7 +64,7 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
             "Median 1; a factor of e either way at 1 prior SD.",
         ),
         PriorRow(
-            "β (age per decade, male, baseline WHO-5 per 10), γ (care type), δ (provider type)",
+            "β (age per decade, male, baseline WHO-5 per 10), γ (care type), δ_t (provider type)",
             f"Normal(0, {p['b_covariate_sd']:g})",
             "client latent SDs",
             "A whole client SD per unit is one prior SD: wide against the small differences the "

@@ -6,6 +6,13 @@ centred at the sample mean and put on the units the estimands report: age per de
 against not male (0), baseline WHO-5 per 10 points. The session order is the session's number
 within the client (1, 2, …), centred at its mean over the rated sessions, so that the other
 terms describe a session of average order.
+
+Care and provider types are the study's (:attr:`~alliance_bayes.data.frame.AnalysisFrame.care_types`,
+:attr:`~alliance_bayes.data.frame.AnalysisFrame.provider_types`): care-type contrasts are against
+the frame's ``care_reference``, and provider-type shifts against a *reference provider type*
+:math:`t_0` (:attr:`RatingsData.provider_reference`): the provider type of the reference care type
+when that is a single type (coach under the contract's types, so the one shift is therapists
+against coaches), else the first declared type.
 """
 
 from __future__ import annotations
@@ -14,21 +21,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from alliance_bayes.data.care import JOIN, PROVIDER_TYPES
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.errors import DesignError
 from alliance_bayes.model.latent.instrument_check import require_single_ratings
 from alliance_bayes.model.latent.measurement import CATEGORIES, N_CATEGORIES, THRESHOLDS
-from alliance_bayes.model.regression.design import (
-    CARE_CONTRASTS,
-    CARE_TYPES,
-    PROVIDER_TYPES,
-    _elevated,
-    care_counts,
-    care_shares,
-)
+from alliance_bayes.model.regression.design import _elevated
 from alliance_bayes.spec import ModelSpec
 
-__all__ = ["COVARIATES", "RatingsData", "prepare_ratings", "ratings_scales"]
+__all__ = [
+    "COVARIATES",
+    "RatingsData",
+    "prepare_ratings",
+    "provider_types_of",
+    "ratings_scales",
+]
 
 #: Client covariate → (column, divisor): each enters centred and divided, so that its slope is per
 #: decade of age, male against not male, and per 10 WHO-5 points at baseline.
@@ -68,17 +75,79 @@ class RatingsData:
         return self.counts.sum(axis=1)
 
     @property
-    def therapist_share(self) -> float:
-        """Share of therapists among the providers (the centring of the provider-type term)."""
-        return float(np.mean(self.provider_type_index == PROVIDER_TYPES.index("therapist")))
+    def care_types(self) -> tuple[str, ...]:
+        """The study's care types (``care_index`` counts in this order)."""
+        return self.frame.care_types
+
+    @property
+    def care_reference(self) -> str:
+        """The care type the care-type contrasts are against."""
+        return self.frame.care_reference
+
+    @property
+    def care_contrasts(self) -> tuple[str, ...]:
+        """``"<care type>-<reference>"`` for every other care type, in care-type order."""
+        return self.frame.care_contrasts
+
+    @property
+    def provider_types(self) -> tuple[str, ...]:
+        """The study's provider types (``provider_type_index`` counts in this order)."""
+        return self.frame.provider_types
+
+    @property
+    def provider_reference(self) -> str:
+        """The reference provider type :math:`t_0` of the provider-type shifts.
+
+        The reference care type's provider type when that care type is a single type (coach under
+        the contract's types), so that the reference care group's providers carry no shift; else
+        the first declared provider type.
+        """
+        ref = self.care_reference
+        return ref if ref in self.provider_types else self.provider_types[0]
+
+    @property
+    def provider_contrasts(self) -> tuple[str, ...]:
+        """``"<type>-<reference type>"`` for every provider type but :attr:`provider_reference`."""
+        ref = self.provider_reference
+        return tuple(f"{t}-{ref}" for t in self.provider_types if t != ref)
+
+    @property
+    def provider_shift_is_scalar(self) -> bool:
+        """Whether the one provider-type shift is the contract's therapists against coaches.
+
+        Then ``provider_type_alliance`` is a scalar, as it has always been; otherwise it has the
+        dimension ``provider_type_contrast`` (:attr:`provider_contrasts`).
+        """
+        return self.provider_contrasts == ("therapist-coach",)
+
+    @property
+    def provider_share(self) -> np.ndarray:
+        r"""(provider type,) share :math:`\pi_t` of each provider type among the providers."""
+        n_types = len(self.provider_types)
+        counts = np.bincount(self.provider_type_index, minlength=n_types)
+        return counts / len(self.provider_type_index)
+
+    @property
+    def provider_type_design(self) -> np.ndarray:
+        r"""(provider, provider contrast) indicators of the non-reference types, centred.
+
+        Column :math:`t` is :math:`[t(p) = t] - \pi_t`: each provider-type shift leaves the
+        location to the cut-points, and the shifts of a provider of type :math:`t` add up to
+        :math:`\delta_t - \sum_{t'} \pi_{t'}\delta_{t'}` (with :math:`\delta_{t_0} = 0`).
+        """
+        ref = self.provider_types.index(self.provider_reference)
+        other = [k for k in range(len(self.provider_types)) if k != ref]
+        onehot = self.provider_type_index[:, None] == np.array(other)[None, :]
+        return onehot - np.mean(onehot, axis=0)
 
     def coords(self) -> dict[str, list[str]]:
-        return {
+        coords = {
             "client": self.frame.clients["client"].tolist(),
             "provider": self.frame.providers["provider"].tolist(),
             "session": [str(k) for k in range(len(self.session_client))],
-            "care_type": list(CARE_TYPES),
-            "care_contrast": list(CARE_CONTRASTS),
+            "care_type": list(self.care_types),
+            "care_contrast": list(self.care_contrasts),
+            "provider_type": list(self.provider_types),
             "country": list(self.countries),
             "covariate": list(COVARIATES),
             "subscale": list(self.subscales),
@@ -86,6 +155,20 @@ class RatingsData:
             "gap": list(THRESHOLDS[1:]),
             "category": list(CATEGORIES),
         }
+        if not self.provider_shift_is_scalar:
+            coords["provider_type_contrast"] = list(self.provider_contrasts)
+        return coords
+
+
+def provider_types_of(care: str, provider_types: tuple[str, ...]) -> tuple[str, ...]:
+    """The provider types a client of care type ``care`` saw.
+
+    The contract's ``both`` is therapist and coach; a declared combination joins its types' names
+    with ``_and_`` (:mod:`alliance_bayes.data.care`).
+    """
+    if care == "both" and provider_types == PROVIDER_TYPES:
+        return PROVIDER_TYPES
+    return tuple(care.split(JOIN))
 
 
 def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
@@ -139,14 +222,12 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
     used = counts.sum(axis=(0, 2)) > 0
     counts = counts[:, used]
     order = ses["session_index"].to_numpy(float)[used]
-    ptype = (
-        sub.providers["provider_type"].astype(str).map({k: i for i, k in enumerate(PROVIDER_TYPES)})
-    )
+    ptype = sub.providers["provider_type"].astype(str).map(sub.provider_types.index)
     return RatingsData(
         frame=sub,
         subscales=subscales,
         countries=countries,
-        care_index=c["care_type"].astype(str).map(CARE_TYPES.index).to_numpy(np.int64),
+        care_index=c["care_type"].astype(str).map(sub.care_types.index).to_numpy(np.int64),
         country_index=np.searchsorted(np.array(countries), country).astype(np.int64),
         covariates=(x - means) / divisors,
         covariate_means=means,
@@ -170,25 +251,63 @@ def _rated_clients(frame: AnalysisFrame) -> np.ndarray:
     return out
 
 
-def ratings_scales(data: RatingsData) -> dict[str, object]:
-    """The sample facts the estimands marginalise over (kept in ``run.json``).
+def provider_mix(data: RatingsData) -> dict[str, dict[str, float]]:
+    r"""Per care type :math:`c`, the share :math:`q_{ct}` of its rated sessions held with type :math:`t`.
 
-    ``care_share``: clients per care type; ``country_share``: clients per country;
-    ``both_therapist_share``: the share of the "both" clients' rated sessions held with a
-    therapist; ``therapist_share``: therapists among the providers; ``male_mean``: the share of
-    men (the centring of ``male``); ``covariate_means`` and ``session_order_mean`` in their own
-    units.
+    Over the sessions of the care type's clients in the model; a care type without rated
+    sessions here splits evenly over the provider types it names. A single type's care is that
+    type alone; the contract's ``both`` is its clients' therapist and coach sessions.
     """
-    is_ther = data.provider_type_index == PROVIDER_TYPES.index("therapist")
-    both = data.care_index[data.session_client] == CARE_TYPES.index("both")
-    with_therapist = is_ther[data.session_provider][both]
+    n_types = len(data.provider_types)
+    session_type = data.provider_type_index[data.session_provider]
+    session_care = data.care_index[data.session_client]
+    mix = {}
+    for k, care in enumerate(data.care_types):
+        held = np.bincount(session_type[session_care == k], minlength=n_types)
+        names = provider_types_of(care, data.provider_types)
+        if held.sum() == 0:
+            mix[care] = {t: 1.0 / len(names) for t in names}
+        else:
+            mix[care] = {
+                t: float(held[j] / held.sum())
+                for j, t in enumerate(data.provider_types)
+                if t in names
+            }
+    return mix
+
+
+def _care_counts(data: RatingsData) -> dict[str, int]:
+    """Clients of each care type present among the model's clients."""
+    counts = np.bincount(data.care_index, minlength=len(data.care_types))
+    return {c: int(n) for c, n in zip(data.care_types, counts, strict=True) if n}
+
+
+def ratings_scales(data: RatingsData) -> dict[str, object]:
+    r"""The sample facts the estimands marginalise over (kept in ``run.json``).
+
+    ``care_types``, ``care_reference``, ``provider_types``, ``provider_reference``: the study's
+    levels and references (the contract's therapist, coach, both against coach, and therapist,
+    coach against coach, by default); ``care_share``, ``care_count``: clients per care type (those
+    present); ``country_share``: clients per country; ``provider_share``: :math:`\pi_t`, each
+    provider type's share of the providers (the centring of the provider-type shifts);
+    ``provider_mix``: :math:`q_{ct}` of :func:`provider_mix`; ``male_mean``: the share of men (the
+    centring of ``male``); ``covariate_means`` and ``session_order_mean`` in their own units.
+    """
+    counts = _care_counts(data)
+    total = sum(counts.values())
     share = np.bincount(data.country_index, minlength=len(data.countries)) / data.n_clients
     return {
-        "care_share": care_shares(data.care_index),
-        "care_count": care_counts(data.care_index),
+        "care_types": list(data.care_types),
+        "care_reference": data.care_reference,
+        "care_share": {c: n / total for c, n in counts.items()},
+        "care_count": counts,
         "country_share": {k: float(v) for k, v in zip(data.countries, share, strict=True)},
-        "both_therapist_share": float(with_therapist.mean()) if with_therapist.size else 0.5,
-        "therapist_share": data.therapist_share,
+        "provider_types": list(data.provider_types),
+        "provider_reference": data.provider_reference,
+        "provider_share": {
+            t: float(v) for t, v in zip(data.provider_types, data.provider_share, strict=True)
+        },
+        "provider_mix": provider_mix(data),
         "male_mean": float(data.covariate_means[list(COVARIATES).index("male")]),
         "covariate_means": {
             k: float(v) for k, v in zip(COVARIATES, data.covariate_means, strict=True)

@@ -14,11 +14,20 @@ effects, at the sample's mean covariates and mean session order. With :math:`\mu
 by the trapezoid rule on :data:`NODES` (:math:`\tau` is
 :func:`~alliance_bayes.model.latent.measurement.expected_rating_np`). A care type's level
 averages :math:`R` over the study's countries (weighted by their clients) and, for clients who saw
-both, over the provider types of their sessions:
+several provider types, over the provider types of their sessions:
 
 .. math::
     \text{alliance}[c] = \sum_k w_k \sum_t q_{ct}\,
-        R\big(\gamma_c + u_k + \delta([t = \text{therapist}] - \pi_T)\big).
+        R\big(\gamma_c + u_k + \Delta_t\big), \qquad
+    \Delta_t = \sum_{t' \ne t_0} \delta_{t'}([t = t'] - \pi_{t'}),
+
+with :math:`q_{ct}` the share of care type :math:`c`'s rated sessions held with provider type
+:math:`t` (``provider_mix``; 1 for the type itself under single-type care), :math:`\pi_t` the
+type's share of the providers and :math:`\delta_{t'}` the provider-type shifts against the
+reference type :math:`t_0` (the scalar therapists-against-coaches ``provider_type_alliance`` under
+the contract's types). There is one level per care type of the study and one contrast
+``alliance[<care type>-<reference>]`` per other care type (``alliance[therapist-coach]``,
+``alliance[both-coach]`` under the contract's types).
 
 A covariate's effect is the change of the care-mix level :math:`\bar A(\cdot) = \sum_c \pi_c
 \text{alliance}[c](\cdot)` across one unit centred at the mean, e.g. ``alliance_per_decade_age``
@@ -28,8 +37,9 @@ with :math:`\lambda`. ``alliance_country[k]`` is :math:`\bar A` in country :math
 ``sd_country_alliance`` the SD of those levels across the study's countries (a finite-population
 SD; Gelman 2005, doi:10.1214/009053604000001048). ``share_at_ceiling`` is :math:`\bar A` with
 :math:`\tau` replaced by :math:`P(r = 5)`. ``sd_provider_alliance`` is the SD of the providers'
-expected ratings (a coach-only client of average country, the client effect integrated out) over
-:math:`a \sim \mathcal N(0, \sigma_a)`; ``icc_provider_alliance`` the latent-response ICC
+expected ratings (a client of average country seen by a provider of the reference type
+:math:`t_0`, coach under the contract's types, the client effect integrated out) over
+:math:`a \sim \mathcal N(\Delta_{t_0}, \sigma_a)`; ``icc_provider_alliance`` the latent-response ICC
 :math:`\sigma_a^2 / (\sigma_a^2 + 1 + \pi^2/(3\alpha_s^2))`, averaged over the items (Snijders &
 Bosker 2012, section 17.3).
 """
@@ -43,9 +53,9 @@ import numpy as np
 import xarray as xr
 from scipy import special
 
+from alliance_bayes.data.care import CARE_REFERENCE, CARE_TYPES, PROVIDER_TYPES
 from alliance_bayes.model.latent.measurement import expected_rating_np
-from alliance_bayes.model.ratings.design import COVARIATES
-from alliance_bayes.model.regression.design import CARE_CONTRASTS, CARE_TYPES
+from alliance_bayes.model.ratings.design import COVARIATES, provider_types_of
 
 __all__ = ["NODES", "compute_ratings_estimands", "marginal_rating"]
 
@@ -111,7 +121,8 @@ def compute_ratings_estimands(
     """The estimands of the module docstring from the ``posterior`` (or ``prior``) draws.
 
     ``scales`` are :func:`~alliance_bayes.model.ratings.design.ratings_scales` of the design (the
-    care mix, the country mix and the centring constants).
+    care and provider types, the care mix, the country mix, the provider mix and the centring
+    constants); without them the contract's types, equal shares.
     """
     sc = scales or {}
     stacked = posterior[["discrimination"]].stack(sample=("chain", "draw"))
@@ -121,14 +132,17 @@ def compute_ratings_estimands(
     averaged = [j for j, s in enumerate(items) if s in ("goal", "bond")] or list(range(len(items)))
     disc, kappa = disc[:, averaged], kappa[:, averaged]
     beta = dict(zip(COVARIATES, _draws(posterior, "b_covariate", "covariate").T, strict=True))
+    care_types = tuple(sc.get("care_types") or CARE_TYPES)
+    reference = str(sc.get("care_reference") or CARE_REFERENCE)
+    contrasts = [str(c) for c in posterior["care_contrast"].values]
     b_care = _draws(posterior, "b_care", "care_contrast")
-    gamma = {c: np.zeros(len(disc)) for c in CARE_TYPES}
-    for j, contrast in enumerate(CARE_CONTRASTS):
-        gamma[contrast.split("-")[0]] = b_care[:, j]
-    care_share = sc.get("care_share") or {c: 1.0 / len(CARE_TYPES) for c in CARE_TYPES}
+    gamma = {c: np.zeros(len(disc)) for c in care_types}
+    for j, contrast in enumerate(contrasts):
+        gamma[contrast.removesuffix(f"-{reference}")] = b_care[:, j]
+    care_share = sc.get("care_share") or {c: 1.0 / len(care_types) for c in care_types}
     centre = sum(p * gamma[c] for c, p in care_share.items() if c in gamma)
     gamma = {c: g - centre for c, g in gamma.items()}  # centred over the clients, as the graph
-    delta = _draws(posterior, "provider_type_alliance")
+    type_shift, q_mix = _provider_types(posterior, sc, care_types)
     sd_prov = _draws(posterior, "sd_provider_latent")
     sd_country = _draws(posterior, "sd_country_latent")
     lam = _draws(posterior, "b_session")
@@ -143,34 +157,30 @@ def compute_ratings_estimands(
     share = sc.get("country_share") or {k: 1.0 / n_k for k in countries}
     w_country = np.array([share.get(k, 0.0) for k in countries])
     w_country = w_country / w_country.sum()
-    pi_t = float(sc.get("therapist_share", 0.5))
-    q_both = float(sc.get("both_therapist_share", 0.5))
-    provider_mix = {"therapist": ((1.0, 1.0),), "coach": ((0.0, 1.0),)}
-    provider_mix["both"] = ((1.0, q_both), (0.0, 1.0 - q_both))
     omega = np.sqrt(1.0 + sd_prov**2)
 
     def level(care: str, shift: np.ndarray, *, ceiling: bool = False) -> np.ndarray:
         """(draw, country) rating of care type ``care`` with ``shift`` added to the latent mean."""
         total = 0.0
-        for therapist, q in provider_mix[care]:
-            mu = (gamma[care] + shift + delta * (therapist - pi_t))[:, None] + u
+        for t, q in q_mix[care].items():
+            mu = (gamma[care] + shift + type_shift[t])[:, None] + u
             total = total + q * marginal_rating(mu, omega, disc, kappa, ceiling=ceiling)
         return total
 
     def mix(shift: np.ndarray, *, ceiling: bool = False) -> np.ndarray:
         """(draw, country): the care-mix level."""
         return sum(
-            p * level(c, shift, ceiling=ceiling) for c, p in care_share.items() if c in CARE_TYPES
+            p * level(c, shift, ceiling=ceiling) for c, p in care_share.items() if c in care_types
         )
 
     zero = np.zeros(len(disc))
     out: dict[str, tuple[np.ndarray, str, str]] = {}
     units = f"{RATING_UNITS} (1–5 scale)"
-    by_care = {c: level(c, zero) @ w_country for c in CARE_TYPES}
-    for c in CARE_TYPES:
+    by_care = {c: level(c, zero) @ w_country for c in care_types}
+    for c in care_types:
         out[f"alliance[{c}]"] = (by_care[c], units, "fixed effect")
-    for contrast in CARE_CONTRASTS:
-        a, b = contrast.split("-")
+    for contrast in contrasts:
+        a, b = contrast.removesuffix(f"-{reference}"), reference
         out[f"alliance[{contrast}]"] = (
             by_care[a] - by_care[b],
             f"{RATING_UNITS}, {a} minus {b}",
@@ -215,7 +225,7 @@ def compute_ratings_estimands(
         "measurement",
     )
     out["sd_provider_alliance"] = (
-        _provider_sd(delta * (0.0 - pi_t), sd_prov, disc, kappa),
+        _provider_sd(type_shift[_provider_reference(sc)], sd_prov, disc, kappa),
         f"{RATING_UNITS} (SD of the providers' expected ratings)",
         "variance component",
     )
@@ -228,6 +238,50 @@ def compute_ratings_estimands(
         "variance component",
     )
     return _dataset(out, stacked)
+
+
+def _provider_reference(sc: Mapping[str, Any]) -> str:
+    """The reference provider type of the design (the contract's coach without ``scales``)."""
+    return str(sc.get("provider_reference") or "coach")
+
+
+def _provider_types(
+    posterior: xr.Dataset, sc: Mapping[str, Any], care_types: tuple[str, ...]
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
+    r"""Per provider type :math:`t` the draws of :math:`\Delta_t`, and the care types' mixes.
+
+    :math:`\Delta_t = \sum_{t' \ne t_0} \delta_{t'}([t = t'] - \pi_{t'})`, the centred
+    provider-type term of a provider of type :math:`t` (as the graph), and
+    :math:`q_{ct}` per care type (``provider_mix``). Scales written before provider types could
+    be declared carry the contract's two as ``therapist_share`` (:math:`\pi_T`) and
+    ``both_therapist_share`` (:math:`q_{\text{both},T}`); without scales every share is even.
+    """
+    types = tuple(sc.get("provider_types") or PROVIDER_TYPES)
+    ref = _provider_reference(sc)
+    delta_da = posterior["provider_type_alliance"]
+    if "provider_type_contrast" in delta_da.dims:
+        labels = [str(k).removesuffix(f"-{ref}") for k in delta_da["provider_type_contrast"].values]
+        draws = _draws(posterior, "provider_type_alliance", "provider_type_contrast")
+        delta = dict(zip(labels, draws.T, strict=True))
+    else:
+        delta = {"therapist": _draws(posterior, "provider_type_alliance")}
+    share = sc.get("provider_share")
+    if share is None and "therapist_share" in sc:
+        share = {"therapist": sc["therapist_share"], "coach": 1.0 - sc["therapist_share"]}
+    share = share or {}
+    pi = {t: float(share.get(t, 1.0 / len(types))) for t in types}
+    shift = {
+        t: sum(d * (float(t == other) - pi[other]) for other, d in delta.items()) for t in types
+    }
+    mix = sc.get("provider_mix")
+    if mix is None:
+        q = float(sc.get("both_therapist_share", 0.5))
+        mix = {"both": {"therapist": q, "coach": 1.0 - q}} if types == PROVIDER_TYPES else {}
+    q_mix = {}
+    for c in care_types:
+        kinds = provider_types_of(c, types)
+        q_mix[c] = dict(mix.get(c) or {t: 1.0 / len(kinds) for t in kinds})
+    return shift, q_mix
 
 
 def _provider_sd(mean, sd_prov, disc, kappa) -> np.ndarray:

@@ -8,22 +8,26 @@ Session :math:`n` of client :math:`i` (care type :math:`c_i`, country :math:`k_i
     \Pr(r_{ns} \ge k) = \operatorname{logit}^{-1}\big(\alpha_s\theta_n - c_{s,k-1}\big),
         \quad k = 2,\dots,5,
 
-    \theta_n = x_i^\top\beta + \gamma_{c_i} + u_{k_i} + \delta\,([t(p_n) = \text{therapist}]
-        - \pi_T) + a_{p_n} + e_i + \lambda o_n,
+    \theta_n = x_i^\top\beta + \gamma_{c_i} + u_{k_i} + \sum_{t \ne t_0} \delta_t\,([t(p_n) = t]
+        - \pi_t) + a_{p_n} + e_i + \lambda o_n,
 
-with :math:`\gamma_c = g_c - \sum_{c'} \pi_{c'} g_{c'}`, :math:`g_{\text{coach}} = 0`
-(``b_care``: therapist-only and both against coach-only care; :math:`\pi_c` the care types' shares
-of the clients), country effects :math:`u_k = \sigma_u \tilde z_k` partially pooled (small countries borrow
+with :math:`\gamma_c = g_c - \sum_{c'} \pi_{c'} g_{c'}`, :math:`g_{c_0} = 0` for the reference
+care type :math:`c_0` (``b_care``, one contrast per other care type: therapist-only and both
+against coach-only care under the contract's types; :math:`\pi_c` the care types' shares of the
+clients), country effects :math:`u_k = \sigma_u \tilde z_k` partially pooled (small countries borrow
 strength from the others), provider effects :math:`a_p = \sigma_a \tilde z_p` around their type
-mean :math:`\delta` (``provider_type_alliance``; :math:`\pi_T` the share of therapists, so that
-:math:`\delta` leaves the location to the cut-points), a client effect :math:`e_i = \tilde z_i` of
+mean, a shift :math:`\delta_t` per provider type against the reference type :math:`t_0`
+(``provider_type_alliance``; :attr:`~alliance_bayes.model.ratings.design.RatingsData.provider_reference`,
+coach under the contract's types, where the one shift is the scalar therapists against coaches;
+otherwise one per ``provider_type_contrast``) centred by :math:`\pi_t`, the type's share of the
+providers, so that the shifts leave the location to the cut-points, a client effect :math:`e_i = \tilde z_i` of
 unit SD (the scale convention of item response theory: :math:`\theta` is in client SDs, so the
 discrimination :math:`\alpha_s` and every SD are identified) and a session-order slope
 :math:`\lambda` (``b_session``: does alliance grow over sessions?). The tildes are standard
 normals centred over their level (countries; providers within each provider type; clients
 also orthogonal to the client terms, see :func:`_residualised`) and rescaled to unit variance, as
 in the latent model, so that the cut-points alone carry the
-location and :math:`\delta` alone the provider-type difference.
+location and :math:`\delta` alone the provider-type differences.
 
 The graded-response pieces (ordered cut-points anchored at the top, the log density on the
 non-empty cells, category probabilities, predictive draws) are those of
@@ -80,7 +84,6 @@ from alliance_bayes.model.latent.measurement import (
     observe_rating_table,
 )
 from alliance_bayes.model.ratings.design import RatingsData
-from alliance_bayes.model.regression.design import CARE_CONTRASTS, CARE_TYPES, PROVIDER_TYPES
 from alliance_bayes.spec import ModelSpec
 
 __all__ = ["PRIORS", "build_ratings_model", "client_noncentring", "provider_noncentring"]
@@ -103,7 +106,7 @@ def client_basis(data: RatingsData) -> np.ndarray:
     country indicators and the covariates."""
     n = data.n_clients
     columns = [
-        np.eye(len(CARE_TYPES))[data.care_index],
+        np.eye(len(data.care_types))[data.care_index],
         np.eye(len(data.countries))[data.country_index],
         data.covariates,
     ]
@@ -166,12 +169,13 @@ def build_ratings_model(spec: ModelSpec, data: RatingsData) -> pm.Model:
 
         beta = in_client_sds("b_covariate", pr["b_covariate_sd"], "covariate")
         b_care = in_client_sds("b_care", pr["b_care_sd"], "care_contrast")
-        contrasted = [CARE_TYPES.index(c.split("-")[0]) for c in CARE_CONTRASTS]
-        care_shift = pt.zeros(len(CARE_TYPES))[contrasted].set(b_care)
+        n_care = len(data.care_types)
+        contrasted = [k for k, c in enumerate(data.care_types) if c != data.care_reference]
+        care_shift = pt.zeros(n_care)[contrasted].set(b_care)
         # centred over the clients, like every other term: otherwise shifting the care effects
         # and every cut-point together is a ridge the sampler crawls along (R-hat 1.05 on the
         # shipped study)
-        share = np.bincount(data.care_index, minlength=len(CARE_TYPES)) / data.n_clients
+        share = np.bincount(data.care_index, minlength=n_care) / data.n_clients
         care_shift = care_shift - pt.dot(share, care_shift)
         sd_country = pm.HalfNormal("sd_country_latent", pr["sd_country_sd"])
         z_country = pm.Normal("z_country", 0.0, 1.0, dims="country")
@@ -182,14 +186,21 @@ def build_ratings_model(spec: ModelSpec, data: RatingsData) -> pm.Model:
             + a0 * u[data.country_index]
             + _residualised(_client_effects(data, a0), data)
         )
-        is_ther = (data.provider_type_index == PROVIDER_TYPES.index("therapist")).astype(float)
-        delta = in_client_sds("provider_type_alliance", pr["provider_type_alliance_sd"])
+        x_type = data.provider_type_design  # (provider, provider contrast), centred
+        if data.provider_shift_is_scalar:
+            delta = in_client_sds("provider_type_alliance", pr["provider_type_alliance_sd"])
+            type_shift = delta * x_type[:, 0]
+        else:
+            delta = in_client_sds(
+                "provider_type_alliance", pr["provider_type_alliance_sd"], "provider_type_contrast"
+            )
+            type_shift = pt.dot(x_type, delta)
         sd_prov = pm.HalfNormal("sd_provider_latent", pr["sd_provider_sd"])
         sd_logit = a0 * sd_prov
         w = pm.Data("provider_noncentring", provider_noncentring(data), dims="provider")
         v = pm.Normal("v_provider", 0.0, sd_logit ** (1.0 - w), dims="provider")
         z_prov = _centred_within((v * sd_logit ** (w - 1.0))[:, None], data.provider_type_index)
-        provider = delta * (is_ther - data.therapist_share) + sd_logit * z_prov[:, 0]
+        provider = type_shift + sd_logit * z_prov[:, 0]
         lam = in_client_sds("b_session", pr["b_session_sd"])
         eta = (
             client[data.session_client] + provider[data.session_provider] + lam * data.session_order

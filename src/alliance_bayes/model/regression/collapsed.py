@@ -61,12 +61,13 @@ import pytensor.tensor as pt
 import scipy.sparse as sparse
 import xarray as xr
 
+from alliance_bayes.data.care import PROVIDER_TYPES
 from alliance_bayes.model.regression.coupling import (
     rank_one_factors,
     rank_one_pair_sums,
     rank_one_scatter,
 )
-from alliance_bayes.model.regression.design import PROVIDER_TYPES, ModelData
+from alliance_bayes.model.regression.design import ModelData
 from alliance_bayes.model.regression.predict import _draws, _log_density, _population_cov
 from alliance_bayes.spec import ModelSpec
 
@@ -103,7 +104,8 @@ def fixed_design(spec: ModelSpec, data: ModelData) -> np.ndarray:
     r"""The fixed part's design matrix :math:`X` (client, F), in the order of the model's :math:`\theta`.
 
     Columns: intercept; centred baseline; standardised covariates; then for the composite model the
-    centred composite, else the care-type dummies (therapist, both; coach is the reference) when
+    centred composite, else the care-type dummies (every care type but the reference: therapist,
+    both against coach) when
     the spec has care-type intercepts, and one column per (care type, subscale, level) cell,
     :math:`1[c_i = c]\, a_{isl}`, the alliance part the slope :math:`b_{c,s,l}` multiplies.
     """
@@ -112,9 +114,9 @@ def fixed_design(spec: ModelSpec, data: ModelData) -> np.ndarray:
     if spec.predictors.alliance == "composite":
         cols.append(data.composite[:, None])
         return np.hstack(cols)
-    care = np.eye(3)[data.care_index]  # (client, care_type)
+    care = np.eye(len(data.care_types))[data.care_index]  # (client, care_type)
     if spec.hierarchy.care_type_intercepts:
-        cols.append(care[:, [0, 2]])
+        cols.append(data.care_dummies())
     cells = care[:, :, None, None] * data.alliance[:, None]  # (client, care, subscale, level)
     cols.append(cells.reshape(n, -1))
     return np.hstack(cols)
@@ -141,7 +143,7 @@ def split_providers(data: ModelData) -> np.ndarray:
         return sampled
     shared = np.unique(idx[multi][active[multi]])
     types = data.provider_type_index[shared]
-    counts = np.bincount(types, minlength=len(PROVIDER_TYPES))
+    counts = np.bincount(types, minlength=len(data.frame.provider_types))
     present = np.flatnonzero(counts)
     fewer = present[np.argmin(counts[present])]
     sampled[shared[types == fewer]] = True
@@ -175,6 +177,7 @@ class SufficientStatistics:
     pair_zz: np.ndarray
     sampled: np.ndarray
     provider_type: np.ndarray
+    n_types: int = len(PROVIDER_TYPES)
 
     @property
     def n_effects(self) -> int:
@@ -190,7 +193,7 @@ class SufficientStatistics:
     def type_counts(self) -> np.ndarray:
         """Collapsed providers of each provider type, in the order of ``collapsed_index``."""
         types = self.provider_type[self.collapsed_index]
-        return np.bincount(types, minlength=len(PROVIDER_TYPES))
+        return np.bincount(types, minlength=self.n_types)
 
     @cached_property
     def sampled_index(self) -> np.ndarray:
@@ -220,7 +223,7 @@ class SufficientStatistics:
             "yty": np.asarray(float(self.yty)),
             "xtx": self.xtx,
             "xty": self.xty,
-            "onehot": np.eye(len(PROVIDER_TYPES))[self.provider_type[c]],
+            "onehot": np.eye(self.n_types)[self.provider_type[c]],
             "sampled_type": self.provider_type[s],
             **{k: roles[k] for k in ("ss_a", "ss_b")},
         }
@@ -362,6 +365,7 @@ def sufficient_statistics(
         pair_zz=pair_zz,
         sampled=split_providers(data) if n_eff else np.zeros(n_prov, dtype=bool),
         provider_type=data.provider_type_index,
+        n_types=len(data.frame.provider_types),
     )
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from alliance_bayes.data.care import CARE_TYPES, PROVIDER_TYPES  # noqa: F401 (the contract's)
 from alliance_bayes.data.covariates import Covariate
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.data.instruments import declare
@@ -44,10 +45,9 @@ from alliance_bayes.spec import (
     scale_alliance_priors,
 )
 
-CARE_TYPES = ("therapist", "coach", "both")
-#: Care-type intercepts are contrasts against coach-only care (the reference: the largest group).
+#: The contract's care-type contrasts: against coach-only care, the shipped study's largest
+#: group. A study's own are :attr:`~alliance_bayes.data.frame.AnalysisFrame.care_contrasts`.
 CARE_CONTRASTS = ("therapist-coach", "both-coach")
-PROVIDER_TYPES = ("therapist", "coach")
 LEVELS = ("within", "between")
 OUTCOME = "y"  # name of the observed variable in every model (dims: client)
 OBSERVED = "y_observed"  # its data container
@@ -90,19 +90,22 @@ def model_priors(spec: ModelSpec, data: Any) -> PriorSpec:
     return scale_alliance_priors(spec.priors, alliance.prior_factor)
 
 
-def care_counts(care_index: np.ndarray) -> dict[str, int]:
-    """Clients of each care type present among the clients in the likelihood."""
-    counts = np.bincount(np.asarray(care_index, dtype=np.int64), minlength=len(CARE_TYPES))
-    return {CARE_TYPES[c]: int(counts[c]) for c in range(len(CARE_TYPES)) if counts[c]}
+def care_counts(care_index: np.ndarray, care_types: tuple[str, ...] = CARE_TYPES) -> dict[str, int]:
+    """Clients of each care type present among the clients in the likelihood (``care_index``
+    counts positions in ``care_types``)."""
+    counts = np.bincount(np.asarray(care_index, dtype=np.int64), minlength=len(care_types))
+    return {care_types[c]: int(counts[c]) for c in range(len(care_types)) if counts[c]}
 
 
-def care_shares(care_index: np.ndarray) -> dict[str, float]:
+def care_shares(
+    care_index: np.ndarray, care_types: tuple[str, ...] = CARE_TYPES
+) -> dict[str, float]:
     """Share of each care type among the clients in the likelihood (care types present only).
 
     These are the weights π_c of the pooled slopes Σ_c π_c b_c (see
     :func:`alliance_bayes.model.regression.estimands.compute_estimands`).
     """
-    counts = care_counts(care_index)
+    counts = care_counts(care_index, care_types)
     total = sum(counts.values())
     return {c: n / total for c, n in counts.items()}
 
@@ -147,7 +150,7 @@ class ModelData:
     covariate_names: tuple[str, ...]
     covariate_means: np.ndarray
     covariate_sds: np.ndarray
-    care_index: np.ndarray  # index into CARE_TYPES
+    care_index: np.ndarray  # index into frame.care_types
     subscales: tuple[str, ...]
     alliance: np.ndarray  # (client, subscale, level): within part, centred between part
     alliance_means: np.ndarray  # (subscale, level)
@@ -155,7 +158,7 @@ class ModelData:
     composite_mean: float
     membership_index: np.ndarray  # (client, K) provider positions, 0-padded
     membership_weight: np.ndarray  # (client, K) session shares, 0 where padded
-    provider_type_index: np.ndarray  # (provider,) index into PROVIDER_TYPES
+    provider_type_index: np.ndarray  # (provider,) index into frame.provider_types
     exclusions: dict[str, int] = field(default_factory=dict)
     # Outcomes the data-dependent sampler choices are computed from (None: y). Refits to imputed
     # outcomes share one set, so that their model graphs are identical and compile once.
@@ -168,6 +171,21 @@ class ModelData:
     @property
     def n_clients(self) -> int:
         return len(self.y)
+
+    @property
+    def care_types(self) -> tuple[str, ...]:
+        """The study's care types (:attr:`AnalysisFrame.care_types`), what ``care_index`` counts."""
+        return self.frame.care_types
+
+    @property
+    def reference_index(self) -> int:
+        """The position of the reference care type in :attr:`care_types`."""
+        return self.frame.care_types.index(self.frame.care_reference)
+
+    def care_dummies(self) -> np.ndarray:
+        """(client, care type but the reference): 1 where the client has that care type."""
+        care = np.eye(len(self.care_types))[self.care_index]
+        return care[:, [c for c in range(len(self.care_types)) if c != self.reference_index]]
 
     @property
     def tuning_y(self) -> np.ndarray:
@@ -214,9 +232,10 @@ class ModelData:
             "composite_mean": self.composite_mean,
             "composite_sd": sd(composite),
             "composite_range": [float(composite.min()), float(composite.max())],
-            "care_types": [CARE_TYPES[i] for i in sorted(set(self.care_index.tolist()))],
-            "care_share": care_shares(self.care_index),
-            "care_count": care_counts(self.care_index),
+            "care_types": [self.care_types[i] for i in sorted(set(self.care_index.tolist()))],
+            "care_share": care_shares(self.care_index, self.care_types),
+            "care_count": care_counts(self.care_index, self.care_types),
+            "care_reference": self.frame.care_reference,
         } | (
             ({"covariate_coding": self.covariate_coding} if self.covariate_coding else {})
             | ({"alliance_instrument": record} if (record := alliance_record(self.frame)) else {})
@@ -227,9 +246,9 @@ class ModelData:
         return {
             "client": self.frame.clients["client"].tolist(),
             "provider": self.frame.providers["provider"].tolist(),
-            "care_type": list(CARE_TYPES),
-            "care_contrast": list(CARE_CONTRASTS),
-            "provider_type": list(PROVIDER_TYPES),
+            "care_type": list(self.frame.care_types),
+            "care_contrast": list(self.frame.care_contrasts),
+            "provider_type": list(self.frame.provider_types),
             "subscale": list(self.subscales),
             "level": list(LEVELS),
             "covariate": list(self.covariate_names),
@@ -325,9 +344,11 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
     composite = c["alliance"].to_numpy(float)
 
     idx, weight = sub.membership_arrays()
-    care = c["care_type"].astype(str).map({k: i for i, k in enumerate(CARE_TYPES)})
+    care = c["care_type"].astype(str).map({k: i for i, k in enumerate(sub.care_types)})
     ptype = (
-        sub.providers["provider_type"].astype(str).map({k: i for i, k in enumerate(PROVIDER_TYPES)})
+        sub.providers["provider_type"]
+        .astype(str)
+        .map({k: i for i, k in enumerate(sub.provider_types)})
     )
     return ModelData(
         frame=sub,

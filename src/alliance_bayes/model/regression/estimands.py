@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from alliance_bayes.data.care import CARE_REFERENCE, JOIN
+
 __all__ = ["KINDS", "care_weights_of", "compute_estimands", "put_estimand"]
 
 #: Kinds of estimand (the ``kind`` attribute), in the order the report's tables lay them out.
@@ -98,6 +100,19 @@ def care_weights_of(
     return {str(c): float(w) for c, w in share.items()}
 
 
+def care_reference(posterior: xr.Dataset, scales: Mapping[str, Any] | None = None) -> str:
+    """The care type that the contrasts are against: the design's (``scales["care_reference"]``),
+    else the one every ``b_care`` contrast (``"<care type>-<reference>"``) names last, else the
+    contract's coach."""
+    if (scales or {}).get("care_reference"):
+        return str(scales["care_reference"])
+    if "b_care" in posterior:
+        ends = {str(c).rsplit("-", 1)[-1] for c in posterior["b_care"]["care_contrast"].values}
+        if len(ends) == 1:
+            return ends.pop()
+    return CARE_REFERENCE
+
+
 def _pooled_slopes(
     posterior: xr.Dataset, care_weights: Mapping[str, float] | None
 ) -> xr.DataArray | None:
@@ -118,7 +133,9 @@ def _pooled_slopes(
         raise ValueError(f"care weights must be >= 0 and sum to 1; got {dict(care_weights)}")
     weights = xr.DataArray(w, dims="care_type", coords={"care_type": b["care_type"].values})
     pooled = (b * weights).sum("care_type")
-    label = ", ".join(f"{c} {care_weights[c]:.3f}" for c in cares if c in care_weights)
+    label = ", ".join(
+        f"{c.replace(JOIN, ' and ')} {care_weights[c]:.3f}" for c in cares if c in care_weights
+    )
     return pooled.assign_attrs(care_weights=label)
 
 
@@ -178,7 +195,8 @@ def compute_estimands(
     ``b_care[therapist-coach]`` and ``b_care[both-coach]`` are the care-type intercepts: the
     difference in expected follow-up between care types at equal alliance and covariates.
     Contrasts are ``[therapist-coach]`` and ``[both-coach]`` per subscale and level (coach is the
-    reference: the newer, less-studied provider type), and ``b_goal-bond_{level}`` for the pooled
+    reference: the newer, less-studied provider type; a study that declares its provider types
+    has its own care types and reference, :func:`care_reference`), and ``b_goal-bond_{level}`` for the pooled
     subscale difference, and ``b_<s>_within-between`` for the difference between a subscale's
     within- and between-provider slopes (the contrast of Baldwin, Wampold & Imel 2007,
     doi:10.1037/0022-006X.75.6.842: does a client's alliance relative to the provider's other
@@ -314,19 +332,19 @@ def compute_estimands(
                         level=lv,
                         care_type=care,
                     )
-                if "coach" in cares:
-                    for care in ("therapist", "both"):
-                        if care in cares:
-                            put_estimand(
-                                out,
-                                f"b_{s}_{lv}[{care}-coach]",
-                                cell.sel(care_type=care) - cell.sel(care_type="coach"),
-                                units=effect_units,
-                                kind=con,
-                                subscale=s,
-                                level=lv,
-                                care_type=f"{care}-coach",
-                            )
+                reference = care_reference(posterior, scales)
+                for care in cares if reference in cares else ():
+                    if care != reference:
+                        put_estimand(
+                            out,
+                            f"b_{s}_{lv}[{care}-{reference}]",
+                            cell.sel(care_type=care) - cell.sel(care_type=reference),
+                            units=effect_units,
+                            kind=con,
+                            subscale=s,
+                            level=lv,
+                            care_type=f"{care}-{reference}",
+                        )
 
     if "sd_b" in posterior:
         sd_b = posterior["sd_b"]

@@ -30,8 +30,11 @@ from alliance_bayes.report.figures import DEFAULT_FORMATS, FigureResult, save_fi
 
 __all__ = ["FIGURES", "conditional_predictions", "expected_observed", "plot_conditional_effects"]
 
-_COLOURS = {"therapist": "C0", "coach": "C1", "both": "C2", "all clients": "black"}
-_CARE_TYPES = ("therapist", "coach", "both")
+
+def _colour(care: str, order: Sequence[str]) -> str:
+    """A care type's colour: the matplotlib cycle in care-type order (therapist C0, coach C1,
+    both C2), black for all clients."""
+    return "black" if care == "all clients" else f"C{list(order).index(care) % 10}"
 
 
 def expected_observed(
@@ -82,11 +85,13 @@ def conditional_predictions(
     if "b" not in posterior:
         return {}
     b = posterior["b"]
-    care_present = [c for c in scales.get("care_types", _CARE_TYPES) if c in b["care_type"].values]
-    gamma = {c: np.zeros_like(alpha) for c in _CARE_TYPES}
+    cares = [str(c) for c in b["care_type"].values]
+    care_present = [c for c in scales.get("care_types", cares) if c in cares]
+    gamma = {c: np.zeros_like(alpha) for c in cares}
     if "b_care" in posterior:
         contrast = _flat(posterior, "b_care")
-        gamma["therapist"], gamma["both"] = contrast[:, 0], contrast[:, 1]
+        for j, label in enumerate(str(c) for c in posterior["b_care"]["care_contrast"].values):
+            gamma[label.rsplit("-", 1)[0]] = contrast[:, j]
     for s in (str(x) for x in b["subscale"].values):
         lo, hi = scales["alliance_range"][s]
         grid = np.linspace(lo, hi, n_grid)
@@ -116,6 +121,9 @@ def plot_conditional_effects(
     label = meta.get("outcome_label", "outcome")
     declared = (meta.get("scales") or {}).get("alliance_instrument") or {}
     scale = declared.get("scale", "1–5")  # a study's declared alliance instrument, else 1–5
+    order = (
+        [str(c) for c in dt["posterior"]["b"]["care_type"].values] if "b" in dt["posterior"] else []
+    )
     fig, axes = plt.subplots(2, len(preds), figsize=(4.2 * len(preds), 6.2), squeeze=False)
     notes = []
     for j, (name, pred) in enumerate(preds.items()):
@@ -125,8 +133,9 @@ def plot_conditional_effects(
                 values = draws - shift
                 lo, mid, hi = np.quantile(values, [0.025, 0.5, 0.975], axis=0)
                 ax = axes[row, j]
-                ax.fill_between(grid, lo, hi, color=_COLOURS.get(care, "C3"), alpha=0.18, lw=0)
-                ax.plot(grid, mid, color=_COLOURS.get(care, "C3"), lw=1.6, label=care)
+                colour = _colour(care, order)
+                ax.fill_between(grid, lo, hi, color=colour, alpha=0.18, lw=0)
+                ax.plot(grid, mid, color=colour, lw=1.6, label=care)
             span = draws[:, -1] - draws[:, 0]
             q = np.quantile(span, [0.025, 0.975])
             notes.append(

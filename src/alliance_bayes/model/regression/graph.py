@@ -32,7 +32,8 @@ because provider-level and client-level alliance carry different information (Ba
   :math:`\mu^a_s`), which models the caseload means' sampling error (Lüdtke et al. 2008,
   doi:10.1037/a0012869; :func:`latent_alliance_parts`);
 - care-type intercepts :math:`\gamma_c` with coach-only care as the reference
-  (:math:`\gamma_{\text{coach}} = 0`), reported as ``b_care[therapist-coach]`` and
+  (:math:`\gamma_{\text{coach}} = 0`; a study that declares its provider types has its own
+  reference, :mod:`alliance_bayes.data.care`), reported as ``b_care[therapist-coach]`` and
   ``b_care[both-coach]``: the difference in expected follow-up at equal alliance (the sample mean
   of the between parts, the same within parts) and equal covariates. Provider effects are mean-zero
   within provider type, so without them a care type's mean outcome has nowhere to go but the slopes
@@ -91,7 +92,6 @@ from alliance_bayes.model.regression.collapsed import (
     sufficient_statistics,
 )
 from alliance_bayes.model.regression.design import (
-    CARE_TYPES,
     INTERCEPT_PRIOR_MEAN,
     LEVELS,
     OBSERVED,
@@ -137,7 +137,7 @@ def build_model(spec: ModelSpec, data: ModelData, *, heldout: bool = False) -> p
             uncentred_intercept(alpha, b_baseline, b_cov, b_alliance, data)
         else:
             if spec.hierarchy.care_type_intercepts:
-                mu = mu + care_intercepts(pr.b_care_sd)[data.care_index]
+                mu = mu + care_intercepts(pr.b_care_sd, data.reference_index)[data.care_index]
             parts = alliance_parts(data)
             mu = mu + _subscale_effects(spec, data, parts)
         mu_fixed = mu
@@ -196,7 +196,7 @@ def _build_collapsed(spec: ModelSpec, data: ModelData) -> pm.Model:
             uncentred_intercept(alpha, b_baseline, b_cov, b_alliance, data)
         else:
             if spec.hierarchy.care_type_intercepts:
-                care_intercepts(pr.b_care_sd)
+                care_intercepts(pr.b_care_sd, data.reference_index)
                 terms.append(model["b_care"])
             terms.append(subscale_slopes(spec, data).flatten())
         theta = pt.concatenate(terms)
@@ -356,14 +356,18 @@ def covariate_slopes(
     return b_z, pm.Deterministic("b_covariate", b_z / sds, dims=dims)
 
 
-def care_intercepts(prior_sd: float | np.ndarray, dims: tuple[str, ...] = ()) -> pt.TensorVariable:
-    """Care-type intercepts against coach-only care: a (..., care_type) tensor, 0 for coach.
+def care_intercepts(
+    prior_sd: float | np.ndarray, reference: int = 1, dims: tuple[str, ...] = ()
+) -> pt.TensorVariable:
+    """Care-type intercepts against the reference care type: a (..., care_type) tensor, 0 at
+    position ``reference`` (the contract's coach, position 1).
 
-    ``b_care`` has dims ``(*dims, "care_contrast")`` = therapist−coach, both−coach.
+    ``b_care`` has dims ``(*dims, "care_contrast")``: every other care type minus the reference,
+    in care-type order (therapist−coach, both−coach).
     """
     b_care = pm.Normal("b_care", 0.0, prior_sd, dims=(*dims, "care_contrast"))
     zero = pt.zeros_like(b_care[..., :1])
-    return pt.concatenate([b_care[..., :1], zero, b_care[..., 1:]], axis=-1)
+    return pt.concatenate([b_care[..., :reference], zero, b_care[..., reference:]], axis=-1)
 
 
 def _subscale_effects(spec: ModelSpec, data: ModelData, parts) -> pt.TensorVariable:
@@ -504,7 +508,8 @@ def subscale_slopes(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
     flat = centred.ravel()
     on, off = np.flatnonzero(flat), np.flatnonzero(~flat)
     cells = [
-        f"{CARE_TYPES[c]},{data.subscales[k]},{LEVELS[v]}" for c, k, v in np.ndindex(*centred.shape)
+        f"{data.care_types[c]},{data.subscales[k]},{LEVELS[v]}"
+        for c, k, v in np.ndindex(*centred.shape)
     ]
     model = pm.modelcontext(None)
     b_flat = pt.zeros(flat.size)
@@ -537,7 +542,7 @@ def centred_care_slopes(spec: ModelSpec, data: ModelData) -> np.ndarray:
     the outcome on its baseline and the covariates. The choice is stored with the draws
     (``constant_data/b_centred``).
     """
-    shape = (len(CARE_TYPES), len(data.subscales), len(LEVELS))
+    shape = (len(data.care_types), len(data.subscales), len(LEVELS))
     design = np.column_stack([np.ones(data.n_clients), data.baseline, data.covariates])
     coef, *_ = np.linalg.lstsq(design, data.tuning_y, rcond=None)
     sigma_hat = float(np.std(data.tuning_y - design @ coef))
@@ -643,7 +648,7 @@ def provider_noncentring(data: ModelData, excess: np.ndarray | None = None) -> n
     type's moment estimate (none by default).
     """
     n = data.n_clients
-    care = np.eye(3)[data.care_index][:, [0, 2]]
+    care = data.care_dummies()
     design = np.column_stack(
         [np.ones(n), data.baseline, data.covariates, care, data.alliance.reshape(n, -1)]
     )

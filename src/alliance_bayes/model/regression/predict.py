@@ -36,7 +36,7 @@ import xarray as xr
 from scipy import special, stats
 
 from alliance_bayes.errors import DesignError
-from alliance_bayes.model.regression.design import PROVIDER_TYPES, ModelData
+from alliance_bayes.model.regression.design import ModelData
 from alliance_bayes.spec import ModelSpec
 
 __all__ = [
@@ -65,7 +65,9 @@ def subset_data(data: ModelData, mask: np.ndarray) -> ModelData:
     sub = data.frame.select(keep)
     idx, weight = sub.membership_arrays()
     ptype = (
-        sub.providers["provider_type"].astype(str).map({k: i for i, k in enumerate(PROVIDER_TYPES)})
+        sub.providers["provider_type"]
+        .astype(str)
+        .map({k: i for i, k in enumerate(sub.provider_types)})
     )
     return replace(
         data,

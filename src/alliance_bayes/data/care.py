@@ -1,0 +1,144 @@
+"""Provider types, and the care types derived from them as the combinations a client saw.
+
+A study's providers each have a *provider type* (the contract's ``therapist`` or ``coach``; a
+study may declare its own, ``provider_types = ["therapist", "coach", "psychiatrist"]`` at the top
+of its ``study.toml``). A client's *care type* is the set of provider types among the providers
+they had sessions with: a single type's name (``"therapist"``), or for several the names joined
+by ``_and_`` in declared order (``"therapist_and_psychiatrist"``). Under the contract's two types
+the combination keeps the study's own name, ``"both"``, and the care types are always
+``therapist``, ``coach``, ``both``; under declared types they are the combinations present in the
+data: single types first, in declared order, then pairs, triples, ….
+
+Care-type contrasts are differences from a *reference* care type: the contract's ``coach`` (the
+largest group of the shipped study), a declared ``care_reference``, or else the care type with the
+most clients (the first in order among equals), so that every contrast is against the best
+estimated group.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "CARE_REFERENCE",
+    "CARE_TYPES",
+    "PROVIDER_TYPES",
+    "CareTypes",
+    "parse_care_reference",
+    "parse_provider_types",
+]
+
+#: The contract's provider types.
+PROVIDER_TYPES: tuple[str, ...] = ("therapist", "coach")
+#: The contract's care types: each provider type alone, and both.
+CARE_TYPES: tuple[str, ...] = ("therapist", "coach", "both")
+#: The contract's reference care type (the shipped study's largest group).
+CARE_REFERENCE = "coach"
+#: How the names of several provider types join into a care type's name.
+JOIN = "_and_"
+#: Names a provider type may not take: the contract's combination, and the report's columns.
+_RESERVED = frozenset({"both", "all", "pooled"})
+_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+_USAGE = (
+    'provider_types: a list of two or more names in lower case (letters, digits, "_"), '
+    'e.g. ["therapist", "coach", "psychiatrist"]'
+)
+
+
+@dataclass(frozen=True)
+class CareTypes:
+    """A study's provider types and how care types are named and ordered from them.
+
+    Attributes
+    ----------
+    provider_types : tuple of str
+        The provider types, in the declared order (the contract's therapist, coach by default).
+    reference : str or None
+        The declared reference care type, if any (``care_reference`` in ``study.toml``).
+    """
+
+    provider_types: tuple[str, ...] = PROVIDER_TYPES
+    reference: str | None = None
+
+    @property
+    def declared(self) -> bool:
+        """Whether the types differ from the contract's (care types then follow the data)."""
+        return self.provider_types != PROVIDER_TYPES
+
+    def name(self, seen: Iterable[str]) -> str:
+        """The care type of a client who saw providers of the types ``seen``."""
+        kinds = [t for t in self.provider_types if t in set(seen)]
+        if len(kinds) > 1 and not self.declared:
+            return "both"
+        return JOIN.join(kinds)
+
+    def possible(self) -> tuple[str, ...]:
+        """Every care type the provider types allow, in the order of :meth:`levels`."""
+        if not self.declared:
+            return CARE_TYPES
+        n = len(self.provider_types)
+        return tuple(
+            self.name(combo)
+            for size in range(1, n + 1)
+            for combo in itertools.combinations(self.provider_types, size)
+        )
+
+    def levels(self, present: Iterable[str]) -> tuple[str, ...]:
+        """The care types of a study whose clients have the care types ``present``.
+
+        The contract's three always (so that estimand names never depend on the data); under
+        declared types the combinations present, in the order of :meth:`possible`.
+        """
+        if not self.declared:
+            return CARE_TYPES
+        seen = set(present)
+        return tuple(c for c in self.possible() if c in seen)
+
+    def choose_reference(self, counts: Mapping[str, int]) -> str:
+        """The reference care type among those with clients (``counts``, in level order)."""
+        if self.reference is not None:
+            return self.reference
+        if not self.declared:
+            return CARE_REFERENCE
+        return max(counts, key=lambda c: counts[c])  # the first among equals
+
+    def to_dict(self) -> dict[str, object]:
+        """As ``run.json`` records it."""
+        return {"provider_types": list(self.provider_types), "care_reference": self.reference}
+
+
+def parse_provider_types(raw: object) -> tuple[tuple[str, ...] | None, list[str]]:
+    """A declared ``provider_types = [...]`` as a tuple, or the problems with it.
+
+    Returns
+    -------
+    tuple
+        ``(types, [])``, or ``(None, problems)``: each problem a sentence naming
+        ``provider_types``, what it must be and what was given.
+    """
+    if not isinstance(raw, list) or not raw or not all(isinstance(t, str) for t in raw):
+        return None, [f"{_USAGE}, got {raw!r}"]
+    wrong = [
+        *(f"{t!r} is not a lower-case name" for t in raw if not _NAME.match(t)),
+        *(f"{t!r} is reserved" for t in raw if t in _RESERVED),
+        *(f"{t!r} contains {JOIN!r}, which joins types into care types" for t in raw if JOIN in t),
+        *(f"{t!r} is listed twice" for t in sorted(set(raw)) if raw.count(t) > 1),
+        *(["only one type"] if len(set(raw)) < 2 else []),
+    ]
+    if wrong:
+        return None, [f"{_USAGE}, got {raw!r} ({'; '.join(wrong)})"]
+    return tuple(raw), []
+
+
+def parse_care_reference(raw: object, care: CareTypes) -> tuple[str | None, list[str]]:
+    """A declared ``care_reference = "..."`` checked against the care types ``care`` allows."""
+    allowed = care.possible()
+    if not isinstance(raw, str) or raw not in allowed:
+        return None, [
+            f"care_reference: one of the care types {', '.join(allowed)} "
+            f"(the provider types a client saw, joined by {JOIN!r}), got {raw!r}"
+        ]
+    return raw, []
