@@ -38,12 +38,28 @@ SPEC = EXAMPLE / "gad7_alliance.toml"
 GENERATOR = REPO / "scripts" / "make_example_study.py"
 TABLES = ("providers", "clients", "sessions")
 DIAGNOSES = ("depression", "anxiety", "adjustment")
+PROVIDER_TYPES = ("therapist", "coach", "psychiatrist")
+#: The care types the declared provider types give the example's clients: single types in
+#: declared order, then the pairs present (nobody sees a therapist and a coach).
+CARE_TYPES = (
+    "therapist",
+    "coach",
+    "psychiatrist",
+    "therapist_and_psychiatrist",
+    "coach_and_psychiatrist",
+)
 #: What the reader converts in the example's SPSS files, file by file and column by column.
 CONVERSIONS = (
-    Conversion("providers.sav", "provider_type", "value labels", 40, "1 → therapist, 2 → coach"),
-    Conversion("clients.sav", "who5_followup", "declared missing", 201, "-99"),
-    Conversion("clients.sav", "phq9_followup", "declared missing", 171, "-99"),
-    Conversion("clients.sav", "gad7_followup", "declared missing", 201, "-99"),
+    Conversion(
+        "providers.sav",
+        "provider_type",
+        "value labels",
+        40,
+        "1 → therapist, 2 → coach, 3 → psychiatrist",
+    ),
+    Conversion("clients.sav", "who5_followup", "declared missing", 225, "-99"),
+    Conversion("clients.sav", "phq9_followup", "declared missing", 195, "-99"),
+    Conversion("clients.sav", "gad7_followup", "declared missing", 225, "-99"),
     Conversion("clients.sav", "sex", "value labels", 600, "1 → female, 2 → male"),
     Conversion(
         "clients.sav",
@@ -82,11 +98,16 @@ def test_the_folder_loads_with_every_declaration_honoured(study):
         )
     }
     assert set(study.clients["diagnosis"]) == set(DIAGNOSES)
-    # the design: 600 clients of 24 therapists and 16 coaches; SPSS's numeric ids read as text
+    # provider_types and care_reference, at the top of study.toml
+    assert study.care.provider_types == PROVIDER_TYPES
+    assert study.care.reference == "therapist"
+    # the design: 600 clients of 20 therapists, 12 coaches and 8 psychiatrists, the SPSS codes
+    # read as the declared types; SPSS's numeric ids read as text
     assert len(study.clients) == 600
     assert study.providers["provider_type"].value_counts().to_dict() == {
-        "therapist": 24,
-        "coach": 16,
+        "therapist": 20,
+        "coach": 12,
+        "psychiatrist": 8,
     }
     assert study.clients["client_id"].iloc[0] == "10001"
 
@@ -94,31 +115,52 @@ def test_the_folder_loads_with_every_declaration_honoured(study):
 def test_the_spss_codes_are_converted_and_counted(study):
     assert study.conversions == CONVERSIONS
     assert str(study.conversions[3]) == (
-        "clients.sav, column 'gad7_followup': 201 cells with a declared missing code (-99) read "
+        "clients.sav, column 'gad7_followup': 225 cells with a declared missing code (-99) read "
         "as missing"
     )
     # a follow-up coded -99 is missing, never a score; a PHQ-9 never asked is system-missing
     clients = study.clients
-    assert clients["gad7_followup"].isna().sum() == 201
+    assert clients["gad7_followup"].isna().sum() == 225
     assert clients["gad7_followup"].dropna().between(0, 21).all()
-    assert clients["phq9_followup"].isna().sum() == 171 + clients["phq9_baseline"].isna().sum()
+    assert clients["phq9_followup"].isna().sum() == 195 + clients["phq9_baseline"].isna().sum()
     assert set(clients["sex"]) == {"female", "male"}
 
 
 def test_the_frame_scores_the_wai_sr_and_counts_partly_rated_sessions(study):
     frame = build_frame(study)
     assert frame.subscales == ("goal", "bond", "task")
-    assert frame.partially_rated == {"goal": 292, "bond": 267, "task": 267}
+    assert frame.partially_rated == {"goal": 306, "bond": 271, "task": 263}
     assert frame.clients["alliance"].between(1, 5).all()
     design = _truth()["design"]
     assert frame.clients["care_type"].value_counts().to_dict() == design["clients_by_care_type"]
 
 
+def test_the_frame_has_the_declared_provider_types_care_types_and_reference(study):
+    truth = _truth()
+    frame = build_frame(study)
+    assert frame.provider_types == PROVIDER_TYPES == tuple(truth["provider_types"])
+    assert frame.care_types == CARE_TYPES
+    assert set(CARE_TYPES) == set(truth["design"]["clients_by_care_type"])
+    assert frame.care_reference == "therapist" == truth["care_reference"]
+    assert frame.care_contrasts == tuple(f"{c}-therapist" for c in CARE_TYPES[1:])
+    assert (
+        frame.providers["provider_type"].value_counts().to_dict() == (truth["design"]["providers"])
+    )
+    # every planted care gap and provider SD is one the model reports, by the package's names
+    planted = truth["estimands"]
+    assert {k for k in planted if k.startswith("b_care[")} == {
+        f"b_care[{c}]" for c in frame.care_contrasts
+    }
+    assert {k for k in planted if k.startswith("sd_provider[")} == {
+        f"sd_provider[{t}]" for t in PROVIDER_TYPES
+    }
+
+
 def test_the_example_spec_builds_and_its_initial_log_density_is_finite(study):
     spec = load_spec(SPEC)
     design = design_of(spec, study)
-    assert design.n_clients == 399
-    assert design.exclusions["missing_gad7_followup"] == 201
+    assert design.n_clients == 375
+    assert design.exclusions["missing_gad7_followup"] == 225
     assert spec.outcome_range == (0.0, 21.0) and spec.outcome_units == "GAD-7 points"
     assert design.scales()["alliance_instrument"]["scale"] == "WAI-SR 1–5"
     # the conversions travel with the frame into run.json, whichever entry point fits
@@ -131,6 +173,9 @@ def test_the_example_spec_builds_and_its_initial_log_density_is_finite(study):
         "diagnosis[adjustment]",
     )
     assert model.coords["subscale"] == ("goal", "bond", "task")
+    assert model.coords["care_type"] == CARE_TYPES
+    assert model.coords["care_contrast"] == tuple(f"{c}-therapist" for c in CARE_TYPES[1:])
+    assert model.coords["provider_type"] == PROVIDER_TYPES
     with warnings.catch_warnings():
         # compiling the graph asks for a BLAS library once per process; where none is installed
         # PyTensor says so, which is about this machine, not about the model
