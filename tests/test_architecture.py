@@ -61,11 +61,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 #: Upward imports that remain, (importer, imported): reason. Each is a debt, not a licence; a new
 #: upward import fails, and so does an entry here that no longer occurs.
-KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    ("alliance_bayes.fit_verbs", "alliance_bayes.checks.sensitivity"): (
-        "psense reuses the power-scaling sensitivity of the estimands, which lives with the checks"
-    ),
-}
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 #: Lazy imports that close a cycle, (importer, imported): reason. Without them (and without the
 #: known upward imports) the runtime import graph has no cycle.

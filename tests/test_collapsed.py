@@ -330,9 +330,12 @@ def test_scale_benchmark_reports_each_measure():
     from alliance_bayes.checks.scale import run_scale
 
     lines: list[str] = []
-    (row,) = run_scale(
+    result = run_scale(
         [1500], n_providers=60, per_client_max=0, draws=100, tune=100, log=lines.append
     )
+    (row,) = result.details["rows"]
+    assert result.check == "scale" and result.passed == (row["gate"] == "passed")
+    assert result.table.to_dict("records") == [row] and result.text == "\n".join(lines)
     assert row["clients"] == 1500 and row["form"] == "collapsed"
     assert row["grad_ms"] > 0 and row["sampling_s"] > 0 and row["peak_gb"] > 0
     assert 0 < row["min_ess_per_s_wall"] <= row["min_ess_per_s"]

@@ -18,7 +18,8 @@ import xarray as xr
 from alliance_bayes.data.care import CareTypes, parse_provider_types
 from alliance_bayes.data.contract import DataContractError
 from alliance_bayes.data.frame import build_frame
-from alliance_bayes.data.load import RawStudy, load_study, write_study
+from alliance_bayes.data.load import RawStudy, load_study
+from alliance_bayes.data.write import write_study
 from alliance_bayes.fitting import design_of
 from alliance_bayes.model.families import family_of
 from alliance_bayes.model.regression.collapsed import fixed_design

@@ -16,7 +16,8 @@ import pytest
 
 import alliance_bayes as ab
 from alliance_bayes.data.frame import build_frame
-from alliance_bayes.data.load import Conversion, write_study
+from alliance_bayes.data.load import Conversion
+from alliance_bayes.data.write import write_study
 from alliance_bayes.report.bundle import _clients_section
 from data_builders import tiny_tables, write_csv_study
 

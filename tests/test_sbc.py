@@ -209,19 +209,25 @@ def sbc_runs(tmp_path_factory):
     runs = {}
     for name, generate in (("correct", None), ("mis_scaled", WIDE)):
         out = folder / name
-        assert run_sbc(_settings(generate), out, workers=1) == REPLICATES
-        runs[name] = (out, summarise(out))
+        result = run_sbc(_settings(generate), out, workers=1)
+        assert result.details["replicates_run"] == REPLICATES
+        runs[name] = (out, result)
     return runs
 
 
 @pytest.mark.mcmc
 def test_sbc_of_the_correct_model_is_calibrated(sbc_runs):
     out, result = sbc_runs["correct"]
-    table = result["uniformity"]
-    assert len(result["table"]) == REPLICATES
+    table = result.table
+    assert result.check == "sbc" and result.path == out
+    assert len(result.details["ranks"]) == REPLICATES
     assert set(table["quantity"]) >= {LOGLIK, "sigma", "sd_provider[coach]", "b_baseline"}
     assert (table["n"] == REPLICATES).all()
-    assert result["calibrated"], table.to_string()
+    assert result.passed, table.to_string()
+    assert result.text == (out / "summary.md").read_text(encoding="utf-8")
+    # the summary of the same folder, read again, is the same result
+    again = summarise(out)
+    assert again.passed == result.passed and again.table.equals(result.table)
     for name in ("ranks.csv", "uniformity.csv", "ecdf_difference.png", "summary.md"):
         assert (out / name).is_file(), name
     assert "calibrated" in (out / "summary.md").read_text(encoding="utf-8")
@@ -230,8 +236,8 @@ def test_sbc_of_the_correct_model_is_calibrated(sbc_runs):
 @pytest.mark.mcmc
 def test_sbc_catches_a_mis_scaled_prior(sbc_runs):
     _, result = sbc_runs["mis_scaled"]
-    table = result["uniformity"].set_index("quantity")
-    assert not result["calibrated"], table.to_string()
+    table = result.table.set_index("quantity")
+    assert result.passed is False, table.to_string()
     # the quantities whose prior is wrong (or that see all of them: the log-likelihood) fail
     failing = set(table.index[~table["calibrated"]])
     assert failing & {"sigma", "sd_provider[therapist]", "sd_provider[coach]", LOGLIK}, failing
@@ -242,12 +248,13 @@ def test_sbc_catches_a_mis_scaled_prior(sbc_runs):
 def test_sbc_resumes_and_refuses_to_mix_runs(sbc_runs):
     out, _ = sbc_runs["correct"]
     before = load_replicates(out)
-    assert run_sbc(_settings(), out, workers=1) == 0  # every replicate is already written
+    # every replicate is already written
+    assert run_sbc(_settings(), out, workers=1).details["replicates_run"] == 0
     # a lost replicate is rerun alone, with the same seeds and so the same ranks
     lost = out / "replicates" / "rep-00007.json"
     old = json.loads(lost.read_text(encoding="utf-8"))
     lost.unlink()
-    assert run_sbc(_settings(), out, workers=1) == 1
+    assert run_sbc(_settings(), out, workers=1).details["replicates_run"] == 1
     new = json.loads(lost.read_text(encoding="utf-8"))
     assert new["rank"] == old["rank"] and new["seeds"] == old["seeds"]
     pd.testing.assert_frame_equal(
@@ -288,7 +295,8 @@ def test_sbc_on_a_dask_cluster_gives_the_local_ranks(sbc_runs, tmp_path):
     out, _ = sbc_runs["correct"]
     local = load_replicates(out).set_index("replicate").filter(like="rank:").loc[:3]
     on_dask = tmp_path / "dask"
-    assert run_sbc(_settings(replicates=4), on_dask, workers=2, dask="local") == 4
+    ran = run_sbc(_settings(replicates=4), on_dask, workers=2, dask="local")
+    assert ran.details["replicates_run"] == 4
     remote = load_replicates(on_dask).set_index("replicate").filter(like="rank:")
     pd.testing.assert_frame_equal(local, remote)
 
@@ -316,9 +324,9 @@ def test_sbc_of_the_latent_model_is_calibrated(tmp_path):
         spec="alliance_latent_who5", design=LATENT_DESIGN, replicates=LATENT_REPLICATES
     )
     out = tmp_path / "latent"
-    assert run_sbc(settings, out, workers=1) == LATENT_REPLICATES
-    result = summarise(out)
-    table = result["uniformity"]
+    result = run_sbc(settings, out, workers=1)
+    assert result.details["replicates_run"] == LATENT_REPLICATES
+    table = result.table
     assert set(table["quantity"]) >= {
         LOGLIK,
         "discrimination[goal]",
@@ -327,4 +335,4 @@ def test_sbc_of_the_latent_model_is_calibrated(tmp_path):
         "provider_type_alliance[bond]",
         "sigma[who5]",
     }, set(table["quantity"])
-    assert result["calibrated"], table.to_string()
+    assert result.passed, table.to_string()

@@ -363,7 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", type=Path, help="a results bundle folder")
     p.add_argument("statements", nargs="*", help="statements to decide")
     p.add_argument(
-        "--rope", type=float, help="ROPE half-width in outcome points (default: the spec's)"
+        "--rope",
+        type=float,
+        help="ROPE half-width in outcome points, for a slope per point of the 1-5 alliance "
+        "scale (rescaled to a declared one); default: the spec's",
     )
     p.set_defaults(run=_hypothesis)
 
@@ -574,10 +577,16 @@ def _report_with(args, result, pool) -> int:
     return EXIT_OK
 
 
+def _exit(result) -> int:
+    """A check's exit code: :data:`EXIT_CHECK_FAILED` when it failed, else :data:`EXIT_OK` (a
+    check without a verdict informs; it does not fail)."""
+    return EXIT_CHECK_FAILED if result.passed is False else EXIT_OK
+
+
 def _compare(args) -> int:
     from alliance_bayes.checks.compare import run_comparison
 
-    path = run_comparison(
+    result = run_comparison(
         args.models,
         _study(args),
         args.out,
@@ -595,8 +604,8 @@ def _compare(args) -> int:
         dask=args.dask,
         log=lambda line: print(line, flush=True),
     )
-    print(f"comparison written to {path}")
-    return EXIT_OK
+    print(f"comparison written to {result.path}")
+    return _exit(result)
 
 
 def _sbc(args) -> int:
@@ -629,14 +638,16 @@ def _sbc(args) -> int:
         from alliance_bayes.sweeps import SweepError
 
         try:
-            ran = run_sbc(settings, out, workers=args.workers, dask=args.dask, log=print)
+            result = run_sbc(settings, out, workers=args.workers, dask=args.dask, log=print)
         except SweepError as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        ran = result.details["replicates_run"]
         print(f"ran {ran} replicate(s) in {time.perf_counter() - start:.0f} s")
-    result = summarise(out)
-    print((out / "summary.md").read_text(encoding="utf-8"))
-    return EXIT_OK if result["calibrated"] else EXIT_CHECK_FAILED
+    else:
+        result = summarise(out)
+    print(result.text)
+    return _exit(result)
 
 
 def _sensitivity(args) -> int:
@@ -651,7 +662,7 @@ def _sensitivity(args) -> int:
                 print(f"error: --variant {item!r}: expected BASE=SPEC", file=sys.stderr)
                 return EXIT_BAD_INPUT
             variants.setdefault(base, []).append(other)
-    path = run_sensitivity(
+    result = run_sensitivity(
         args.models,
         _study(args),
         args.out,
@@ -664,14 +675,14 @@ def _sensitivity(args) -> int:
         dask=args.dask,
         log=lambda line: print(line, flush=True),
     )
-    print(f"sensitivity written to {path}")
-    return EXIT_OK
+    print(f"sensitivity written to {result.path}")
+    return _exit(result)
 
 
 def _robustness(args) -> int:
     from alliance_bayes.checks.robustness import run_robustness
 
-    path = run_robustness(
+    result = run_robustness(
         _study(args),
         args.out,
         base=args.base,
@@ -681,8 +692,8 @@ def _robustness(args) -> int:
         cache=args.cache,
         log=lambda line: print(line, flush=True),
     )
-    print(f"robustness written to {path}")
-    return EXIT_OK
+    print(f"robustness written to {result.path}")
+    return _exit(result)
 
 
 def _hypothesis(args) -> int:
@@ -760,23 +771,23 @@ def _benchmark(args) -> int:
 
 
 def _recovery(args) -> int:
-    from alliance_bayes.checks.recovery import format_recovery, recovery_table
+    from alliance_bayes.checks.recovery import recovery_table
 
     try:
-        outcome, table = recovery_table(
+        result = recovery_table(
             args.bundles, args.truth, outcome=args.outcome, alliance_only=args.alliance_only
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(format_recovery(outcome, table))
-    return EXIT_OK
+    print(result.text)
+    return _exit(result)
 
 
 def _engine_check(args) -> int:
     from alliance_bayes.checks.engine_check import run_engine_check
 
-    ok = run_engine_check(
+    result = run_engine_check(
         args.models,
         _study(args),
         draws=args.draws,
@@ -785,4 +796,4 @@ def _engine_check(args) -> int:
         cache=args.cache,
         csv=args.csv,
     )
-    return EXIT_OK if ok else EXIT_CHECK_FAILED
+    return _exit(result)

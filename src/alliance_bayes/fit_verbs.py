@@ -340,10 +340,117 @@ class _NewProviders:
     care_reference: str
 
 
+def _covariate_inputs(design, coding: Mapping[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
+    """Each covariate of the design: the column new clients give it in, and the design columns
+    it becomes (``("diagnosis", ("diagnosis[anxiety]", "diagnosis[ptsd]"))``), in design order."""
+    owner = {col: name for name, entry in coding.items() for col in entry.get("columns", [name])}
+    grouped: dict[str, list[str]] = {}
+    for column in design.covariate_names:
+        grouped.setdefault(owner.get(column, column), []).append(column)
+    return [(name, tuple(columns)) for name, columns in grouped.items()]
+
+
+def _level_strings(values: pd.Series) -> pd.Series:
+    """Levels as the study's text: whole numbers as ``"2"`` (levels coded by numbers), missing
+    (None, NaN, an empty text) as NaN."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+        if np.all(np.isnan(numbers) | (numbers % 1 == 0)):
+            return pd.Series(
+                [np.nan if np.isnan(v) else str(int(v)) for v in numbers],
+                index=values.index,
+                dtype=object,
+            )
+    text = values.astype(object).map(lambda v: np.nan if pd.isna(v) else str(v).strip())
+    return text.where(text != "", np.nan)
+
+
+def _new_covariate_values(
+    new: pd.DataFrame,
+    design,
+    coding: Mapping[str, Any],
+    covariates: list[tuple[str, tuple[str, ...]]],
+) -> np.ndarray:
+    """The raw (uncentred) covariate columns of ``new``, coded as the fitted design coded its
+    clients (:func:`~alliance_bayes.model.regression.design.covariate_columns`): a text-coded
+    binary covariate 1 at its non-reference level, a categorical one an indicator per level the
+    fit estimated, named ``<name>[<level>]``.
+
+    Raises
+    ------
+    DesignError
+        A missing value, a number that is not one, or a level the fit did not estimate (naming
+        the levels it did).
+    """
+    n = len(new)
+    declared = getattr(design.frame, "covariates", None) or {}
+    parts = []
+    for name, columns in covariates:
+        entry = coding.get(name, {})
+        coded = name in declared and declared[name].coded
+        if name not in new:  # the design's own indicator columns, given as they are
+            parts.append(new[list(columns)].to_numpy(float).reshape(n, len(columns)))
+            continue
+        if not coded:
+            try:
+                values = pd.to_numeric(new[name], errors="raise").to_numpy(float)
+            except (ValueError, TypeError) as err:
+                raise DesignError(f"new_clients: covariate {name!r} holds numbers ({err})") from err
+            if np.isnan(values).any():
+                rows = np.flatnonzero(np.isnan(values)).tolist()
+                raise DesignError(
+                    f"new_clients: covariate {name!r} is missing in row(s) {rows}; a prediction "
+                    "needs every predictor"
+                )
+            parts.append(values[:, None])
+            continue
+        levels = _level_strings(new[name])
+        reference = str(entry["reference"])
+        estimated = [entry["level"]] if entry["type"] == "binary" else list(entry["levels"])
+        estimated = [str(v) for v in estimated if v]
+        known = [reference, *estimated]
+        absent = [str(v) for v in entry.get("absent_levels", [])]
+        for row, value in enumerate(levels):
+            if isinstance(value, str) and value in known:
+                continue
+            if isinstance(value, str) and value in absent:
+                raise DesignError(
+                    f"new_clients row {row}: level {value!r} of covariate {name!r} had no client "
+                    f"in the fitted model, so its effect was not estimated; the fit knows "
+                    f"{known} (reference {reference!r})"
+                )
+            got = "a missing value" if not isinstance(value, str) else f"level {value!r}"
+            raise DesignError(
+                f"new_clients row {row}: {got} of covariate {name!r}; the fit knows the levels "
+                f"{known} (reference {reference!r})"
+            )
+        if entry["type"] == "binary":
+            parts.append((levels == entry["level"]).to_numpy(float)[:, None])
+        else:
+            parts.append(
+                np.column_stack([(levels == v).to_numpy(float) for v in estimated])
+                if estimated
+                else np.zeros((n, 0))
+            )
+    if not parts:
+        return np.zeros((n, 0))
+    return np.concatenate(parts, axis=1)
+
+
 def new_client_data(spec, design, new_clients: pd.DataFrame):
     """The design arrays of ``new_clients``, centred and scaled as the fitted clients were.
 
-    See :func:`predict` for the columns.
+    See :func:`predict` for the columns. A covariate the study declares is given in its own
+    column and coded as the fitted design coded it (``design.covariate_coding``): a categorical
+    one by its text levels (``diagnosis = "anxiety"``) into the design's indicator columns
+    (``diagnosis[anxiety]``, which may also be given themselves), a binary one by its two text
+    levels or 0/1.
+
+    Raises
+    ------
+    DesignError
+        A column missing, a covariate value missing or not a number, a level the fit did not
+        estimate (the message names those it did), or a new provider without its type.
     """
     if design.latent is not None:
         raise PredictionNotImplemented(
@@ -352,12 +459,20 @@ def new_client_data(spec, design, new_clients: pd.DataFrame):
         )
     new = pd.DataFrame(new_clients).reset_index(drop=True)
     n = len(new)
-    needed = ["provider", spec.baseline, *design.covariate_names]
+    coding = dict(getattr(design, "covariate_coding", None) or {})
+    covariates = _covariate_inputs(design, coding)
+    needed = ["provider", spec.baseline, *(c for c, _ in covariates)]
     if spec.predictors.alliance == "composite":
         needed.append("alliance")
     else:
         needed += [f"alliance_{s}" for s in design.subscales]
-    missing = [c for c in needed if c not in new]
+    # a categorical covariate may come as its own column or as the design's indicator columns
+    indicators = {c: cols for c, cols in covariates if cols != (c,)}
+    missing = [
+        c
+        for c in needed
+        if c not in new and not (c in indicators and all(d in new for d in indicators[c]))
+    ]
     if missing:
         raise DesignError(f"new_clients lacks column(s) {missing} (needs {needed})")
     known = design.frame.providers.assign(provider=lambda d: d["provider"].astype(str))
@@ -388,7 +503,7 @@ def new_client_data(spec, design, new_clients: pd.DataFrame):
     )
     if not care.isin(care_types).all():
         raise DesignError(f"care_type must be one of {care_types}")
-    x = new[list(design.covariate_names)].to_numpy(float).reshape(n, len(design.covariate_names))
+    x = _new_covariate_values(new, design, coding, covariates)
     k = len(design.subscales)
     alliance = np.zeros((n, k, 2))
     for j, s in enumerate(design.subscales):
@@ -453,9 +568,11 @@ def predict(
     ``new_clients`` has one row per client: ``provider`` (a provider label of the fit, e.g.
     ``P0003``, or any new label), ``provider_type`` (``therapist``/``coach``; needed for a new
     provider), ``care_type`` (default: the provider's type), the spec's baseline column (e.g.
-    ``who5_baseline``), its covariates in raw units (``age``, ``male``, ``days_in_care``), and
-    the client's mean rating ``alliance_<subscale>`` per subscale of the model (``alliance``
-    for the composite). ``alliance_<subscale>_between``, the provider's caseload mean, defaults
+    ``who5_baseline``), its covariates in raw units (``age``, ``male``, ``days_in_care``; a
+    covariate the study declares in its own column, a categorical one by its level,
+    ``diagnosis = "anxiety"``, coded as the fit coded it), and the client's mean rating
+    ``alliance_<subscale>`` per subscale of the model (``alliance`` for the composite).
+    ``alliance_<subscale>_between``, the provider's caseload mean, defaults
     to the fitted clients' mean (an average caseload), so that the client's score moves the
     within-provider part, as in :func:`conditional_effects`.
 
@@ -587,7 +704,7 @@ def pp_check(dt: xr.DataTree, kind: str = "kde", *, var: str = "y", **kwargs) ->
 
 
 def psense(dt: xr.DataTree, estimands: xr.Dataset, var_names: Sequence[str] | None = None):
-    """Power-scaling sensitivity of each estimand (:func:`~alliance_bayes.checks.sensitivity.psense_estimands`).
+    """Power-scaling sensitivity of each estimand (:func:`~alliance_bayes.model.psense.psense_estimands`).
 
     A fit in memory holds every draw's log-likelihood. A saved bundle keeps every
     ``thinned_every``-th draw of it: then the estimands and the log prior are taken at those
@@ -598,7 +715,7 @@ def psense(dt: xr.DataTree, estimands: xr.Dataset, var_names: Sequence[str] | No
     likelihood too large to store pointwise), whose power-scaling would not scale the whole
     likelihood.
     """
-    from alliance_bayes.checks.sensitivity import psense_estimands
+    from alliance_bayes.model.psense import psense_estimands
 
     absent = [g for g in ("log_prior", "log_likelihood") if g not in dt.children]
     if absent:

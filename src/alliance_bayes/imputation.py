@@ -8,8 +8,9 @@ it):
 1. the complete-case fit (the spec with ``followup_imputations = 0``: the clients with a follow-up,
    centred as the whole design is);
 2. ``M`` completed datasets, each from one posterior draw of that fit, the missing follow-ups drawn
-   from its predictive distribution and shifted by ``followup_delta`` points (the family's
-   ``impute``; for the regression family
+   from its predictive distribution and shifted by ``followup_delta`` points, plus
+   ``followup_delta_alliance`` points per alliance point of the client's composite alliance above
+   the mean (the family's ``impute``; for the regression family
    :func:`~alliance_bayes.model.regression.predict.impute_designs`);
 3. the model refitted to each completed dataset, and the refits' draws pooled (concatenated over
    chains): the Bayesian combination of multiple imputations, whose mixture approximates the
@@ -22,6 +23,13 @@ under ``imputation``): the mixture of few refits understates the between-imputat
 within Monte Carlo error); δ < 0 says the clients who did not return were doing worse than their
 predictors imply (missing not at random). Reporting the key estimands over a range of δ is the
 delta-adjusted tipping-point analysis (Cro et al. 2020, doi:10.1002/sim.8569).
+
+``followup_delta_alliance`` is stated per point of the 1–5 alliance scale, as every number of a
+spec per alliance point is; on a study's declared alliance instrument the shift is applied per
+point of that scale, times 4 / (high − low) (:func:`alliance_shift`). Without it the shipped
+``who5_change_delta_alliance`` (5 WHO-5 points per point) would, on the SRS's 0–10, shift two
+clients at the ends of the scale 50 points apart instead of 20: another, far stronger departure
+from missing at random than the one its spec describes. ``run.json`` records both values.
 
 The refits keep their draws only. The pooled fit has the complete-case fit's prior groups and no
 predictive or pointwise log-likelihood groups (each refit has its own data);
@@ -44,9 +52,10 @@ from alliance_bayes.diagnostics import GateResult
 from alliance_bayes.errors import DesignError
 from alliance_bayes.inference import SamplerSettings
 from alliance_bayes.model.families import family_of
-from alliance_bayes.spec import ModelSpec
+from alliance_bayes.spec import ModelSpec, scale_alliance_point
 
 __all__ = [
+    "alliance_shift",
     "barnard_rubin_df",
     "complete_data_df",
     "fit_imputed",
@@ -163,6 +172,29 @@ def rubin_summary(estimands: list[xr.Dataset], df_complete: float = np.inf) -> p
     return pd.DataFrame(rows)
 
 
+def alliance_shift(spec: ModelSpec, design) -> tuple[float, str]:
+    """The alliance-dependent shift of imputed follow-ups as applied, and the scale it is per
+    point of.
+
+    ``[data] followup_delta_alliance`` is stated in outcome points per point of the 1–5 alliance
+    scale; on a declared alliance instrument (``design.frame.alliance``) it is multiplied by its
+    :attr:`~alliance_bayes.data.alliance.AllianceInstrument.prior_factor`
+    (:func:`~alliance_bayes.spec.scale_alliance_point`) and applied per point of its scale, on
+    which the design's composite alliance lies.
+
+    Returns
+    -------
+    tuple
+        ``(δ₁ per point of the design's alliance scale, that scale in words)``: ``(5.0, "1–5")``,
+        or ``(2.0, "SRS 0–10")`` for a stated 5 on the Session Rating Scale.
+    """
+    stated = float(spec.data.followup_delta_alliance)
+    instrument = getattr(getattr(design, "frame", None), "alliance", None)
+    if instrument is None:
+        return stated, "1–5"
+    return scale_alliance_point(stated, instrument.prior_factor), str(instrument.scale)
+
+
 def _combined_gate(gates: list[GateResult], chains: int) -> GateResult:
     failed = [g for g in gates if not g.passed]
     worst = failed[0] if failed else gates[0]
@@ -194,6 +226,7 @@ def fit_imputed[FitT](
         raise DesignError(f"spec {spec.name!r}: the {family.name} family cannot impute outcomes")
     m, delta = spec.data.followup_imputations, spec.data.followup_delta
     delta_alliance = spec.data.followup_delta_alliance
+    applied, scale = alliance_shift(spec, design)
     base = replace(
         spec,
         data=replace(
@@ -208,7 +241,7 @@ def fit_imputed[FitT](
         first.datatree["posterior"].to_dataset(),
         n=m,
         delta=delta,
-        delta_alliance=delta_alliance,
+        delta_alliance=applied,
         seed=settings.seed,
     )
     refits = [
@@ -238,7 +271,11 @@ def fit_imputed[FitT](
         "imputation": {
             "imputations": m,
             "delta": delta,
+            # as the spec states it (per point of the 1-5 scale), and as applied per point of
+            # the study's alliance scale
             "delta_alliance": delta_alliance,
+            "delta_alliance_applied": applied,
+            "delta_alliance_scale": scale,
             "clients_imputed": int(design.n_clients - observed.n_clients),
             "complete_case_gate": first.gate.headline(),
             "refit_gates": [f.gate.headline() for f in refits],

@@ -244,19 +244,20 @@ class Fit:
 
         Without ``statements`` the spec's ``[hypotheses] tests`` are decided. Each row gives the
         posterior and prior probability, the share inside the region of practical equivalence
-        (``rope`` in outcome points; default the spec's), a decision and a Bayes factor (see
+        (``rope`` in outcome points, for a slope per point of the 1–5 alliance scale and
+        rescaled to a declared one; default the spec's), a decision and a Bayes factor (see
         :mod:`alliance_bayes.report.hypotheses`). Raises ``HypothesisError`` for unreadable text
         or unknown estimands.
         """
-        from alliance_bayes.report.hypotheses import hypothesis_table
+        from alliance_bayes.report.hypotheses import hypothesis_table, rope_settings
 
         return hypothesis_table(
             statements or self.spec.hypotheses.tests,
             self.estimands,
             self.prior_estimands,
-            rope=self.spec.rope if rope is None else rope,
             outcome_units=self.spec.outcome_units,
             strict=bool(statements),
+            **rope_settings(self.spec.rope if rope is None else rope, self.meta),
         )
 
     def tables(self, fmt: str = "markdown") -> str:

@@ -81,6 +81,12 @@ class DataSpec:
     (δ_i = δ₀ + δ₁ (alliance_i − mean); a delta-adjusted pattern-mixture
     model: missing not at random when δ ≠ 0), and the model is refitted to each of the ``M``
     completed datasets; the draws of the refits are pooled (see :mod:`alliance_bayes.imputation`).
+
+    ``followup_delta_alliance`` is stated per point of the contract's 1–5 alliance scale, as the
+    prior scales per alliance point are: on a study's declared alliance instrument the shift
+    applied per point of its scale is δ₁ times 4 / (high − low) (:func:`scale_alliance_point`),
+    so that a stated δ₁ moves a client at one end of the scale against one at the other by the
+    same outcome points whatever the instrument. ``run.json`` records both (``imputation``).
     """
 
     sample: str = "all"
@@ -188,6 +194,24 @@ class PriorSpec:
     lkj_eta: float = 2.0
     sigma_sd: float = 20.0
     nu_rate: float = 1.0 / 29.0
+
+
+def scale_alliance_point(value: float, factor: float) -> float:
+    """A number a spec states per point of the 1–5 alliance scale, on a declared scale.
+
+    Besides the prior scales (:func:`scale_alliance_priors`) a spec states two numbers in
+    outcome points per alliance point: the ROPE half-width of a slope (``[hypotheses] rope``,
+    :attr:`ModelSpec.rope`) and the alliance-dependent shift of imputed follow-ups
+    (``[data] followup_delta_alliance``). Both are read as the priors are, per point of the
+    contract's 1–5 scale, four points wide, whether stated or default: a spec is written before
+    any study is chosen, and one number in it has one meaning. On a declared scale from ``low``
+    to ``high`` the same outcome change across the whole scale is ``value * factor`` per point
+    of it (``factor`` = 4 / (high − low),
+    :attr:`~alliance_bayes.data.alliance.AllianceInstrument.prior_factor`): a ROPE of ±2 WHO-5
+    points per point of the 1–5 scale is ±0.8 per point of the SRS's 0–10, a negligible change
+    of 8 WHO-5 points from one end of either scale to the other.
+    """
+    return float(value) * float(factor)
 
 
 def scale_alliance_priors(priors: PriorSpec, factor: float) -> PriorSpec:
@@ -414,7 +438,8 @@ def parse_hypothesis(text: str) -> Hypothesis:
 
 #: Default half-width of the region of practical equivalence, per outcome: a tenth of the typical
 #: follow-up SD (WHO-5 about 20 points, PHQ-9 about 5), the "negligible" standardised effect of
-#: Kruschke (2018), doi:10.1177/2515245918771304.
+#: Kruschke (2018), doi:10.1177/2515245918771304. For a slope the same number is per point of the
+#: 1–5 alliance scale, put on a declared one by :func:`scale_alliance_point`.
 ROPE_DEFAULTS = {"who5_followup": 2.0, "phq9_followup": 0.5, "alliance_ratings": 0.1}
 #: A declared outcome's default ROPE half-width as a share of its range: WHO-5's 2 points of 100.
 ROPE_SHARE_OF_RANGE = 0.02
@@ -429,7 +454,11 @@ class HypothesesSpec:
     estimand names and numbers (an optional ``number *`` before a name), separated by spaces,
     compared with ``>``, ``<`` or ``=`` (see :mod:`alliance_bayes.report.hypotheses`).
     ``rope``: half-width of the region of practical equivalence in outcome points (for a slope,
-    outcome points per alliance point); 0 takes :data:`ROPE_DEFAULTS` of the outcome.
+    outcome points per alliance point); 0 takes :data:`ROPE_DEFAULTS` of the outcome. For a
+    slope it is stated per point of the contract's 1–5 alliance scale, as the prior scales are:
+    on a study's declared alliance instrument a slope's ROPE is ``rope`` times 4 / (high − low)
+    (:func:`scale_alliance_point`), stated or default alike; the hypotheses table gives the
+    half-width each statement used (``rope``) and its units (``rope_units``).
     """
 
     rope: float = 0.0
@@ -528,7 +557,9 @@ class ModelSpec:
 
     @property
     def rope(self) -> float:
-        """Half-width of the region of practical equivalence, in outcome points."""
+        """Half-width of the region of practical equivalence, in outcome points (for a slope, per
+        point of the 1–5 alliance scale; :func:`scale_alliance_point` puts it on a declared
+        one)."""
         if self.hypotheses.rope:
             return self.hypotheses.rope
         if self.declared_outcome:
@@ -561,9 +592,12 @@ class ModelSpec:
     def effect_units_on(self, alliance_scale: str | None) -> str:
         """:attr:`effect_units` on a study's declared alliance scale (``"WAI-S 1–7"``): the
         slopes' units, ``"WHO-5 points per 1 point of the WAI-S 1–7 scale"``; with ``None`` (the
-        contract's 1–5 items) :attr:`effect_units` as it is."""
-        if alliance_scale is None or self.outcome in RATING_OUTCOMES:
+        contract's 1–5 items) :attr:`effect_units` as it is. For the ratings family (alliance the
+        outcome) the units of the ratings themselves, on the declared scale."""
+        if alliance_scale is None:
             return self.effect_units
+        if self.outcome in RATING_OUTCOMES:
+            return f"{RATING_OUTCOMES[self.outcome][3]} ({alliance_scale} scale)"
         return f"{self.outcome_units} per 1 point of the {alliance_scale} scale"
 
     @property

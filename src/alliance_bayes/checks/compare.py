@@ -69,6 +69,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from alliance_bayes.checks.base import CheckResult
 from alliance_bayes.errors import DesignError
 from alliance_bayes.model.pointwise import (
     CLIENT_DIM,
@@ -740,9 +741,13 @@ def run_comparison(
     workers: int = 1,
     dask: str | None = None,
     log: Callable[[str], None] = print,
-) -> Path:
+) -> CheckResult:
     """Fit every model to ``study``, compare them by PSIS-LOO and leave-provider-out K-fold, and
-    write ``<results>/comparison/<run-id>/`` (see :func:`write_comparison`); returns the folder.
+    write ``<results>/comparison/<run-id>/`` (see :func:`write_comparison`).
+
+    Returns a :class:`~alliance_bayes.checks.base.CheckResult` without a verdict (a comparison
+    informs a choice; it does not pass or fail): the comparison table, its caption as text, the
+    folder written, and the run's metadata (``details["meta"]``).
 
     Every model must select the same clients (elpd is a sum over clients). ``workers`` and
     ``dask`` say where the K-fold refits run (:func:`run_kfold`).
@@ -846,14 +851,15 @@ def run_comparison(
         ),
         **environment(),
     }
-    return write_comparison(
+    caption = (
+        f"Model comparison on {meta_models[models[0]]['n_clients']} clients; elpd as {described}"
+    )
+    path = write_comparison(
         results,
         time_id(),
         table,
         meta,
         pointwise=pointwise_frame(loo, kfold or None),
-        caption=(
-            f"Model comparison on {meta_models[models[0]]['n_clients']} clients; elpd as "
-            f"{described}"
-        ),
+        caption=caption,
     )
+    return CheckResult("compare", None, table, caption, path, {"meta": meta})

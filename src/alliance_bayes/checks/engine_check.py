@@ -42,6 +42,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from alliance_bayes.checks.base import CheckResult
+
 __all__ = [
     "COMPARED",
     "agreement_table",
@@ -384,11 +386,13 @@ def compare_fits(pymc_fit, other: xr.Dataset, spec, data) -> pd.DataFrame:
 
 def run_engine_check(
     models, study, *, draws=1000, tune=1000, chains=4, cache=None, csv=None, log=print
-) -> bool:
+) -> CheckResult:
     """Fit each model with the package (:func:`alliance_bayes.fitting.fit`) and with numpyro.
 
-    Returns True when every compared scalar agrees. With ``csv`` the agreement table of each model
-    is written there as ``engine_<model>.csv``.
+    Returns a :class:`~alliance_bayes.checks.base.CheckResult` that passed when every compared
+    scalar of every model agrees: the agreement tables (one per model, stacked, with a ``model``
+    column), a line per model in words, and the folder ``csv`` when given, where each model's
+    table is written as ``engine_<model>.csv``.
     """
     import time
     from pathlib import Path
@@ -397,7 +401,7 @@ def run_engine_check(
     from alliance_bayes.fitting import design_of, fit, resolve_spec
 
     study = study if isinstance(study, RawStudy) else load_study(study)
-    ok = True
+    ok, tables, lines = True, [], []
     for name in models:
         spec = resolve_spec(name)
         t = time.perf_counter()
@@ -417,11 +421,14 @@ def run_engine_check(
             )
             log(table.round(3).to_string())
         worst = (table["diff"].abs() / table["tolerance"]).max()
-        log(
+        lines.append(
             f"{name}: {int(table['agree'].sum())}/{len(table)} agree; max |diff|/tolerance {worst:.2f}"
         )
+        log(lines[-1])
         ok &= bool(table["agree"].all())
+        tables.append(table.assign(model=name))
         if csv is not None:
             Path(csv).mkdir(parents=True, exist_ok=True)
             table.to_csv(Path(csv) / f"engine_{name}.csv")
-    return ok
+    stacked = pd.concat(tables) if tables else None
+    return CheckResult("engine", ok, stacked, "\n".join(lines), None if csv is None else Path(csv))

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from alliance_bayes.checks.base import CheckResult
+
 OUTCOME_OF = {"who5_followup": "who5", "phq9_followup": "phq9"}
 ALLIANCE_PREFIXES = ("b_goal", "b_bond", "b_task")
 
@@ -39,8 +41,12 @@ def recovery_table(
     *,
     outcome: str | None = None,
     alliance_only: bool = False,
-) -> tuple[str, pd.DataFrame]:
-    """(outcome, table): one row per planted estimand; per bundle mean [HDI], error (SD), covered.
+) -> CheckResult:
+    """One row per planted estimand; per bundle mean [HDI], error (SD), covered.
+
+    Returns a :class:`~alliance_bayes.checks.base.CheckResult` without a verdict (a 95% interval
+    misses one planted value in twenty by design, so coverage is read over many, not passed or
+    failed by one): the table, its text (:func:`format_recovery`) and ``details["outcome"]``.
 
     Raises
     ------
@@ -70,7 +76,8 @@ def recovery_table(
             table["truth"] <= sub["hdi95_high"].to_numpy()
         )
         table[f"{label} covered"] = covered.where(sub["mean"].notna().to_numpy())
-    return outcome, table
+    text = format_recovery(outcome, table)
+    return CheckResult("recovery", None, table, text, None, {"outcome": outcome})
 
 
 def format_recovery(outcome: str, table: pd.DataFrame) -> str:

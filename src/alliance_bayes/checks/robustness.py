@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from alliance_bayes.checks.base import CheckResult
 from alliance_bayes.report.render import markdown_table
 from alliance_bayes.spec import ModelSpec, load_spec
 
@@ -168,8 +169,13 @@ def run_robustness(
     cache: Path | None = None,
     log: Callable[[str], None] = print,
     analyses: Sequence[tuple[str, ModelSpec]] | None = None,
-) -> Path:
-    """Fit the base and each variant; write ``<results>/robustness/<run-id>/`` and return it."""
+) -> CheckResult:
+    """Fit the base and each variant; write ``<results>/robustness/<run-id>/``.
+
+    Returns a :class:`~alliance_bayes.checks.base.CheckResult` without a verdict (whether a
+    conclusion survives every analysis is reported per estimand, :func:`conclusions`): the table
+    of every analysis's estimates, the Markdown summary, the folder and the runs' metadata.
+    """
     from alliance_bayes.data.load import RawStudy, load_study
     from alliance_bayes.fitting import fit
     from alliance_bayes.provenance import environment, time_id
@@ -223,17 +229,16 @@ def run_robustness(
     text = robustness_markdown(table, Path(name).stem)
     log(text)
     run = time_id()
+    meta = {
+        "base": name,
+        "runs": meta_runs,
+        "data_sha256": study.sha256,
+        "wall_s": time.perf_counter() - started,
+        **environment(),
+    }
     with atomic_folder(Path(results) / "robustness", run) as tmp:
         (tmp / "robustness.md").write_text(text, encoding="utf-8")
         table.to_csv(tmp / "robustness.csv", index=False, lineterminator="\n")
-        dump_json(
-            {
-                "base": name,
-                "runs": meta_runs,
-                "data_sha256": study.sha256,
-                "wall_s": time.perf_counter() - started,
-                **environment(),
-            },
-            tmp / "run.json",
-        )
-    return Path(results) / "robustness" / run
+        dump_json(meta, tmp / "run.json")
+    path = Path(results) / "robustness" / run
+    return CheckResult("robustness", None, table, text, path, {"meta": meta})

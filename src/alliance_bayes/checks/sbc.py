@@ -67,6 +67,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from alliance_bayes.checks.base import CheckResult
 from alliance_bayes.spec import ModelSpec, load_spec
 
 LOGLIK = "loglik"  # label of the log-likelihood test quantity
@@ -473,8 +474,11 @@ def run_sbc(
     workers: int = 1,
     dask: str | None = None,
     log: Callable[[str], None] | None = None,
-) -> int:
-    """Run (or resume, or extend) an SBC in ``out``; returns how many replicates were run now.
+) -> CheckResult:
+    """Run (or resume, or extend) an SBC in ``out`` and summarise it (:func:`summarise`).
+
+    Returns the summary's :class:`~alliance_bayes.checks.base.CheckResult`, with how many
+    replicates were run now in ``details["replicates_run"]``.
 
     Replicates already in ``out/replicates`` are skipped. ``out/sbc.json`` records the settings; a
     folder whose settings differ (other than the replicate count) is refused, so that replicates of
@@ -492,7 +496,7 @@ def run_sbc(
     say = log or (lambda _msg: None)
     say(f"SBC {settings.spec}: {settings.replicates - len(todo)} done, {len(todo)} to run")
     if not todo:
-        return 0
+        return summarise(out, replicates_run=0)
     from alliance_bayes.sweeps import run_tasks
 
     workers = max(1, min(workers, len(todo)))
@@ -505,7 +509,7 @@ def run_sbc(
         # Written as each finishes: an interrupted run keeps every finished replicate.
         on_result=lambda k, record: _write_json(_replicate_path(folder, todo[k]), record),
     )
-    return len(todo)
+    return summarise(out, replicates_run=len(todo))
 
 
 def _claim_folder(settings: SBCSettings, out: Path) -> None:
@@ -689,8 +693,13 @@ def plot_ecdf_difference(table: pd.DataFrame, path: str | Path, prob: float = 0.
     return path
 
 
-def summarise(out: str | Path, alpha: float = 0.05) -> dict[str, Any]:
-    """Write ``ranks.csv``, ``uniformity.csv``, ``ecdf_difference.png`` and ``summary.md`` in ``out``."""
+def summarise(out: str | Path, alpha: float = 0.05, *, replicates_run: int = 0) -> CheckResult:
+    """Write ``ranks.csv``, ``uniformity.csv``, ``ecdf_difference.png`` and ``summary.md`` in ``out``.
+
+    Returns a :class:`~alliance_bayes.checks.base.CheckResult` that passed when every quantity is
+    calibrated (:func:`all_calibrated`): the uniformity table, ``summary.md``'s text, ``out``, and
+    in ``details`` the ranks (``"ranks"``), the figure (``"plot"``) and ``"replicates_run"``.
+    """
     out = Path(out)
     table = load_replicates(out)
     if table.empty:
@@ -734,8 +743,10 @@ def summarise(out: str | Path, alpha: float = 0.05) -> dict[str, Any]:
         "Uniform PIT: mean 0.5, SD 0.289.",
         "",
     ]
-    (out / "summary.md").write_text("\n".join(lines), encoding="utf-8")
-    return {"table": table, "uniformity": result, "calibrated": verdict, "plot": plot}
+    text = "\n".join(lines)
+    (out / "summary.md").write_text(text, encoding="utf-8")
+    details = {"ranks": table, "plot": plot, "replicates_run": replicates_run}
+    return CheckResult("sbc", verdict, result, text, out, details)
 
 
 def _thinning(table: pd.DataFrame, settings: SBCSettings) -> str:

@@ -9,7 +9,8 @@ derives the pseudonymised :class:`AnalysisFrame` that the models consume. Bad in
 
 from alliance_bayes.data.contract import DataContractError, validate_study
 from alliance_bayes.data.frame import AnalysisFrame, build_frame
-from alliance_bayes.data.load import RawStudy, load_study, write_study
+from alliance_bayes.data.load import RawStudy, load_study
+from alliance_bayes.data.write import write_study
 
 __all__ = [
     "AnalysisFrame",

@@ -45,8 +45,10 @@ How the declaration is used:
 * the averaged-score (regression) models take any range: slopes are per point of the declared
   scale and the priors on alliance slopes are scaled by :attr:`AllianceInstrument.prior_factor`
   (:func:`alliance_bayes.spec.scale_alliance_priors`);
-* the graded-response families (latent, ratings) model one integer 1–5 rating per subscale and
-  refuse any other instrument (:attr:`AllianceInstrument.single_ratings_1_to_5`).
+* the graded-response families (latent, ratings) model one integer item per subscale on any
+  whole-number range of at least three categories (1–5, 1–7, 0–6: one category per value) and
+  refuse several items per subscale, a finer step, reversed items and pre-scored means
+  (:attr:`AllianceInstrument.single_integer_ratings`).
 """
 
 from __future__ import annotations
@@ -137,16 +139,25 @@ class AllianceInstrument:
         return tuple(c for _, items in self.subscales for c in items)
 
     @property
-    def single_ratings_1_to_5(self) -> bool:
-        """Whether it is what the graded-response families model: one integer 1–5 item rating
-        per subscale (the contract's own ``wai_goal``, ``wai_bond``, ``wai_task``)."""
+    def single_integer_ratings(self) -> bool:
+        """Whether it is what the graded-response families model: one item rating per subscale
+        on whole numbers from ``low`` to ``high`` (step 1, both ends integers), at least three
+        categories, none reversed; each value is one category of the graded-response model."""
         return (
             self.scored == "items"
-            and self.range == CONTRACT_RANGE
             and self.step == 1.0
+            and float(self.low).is_integer()
+            and float(self.high).is_integer()
+            and self.high - self.low >= 2
             and not self.reverse
             and all(len(items) == 1 for _, items in self.subscales)
         )
+
+    @property
+    def single_ratings_1_to_5(self) -> bool:
+        """Whether it is the contract's own kind of item: one integer 1–5 rating per subscale
+        (as ``wai_goal``, ``wai_bond``, ``wai_task``), whose session scores stay integers."""
+        return self.single_integer_ratings and self.range == CONTRACT_RANGE
 
     @property
     def prior_factor(self) -> float:

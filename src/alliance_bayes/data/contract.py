@@ -9,7 +9,8 @@ A study is a folder with three tables, each stored as one file (CSV, Parquet, Ex
 ``clients``
     ``client_id`` (text, unique), ``age`` (years, 18–100, or the study's declared age range:
     :func:`parse_age_range`), ``sex`` in {female, male, other} or empty, ``country`` (optional
-    column, may be empty), ``who5_baseline`` (0–100, required) and ``who5_followup`` (0–100, may
+    column, may be empty), ``who5_baseline`` (0–100, required when any WHO-5 score is given;
+    a study that measured no WHO-5 leaves both columns out or empty) and ``who5_followup`` (0–100, may
     be empty), ``phq9_baseline`` and ``phq9_followup`` (0–27, optional columns, may be empty), and
     either ``first_session`` + ``last_session`` (ISO dates, YYYY-MM-DD) or ``days_in_care`` (whole
     days >= 0); when both are given they must agree (``days_in_care == last_session -
@@ -805,9 +806,17 @@ def _clients(
         else pd.Series(np.nan, index=df.index, dtype="str")
     )
     who5 = "a WHO-5 score (0–100 percentage metric)"
-    for column, required in (("who5_baseline", True), ("who5_followup", False)):
-        if _has(df, src, column, p):
-            out[column] = _number_column(df, src, column, 0, 100, p, required=required, what=who5)
+    if any(_present(df, c) for c in ("who5_baseline", "who5_followup")):
+        for column, required in (("who5_baseline", True), ("who5_followup", False)):
+            if _has(df, src, column, p):
+                out[column] = _number_column(
+                    df, src, column, 0, 100, p, required=required, what=who5
+                )
+    else:
+        # a study that measured no WHO-5 (its outcomes declared instead) leaves both columns out,
+        # or empty (as the canonical tables of such a study hold them)
+        for column in ("who5_baseline", "who5_followup"):
+            out[column] = pd.Series(np.nan, index=df.index, dtype="float64")
     for column in ("phq9_baseline", "phq9_followup"):
         out[column] = _number_column(
             df, src, column, 0, 27, p, required=False, what="a PHQ-9 score"

@@ -343,7 +343,9 @@ class AnalysisFrame:
             f"  alliance (composite, {self.alliance_scale}): "
             f"median {_fmt(c['alliance'].median(), 2)}, "
             f"mean {_fmt(c['alliance'].mean(), 2)}",
-            f"  WHO-5 follow-up observed: {int(followup.sum())} of {len(c)}",
+            f"  WHO-5 follow-up observed: {int(followup.sum())} of {len(c)}"
+            if c["who5_baseline"].notna().any()
+            else "  WHO-5: not measured",
         ]
         if c["phq9_baseline"].notna().any():
             lines.append(

@@ -47,9 +47,11 @@ declared range.
 Any other column the contract does not name is refused (a misspelled ``WAI_Task`` would otherwise
 lose its data). ``load_study(folder, ignore_columns=[...])`` declares more from Python.
 
-:func:`write_study` validates first and writes only when the tables are valid, so bad input changes
-nothing on disk. It writes the canonical (validated) tables, so the same data always give the same
-bytes in CSV, and a written study loads back to equal frames.
+:func:`~alliance_bayes.data.write.write_study` validates first and writes only when the tables
+are valid, so bad input changes nothing on disk. It writes the canonical (validated) tables, so
+the same data always give the same bytes in CSV, and the study's declarations as a
+``study.toml`` that the parsers above read back to equal declarations, so a written study loads
+back to equal frames and declarations.
 """
 
 from __future__ import annotations
@@ -57,7 +59,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
 import tempfile
 import tomllib
 import warnings
@@ -96,10 +97,9 @@ __all__ = [
     "Conversion",
     "RawStudy",
     "load_study",
-    "write_study",
 ]
 
-#: Formats :func:`write_study` writes.
+#: Formats :func:`~alliance_bayes.data.write.write_study` writes.
 FORMATS: tuple[str, ...] = ("csv", "parquet")
 #: Formats :func:`load_study` reads (file suffixes, one file per table).
 READ_FORMATS: tuple[str, ...] = ("csv", "parquet", "xlsx", "dta", "sav")
@@ -166,7 +166,8 @@ class RawStudy:
     sha256 : str
         SHA-256 (hex) over the three files' bytes, concatenated in the fixed order providers,
         clients, sessions. For :meth:`from_frames` it is the hash of the CSV files that
-        :func:`write_study` would write, so it equals the hash of the study once written as CSV.
+        :func:`~alliance_bayes.data.write.write_study` would write, so it equals the hash of the
+        study once written as CSV.
     ignored : dict of str to tuple of str
         The declared-ignored columns that each table held (and that were dropped); a long export's
         are listed under ``sessions``.
@@ -255,7 +256,7 @@ class RawStudy:
         -------
         RawStudy
             With ``folder=None``, no files, and ``sha256`` the hash of the CSV files that
-            :func:`write_study` would write.
+            :func:`~alliance_bayes.data.write.write_study` would write.
 
         Raises
         ------
@@ -477,6 +478,11 @@ def _settings(folder: Path) -> _Settings:
         raise DataContractError(
             path, f"a TOML file such as {example}; it could not be read ({reason})"
         ) from exc
+    return _settings_from(raw, path)
+
+
+def _settings_from(raw: dict, path: Path) -> _Settings:
+    """The settings that the parsed ``study.toml`` at ``path`` declares, or every problem."""
     unknown = sorted(set(raw) - {*_TOP_LEVEL, *_TABLES})
     ignore = raw.get("ignore", [])
     long = raw.get("long")
@@ -1058,116 +1064,3 @@ def _serialise(df: pd.DataFrame, fmt: str) -> bytes:
     buffer = io.BytesIO()
     df.to_parquet(buffer, index=False)
     return buffer.getvalue()
-
-
-def write_study(
-    folder: str | Path,
-    providers: pd.DataFrame,
-    clients: pd.DataFrame,
-    sessions: pd.DataFrame,
-    fmt: str = "csv",
-    *,
-    ignore_columns: Iterable[str] = (),
-    age_range: Iterable[float] | None = None,
-    alliance: AllianceInstrument | None = None,
-    provider_types: Iterable[str] | None = None,
-) -> dict[str, Path]:
-    """Validate three tables and write them as a study folder.
-
-    Parameters
-    ----------
-    folder : str or pathlib.Path
-        Target folder; created if needed. Existing files of the same format are replaced.
-    providers, clients, sessions : pandas.DataFrame
-        The tables (raw or already validated, e.g. from a :class:`RawStudy`).
-    fmt : {"csv", "parquet"}
-        File format. CSV is written without the index, with ``"\\n"`` line ends and UTF-8, so the
-        same data always give byte-identical files.
-    ignore_columns : iterable of str, optional
-        Columns the contract does not name that the tables may hold; they are not written.
-    age_range : pair of numbers, optional
-        The ages the clients may have (:meth:`RawStudy.from_frames`); 18–100 when not given. It
-        is not written: the folder's ``study.toml`` must declare it for the study to load.
-    alliance : AllianceInstrument, optional
-        The study's declared alliance instrument (:attr:`RawStudy.alliance`), whose item columns
-        the sessions table holds; not written either (its ``[alliance]`` table must be).
-    provider_types : iterable of str, optional
-        The study's provider types (:meth:`RawStudy.from_frames`); therapist and coach when not
-        given. Not written either (its ``provider_types`` line must be).
-
-    Returns
-    -------
-    dict of str to pathlib.Path
-        The file written for each table.
-
-    Raises
-    ------
-    ValueError
-        For an unknown ``fmt``.
-    DataContractError
-        When the tables break the contract; nothing is written.
-    FileExistsError
-        When the folder holds a table in another format, or a long export (the study would be
-        ambiguous); nothing is written.
-
-    Notes
-    -----
-    The canonical validated tables are written (every contract column, ignored columns dropped,
-    ``days_in_care`` and ``session_index`` filled in when derived), which is what makes a written
-    study load back to equal frames. Each file is written to a temporary name and then moved into
-    place.
-    """
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
-    tables = dict(
-        zip(
-            TABLES,
-            validate_study(
-                providers,
-                clients,
-                sessions,
-                ignore_columns=ignore_columns,
-                age_range=None if age_range is None else list(age_range),
-                alliance=alliance,
-                provider_types=None if provider_types is None else list(provider_types),
-            ),
-            strict=True,
-        )
-    )
-    folder = Path(folder)
-    clashes = [
-        folder / f"{t}.{other}"
-        for t in TABLES
-        for other in READ_FORMATS
-        if other != fmt and (folder / f"{t}.{other}").exists()
-    ]
-    clashes += [folder / f"{LONG_STEM}.{f}" for f in READ_FORMATS]
-    declared_long = _settings(folder).long if folder.is_dir() else None
-    if declared_long:
-        clashes.append(folder / declared_long)
-    clashes = [path for path in clashes if path.exists()]
-    if clashes:
-        names = ", ".join(p.name for p in clashes)
-        raise FileExistsError(
-            f"{folder} already holds {names}; writing {fmt} beside it would make the study "
-            "ambiguous. Remove those files or write to another folder."
-        )
-    payloads = {table: _serialise(tables[table], fmt) for table in TABLES}
-    folder.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for table in TABLES:
-        target = folder / f"{table}.{fmt}"
-        _atomic_write(target, payloads[table])
-        written[table] = target
-    return written
-
-
-def _atomic_write(target: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

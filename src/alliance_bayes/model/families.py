@@ -91,6 +91,7 @@ def _latent() -> Family:
         prepare_latent,
         store_latent_scores,
     )
+    from alliance_bayes.model.regression.design import alliance_scale
     from alliance_bayes.model.regression.estimands import care_weights_of
 
     def estimands(spec: ModelSpec, posterior: xr.Dataset, scales=None) -> xr.Dataset:
@@ -104,6 +105,7 @@ def _latent() -> Family:
                 o: care_weights_of({"care_share": s}, spec.hierarchy.pooled_weights)
                 for o, s in shares.items()
             },
+            alliance_scale=alliance_scale(scales),
         )
 
     def finish(dt: xr.DataTree) -> xr.DataTree:

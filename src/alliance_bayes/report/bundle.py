@@ -8,7 +8,8 @@ and the final path does not appear. An existing run folder is never overwritten.
 Contents: ``posterior.nc`` (the whole DataTree, h5netcdf), ``run.json``, ``estimands.csv`` (a plain
 full-precision CSV, header first) with ``estimands.meta.json`` (what the run and each column are),
 ``tables.md``, ``tables.tex`` (a pdfLaTeX fragment; preamble
-:data:`~alliance_bayes.report.tables.LATEX_PREAMBLE`), ``figures/*.png|pdf``,
+:data:`~alliance_bayes.report.tables.LATEX_PREAMBLE`), ``tables.docx`` (Word, where python-docx is
+installed: :mod:`alliance_bayes.report.docx`), ``figures/*.png|pdf``,
 ``diagnostics.json``, ``diagnostics.md`` and ``report.md``.
 
 Privacy guard: raw identifiers never pass the loader (the analysis frame carries pseudonyms only).
@@ -36,6 +37,7 @@ import xarray as xr
 from alliance_bayes.data.care import JOIN
 from alliance_bayes.diagnostics import GateResult
 from alliance_bayes.report import figures
+from alliance_bayes.report.docx import docx_available, write_tables_docx
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
 from alliance_bayes.report.html import markdown_to_html
 from alliance_bayes.report.hypotheses import hypotheses_markdown
@@ -312,9 +314,18 @@ def _computation_section(
             lines.append(f"| {k} | {val} |")
     if isinstance(meta.get("imputation"), Mapping):
         imp = meta["imputation"]
+        per_point = ""
+        if imp.get("delta_alliance"):
+            applied, scale = imp.get("delta_alliance_applied"), imp.get("delta_alliance_scale")
+            per_point = f" plus {applied:g} per point of the client's alliance above the mean"
+            if scale and applied != imp["delta_alliance"]:
+                per_point += (
+                    f" on the {scale} scale (stated {imp['delta_alliance']:g} per 1–5 point)"
+                )
         lines.append(
             f"| imputation | {imp.get('imputations')} completed datasets, δ = "
-            f"{imp.get('delta')} points, {imp.get('clients_imputed')} follow-ups imputed |"
+            f"{imp.get('delta')} points{per_point}, {imp.get('clients_imputed')} follow-ups "
+            "imputed |"
         )
     lines += ["", f"**{gate.headline()}**", "", "| Check | Worst value | Threshold | Passed |"]
     lines.append("|---|---:|---:|---|")
@@ -454,8 +465,13 @@ def _report_md(
         "`report.html` (this report, self-contained), `posterior.nc` (all groups; "
         "`xarray.open_datatree(path, engine='h5netcdf')`), `run.json`, `estimands.csv` (and "
         "`estimands.meta.json`: what its columns hold), "
-        "`hypotheses.csv`, `tables.md`, `tables.tex`, `figures/`, `diagnostics.json`, "
-        "`diagnostics.md`.",
+        "`hypotheses.csv`, `tables.md`, `tables.tex`, "
+        + (
+            "`tables.docx` (Word, APA layout), "
+            if docx_available()
+            else "(no `tables.docx`: `pip install 'alliance-bayes[word]'` adds it), "
+        )
+        + "`figures/`, `diagnostics.json`, `diagnostics.md`.",
         "",
     ]
     return "\n".join(lines)
@@ -731,6 +747,8 @@ def write_bundle(
             (tmp / "tables.tex").write_text(
                 tables_latex(estimands, meta, hypotheses=hyp, summary=summary), encoding="utf-8"
             )
+            if docx_available():
+                write_tables_docx(tmp / "tables.docx", estimands, meta, hyp, summary)
             if content.hypotheses is not None:
                 content.hypotheses.to_csv(tmp / "hypotheses.csv", index=False, lineterminator="\n")
             step = "figures"

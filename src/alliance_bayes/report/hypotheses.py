@@ -11,7 +11,12 @@ draw, so its summary is that of :math:`\delta` itself. Reported per hypothesis:
   equivalence of half-width :math:`r` (the spec's ``rope``, in outcome points; only where every
   term is in outcome units), and the decision of Kruschke (2018),
   doi:10.1177/2515245918771304: *equivalent* when the 95% HDI lies inside the ROPE, *different*
-  when it lies wholly outside, else *undecided*;
+  when it lies wholly outside, else *undecided*. A statement about alliance slopes (every term
+  in the fit's slope units) takes the ROPE of a slope: the spec's ``rope`` is per point of the
+  1–5 alliance scale, and on a study's declared alliance instrument it is multiplied by 4 over
+  the width of its range (:func:`~alliance_bayes.spec.scale_alliance_point`, as the priors per
+  alliance point are); one mixing slopes and outcome points has no ROPE unless the two
+  half-widths agree. ``rope`` and ``rope_units`` give the half-width used;
 - ``bayes_factor``: for ``=``, the Savage–Dickey density ratio :math:`BF_{01} =
   p(\delta = 0 \mid y) / p(\delta = 0)` (Dickey 1971; Wagenmakers et al. 2010,
   doi:10.1016/j.cogpsych.2009.12.001), both densities estimated at 0 by a bias-reduced kernel
@@ -44,21 +49,33 @@ from scipy import stats
 
 from alliance_bayes.report.estimands import HDI_PROB
 from alliance_bayes.report.render import markdown_table
-from alliance_bayes.spec import Hypothesis, HypothesisError, parse_hypothesis
+from alliance_bayes.spec import (
+    Hypothesis,
+    HypothesisError,
+    parse_hypothesis,
+    scale_alliance_point,
+)
 
-__all__ = ["HYPOTHESIS_COLUMNS", "evaluate", "hypotheses_markdown", "hypothesis_table"]
+__all__ = [
+    "HYPOTHESIS_COLUMNS",
+    "evaluate",
+    "hypotheses_markdown",
+    "hypothesis_table",
+    "rope_settings",
+    "rope_text",
+]
 
 HYPOTHESIS_COLUMNS = (
     "hypothesis", "mean", "hdi95_low", "hdi95_high", "posterior_prob", "prior_prob",
     "rope", "in_rope", "decision", "bayes_factor", "bayes_factor_kind", "draws", "prior_draws",
-    "bayes_factor_mcse", "bayes_factor_bound",
+    "bayes_factor_mcse", "bayes_factor_bound", "rope_units",
 )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class _Draws:
     values: np.ndarray  # (chain, draw): the chains are kept for the effective sample sizes
-    units_ok: bool
+    units: tuple[str, ...]  # of each term's estimand
 
 
 def _chain_draw(da: xr.DataArray) -> np.ndarray:
@@ -69,7 +86,7 @@ def _chain_draw(da: xr.DataArray) -> np.ndarray:
     return np.asarray(da.values, float).reshape(1, -1)
 
 
-def _combine(h: Hypothesis, est: xr.Dataset, outcome_units: str | None) -> _Draws:
+def _combine(h: Hypothesis, est: xr.Dataset) -> _Draws:
     missing = [n for n in h.names if n not in est]
     if missing:
         known = ", ".join(sorted(map(str, est.data_vars)))
@@ -77,10 +94,31 @@ def _combine(h: Hypothesis, est: xr.Dataset, outcome_units: str | None) -> _Draw
     total = np.full(_chain_draw(est[h.names[0]]).shape, h.constant, dtype=float)
     for coef, name in h.terms:
         total = total + coef * _chain_draw(est[name])
-    units_ok = outcome_units is not None and all(
-        str(est[n].attrs.get("units", "")).startswith(outcome_units) for n in h.names
-    )
-    return _Draws(total, units_ok)
+    return _Draws(total, tuple(str(est[n].attrs.get("units", "")) for n in h.names))
+
+
+def _rope_of(
+    units: tuple[str, ...],
+    rope: float | None,
+    outcome_units: str | None,
+    slope_rope: float | None,
+    slope_units: str | None,
+) -> tuple[float | None, str]:
+    """The ROPE half-width of a statement whose terms have ``units``, and its units; ``None``
+    where no ROPE applies (no rope, or terms not in outcome points)."""
+    if rope is None or not rope > 0 or outcome_units is None:
+        return None, ""
+    slope = [bool(slope_units) and u.startswith(str(slope_units)) for u in units]
+    if not all(s or u.startswith(outcome_units) for s, u in zip(slope, units, strict=True)):
+        return None, ""
+    per_slope = rope if slope_rope is None else slope_rope
+    if all(slope):
+        return per_slope, str(slope_units)
+    if not any(slope) or per_slope == rope:
+        # a mix of slopes and outcome points shares a ROPE only on the 1-5 scale, where the
+        # numbers agree (as before declared scales); on another scale neither half-width fits
+        return rope, outcome_units
+    return None, ""
 
 
 def _ess(x: np.ndarray, method: str) -> float:
@@ -257,8 +295,14 @@ def evaluate(
     *,
     rope: float | None = None,
     outcome_units: str | None = None,
+    slope_rope: float | None = None,
+    slope_units: str | None = None,
 ) -> dict[str, Any]:
     """One row of :func:`hypothesis_table` (see the module docstring for each column).
+
+    ``rope`` is the half-width in ``outcome_units``; a statement whose every term's units start
+    with ``slope_units`` (the fit's ``effect_units``) is decided with ``slope_rope`` instead
+    (default ``rope``): :func:`rope_settings` gives the three for a fit.
 
     Raises
     ------
@@ -266,14 +310,16 @@ def evaluate(
         Unreadable text or an estimand this fit does not have (the message lists those it has).
     """
     h = hypothesis if isinstance(hypothesis, Hypothesis) else parse_hypothesis(hypothesis)
-    post = _combine(h, estimands, outcome_units)
+    post = _combine(h, estimands)
     chains = post.values
     d = chains.ravel()
     hdi = azs.hdi(d, prob=HDI_PROB)
     low, high = float(hdi[0]), float(hdi[1])
-    pri_chains = _combine(h, prior, outcome_units).values if prior is not None else None
+    pri_chains = _combine(h, prior).values if prior is not None else None
     pri = pri_chains.ravel() if pri_chains is not None else None
-    use_rope = rope is not None and rope > 0 and post.units_ok
+    half, rope_units = _rope_of(post.units, rope, outcome_units, slope_rope, slope_units)
+    use_rope = half is not None
+    rope = half  # from here on the half-width this statement is decided with
     in_rope = float(np.mean(np.abs(d) < rope)) if use_rope else float("nan")
     if use_rope:
         decision = (
@@ -312,6 +358,7 @@ def evaluate(
         "prior_draws": int(pri.size) if pri is not None else 0,
         "bayes_factor_mcse": bf.mcse,
         "bayes_factor_bound": bf.bound,
+        "rope_units": rope_units,
     }
 
 
@@ -322,9 +369,14 @@ def hypothesis_table(
     *,
     rope: float | None = None,
     outcome_units: str | None = None,
+    slope_rope: float | None = None,
+    slope_units: str | None = None,
     strict: bool = True,
 ) -> pd.DataFrame:
     """Columns :data:`HYPOTHESIS_COLUMNS`, one row per hypothesis.
+
+    ``rope``, ``outcome_units``, ``slope_rope`` and ``slope_units`` as :func:`evaluate` takes
+    them (:func:`rope_settings` gives a fit's).
 
     With ``strict=False`` a statement about an estimand this model lacks (a spec's test inherited
     by a variant without, say, care-type intercepts) gives a row that says so instead of raising.
@@ -332,13 +384,79 @@ def hypothesis_table(
     rows = []
     for h in hypotheses:
         try:
-            rows.append(evaluate(h, estimands, prior, rope=rope, outcome_units=outcome_units))
+            rows.append(
+                evaluate(
+                    h,
+                    estimands,
+                    prior,
+                    rope=rope,
+                    outcome_units=outcome_units,
+                    slope_rope=slope_rope,
+                    slope_units=slope_units,
+                )
+            )
         except HypothesisError:
             if strict:
                 raise
             text = h.text if isinstance(h, Hypothesis) else str(h)
             rows.append({"hypothesis": text, "decision": "not estimable in this model", "draws": 0})
     return pd.DataFrame(rows, columns=list(HYPOTHESIS_COLUMNS))
+
+
+def _declared_alliance(meta: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (meta.get("scales") or {}).get("alliance_instrument") or {}
+
+
+def rope_settings(rope: float | None, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The ROPE keywords of :func:`hypothesis_table` for a fit with run metadata ``meta``.
+
+    ``rope`` is the spec's (:attr:`~alliance_bayes.spec.ModelSpec.rope`) or a caller's, in
+    outcome points and, for a slope, per point of the 1–5 alliance scale; a slope's half-width is
+    it on the fit's alliance scale: times ``scales.alliance_instrument.prior_factor`` where the
+    study declares an instrument (:func:`~alliance_bayes.spec.scale_alliance_point`), and the
+    slopes are those in the fit's ``effect_units``.
+    """
+    factor = float(_declared_alliance(meta).get("prior_factor", 1.0))
+    return {
+        "rope": rope,
+        "slope_rope": None if rope is None else scale_alliance_point(rope, factor),
+        "slope_units": meta.get("effect_units") or None,
+    }
+
+
+def rope_text(table: pd.DataFrame, meta: Mapping[str, Any]) -> str | None:
+    """The ROPE a table of hypotheses used, in words (None when no statement had one).
+
+    On the 1–5 alliance scale one half-width serves outcome points and slopes alike; on a
+    declared alliance instrument the slopes' half-width is given beside it, with the factor it
+    was rescaled by, so that a reader sees the number each decision used.
+    """
+    used = table.dropna(subset=["rope"]) if "rope" in table else table.iloc[0:0]
+    if used.empty:
+        return None
+    units = meta.get("outcome_label", "outcome")
+    declared = _declared_alliance(meta)
+    factor = float(declared.get("prior_factor", 1.0))
+    if factor == 1.0:
+        return f"±{used['rope'].iloc[0]:g} points of {units} (per alliance point for slopes)"
+    slope_units = str(meta.get("effect_units", ""))
+    is_slope = (
+        used["rope_units"].astype(str).eq(slope_units)
+        if "rope_units" in used
+        else pd.Series(False, index=used.index)
+    )
+    per_point = (
+        float(used.loc[~is_slope, "rope"].iloc[0])
+        if (~is_slope).any()
+        else float(used.loc[is_slope, "rope"].iloc[0]) / factor
+    )
+    scale = declared.get("scale", "declared")
+    return (
+        f"±{per_point:.3g} points of {units}; for a slope ±"
+        f"{scale_alliance_point(per_point, factor):.3g} {slope_units} (the spec's ±"
+        f"{per_point:.3g} per point of the 1–5 alliance scale × {factor:.3g}, 4 over the width "
+        f"of the {scale} scale)"
+    )
 
 
 def _num(x: float, digits: int = 2) -> str:
@@ -388,16 +506,11 @@ def hypotheses_markdown(table: pd.DataFrame, meta: Mapping[str, Any]) -> list[st
         ]
         for r in table.itertuples()
     ]
-    rope = table["rope"].dropna()
-    units = meta.get("outcome_label", "outcome")
-    rope_text = (
-        f"*ROPE*: ±{rope.iloc[0]:g} points of {units} (per alliance point for slopes)"
-        if len(rope)
-        else "*ROPE*: not applicable to these units"
-    )
+    used = rope_text(table, meta)
+    rope_words = f"*ROPE*: {used}" if used else "*ROPE*: not applicable to these units"
     note = (
         "*P(H | y)*: posterior probability of the statement (for `=`, of |difference| < ROPE). "
-        f"{rope_text}; *decision* (Kruschke 2018): equivalent if the 95% HDI lies inside the "
+        f"{rope_words}; *decision* (Kruschke 2018): equivalent if the 95% HDI lies inside the "
         "ROPE, different if wholly outside, else undecided. *BF01*: Savage–Dickey ratio for the "
         "point null (above 1 favours no difference); *BF10*: posterior over prior odds of a "
         "directional statement; ± its Monte Carlo standard error; < or >: a 95% bound, where too "

@@ -34,7 +34,7 @@ import xarray as xr
 from alliance_bayes.data.care import CARE_REFERENCE, CARE_TYPES, JOIN
 from alliance_bayes.data.published import PUBLISHED
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
-from alliance_bayes.report.hypotheses import _bf_cell
+from alliance_bayes.report.hypotheses import _bf_cell, rope_text
 from alliance_bayes.report.render import latex_escape, latex_table, markdown_table
 from alliance_bayes.report.sample import care_phrase, care_title
 
@@ -503,18 +503,13 @@ def hypotheses_table(table: pd.DataFrame, meta: Mapping[str, Any]) -> Table | No
         ]
         for r in table.itertuples()
     ]
-    rope = table["rope"].dropna()
-    units = meta.get("outcome_label", "outcome")
-    rope_text = (
-        f"ROPE ±{rope.iloc[0]:g} points of {units} (per alliance point for slopes)"
-        if len(rope)
-        else "no ROPE in these units"
-    )
+    used = rope_text(table, meta)
+    rope_words = f"ROPE {used}" if used else "no ROPE in these units"
     return Table(
         "hypotheses",
         "Hypotheses",
         f"P(H | y), P(H): posterior and prior probability of the statement (for =, of "
-        f"|difference| < ROPE); {rope_text}. Decision (Kruschke 2018): equivalent if the 95% HDI "
+        f"|difference| < ROPE); {rope_words}. Decision (Kruschke 2018): equivalent if the 95% HDI "
         "lies inside the ROPE, different if wholly outside, else undecided. BF01: Savage–Dickey "
         "ratio for the point null; BF10: posterior over prior odds of a directional statement; "
         "± its Monte Carlo SE; < or >: a 95% bound.",

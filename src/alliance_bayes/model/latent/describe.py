@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from alliance_bayes.model.latent.instrument_check import CONTRACT_SCALE, RatingScale
 from alliance_bayes.model.regression import describe as regression
 from alliance_bayes.spec import ModelSpec
 
-__all__ = ["data_variables", "equations", "prior_rows"]
+__all__ = ["cutpoint_row", "data_variables", "equations", "prior_rows"]
 
 
 def _outcome_view(spec: ModelSpec) -> ModelSpec:
@@ -24,12 +25,12 @@ def _outcome_view(spec: ModelSpec) -> ModelSpec:
 def equations(spec: ModelSpec) -> list[str]:
     """Measurement lines, then the outcome lines on the true scores."""
     measurement = [
-        r"P(r_{ijs} \geq k) = \mathrm{logit}^{-1}(\alpha_s(\theta_{ips} - \kappa_{s,k-1})), "
-        r"\quad k = 2, \ldots, 5",
+        r"P(r_{ijs} \geq L + k) = \mathrm{logit}^{-1}(\alpha_s(\theta_{ips} - \kappa_{s,k})), "
+        r"\quad k = 1, \ldots, K - 1",
         r"\theta_{ips} = a_{ps} + e_{is}, \quad e_i \sim \mathcal{N}(0, \Omega_e), "
         r"\quad a_p \sim \mathcal{N}(\delta\,([t(p) = \mathrm{therapist}] - \pi_T), "
         r"D_a \Omega_a D_a)",
-        r"\tau(\theta) = 1 + \sum_{k=1}^{4} \mathrm{logit}^{-1}(\alpha_s(\theta - \kappa_{s,k})), "
+        r"\tau(\theta) = L + \sum_{k=1}^{K-1} \mathrm{logit}^{-1}(\alpha_s(\theta - \kappa_{s,k})), "
         r"\quad \tau_{is} = \sum_p w_{ip} \tau(\theta_{ips})",
         r"m_{ps} = \mathbb{E}_{e \sim \mathcal{N}(0,1)}[\tau(a_{ps} + e)], \quad "
         r"B_{is} = \sum_p w_{ip} m_{ps}, \quad W_{is} = \tau_{is} - B_{is}",
@@ -47,10 +48,13 @@ def equations(spec: ModelSpec) -> list[str]:
 def data_variables(spec: ModelSpec) -> list[str]:
     """Symbols of :func:`equations`."""
     return [
-        "$r_{ijs}$: client $i$'s rating (1–5) of item $s$ at session $j$ with provider $p$; "
+        "$r_{ijs}$: client $i$'s rating of item $s$ at session $j$ with provider $p$, one of $K$ "
+        "categories $L, \\ldots, H$ (the contract's 1–5: $L = 1$, $K = 5$; a declared "
+        "instrument's whole-number range otherwise); "
         "$\\theta_{ips}$: its latent alliance, a provider part $a_{ps}$ plus a client part $e_{is}$ "
-        "(unit SD); $\\tau$: the expected rating (1–5), the true score the averaged score estimates.",
-        "$m_{ps}$: provider $p$'s latent alliance on the 1–5 scale, the expected rating of a "
+        "(unit SD); $\\tau$: the expected rating ($L$ to $H$), the true score the averaged score "
+        "estimates.",
+        "$m_{ps}$: provider $p$'s latent alliance on the rating scale, the expected rating of a "
         "typical client with it (doubly latent: the client part integrated out, not a caseload "
         "mean); $B_{is}$, $W_{is}$: the between- and within-provider parts of the true score "
         "$\\tau_{is}$; $\\delta$: therapists' mean latent alliance against coaches' ($\\pi_T$: the "
@@ -82,21 +86,39 @@ def _phq9_sample(spec: ModelSpec) -> list[str]:
     ]
 
 
+def cutpoint_row(threshold_sd: float, scale: RatingScale) -> regression.PriorRow:
+    """The cut-points' prior row of a graded-response family on ``scale``'s categories: the top
+    one Normal(0, ``threshold_sd``), the gaps below it Half-Normal(``threshold_sd`` times
+    :attr:`~alliance_bayes.model.latent.instrument_check.RatingScale.gap_prior_factor`)."""
+    top, n_gaps = scale.thresholds[-1], scale.n_categories - 2
+    why = (
+        f"Anchored at the well-determined {top} cut-point; ±6 logits spans every category share "
+        "from 0.25% to 99.75%."
+    )
+    if scale.n_categories != CONTRACT_SCALE.n_categories:
+        why += (
+            f" The {n_gaps} gaps' scale is {threshold_sd:g} × 3/{n_gaps}: the span from the "
+            "lowest to the highest cut-point keeps the prior mean it has on five categories."
+        )
+    return regression.PriorRow(
+        f"c_{{s,{n_gaps + 1}}} (top cut-point), gaps below it",
+        f"Normal(0, {threshold_sd:g}); Half-Normal({threshold_sd * scale.gap_prior_factor:g})",
+        "logit units",
+        why,
+    )
+
+
 def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[regression.PriorRow]:
-    """The outcome part's priors (on the first outcome's metric) and the measurement priors."""
+    """The outcome part's priors (on the first outcome's metric; per point of a declared alliance
+    scale, ``scales.alliance_instrument``) and the measurement priors (the cut-point gaps' on the
+    fit's number of categories)."""
     m = spec.measurement
     rows = regression.prior_rows(_outcome_view(spec), scales)
     if m is None:
         return rows
     return [
         *rows,
-        regression.PriorRow(
-            "c_{s,4} (top cut-point), gaps below it",
-            f"Normal(0, {m.threshold_sd:g}); Half-Normal({m.threshold_sd:g})",
-            "logit units",
-            "Anchored at the well-determined 4|5 cut-point; ±6 logits spans every category share "
-            "from 0.25% to 99.75%.",
-        ),
+        cutpoint_row(m.threshold_sd, RatingScale.of_scales(scales)),
         regression.PriorRow(
             "α_s (discrimination)",
             f"LogNormal(0, {m.discrimination_sd:g})",

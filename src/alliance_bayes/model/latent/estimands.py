@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 import xarray as xr
 
+from alliance_bayes.model.latent.instrument_check import CONTRACT_SCALE
+from alliance_bayes.model.latent.measurement import lowest_rating
 from alliance_bayes.model.regression.estimands import compute_estimands, put_estimand
 
 __all__ = ["compute_joint_estimands"]
@@ -22,6 +24,7 @@ def compute_joint_estimands(
     outcome_units: dict[str, str],
     primary: str,
     care_weights: Mapping[str, Mapping[str, float] | None] | None = None,
+    alliance_scale: str | None = None,
 ) -> xr.Dataset:
     """Estimands of a model with an ``outcome`` dimension (the latent-alliance model).
 
@@ -42,6 +45,12 @@ def compute_joint_estimands(
         Per outcome coordinate, the weights of its pooled slopes (the care mix of the clients
         whose outcome is observed); see
         :func:`~alliance_bayes.model.regression.estimands.compute_estimands`.
+    alliance_scale : str, optional
+        The declared alliance scale the true scores are on (``"WAI-S 1–7"``,
+        :func:`~alliance_bayes.model.regression.design.alliance_scale` of the design's scales):
+        the slopes are per point of it. Without it, the scale of the ``threshold`` cuts' labels:
+        the contract's 1–5 keeps the regression family's units, another range (``"1|2"`` …
+        ``"6|7"``) names itself.
 
     Returns
     -------
@@ -54,11 +63,13 @@ def compute_joint_estimands(
     """
     out: dict[str, xr.DataArray] = {}
     outcomes = [str(o) for o in posterior["outcome"].values]
+    scale = alliance_scale or _threshold_scale(posterior)
     with_dim = [v for v in posterior.data_vars if "outcome" in posterior[v].dims]
     for o in [primary, *(o for o in outcomes if o != primary)]:
         part = compute_estimands(
             posterior[with_dim].sel(outcome=o),
             outcome_units=outcome_units[o],
+            effect_units=f"{outcome_units[o]} per 1 point of the {scale} scale" if scale else None,
             care_weights=(care_weights or {}).get(o),
         )
         prefix = "" if o == primary else f"{o}:"
@@ -112,3 +123,15 @@ def compute_joint_estimands(
                 kind="measurement",
             )
     return xr.Dataset(out)
+
+
+def _threshold_scale(posterior: xr.Dataset) -> str | None:
+    """The rating scale ``"L–H"`` of the posterior's ``threshold`` cuts, or None for the
+    contract's 1–5 (or without thresholds)."""
+    if "threshold" not in posterior:
+        return None
+    th = posterior["threshold"]
+    low, n_cuts = lowest_rating(th), th.sizes["cut"]
+    if (low, n_cuts) == (CONTRACT_SCALE.low, CONTRACT_SCALE.n_categories - 1):
+        return None
+    return f"{low}–{low + n_cuts}"

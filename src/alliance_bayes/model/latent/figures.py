@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from alliance_bayes.model.latent.measurement import LATENT_GROUP, latent_scores
+from alliance_bayes.model.latent.measurement import LATENT_GROUP, latent_scores, lowest_rating
 from alliance_bayes.report.figures import (
     DEFAULT_FORMATS,
     FigureResult,
@@ -31,7 +31,8 @@ def plot_item_characteristic_curves(
     dt: xr.DataTree, outdir: Path, *, meta=None, formats: Sequence[str] = DEFAULT_FORMATS
 ) -> FigureResult | None:
     """Graded-response category curves P(r = k | theta) per item at the posterior means, with the
-    expected rating E[r | theta] (right axis, the 1–5 scale the outcome slopes use)."""
+    expected rating E[r | theta] (right axis, the rating scale the outcome slopes use: 1–5, or
+    the declared instrument's, read from the thresholds' cut labels)."""
     from scipy.special import expit
 
     post = dt["posterior"]
@@ -40,6 +41,8 @@ def plot_item_characteristic_curves(
     kappa = post["threshold"].mean(("chain", "draw"))
     disc = post["discrimination"].mean(("chain", "draw"))
     subs = [str(s) for s in kappa["subscale"].values]
+    low = lowest_rating(post["threshold"])
+    high = low + kappa.sizes["cut"]
     k_all = np.asarray(kappa.values, dtype=float)
     theta = np.linspace(min(-4.0, k_all.min() - 1.5), max(3.0, k_all.max() + 1.5), 301)
     fig, axes = plt.subplots(1, len(subs), figsize=(4.6 * len(subs), 3.4), squeeze=False)
@@ -51,15 +54,15 @@ def plot_item_characteristic_curves(
         lower = np.column_stack([cum, np.zeros_like(theta)])
         probs = upper - lower
         for j in range(probs.shape[1]):
-            ax.plot(theta, probs[:, j], lw=1.2, label=f"r = {j + 1}")
+            ax.plot(theta, probs[:, j], lw=1.2, label=f"r = {low + j}")
         ax.set_xlabel("latent alliance θ (client SD units)")
         ax.set_ylabel("P(rating = k | θ)")
         ax.set_title(f"{s}: discrimination {d:.2f}", fontsize=9)
         twin = ax.twinx()
-        twin.plot(theta, 1.0 + cum.sum(axis=1), color="black", ls="--", lw=1)
-        twin.set_ylim(1, 5)
-        twin.set_ylabel("E[rating | θ] (1–5)", fontsize=8)
-        parts.append(f"{s}: P(5) exceeds 1/2 above θ = {k[-1]:.2f}")
+        twin.plot(theta, low + cum.sum(axis=1), color="black", ls="--", lw=1)
+        twin.set_ylim(low, high)
+        twin.set_ylabel(f"E[rating | θ] ({low}–{high})", fontsize=8)
+        parts.append(f"{s}: P({high}) exceeds 1/2 above θ = {k[-1]:.2f}")
     axes[0][0].legend(fontsize=7, loc="center left")
     fig.tight_layout()
     text = (
@@ -77,7 +80,8 @@ def plot_item_characteristic_curves(
 def plot_latent_vs_averaged(
     dt: xr.DataTree, outdir: Path, *, meta=None, formats: Sequence[str] = DEFAULT_FORMATS
 ) -> FigureResult | None:
-    """Each client's latent true score (posterior mean, 1–5 scale) against the averaged rating."""
+    """Each client's latent true score (posterior mean, on the rating scale) against the averaged
+    rating."""
     if "constant_data" not in dt.children:
         return None
     consts = dt["constant_data"].to_dataset()
@@ -92,6 +96,10 @@ def plot_latent_vs_averaged(
     latent = scores.mean(("chain", "draw"))
     observed = consts["alliance_observed"]
     subs = [str(s) for s in latent["subscale"].values]
+    low, high = 1, 5  # the contract's items, or the declared range the thresholds cut
+    if "threshold" in dt["posterior"].data_vars:
+        low = lowest_rating(dt["posterior"]["threshold"])
+        high = low + dt["posterior"]["threshold"].sizes["cut"]
     fig, axes = plt.subplots(1, len(subs), figsize=(4.2 * len(subs), 3.8), squeeze=False)
     parts = []
     for ax, s in zip(axes[0], subs, strict=True):
@@ -99,15 +107,15 @@ def plot_latent_vs_averaged(
         y = np.asarray(latent.sel(subscale=s).values, dtype=float)
         ok = np.isfinite(x)
         ax.scatter(x[ok], y[ok], s=4, alpha=0.3, color="C0")
-        ax.plot([1, 5], [1, 5], color="grey", ls="--", lw=0.8)
-        ax.set_xlim(0.9, 5.1)
-        ax.set_ylim(0.9, 5.1)
+        ax.plot([low, high], [low, high], color="grey", ls="--", lw=0.8)
+        ax.set_xlim(low - 0.1, high + 0.1)
+        ax.set_ylim(low - 0.1, high + 0.1)
         ax.set_xlabel(f"averaged {s} rating (observed mean)")
         ax.set_ylabel(f"latent {s} score (posterior mean)")
-        at5 = ok & (x == 5.0)
+        at5 = ok & (x == high)
         sd_ratio = float(np.std(y[ok]) / np.std(x[ok]))
         parts.append(
-            f"{s}: {int(at5.sum())} clients average exactly 5, their latent scores "
+            f"{s}: {int(at5.sum())} clients average exactly {high}, their latent scores "
             f"{np.quantile(y[at5], 0.05) if at5.any() else float('nan'):.2f}–"
             f"{np.quantile(y[at5], 0.95) if at5.any() else float('nan'):.2f} (5–95%); "
             f"SD ratio latent/averaged {sd_ratio:.2f}"
@@ -123,7 +131,7 @@ def plot_rating_ppc(
     dt: xr.DataTree, outdir: Path, *, meta=None, formats: Sequence[str] = DEFAULT_FORMATS
 ) -> FigureResult | None:
     """Posterior predictive distribution of the item ratings (share of each category per item,
-    the share at 5 included) against the observed shares."""
+    the share at the top category included) against the observed shares."""
     groups = set(dt.children)
     if not {"posterior_predictive", "observed_data"} <= groups or not all(
         "ratings" in dt[g].data_vars for g in ("posterior_predictive", "observed_data")
@@ -149,7 +157,7 @@ def plot_rating_ppc(
         ax.set_ylabel("share of session ratings")
         pct = percentile_of(o_share[-1], r_share[:, -1])
         parts.append(
-            f"{s}: observed share at 5 {o_share[-1]:.1%} vs replicated "
+            f"{s}: observed share at {cats[-1]} {o_share[-1]:.1%} vs replicated "
             f"{r_share[:, -1].mean():.1%} ({ordinal(pct)} percentile)"
         )
     axes[0][0].legend(fontsize=7)

@@ -1,22 +1,125 @@
-"""The graded-response families need one integer 1–5 rating per subscale; other instruments are refused.
+r"""The graded-response families need one integer rating per subscale; other instruments are refused.
 
 The latent family (:mod:`alliance_bayes.model.latent.measurement`) and the ratings family
 (:mod:`alliance_bayes.model.ratings`) model every session rating of every subscale as one ordered
-category of five (a graded-response model with four thresholds). A study that declares its
-alliance instrument (:mod:`alliance_bayes.data.alliance`) gives them that only when the
-instrument is one integer item rated 1–5 per subscale (as the contract's ``wai_goal``,
-``wai_bond``, ``wai_task``); several items per subscale, another range, a finer step, reversed
-items or pre-scored means are refused by :func:`require_single_ratings`, before any array is
-built, naming the instrument and the averaged-score models that take it.
+category of :math:`K` (a graded-response model with :math:`K - 1` thresholds). The categories are
+the whole numbers of the item's range, :math:`L, L + 1, \dots, H` with :math:`K = H - L + 1`: the
+contract's ``wai_goal``, ``wai_bond``, ``wai_task`` (1–5, :math:`K = 5`) when the study declares
+no alliance instrument, else the declared instrument's (1–7: :math:`K = 7`; 0–6: 7; 1–4: 4), read
+by :func:`rating_scale`. A declared instrument qualifies when it has one integer item per
+subscale on a whole-number range of at least three categories
+(:attr:`~alliance_bayes.data.alliance.AllianceInstrument.single_integer_ratings`); several items
+per subscale, a finer step, reversed items or pre-scored means are refused by
+:func:`require_single_ratings`, before any array is built, naming the instrument, why, and the
+averaged-score models that take it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.errors import DesignError
 from alliance_bayes.spec import ModelSpec
 
-__all__ = ["require_single_ratings"]
+__all__ = ["CONTRACT_SCALE", "RatingScale", "rating_scale", "require_single_ratings"]
+
+
+@dataclass(frozen=True)
+class RatingScale:
+    r"""The categories of a graded-response item: the whole numbers ``low`` to ``high``.
+
+    Attributes
+    ----------
+    low, high : int
+        The lowest and highest rating, :math:`L` and :math:`H`.
+    name : str
+        The scale in words, as :attr:`~alliance_bayes.data.frame.AnalysisFrame.alliance_scale`
+        writes it: ``"1–5"`` for the contract's items, ``"WAI-S 1–7"`` for a declared one.
+    """
+
+    low: int = 1
+    high: int = 5
+    name: str = "1–5"
+
+    @property
+    def n_categories(self) -> int:
+        """:math:`K = H - L + 1`."""
+        return self.high - self.low + 1
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """The category labels, ``("1", …, "5")``."""
+        return tuple(str(k) for k in range(self.low, self.high + 1))
+
+    @property
+    def thresholds(self) -> tuple[str, ...]:
+        """The :math:`K - 1` threshold labels, ``("1|2", …, "4|5")``."""
+        return tuple(f"{k}|{k + 1}" for k in range(self.low, self.high))
+
+    @property
+    def gap_prior_factor(self) -> float:
+        r"""What the scale of the cut-point gaps' Half-Normal prior is multiplied by:
+        :math:`3 / (K - 2)`, 1 on the contract's five categories.
+
+        The :math:`K - 2` gaps add up to the span from the lowest to the highest cut-point, the
+        stretch of the latent scale the item's middle categories cover. More categories cut the
+        same stretch more finely rather than cover more of it, so the prior mean of that span
+        (:math:`(K - 2)\,s\sqrt{2/\pi}` for gaps Half-Normal(:math:`s`)) is kept at the
+        five-category one: 7.2 logits at :math:`s = 3`. Unscaled, eleven categories (0–10) would
+        put the lowest cut-point 22 logits below the highest a priori, asserting that the
+        bottom categories are all but never used; the rarely used low categories are where the
+        prior matters.
+        """
+        return (CONTRACT_SCALE.n_categories - 2) / (self.n_categories - 2)
+
+    @classmethod
+    def of_scales(cls, scales: Mapping[str, Any]) -> RatingScale:
+        """The categories of a fit from its design's scales (``run.json``): the declared
+        instrument's (``alliance_instrument``, checked to be whole numbers when the design was
+        built), or the contract's 1–5 without one."""
+        declared = scales.get("alliance_instrument") or {}
+        if not declared:
+            return CONTRACT_SCALE
+        low, high = (int(float(b)) for b in declared["range"])
+        return cls(low, high, str(declared["scale"]))
+
+    def category_index(self, ratings: np.ndarray) -> np.ndarray:
+        """Each rating's category, ``rating - low`` (0 … K − 1), from integer-valued ratings.
+
+        Raises
+        ------
+        DesignError
+            A rating is not a whole number within ``low`` to ``high`` (a frame built from a
+            checked study holds none).
+        """
+        r = np.asarray(ratings, dtype=float)
+        k = np.rint(r - self.low)
+        bad = (np.abs(r - self.low - k) > 1e-9) | (k < 0) | (k >= self.n_categories)
+        if bad.any():
+            raise DesignError(
+                f"alliance ratings must be whole numbers {self.low}–{self.high} ({self.name}); "
+                f"got {sorted(set(r[bad].tolist()))[:5]}"
+            )
+        return k.astype(np.int64)
+
+
+#: The contract's items: one integer rating 1–5 per subscale, five categories.
+CONTRACT_SCALE = RatingScale()
+
+
+def rating_scale(frame: AnalysisFrame) -> RatingScale:
+    """The rating categories of the frame's alliance items: its declared instrument's range, or
+    the contract's 1–5 (:data:`CONTRACT_SCALE`) without a declaration. Call after
+    :func:`require_single_ratings` (a declared range is then whole numbers)."""
+    alliance = frame.alliance
+    if alliance is None:
+        return CONTRACT_SCALE
+    return RatingScale(int(alliance.low), int(alliance.high), frame.alliance_scale)
 
 
 def _why(frame: AnalysisFrame) -> str:
@@ -29,35 +132,41 @@ def _why(frame: AnalysisFrame) -> str:
     counts = sorted({len(items) for _, items in a.subscales})
     if counts != [1]:
         reasons.append(f"{'/'.join(map(str, counts))} items per subscale")
-    if a.range != (1.0, 5.0):
-        reasons.append(f"items rated {a.low:g}–{a.high:g}")
     if a.step != 1.0:
-        reasons.append(f"in steps of {a.step:g}")
+        reasons.append(f"rated in steps of {a.step:g}, not whole numbers")
+    elif not (float(a.low).is_integer() and float(a.high).is_integer()):
+        reasons.append(f"a range {a.low:g}–{a.high:g} whose ends are not whole numbers")
+    elif a.high - a.low < 2:
+        reasons.append(f"only {int(a.high - a.low) + 1} categories ({a.low:g}–{a.high:g})")
     if a.reverse:
         reasons.append("reverse-scored items")
     return ", ".join(reasons)
 
 
 def require_single_ratings(spec: ModelSpec, frame: AnalysisFrame, family: str = "latent") -> None:
-    """Refuse a study whose declared alliance instrument is not one integer 1–5 item per subscale.
+    """Refuse a study whose declared alliance instrument is not one integer item per subscale.
 
-    A study without an ``[alliance]`` declaration (the contract's items), or whose declaration is
-    one integer 1–5 item per subscale, passes.
+    A study without an ``[alliance]`` declaration (the contract's 1–5 items) passes, and so does
+    one whose declaration is one item per subscale rated in whole numbers over a range of at least
+    three (``range = [1, 7]``, ``step = 1``, no ``reverse``): each value is a category
+    (:func:`rating_scale`).
 
     Raises
     ------
     DesignError
-        Naming the spec, the family, the instrument and why it does not fit, and suggesting an
-        averaged-score (regression) model, which takes any declared instrument.
+        Naming the spec, the family, what it takes, the instrument and why it does not fit, and
+        suggesting an averaged-score (regression) model, which takes any declared instrument.
     """
     alliance = frame.alliance
-    if alliance is None or alliance.single_ratings_1_to_5:
+    if alliance is None or alliance.single_integer_ratings:
         return
     where = frame.outcomes_declared_in or "the study"
     raise DesignError(
         f"spec {spec.name!r} ({family} family): its graded-response model takes one integer "
-        f"alliance rating 1–5 per subscale and session; the study declares the alliance "
-        f"instrument {alliance.scale} ({_why(frame)}; [alliance] in {where}). Fit an "
+        "alliance rating per subscale and session, not reverse-scored, each whole number of "
+        "the declared range a category and at least three of them (one integer alliance rating "
+        "1–5 per subscale, as the contract's items, or 1–7, 0–6, 1–4); the study declares the "
+        f"alliance instrument {alliance.scale} ({_why(frame)}; [alliance] in {where}). Fit an "
         "averaged-score model instead, which takes any declared instrument: a regression spec "
         "(alliance = 'subscales' or 'composite', no [measurement] table), such as who5_change, "
         f"whose slopes are then per point of the {alliance.scale} scale"

@@ -16,22 +16,27 @@ Measurement part (Samejima 1969, graded response)
 -------------------------------------------------
 Client :math:`i` saw provider :math:`p` (membership :math:`m = (i, p)`, weight :math:`w_{ip}` =
 the provider's share of the client's sessions, as in :mod:`alliance_bayes.data.frame`). For
-subscale (item) :math:`s` in goal, bond (and task when measured), each session rating
-:math:`r \in \{1,\dots,5\}` with :math:`p` follows
+subscale (item) :math:`s` in goal, bond (and task when measured), each session rating, one of
+the :math:`K` categories :math:`r \in \{L, \dots, H\}` (:math:`K = H - L + 1`: the contract's
+1–5, :math:`K = 5`, or a declared instrument's whole-number range such as 1–7,
+:func:`~alliance_bayes.model.latent.instrument_check.rating_scale`), with :math:`p` follows
 
 .. math::
-    \Pr(r \ge k \mid \theta_{ips}) = \operatorname{logit}^{-1}\big(\alpha_s(\theta_{ips}
-        - \kappa_{s,k-1})\big), \quad k = 2,\dots,5,\qquad
-    \kappa_{s,1} < \kappa_{s,2} < \kappa_{s,3} < \kappa_{s,4},
+    \Pr(r \ge L + k \mid \theta_{ips}) = \operatorname{logit}^{-1}\big(\alpha_s(\theta_{ips}
+        - \kappa_{s,k})\big), \quad k = 1,\dots,K-1,\qquad
+    \kappa_{s,1} < \kappa_{s,2} < \dots < \kappa_{s,K-1},
 
 with item thresholds :math:`\kappa_s` and discrimination :math:`\alpha_s` (one item per
 subscale). The sampler works with the logit-scale cut-points :math:`c_{s,k} = \alpha_s
 \kappa_{s,k}` (so :math:`\alpha_s\theta - c_{s,k}` is linear in each), anchored at the top: the
-highest :math:`c_{s,4} \sim \mathcal N(0, s_\kappa)`, the gaps below it
-:math:`c_{s,k+1} - c_{s,k} \sim \text{Half-}\mathcal N(s_\kappa)`. The 4|5 cut-point is pinned by
-the many 5s and the 1|2 one only loosely by the few 1s; built upwards from 1|2, the
-well-determined 4|5 would be a sum of every parameter. On the shipped study this choice took the
-gap ESS to about 140 per 400 draws, against 6–50 when built up from 1|2.
+highest :math:`c_{s,K-1} \sim \mathcal N(0, s_\kappa)`, the :math:`K - 2` gaps below it
+:math:`c_{s,k+1} - c_{s,k} \sim \text{Half-}\mathcal N(g_K s_\kappa)` with :math:`g_K = 3/(K-2)`
+(1 on five categories; :attr:`~alliance_bayes.model.latent.instrument_check.RatingScale.gap_prior_factor`:
+more categories cut the same stretch of the latent scale more finely, so the prior mean of the
+span from the lowest to the highest cut-point stays that of five). On the 1–5 items the 4|5
+cut-point is pinned by the many 5s and the 1|2 one only loosely by the few 1s; built upwards from
+1|2, the well-determined 4|5 would be a sum of every parameter. On the shipped study this choice
+took the gap ESS to about 140 per 400 draws, against 6–50 when built up from 1|2.
 :math:`\kappa = c/\alpha` is stored as ``threshold``; the latent score is a provider part plus a client part,
 
 .. math::
@@ -52,13 +57,14 @@ identified; the latent mean is fixed at 0 and the thresholds carry the location.
 per subscale the discrimination is equivalent to the
 latent SD on the logit scale; it is reported as a discrimination under this convention.
 
-From the latent scale to the 1–5 alliance scale
-----------------------------------------------
-Each membership's true score is the **expected rating**
+From the latent scale to the rating scale
+-----------------------------------------
+Each membership's true score is the **expected rating**, on the items' own scale (1–5, or the
+declared instrument's :math:`L`–:math:`H`, the scale of the averaged scores)
 
 .. math::
-    \tau_{ips} = \mathbb E[r \mid \theta_{ips}] = 1 + \sum_{k=1}^{4}
-        \operatorname{logit}^{-1}\big(\alpha_s(\theta_{ips} - \kappa_{s,k})\big) \in (1, 5),
+    \tau_{ips} = \mathbb E[r \mid \theta_{ips}] = L + \sum_{k=1}^{K-1}
+        \operatorname{logit}^{-1}\big(\alpha_s(\theta_{ips} - \kappa_{s,k})\big) \in (L, H),
 
 the quantity that the client's observed mean rating estimates without bias; the client's true
 score is :math:`\tau_{is} = \sum_p w_{ip}\tau_{ips}`.
@@ -76,7 +82,11 @@ a caseload mean has a reliability of only about .35–.5, and a between slope on
 toward the within slope (Lüdtke et al. 2008); here the uncertainty of :math:`a_p` is part of the
 posterior instead. :math:`B_{is} = \sum_p w_{ip} m_{ps}` (multiple membership weights the
 providers' latent parts) and :math:`W_{is} = \tau_{is} - B_{is}`. The slopes are "outcome points
-per one point of the 1–5 alliance scale", as in ``who5_change``. (Parameterising the latent
+per one point of the alliance scale" (1–5, or the declared instrument's), as in ``who5_change``;
+on a declared scale the ``[priors]`` scales per alliance point, stated per point of 1–5, are
+multiplied by :math:`4 / (H - L)` as in the regression family
+(:func:`~alliance_bayes.model.regression.design.model_priors`), while every measurement prior is
+per client latent SD or in logits and needs no rescaling. (Parameterising the latent
 location on the 1–5 scale directly was rejected: with the ceiling, a linear latent scale has no
 natural unit there, while the expected rating is what the averaged score measures.) The
 simulator of :mod:`alliance_bayes.data.simulate` plants the between effect this way with
@@ -98,7 +108,7 @@ Rating log density on the non-empty cells
 Writing :math:`\ell = \alpha_s\theta` and :math:`G_t = e^{c_{s,t} - \ell}`, every category
 probability is a ratio of :math:`1 + G_t` terms (:class:`RatingTerms`), so one ``exp`` per cell
 and one ``log1p`` per threshold next to a rated category give the exact log density of every
-rating, and the expected rating :math:`1 + \sum_t (1 + G_t)^{-1}` reuses :math:`G`.
+rating, and the expected rating :math:`L + \sum_t (1 + G_t)^{-1}` reuses :math:`G`.
 
 Outcome part (the ``who5_change`` structure, per outcome :math:`o`)
 -------------------------------------------------------------------
@@ -192,11 +202,11 @@ outcome) and ``ratings``: the rating counts per subscale and category. ``ratings
 that summary level so that posterior predictive draws and pointwise log-likelihoods stay small; its
 log density is nevertheless that of **every session rating** (the cell counts per membership and
 subscale travel as constant data), and its predictive draws are sums of the per-membership
-multinomial draws. The providers' latent alliance on the 1–5 scale is stored as
+multinomial draws. The providers' latent alliance on the rating scale is stored as
 ``alliance_provider`` (provider, subscale). The client latent draws ``z_client_alliance`` (draws ×
 clients × subscales, about 0.5 GB for the shipped study) are checked by the convergence gate and
 then replaced in the saved bundle by :func:`store_latent_scores`: each client's true score on the
-1–5 scale, every ``thin``-th draw, float32, in the group ``latent_alliance``.
+rating scale, every ``thin``-th draw, float32, in the group ``latent_alliance``.
 
 References
 ----------
@@ -226,7 +236,12 @@ from scipy import special
 
 from alliance_bayes.data.care import CARE_REFERENCE
 from alliance_bayes.data.frame import AnalysisFrame
-from alliance_bayes.model.latent.instrument_check import require_single_ratings
+from alliance_bayes.model.latent.instrument_check import (
+    CONTRACT_SCALE,
+    RatingScale,
+    rating_scale,
+    require_single_ratings,
+)
 from alliance_bayes.model.latent.provider_effects import (
     outcome_provider_intercepts,
     provider_alliance_z,
@@ -238,16 +253,20 @@ from alliance_bayes.model.regression.design import (
     PROVIDER_TYPES,
     DesignError,
     _elevated,
+    alliance_record,
     care_counts,
     care_shares,
+    model_priors,
     standardise,
 )
 from alliance_bayes.model.regression.graph import care_intercepts, covariate_slopes, group_sd
 from alliance_bayes.spec import OUTCOMES, ModelSpec
 
-N_CATEGORIES = 5
-CATEGORIES = tuple(str(k) for k in range(1, N_CATEGORIES + 1))
-THRESHOLDS = tuple(f"{k}|{k + 1}" for k in range(1, N_CATEGORIES))
+#: The contract's 1–5 items; a declared instrument's categories are its own
+#: (:func:`~alliance_bayes.model.latent.instrument_check.rating_scale`, ``LatentData.scale``).
+N_CATEGORIES = CONTRACT_SCALE.n_categories
+CATEGORIES = CONTRACT_SCALE.categories
+THRESHOLDS = CONTRACT_SCALE.thresholds
 RATINGS = "ratings"
 
 
@@ -302,6 +321,7 @@ class LatentData:
     between_mean: np.ndarray  # (subscale,) centring constant of the between part (observed)
     outcomes: tuple[OutcomeData, ...]
     exclusions: dict[str, int] = field(default_factory=dict)
+    scale: RatingScale = CONTRACT_SCALE  # the rating categories (counts' last axis)
 
     @property
     def n_clients(self) -> int:
@@ -331,9 +351,9 @@ class LatentData:
             ],
             "level": list(LEVELS),
             "covariate": list(self.covariate_names),
-            "cut": list(THRESHOLDS),
-            "gap": list(THRESHOLDS[1:]),
-            "category": list(CATEGORIES),
+            "cut": list(self.scale.thresholds),
+            "gap": list(self.scale.thresholds[1:]),
+            "category": list(self.scale.categories),
             "outcome": [o.short for o in self.outcomes],
         }
         for o in self.outcomes:
@@ -348,7 +368,10 @@ def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def latent_scales(data: LatentData) -> dict[str, object]:
     """Per outcome, the care types of the clients with it observed (counts and shares: the weights
-    of the pooled slopes)."""
+    of the pooled slopes); on a declared alliance instrument also its record
+    (``alliance_instrument``, :func:`~alliance_bayes.model.regression.design.alliance_record`: the
+    scale the true scores and slopes are on, and the factor the slope priors were scaled by)."""
+    record = alliance_record(data.frame)
     return {
         "care_share_by_outcome": {
             o.short: care_shares(data.care_index[o.client_index]) for o in data.outcomes
@@ -356,7 +379,7 @@ def latent_scales(data: LatentData) -> dict[str, object]:
         "care_count_by_outcome": {
             o.short: care_counts(data.care_index[o.client_index]) for o in data.outcomes
         },
-    }
+    } | ({"alliance_instrument": record} if record else {})
 
 
 def require_contract_care_types(spec: ModelSpec, frame: AnalysisFrame) -> None:
@@ -404,8 +427,8 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
     Raises
     ------
     DesignError
-        The study declares an alliance instrument other than one integer 1–5 item per subscale
-        (:func:`~alliance_bayes.model.latent.instrument_check.require_single_ratings`), provider
+        The study declares an alliance instrument other than one integer item per subscale on a
+        whole-number range (:func:`~alliance_bayes.model.latent.instrument_check.require_single_ratings`), provider
         types or a reference care type other than the contract's
         (:func:`require_contract_care_types`), a column is absent, or too few clients are left.
     """
@@ -479,11 +502,12 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
             [ses["client_index"].to_numpy(np.int64), ses["provider_index"].to_numpy(np.int64)]
         )
     ).to_numpy()
-    counts = np.zeros((len(subscales), len(mem), N_CATEGORIES), dtype=np.int64)
+    scale = rating_scale(sub)
+    counts = np.zeros((len(subscales), len(mem), scale.n_categories), dtype=np.int64)
     for j, s in enumerate(subscales):
         r = ses[f"wai_{s}"].to_numpy(dtype=float, na_value=np.nan)
         ok = ~np.isnan(r)
-        np.add.at(counts[j], (ses_mem[ok], r[ok].astype(np.int64) - 1), 1)
+        np.add.at(counts[j], (ses_mem[ok], scale.category_index(r[ok])), 1)
     observed = np.column_stack([c[f"alliance_{s}"].to_numpy(float) for s in subscales])
     between = np.column_stack([c[f"alliance_{s}_between"].to_numpy(float) for s in subscales])
     idx, weight = sub.membership_arrays()
@@ -510,6 +534,7 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
         between_mean=np.nanmean(between, axis=0),
         outcomes=tuple(outcomes),
         exclusions=exclusions,
+        scale=scale,
     )
 
 
@@ -522,14 +547,15 @@ class RatingTerms:
     r"""Index arrays of the graded-response log density written on the non-empty cells only.
 
     With :math:`\ell_m = \alpha_s\theta_{ms}` (the linear predictor of membership :math:`m` on
-    subscale :math:`s`), :math:`\eta_t = \ell_m - c_{s,t}` (:math:`t = 1..4`) and
-    :math:`G_t = e^{-\eta_t} = e^{-\ell_m} e^{c_{s,t}}`, the category probabilities are, exactly,
+    subscale :math:`s`), :math:`\eta_t = \ell_m - c_{s,t}` (:math:`t = 1..K-1`) and
+    :math:`G_t = e^{-\eta_t} = e^{-\ell_m} e^{c_{s,t}}`, the probabilities of the categories
+    :math:`k = 1..K` (the :math:`k`-th lowest rating) are, exactly,
 
     .. math::
         \log p_1 = c_{s,1} - \ell_m - P_1, \quad
         \log p_k = c_{s,k} - \ell_m + \log(1 - e^{-(c_{s,k} - c_{s,k-1})}) - P_{k-1} - P_k
-        \;(k = 2,3,4), \quad
-        \log p_5 = -P_4,
+        \;(1 < k < K), \quad
+        \log p_K = -P_{K-1},
 
     with :math:`P_t = \log(1 + G_t)`, from
     :math:`p_k = \sigma(\eta_{k-1}) - \sigma(\eta_k) = e^{\ell}(e^{-c_{k-1}} - e^{-c_k}) /
@@ -540,9 +566,10 @@ class RatingTerms:
 
     ``needed``: flat indices into the (subscale, membership, threshold) array of :math:`G` whose
     :math:`P_t` some rating uses. Per non-empty (subscale, membership, category) entry: ``cell``
-    (flat (subscale, membership)), ``category`` (0..4), ``subscale_category`` (flat (subscale,
+    (flat (subscale, membership)), ``category`` (0..K-1), ``subscale_category`` (flat (subscale,
     category)), ``count``, and ``lower`` / ``upper``, the positions in ``needed`` of
     :math:`P_{k-1}` and :math:`P_k` (``len(needed)`` where the term is absent; that slot holds 0).
+    ``n_categories`` is :math:`K`, the length of the counts' last axis.
     """
 
     needed: np.ndarray
@@ -552,6 +579,7 @@ class RatingTerms:
     count: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
+    n_categories: int = N_CATEGORIES
 
     @classmethod
     def from_counts(cls, counts: np.ndarray) -> RatingTerms:
@@ -573,6 +601,7 @@ class RatingTerms:
             count=counts[s, m, k].astype(float),
             lower=slot[np.where(k >= 1, base + k - 1, absent)],
             upper=slot[np.where(k < n_thr, base + np.minimum(k, n_thr - 1), absent)],
+            n_categories=n_cat,
         )
 
 
@@ -583,10 +612,10 @@ def rating_loglik(terms: RatingTerms, linear, g, cut, gaps):
     :math:`G`, ``cut`` (subscale, threshold) the cut-points :math:`c` and ``gaps`` (subscale, gap)
     their differences (see :class:`RatingTerms`). PyTensor graph.
     """
-    n_sub = cut.shape[0]
+    n_sub, n_cat = cut.shape[0], terms.n_categories
     entry = rating_entries(terms, linear, g, cut, gaps)
-    total = pt.zeros((n_sub * N_CATEGORIES,))[terms.subscale_category].inc(terms.count * entry)
-    return total.reshape((n_sub, N_CATEGORIES))
+    total = pt.zeros((n_sub * n_cat,))[terms.subscale_category].inc(terms.count * entry)
+    return total.reshape((n_sub, n_cat))
 
 
 def rating_entries(terms: RatingTerms, linear, g, cut, gaps):
@@ -596,11 +625,11 @@ def rating_entries(terms: RatingTerms, linear, g, cut, gaps):
     p_needed = pt.log1p(g.reshape((-1,))[terms.needed])
     p_pad = pt.concatenate([p_needed, pt.zeros((1,))])
     zero = pt.zeros((n_sub, 1))
-    # c_k for k = 1..4 (0 for category 5) plus log(1 - e^{-gap}) for the middle categories
+    # c_k for k = 1..K-1 (0 for the top category) plus log(1 - e^{-gap}) for the middle ones
     const = pt.concatenate([cut, zero], axis=-1) + pt.concatenate(
         [zero, pt.log(-pt.expm1(-gaps)), zero], axis=-1
     )
-    has_linear = (terms.category < N_CATEGORIES - 1).astype(float)
+    has_linear = (terms.category < terms.n_categories - 1).astype(float)
     return (
         const.reshape((-1,))[terms.subscale_category]
         - has_linear * linear.reshape((-1,))[terms.cell]
@@ -610,7 +639,7 @@ def rating_entries(terms: RatingTerms, linear, g, cut, gaps):
 
 
 def category_probs(g):
-    r"""P(r = k), k = 1..5, from :math:`G` (..., threshold): differences of
+    r"""P(r = k) for the K categories, from :math:`G` (..., threshold): differences of
     :math:`\sigma(\eta_t) = 1/(1 + G_t)`, for predictive draws (clipped at 0 and renormalised
     against rounding at the ceiling)."""
     above = 1.0 / (1.0 + g)  # P(r > t)
@@ -638,13 +667,13 @@ _WEIGHTS = np.exp(-0.5 * QUADRATURE_NODES**2)
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 
 
-def provider_expected_rating(a, disc, cut):
-    r"""Each provider's latent alliance on the 1–5 scale: the expected rating of its clients.
+def provider_expected_rating(a, disc, cut, low: float = 1.0):
+    r"""Each provider's latent alliance on the rating scale: the expected rating of its clients.
 
     .. math::
-        m_{ps} = \mathbb E_{e \sim \mathcal N(0,1)}\Big[1 + \sum_{t=1}^{4}
+        m_{ps} = \mathbb E_{e \sim \mathcal N(0,1)}\Big[L + \sum_{t=1}^{K-1}
             \operatorname{logit}^{-1}\big(\alpha_s(a_{ps} + e) - c_{s,t}\big)\Big]
-        \approx 1 + \sum_q w_q \sum_t \frac{1}{1 + e^{-\alpha_s a_{ps}}
+        \approx L + \sum_q w_q \sum_t \frac{1}{1 + e^{-\alpha_s a_{ps}}
             e^{-\alpha_s x_q} e^{c_{s,t}}},
 
     with the nodes :math:`x_q` of :data:`QUADRATURE_NODES` and weights :math:`w_q \propto
@@ -652,19 +681,33 @@ def provider_expected_rating(a, disc, cut):
     The client part is integrated out, so :math:`m_{ps}` is a function of the provider's latent
     part alone (the "doubly latent" between part of Marsh et al. 2009): unlike the caseload mean
     of its clients' scores it carries no sampling error from which clients it happened to see.
-    ``a`` (provider, subscale), ``disc`` (subscale), ``cut`` (subscale, threshold); PyTensor graph.
+    ``a`` (provider, subscale), ``disc`` (subscale), ``cut`` (subscale, threshold), ``low`` the
+    lowest rating :math:`L` (1 on the contract's items); PyTensor graph.
     """
     fa = pt.exp(-disc[None, :] * a)  # (P, S)
     fx = pt.exp(-disc[:, None] * QUADRATURE_NODES[None, :])  # (S, Q)
     g = fa[:, :, None, None] * fx[None, :, :, None] * pt.exp(cut)[None, :, None, :]
-    return 1.0 + ((1.0 / (1.0 + g)).sum(axis=-1) * _WEIGHTS).sum(axis=-1)
+    return low + ((1.0 / (1.0 + g)).sum(axis=-1) * _WEIGHTS).sum(axis=-1)
 
 
-def expected_rating_np(theta: np.ndarray, discrimination: np.ndarray, thresholds: np.ndarray):
-    """E[r | theta] on 1–5 (numpy); ``theta[..., s]``, ``discrimination[..., s]``,
+def expected_rating_np(
+    theta: np.ndarray, discrimination: np.ndarray, thresholds: np.ndarray, low: float = 1.0
+):
+    """E[r | theta] on the ratings ``low`` … ``low + K - 1`` (numpy; 1–5 by default, the K - 1
+    thresholds on the last axis); ``theta[..., s]``, ``discrimination[..., s]``,
     ``thresholds[..., s, k]`` broadcast on their leading axes."""
     eta = discrimination[..., None] * (theta[..., None] - thresholds)
-    return 1.0 + special.expit(eta).sum(axis=-1)
+    return low + special.expit(eta).sum(axis=-1)
+
+
+def lowest_rating(threshold: xr.DataArray) -> int:
+    """The lowest rating :math:`L` of a stored ``threshold`` (subscale, cut): from its first cut's
+    label (``"1|2"``: 1, ``"0|1"``: 0), or the contract's 1 where the cuts are not labelled."""
+    if "cut" in threshold.coords:
+        low, sep, _ = str(threshold["cut"].values[0]).partition("|")
+        if sep and low.lstrip("-").isdigit():
+            return int(low)
+    return CONTRACT_SCALE.low
 
 
 def _centred(z, axis: int = 0):
@@ -760,7 +803,8 @@ def build_latent_model(
     depend on the data), and the outcomes are ``y_observed`` and ``y_observed_<short>``. The
     log density is the same as the ordinary model's.
     """
-    pr, ms, h = spec.priors, spec.measurement, spec.hierarchy
+    # the slope priors per alliance point on the items' own scale (4 / (H - L) on a declared one)
+    pr, ms, h = model_priors(spec, data), spec.measurement, spec.hierarchy
     assert ms is not None
     n_sub = len(data.subscales)
     outs = data.outcomes
@@ -780,9 +824,11 @@ def build_latent_model(
         #   a sum of every parameter, a strong posterior correlation between all of them;
         # - on the logit scale, c = alpha * kappa: eta = alpha * theta - c keeps c nearly
         #   orthogonal to alpha, while latent-scale thresholds kappa = c / alpha move with alpha.
+        # The K - 2 gaps share the span of five categories' three (RatingScale.gap_prior_factor).
         cut_top = pm.Normal("cutpoint_top", 0.0, ms.threshold_sd, dims="subscale")
-        gaps = pm.HalfNormal("cutpoint_gap", ms.threshold_sd, dims=("subscale", "gap"))
-        below = pt.cumsum(gaps[:, ::-1], axis=-1)[:, ::-1]  # c_4 - c_k for k = 1..3
+        gap_sd = ms.threshold_sd * data.scale.gap_prior_factor
+        gaps = pm.HalfNormal("cutpoint_gap", gap_sd, dims=("subscale", "gap"))
+        below = pt.cumsum(gaps[:, ::-1], axis=-1)[:, ::-1]  # c_{K-1} - c_k for k = 1..K-2
         cut = pt.concatenate([cut_top[:, None] - below, cut_top[:, None]], axis=-1)
         disc = pm.LogNormal("discrimination", 0.0, ms.discrimination_sd, dims="subscale")
         pm.Deterministic("threshold", cut / disc[:, None], dims=("subscale", "cut"))
@@ -835,7 +881,7 @@ def build_latent_model(
         a = a + therapist[:, None] * type_shift
         theta = a[mem_provider] + e[mem_client]  # (membership, subscale)
         linear = disc[:, None] * theta.T  # (S, M): alpha_s theta
-        g = pt.exp(-linear)[:, :, None] * pt.exp(cut)[:, None, :]  # (S, M, 4): exp(-eta)
+        g = pt.exp(-linear)[:, :, None] * pt.exp(cut)[:, None, :]  # (S, M, K-1): exp(-eta)
         if refit:
             every = RatingTerms.from_counts(np.ones_like(data.counts))
             pm.CustomDist(
@@ -854,11 +900,12 @@ def build_latent_model(
                 counts.sum(axis=-1), data.counts, data.category_totals, linear, g, cut, gaps
             )
 
-        # ---- true scores on the 1–5 scale and the doubly latent within/between split
-        tau_m = (1.0 + (1.0 / (1.0 + g)).sum(axis=-1)).T  # (M, S) expected rating
+        # ---- true scores on the rating scale and the doubly latent within/between split
+        low = float(data.scale.low)
+        tau_m = (low + (1.0 / (1.0 + g)).sum(axis=-1)).T  # (M, S) expected rating
         n_clients = data.n_clients
         tau = pt.zeros((n_clients, n_sub))[mem_client].inc(mem_weight[:, None] * tau_m)
-        prov_level = provider_expected_rating(a, disc, cut)  # (provider, S)
+        prov_level = provider_expected_rating(a, disc, cut, low)  # (provider, S)
         between = pt.zeros((n_clients, n_sub))[mem_client].inc(
             mem_weight[:, None] * prov_level[mem_provider]
         )
@@ -957,7 +1004,7 @@ def build_latent_model(
 
 # --------------------------------------------------------------------------------------------------
 def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
-    r"""Per-client true scores on the 1–5 scale, recomputed from posterior draws.
+    r"""Per-client true scores on the rating scale, recomputed from posterior draws.
 
     Parameters
     ----------
@@ -998,7 +1045,7 @@ def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
     theta = a[:, mp] + e[:, mc]  # (sample, M, S)
     disc = s["discrimination"].transpose("sample", "subscale").values[:, None, :]
     kappa = s["threshold"].transpose("sample", "subscale", "cut").values[:, None]
-    tau_m = expected_rating_np(theta, disc, kappa)
+    tau_m = expected_rating_np(theta, disc, kappa, lowest_rating(posterior["threshold"]))
     out = np.zeros((s.sizes["sample"], posterior.sizes["client"], tau_m.shape[-1]))
     np.add.at(out, (slice(None), mc), w[None, :, None] * tau_m)
     scores = xr.DataArray(
@@ -1022,7 +1069,7 @@ def store_latent_scores(dt: xr.DataTree, draws_per_chain: int) -> xr.DataTree:
 
     The raw ``z_client_alliance`` draws are (draws × clients × subscales) float64, about 0.5 GB
     for the shipped study at the default settings, and only meaningful through the model's
-    transformation. What a reader needs is each client's true score on the 1–5 scale with its
+    transformation. What a reader needs is each client's true score on the rating scale with its
     uncertainty: :func:`latent_scores` of every ``thin``-th draw, float32, as
     ``dt["latent_alliance"]["alliance_true"]`` (chain, draw, client, subscale), where ``draw``
     keeps the original draw numbers (the log prior is already summed per variable). Call it

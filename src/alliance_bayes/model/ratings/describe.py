@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from alliance_bayes.model.latent.describe import cutpoint_row
+from alliance_bayes.model.latent.instrument_check import RatingScale
 from alliance_bayes.model.ratings.graph import PRIORS
 from alliance_bayes.model.regression.describe import PriorRow
 from alliance_bayes.spec import ModelSpec
@@ -18,13 +20,13 @@ __all__ = ["data_variables", "equations", "prior_rows"]
 def equations(spec: ModelSpec) -> list[str]:
     """The graded-response model, the latent alliance and the reported rating scale."""
     return [
-        r"P(r_{ns} \geq k) = \mathrm{logit}^{-1}(\alpha_s \theta_n - c_{s,k-1}), "
-        r"\quad k = 2, \ldots, 5",
+        r"P(r_{ns} \geq L + k) = \mathrm{logit}^{-1}(\alpha_s \theta_n - c_{s,k}), "
+        r"\quad k = 1, \ldots, K - 1",
         r"\theta_n = x_i^\top\beta + \gamma_{c_i} + u_{k_i} + \sum_{t \neq t_0} \delta_t"
         r"([t(p_n) = t] - \pi_t) + a_{p_n} + e_i + \lambda o_n",
         r"e_i \sim \mathcal{N}(0, 1), \quad a_p \sim \mathcal{N}(0, \sigma_a^2), "
         r"\quad u_k \sim \mathcal{N}(0, \sigma_u^2)",
-        r"R(\mu) = \frac{1}{|S|}\sum_s \mathbb{E}_Z[1 + \sum_{k=1}^4 "
+        r"R(\mu) = \frac{1}{|S|}\sum_s \mathbb{E}_Z[L + \sum_{k=1}^{K-1} "
         r"\mathrm{logit}^{-1}(\alpha_s(\mu + \omega Z) - c_{s,k})], "
         r"\quad \omega = \sqrt{1 + \sigma_a^2}",
     ]
@@ -33,8 +35,10 @@ def equations(spec: ModelSpec) -> list[str]:
 def data_variables(spec: ModelSpec) -> list[str]:
     """Symbols of :func:`equations`."""
     return [
-        "$r_{ns}$: the rating (1–5) of item $s$ (goal, bond; task where rated) at session $n$ of "
-        "client $i$ with provider $p_n$; $o_n$: the session's order within the client, centred.",
+        "$r_{ns}$: the rating of item $s$ (goal, bond; task where rated) at session $n$ of "
+        "client $i$ with provider $p_n$, one of $K$ categories $L, \\ldots, H$ (the contract's "
+        "1–5: $L = 1$, $K = 5$; a declared instrument's whole-number range otherwise); $o_n$: "
+        "the session's order within the client, centred.",
         "$x_i$: age per decade, male (1) vs not, baseline WHO-5 per 10 points, each centred; "
         "$\\gamma_c$: care type against the study's reference care type (coach-only care under "
         "the contract's defaults); $u_k$: country $k$ (partially pooled); $\\delta_t$: "
@@ -47,16 +51,10 @@ def data_variables(spec: ModelSpec) -> list[str]:
 
 
 def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
-    """The family's fixed priors."""
+    """The family's fixed priors (the cut-point gaps' on the fit's number of categories)."""
     p = PRIORS
     return [
-        PriorRow(
-            "c_{s,4} (top cut-point), gaps below it",
-            f"Normal(0, {p['threshold_sd']:g}); Half-Normal({p['threshold_sd']:g})",
-            "logit units",
-            "Anchored at the well-determined 4|5 cut-point; ±6 logits spans every category share "
-            "from 0.25% to 99.75%.",
-        ),
+        cutpoint_row(p["threshold_sd"], RatingScale.of_scales(scales)),
         PriorRow(
             "α_s (discrimination)",
             f"LogNormal(0, {p['discrimination_sd']:g})",

@@ -1,7 +1,10 @@
 """Arrays of the ratings model: one row per rated session, client covariates and countries.
 
 Every client of the spec's sample with at least one rating and every covariate observed enters;
-each session contributes its goal and bond (and task, where rated) ratings. The covariates are
+each session contributes its goal and bond (and task, where rated) ratings, each one of the
+:math:`K` categories of the items' scale (the contract's 1–5, or a declared instrument's
+whole-number range: :func:`~alliance_bayes.model.latent.instrument_check.rating_scale`; category
+index = rating minus the lowest rating). The covariates are
 centred at the sample mean and put on the units the estimands report: age per decade, male (1)
 against not male (0), baseline WHO-5 per 10 points. The session order is the session's number
 within the client (1, 2, …), centred at its mean over the rated sessions, so that the other
@@ -24,9 +27,13 @@ import numpy as np
 from alliance_bayes.data.care import JOIN, PROVIDER_TYPES
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.errors import DesignError
-from alliance_bayes.model.latent.instrument_check import require_single_ratings
-from alliance_bayes.model.latent.measurement import CATEGORIES, N_CATEGORIES, THRESHOLDS
-from alliance_bayes.model.regression.design import _elevated
+from alliance_bayes.model.latent.instrument_check import (
+    CONTRACT_SCALE,
+    RatingScale,
+    rating_scale,
+    require_single_ratings,
+)
+from alliance_bayes.model.regression.design import _elevated, alliance_record
 from alliance_bayes.spec import ModelSpec
 
 __all__ = [
@@ -64,6 +71,7 @@ class RatingsData:
     session_order_mean: float
     counts: np.ndarray  # (subscale, session, category): one-hot, 0 where the item is not rated
     exclusions: dict[str, int] = field(default_factory=dict)
+    scale: RatingScale = CONTRACT_SCALE  # the rating categories (counts' last axis)
 
     @property
     def n_clients(self) -> int:
@@ -151,9 +159,9 @@ class RatingsData:
             "country": list(self.countries),
             "covariate": list(COVARIATES),
             "subscale": list(self.subscales),
-            "cut": list(THRESHOLDS),
-            "gap": list(THRESHOLDS[1:]),
-            "category": list(CATEGORIES),
+            "cut": list(self.scale.thresholds),
+            "gap": list(self.scale.thresholds[1:]),
+            "category": list(self.scale.categories),
         }
         if not self.provider_shift_is_scalar:
             coords["provider_type_contrast"] = list(self.provider_contrasts)
@@ -177,8 +185,8 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
     Raises
     ------
     DesignError
-        The study declares an alliance instrument other than one integer 1–5 item per subscale
-        (:func:`~alliance_bayes.model.latent.instrument_check.require_single_ratings`), a
+        The study declares an alliance instrument other than one integer item per subscale on a
+        whole-number range (:func:`~alliance_bayes.model.latent.instrument_check.require_single_ratings`), a
         covariate column is absent, or fewer than 20 clients are left.
     """
     require_single_ratings(spec, frame, family="ratings")
@@ -214,11 +222,12 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
     countries = tuple(sorted(set(country)))
     ses = sub.sessions
     subscales = tuple(sub.subscales)
-    counts = np.zeros((len(subscales), len(ses), N_CATEGORIES), dtype=np.int64)
+    scale = rating_scale(sub)
+    counts = np.zeros((len(subscales), len(ses), scale.n_categories), dtype=np.int64)
     for j, s in enumerate(subscales):
         r = ses[f"wai_{s}"].to_numpy(dtype=float, na_value=np.nan)
         ok = ~np.isnan(r)
-        counts[j, np.flatnonzero(ok), r[ok].astype(np.int64) - 1] = 1
+        counts[j, np.flatnonzero(ok), scale.category_index(r[ok])] = 1
     used = counts.sum(axis=(0, 2)) > 0
     counts = counts[:, used]
     order = ses["session_index"].to_numpy(float)[used]
@@ -238,6 +247,7 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
         session_order_mean=float(order.mean()),
         counts=counts,
         exclusions=exclusions,
+        scale=scale,
     )
 
 
@@ -291,7 +301,10 @@ def ratings_scales(data: RatingsData) -> dict[str, object]:
     present); ``country_share``: clients per country; ``provider_share``: :math:`\pi_t`, each
     provider type's share of the providers (the centring of the provider-type shifts);
     ``provider_mix``: :math:`q_{ct}` of :func:`provider_mix`; ``male_mean``: the share of men (the
-    centring of ``male``); ``covariate_means`` and ``session_order_mean`` in their own units.
+    centring of ``male``); ``covariate_means`` and ``session_order_mean`` in their own units;
+    ``alliance_instrument``, only with a declared alliance instrument, its declaration
+    (:func:`~alliance_bayes.model.regression.design.alliance_record`: the rating scale the
+    estimands are on and whose categories the model has).
     """
     counts = _care_counts(data)
     total = sum(counts.values())
@@ -313,4 +326,4 @@ def ratings_scales(data: RatingsData) -> dict[str, object]:
             k: float(v) for k, v in zip(COVARIATES, data.covariate_means, strict=True)
         },
         "session_order_mean": data.session_order_mean,
-    }
+    } | ({"alliance_instrument": record} if (record := alliance_record(data.frame)) else {})

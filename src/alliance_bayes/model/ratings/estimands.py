@@ -1,6 +1,9 @@
-r"""The ratings model's estimands on the 1–5 rating scale (stable names, draw by draw).
+r"""The ratings model's estimands on the items' rating scale (stable names, draw by draw).
 
-Every level is the **expected rating of a typical session**: averaged over the items goal and bond
+The scale is the contract's 1–5, or a declared instrument's whole-number range :math:`L`–:math:`H`
+(``alliance_instrument`` in the design's scales, e.g. WAI-S 1–7: an expected rating between 1 and
+7, the units naming the scale). Every level is the **expected rating of a typical session**:
+averaged over the items goal and bond
 (the paper's score; task is modelled but not averaged in), marginal over the client and provider
 effects, at the sample's mean covariates and mean session order. With :math:`\mu` the fixed part of
 :math:`\theta` and the client and provider effects independent normals,
@@ -8,7 +11,7 @@ effects, at the sample's mean covariates and mean session order. With :math:`\mu
 .. math::
     R(\mu) = \frac{1}{|S|}\sum_{s} \mathbb E_{Z \sim \mathcal N(0,1)}\Big[
         \tau_s\big(\mu + \omega Z\big)\Big], \qquad \omega = \sqrt{1 + \sigma_a^2},
-    \qquad \tau_s(\theta) = 1 + \sum_{k=1}^{4}\operatorname{logit}^{-1}\big(\alpha_s(\theta
+    \qquad \tau_s(\theta) = L + \sum_{k=1}^{K-1}\operatorname{logit}^{-1}\big(\alpha_s(\theta
         - \kappa_{s,k})\big),
 
 by the trapezoid rule on :data:`NODES` (:math:`\tau` is
@@ -36,7 +39,7 @@ A covariate's effect is the change of the care-mix level :math:`\bar A(\cdot) = 
 with :math:`\lambda`. ``alliance_country[k]`` is :math:`\bar A` in country :math:`k`;
 ``sd_country_alliance`` the SD of those levels across the study's countries (a finite-population
 SD; Gelman 2005, doi:10.1214/009053604000001048). ``share_at_ceiling`` is :math:`\bar A` with
-:math:`\tau` replaced by :math:`P(r = 5)`. ``sd_provider_alliance`` is the SD of the providers'
+:math:`\tau` replaced by :math:`P(r = H)`, the top category. ``sd_provider_alliance`` is the SD of the providers'
 expected ratings (a client of average country seen by a provider of the reference type
 :math:`t_0`, coach under the contract's types, the client effect integrated out) over
 :math:`a \sim \mathcal N(\Delta_{t_0}, \sigma_a)`; ``icc_provider_alliance`` the latent-response ICC
@@ -54,7 +57,7 @@ import xarray as xr
 from scipy import special
 
 from alliance_bayes.data.care import CARE_REFERENCE, CARE_TYPES, PROVIDER_TYPES
-from alliance_bayes.model.latent.measurement import expected_rating_np
+from alliance_bayes.model.latent.measurement import expected_rating_np, lowest_rating
 from alliance_bayes.model.ratings.design import COVARIATES, provider_types_of
 
 __all__ = ["NODES", "compute_ratings_estimands", "marginal_rating"]
@@ -75,8 +78,9 @@ def marginal_rating(
     thresholds: np.ndarray,
     *,
     ceiling: bool = False,
+    low: float = 1.0,
 ) -> np.ndarray:
-    r"""Item-averaged :math:`\mathbb E_Z[\tau_s(\mu + \omega Z)]` (or :math:`P(r = 5)`).
+    r"""Item-averaged :math:`\mathbb E_Z[\tau_s(\mu + \omega Z)]` (or :math:`P(r = H)`).
 
     Parameters
     ----------
@@ -85,10 +89,12 @@ def marginal_rating(
     omega : (draw,) array
         SD of the random part (client and provider effects).
     discrimination : (draw, item) array
-    thresholds : (draw, item, 4) array
+    thresholds : (draw, item, K - 1) array
         Latent-scale thresholds :math:`\kappa = c / \alpha`.
     ceiling : bool
         Return the probability of the top category instead of the expected rating.
+    low : float
+        The lowest rating :math:`L` (1 on the contract's items).
 
     Returns
     -------
@@ -105,7 +111,7 @@ def marginal_rating(
         if ceiling:
             value = special.expit(disc * (theta[..., None] - kappa[..., -1]))
         else:
-            value = expected_rating_np(theta[..., None], disc, kappa)  # (d, ..., Q, S)
+            value = expected_rating_np(theta[..., None], disc, kappa, low)  # (d, ..., Q, S)
         out[d] = (value.mean(axis=-1) * _WEIGHTS).sum(axis=-1)
     return out
 
@@ -121,13 +127,15 @@ def compute_ratings_estimands(
     """The estimands of the module docstring from the ``posterior`` (or ``prior``) draws.
 
     ``scales`` are :func:`~alliance_bayes.model.ratings.design.ratings_scales` of the design (the
-    care and provider types, the care mix, the country mix, the provider mix and the centring
-    constants); without them the contract's types, equal shares.
+    care and provider types, the care mix, the country mix, the provider mix, the centring
+    constants and a declared alliance instrument); without them the contract's types, equal
+    shares, and the rating scale of the ``threshold`` cuts' labels (1–5 unlabelled).
     """
     sc = scales or {}
     stacked = posterior[["discrimination"]].stack(sample=("chain", "draw"))
     disc = _draws(posterior, "discrimination", "subscale")
     kappa = _draws(posterior, "threshold", "subscale", "cut")
+    low, high, scale = _rating_scale(posterior, sc)
     items = [str(s) for s in posterior["subscale"].values]
     averaged = [j for j, s in enumerate(items) if s in ("goal", "bond")] or list(range(len(items)))
     disc, kappa = disc[:, averaged], kappa[:, averaged]
@@ -164,7 +172,7 @@ def compute_ratings_estimands(
         total = 0.0
         for t, q in q_mix[care].items():
             mu = (gamma[care] + shift + type_shift[t])[:, None] + u
-            total = total + q * marginal_rating(mu, omega, disc, kappa, ceiling=ceiling)
+            total = total + q * marginal_rating(mu, omega, disc, kappa, ceiling=ceiling, low=low)
         return total
 
     def mix(shift: np.ndarray, *, ceiling: bool = False) -> np.ndarray:
@@ -175,7 +183,7 @@ def compute_ratings_estimands(
 
     zero = np.zeros(len(disc))
     out: dict[str, tuple[np.ndarray, str, str]] = {}
-    units = f"{RATING_UNITS} (1–5 scale)"
+    units = f"{RATING_UNITS} ({scale} scale)"
     by_care = {c: level(c, zero) @ w_country for c in care_types}
     for c in care_types:
         out[f"alliance[{c}]"] = (by_care[c], units, "fixed effect")
@@ -221,11 +229,11 @@ def compute_ratings_estimands(
     )
     out["share_at_ceiling"] = (
         mix(zero, ceiling=True) @ w_country,
-        "share of session ratings at 5",
+        f"share of session ratings at {high:g}",
         "measurement",
     )
     out["sd_provider_alliance"] = (
-        _provider_sd(type_shift[_provider_reference(sc)], sd_prov, disc, kappa),
+        _provider_sd(type_shift[_provider_reference(sc)], sd_prov, disc, kappa, low),
         f"{RATING_UNITS} (SD of the providers' expected ratings)",
         "variance component",
     )
@@ -238,6 +246,33 @@ def compute_ratings_estimands(
         "variance component",
     )
     return _dataset(out, stacked)
+
+
+def _rating_scale(posterior: xr.Dataset, sc: Mapping[str, Any]) -> tuple[float, float, str]:
+    """The lowest and highest rating and the scale in words (``"1–5"``, ``"WAI-S 1–7"``): the
+    declared instrument's (``alliance_instrument`` in the scales), else from the ``threshold``
+    cuts (their labels, or 1 and one category per cut above it).
+
+    Raises
+    ------
+    ValueError
+        The declared range has another number of categories than the posterior's thresholds.
+    """
+    n_cuts = posterior["threshold"].sizes["cut"]
+    declared = sc.get("alliance_instrument") or {}
+    if declared:
+        low, high = (float(b) for b in declared["range"])
+        scale = str(declared["scale"])
+    else:
+        low = float(lowest_rating(posterior["threshold"]))
+        high = low + n_cuts
+        scale = f"{low:g}–{high:g}"
+    if high - low != n_cuts:
+        raise ValueError(
+            f"the alliance scale {scale} has {high - low + 1:g} categories, the posterior's "
+            f"thresholds {n_cuts + 1}"
+        )
+    return low, high, scale
 
 
 def _provider_reference(sc: Mapping[str, Any]) -> str:
@@ -284,10 +319,10 @@ def _provider_types(
     return shift, q_mix
 
 
-def _provider_sd(mean, sd_prov, disc, kappa) -> np.ndarray:
+def _provider_sd(mean, sd_prov, disc, kappa, low: float = 1.0) -> np.ndarray:
     """SD over a ~ N(mean, sd_prov) of the expected rating with the client effect integrated."""
     a = mean[:, None] + sd_prov[:, None] * NODES[None, :]  # (draw, Q)
-    m = marginal_rating(a, np.ones(len(a)), disc, kappa)
+    m = marginal_rating(a, np.ones(len(a)), disc, kappa, low=low)
     centre = (m * _WEIGHTS).sum(axis=1, keepdims=True)
     return np.sqrt(((m - centre) ** 2 * _WEIGHTS).sum(axis=1))
 

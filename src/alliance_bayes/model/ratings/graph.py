@@ -2,11 +2,14 @@ r"""The ratings model: every session rating through a graded-response model with
 
 Session :math:`n` of client :math:`i` (care type :math:`c_i`, country :math:`k_i`, covariates
 :math:`x_i`) with provider :math:`p_n` (type :math:`t(p)`), its order :math:`o_n` within the client
-(centred), and item :math:`s` (goal, bond, and task where rated):
+(centred), and item :math:`s` (goal, bond, and task where rated), rated in one of :math:`K`
+categories :math:`L, \dots, H` (the contract's 1–5, :math:`K = 5`, or a declared instrument's
+whole-number range, :math:`K = H - L + 1`;
+:func:`~alliance_bayes.model.latent.instrument_check.rating_scale`):
 
 .. math::
-    \Pr(r_{ns} \ge k) = \operatorname{logit}^{-1}\big(\alpha_s\theta_n - c_{s,k-1}\big),
-        \quad k = 2,\dots,5,
+    \Pr(r_{ns} \ge L + k) = \operatorname{logit}^{-1}\big(\alpha_s\theta_n - c_{s,k}\big),
+        \quad k = 1,\dots,K-1,
 
     \theta_n = x_i^\top\beta + \gamma_{c_i} + u_{k_i} + \sum_{t \ne t_0} \delta_t\,([t(p_n) = t]
         - \pi_t) + a_{p_n} + e_i + \lambda o_n,
@@ -35,8 +38,12 @@ non-empty cells, category probabilities, predictive draws) are those of
 one rating. The client effect is one latent alliance shared by the items (a unidimensional
 model): the items' own session-to-session disagreement is the logistic residual.
 
-Priors (fixed; in client SDs unless stated): :math:`c_{s,4} \sim \mathcal N(0, 3)`, gaps below it
-Half-Normal(3) (logit units); :math:`\alpha_s \sim \text{LogNormal}(0, 1)`; :math:`\beta, \gamma,
+Priors (fixed; in client SDs unless stated): the top cut-point :math:`c_{s,K-1} \sim \mathcal N(0,
+3)`, the :math:`K - 2` gaps below it Half-Normal(:math:`3 g_K`) (logit units), :math:`g_K = 3 / (K -
+2)`: 1 on five categories, 0.6 on seven (:attr:`~alliance_bayes.model.latent.instrument_check.
+RatingScale.gap_prior_factor`: more categories cut the same stretch of the latent scale more
+finely, so the prior mean of the span from the lowest to the highest cut-point stays that of five,
+7.2 logits); :math:`\alpha_s \sim \text{LogNormal}(0, 1)`; :math:`\beta, \gamma,
 \delta \sim \mathcal N(0, 1)`; :math:`\lambda \sim \mathcal N(0, 0.25)` per session;
 :math:`\sigma_a, \sigma_u \sim \text{Half-Normal}(0.5)`.
 
@@ -137,8 +144,9 @@ def build_ratings_model(spec: ModelSpec, data: RatingsData) -> pm.Model:
     n_items = len(data.subscales)
     with pm.Model(coords=data.coords()) as model:
         cut_top = pm.Normal("cutpoint_top", 0.0, pr["threshold_sd"], dims="subscale")
-        gaps = pm.HalfNormal("cutpoint_gap", pr["threshold_sd"], dims=("subscale", "gap"))
-        below = pt.cumsum(gaps[:, ::-1], axis=-1)[:, ::-1]  # c_4 - c_k, k = 1..3
+        gap_sd = pr["threshold_sd"] * data.scale.gap_prior_factor
+        gaps = pm.HalfNormal("cutpoint_gap", gap_sd, dims=("subscale", "gap"))
+        below = pt.cumsum(gaps[:, ::-1], axis=-1)[:, ::-1]  # c_{K-1} - c_k, k = 1..K-2
         cut = pt.concatenate([cut_top[:, None] - below, cut_top[:, None]], axis=-1)
         # log alpha_s iid N(0, s^2) is log alpha_0 ~ N(0, s^2 / S) plus independent zero-sum
         # deviations, s H y with y ~ N(0, I_{S-1}) and H an orthonormal basis of the zero-sum
@@ -208,7 +216,7 @@ def build_ratings_model(spec: ModelSpec, data: RatingsData) -> pm.Model:
         linear = (
             pt.exp(ratio)[:, None] * eta[None, :]
         )  # alpha_s theta = (alpha_s / a_0) eta, (S, N)
-        g = pt.exp(-linear)[:, :, None] * pt.exp(cut)[:, None, :]  # (S, N, 4)
+        g = pt.exp(-linear)[:, :, None] * pt.exp(cut)[:, None, :]  # (S, N, K - 1)
         observe_rating_table(
             data.counts.sum(axis=-1), data.counts, data.category_totals, linear, g, cut, gaps
         )

@@ -284,7 +284,10 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
     imputed = spec.data.followup_imputations > 0
     for column in needed:
         if column not in clients or clients[column].isna().all():
-            raise DesignError(f"spec {spec.name!r} needs column {column!r}, absent from the data")
+            raise DesignError(
+                f"spec {spec.name!r} needs column {column!r}, absent from the data"
+                + _other_outcomes(frame, column)
+            )
         missing = keep & clients[column].isna()
         if imputed and column == spec.outcome:
             # Kept, and imputed from the complete-case posterior (multiple imputation).
@@ -501,6 +504,23 @@ def _check_covariates(spec: ModelSpec, frame: AnalysisFrame) -> None:
         f"{sorted(frame.covariates)} (declared). Declare one there as [covariates.<name>] with "
         'type = "numeric", "binary" or "categorical" (and reference = "<level>" for a '
         "categorical one)"
+    )
+
+
+def _other_outcomes(frame: AnalysisFrame, column: str) -> str:
+    """For an outcome column the study lacks: the outcomes it has, and how to fit one."""
+    if not column.endswith(("_followup", "_baseline")):
+        return ""
+    have = [
+        c
+        for c in (*OUTCOMES, *(i.followup for i in frame.outcomes.values()))
+        if c in frame.clients and frame.clients[c].notna().any()
+    ]
+    if not have:
+        return " (the study has no outcome scores)"
+    return (
+        f" (this study's outcomes are {have}: fit a spec with one of them as its outcome, e.g. "
+        f'a TOML with extends = "who5_change" and outcome = "{have[0]}")'
     )
 
 
