@@ -661,3 +661,21 @@ def test_a_new_clients_level_indicator_is_centred_as_the_fitted_ones(covariate_d
     share = float(design.covariate_means[j])
     assert data.covariates[:, j] == pytest.approx([-share, 1 - share])
     assert design.covariate_sds[j] == 1.0
+
+
+def test_a_ratings_rope_is_the_same_share_of_a_declared_scale():
+    """The ratings family's ROPE is in rating points: 0.1 on the 1–5 items is 0.15 on 1–7
+    (the width over 4), with no slope half-width; the contract's scale keeps it as it is."""
+    from alliance_bayes.report.hypotheses import rope_settings, rope_text
+
+    declared = {"family": "ratings", "outcome_label": "alliance rating"}
+    declared["scales"] = {
+        "alliance_instrument": {"prior_factor": 4 / 6, "scale": "WAI-S 1–7", "range": [1, 7]}
+    }
+    settings = rope_settings(0.1, declared)
+    assert settings["rope"] == pytest.approx(0.15) and settings["slope_rope"] is None
+    table = pd.DataFrame({"rope": [settings["rope"]]})
+    text = rope_text(table, declared)
+    assert "±0.15 rating points on the WAI-S 1–7 scale" in text and "±0.1 per 1–5" in text
+    contract = {"family": "ratings", "outcome_label": "alliance rating", "scales": {}}
+    assert rope_settings(0.1, contract)["rope"] == pytest.approx(0.1)

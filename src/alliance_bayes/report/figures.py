@@ -189,8 +189,8 @@ FIGURE_CAPTIONS = {
     "item_characteristic_curves": "Probability of each rating category across the latent "
     "alliance at the posterior means; the dashed line (right axis) is the expected rating.",
     "latent_vs_averaged": "Each client's latent alliance score (posterior mean) against the "
-    "average of their ratings; points below the diagonal at 5 show the ceiling the latent "
-    "model corrects.",
+    "average of their ratings; points below the diagonal at the top of the scale show the "
+    "ceiling the latent model corrects.",
 }
 
 #: The report's sections that show figures, in the order they appear (figures are numbered in it).

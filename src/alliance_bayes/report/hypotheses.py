@@ -414,9 +414,13 @@ def rope_settings(rope: float | None, meta: Mapping[str, Any]) -> dict[str, Any]
     outcome points and, for a slope, per point of the 1–5 alliance scale; a slope's half-width is
     it on the fit's alliance scale: times ``scales.alliance_instrument.prior_factor`` where the
     study declares an instrument (:func:`~alliance_bayes.spec.scale_alliance_point`), and the
-    slopes are those in the fit's ``effect_units``.
+    slopes are those in the fit's ``effect_units``. For the ratings family (the alliance is the
+    outcome) ``rope`` is in rating points of the 1–5 scale, and on a declared scale it is
+    divided by that factor instead (0.1 on 1–5 is 0.15 on 1–7): the same share of the scale.
     """
     factor = float(_declared_alliance(meta).get("prior_factor", 1.0))
+    if meta.get("family") == "ratings":
+        return {"rope": None if rope is None else rope / factor, "slope_rope": None}
     return {
         "rope": rope,
         "slope_rope": None if rope is None else scale_alliance_point(rope, factor),
@@ -437,6 +441,12 @@ def rope_text(table: pd.DataFrame, meta: Mapping[str, Any]) -> str | None:
     units = meta.get("outcome_label", "outcome")
     declared = _declared_alliance(meta)
     factor = float(declared.get("prior_factor", 1.0))
+    if meta.get("family") == "ratings" and factor != 1.0:
+        half = float(used["rope"].iloc[0])
+        return (
+            f"±{half:.3g} rating points on the {declared.get('scale', 'declared')} scale (the "
+            f"spec's ±{half * factor:.3g} per 1–5 point, times the width of the scale over 4)"
+        )
     if factor == 1.0:
         return f"±{used['rope'].iloc[0]:g} points of {units} (per alliance point for slopes)"
     slope_units = str(meta.get("effect_units", ""))

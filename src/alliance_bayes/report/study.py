@@ -298,15 +298,29 @@ def _alliance_cares(summary: pd.DataFrame) -> tuple[list[str], list[tuple[str, s
     return levels, contrasts
 
 
+def _rating_scale(outcome: FitOutcome) -> tuple[str, str]:
+    """The ratings' scale in words and its top category: ``("1–5", "5")``, or a declared
+    instrument's (``("WAI-S 1–7", "7")``)."""
+    declared = ((outcome.meta or {}).get("scales") or {}).get("alliance_instrument") or {}
+    if not declared:
+        return "1–5", "5"
+    return str(declared.get("scale", "")), f"{float(declared['range'][1]):g}"
+
+
 def _ratings_section(outcome: FitOutcome, observed_median: float | None) -> list[str]:
     s = outcome.summary
+    scale, top = _rating_scale(outcome)
     levels, contrasts = _alliance_cares(s)
     labels = {f"alliance[{c}]": care_title(care_phrase(c)) for c in levels}
+    labels["share_at_ceiling"] = f"Share of ratings at {top}"
     labels |= {
         f"alliance[{c}-{ref}]": f"{care_title(c)} vs {ref.replace(JOIN, ' and ')}"
         for c, ref in contrasts
     }
-    lines = ["Expected rating of a typical session on the 1–5 scale (goal and bond averaged):", ""]
+    lines = [
+        f"Expected rating of a typical session on the {scale} scale (goal and bond averaged):",
+        "",
+    ]
     lines += markdown_table(
         ["Estimand", "Mean [95% HDI]", "Units"],
         _estimand_rows(outcome, [*labels, *_RATINGS_ROWS], labels),
@@ -526,16 +540,17 @@ def _figure_alliance(outcome: FitOutcome, table1: pd.DataFrame, folder: Path) ->
             ax.plot(
                 median, yi, "x", color="C1", label="observed client median" if yi == y[0] else None
             )
-    ax.axvline(
-        PUBLISHED_ALLIANCE_MEDIAN,
-        color="grey",
-        ls="--",
-        lw=1,
-        label=f"published median {PUBLISHED_ALLIANCE_MEDIAN}",
-    )
+    if _rating_scale(outcome)[0] == "1–5":  # the paper's median is on the 1–5 items
+        ax.axvline(
+            PUBLISHED_ALLIANCE_MEDIAN,
+            color="grey",
+            ls="--",
+            lw=1,
+            label=f"published median {PUBLISHED_ALLIANCE_MEDIAN}",
+        )
     ax.set_yticks(y, [c.replace(JOIN, " and ") for c in cares])
     ax.set_ylim(-0.6, len(cares) - 0.4)
-    ax.set_xlabel("alliance (1–5), posterior mean and 95% HDI")
+    ax.set_xlabel(f"alliance ({_rating_scale(outcome)[0]}), posterior mean and 95% HDI")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
     fig.tight_layout()
     name = "alliance_by_care.png"
