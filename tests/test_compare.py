@@ -99,6 +99,11 @@ def test_provider_folds_keep_main_provider_together():
 
 
 class _Frame:
+    """The parts of an analysis frame the NumPy predictor reads: the contract's care types."""
+
+    care_types = ("therapist", "coach", "both")
+    care_reference = "coach"
+
     def __init__(self, providers):
         import pandas as pd
 

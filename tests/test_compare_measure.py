@@ -61,6 +61,11 @@ def test_step_half_widths_follow_the_outcome_metric():
 
 
 class _Frame:
+    """The parts of an analysis frame the NumPy predictor reads: the contract's care types."""
+
+    care_types = ("therapist", "coach", "both")
+    care_reference = "coach"
+
     def __init__(self, providers):
         import pandas as pd
 

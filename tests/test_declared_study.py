@@ -204,7 +204,9 @@ def test_from_frames_checks_the_declared_age_range():
     assert "row 3: expected an age in years between 12 and 25 (age_range = [12, 25] declared)" in (
         str(err.value)
     )
-    with pytest.raises(DataContractError, match=r"age_range: \[low, high\].*\(low >= high\)"):
+    with pytest.raises(
+        DataContractError, match=r"age_range:\s+expected \[low, high\].*\(low >= high\)"
+    ):
         RawStudy.from_frames(
             providers, clients, sessions, ignore_columns=["notes"], age_range=(25, 12)
         )

@@ -20,6 +20,7 @@ from alliance_bayes.data.contract import DataContractError
 from alliance_bayes.data.frame import build_frame
 from alliance_bayes.data.load import RawStudy, load_study
 from alliance_bayes.data.write import write_study
+from alliance_bayes.errors import DesignError
 from alliance_bayes.fitting import design_of
 from alliance_bayes.model.families import family_of
 from alliance_bayes.model.regression.collapsed import fixed_design
@@ -69,6 +70,23 @@ def test_care_types_are_the_combinations_the_clients_saw(three_types):
     assert "psychiatrist" in frame.summary()
 
 
+def test_without_coach_only_clients_the_largest_group_is_the_reference(shipped_study):
+    """Every provider a therapist: no coach-only client, so contrasts against coach would be
+    against an empty group (a ridge with the intercept); the largest group, therapist, is the
+    reference instead, and a declared reference that no client has is refused."""
+    providers = shipped_study.providers.assign(provider_type="therapist")
+    study = RawStudy.from_frames(providers, shipped_study.clients, shipped_study.sessions)
+    frame = build_frame(study)
+    assert frame.care_types == ("therapist", "coach", "both")  # the contract's, always
+    assert frame.care_reference == "therapist"
+    assert frame.care_contrasts == ("coach-therapist", "both-therapist")
+    declared = RawStudy.from_frames(
+        providers, shipped_study.clients, shipped_study.sessions, care_reference="coach"
+    )
+    with pytest.raises(DataContractError, match="some client has \\(therapist\\), got 'coach'"):
+        build_frame(declared)
+
+
 def test_the_contract_default_keeps_therapist_coach_both(shipped_study):
     frame = build_frame(shipped_study)
     assert frame.care_types == ("therapist", "coach", "both")
@@ -95,10 +113,11 @@ def test_a_declared_reference_is_used_and_one_no_client_has_is_refused(shipped_s
         provider_types=THREE,
         care_reference="therapist_and_coach_and_psychiatrist",
     )
-    if "therapist_and_coach_and_psychiatrist" not in build_frame(three_types).care_types:
-        with pytest.raises(DataContractError, match="a care type that some client has"):
-            build_frame(bad)
-    with pytest.raises(DataContractError, match="care_reference: one of the care types"):
+    # no client saw all three types in this study
+    assert "therapist_and_coach_and_psychiatrist" not in build_frame(three_types).care_types
+    with pytest.raises(DataContractError, match="a reference care type that some client has"):
+        build_frame(bad)
+    with pytest.raises(DataContractError, match="care_reference: expected one of the care types"):
         RawStudy.from_frames(
             three_types.providers,
             shipped_study.clients,
@@ -253,5 +272,43 @@ def test_predict_takes_a_new_provider_of_a_declared_type(three_type_design):
     data = new_client_data(spec, design, new)
     assert data.care_types[int(data.care_index[0])] == "psychiatrist"
     assert data.frame.provider_types[int(data.provider_type_index[0])] == "psychiatrist"
-    with pytest.raises(Exception, match="therapist or coach or psychiatrist"):
+    with pytest.raises(DesignError, match="therapist or coach or psychiatrist"):
         new_client_data(spec, design, new.assign(provider_type="peer"))
+
+
+def test_the_numpy_predictor_puts_each_care_intercept_on_its_own_care_type(three_type_design):
+    """The NumPy twin of the linear predictor (predictions, K-fold, LOO comparison, imputation):
+    with every other term 0, each client's mean is its care type's intercept, 0 at the
+    reference; a declared reference in another position moves the zero with it."""
+    from alliance_bayes.model.regression.predict import linear_predictor
+
+    spec = load_spec("who5_change")
+    design = three_type_design
+    n_care = len(design.care_types)
+    contrasts = 10.0 * np.arange(1, n_care)  # distinct values, one per contrast
+
+    def posterior(b_care):
+        zeros = lambda *shape: np.zeros((1, 2, *shape))  # noqa: E731
+        return xr.Dataset(
+            {
+                "alpha": (("chain", "draw"), zeros()),
+                "b_baseline": (("chain", "draw"), zeros()),
+                "b_covariate_z": (
+                    ("chain", "draw", "covariate"),
+                    zeros(design.covariates.shape[1]),
+                ),
+                "b_care": (
+                    ("chain", "draw", "care_contrast"),
+                    np.broadcast_to(b_care, (1, 2, n_care - 1)),
+                ),
+                "b": (
+                    ("chain", "draw", "care_type", "subscale", "level"),
+                    zeros(n_care, len(design.subscales), 2),
+                ),
+            }
+        )
+
+    mu = linear_predictor(spec, design, posterior(contrasts))
+    expected = np.insert(contrasts, design.reference_index, 0.0)[design.care_index]
+    np.testing.assert_allclose(mu[0], expected)
+    assert (mu[0][design.care_index == design.reference_index] == 0).all()

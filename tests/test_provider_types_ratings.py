@@ -1,4 +1,4 @@
-"""Declared provider types in the ratings family (and their refusal by the latent family)."""
+"""Declared provider types in the ratings family (and the latent family's design under them)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import xarray as xr
 from alliance_bayes.data.care import CARE_TYPES, PROVIDER_TYPES
 from alliance_bayes.data.frame import build_frame
 from alliance_bayes.data.load import RawStudy, load_study
-from alliance_bayes.errors import DesignError
 from alliance_bayes.fitting import design_of
 from alliance_bayes.model.families import family_of
-from alliance_bayes.model.latent.measurement import prepare_latent, require_contract_care_types
+from alliance_bayes.model.latent.measurement import prepare_latent
 from alliance_bayes.model.ratings.design import (
     COVARIATES,
     RatingsData,
@@ -345,21 +344,25 @@ def test_scales_of_the_contracts_types_old_and_new_give_the_same_estimands():
     assert not np.allclose(moved["alliance[both]"], old["alliance[both]"])
 
 
-# --- the latent family refuses other types ---------------------------------------------------------
-def test_latent_family_refuses_declared_provider_types(three):
+# --- the latent family takes them too (tests/test_latent_provider_types.py builds its model) ------
+def test_latent_family_takes_declared_provider_types(three):
     latent = load_spec("alliance_latent")
-    with pytest.raises(DesignError) as refused:
-        design_of(latent, three)
-    message = str(refused.value)
-    assert "therapist, coach, psychiatrist" in message
-    assert "alliance_latent" in message and "who5_change" in message
-    assert "alliance_ratings" in message
+    data = design_of(latent, three)
+    frame = data.frame
+    assert frame.provider_types == THREE and data.provider_types == THREE
+    assert data.provider_contrasts == ("therapist-coach", "psychiatrist-coach")
+    coords = data.coords()
+    assert coords["care_type"] == list(frame.care_types)
+    assert coords["provider_type_contrast"] == ["therapist-coach", "psychiatrist-coach"]
+    care = frame.clients["care_type"].astype(str).to_numpy()
+    assert [frame.care_types[k] for k in data.care_index] == care.tolist()
 
 
-def test_latent_family_refuses_another_reference_and_takes_the_contract(shipped):
+def test_latent_family_takes_another_reference_and_keeps_the_contracts_shift(shipped):
     latent = load_spec("alliance_latent")
-    frame = build_frame(_with_types(shipped, care_reference="therapist"))
-    assert frame.provider_types == PROVIDER_TYPES and frame.care_reference == "therapist"
-    with pytest.raises(DesignError, match="care_reference"):
-        prepare_latent(latent, frame)
-    assert require_contract_care_types(latent, build_frame(shipped)) is None
+    data = prepare_latent(latent, build_frame(_with_types(shipped, care_reference="therapist")))
+    assert data.provider_types == PROVIDER_TYPES and data.frame.care_reference == "therapist"
+    assert data.coords()["care_contrast"] == ["coach-therapist", "both-therapist"]
+    assert data.provider_contrasts == ("coach-therapist",) and not data.provider_shift_is_scalar
+    default = prepare_latent(latent, build_frame(shipped))
+    assert default.provider_shift_is_scalar and "provider_type_contrast" not in default.coords()

@@ -8,7 +8,7 @@ from alliance_bayes.diagnostics import check_convergence
 from alliance_bayes.model.regression.estimands import compute_estimands
 from alliance_bayes.report.bundle import ReportContent, write_bundle
 from alliance_bayes.report.hypotheses import hypothesis_table
-from alliance_bayes.report.tables import _all_tables
+from alliance_bayes.report.tables import all_tables, shared_note
 from fake_posterior import CARE_WEIGHTS, make_fake_datatree, make_fake_meta
 
 docx = pytest.importorskip("docx")
@@ -35,7 +35,7 @@ def written(tmp_path_factory):
         check_convergence(dt, post),
         content=ReportContent(hypotheses=hyp),
     )
-    return out, _all_tables(post, meta, hyp, None)
+    return out, all_tables(post, meta, hyp, None), shared_note(post, meta)
 
 
 def _borders(cell) -> set[str]:
@@ -46,10 +46,14 @@ def _borders(cell) -> set[str]:
 
 
 def test_every_table_of_tables_md_is_in_the_word_file_with_its_rows(written):
-    out, tables = written
+    out, tables, _ = written
     document = docx.Document(str(out / "tables.docx"))
     assert len(document.tables) == len(tables) > 1
     texts = [p.text for p in document.paragraphs]
+    # the same tables, in the same order, as the bundle's tables.md
+    markdown = (out / "tables.md").read_text(encoding="utf-8").splitlines()
+    headings = [line.removeprefix("### ") for line in markdown if line.startswith("### ")]
+    assert headings[1:] == [t.title for t in tables]  # the first is "About these tables"
     for k, (grid, table) in enumerate(zip(document.tables, tables, strict=True), start=1):
         # "Table k" in bold, then the title in italics
         number = texts.index(f"Table {k}")
@@ -68,7 +72,7 @@ def test_every_table_of_tables_md_is_in_the_word_file_with_its_rows(written):
 
 
 def test_only_horizontal_rules_above_and_below_the_header_and_below_the_last_row(written):
-    out, _ = written
+    out, _, _ = written
     grid = docx.Document(str(out / "tables.docx")).tables[0]
     rows = grid.rows
     assert all(_borders(c) == {"top", "bottom"} for c in rows[0].cells)
@@ -77,11 +81,12 @@ def test_only_horizontal_rules_above_and_below_the_header_and_below_the_last_row
 
 
 def test_each_table_has_a_note_and_the_shared_notes_come_once(written):
-    out, tables = written
+    out, tables, shared = written
     notes = [p.text for p in docx.Document(str(out / "tables.docx")).paragraphs]
     notes = [t for t in notes if t.startswith("Note. ")]
     assert len(notes) == len(tables)
     for note, table in zip(notes, tables, strict=True):
         assert table.caption in note
-    assert len(notes[0]) > len(notes[1])  # the shared notes under the first table only
+    # the notes every table shares, once, under the first
+    assert shared in notes[0] and not any(shared in note for note in notes[1:])
     assert "tables.docx" in (out / "report.md").read_text(encoding="utf-8")

@@ -749,7 +749,7 @@ def _benchmark(args) -> int:
     if args.scale:
         from alliance_bayes.checks.scale import run_scale
 
-        run_scale(
+        result = run_scale(
             args.scale,
             n_providers=args.providers,
             per_client_max=args.per_client_max,
@@ -757,7 +757,7 @@ def _benchmark(args) -> int:
             tune=args.tune or 500,
             seed=args.seed or 1,
         )
-        return EXIT_OK
+        return _exit(result)
     run_benchmark(
         args.spec,
         _study(args),

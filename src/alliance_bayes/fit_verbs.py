@@ -566,8 +566,9 @@ def predict(
     :math:`\sigma^u_{t[p]}`.
 
     ``new_clients`` has one row per client: ``provider`` (a provider label of the fit, e.g.
-    ``P0003``, or any new label), ``provider_type`` (``therapist``/``coach``; needed for a new
-    provider), ``care_type`` (default: the provider's type), the spec's baseline column (e.g.
+    ``P0003``, or any new label), ``provider_type`` (one of the fit's provider types, ``therapist``/``coach``
+    unless the study declares its own; needed for a new provider), ``care_type`` (one of the
+    fit's care types; default: the provider's type), the spec's baseline column (e.g.
     ``who5_baseline``), its covariates in raw units (``age``, ``male``, ``days_in_care``; a
     covariate the study declares in its own column, a categorical one by its level,
     ``diagnosis = "anxiety"``, coded as the fit coded it), and the client's mean rating

@@ -48,7 +48,8 @@ ALLIANCE_POINT_PRIORS = ("b_alliance_sd", "mu_b_sd", "sd_b_sd", "sd_provider_slo
 #: Outcomes modelled by a family of their own instead of a follow-up regression, with the same
 #: facts as :data:`OUTCOMES` (no baseline column): ``alliance_ratings`` is every session rating
 #: through a graded-response model (:mod:`alliance_bayes.model.ratings`). Such a spec takes only
-#: ``[data]``, ``[sampler]`` and ``[hypotheses]``; its priors are the family's own.
+#: ``[data]``, ``[sampler]``, ``[hypotheses]`` and ``[predictors] covariates``; its priors are the
+#: family's own.
 RATING_OUTCOMES = {
     "alliance_ratings": ("", (1.0, 5.0), "Session alliance rating (1–5)", "rating points"),
 }
@@ -57,6 +58,10 @@ _OUTCOME_FACTS = {**OUTCOMES, **RATING_OUTCOMES}
 #: (``[covariates.<name>]``, :mod:`alliance_bayes.data.covariates`); a regression spec may name
 #: them too, and its design checks that the study declares them.
 COVARIATES = ("age", "male", "days_in_care")
+#: The ratings family's built-in client covariates (:mod:`alliance_bayes.model.ratings.design`),
+#: used when a ratings spec names none: days in care is not among them, since it is counted to the
+#: end of care, after most of the ratings it would explain.
+RATINGS_COVARIATES = ("age", "male", "who5_baseline")
 SAMPLERS = ("nutpie", "pymc")
 LIKELIHOODS = ("normal", "student_t", "censored_normal")
 #: How a Normal likelihood with provider effects is computed: ``"auto"`` (collapsed for a Normal
@@ -111,8 +116,11 @@ class PredictorSpec:
     only (early alliance, rated before most of the symptom change); 0 (the default) uses every
     session. The within/between split uses the same sessions as the score (its weights and the
     providers' caseload means alike); the provider-effect membership weights count every session.
-    ``covariates`` are built in (:data:`COVARIATES`) or declared by the study (regression family
-    only); a declared name is checked against the study when the design is built.
+    ``covariates`` are built in (:data:`COVARIATES`) or declared by the study (regression and
+    ratings families); a declared name is checked against the study when the design is built. A
+    ratings spec that leaves them at this default takes its family's built-in ones,
+    :data:`RATINGS_COVARIATES`; one that names them takes those (``age``, ``male``,
+    ``who5_baseline`` and declared names).
     """
 
     covariates: tuple[str, ...] = COVARIATES
@@ -499,9 +507,26 @@ class ModelSpec:
     change_stated: frozenset[str] = frozenset()
 
     @property
+    def built_in_covariates(self) -> tuple[str, ...]:
+        """The covariates built into this spec's family: :data:`RATINGS_COVARIATES` for a ratings
+        spec, else :data:`COVARIATES`."""
+        return RATINGS_COVARIATES if self.outcome in RATING_OUTCOMES else COVARIATES
+
+    @property
+    def model_covariates(self) -> tuple[str, ...]:
+        """The client covariates the model takes: ``[predictors] covariates``, except for a ratings
+        spec that leaves them at :class:`PredictorSpec`'s default (the regression family's), which
+        takes :data:`RATINGS_COVARIATES`."""
+        named = self.predictors.covariates
+        if self.outcome in RATING_OUTCOMES and named == PredictorSpec().covariates:
+            return RATINGS_COVARIATES
+        return named
+
+    @property
     def declared_covariates(self) -> tuple[str, ...]:
         """The covariates a study declares (not built in), checked when the design is built."""
-        return tuple(c for c in self.predictors.covariates if c not in COVARIATES)
+        built_in = self.built_in_covariates
+        return tuple(c for c in self.model_covariates if c not in built_in)
 
     @property
     def declared_outcome(self) -> bool:
@@ -742,6 +767,7 @@ def parse_spec(text: str, source: str = "<string>") -> ModelSpec:
     and top-level values replaced, so that a variant states only what differs.
     """
     raw, stated = _combine(_read_layers(text, source, ()))
+    _check_ratings_covariates(raw, source)
     return _from_raw(raw, source, stated)
 
 
@@ -920,11 +946,12 @@ def _validate(spec: ModelSpec, src: str) -> None:
         "followup_imputations is not available with alliance = 'latent'",
     )
     _check(f"{src} [predictors]", p.alliance_sessions >= 0, "alliance_sessions must be >= 0")
-    bad = sorted(c for c in set(p.covariates) - set(COVARIATES) if not DECLARED_NAME.fullmatch(c))
+    built_in = spec.built_in_covariates
+    bad = sorted(c for c in set(p.covariates) - set(built_in) if not DECLARED_NAME.fullmatch(c))
     _check(
         f"{src} [predictors]",
         not bad,
-        f"unknown covariate(s) {bad}; known {list(COVARIATES)}, or a name in lower case letters, "
+        f"unknown covariate(s) {bad}; known {list(built_in)}, or a name in lower case letters, "
         "digits and _ that the study declares as [covariates.<name>] in its study.toml",
     )
     _check(
@@ -936,10 +963,11 @@ def _validate(spec: ModelSpec, src: str) -> None:
     _check(
         f"{src} [predictors]",
         not declared_covariates
-        or (spec.change is None and p.alliance != "latent" and spec.outcome not in RATING_OUTCOMES),
+        or spec.outcome in RATING_OUTCOMES
+        or (spec.change is None and p.alliance != "latent"),
         f"covariate(s) {list(declared_covariates)} are not built in ({list(COVARIATES)}): a "
-        "covariate a study declares is adjusted for by the follow-up regression only (no "
-        "[change] table, no alliance = 'latent')",
+        "covariate a study declares is adjusted for by the ratings family and the follow-up "
+        "regression only (no [change] table, no alliance = 'latent')",
     )
     _check(
         f"{src} [predictors]",
@@ -1041,15 +1069,17 @@ def _validate(spec: ModelSpec, src: str) -> None:
 
 
 def _validate_ratings(spec: ModelSpec, src: str) -> None:
-    """A ratings spec: the follow-up regression's choices do not apply, so none may be set."""
+    """A ratings spec: the follow-up regression's choices do not apply, so none may be set but
+    ``[predictors] covariates``, the client covariates of the ratings model."""
+    predictors = replace(spec.predictors, covariates=PredictorSpec().covariates)
     unused = [
         name
-        for name, default in (
-            ("[predictors]", PredictorSpec()),
-            ("[hierarchy]", HierarchySpec()),
-            ("[priors]", PriorSpec()),
+        for name, value, default in (
+            ("[predictors]", predictors, PredictorSpec()),
+            ("[hierarchy]", spec.hierarchy, HierarchySpec()),
+            ("[priors]", spec.priors, PriorSpec()),
         )
-        if getattr(spec, name[1:-1]) != default
+        if value != default
     ]
     unused += [
         key
@@ -1066,6 +1096,39 @@ def _validate_ratings(spec: ModelSpec, src: str) -> None:
         f"{src} [data]",
         spec.data.followup_imputations == 0,
         f"followup_imputations does not apply to outcome {spec.outcome!r}",
+    )
+    named = spec.predictors.covariates
+    _check(
+        f"{src} [predictors]",
+        bool(named),
+        f"covariates: outcome {spec.outcome!r} needs at least one (its built-in ones are "
+        f"{list(RATINGS_COVARIATES)}, taken when the spec names none)",
+    )
+    _check(
+        f"{src} [predictors]",
+        named == PredictorSpec().covariates or "days_in_care" not in named,
+        f"covariates: 'days_in_care' is not a covariate of outcome {spec.outcome!r} (its "
+        f"built-in ones are {list(RATINGS_COVARIATES)}, and the study's declared covariates)",
+    )
+
+
+def _check_ratings_covariates(raw: dict[str, Any], source: str) -> None:
+    """A ratings spec written in TOML (or given as overrides) that names ``days_in_care``.
+
+    :func:`_validate_ratings` tells a ratings spec that names its covariates by their differing
+    from :class:`PredictorSpec`'s default, which names ``days_in_care``; a spec that writes out
+    exactly that default would otherwise get the ratings family's built-in covariates instead.
+    A ``run.json`` writes every table out, the default included, so it is not checked here.
+    """
+    if raw.get("outcome") not in RATING_OUTCOMES:
+        return
+    predictors = raw.get("predictors")
+    named = predictors.get("covariates") if isinstance(predictors, dict) else None
+    _check(
+        f"{source} [predictors]",
+        not isinstance(named, list) or "days_in_care" not in named,
+        f"covariates: 'days_in_care' is not a covariate of outcome {raw['outcome']!r} (its "
+        f"built-in ones are {list(RATINGS_COVARIATES)}, and the study's declared covariates)",
     )
 
 
@@ -1121,6 +1184,7 @@ def load_spec(name_or_path: str | Path, **overrides: Any) -> ModelSpec:
         layers.append(overrides)
         source = f"{source} (with overrides {sorted(overrides)})"
     raw, stated = _combine(layers)
+    _check_ratings_covariates(raw, source)
     return _from_raw(raw, source, stated)
 
 

@@ -149,7 +149,7 @@ def _provider_part(spec, data):
     ptype = jnp.asarray(data.provider_type_index)
     n_prov, n_sub = len(data.provider_type_index), len(data.subscales)
     n_eff = 1 + n_sub if h.provider_slopes else 1
-    sd_p = _provider_sd(spec, "sd_provider", pr.sd_provider_sd, 2)
+    sd_p = _provider_sd(spec, "sd_provider", pr.sd_provider_sd, len(data.frame.provider_types))
     scale = sd_p[ptype][:, None]
     chol = jnp.eye(n_eff)
     if h.provider_slopes:

@@ -182,11 +182,10 @@ def run_scale(
     from alliance_bayes.spec import load_spec
 
     rows, lines = [], []
-    log_line = log
 
-    def log(line: str) -> None:
+    def say(line: str) -> None:
         lines.append(line)
-        log_line(line)
+        log(line)
 
     for n in sizes:
         start = time.perf_counter()
@@ -221,7 +220,7 @@ def run_scale(
                 "divergences": int(stats["diverging"].sum()),
             }
             rows.append(row)
-            log(
+            say(
                 f"{n:>9} {form:10} gate {row['gate']:6} wall {wall:7.1f} s (compile "
                 f"{row['compile_s']:.0f}, sampling {row['sampling_s']:.0f}), "
                 f"{row['grad_ms']:.3f} ms/gradient, min ESS/s {row['min_ess_per_s']:.1f} "
@@ -231,18 +230,18 @@ def run_scale(
             steps = ", ".join(
                 f"{k} {v:.0f}" for k, v in timings.items() if k not in ("total", "wall_total")
             )
-            log(f"    seconds: {steps}")
+            say(f"    seconds: {steps}")
             if not result.passed:
-                log(f"    {result.gate.headline()}")
+                say(f"    {result.gate.headline()}")
             for name, (v, lo, hi) in planted.items():
-                log(f"    {name:26} truth {v:7.2f}  95% [{lo:7.2f}, {hi:7.2f}]")
+                say(f"    {name:26} truth {v:7.2f}  95% [{lo:7.2f}, {hi:7.2f}]")
         same = [r for r in rows if r["clients"] == n]
         if len(same) == 2:
             a, b = same
-            log(
+            say(
                 f"{n:>9} per-client / collapsed: wall {b['wall_s'] / a['wall_s']:.1f}x, "
                 f"gradient {b['grad_ms'] / a['grad_ms']:.1f}x, min ESS/s "
                 f"{a['min_ess_per_s'] / max(b['min_ess_per_s'], 1e-9):.1f}x in favour of collapsed"
             )
-    passed = all(r["gate"] == "passed" for r in rows)
+    passed = bool(rows) and all(r["gate"] == "passed" for r in rows)
     return CheckResult("scale", passed, pd.DataFrame(rows), "\n".join(lines), None, {"rows": rows})

@@ -313,8 +313,9 @@ def run_sensitivity(
     sets in ``variants``; writes ``<results>/sensitivity/<run-id>/``.
 
     Returns a :class:`~alliance_bayes.checks.base.CheckResult` without a verdict (prior
-    sensitivity is a finding to report, not a failure): the first model's table (every model's in
-    ``details["tables"]``), per model how many estimands are robust as text, and the folder.
+    sensitivity is a finding to report, not a failure): every model's table stacked, with a
+    ``model`` column (each alone in ``details["tables"]``), per model how many estimands are
+    robust as text, and the folder.
 
     The prior-set refits are tasks of :func:`alliance_bayes.sweeps.run_tasks`: in this process
     (``workers=1``), or on local processes or dask.distributed (``dask``).
@@ -366,8 +367,8 @@ def run_sensitivity(
         f"- {name}: {int((t['verdict'] == ROBUST).sum())} of {len(t)} estimands robust"
         for name, t in tables.items()
     )
-    first = next(iter(tables.values()), None)
-    return CheckResult("sensitivity", None, first, text, path, {"tables": tables, "meta": meta})
+    stacked = pd.concat([t.assign(model=name) for name, t in tables.items()]) if tables else None
+    return CheckResult("sensitivity", None, stacked, text, path, {"tables": tables, "meta": meta})
 
 
 def _refit_estimands(spec: str, study, options: dict):

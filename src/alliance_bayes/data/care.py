@@ -9,10 +9,11 @@ the combination keeps the study's own name, ``"both"``, and the care types are a
 ``therapist``, ``coach``, ``both``; under declared types they are the combinations present in the
 data: single types first, in declared order, then pairs, triples, ….
 
-Care-type contrasts are differences from a *reference* care type: the contract's ``coach`` (the
-largest group of the shipped study), a declared ``care_reference``, or else the care type with the
-most clients (the first in order among equals), so that every contrast is against the best
-estimated group.
+Care-type contrasts are differences from a *reference* care type: a declared ``care_reference``
+(which some client must have), else the contract's ``coach`` (the largest group of the shipped
+study) where some client is in coach-only care, else the care type with the most clients (the
+first in order among equals), so that every contrast is against the best estimated group and
+never against an empty one.
 """
 
 from __future__ import annotations
@@ -23,12 +24,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "CARE_CONTRASTS",
     "CARE_REFERENCE",
     "CARE_TYPES",
     "PROVIDER_TYPES",
     "CareTypes",
+    "care_words",
+    "contrast",
     "parse_care_reference",
     "parse_provider_types",
+    "split_contrast",
 ]
 
 #: The contract's provider types.
@@ -39,6 +44,29 @@ CARE_TYPES: tuple[str, ...] = ("therapist", "coach", "both")
 CARE_REFERENCE = "coach"
 #: How the names of several provider types join into a care type's name.
 JOIN = "_and_"
+
+
+def contrast(care: str, reference: str) -> str:
+    """A care-type contrast's label: ``"therapist-coach"`` (care type minus the reference)."""
+    return f"{care}-{reference}"
+
+
+def split_contrast(label: str) -> tuple[str, str]:
+    """``"therapist_and_psychiatrist-coach"`` → ``("therapist_and_psychiatrist", "coach")``
+    (a care type's name never holds ``-``)."""
+    care, _, reference = label.rpartition("-")
+    return care, reference
+
+
+def care_words(care: str) -> str:
+    """A care type in words: ``"therapist_and_psychiatrist"`` → ``"therapist and psychiatrist"``."""
+    return care.replace(JOIN, " and ")
+
+
+#: The contract's care-type contrasts: therapist-coach, both-coach.
+CARE_CONTRASTS: tuple[str, ...] = tuple(
+    contrast(c, CARE_REFERENCE) for c in CARE_TYPES if c != CARE_REFERENCE
+)
 #: Names a provider type may not take: the contract's combination, and the report's columns.
 _RESERVED = frozenset({"both", "all", "pooled"})
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -101,13 +129,10 @@ class CareTypes:
         """The reference care type among those with clients (``counts``, in level order)."""
         if self.reference is not None:
             return self.reference
-        if not self.declared:
+        if not self.declared and counts.get(CARE_REFERENCE, 0):
             return CARE_REFERENCE
+        # contrasts against an empty group would trade off with the intercept
         return max(counts, key=lambda c: counts[c])  # the first among equals
-
-    def to_dict(self) -> dict[str, object]:
-        """As ``run.json`` records it."""
-        return {"provider_types": list(self.provider_types), "care_reference": self.reference}
 
 
 def parse_provider_types(raw: object) -> tuple[tuple[str, ...] | None, list[str]]:
@@ -124,7 +149,12 @@ def parse_provider_types(raw: object) -> tuple[tuple[str, ...] | None, list[str]
     wrong = [
         *(f"{t!r} is not a lower-case name" for t in raw if not _NAME.match(t)),
         *(f"{t!r} is reserved" for t in raw if t in _RESERVED),
-        *(f"{t!r} contains {JOIN!r}, which joins types into care types" for t in raw if JOIN in t),
+        *(
+            f"{t!r} contains {JOIN!r} or begins or ends with 'and', which would make the care "
+            "types' names ambiguous"
+            for t in raw
+            if JOIN in f"_{t}_"
+        ),
         *(f"{t!r} is listed twice" for t in sorted(set(raw)) if raw.count(t) > 1),
         *(["only one type"] if len(set(raw)) < 2 else []),
     ]

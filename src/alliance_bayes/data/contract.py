@@ -112,6 +112,13 @@ _DATETIME = "datetime64[ns]"
 _IN_MEMORY = "covariates"
 
 
+def declaration_error(problem: str) -> DataContractError:
+    """A declaration's problem, ``"<key>: <what it must be>, got …"`` as the parsers word it for a
+    ``study.toml``, raised for a study made in Python: named by the key, which is said once."""
+    key, _, what = problem.partition(": ")
+    return DataContractError(key, what, csv=False)
+
+
 def parse_age_range(raw: object) -> tuple[tuple[float, float] | None, list[str]]:
     """A declared ``age_range = [low, high]`` as ``(low, high)``, or the problems with it.
 
@@ -1146,12 +1153,12 @@ def validate_tables(
     if age_range is not None:
         ages, wrong = parse_age_range(age_range)
         for problem in wrong:
-            p.add(DataContractError("age_range", problem, csv=False))
+            p.add(declaration_error(problem))
     types = None
     if provider_types is not None:
         types, wrong = parse_provider_types(list(provider_types))
         for problem in wrong:
-            p.add(DataContractError("provider_types", problem, csv=False))
+            p.add(declaration_error(problem))
     typed = check_tables(
         frames,
         sources,

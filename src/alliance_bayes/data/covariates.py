@@ -1,4 +1,4 @@
-r"""Declared client covariates: columns of the clients table that a regression spec may adjust for.
+r"""Declared client covariates: columns of the clients table that a regression or ratings spec may adjust for.
 
 Age, male and days in care are built in (:data:`alliance_bayes.spec.COVARIATES`). A study
 declares any other client covariate in its ``study.toml``; the clients table then holds a column

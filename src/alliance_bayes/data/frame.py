@@ -81,7 +81,7 @@ import numpy as np
 import pandas as pd
 
 from alliance_bayes.data.alliance import AllianceInstrument
-from alliance_bayes.data.care import CARE_REFERENCE, CARE_TYPES, PROVIDER_TYPES
+from alliance_bayes.data.care import CARE_REFERENCE, CARE_TYPES, PROVIDER_TYPES, contrast
 from alliance_bayes.data.covariates import Covariate
 from alliance_bayes.data.instruments import Instrument
 from alliance_bayes.data.load import Conversion, RawStudy
@@ -192,7 +192,7 @@ class AnalysisFrame:
     def care_contrasts(self) -> tuple[str, ...]:
         """The care-type contrasts, ``"<care type>-<reference>"`` (``therapist-coach``)."""
         return tuple(
-            f"{c}-{self.care_reference}" for c in self.care_types if c != self.care_reference
+            contrast(c, self.care_reference) for c in self.care_types if c != self.care_reference
         )
 
     @property
@@ -628,10 +628,12 @@ def build_frame(
     care_types = study.care.levels(names.values())
     counts = pd.Series(care).value_counts()
     care_reference = study.care.choose_reference({c: int(counts.get(c, 0)) for c in care_types})
-    if care_reference not in care_types:
+    if not counts.get(care_reference, 0):  # contrasts against an empty group: a ridge with alpha
+        present = [c for c in care_types if counts.get(c, 0)]
         raise DataContractError(
             study.settings or "care_reference",
-            f"a care type that some client has ({', '.join(care_types)}), got {care_reference!r}",
+            f"a reference care type that some client has ({', '.join(present)}), got "
+            f"{care_reference!r}",
             csv=False,
         )
 

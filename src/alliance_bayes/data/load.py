@@ -82,6 +82,7 @@ from alliance_bayes.data.contract import (
     Source,
     check_ignore_list,
     check_tables,
+    declaration_error,
     declared_columns,
     parse_age_range,
     validate_study,
@@ -273,7 +274,7 @@ class RawStudy:
         if wrong:  # the tables cannot be checked against types that are not declared right
             p = Problems()
             for problem in wrong:
-                p.add(DataContractError(problem.split(":")[0], problem, csv=False))
+                p.add(declaration_error(problem))
             p.raise_any()
         tables = dict(
             zip(

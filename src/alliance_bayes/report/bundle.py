@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from alliance_bayes.data.care import JOIN
+from alliance_bayes.data.care import care_words
 from alliance_bayes.diagnostics import GateResult
 from alliance_bayes.report import figures
 from alliance_bayes.report.docx import docx_available, write_tables_docx
@@ -498,9 +498,7 @@ def _care_mix_lines(meta: Mapping[str, Any]) -> list[str]:
     lines = []
     for prefix, by_care in counts.items():
         total = sum(by_care.values())
-        mix = ", ".join(
-            f"{c.replace(JOIN, ' and ')} {n} ({n / total:.1%})" for c, n in by_care.items()
-        )
+        mix = ", ".join(f"{care_words(c)} {n} ({n / total:.1%})" for c, n in by_care.items())
         lines.append(f"| {prefix}in the likelihood, by care type | {mix} |")
     if lines and rule and meta.get("family") in ("regression", "latent"):
         how = (
@@ -522,6 +520,12 @@ def _clients_section(meta: Mapping[str, Any]) -> list[str]:
     lines = ["## Clients", "", "| Step | Clients |", "|---|---:|"]
     lines += [f"| {_exclusion_label(str(k))} | {v} |" for k, v in exclusions.items()]
     lines += _care_mix_lines(meta)
+    unmeasured = (meta.get("scales") or {}).get("covariates_not_measured") or []
+    if unmeasured:
+        lines.append(
+            f"| covariates not measured in this study (left out of the model) | "
+            f"{', '.join(map(str, unmeasured))} |"
+        )
     lines += [
         "",
         "Steps apply in order; a client left out at one step is not counted again. "

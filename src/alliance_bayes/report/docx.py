@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
-from alliance_bayes.report.tables import Table, _all_tables, _numeric_columns, shared_note
+from alliance_bayes.report.tables import Table, all_tables, numeric_columns, shared_note
 
 __all__ = ["docx_available", "write_tables_docx"]
 
@@ -73,7 +73,7 @@ def _add_table(document, number: int, table: Table, note: str) -> None:
     names = table.names
     with_names = any(names)
     header = [*table.header, *(["Estimand"] if with_names else [])]
-    numeric = [*_numeric_columns(table), *([False] if with_names else [])]
+    numeric = [*numeric_columns(table), *([False] if with_names else [])]
     rows = [
         [*row, *([names[i] if i < len(names) else ""] if with_names else [])]
         for i, row in enumerate(table.rows)
@@ -116,7 +116,7 @@ def write_tables_docx(
 
     document = docx.Document()
     shared = shared_note(estimands, meta)
-    for k, table in enumerate(_all_tables(estimands, meta, hypotheses, summary), start=1):
+    for k, table in enumerate(all_tables(estimands, meta, hypotheses, summary), start=1):
         _add_table(document, k, table, shared if k == 1 else "")
     path = Path(path)
     document.save(str(path))

@@ -70,17 +70,17 @@ __all__ = [
 
 DEFAULT_FORMATS = ("png", "pdf")
 KEY_PARAMETERS = ("b_alliance", "b_baseline", "mu_b", "sd_provider", "sigma", "nu")
-#: The pooled slopes' colour beside the care types' (:func:`_cycle_colours`).
+#: The pooled slopes' colour beside the care types' (:func:`cycle_colours`).
 _POOLED_COLOUR = "black"
 
 
-def _cycle_colours(names: Sequence[str]) -> dict[str, str]:
+def cycle_colours(names: Sequence[str]) -> dict[str, str]:
     """Matplotlib's cycle colours C0, C1, … in the order of ``names`` (care or provider types).
 
     The care types and provider types come in the study's own order, so the contract's
     therapist, coach, both keep C0, C1, C2 and a provider type and its care type alone share one.
     """
-    return {str(n): f"C{i}" for i, n in enumerate(names)}
+    return {str(n): f"C{i % 10}" for i, n in enumerate(names)}
 
 
 @dataclass
@@ -557,7 +557,7 @@ def plot_forest_subscales(
     # The care types in the order the estimands carry them, then the pooled slopes.
     cares = list(dict.fromkeys(str(estimands[n].attrs["care_type"]) for n in names))
     cares = [*(c for c in cares if c != "pooled"), "pooled"]
-    colours = {**_cycle_colours(cares[:-1]), "pooled": _POOLED_COLOUR}
+    colours = {**cycle_colours(cares[:-1]), "pooled": _POOLED_COLOUR}
     for s, lv in groups:
         for care in cares:
             for n in names:
@@ -975,7 +975,7 @@ def plot_provider_effects(
     mean, low, high = _mean_and_hdi(dt["posterior"]["u_provider"])
     types = _provider_types(dt, mean.size)
     kinds = list(dict.fromkeys(types))
-    colours = _cycle_colours(_provider_type_order(dt))
+    colours = cycle_colours(_provider_type_order(dt))
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.4), squeeze=False)
     parts = []
     for ax, kind in zip(axes[0], kinds, strict=True):

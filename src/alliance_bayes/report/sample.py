@@ -19,7 +19,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from alliance_bayes.data.care import CARE_TYPES, JOIN
+from alliance_bayes.data.care import CARE_TYPES, JOIN, care_words
 from alliance_bayes.report.render import markdown_table
 
 __all__ = [
@@ -51,14 +51,14 @@ def care_columns(clients: pd.DataFrame) -> tuple[str, ...]:
 
 def care_title(care: str) -> str:
     """A care type as a column heading: ``therapist_and_coach`` → ``Therapist and coach``."""
-    text = care.replace(JOIN, " and ")
+    text = care_words(care)
     return text[:1].upper() + text[1:]
 
 
 def care_phrase(care: str) -> str:
     """A care type in a sentence: ``therapist only``, ``both``, ``therapist and psychiatrist``."""
     if care == "both" or JOIN in care:
-        return care.replace(JOIN, " and ")
+        return care_words(care)
     return f"{care} only"
 
 

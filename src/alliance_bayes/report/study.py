@@ -265,16 +265,30 @@ _LABELS = {
     "sd_provider_alliance": "SD across providers",
     "icc_provider_alliance": "Provider ICC (latent scale)",
 }
-#: The abstract's claims about the alliance and the statements that test them (ROPE equivalence).
+#: The abstract's claims about the alliance, the statements that test them (ROPE equivalence) and
+#: the ratings model's covariate behind each (None: the country effects), which a study may not
+#: have measured (``covariates_not_measured`` in the fit's scales).
 _RATINGS_CLAIMS = (
-    ("did not differ by age", "alliance_per_decade_age", "alliance_per_decade_age = 0"),
-    ("did not differ by country", "sd_country_alliance", "sd_country_alliance = 0"),
+    (
+        "did not differ by age",
+        "alliance_per_decade_age",
+        "alliance_per_decade_age = 0",
+        "age_decade",
+    ),
+    ("did not differ by country", "sd_country_alliance", "sd_country_alliance = 0", None),
     (
         "did not differ by baseline well-being",
         "alliance_per_10_who5_baseline",
         "alliance_per_10_who5_baseline = 0",
+        "who5_baseline_10",
     ),
 )
+#: A built-in covariate of the ratings model as the report names it where it was not measured.
+_NOT_MEASURED = {
+    "age_decade": "age (`age`)",
+    "male": "sex (`sex`)",
+    "who5_baseline_10": "baseline WHO-5 (`who5_baseline`)",
+}
 
 
 _NAME = r"[a-z][a-z0-9_]*"
@@ -307,6 +321,23 @@ def _rating_scale(outcome: FitOutcome) -> tuple[str, str]:
     return str(declared.get("scale", "")), f"{float(declared['range'][1]):g}"
 
 
+def _declared_covariate_labels(outcome: FitOutcome) -> dict[str, str]:
+    """Row labels of the ratings estimands of the study's declared covariates, by estimand name
+    (:mod:`~alliance_bayes.model.ratings.estimands`), from the fit's ``covariate_coding``."""
+    coding = ((outcome.meta or {}).get("scales") or {}).get("covariate_coding") or {}
+    labels = {}
+    for name, entry in coding.items():
+        shown = str(entry.get("label") or name)
+        if entry.get("type") == "numeric":
+            labels[f"alliance_per_sd_{name}"] = f"Per SD of {shown}"
+            continue
+        levels = entry.get("levels") or [entry.get("level")]
+        reference = entry.get("reference")
+        for level in levels:
+            labels[f"alliance_{name}[{level}-{reference}]"] = f"{shown}: {level} vs {reference}"
+    return labels
+
+
 def _ratings_section(outcome: FitOutcome, observed_median: float | None) -> list[str]:
     s = outcome.summary
     scale, top = _rating_scale(outcome)
@@ -317,14 +348,26 @@ def _ratings_section(outcome: FitOutcome, observed_median: float | None) -> list
         f"alliance[{c}-{ref}]": f"{care_title(c)} vs {ref.replace(JOIN, ' and ')}"
         for c, ref in contrasts
     }
+    declared = _declared_covariate_labels(outcome)
+    # the declared covariates' rows follow the built-in covariates'
+    names = [*labels, *_RATINGS_ROWS[:3], *declared, *_RATINGS_ROWS[3:]]
+    scales = (outcome.meta or {}).get("scales") or {}
+    not_measured = list(scales.get("covariates_not_measured") or [])
     lines = [
         f"Expected rating of a typical session on the {scale} scale (goal and bond averaged):",
         "",
     ]
     lines += markdown_table(
         ["Estimand", "Mean [95% HDI]", "Units"],
-        _estimand_rows(outcome, [*labels, *_RATINGS_ROWS], labels),
+        _estimand_rows(outcome, names, labels | declared),
     )
+    if not_measured:
+        lines += [
+            "",
+            "Not measured in this study, so left out of the ratings model: "
+            + ", ".join(_NOT_MEASURED.get(k, f"`{k}`") for k in not_measured)
+            + ".",
+        ]
     observed = "—" if observed_median is None else f"{observed_median:.2f} (Table 1, all)"
     model = ", ".join(
         f"{c.replace(JOIN, ' and ')} {_cell(s, f'alliance[{c}]')}" for c in levels or CARE_TYPES
@@ -341,10 +384,18 @@ def _ratings_section(outcome: FitOutcome, observed_median: float | None) -> list
         [
             f"Alliance {claim}",
             "no difference (abstract)",
+            f"not measured: the study has no {_NOT_MEASURED.get(str(covariate), covariate)} "
+            f"values, so the model has no `{name}`",
+            "not measured",
+        ]
+        if covariate in not_measured
+        else [
+            f"Alliance {claim}",
+            "no difference (abstract)",
             f"`{name}` {_cell(s, name)}",
             _decision(outcome, statement),
         ]
-        for claim, name, statement in _RATINGS_CLAIMS
+        for claim, name, statement, covariate in _RATINGS_CLAIMS
     ]
     lines += [
         "",

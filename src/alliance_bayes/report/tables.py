@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
-from alliance_bayes.data.care import CARE_REFERENCE, CARE_TYPES, JOIN
+from alliance_bayes.data.care import CARE_REFERENCE, CARE_TYPES, care_words, split_contrast
 from alliance_bayes.data.published import PUBLISHED
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
 from alliance_bayes.report.hypotheses import _bf_cell, rope_text
@@ -41,6 +41,7 @@ from alliance_bayes.report.sample import care_phrase, care_title
 __all__ = [
     "LATEX_PREAMBLE",
     "Table",
+    "all_tables",
     "build_tables",
     "decimals_for_mcse",
     "estimand_label",
@@ -48,6 +49,7 @@ __all__ = [
     "format_by_mcse",
     "hypotheses_table",
     "latex_escape",
+    "numeric_columns",
     "shared_note",
     "tables_latex",
     "tables_markdown",
@@ -163,7 +165,7 @@ def _versus(arg: str) -> str:
     A care type of several provider types reads as they do: ``therapist_and_psychiatrist-coach``
     → ``therapist and psychiatrist vs coach``.
     """
-    return " vs ".join(part.replace(JOIN, " and ") for part in arg.split("-"))
+    return " vs ".join(care_words(part) for part in arg.split("-"))
 
 
 def _care_contrasts(names: Sequence[str], attrs: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -174,7 +176,7 @@ def _care_contrasts(names: Sequence[str], attrs: Mapping[str, Mapping[str, Any]]
 
 def _reference_care(contrasts: Sequence[str]) -> str:
     """The care type the contrasts are against (coach unless the estimands say otherwise)."""
-    references = list(dict.fromkeys(c.split("-")[-1] for c in contrasts))
+    references = list(dict.fromkeys(split_contrast(c)[1] for c in contrasts))
     return references[0] if len(references) == 1 else CARE_REFERENCE
 
 
@@ -520,12 +522,14 @@ def hypotheses_table(table: pd.DataFrame, meta: Mapping[str, Any]) -> Table | No
     )
 
 
-def _all_tables(
+def all_tables(
     estimands: xr.Dataset,
     meta: Mapping[str, Any],
     hypotheses: pd.DataFrame | None,
     summary: pd.DataFrame | None,
 ) -> list[Table]:
+    """Every table of a fit, the decided hypotheses last (when given): what ``tables.md``,
+    ``tables.tex`` and ``tables.docx`` lay out, each in its own format."""
     tables = build_tables(estimands, meta, summary)
     h = hypotheses_table(hypotheses, meta) if hypotheses is not None else None
     return [*tables, h] if h is not None else tables
@@ -535,7 +539,7 @@ def _all_tables(
 _WORD_COLUMNS = ("Units", "Decision", "BF")
 
 
-def _numeric_columns(t: Table) -> list[bool]:
+def numeric_columns(t: Table) -> list[bool]:
     """Which columns hold numbers (right-aligned, decimal points aligned in LaTeX)."""
     return [
         j >= t.label_columns and j not in t.code_columns and h not in _WORD_COLUMNS
@@ -563,7 +567,7 @@ def tables_markdown(
     ``summary`` is :func:`~alliance_bayes.report.estimands.estimand_table` of ``estimands`` where
     the caller has it already."""
     out = ["### About these tables", "", f"*{shared_note(estimands, meta)}*", ""]
-    for t in _all_tables(estimands, meta, hypotheses, summary):
+    for t in all_tables(estimands, meta, hypotheses, summary):
         rows = [
             [
                 _markdown_first_cell(t, i, _markdown_cell(t, j, c))
@@ -573,7 +577,7 @@ def tables_markdown(
             ]
             for i, r in enumerate(t.rows)
         ]
-        numeric = _numeric_columns(t)
+        numeric = numeric_columns(t)
         out += [f"### {t.title}", "", f"*{t.caption}*", ""]
         out += [*markdown_table(t.header, rows, numeric=numeric), ""]
     return "\n".join(out)
@@ -655,7 +659,7 @@ def _latex_text(t: Table, j: int, cell: str) -> str:
 
 
 def _latex_rows(t: Table) -> list[list[str]]:
-    numeric = _numeric_columns(t)
+    numeric = numeric_columns(t)
     widths = [
         _column_widths([r[j] for r in t.rows]) if numeric[j] else [] for j in range(len(numeric))
     ]
@@ -670,7 +674,7 @@ def _latex_rows(t: Table) -> list[list[str]]:
 
 def _latex_align(t: Table) -> str:
     """Labels left, numbers right (aligned by padding), units and decisions left."""
-    return "".join("r" if n else "l" for n in _numeric_columns(t))
+    return "".join("r" if n else "l" for n in numeric_columns(t))
 
 
 def tables_latex(
@@ -695,7 +699,7 @@ def tables_latex(
         r"\par",
         "",
     ]
-    for t in _all_tables(estimands, meta, hypotheses, summary):
+    for t in all_tables(estimands, meta, hypotheses, summary):
         lines = latex_table(
             [latex_escape(h) for h in t.header],
             _latex_rows(t),

@@ -28,7 +28,7 @@ def equations(spec: ModelSpec) -> list[str]:
         r"P(r_{ijs} \geq L + k) = \mathrm{logit}^{-1}(\alpha_s(\theta_{ips} - \kappa_{s,k})), "
         r"\quad k = 1, \ldots, K - 1",
         r"\theta_{ips} = a_{ps} + e_{is}, \quad e_i \sim \mathcal{N}(0, \Omega_e), "
-        r"\quad a_p \sim \mathcal{N}(\delta\,([t(p) = \mathrm{therapist}] - \pi_T), "
+        r"\quad a_p \sim \mathcal{N}(\sum_{t \neq t_0} \delta_t\,([t(p) = t] - \pi_t), "
         r"D_a \Omega_a D_a)",
         r"\tau(\theta) = L + \sum_{k=1}^{K-1} \mathrm{logit}^{-1}(\alpha_s(\theta - \kappa_{s,k})), "
         r"\quad \tau_{is} = \sum_p w_{ip} \tau(\theta_{ips})",
@@ -57,8 +57,9 @@ def data_variables(spec: ModelSpec) -> list[str]:
         "$m_{ps}$: provider $p$'s latent alliance on the rating scale, the expected rating of a "
         "typical client with it (doubly latent: the client part integrated out, not a caseload "
         "mean); $B_{is}$, $W_{is}$: the between- and within-provider parts of the true score "
-        "$\\tau_{is}$; $\\delta$: therapists' mean latent alliance against coaches' ($\\pi_T$: the "
-        "share of therapists among the providers).",
+        "$\\tau_{is}$; $\\delta_t$: provider type $t$'s mean latent alliance per subscale against "
+        "the reference type $t_0$ (therapists' against coaches' under the contract's types; "
+        "$\\pi_t$: type $t$'s share of the providers).",
         *_phq9_sample(spec),
         # The outcome part's symbols, except the averaged-score split the true scores replace.
         *(v for v in regression.data_variables(_outcome_view(spec)) if not v.startswith("$W_")),
@@ -135,7 +136,7 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[regression.Pr
             "fifth of the client SD; [hierarchy] sd_prior chooses the shape, as for σ^u_t.",
         ),
         regression.PriorRow(
-            "δ_s (therapists' mean latent alliance against coaches')",
+            "δ_t (a provider type's mean latent alliance against the reference type's)",
             f"Normal(0, {m.provider_type_alliance_sd:g})",
             "client latent SDs",
             "Lets the provider types differ in mean alliance without forcing it; a difference of "

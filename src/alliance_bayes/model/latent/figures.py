@@ -14,7 +14,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from alliance_bayes.model.latent.measurement import LATENT_GROUP, latent_scores, lowest_rating
+from alliance_bayes.model.latent.measurement import (
+    LATENT_GROUP,
+    THERAPIST_INDICATOR,
+    TYPE_DESIGN,
+    latent_scores,
+    lowest_rating,
+)
 from alliance_bayes.report.figures import (
     DEFAULT_FORMATS,
     FigureResult,
@@ -86,8 +92,10 @@ def plot_latent_vs_averaged(
         return None
     consts = dt["constant_data"].to_dataset()
     stored = LATENT_GROUP in dt.children or "z_client_alliance" in dt["posterior"].data_vars
-    needed = {"mem_client", "mem_provider", "mem_weight", "provider_therapist", "alliance_observed"}
-    if not stored or not needed <= set(consts.data_vars):
+    needed = {"mem_client", "mem_provider", "mem_weight", "alliance_observed"}
+    # the provider-type indicators: the contract's therapist one, or one per non-reference type
+    typed = {THERAPIST_INDICATOR, TYPE_DESIGN} & set(consts.data_vars)
+    if not stored or not needed <= set(consts.data_vars) or not typed:
         return None
     if LATENT_GROUP in dt.children:
         scores = dt[LATENT_GROUP]["alliance_true"]

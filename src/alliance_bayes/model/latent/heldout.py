@@ -157,7 +157,7 @@ def outcome_location(
     mu = mu + np.einsum("snjl,snjl->sn", b[:, care], parts)
     if spec.hierarchy.care_type_intercepts:
         b_care = _flat(posterior, "b_care", "outcome", "care_contrast")[:, k]
-        full = np.column_stack([b_care[:, 0], np.zeros(n_draws), b_care[:, 1]])
+        full = np.insert(b_care, data.reference_index, 0.0, axis=1)  # 0 at the reference
         mu = mu + full[:, care]
     if spec.hierarchy.provider_intercepts:
         u = _flat(posterior, "u_outcome_provider", "outcome", "provider")[:, k]
@@ -225,15 +225,13 @@ def pointwise_log_step_probability(
 
 def _constant(data: LatentData) -> xr.Dataset:
     """What :func:`latent_scores` reads of the model's constant data."""
-    from alliance_bayes.model.regression.design import PROVIDER_TYPES
-
-    therapist = (data.provider_type_index == PROVIDER_TYPES.index("therapist")).astype(float)
+    name, dims, indicators = data.provider_type_constant()
     return xr.Dataset(
         {
             "mem_client": ("membership", data.mem_client),
             "mem_provider": ("membership", data.mem_provider),
             "mem_weight": ("membership", data.mem_weight),
-            "provider_therapist": ("provider", therapist - therapist.mean()),
+            name: (dims, indicators),
         }
     )
 

@@ -92,16 +92,23 @@ natural unit there, while the expected rating is what the averaged score measure
 simulator of :mod:`alliance_bayes.data.simulate` plants the between effect this way with
 ``between_definition = "latent"``.
 
-The provider part has a mean per provider type: :math:`a_{ps} = \delta_s ([t(p) =
-\text{therapist}] - \pi_T) + (\operatorname{diag}(\sigma^a) L_a z_p)_s`, with
-:math:`\delta_s \sim \mathcal N(0, s_\delta)` (``provider_type_alliance``, therapists against
-coaches, in client SDs) and :math:`\pi_T` the share of therapists among the providers (centred,
-so that :math:`\delta` leaves the location to the thresholds; stored as
-``constant_data/provider_therapist``). The standard normal :math:`z_p` are centred within each
-provider type (and rescaled to unit variance), so that :math:`\delta` alone carries the type
-difference: otherwise the mean of the therapists' :math:`z` and :math:`\delta` trade off along
-a ridge. The family takes the contract's provider types (therapist, coach) and care types only: a
-study that declares others is refused (:func:`require_contract_care_types`).
+The provider part has a mean per provider type: :math:`a_{ps} = \sum_{t \ne t_0} \delta_{ts}
+([t(p) = t] - \pi_t) + (\operatorname{diag}(\sigma^a) L_a z_p)_s`, with :math:`\delta_{ts} \sim
+\mathcal N(0, s_\delta)` (``provider_type_alliance``, type :math:`t` against the reference provider
+type :math:`t_0`, in client SDs) and :math:`\pi_t` type :math:`t`'s share of the providers (centred,
+so that :math:`\delta` leaves the location to the thresholds). The reference provider type is the
+reference care type when that is a single type (coach under the contract's types), else the first
+declared type, as in the ratings family
+(:attr:`~alliance_bayes.model.latent.measurement.LatentData.provider_reference`). Under the
+contract's therapist and coach, :math:`\delta_s` is therapists against coaches, ``dims="subscale"``,
+and the centred indicator :math:`[t(p) = \text{therapist}] - \pi_T` is stored as
+``constant_data/provider_therapist``; otherwise :math:`\delta` has dims ``(provider_type_contrast,
+subscale)`` and the centred indicators ``constant_data/provider_type_design`` (provider,
+provider_type_contrast). The standard normal :math:`z_p` are centred within each provider type (and
+rescaled to unit variance), so that :math:`\delta` alone carries the type differences: otherwise the
+mean of a type's :math:`z` and its :math:`\delta` trade off along a ridge. The care types of the
+outcome part are the analysis frame's (the contract's therapist, coach and both, or the
+combinations of declared types that clients saw), contrasted against its reference care type.
 
 Rating log density on the non-empty cells
 -----------------------------------------
@@ -117,7 +124,8 @@ Outcome part (the ``who5_change`` structure, per outcome :math:`o`)
         + \sum_s \big(b_{o,c[i],s,W} W_{is} + b_{o,c[i],s,B}(B_{is} - \bar B_s)\big)
         + \sum_p w_{ip} u_{op},
 
-with care-type intercepts :math:`\gamma_{o,c}` against coach-only care (``b_care``), covariates
+with care-type intercepts :math:`\gamma_{o,c}` against the reference care type (``b_care``; coach-only
+care under the contract's types), covariates
 standardised (:math:`\beta_o` per SD), care-type slopes partially pooled
 (:math:`b_{o,c,s,l} = \mu^b_{o,s,l} + \tau_o z_{o,c,s,l}`, the spread fixed unless
 ``care_slope_sd = "estimated"``), provider intercepts :math:`u_{op} \sim \mathcal N(0, \sigma^u_{o,t[p]})`
@@ -234,7 +242,6 @@ import pytensor.tensor as pt
 import xarray as xr
 from scipy import special
 
-from alliance_bayes.data.care import CARE_REFERENCE
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.model.latent.instrument_check import (
     CONTRACT_SCALE,
@@ -247,10 +254,7 @@ from alliance_bayes.model.latent.provider_effects import (
     provider_alliance_z,
 )
 from alliance_bayes.model.regression.design import (
-    CARE_CONTRASTS,
-    CARE_TYPES,
     LEVELS,
-    PROVIDER_TYPES,
     DesignError,
     _elevated,
     alliance_record,
@@ -268,6 +272,10 @@ N_CATEGORIES = CONTRACT_SCALE.n_categories
 CATEGORIES = CONTRACT_SCALE.categories
 THRESHOLDS = CONTRACT_SCALE.thresholds
 RATINGS = "ratings"
+#: The constant data of the provider-type shift: the contract's centred therapist indicator, or
+#: the centred indicators of every non-reference provider type.
+THERAPIST_INDICATOR = "provider_therapist"
+TYPE_DESIGN = "provider_type_design"
 
 
 def outcome_short(outcome: str) -> str:
@@ -332,6 +340,75 @@ class LatentData:
         """(subscale, category) observed rating counts."""
         return self.counts.sum(axis=1)
 
+    @property
+    def care_types(self) -> tuple[str, ...]:
+        """The study's care types (:attr:`AnalysisFrame.care_types`), what ``care_index`` counts."""
+        return self.frame.care_types
+
+    @property
+    def reference_index(self) -> int:
+        """The position of the reference care type in :attr:`care_types` (where ``b_care`` is 0)."""
+        return self.frame.care_types.index(self.frame.care_reference)
+
+    @property
+    def provider_types(self) -> tuple[str, ...]:
+        """The study's provider types (``provider_type_index`` counts in this order)."""
+        return self.frame.provider_types
+
+    @property
+    def provider_reference(self) -> str:
+        """The reference provider type :math:`t_0` of the measurement's provider-type shifts.
+
+        The reference care type when that is a single provider type (coach under the contract's
+        types), so that the reference care group's providers carry no shift; else the first
+        declared provider type (the ratings family's choice).
+        """
+        ref = self.frame.care_reference
+        return ref if ref in self.provider_types else self.provider_types[0]
+
+    @property
+    def provider_contrasts(self) -> tuple[str, ...]:
+        """``"<type>-<reference type>"`` for every provider type but :attr:`provider_reference`."""
+        ref = self.provider_reference
+        return tuple(f"{t}-{ref}" for t in self.provider_types if t != ref)
+
+    @property
+    def provider_shift_is_scalar(self) -> bool:
+        """Whether the one provider-type shift is the contract's therapists against coaches.
+
+        Then ``provider_type_alliance`` has dims ``subscale`` and its indicator is
+        ``provider_therapist``, as they have always been; otherwise the shift has dims
+        ``(provider_type_contrast, subscale)`` and the indicators are ``provider_type_design``.
+        """
+        return self.provider_contrasts == ("therapist-coach",)
+
+    @property
+    def provider_type_design(self) -> np.ndarray:
+        r"""(provider, provider contrast) indicators of the non-reference types, centred.
+
+        Column :math:`t` is :math:`[t(p) = t] - \pi_t`, with :math:`\pi_t` type :math:`t`'s share
+        of the providers: the shifts then leave the overall location to the thresholds (uncentred,
+        the therapist shift was the slowest direction of the sampler), and a provider of type
+        :math:`t` is shifted by :math:`\delta_t - \sum_{t'} \pi_{t'}\delta_{t'}`
+        (:math:`\delta_{t_0} = 0`).
+        """
+        ref = self.provider_types.index(self.provider_reference)
+        other = [k for k in range(len(self.provider_types)) if k != ref]
+        onehot = self.provider_type_index[:, None] == np.array(other, dtype=np.int64)[None, :]
+        return onehot - np.mean(onehot, axis=0)
+
+    def provider_type_constant(self) -> tuple[str, tuple[str, ...], np.ndarray]:
+        """The centred provider-type indicators as the model stores them: ``(name, dims, values)``.
+
+        ``provider_therapist`` (provider,) under the contract's shift, else
+        ``provider_type_design`` (provider, provider_type_contrast); :func:`latent_scores` reads
+        either.
+        """
+        design = self.provider_type_design
+        if self.provider_shift_is_scalar:
+            return THERAPIST_INDICATOR, ("provider",), design[:, 0]
+        return TYPE_DESIGN, ("provider", "provider_type_contrast"), design
+
     def coords(self) -> dict[str, list[str]]:
         c = self.frame.clients["client"].to_numpy()
         p = self.frame.providers["provider"].to_numpy()
@@ -342,9 +419,9 @@ class LatentData:
             "membership": [
                 f"{c[i]}:{p[j]}" for i, j in zip(self.mem_client, self.mem_provider, strict=True)
             ],
-            "care_type": list(CARE_TYPES),
-            "care_contrast": list(CARE_CONTRASTS),
-            "provider_type": list(PROVIDER_TYPES),
+            "care_type": list(self.frame.care_types),
+            "care_contrast": list(self.frame.care_contrasts),
+            "provider_type": list(self.frame.provider_types),
             "subscale": subs,
             "subscale_pair": [
                 f"{subs[i]}~{subs[j]}" for i, j in zip(*_pairs(len(subs)), strict=True)
@@ -356,6 +433,8 @@ class LatentData:
             "category": list(self.scale.categories),
             "outcome": [o.short for o in self.outcomes],
         }
+        if not self.provider_shift_is_scalar:
+            coords["provider_type_contrast"] = list(self.provider_contrasts)
         for o in self.outcomes:
             coords[o.dim] = c[o.client_index].tolist()
         return coords
@@ -374,48 +453,14 @@ def latent_scales(data: LatentData) -> dict[str, object]:
     record = alliance_record(data.frame)
     return {
         "care_share_by_outcome": {
-            o.short: care_shares(data.care_index[o.client_index]) for o in data.outcomes
+            o.short: care_shares(data.care_index[o.client_index], data.care_types)
+            for o in data.outcomes
         },
         "care_count_by_outcome": {
-            o.short: care_counts(data.care_index[o.client_index]) for o in data.outcomes
+            o.short: care_counts(data.care_index[o.client_index], data.care_types)
+            for o in data.outcomes
         },
     } | ({"alliance_instrument": record} if record else {})
-
-
-def require_contract_care_types(spec: ModelSpec, frame: AnalysisFrame) -> None:
-    """Refuse a study whose provider types, care types or reference care type are not the contract's.
-
-    The family's provider part has one therapist indicator (``provider_therapist``, the
-    ``provider_type_alliance`` shift, the latent scores recomputed from it) and its outcome part
-    the contract's care types therapist, coach and both, contrasted against coach. A study that
-    declares other provider types, or another ``care_reference``, is refused before any array is
-    built, rather than fitted with its types silently mapped onto those.
-
-    Raises
-    ------
-    DesignError
-        Naming the spec, the declared provider types (or reference) and where they were
-        declared, and suggesting the ratings family and an averaged-score regression spec, which
-        take the study's own types.
-    """
-    contract = (PROVIDER_TYPES, CARE_TYPES, CARE_REFERENCE)
-    if (frame.provider_types, frame.care_types, frame.care_reference) == contract:
-        return
-    where = frame.outcomes_declared_in or "the study"
-    if frame.provider_types != PROVIDER_TYPES:
-        declared = (
-            f"the provider types {', '.join(frame.provider_types)} (provider_types in {where})"
-        )
-    else:
-        declared = f"the reference care type {frame.care_reference!r} (care_reference in {where})"
-    raise DesignError(
-        f"spec {spec.name!r} (latent family): its provider and outcome parts take the contract's "
-        f"provider types {' and '.join(PROVIDER_TYPES)} (care types {', '.join(CARE_TYPES)}, "
-        f"contrasted against {CARE_REFERENCE}); the study declares {declared}. Fit the ratings "
-        "family (alliance_ratings) for how clients rate the alliance, or an averaged-score "
-        "regression spec (alliance = 'subscales' or 'composite', no [measurement] table) such as "
-        "who5_change for the outcomes; both take the study's own provider types"
-    )
 
 
 def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
@@ -428,13 +473,11 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
     ------
     DesignError
         The study declares an alliance instrument other than one integer item per subscale on a
-        whole-number range (:func:`~alliance_bayes.model.latent.instrument_check.require_single_ratings`), provider
-        types or a reference care type other than the contract's
-        (:func:`require_contract_care_types`), a column is absent, or too few clients are left.
+        whole-number range (:func:`~alliance_bayes.model.latent.instrument_check.require_single_ratings`), a
+        column is absent, or too few clients are left.
     """
     assert spec.measurement is not None
     require_single_ratings(spec, frame, family="latent")
-    require_contract_care_types(spec, frame)
     clients = frame.clients
     keep = np.ones(len(clients), dtype=bool)
     exclusions: dict[str, int] = {"clients_in_data": len(clients)}
@@ -511,9 +554,11 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
     observed = np.column_stack([c[f"alliance_{s}"].to_numpy(float) for s in subscales])
     between = np.column_stack([c[f"alliance_{s}_between"].to_numpy(float) for s in subscales])
     idx, weight = sub.membership_arrays()
-    care = c["care_type"].astype(str).map({k: i for i, k in enumerate(CARE_TYPES)})
+    care = c["care_type"].astype(str).map({k: i for i, k in enumerate(sub.care_types)})
     ptype = (
-        sub.providers["provider_type"].astype(str).map({k: i for i, k in enumerate(PROVIDER_TYPES)})
+        sub.providers["provider_type"]
+        .astype(str)
+        .map({k: i for i, k in enumerate(sub.provider_types)})
     )
     return LatentData(
         frame=sub,
@@ -868,17 +913,25 @@ def build_latent_model(
             a = pt.dot(z_prov, chol_a.T) * sd_a
         else:
             e, a = z_client, z_prov * sd_a
-        # Provider-type means of the latent alliance: therapists against coaches. The indicator
-        # is centred over providers, like z above, so that the difference does not move the
-        # overall location, which the thresholds carry (uncentred, it was the slowest direction).
-        is_therapist = data.provider_type_index == PROVIDER_TYPES.index("therapist")
-        therapist = pm.Data(
-            "provider_therapist", is_therapist - is_therapist.mean(), dims="provider"
-        )
-        type_shift = pm.Normal(
-            "provider_type_alliance", 0.0, ms.provider_type_alliance_sd, dims="subscale"
-        )
-        a = a + therapist[:, None] * type_shift
+        # Provider-type means of the latent alliance: each type but the reference against it
+        # (therapists against coaches under the contract's types). The indicators are centred
+        # over providers, like z above, so that the differences do not move the overall location,
+        # which the thresholds carry (uncentred, it was the slowest direction).
+        name, dims, indicators = data.provider_type_constant()
+        x_type = pm.Data(name, indicators, dims=dims)
+        if data.provider_shift_is_scalar:
+            type_shift = pm.Normal(
+                "provider_type_alliance", 0.0, ms.provider_type_alliance_sd, dims="subscale"
+            )
+            a = a + x_type[:, None] * type_shift
+        else:
+            type_shift = pm.Normal(
+                "provider_type_alliance",
+                0.0,
+                ms.provider_type_alliance_sd,
+                dims=("provider_type_contrast", "subscale"),
+            )
+            a = a + pt.dot(x_type, type_shift)
         theta = a[mem_provider] + e[mem_client]  # (membership, subscale)
         linear = disc[:, None] * theta.T  # (S, M): alpha_s theta
         g = pt.exp(-linear)[:, :, None] * pt.exp(cut)[:, None, :]  # (S, M, K-1): exp(-eta)
@@ -927,7 +980,9 @@ def build_latent_model(
             pr.b_covariate_sd * scale[:, None], data.covariate_sds, dims=("outcome", "covariate")
         )
         care = (
-            care_intercepts(pr.b_care_sd * scale[:, None], dims=("outcome",))
+            care_intercepts(
+                pr.b_care_sd * scale[:, None], reference=data.reference_index, dims=("outcome",)
+            )
             if h.care_type_intercepts
             else None
         )
@@ -1012,8 +1067,9 @@ def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
         The ``posterior`` group of a latent-alliance fit (or a thinned copy of it); needs the
         client latent draws ``z_client_alliance``.
     constant : xarray.Dataset
-        Its ``constant_data`` (``mem_client``, ``mem_provider``, ``mem_weight``,
-        ``provider_therapist``).
+        Its ``constant_data`` (``mem_client``, ``mem_provider``, ``mem_weight``, and the centred
+        provider-type indicators: ``provider_therapist`` under the contract's types, else
+        ``provider_type_design``).
 
     Returns
     -------
@@ -1024,9 +1080,12 @@ def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
     s = posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
     # axis 0 is the draw: centre over clients (providers), as the model graph does
     z_c = _centred(s["z_client_alliance"].transpose("sample", "client", "subscale").values, 1)
+    indicators = _type_indicators(constant)  # (provider, provider contrast)
+    # a provider type's providers share one row of centred indicators, and only they do
+    _, types = np.unique(indicators, axis=0, return_inverse=True)
     z_p = _centred_within(
         s["z_provider_alliance"].transpose("sample", "provider", "subscale").values,
-        constant["provider_therapist"].values,  # two values, one per provider type
+        types.ravel(),
         axis=1,
     )
     sd_a = s["sd_provider_alliance"].transpose("sample", "subscale").values
@@ -1037,8 +1096,12 @@ def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
         a = np.einsum("dps,dts->dpt", z_p, lp) * sd_a[:, None, :]
     else:
         e, a = z_c, z_p * sd_a[:, None, :]
-    shift = s["provider_type_alliance"].transpose("sample", "subscale").values
-    a = a + constant["provider_therapist"].values[None, :, None] * shift[:, None, :]
+    shift = s["provider_type_alliance"]
+    if THERAPIST_INDICATOR not in constant:
+        shift = shift.transpose("sample", "provider_type_contrast", "subscale").values
+    else:  # the contract's one shift, per subscale
+        shift = shift.transpose("sample", "subscale").values[:, None, :]
+    a = a + np.einsum("pc,dcs->dps", indicators, shift)
     mc = constant["mem_client"].values.astype(int)
     mp = constant["mem_provider"].values.astype(int)
     w = constant["mem_weight"].values
@@ -1059,6 +1122,13 @@ def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
         name="alliance_true",
     )
     return scores.unstack("sample").transpose("chain", "draw", "client", "subscale")
+
+
+def _type_indicators(constant: xr.Dataset) -> np.ndarray:
+    """The centred provider-type indicators of a fit's constant data as (provider, contrast)."""
+    if THERAPIST_INDICATOR in constant:
+        return constant[THERAPIST_INDICATOR].values[:, None]
+    return constant[TYPE_DESIGN].transpose("provider", ...).values
 
 
 LATENT_GROUP = "latent_alliance"

@@ -3,8 +3,9 @@ r"""Provider-level effects of the latent family: their SD priors and how far eac
 Two sets of provider effects, both in the regression family's geometry and by its functions:
 
 **Outcome provider intercepts.** Each outcome :math:`o` has
-:math:`u_{op} \sim \mathcal N(0, \sigma^u_{o,t[p]})` with an SD per provider type (multiple
-membership: a client's outcome sees :math:`\sum_p w_{ip} u_{op}`).
+:math:`u_{op} \sim \mathcal N(0, \sigma^u_{o,t[p]})` with an SD per provider type (the analysis
+frame's: the contract's therapist and coach, or a study's declared types; multiple membership: a
+client's outcome sees :math:`\sum_p w_{ip} u_{op}`).
 
 - The SD prior is :func:`~alliance_bayes.model.regression.graph.group_sd`: Gamma(2, 2/scale), mean
   ``scale`` (``[hierarchy] sd_prior = "gamma"``, the default), or Half-Normal(scale)
@@ -90,19 +91,18 @@ class OutcomeMoments:
     provider_type_index: np.ndarray  # (provider,) every provider of the model
     membership_index: np.ndarray  # (client, K)
     membership_weight: np.ndarray  # (client, K)
+    # what care_index counts, and the reference care type's position (the contract's by default)
+    care_types: tuple[str, ...] = CARE_TYPES
+    reference_index: int = CARE_TYPES.index(CARE_REFERENCE)
 
     @property
     def n_clients(self) -> int:
         return len(self.tuning_y)
 
     def care_dummies(self) -> np.ndarray:
-        """(client, care type but coach): 1 where the client has that care type.
-
-        The contract's care types and reference, the only ones the latent family takes
-        (:func:`~alliance_bayes.model.latent.measurement.require_contract_care_types`).
-        """
-        other = [k for k, c in enumerate(CARE_TYPES) if c != CARE_REFERENCE]
-        return np.eye(len(CARE_TYPES))[self.care_index][:, other]
+        """(client, care type but the reference): 1 where the client has that care type."""
+        other = [k for k in range(len(self.care_types)) if k != self.reference_index]
+        return np.eye(len(self.care_types))[self.care_index][:, other]
 
 
 def outcome_moments(data: LatentData, outcome: OutcomeData) -> OutcomeMoments:
@@ -135,6 +135,8 @@ def outcome_moments(data: LatentData, outcome: OutcomeData) -> OutcomeMoments:
         provider_type_index=data.provider_type_index,
         membership_index=data.membership_index[idx],
         membership_weight=data.membership_weight[idx],
+        care_types=data.care_types,
+        reference_index=data.reference_index,
     )
 
 
@@ -219,9 +221,8 @@ def between_contrast(data: LatentData, outcome: OutcomeData) -> BetweenContrast 
     fill = np.nanmean(score)
     between = (data.membership_weight[oi] * means[data.membership_index[oi]]).sum(axis=1)
     within = np.where(np.isfinite(score[oi]), score[oi], fill) - between
-    care = np.eye(3)[m.care_index][:, [0, 2]]
     design = np.column_stack(
-        [np.ones(m.n_clients), m.baseline, m.covariates, care, within, between]
+        [np.ones(m.n_clients), m.baseline, m.covariates, m.care_dummies(), within, between]
     )
     coef, *_ = np.linalg.lstsq(design, m.tuning_y, rcond=None)
     resid2 = float(np.mean((m.tuning_y - design @ coef) ** 2))
@@ -346,9 +347,13 @@ def provider_alliance_noncentring(data: LatentData) -> np.ndarray:
     return 1.0 / (1.0 + ratio)
 
 
-def within_type_contrasts(provider_type_index: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def within_type_contrasts(
+    provider_type_index: np.ndarray, provider_types: tuple[str, ...] = PROVIDER_TYPES
+) -> tuple[np.ndarray, list[str]]:
     r"""An orthonormal basis :math:`H` (provider, contrast) of the vectors summing to 0 within each
-    provider type: Helmert contrasts per type (a type of one provider keeps its unit vector).
+    provider type: Helmert contrasts per type (a type of one provider keeps its unit vector),
+    labelled ``"<type>:<k>"`` with the names ``provider_types`` that ``provider_type_index``
+    counts.
 
     For :math:`\zeta \sim \mathcal N(0, I)`, :math:`H\zeta` has the distribution of standard
     normal draws centred within each type (:math:`HH^\top` is that centring), without the
@@ -362,7 +367,7 @@ def within_type_contrasts(provider_type_index: np.ndarray) -> tuple[np.ndarray, 
     columns, labels = [], []
     for t in np.unique(types):
         members = np.flatnonzero(types == t)
-        name = PROVIDER_TYPES[t] if 0 <= t < len(PROVIDER_TYPES) else str(t)
+        name = provider_types[t] if 0 <= t < len(provider_types) else str(t)
         if members.size == 1:
             columns.append(np.eye(n)[members[0]])
             labels.append(f"{name}:0")
@@ -387,7 +392,7 @@ def provider_alliance_z(data: LatentData, conditional_sd: pt.TensorVariable) -> 
     graph of :math:`H\zeta`, which sums to 0 within each type; the caller rescales it to unit
     variance per element (and stores it as ``z_provider_alliance``).
     """
-    basis, labels = within_type_contrasts(data.provider_type_index)
+    basis, labels = within_type_contrasts(data.provider_type_index, data.provider_types)
     pm.modelcontext(None).add_coord("provider_contrast", labels)
     w_provider = pm.Data(
         "provider_alliance_noncentring",

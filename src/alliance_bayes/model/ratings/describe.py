@@ -39,7 +39,7 @@ def data_variables(spec: ModelSpec) -> list[str]:
         "client $i$ with provider $p_n$, one of $K$ categories $L, \\ldots, H$ (the contract's "
         "1–5: $L = 1$, $K = 5$; a declared instrument's whole-number range otherwise); $o_n$: "
         "the session's order within the client, centred.",
-        "$x_i$: age per decade, male (1) vs not, baseline WHO-5 per 10 points, each centred; "
+        f"$x_i$: {_covariates_in_words(spec)}, each centred; "
         "$\\gamma_c$: care type against the study's reference care type (coach-only care under "
         "the contract's defaults); $u_k$: country $k$ (partially pooled); $\\delta_t$: "
         "provider type $t$'s mean against the reference type $t_0$ (therapists' against coaches' "
@@ -62,11 +62,12 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
             "Median 1; a factor of e either way at 1 prior SD.",
         ),
         PriorRow(
-            "β (age per decade, male, baseline WHO-5 per 10), γ (care type), δ_t (provider type)",
+            f"β ({_slopes_in_words(scales)}), γ (care type), δ_t (provider type)",
             f"Normal(0, {p['b_covariate_sd']:g})",
             "client latent SDs",
             "A whole client SD per unit is one prior SD: wide against the small differences the "
-            "alliance literature reports, still ruling out effects that would empty the scale.",
+            "alliance literature reports, still ruling out effects that would empty the scale."
+            + _not_measured(scales),
         ),
         PriorRow(
             "λ (session order)",
@@ -82,3 +83,57 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
             "fifth of the client SD; countries are given the same room.",
         ),
     ]
+
+
+#: The built-in covariates in words: by the column a spec names (the model's symbols) and by the
+#: label of the ``covariate`` coordinate (the prior table's).
+_BUILT_IN_WORDS = {
+    "age": "age per decade",
+    "male": "male (1) vs not",
+    "who5_baseline": "baseline WHO-5 per 10 points",
+}
+_SLOPE_WORDS = {
+    "age_decade": "age per decade",
+    "male": "male",
+    "who5_baseline_10": "baseline WHO-5 per 10",
+}
+
+
+def _covariates_in_words(spec: ModelSpec) -> str:
+    """The spec's covariates as the model takes them (declared ones by name and coding)."""
+    words = [
+        _BUILT_IN_WORDS.get(c, f"{c} (declared: per SD if numeric, else against its reference)")
+        for c in spec.model_covariates
+    ]
+    return ", ".join(words)
+
+
+def _slopes_in_words(scales: Mapping[str, Any]) -> str:
+    """The slopes of the fitted covariates (the design's ``covariate_means`` labels; the
+    built-in three where the scales do not say), a categorical covariate's levels together."""
+    labels = list((scales or {}).get("covariate_means") or _SLOPE_WORDS)
+    coding = (scales or {}).get("covariate_coding") or {}
+    words: list[str] = []
+    for label in labels:
+        stem = label.split("[", 1)[0]
+        entry = coding.get(stem) or {}
+        if label in _SLOPE_WORDS:
+            word = _SLOPE_WORDS[label]
+        elif entry.get("type") == "categorical":
+            word = f"{stem} levels vs {entry.get('reference')}"
+        elif entry.get("type") == "numeric":
+            word = f"{label} per SD"
+        else:
+            word = label
+        if word not in words:
+            words.append(word)
+    return ", ".join(words)
+
+
+def _not_measured(scales: Mapping[str, Any]) -> str:
+    """A sentence naming the built-in covariates the study did not measure, or ``""``."""
+    words = {"age_decade": "age", "male": "sex", "who5_baseline_10": "baseline WHO-5"}
+    left_out = [words.get(k, k) for k in (scales or {}).get("covariates_not_measured", [])]
+    if not left_out:
+        return ""
+    return f" Not measured in this study, so left out of the model: {', '.join(left_out)}."

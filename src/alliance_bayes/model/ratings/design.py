@@ -1,14 +1,39 @@
-"""Arrays of the ratings model: one row per rated session, client covariates and countries.
+r"""Arrays of the ratings model: one row per rated session, client covariates and countries.
 
-Every client of the spec's sample with at least one rating and every covariate observed enters;
-each session contributes its goal and bond (and task, where rated) ratings, each one of the
-:math:`K` categories of the items' scale (the contract's 1–5, or a declared instrument's
-whole-number range: :func:`~alliance_bayes.model.latent.instrument_check.rating_scale`; category
-index = rating minus the lowest rating). The covariates are
-centred at the sample mean and put on the units the estimands report: age per decade, male (1)
-against not male (0), baseline WHO-5 per 10 points. The session order is the session's number
-within the client (1, 2, …), centred at its mean over the rated sessions, so that the other
-terms describe a session of average order.
+Every client of the spec's sample with at least one rating and every covariate observed enters
+(complete cases; the others are counted, ``missing_covariate``); each session contributes its goal
+and bond (and task, where rated) ratings, each one of the :math:`K` categories of the items' scale
+(the contract's 1–5, or a declared instrument's whole-number range:
+:func:`~alliance_bayes.model.latent.instrument_check.rating_scale`; category index = rating minus
+the lowest rating). The session order is the session's number within the client (1, 2, …),
+centred at its mean over the rated sessions, so that the other terms describe a session of
+average order.
+
+**Covariates.** A spec that names no covariates takes the built-in ones,
+:data:`~alliance_bayes.spec.RATINGS_COVARIATES` (age, male, baseline WHO-5); one that names
+``[predictors] covariates`` takes those, built-in and declared by the study
+(:mod:`alliance_bayes.data.covariates`), coded by the regression family's
+:func:`~alliance_bayes.model.regression.design.covariate_columns`. Each column :math:`x_j` enters
+as :math:`(x_{ij} - \bar x_j) / d_j`, centred at the sample mean and divided by the unit its
+estimand reports (:data:`COVARIATES`' divisors for the built-ins):
+
+* ``age_decade`` (:math:`d = 10` years), ``male`` (1 against 0, :math:`d = 1`),
+  ``who5_baseline_10`` (:math:`d = 10` WHO-5 points): the built-ins, named so in the
+  ``covariate`` coordinate;
+* a declared numeric covariate ``<name>``: :math:`d = s_j`, its sample SD (:math:`n - 1`) over the
+  clients in the model (1 if constant), so that its slope and its prior Normal(0, 1) are per SD
+  whatever the column's units;
+* a declared binary covariate ``<name>``: 1 at the level coded 1 (or the non-reference level),
+  :math:`d = 1`, as ``male``;
+* a declared categorical covariate: one indicator ``<name>[<level>]`` per level other than the
+  reference present among the clients in the model, :math:`d = 1`, so that each slope is the
+  difference from the reference level in client SDs (a per-SD prior would be widest for the
+  rarest level).
+
+A built-in covariate the study did not measure at all (every value missing, or no column) is left
+out when the spec names no covariates, and recorded as ``covariates_not_measured`` in the
+scales; a covariate the spec names must be measured. A covariate measured for some clients only
+is a complete-case rule, as above.
 
 Care and provider types are the study's (:attr:`~alliance_bayes.data.frame.AnalysisFrame.care_types`,
 :attr:`~alliance_bayes.data.frame.AnalysisFrame.provider_types`): care-type contrasts are against
@@ -21,8 +46,10 @@ against coaches), else the first declared type.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from alliance_bayes.data.care import JOIN, PROVIDER_TYPES
 from alliance_bayes.data.frame import AnalysisFrame
@@ -33,8 +60,13 @@ from alliance_bayes.model.latent.instrument_check import (
     rating_scale,
     require_single_ratings,
 )
-from alliance_bayes.model.regression.design import _elevated, alliance_record
-from alliance_bayes.spec import ModelSpec
+from alliance_bayes.model.regression.design import (
+    _check_covariates,
+    _elevated,
+    alliance_record,
+    covariate_columns,
+)
+from alliance_bayes.spec import ModelSpec, PredictorSpec
 
 __all__ = [
     "COVARIATES",
@@ -44,13 +76,15 @@ __all__ = [
     "ratings_scales",
 ]
 
-#: Client covariate → (column, divisor): each enters centred and divided, so that its slope is per
-#: decade of age, male against not male, and per 10 WHO-5 points at baseline.
+#: Built-in client covariate → (column, divisor): each enters centred and divided, so that its
+#: slope is per decade of age, male against not male, and per 10 WHO-5 points at baseline.
 COVARIATES = {
     "age_decade": ("age", 10.0),
     "male": ("male", 1.0),
     "who5_baseline_10": ("who5_baseline", 10.0),
 }
+#: The same by column (the name a spec gives): column → (coordinate label, divisor).
+_BUILT_IN = {column: (label, divisor) for label, (column, divisor) in COVARIATES.items()}
 
 
 @dataclass(frozen=True)
@@ -72,6 +106,13 @@ class RatingsData:
     counts: np.ndarray  # (subscale, session, category): one-hot, 0 where the item is not rated
     exclusions: dict[str, int] = field(default_factory=dict)
     scale: RatingScale = CONTRACT_SCALE  # the rating categories (counts' last axis)
+    # The ``covariate`` coordinate: the built-ins' labels, a declared covariate's name, or a
+    # categorical one's ``<name>[<level>]`` per indicator.
+    covariate_names: tuple[str, ...] = tuple(COVARIATES)
+    # How each declared covariate is coded (covariate_columns, with ``sd`` for a numeric one).
+    covariate_coding: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Built-in covariates left out because the study did not measure them (their labels).
+    covariates_not_measured: tuple[str, ...] = ()
 
     @property
     def n_clients(self) -> int:
@@ -157,7 +198,7 @@ class RatingsData:
             "care_contrast": list(self.care_contrasts),
             "provider_type": list(self.provider_types),
             "country": list(self.countries),
-            "covariate": list(COVARIATES),
+            "covariate": list(self.covariate_names),
             "subscale": list(self.subscales),
             "cut": list(self.scale.thresholds),
             "gap": list(self.scale.thresholds[1:]),
@@ -186,10 +227,13 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
     ------
     DesignError
         The study declares an alliance instrument other than one integer item per subscale on a
-        whole-number range (:func:`~alliance_bayes.model.latent.instrument_check.require_single_ratings`), a
-        covariate column is absent, or fewer than 20 clients are left.
+        whole-number range (:func:`~alliance_bayes.model.latent.instrument_check.require_single_ratings`),
+        the spec names a covariate the study does not declare or did not measure, no covariate
+        was measured, the country column is absent, a categorical covariate's reference level has
+        no client in the model, or fewer than 20 clients are left.
     """
     require_single_ratings(spec, frame, family="ratings")
+    _check_covariates(spec, frame)
     clients = frame.clients
     keep = np.ones(len(clients), dtype=bool)
     exclusions: dict[str, int] = {"clients_in_data": len(clients)}
@@ -197,13 +241,12 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
         elevated = _elevated(clients, spec).to_numpy()
         exclusions["not_elevated_at_baseline"] = int((~elevated).sum())
         keep &= elevated
-    columns = [column for column, _ in COVARIATES.values()]
-    for column in ("country", *columns):
-        if column not in clients or clients[column].isna().all():
-            raise DesignError(f"spec {spec.name!r} needs column {column!r}, absent from the data")
-    x = clients[columns].to_numpy(float)
+    if "country" not in clients or clients["country"].isna().all():
+        raise DesignError(f"spec {spec.name!r} needs column 'country', absent from the data")
+    columns, not_measured = _measured_covariates(spec, clients)
+    missing = clients[columns].isna().to_numpy()
     country = clients["country"].astype("string").str.strip()
-    complete = ~np.isnan(x).any(axis=1) & ~(country.isna() | country.isin(["", "nan"])).to_numpy()
+    complete = ~missing.any(axis=1) & ~(country.isna() | country.isin(["", "nan"])).to_numpy()
     exclusions["missing_covariate"] = int((keep & ~complete).sum())
     keep &= complete
     rated = _rated_clients(frame)
@@ -215,9 +258,15 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
     c = sub.clients
     exclusions["clients_in_model"] = len(c)
 
-    x = c[columns].to_numpy(float)
+    coded = covariate_columns(c, columns, frame, spec.name)
+    x = coded.values
     means = x.mean(axis=0)
-    divisors = np.array([d for _, d in COVARIATES.values()])
+    labels, divisors, coding = _reporting_units(coded, x)
+    if len(set(labels)) != len(labels):
+        raise DesignError(
+            f"spec {spec.name!r}: covariate names {labels} repeat a built-in one's "
+            f"({list(COVARIATES)}); leave one of them out of [predictors] covariates"
+        )
     country = c["country"].astype(str).to_numpy()
     countries = tuple(sorted(set(country)))
     ses = sub.sessions
@@ -248,7 +297,54 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
         counts=counts,
         exclusions=exclusions,
         scale=scale,
+        covariate_names=tuple(labels),
+        covariate_coding=coding,
+        covariates_not_measured=tuple(_BUILT_IN[n][0] for n in not_measured),
     )
+
+
+def _measured_covariates(spec: ModelSpec, clients: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The spec's covariate columns the study measured, and the built-in ones it did not.
+
+    Not measured: no column, or every value missing in the whole study (not only in the spec's
+    sample), so that whether a covariate enters does not depend on the sample. Only a built-in
+    covariate of a spec that names none is left out; a covariate the spec names is required.
+    """
+    named = spec.model_covariates
+    missing = [n for n in named if n not in clients or clients[n].isna().all()]
+    if missing and spec.predictors.covariates != PredictorSpec().covariates:
+        raise DesignError(
+            f"spec {spec.name!r} names covariate(s) {missing}, not measured in this study "
+            "(every value missing): leave them out of [predictors] covariates"
+        )
+    if len(missing) == len(named):
+        raise DesignError(
+            f"spec {spec.name!r}: none of the covariates {list(named)} was measured in this study "
+            "(every value missing)"
+        )
+    return [n for n in named if n not in missing], missing
+
+
+def _reporting_units(
+    coded, x: np.ndarray
+) -> tuple[list[str], np.ndarray, dict[str, dict[str, Any]]]:
+    """Per column of ``coded`` (:class:`~alliance_bayes.model.regression.design.CovariateColumns`,
+    values ``x``) its coordinate label and divisor (see the module docstring), and the declared
+    covariates' coding with ``sd``, the divisor of a numeric one."""
+    coding = {name: dict(entry) for name, entry in coded.coding.items()}
+    labels, divisors = [], []
+    for j, name in enumerate(coded.names):
+        if name in _BUILT_IN:
+            label, divisor = _BUILT_IN[name]
+        elif name in coding and coding[name]["type"] == "numeric":
+            label, sd = name, float(np.std(x[:, j], ddof=1)) if len(x) > 1 else 0.0
+            divisor = sd if sd > 0 else 1.0
+            coding[name]["sd"] = divisor
+        else:  # a binary covariate or a level indicator: a contrast, per unit
+            label, divisor = name, 1.0
+        labels.append(label)
+        divisors.append(divisor)
+    return labels, np.array(divisors, dtype=float), coding
 
 
 def _rated_clients(frame: AnalysisFrame) -> np.ndarray:
@@ -301,29 +397,48 @@ def ratings_scales(data: RatingsData) -> dict[str, object]:
     present); ``country_share``: clients per country; ``provider_share``: :math:`\pi_t`, each
     provider type's share of the providers (the centring of the provider-type shifts);
     ``provider_mix``: :math:`q_{ct}` of :func:`provider_mix`; ``male_mean``: the share of men (the
-    centring of ``male``); ``covariate_means`` and ``session_order_mean`` in their own units;
-    ``alliance_instrument``, only with a declared alliance instrument, its declaration
+    centring of ``male``; only with ``male`` in the model); ``covariate_means`` (by the
+    ``covariate`` coordinate's labels; a level indicator's mean is the level's share) and
+    ``session_order_mean`` in their own units; ``covariate_coding``, only with declared
+    covariates, how each is coded (type, label, reference, levels, clients per level and a numeric
+    one's ``sd``, the unit of its estimand); ``covariates_not_measured``, only where a built-in
+    covariate was left out, their labels; ``alliance_instrument``, only with a declared alliance
+    instrument, its declaration
     (:func:`~alliance_bayes.model.regression.design.alliance_record`: the rating scale the
     estimands are on and whose categories the model has).
     """
     counts = _care_counts(data)
     total = sum(counts.values())
     share = np.bincount(data.country_index, minlength=len(data.countries)) / data.n_clients
-    return {
-        "care_types": list(data.care_types),
-        "care_reference": data.care_reference,
-        "care_share": {c: n / total for c, n in counts.items()},
-        "care_count": counts,
-        "country_share": {k: float(v) for k, v in zip(data.countries, share, strict=True)},
-        "provider_types": list(data.provider_types),
-        "provider_reference": data.provider_reference,
-        "provider_share": {
-            t: float(v) for t, v in zip(data.provider_types, data.provider_share, strict=True)
-        },
-        "provider_mix": provider_mix(data),
-        "male_mean": float(data.covariate_means[list(COVARIATES).index("male")]),
-        "covariate_means": {
-            k: float(v) for k, v in zip(COVARIATES, data.covariate_means, strict=True)
-        },
-        "session_order_mean": data.session_order_mean,
-    } | ({"alliance_instrument": record} if (record := alliance_record(data.frame)) else {})
+    return (
+        {
+            "care_types": list(data.care_types),
+            "care_reference": data.care_reference,
+            "care_share": {c: n / total for c, n in counts.items()},
+            "care_count": counts,
+            "country_share": {k: float(v) for k, v in zip(data.countries, share, strict=True)},
+            "provider_types": list(data.provider_types),
+            "provider_reference": data.provider_reference,
+            "provider_share": {
+                t: float(v) for t, v in zip(data.provider_types, data.provider_share, strict=True)
+            },
+            "provider_mix": provider_mix(data),
+        }
+        | _covariate_scales(data)
+        | ({"alliance_instrument": record} if (record := alliance_record(data.frame)) else {})
+    )
+
+
+def _covariate_scales(data: RatingsData) -> dict[str, object]:
+    """The covariates' entries of :func:`ratings_scales`, in the order ``run.json`` has had them."""
+    names = data.covariate_names
+    out: dict[str, object] = {}
+    if "male" in names:
+        out["male_mean"] = float(data.covariate_means[names.index("male")])
+    out["covariate_means"] = {k: float(v) for k, v in zip(names, data.covariate_means, strict=True)}
+    out["session_order_mean"] = data.session_order_mean
+    if data.covariate_coding:
+        out["covariate_coding"] = data.covariate_coding
+    if data.covariates_not_measured:
+        out["covariates_not_measured"] = list(data.covariates_not_measured)
+    return out

@@ -36,10 +36,29 @@ A covariate's effect is the change of the care-mix level :math:`\bar A(\cdot) = 
 \text{alliance}[c](\cdot)` across one unit centred at the mean, e.g. ``alliance_per_decade_age``
 :math:`= \bar A(\beta_\text{age}/2) - \bar A(-\beta_\text{age}/2)`; ``alliance[male-not_male]``
 :math:`= \bar A(\beta_m(1 - \bar m)) - \bar A(-\beta_m\bar m)`; ``alliance_per_session`` the same
-with :math:`\lambda`. ``alliance_country[k]`` is :math:`\bar A` in country :math:`k`;
-``sd_country_alliance`` the SD of those levels across the study's countries (a finite-population
-SD; Gelman 2005, doi:10.1214/009053604000001048). ``share_at_ceiling`` is :math:`\bar A` with
-:math:`\tau` replaced by :math:`P(r = H)`, the top category. ``sd_provider_alliance`` is the SD of the providers'
+with :math:`\lambda`. Each exists only with its covariate in the model
+(:mod:`~alliance_bayes.model.ratings.design`: a spec may name its covariates, and a built-in one
+the study did not measure is left out). A covariate the study declares (``covariate_coding`` in
+the scales) has, with :math:`\beta` per the unit its column enters in:
+
+* numeric ``<name>``: ``alliance_per_sd_<name>`` :math:`= \bar A(\beta/2) - \bar A(-\beta/2)`,
+  per sample SD of the column (the scales' ``sd``, named in the units);
+* binary ``<name>``: ``alliance_<name>[<level>-<reference>]`` :math:`= \bar A(\beta(1 - \bar
+  x)) - \bar A(-\beta\bar x)`, as ``male``, with :math:`\bar x` the share at ``<level>`` (the
+  level coded 1, or the non-reference level; ``alliance_employed[1-0]``);
+* categorical ``<name>`` with indicator slopes :math:`\beta_j` and shares :math:`\bar d_j` of the
+  levels :math:`j` other than the reference: ``alliance_<name>[<level>-<reference>]``
+  :math:`= \bar A(\beta_\ell + b) - \bar A(b)`, :math:`b = -\sum_j \beta_j \bar d_j`, the
+  level :math:`\ell` against the reference at the mean of the other covariates
+  (``alliance_diagnosis[anxiety-depression]``).
+
+A contrast reads ``<level>-<reference>`` inside the brackets as the care-type contrasts do (not
+``=``, which hypotheses read as their comparison).
+
+``alliance_country[k]`` is :math:`\bar A` in country :math:`k`; ``sd_country_alliance`` the SD
+of those levels across the study's countries (a finite-population SD; Gelman 2005,
+doi:10.1214/009053604000001048). ``share_at_ceiling`` is :math:`\bar A` with :math:`\tau` replaced
+by :math:`P(r = H)`, the top category. ``sd_provider_alliance`` is the SD of the providers'
 expected ratings (a client of average country seen by a provider of the reference type
 :math:`t_0`, coach under the contract's types, the client effect integrated out) over
 :math:`a \sim \mathcal N(\Delta_{t_0}, \sigma_a)`; ``icc_provider_alliance`` the latent-response ICC
@@ -49,7 +68,7 @@ Bosker 2012, section 17.3).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -139,7 +158,8 @@ def compute_ratings_estimands(
     items = [str(s) for s in posterior["subscale"].values]
     averaged = [j for j, s in enumerate(items) if s in ("goal", "bond")] or list(range(len(items)))
     disc, kappa = disc[:, averaged], kappa[:, averaged]
-    beta = dict(zip(COVARIATES, _draws(posterior, "b_covariate", "covariate").T, strict=True))
+    labels = [str(k) for k in posterior["covariate"].values]
+    beta = dict(zip(labels, _draws(posterior, "b_covariate", "covariate").T, strict=True))
     care_types = tuple(sc.get("care_types") or CARE_TYPES)
     reference = str(sc.get("care_reference") or CARE_REFERENCE)
     contrasts = [str(c) for c in posterior["care_contrast"].values]
@@ -198,22 +218,27 @@ def compute_ratings_estimands(
     def effect(slope: np.ndarray, high: float, low: float) -> np.ndarray:
         return (mix(slope * high) - mix(slope * low)) @ w_country
 
-    m_bar = float(sc.get("male_mean", 0.5))
-    out["alliance_per_decade_age"] = (
-        effect(beta["age_decade"], 0.5, -0.5),
-        f"{RATING_UNITS} per decade of age",
-        "fixed effect",
-    )
-    out["alliance_per_10_who5_baseline"] = (
-        effect(beta["who5_baseline_10"], 0.5, -0.5),
-        f"{RATING_UNITS} per 10 WHO-5 points at baseline",
-        "fixed effect",
-    )
-    out["alliance[male-not_male]"] = (
-        effect(beta["male"], 1.0 - m_bar, -m_bar),
-        f"{RATING_UNITS}, male minus not male",
-        "contrast",
-    )
+    if "age_decade" in beta:
+        out["alliance_per_decade_age"] = (
+            effect(beta["age_decade"], 0.5, -0.5),
+            f"{RATING_UNITS} per decade of age",
+            "fixed effect",
+        )
+    if "who5_baseline_10" in beta:
+        out["alliance_per_10_who5_baseline"] = (
+            effect(beta["who5_baseline_10"], 0.5, -0.5),
+            f"{RATING_UNITS} per 10 WHO-5 points at baseline",
+            "fixed effect",
+        )
+    if "male" in beta:
+        m_bar = float(sc.get("male_mean", 0.5))
+        out["alliance[male-not_male]"] = (
+            effect(beta["male"], 1.0 - m_bar, -m_bar),
+            f"{RATING_UNITS}, male minus not male",
+            "contrast",
+        )
+    for name, (values, unit, kind) in _declared_effects(beta, sc, effect, mix, w_country).items():
+        out[name] = (values, unit, kind)
     out["alliance_per_session"] = (
         effect(lam, 0.5, -0.5),
         f"{RATING_UNITS} per session (session order)",
@@ -246,6 +271,66 @@ def compute_ratings_estimands(
         "variance component",
     )
     return _dataset(out, stacked)
+
+
+def _declared_effects(
+    beta: Mapping[str, np.ndarray],
+    sc: Mapping[str, Any],
+    effect: Callable[[np.ndarray, float, float], np.ndarray],
+    mix: Callable[[np.ndarray], np.ndarray],
+    w_country: np.ndarray,
+) -> dict[str, tuple[np.ndarray, str, str]]:
+    """The estimands of the declared covariates (module docstring), in the posterior's order.
+
+    ``effect(slope, high, low)`` and ``mix(shift)`` are those of
+    :func:`compute_ratings_estimands`.
+
+    Raises
+    ------
+    ValueError
+        A covariate of the posterior is neither built in nor described by the scales'
+        ``covariate_coding`` (its type, levels and reference are needed to name and compute it).
+    """
+    coding = sc.get("covariate_coding") or {}
+    means = sc.get("covariate_means") or {}
+    column_of = {c: name for name, entry in coding.items() for c in entry.get("columns", [name])}
+    unknown = [k for k in beta if k not in COVARIATES and k not in column_of]
+    if unknown:
+        raise ValueError(
+            f"covariate(s) {unknown} of the posterior are not built in ({list(COVARIATES)}) and "
+            "the scales' covariate_coding does not describe them"
+        )
+    out: dict[str, tuple[np.ndarray, str, str]] = {}
+    for name in dict.fromkeys(column_of[k] for k in beta if k in column_of):
+        entry = coding[name]
+        label = str(entry.get("label") or name)
+        if entry["type"] == "numeric":
+            out[f"alliance_per_sd_{name}"] = (
+                effect(beta[name], 0.5, -0.5),
+                f"{RATING_UNITS} per SD of {label} (SD {float(entry['sd']):.4g})",
+                "fixed effect",
+            )
+        elif entry["type"] == "binary":
+            share = float(means.get(name, 0.5))
+            level, reference = entry["level"], entry["reference"]
+            out[f"alliance_{name}[{level}-{reference}]"] = (
+                effect(beta[name], 1.0 - share, -share),
+                f"{RATING_UNITS}, {label} {level} minus {reference}",
+                "contrast",
+            )
+        else:
+            reference = entry["reference"]
+            columns = [f"{name}[{level}]" for level in entry["levels"]]
+            # the reference level's shift: every indicator at 0, centred at its share
+            base = -sum(beta[c] * float(means.get(c, 0.0)) for c in columns)
+            at_reference = mix(base) @ w_country
+            for level, column in zip(entry["levels"], columns, strict=True):
+                out[f"alliance_{name}[{level}-{reference}]"] = (
+                    mix(base + beta[column]) @ w_country - at_reference,
+                    f"{RATING_UNITS}, {label} {level} minus {reference} (reference)",
+                    "contrast",
+                )
+    return out
 
 
 def _rating_scale(posterior: xr.Dataset, sc: Mapping[str, Any]) -> tuple[float, float, str]:

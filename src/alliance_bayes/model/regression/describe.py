@@ -71,7 +71,7 @@ def equations(spec: ModelSpec) -> list[str]:
         terms.append(rf"\sum_p w_{{ip}} (u_{{p0}}{slope})")
     lines = [*_likelihood_lines(spec), r"\mu_i = " + " + ".join(terms)]
     if hier and h.care_type_intercepts:
-        lines.append(r"\gamma_{\mathrm{coach}} = 0, \quad \gamma_c \sim \mathcal{N}(0,\ s_\gamma)")
+        lines.append(r"\gamma_{r} = 0, \quad \gamma_c \sim \mathcal{N}(0,\ s_\gamma)")
     if hier:
         if h.care_type_pooling:
             tau = (
@@ -149,8 +149,10 @@ def data_variables(spec: ModelSpec) -> list[str]:
 
 def _membership_lines() -> list[str]:
     return [
-        "$c[i]$: care type (therapist, coach or both); $t[p]$: provider type; $w_{ip}$: "
-        "provider $p$'s share of client $i$'s sessions (multiple membership).",
+        "$c[i]$: care type, the provider types the client saw (therapist, coach or both unless "
+        "the study declares its own); $r$: the reference care type (coach-only care unless "
+        "declared); $t[p]$: provider type; $w_{ip}$: provider $p$'s share of client $i$'s "
+        "sessions (multiple membership).",
     ]
 
 
@@ -316,7 +318,7 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
     if hier and h.care_type_intercepts:
         rows.append(
             PriorRow(
-                "γ_c (care type vs coach)",
+                "γ_c (care type vs the reference)",
                 f"Normal(0, {pr.b_care_sd:g})",
                 f"±{2 * pr.b_care_sd:g} {units} at 2 prior SDs",
                 _why(

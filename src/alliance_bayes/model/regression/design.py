@@ -493,14 +493,15 @@ def _check_covariates(spec: ModelSpec, frame: AnalysisFrame) -> None:
     if not unknown:
         return
     where = frame.outcomes_declared_in or "the study (it has no study.toml)"
-    known = [*COVARIATES, *frame.covariates]
+    built_in = spec.built_in_covariates  # the ratings family's differ
+    known = [*built_in, *frame.covariates]
     hints = []
     for name in unknown:
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     raise DesignError(
         f"spec {spec.name!r}: covariate(s) {', '.join(hints)} not declared in {where}; this "
-        f"study's covariates are {list(COVARIATES)} (built in) and "
+        f"study's covariates are {list(built_in)} (built in) and "
         f"{sorted(frame.covariates)} (declared). Declare one there as [covariates.<name>] with "
         'type = "numeric", "binary" or "categorical" (and reference = "<level>" for a '
         "categorical one)"

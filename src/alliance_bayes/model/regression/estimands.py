@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from alliance_bayes.data.care import CARE_REFERENCE, JOIN
+from alliance_bayes.data.care import CARE_REFERENCE, care_words, split_contrast
+from alliance_bayes.data.care import contrast as contrast_label
 
 __all__ = ["KINDS", "care_weights_of", "compute_estimands", "put_estimand"]
 
@@ -107,7 +108,7 @@ def care_reference(posterior: xr.Dataset, scales: Mapping[str, Any] | None = Non
     if (scales or {}).get("care_reference"):
         return str(scales["care_reference"])
     if "b_care" in posterior:
-        ends = {str(c).rsplit("-", 1)[-1] for c in posterior["b_care"]["care_contrast"].values}
+        ends = {split_contrast(str(c))[1] for c in posterior["b_care"]["care_contrast"].values}
         if len(ends) == 1:
             return ends.pop()
     return CARE_REFERENCE
@@ -133,9 +134,7 @@ def _pooled_slopes(
         raise ValueError(f"care weights must be >= 0 and sum to 1; got {dict(care_weights)}")
     weights = xr.DataArray(w, dims="care_type", coords={"care_type": b["care_type"].values})
     pooled = (b * weights).sum("care_type")
-    label = ", ".join(
-        f"{c.replace(JOIN, ' and ')} {care_weights[c]:.3f}" for c in cares if c in care_weights
-    )
+    label = ", ".join(f"{care_words(c)} {care_weights[c]:.3f}" for c in cares if c in care_weights)
     return pooled.assign_attrs(care_weights=label)
 
 
@@ -181,8 +180,9 @@ def compute_estimands(
     in the likelihood): the slope of the study's own client mix. Being a fixed combination of
     quantities the likelihood informs, its posterior SD shrinks as about :math:`1/\sqrt n`. The
     hyper-mean ``mu_b`` of the care-type slopes is reported apart, as ``mu_b_<s>_<level>`` (kind
-    ``"hyperparameter"``): with their spread τ fixed, three care types inform it no better than
-    :math:`\mathrm{Var}(\mu \mid b) = (3/\tau^2 + 1/\sigma_\mu^2)^{-1}` at any sample size,
+    ``"hyperparameter"``): with their spread τ fixed, :math:`C` care types (three in the
+    contract) inform it no better than
+    :math:`\mathrm{Var}(\mu \mid b) = (C/\tau^2 + 1/\sigma_\mu^2)^{-1}` at any sample size,
     so it describes the prior's population of care types, not this study's clients.
 
     A covariate's slope is ``b_<covariate>``, per unit of the covariate (``b_age``: per year) or,
@@ -337,13 +337,13 @@ def compute_estimands(
                     if care != reference:
                         put_estimand(
                             out,
-                            f"b_{s}_{lv}[{care}-{reference}]",
+                            f"b_{s}_{lv}[{contrast_label(care, reference)}]",
                             cell.sel(care_type=care) - cell.sel(care_type=reference),
                             units=effect_units,
                             kind=con,
                             subscale=s,
                             level=lv,
-                            care_type=f"{care}-{reference}",
+                            care_type=contrast_label(care, reference),
                         )
 
     if "sd_b" in posterior:

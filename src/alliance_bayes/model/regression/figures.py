@@ -26,15 +26,10 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
-from alliance_bayes.report.figures import DEFAULT_FORMATS, FigureResult, save_figure
+from alliance_bayes.data.care import split_contrast
+from alliance_bayes.report.figures import DEFAULT_FORMATS, FigureResult, cycle_colours, save_figure
 
 __all__ = ["FIGURES", "conditional_predictions", "expected_observed", "plot_conditional_effects"]
-
-
-def _colour(care: str, order: Sequence[str]) -> str:
-    """A care type's colour: the matplotlib cycle in care-type order (therapist C0, coach C1,
-    both C2), black for all clients."""
-    return "black" if care == "all clients" else f"C{list(order).index(care) % 10}"
 
 
 def expected_observed(
@@ -91,7 +86,7 @@ def conditional_predictions(
     if "b_care" in posterior:
         contrast = _flat(posterior, "b_care")
         for j, label in enumerate(str(c) for c in posterior["b_care"]["care_contrast"].values):
-            gamma[label.rsplit("-", 1)[0]] = contrast[:, j]
+            gamma[split_contrast(label)[0]] = contrast[:, j]
     for s in (str(x) for x in b["subscale"].values):
         lo, hi = scales["alliance_range"][s]
         grid = np.linspace(lo, hi, n_grid)
@@ -124,6 +119,7 @@ def plot_conditional_effects(
     order = (
         [str(c) for c in dt["posterior"]["b"]["care_type"].values] if "b" in dt["posterior"] else []
     )
+    colours = cycle_colours(order) | {"all clients": "black"}
     fig, axes = plt.subplots(2, len(preds), figsize=(4.2 * len(preds), 6.2), squeeze=False)
     notes = []
     for j, (name, pred) in enumerate(preds.items()):
@@ -133,7 +129,7 @@ def plot_conditional_effects(
                 values = draws - shift
                 lo, mid, hi = np.quantile(values, [0.025, 0.5, 0.975], axis=0)
                 ax = axes[row, j]
-                colour = _colour(care, order)
+                colour = colours[care]
                 ax.fill_between(grid, lo, hi, color=colour, alpha=0.18, lw=0)
                 ax.plot(grid, mid, color=colour, lw=1.6, label=care)
             span = draws[:, -1] - draws[:, 0]

@@ -132,8 +132,8 @@ def linear_predictor(
     mu = g("alpha")[:, None] + g("b_baseline")[:, None] * (data.baseline - data.baseline_mean)[None]
     mu = mu + g("b_covariate_z") @ data.covariates.T
     if spec.hierarchy.care_type_intercepts and spec.predictors.alliance != "composite":
-        b_care = g("b_care")  # (S, contrast): therapist−coach, both−coach
-        care = np.column_stack([b_care[:, 0], np.zeros(len(b_care)), b_care[:, 1]])
+        # (S, contrast): every care type but the reference, minus the reference; 0 at the reference
+        care = np.insert(g("b_care"), data.reference_index, 0.0, axis=1)
         mu = mu + care[:, data.care_index]
     if spec.predictors.alliance == "composite":
         mu = mu + g("b_alliance")[:, None] * data.composite[None]
