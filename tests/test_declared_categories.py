@@ -480,3 +480,16 @@ def test_latent_slope_units_name_the_declared_scale(latent7):
         .attrs["units"]
         .startswith("WHO-5 points per 1 point of the Session alliance 1–7 scale")
     )
+
+
+def test_run_json_states_the_ratings_on_the_declared_scale(frame7):
+    """The ratings are the ratings family's outcome: run.json's label, range and units are the
+    declared scale's, not the contract's 1–5."""
+    from alliance_bayes.fitting import _run_metadata, settings_for
+
+    spec = load_spec("alliance_ratings")
+    data = prepare_ratings(spec, frame7)
+    meta = _run_metadata(spec, data, settings_for(spec), {})
+    assert meta["outcome_range"] == [1.0, 7.0]
+    assert meta["outcome_label"] == "Session alliance rating (Session alliance 1–7)"
+    assert meta["effect_units"] == "rating points (Session alliance 1–7 scale)"

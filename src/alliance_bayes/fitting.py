@@ -26,7 +26,7 @@ from alliance_bayes.inference import SamplerSettings, sample_model
 from alliance_bayes.model.families import family_of
 from alliance_bayes.provenance import environment
 from alliance_bayes.result import Fit, assemble
-from alliance_bayes.spec import ModelSpec, load_spec
+from alliance_bayes.spec import RATING_OUTCOMES, ModelSpec, load_spec
 from alliance_bayes.storage import read_datatree, write_datatree
 
 __all__ = ["Fit", "design_of", "fit", "fit_design", "frame_of", "resolve_spec", "settings_for"]
@@ -286,18 +286,22 @@ def _likelihood_facts(dt: xr.DataTree) -> dict[str, Any]:
 def _run_metadata(spec: ModelSpec, design, settings: SamplerSettings, timings) -> dict[str, Any]:
     """Everything needed to reproduce and audit a run (written as ``run.json``)."""
     source = Path(spec.source)
+    instrument = getattr(design.frame, "alliance", None)
+    label, outcome_range = spec.outcome_label, list(spec.outcome_range)
+    if spec.outcome in RATING_OUTCOMES and instrument is not None:
+        # the ratings themselves are the outcome: on the study's declared scale
+        label = f"Session alliance rating ({instrument.scale})"
+        outcome_range = [instrument.low, instrument.high]
     return {
         "spec": spec.name,
         "spec_as_run": spec.to_dict(),
         "spec_toml": source.read_text(encoding="utf-8") if source.is_file() else "",
         "family": family_of(spec).name,
         "outcome": spec.outcome,
-        "outcome_label": spec.outcome_label,
-        "outcome_range": list(spec.outcome_range),
+        "outcome_label": label,
+        "outcome_range": outcome_range,
         # slopes per point of the study's declared alliance instrument, where it declares one
-        "effect_units": spec.effect_units_on(
-            getattr(getattr(design.frame, "alliance", None), "scale", None)
-        ),
+        "effect_units": spec.effect_units_on(None if instrument is None else instrument.scale),
         "seed": settings.seed,
         "sampler": settings.sampler,
         "backend": settings.backend,

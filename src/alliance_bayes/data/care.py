@@ -31,6 +31,7 @@ __all__ = [
     "CareTypes",
     "care_words",
     "contrast",
+    "parse_care",
     "parse_care_reference",
     "parse_provider_types",
     "split_contrast",
@@ -172,3 +173,18 @@ def parse_care_reference(raw: object, care: CareTypes) -> tuple[str | None, list
             f"(the provider types a client saw, joined by {JOIN!r}), got {raw!r}"
         ]
     return raw, []
+
+
+def parse_care(types: object, reference: object) -> tuple[CareTypes, list[str]]:
+    """A study's declared ``provider_types`` and ``care_reference`` (each None when not declared)
+    as :class:`CareTypes`, or the contract's with the problems found."""
+    problems: list[str] = []
+    care = CareTypes()
+    if types is not None:
+        parsed, problems = parse_provider_types(types)
+        care = CareTypes(parsed) if parsed else care
+    if reference is not None and not problems:
+        chosen, wrong = parse_care_reference(reference, care)
+        problems += wrong
+        care = CareTypes(care.provider_types, chosen)
+    return care, problems

@@ -71,7 +71,7 @@ import pandas as pd
 from pandas.io.stata import StataMissingValue
 
 from alliance_bayes.data.alliance import AllianceInstrument, parse_alliance
-from alliance_bayes.data.care import CareTypes, parse_care_reference, parse_provider_types
+from alliance_bayes.data.care import CareTypes, parse_care
 from alliance_bayes.data.contract import (
     AGE_RANGE,
     ITEM_COLUMNS,
@@ -270,7 +270,7 @@ class RawStudy:
         covariates = dict(covariates or {})
         ages = None if age_range is None else list(age_range)
         types = None if provider_types is None else list(provider_types)
-        care, wrong = _care_types(types, care_reference)
+        care, wrong = parse_care(types, care_reference)
         if wrong:  # the tables cannot be checked against types that are not declared right
             p = Problems()
             for problem in wrong:
@@ -532,7 +532,7 @@ def _settings_from(raw: dict, path: Path) -> _Settings:
         problems += wrong
     care, wrong = CareTypes(), []
     if "provider_types" in raw or "care_reference" in raw:
-        care, wrong = _care_types(raw.get("provider_types"), raw.get("care_reference"))
+        care, wrong = parse_care(raw.get("provider_types"), raw.get("care_reference"))
         problems += wrong
     if problems:
         p = Problems()
@@ -540,20 +540,6 @@ def _settings_from(raw: dict, path: Path) -> _Settings:
             p.add(DataContractError(path, problem, csv=False))
         p.raise_any()
     return _Settings(frozenset(ignore), path, long, outcomes, covariates, age_range, alliance, care)
-
-
-def _care_types(types: object, reference: object) -> tuple[CareTypes, list[str]]:
-    """Declared ``provider_types`` and ``care_reference`` (either None when not declared)."""
-    problems: list[str] = []
-    care = CareTypes()
-    if types is not None:
-        parsed, problems = parse_provider_types(types)
-        care = CareTypes(parsed) if parsed else care
-    if reference is not None and not problems:
-        chosen, wrong = parse_care_reference(reference, care)
-        problems += wrong
-        care = CareTypes(care.provider_types, chosen)
-    return care, problems
 
 
 #: The keys of a ``study.toml`` outside its tables.

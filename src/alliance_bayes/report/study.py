@@ -35,12 +35,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alliance_bayes.data.care import CARE_TYPES, JOIN
+from alliance_bayes.data.care import CARE_TYPES, care_words
 from alliance_bayes.data.published import (
     COMPANION_WHO5_CHANGE,
     PUBLISHED,
     PUBLISHED_ALLIANCE_MEDIAN,
 )
+from alliance_bayes.model.latent.instrument_check import RatingScale
 from alliance_bayes.report.html import markdown_to_html
 from alliance_bayes.report.hypotheses import hypotheses_markdown
 from alliance_bayes.report.render import markdown_table
@@ -312,13 +313,15 @@ def _alliance_cares(summary: pd.DataFrame) -> tuple[list[str], list[tuple[str, s
     return levels, contrasts
 
 
-def _rating_scale(outcome: FitOutcome) -> tuple[str, str]:
-    """The ratings' scale in words and its top category: ``("1–5", "5")``, or a declared
-    instrument's (``("WAI-S 1–7", "7")``)."""
-    declared = ((outcome.meta or {}).get("scales") or {}).get("alliance_instrument") or {}
-    if not declared:
-        return "1–5", "5"
-    return str(declared.get("scale", "")), f"{float(declared['range'][1]):g}"
+def _rating_scale(outcome: FitOutcome) -> RatingScale:
+    """The ratings' scale: the contract's 1–5 items, or the study's declared instrument."""
+    return RatingScale.of_scales((outcome.meta or {}).get("scales") or {})
+
+
+def _on_published_scale(outcome: FitOutcome) -> bool:
+    """Whether the ratings are on the 1–5 items of the paper, whose published median is 4.8."""
+    scale = _rating_scale(outcome)
+    return (scale.low, scale.high) == (1, 5)
 
 
 def _declared_covariate_labels(outcome: FitOutcome) -> dict[str, str]:
@@ -340,13 +343,13 @@ def _declared_covariate_labels(outcome: FitOutcome) -> dict[str, str]:
 
 def _ratings_section(outcome: FitOutcome, observed_median: float | None) -> list[str]:
     s = outcome.summary
-    scale, top = _rating_scale(outcome)
+    scale = _rating_scale(outcome)
+    top = str(scale.high)
     levels, contrasts = _alliance_cares(s)
     labels = {f"alliance[{c}]": care_title(care_phrase(c)) for c in levels}
     labels["share_at_ceiling"] = f"Share of ratings at {top}"
     labels |= {
-        f"alliance[{c}-{ref}]": f"{care_title(c)} vs {ref.replace(JOIN, ' and ')}"
-        for c, ref in contrasts
+        f"alliance[{c}-{ref}]": f"{care_title(c)} vs {care_words(ref)}" for c, ref in contrasts
     }
     declared = _declared_covariate_labels(outcome)
     # the declared covariates' rows follow the built-in covariates'
@@ -354,7 +357,7 @@ def _ratings_section(outcome: FitOutcome, observed_median: float | None) -> list
     scales = (outcome.meta or {}).get("scales") or {}
     not_measured = list(scales.get("covariates_not_measured") or [])
     lines = [
-        f"Expected rating of a typical session on the {scale} scale (goal and bond averaged):",
+        f"Expected rating of a typical session on the {scale.name} scale (goal and bond averaged):",
         "",
     ]
     lines += markdown_table(
@@ -369,17 +372,19 @@ def _ratings_section(outcome: FitOutcome, observed_median: float | None) -> list
             + ".",
         ]
     observed = "—" if observed_median is None else f"{observed_median:.2f} (Table 1, all)"
-    model = ", ".join(
-        f"{c.replace(JOIN, ' and ')} {_cell(s, f'alliance[{c}]')}" for c in levels or CARE_TYPES
-    )
-    rows = [
+    model = ", ".join(f"{care_words(c)} {_cell(s, f'alliance[{c}]')}" for c in levels or CARE_TYPES)
+    rows = (
         [
-            "Median client alliance score",
-            f"{PUBLISHED_ALLIANCE_MEDIAN}",
-            f"observed in these data: {observed}; model (expected session rating): {model}",
-            "a data summary, no decision",
+            [
+                "Median client alliance score",
+                f"{PUBLISHED_ALLIANCE_MEDIAN}",
+                f"observed in these data: {observed}; model (expected session rating): {model}",
+                "a data summary, no decision",
+            ]
         ]
-    ]
+        if _on_published_scale(outcome)  # the paper's median is of 1–5 items
+        else []
+    )
     rows += [
         [
             f"Alliance {claim}",
@@ -591,7 +596,7 @@ def _figure_alliance(outcome: FitOutcome, table1: pd.DataFrame, folder: Path) ->
             ax.plot(
                 median, yi, "x", color="C1", label="observed client median" if yi == y[0] else None
             )
-    if _rating_scale(outcome)[0] == "1–5":  # the paper's median is on the 1–5 items
+    if _on_published_scale(outcome):
         ax.axvline(
             PUBLISHED_ALLIANCE_MEDIAN,
             color="grey",
@@ -599,9 +604,9 @@ def _figure_alliance(outcome: FitOutcome, table1: pd.DataFrame, folder: Path) ->
             lw=1,
             label=f"published median {PUBLISHED_ALLIANCE_MEDIAN}",
         )
-    ax.set_yticks(y, [c.replace(JOIN, " and ") for c in cares])
+    ax.set_yticks(y, [care_words(c) for c in cares])
     ax.set_ylim(-0.6, len(cares) - 0.4)
-    ax.set_xlabel(f"alliance ({_rating_scale(outcome)[0]}), posterior mean and 95% HDI")
+    ax.set_xlabel(f"alliance ({_rating_scale(outcome).name}), posterior mean and 95% HDI")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
     fig.tight_layout()
     name = "alliance_by_care.png"
@@ -629,7 +634,7 @@ def _figure_change(outcomes: Sequence[FitOutcome], folder: Path) -> str | None:
             r = s.loc[f"{p}_change[{g}]"]
             ax.plot([r["hdi95_low"], r["hdi95_high"]], [yi, yi], color="k", lw=1)
         ax.axvline(0.0, color="grey", lw=0.8)
-        ax.set_yticks(y, [g.replace(JOIN, " and ") for g in groups])
+        ax.set_yticks(y, [care_words(g) for g in groups])
         ax.set_title(f"{o.spec}: {_SCALE[p]} change", fontsize=9)
         ax.set_xlabel("points (bar: mean; line: 95% HDI of the observed change)", fontsize=8)
     axes[0, 0].legend(

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alliance_bayes.data.care import CARE_TYPES, PROVIDER_TYPES  # noqa: F401 (the contract's)
+# the contract's (a study's own are the analysis frame's care_types, care_contrasts, provider_types)
+from alliance_bayes.data.care import CARE_CONTRASTS, CARE_TYPES, PROVIDER_TYPES  # noqa: F401
 from alliance_bayes.data.covariates import Covariate
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.data.instruments import declare
@@ -45,9 +46,6 @@ from alliance_bayes.spec import (
     scale_alliance_priors,
 )
 
-#: The contract's care-type contrasts: against coach-only care, the shipped study's largest
-#: group. A study's own are :attr:`~alliance_bayes.data.frame.AnalysisFrame.care_contrasts`.
-CARE_CONTRASTS = ("therapist-coach", "both-coach")
 LEVELS = ("within", "between")
 OUTCOME = "y"  # name of the observed variable in every model (dims: client)
 OBSERVED = "y_observed"  # its data container
