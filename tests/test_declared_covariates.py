@@ -243,7 +243,7 @@ def test_undeclared_covariate_refused_at_design_time(shipped_study):
         prepare(spec, build_frame(shipped_study))
 
 
-def test_spec_accepts_declared_names_for_the_regression_family_only():
+def test_spec_accepts_declared_names_except_in_the_change_family():
     spec = load_spec("who5_change", predictors={"covariates": ["age", "diagnosis"]})
     assert spec.declared_covariates == ("diagnosis",)
     assert load_spec("who5_change").declared_covariates == ()
@@ -251,8 +251,10 @@ def test_spec_accepts_declared_names_for_the_regression_family_only():
         load_spec("who5_change", predictors={"covariates": ["Diagnosis"]})
     with pytest.raises(SpecError, match="each name once"):
         load_spec("who5_change", predictors={"covariates": ["age", "age"]})
-    with pytest.raises(SpecError, match="follow-up regression only"):
-        load_spec("alliance_latent_who5", predictors={"covariates": ["age", "diagnosis"]})
+    latent = load_spec("alliance_latent_who5", predictors={"covariates": ["age", "diagnosis"]})
+    assert latent.declared_covariates == ("diagnosis",)
+    with pytest.raises(SpecError, match=r"\[change\] table"):
+        load_spec("wellbeing_change", predictors={"covariates": ["age", "diagnosis"]})
 
 
 def test_estimand_names_and_units():

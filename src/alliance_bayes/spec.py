@@ -116,9 +116,9 @@ class PredictorSpec:
     only (early alliance, rated before most of the symptom change); 0 (the default) uses every
     session. The within/between split uses the same sessions as the score (its weights and the
     providers' caseload means alike); the provider-effect membership weights count every session.
-    ``covariates`` are built in (:data:`COVARIATES`) or declared by the study (regression and
-    ratings families); a declared name is checked against the study when the design is built. A
-    ratings spec that leaves them at this default takes its family's built-in ones,
+    ``covariates`` are built in (:data:`COVARIATES`) or declared by the study (regression,
+    ratings and latent families); a declared name is checked against the study when the design is
+    built. A ratings spec that leaves them at this default takes its family's built-in ones,
     :data:`RATINGS_COVARIATES`; one that names them takes those (``age``, ``male``,
     ``who5_baseline`` and declared names).
     """
@@ -962,12 +962,10 @@ def _validate(spec: ModelSpec, src: str) -> None:
     declared_covariates = spec.declared_covariates
     _check(
         f"{src} [predictors]",
-        not declared_covariates
-        or spec.outcome in RATING_OUTCOMES
-        or (spec.change is None and p.alliance != "latent"),
+        not declared_covariates or spec.outcome in RATING_OUTCOMES or spec.change is None,
         f"covariate(s) {list(declared_covariates)} are not built in ({list(COVARIATES)}): a "
-        "covariate a study declares is adjusted for by the ratings family and the follow-up "
-        "regression only (no [change] table, no alliance = 'latent')",
+        "covariate a study declares is adjusted for by the ratings, regression and latent "
+        "families only (no [change] table)",
     )
     _check(
         f"{src} [predictors]",

@@ -106,6 +106,7 @@ def _latent() -> Family:
                 for o, s in shares.items()
             },
             alliance_scale=alliance_scale(scales),
+            covariate_coding=(scales or {}).get("covariate_coding"),
         )
 
     def finish(dt: xr.DataTree) -> xr.DataTree:

@@ -13,7 +13,11 @@ import xarray as xr
 
 from alliance_bayes.model.latent.instrument_check import CONTRACT_SCALE
 from alliance_bayes.model.latent.measurement import lowest_rating
-from alliance_bayes.model.regression.estimands import compute_estimands, put_estimand
+from alliance_bayes.model.regression.estimands import (
+    _covariate_units,
+    compute_estimands,
+    put_estimand,
+)
 
 __all__ = ["compute_joint_estimands"]
 
@@ -25,6 +29,7 @@ def compute_joint_estimands(
     primary: str,
     care_weights: Mapping[str, Mapping[str, float] | None] | None = None,
     alliance_scale: str | None = None,
+    covariate_coding: Mapping[str, Mapping[str, object]] | None = None,
 ) -> xr.Dataset:
     """Estimands of a model with an ``outcome`` dimension (the latent-alliance model).
 
@@ -51,6 +56,11 @@ def compute_joint_estimands(
         the slopes are per point of it. Without it, the scale of the ``threshold`` cuts' labels:
         the contract's 1–5 keeps the regression family's units, another range (``"1|2"`` …
         ``"6|7"``) names itself.
+    covariate_coding : mapping, optional
+        How each declared covariate is coded (``covariate_coding`` of
+        :func:`~alliance_bayes.model.latent.measurement.latent_scales`): with it a level's or a
+        text-coded binary covariate's units name the reference level, as the regression family's
+        do (``"WHO-5 points, anxiety vs depression (reference)"``).
 
     Returns
     -------
@@ -75,6 +85,12 @@ def compute_joint_estimands(
         prefix = "" if o == primary else f"{o}:"
         for name, da in part.data_vars.items():
             attrs = dict(da.attrs)
+            if covariate_coding and "covariate" in attrs:
+                # compute_estimands reads the coding from a design's full scales only, which
+                # would also add standardised slopes on a metric the latent design lacks.
+                unit, named = _covariate_units(str(name).removeprefix("b_"), covariate_coding)
+                sep = " " if unit.startswith("per") else ", "
+                attrs |= named | {"units": f"{outcome_units[o]}{sep}{unit}"}
             if prefix and "subscale" in attrs:
                 attrs["subscale"] = prefix + attrs["subscale"]
             out[prefix + str(name)] = da.assign_attrs(attrs)

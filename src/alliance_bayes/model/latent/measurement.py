@@ -126,7 +126,9 @@ Outcome part (the ``who5_change`` structure, per outcome :math:`o`)
 
 with care-type intercepts :math:`\gamma_{o,c}` against the reference care type (``b_care``; coach-only
 care under the contract's types), covariates
-standardised (:math:`\beta_o` per SD), care-type slopes partially pooled
+standardised (:math:`\beta_o` per SD; a declared categorical one as centred level indicators
+against its reference, :func:`~alliance_bayes.model.regression.design.covariate_columns`),
+care-type slopes partially pooled
 (:math:`b_{o,c,s,l} = \mu^b_{o,s,l} + \tau_o z_{o,c,s,l}`, the spread fixed unless
 ``care_slope_sd = "estimated"``), provider intercepts :math:`u_{op} \sim \mathcal N(0, \sigma^u_{o,t[p]})`
 (partially non-centred by each provider's data, the SDs Gamma(2) by default:
@@ -256,10 +258,12 @@ from alliance_bayes.model.latent.provider_effects import (
 from alliance_bayes.model.regression.design import (
     LEVELS,
     DesignError,
+    _check_covariates,
     _elevated,
     alliance_record,
     care_counts,
     care_shares,
+    covariate_columns,
     model_priors,
     standardise,
 )
@@ -330,6 +334,8 @@ class LatentData:
     outcomes: tuple[OutcomeData, ...]
     exclusions: dict[str, int] = field(default_factory=dict)
     scale: RatingScale = CONTRACT_SCALE  # the rating categories (counts' last axis)
+    # How each declared covariate is coded (covariate_columns); empty without declared ones.
+    covariate_coding: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @property
     def n_clients(self) -> int:
@@ -447,7 +453,9 @@ def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def latent_scales(data: LatentData) -> dict[str, object]:
     """Per outcome, the care types of the clients with it observed (counts and shares: the weights
-    of the pooled slopes); on a declared alliance instrument also its record
+    of the pooled slopes); with declared covariates their ``covariate_coding`` (as the regression
+    family's :meth:`~alliance_bayes.model.regression.design.ModelData.scales`); on a declared
+    alliance instrument also its record
     (``alliance_instrument``, :func:`~alliance_bayes.model.regression.design.alliance_record`: the
     scale the true scores and slopes are on, and the factor the slope priors were scaled by)."""
     record = alliance_record(data.frame)
@@ -460,24 +468,31 @@ def latent_scales(data: LatentData) -> dict[str, object]:
             o.short: care_counts(data.care_index[o.client_index], data.care_types)
             for o in data.outcomes
         },
-    } | ({"alliance_instrument": record} if record else {})
+    } | (
+        ({"covariate_coding": data.covariate_coding} if data.covariate_coding else {})
+        | ({"alliance_instrument": record} if record else {})
+    )
 
 
 def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
     """Select the spec's clients and build the measurement and outcome arrays.
 
     Every client of the sample with at least one rating enters the measurement part; each outcome
-    uses the clients with that follow-up, its baseline and every covariate observed.
+    uses the clients with that follow-up, its baseline and every covariate observed. Covariates
+    are built in or declared by the study, coded as in the regression family
+    (:func:`~alliance_bayes.model.regression.design.covariate_columns`).
 
     Raises
     ------
     DesignError
         The study declares an alliance instrument other than one integer item per subscale on a
         whole-number range (:func:`~alliance_bayes.model.latent.instrument_check.require_single_ratings`), a
-        column is absent, or too few clients are left.
+        column is absent, a covariate is neither built in nor declared by the study, or too few
+        clients are left.
     """
     assert spec.measurement is not None
     require_single_ratings(spec, frame, family="latent")
+    _check_covariates(spec, frame)
     clients = frame.clients
     keep = np.ones(len(clients), dtype=bool)
     exclusions: dict[str, int] = {"clients_in_data": len(clients)}
@@ -493,14 +508,25 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
     subscales = tuple(sub.subscales)
     exclusions["clients_in_measurement_model"] = n
 
-    cov_names = tuple(spec.predictors.covariates)
-    for column in cov_names:
+    named = tuple(spec.predictors.covariates)
+    for column in named:
         if column not in c or c[column].isna().all():
             raise DesignError(f"spec {spec.name!r} needs column {column!r}, absent from the data")
-    x = c[list(cov_names)].to_numpy(float).reshape(n, len(cov_names))
-    complete_x = ~np.isnan(x).any(axis=1)
+    complete_x = c[list(named)].notna().all(axis=1).to_numpy()
     exclusions["missing_covariate"] = int((~complete_x).sum())
-    z, x_mean, x_sd = standardise(np.where(complete_x[:, None], x, np.nan))
+    # The regression family's columns and coding, taken over the clients with every covariate
+    # observed: only they enter an outcome's likelihood, so only they define the reference
+    # level's presence, the levels estimated and the centring.
+    columns = covariate_columns(c[complete_x], named, frame, spec.name)
+    cov_names = columns.names
+    # Column-major, as the clients table's columns always were: the same memory layout gives
+    # the same sums in standardise, to the last bit, and so the same draws as before.
+    x = np.full((n, len(cov_names)), np.nan, order="F")
+    x[complete_x] = columns.values
+    z, x_mean, x_sd = standardise(x)
+    # Level indicators are centred only: their slopes stay differences from the reference.
+    x_sd = np.where(columns.indicator, 1.0, x_sd)
+    z = np.where(columns.indicator, x - x_mean, z)
     x = np.where(np.isnan(z), 0.0, z)
 
     outcomes = []
@@ -580,6 +606,7 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
         outcomes=tuple(outcomes),
         exclusions=exclusions,
         scale=scale,
+        covariate_coding=columns.coding,
     )
 
 
