@@ -189,6 +189,21 @@ class AnalysisFrame:
     care_reference: str = CARE_REFERENCE
 
     @property
+    def provider_reference(self) -> str:
+        """The reference provider type of a family's provider-type shifts (ratings, latent): the
+        reference care type when that is a single provider type (coach under the contract's
+        types), so that the reference care group's providers carry no shift; else the first
+        declared provider type."""
+        ref = self.care_reference
+        return ref if ref in self.provider_types else self.provider_types[0]
+
+    @property
+    def provider_contrasts(self) -> tuple[str, ...]:
+        """``"<type>-<reference type>"`` for every provider type but :attr:`provider_reference`."""
+        ref = self.provider_reference
+        return tuple(contrast(t, ref) for t in self.provider_types if t != ref)
+
+    @property
     def care_contrasts(self) -> tuple[str, ...]:
         """The care-type contrasts, ``"<care type>-<reference>"`` (``therapist-coach``)."""
         return tuple(

@@ -145,20 +145,14 @@ class RatingsData:
 
     @property
     def provider_reference(self) -> str:
-        """The reference provider type :math:`t_0` of the provider-type shifts.
-
-        The reference care type's provider type when that care type is a single type (coach under
-        the contract's types), so that the reference care group's providers carry no shift; else
-        the first declared provider type.
-        """
-        ref = self.care_reference
-        return ref if ref in self.provider_types else self.provider_types[0]
+        """The reference provider type :math:`t_0` of the provider-type shifts
+        (:attr:`~alliance_bayes.data.frame.AnalysisFrame.provider_reference`)."""
+        return self.frame.provider_reference
 
     @property
     def provider_contrasts(self) -> tuple[str, ...]:
         """``"<type>-<reference type>"`` for every provider type but :attr:`provider_reference`."""
-        ref = self.provider_reference
-        return tuple(f"{t}-{ref}" for t in self.provider_types if t != ref)
+        return self.frame.provider_contrasts
 
     @property
     def provider_shift_is_scalar(self) -> bool:
