@@ -128,6 +128,7 @@ def test_loo_gives_elpd_its_se_and_the_se_over_provider_clusters():
     assert "elpd_loo" in repr(res) and "4 provider clusters" in repr(res)
     unclustered = fit_verbs.loo(dt)
     assert np.isnan(unclustered.se_provider) and "study=" in unclustered.note
+    assert "provider clusters" not in repr(unclustered).splitlines()[0]
 
 
 def test_gate_repr_is_readable_and_states_the_tail_ess_convention():
@@ -290,6 +291,18 @@ def test_conditional_effects_is_tidy_and_flat_when_nothing_moves(design):
     assert list(ce.columns) == ["predictor", "care_type", "value", "estimate", "lower", "upper"]
     assert set(ce["predictor"]) == set(data.subscales)
     np.testing.assert_allclose(ce["estimate"], ALPHA)
+    goal = fit_verbs.conditional_effects(
+        spec, _fixed_posterior(data, draws=200), meta, "goal", n_grid=5
+    )
+    assert goal.equals(ce[ce["predictor"] == "goal"].reset_index(drop=True))
+    named = fit_verbs.conditional_effects(
+        spec, _fixed_posterior(data, draws=200), meta, ["alliance_goal", "goal"], n_grid=5
+    )
+    assert named.equals(goal)
+    with pytest.raises(ValueError, match=r"no conditional effect for 'alliance_gaol'.*'goal'"):
+        fit_verbs.conditional_effects(spec, _fixed_posterior(data), meta, "alliance_gaol")
+    with pytest.raises(ValueError, match="prob must be a probability"):
+        fit_verbs.conditional_effects(spec, _fixed_posterior(data), meta, prob=95)
 
 
 @pytest.mark.mcmc
@@ -321,6 +334,7 @@ def test_fit_methods_delegate_to_the_verbs(design):
     assert len(fit.conditional_effects(n_grid=3)) == 3 * len(data.subscales) * len(
         data.scales()["care_types"]
     )
+    assert set(fit.conditional_effects("bond", n_grid=3)["predictor"]) == {"bond"}
     loaded = replace(fit, design=None)
     with pytest.raises(ValueError, match="give study="):
         loaded.predict(new)

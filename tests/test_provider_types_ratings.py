@@ -21,7 +21,7 @@ from alliance_bayes.model.ratings.design import (
 )
 from alliance_bayes.model.ratings.estimands import compute_ratings_estimands
 from alliance_bayes.spec import load_spec
-from test_ratings import DISCRIMINATION, THRESHOLDS, _marginal_by_quad
+from test_ratings import DISCRIMINATION, THRESHOLDS, _latent_of_sessions, _marginal_by_quad
 
 THREE = ("therapist", "coach", "psychiatrist")
 #: The free variables of the ratings model on the shipped study, as the family has always built
@@ -115,7 +115,7 @@ def test_three_type_rating_density_is_the_graded_response_by_hand(data3, model3)
     point = _jittered(model3)
     logp = float(model3.compile_logp(vars=model3.observed_RVs, sum=True)(point))
     disc, kappa = _evaluate(model3, point, ["discrimination", "threshold"])
-    theta = _theta_by_hand(model3, data3, point)
+    theta = _latent_of_sessions(model3, data3, point)
     direct = 0.0
     for s in range(len(data3.subscales)):
         above = 1.0 / (1.0 + np.exp(-disc[s] * (theta[:, None] - kappa[s][None, :])))
@@ -124,51 +124,6 @@ def test_three_type_rating_density_is_the_graded_response_by_hand(data3, model3)
         )
         direct += float((data3.counts[s] * np.log(p)).sum())
     assert logp == pytest.approx(direct, rel=1e-9)
-
-
-def _theta_by_hand(model, data: RatingsData, point) -> np.ndarray:
-    names = [
-        "b_covariate", "b_care", "sd_country_latent", "z_country", "client_alliance_logit",
-        "provider_type_alliance", "sd_provider_latent", "v_provider", "b_session", "discrimination",
-    ]  # fmt: skip
-    beta, b_care, sd_c, z_c, e_i, delta, sd_p, v_p, lam, disc = _evaluate(model, point, names)
-    a0 = np.exp(np.log(disc).mean())
-    z_i = e_i * a0 ** (model["client_noncentring"].get_value() - 1.0)
-    z_p = v_p * (a0 * sd_p) ** (model["provider_noncentring"].get_value() - 1.0)
-
-    def centred(z):
-        return (z - z.mean()) * np.sqrt(len(z) / (len(z) - 1.0))
-
-    frame = data.frame
-    care_of_client = frame.clients["care_type"].astype(str).to_numpy()
-    care = pd.Series(0.0, index=list(frame.care_types))
-    for contrast, b in zip(model.coords["care_contrast"], b_care, strict=True):
-        first, ref = contrast.rsplit("-", 1)
-        assert ref == frame.care_reference
-        care[first] = b
-    gamma = care[care_of_client].to_numpy()
-    client = data.covariates @ beta + gamma - gamma.mean()
-    client = client + (centred(z_c) * sd_c)[data.country_index]
-    d = np.column_stack(
-        [
-            (care_of_client[:, None] == np.array(frame.care_types)[None, :]).astype(float),
-            np.eye(len(data.countries))[data.country_index],
-            data.covariates,
-        ]
-    )
-    fitted = d @ np.linalg.lstsq(d, z_i, rcond=None)[0]
-    client = client + (z_i - fitted) * np.sqrt(len(z_i) / (len(z_i) - np.linalg.matrix_rank(d)))
-    kind = frame.providers["provider_type"].astype(str).to_numpy()
-    contrasts = model.coords.get("provider_type_contrast", ("therapist-coach",))
-    provider = np.zeros(len(kind))
-    for contrast, dt in zip(contrasts, np.atleast_1d(delta), strict=True):
-        is_t = (kind == contrast.split("-")[0]).astype(float)
-        provider += dt * (is_t - is_t.mean())
-    zp = z_p.copy()
-    for t in set(kind):
-        zp[kind == t] = centred(z_p[kind == t]) if (kind == t).sum() > 1 else z_p[kind == t]
-    provider = provider + sd_p * zp
-    return client[data.session_client] + provider[data.session_provider] + lam * data.session_order
 
 
 def test_provider_mix_is_each_care_types_share_of_rated_sessions(data3):

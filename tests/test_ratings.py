@@ -313,10 +313,13 @@ def _evaluate(model, point, names):
 
 
 def _latent_of_sessions(model, data, point) -> np.ndarray:
-    """theta_n recomputed in numpy from the point (centred standard normals, as the graph).
+    """theta_n recomputed in numpy from the point (centred standard normals, as the graph), for
+    any care types and provider types the frame holds.
 
     The graph samples on the logit scale of the client effects (a_0, the geometric mean of the
-    discriminations); theta is in client SDs: the logit-scale effects divided by a_0.
+    discriminations); theta is in client SDs: the logit-scale effects divided by a_0. Care
+    intercepts are zero at the reference and centred over clients; provider-type shifts are
+    centred over providers; provider effects are centred within each provider type.
     """
     names = [
         "b_covariate", "b_care", "sd_country_latent", "z_country", "client_alliance_logit",
@@ -325,33 +328,40 @@ def _latent_of_sessions(model, data, point) -> np.ndarray:
     beta, b_care, sd_c, z_c, e_i, delta, sd_p, v_p, lam, disc = _evaluate(model, point, names)
     a0 = np.exp(np.log(disc).mean())
     z_i = e_i * a0 ** (model["client_noncentring"].get_value() - 1.0)
-    w = model["provider_noncentring"].get_value()
-    z_p = v_p * (a0 * sd_p) ** (w - 1.0)
+    z_p = v_p * (a0 * sd_p) ** (model["provider_noncentring"].get_value() - 1.0)
 
     def centred(z):
         return (z - z.mean()) * np.sqrt(len(z) / (len(z) - 1.0))
 
-    care = np.array([b_care[0], 0.0, b_care[1]])
-    care = (care - np.bincount(data.care_index, minlength=3) @ care / data.n_clients)[
-        data.care_index
-    ]
-    client = data.covariates @ beta + care + (centred(z_c) * sd_c)[data.country_index]
-    # client effects: residuals of z on the care, country and covariate columns, unit variance
+    frame = data.frame
+    care_of_client = frame.clients["care_type"].astype(str).to_numpy()
+    care = pd.Series(0.0, index=list(frame.care_types))
+    for contrast, b in zip(model.coords["care_contrast"], b_care, strict=True):
+        first, ref = contrast.rsplit("-", 1)
+        assert ref == frame.care_reference
+        care[first] = b
+    gamma = care[care_of_client].to_numpy()
+    client = data.covariates @ beta + gamma - gamma.mean()
+    client = client + (centred(z_c) * sd_c)[data.country_index]
     d = np.column_stack(
         [
-            np.eye(3)[data.care_index],
+            (care_of_client[:, None] == np.array(frame.care_types)[None, :]).astype(float),
             np.eye(len(data.countries))[data.country_index],
             data.covariates,
         ]
     )
     fitted = d @ np.linalg.lstsq(d, z_i, rcond=None)[0]
-    rank = np.linalg.matrix_rank(d)
-    client = client + (z_i - fitted) * np.sqrt(len(z_i) / (len(z_i) - rank))
-    ther = (data.provider_type_index == 0).astype(float)
+    client = client + (z_i - fitted) * np.sqrt(len(z_i) / (len(z_i) - np.linalg.matrix_rank(d)))
+    kind = frame.providers["provider_type"].astype(str).to_numpy()
+    contrasts = model.coords.get("provider_type_contrast", ("therapist-coach",))
+    provider = np.zeros(len(kind))
+    for contrast, dt in zip(contrasts, np.atleast_1d(delta), strict=True):
+        is_t = (kind == contrast.split("-")[0]).astype(float)
+        provider += dt * (is_t - is_t.mean())
     zp = z_p.copy()
-    for t in (0, 1):
-        zp[data.provider_type_index == t] = centred(z_p[data.provider_type_index == t])
-    provider = delta * (ther - ther.mean()) + sd_p * zp
+    for t in set(kind):
+        zp[kind == t] = centred(z_p[kind == t]) if (kind == t).sum() > 1 else z_p[kind == t]
+    provider = provider + sd_p * zp
     return client[data.session_client] + provider[data.session_provider] + lam * data.session_order
 
 

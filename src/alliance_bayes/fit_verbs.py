@@ -236,10 +236,14 @@ class LooResult:
 
     def __repr__(self) -> str:
         k = self.pareto_k
+        clustered = (
+            f"; SE over {self.n_providers} provider clusters {self.se_provider:.1f}"
+            if self.n_providers
+            else ""
+        )
         lines = [
             f"PSIS-LOO over {self.n_clients} clients: elpd_loo {self.elpd:.1f} "
-            f"(SE {self.se:.1f}; SE over {self.n_providers} provider clusters "
-            f"{self.se_provider:.1f}), p_loo {self.p_loo:.1f}",
+            f"(SE {self.se:.1f}{clustered}), p_loo {self.p_loo:.1f}",
             f"Pareto k: {k['k_good']} good (≤ {k['good_k']:.2f}), {k['k_high']} high (≤ 1), "
             f"{k['k_very_high']} very high (> 1); max {k['k_max']:.2f}",
         ]
@@ -624,9 +628,19 @@ def predict(
 
 
 def conditional_effects(
-    spec, posterior: xr.Dataset, meta: Mapping[str, Any], *, prob: float = 0.95, n_grid: int = 41
+    spec,
+    posterior: xr.Dataset,
+    meta: Mapping[str, Any],
+    effects: str | Sequence[str] | None = None,
+    *,
+    prob: float = 0.95,
+    n_grid: int = 41,
 ) -> pd.DataFrame:
     """Expected follow-up across each alliance predictor's observed range, per care type.
+
+    ``effects`` names the predictors to keep (as brms's ``effects``): one name or several, each
+    a predictor of the fit (``"goal"``) or with the ``alliance_`` prefix of the study's columns
+    (``"alliance_goal"``); all of them without it.
 
     A client of an average provider (provider effects 0, caseload mean at the sample mean),
     baseline and covariates at their means; for a censored outcome the expected *observed*
@@ -637,9 +651,21 @@ def conditional_effects(
     from alliance_bayes.model.regression.figures import conditional_predictions
 
     _regression_only(spec, "conditional_effects")
+    if not 0 < float(prob) < 1:
+        raise ValueError(f"prob must be a probability between 0 and 1, not {prob!r}")
     preds = conditional_predictions(posterior, meta, n_grid=n_grid)
     if not preds:
         raise ValueError("the fit lacks what conditional effects need (alpha, scales)")
+    if effects is not None:
+        wanted = [effects] if isinstance(effects, str) else list(effects)
+        names = [e.removeprefix("alliance_") for e in wanted]
+        unknown = [w for w, n in zip(wanted, names, strict=True) if n not in preds]
+        if unknown:
+            raise ValueError(
+                f"no conditional effect for {', '.join(map(repr, unknown))}; this fit's "
+                f"predictors are {', '.join(map(repr, preds))}"
+            )
+        preds = {n: preds[n] for n in dict.fromkeys(names)}
     tail = (1 - prob) / 2
     rows = []
     for predictor, pred in preds.items():

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -176,18 +177,21 @@ class Fit:
             self.spec, posterior, design, new_clients, summary=summary, ndraws=ndraws, seed=seed
         )
 
-    def conditional_effects(self, prob: float = 0.95, n_grid: int = 41) -> pd.DataFrame:
+    def conditional_effects(
+        self, effects: str | Sequence[str] | None = None, *, prob: float = 0.95, n_grid: int = 41
+    ) -> pd.DataFrame:
         """Expected follow-up across the alliance range per care type, tidy
         (:func:`~alliance_bayes.fit_verbs.conditional_effects`).
 
-        ``ce = fit.conditional_effects(); ce[ce.predictor == "goal"]``: ``value``, ``estimate``,
-        ``lower``, ``upper`` per care type. Averaged-score models only (as :meth:`predict`).
+        ``fit.conditional_effects("goal")`` (or ``"alliance_goal"``, or several names; all
+        predictors without one): ``predictor``, ``care_type``, ``value``, ``estimate``,
+        ``lower``, ``upper``. Averaged-score models only (as :meth:`predict`).
         """
         from alliance_bayes import fit_verbs
 
         posterior = self.datatree["posterior"].to_dataset()
         return fit_verbs.conditional_effects(
-            self.spec, posterior, self.meta, prob=prob, n_grid=n_grid
+            self.spec, posterior, self.meta, effects, prob=prob, n_grid=n_grid
         )
 
     def pp_check(self, kind: str = "kde", **kwargs: Any) -> Any:
