@@ -335,7 +335,7 @@ def test_higher_is_better_flips_the_elevated_rule_and_the_improvement(gad7_score
 def test_a_change_spec_may_name_a_declared_outcome_but_not_with_latent_alliance():
     spec = parse_spec('name = "x"\noutcome = "gad7_followup"\n[change]\n')
     assert spec.change is not None and spec.change_stated == frozenset()
-    with pytest.raises(SpecError, match="declared instrument"):
+    with pytest.raises(SpecError, match="no latent alliance"):
         parse_spec(
             'name = "x"\noutcome = "gad7_followup"\n[predictors]\nalliance = "latent"\n[change]\n'
         )

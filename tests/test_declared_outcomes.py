@@ -161,3 +161,22 @@ def test_undeclared_outcome_refused_at_design_time(small_study_dir):
     assert "'bai_followup' is not declared" in text
     assert "no study.toml" in text and "[outcomes.bai]" in text
     assert "who5_followup" in text and "phq9_followup" in text
+
+
+def test_the_step_probability_measure_reads_a_declared_outcomes_step_and_range(monkeypatch):
+    """The comparison measure of a declared outcome: half its declared step (GAD-7 sums move in
+    ones), its range's ends as the censoring points, and its label in the table's words."""
+    from alliance_bayes.checks.compare import STEP, measure_text
+    from alliance_bayes.data import instruments
+    from alliance_bayes.model.regression.predict import step_half_width
+
+    assert step_half_width("who5_followup") == 2.0 and step_half_width("phq9_followup") == 0.5
+    monkeypatch.setitem(instruments._DECLARED, "gad7", SHIPPED["gad7"])
+    assert step_half_width("gad7_followup") == SHIPPED["gad7"].step / 2 == 0.5
+    spec = parse_spec('name = "g"\noutcome = "gad7_followup"\n')
+    text = measure_text(STEP, [spec])
+    assert "GAD-7 follow-up (0–21)" in text and "(y − 0.5, y + 0.5]" in text
+    assert "at 0 the mass up to 0.5, at 21 the mass above 20.5" in text
+    monkeypatch.delitem(instruments._DECLARED, "mood", raising=False)
+    with pytest.raises(DesignError, match="'mood_followup' is declared by no study loaded"):
+        step_half_width("mood_followup")

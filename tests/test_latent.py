@@ -411,6 +411,7 @@ def _doubly_latent_study():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.mcmc
 def test_doubly_latent_between_part_removes_the_bias_of_caseload_means(tmp_path, fitted):
     """Caseload means of averaged scores estimate a provider's alliance with sampling error, so

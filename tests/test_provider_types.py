@@ -130,12 +130,12 @@ def test_a_declared_reference_is_used_and_one_no_client_has_is_refused(shipped_s
 @pytest.mark.parametrize(
     ("raw", "words"),
     [
-        (["therapist"], "only one type"),
+        ([], "a list of one or more names"),
         (["therapist", "Coach"], "'Coach' is not a lower-case name"),
         (["therapist", "both"], "'both' is reserved"),
         (["peer_and_coach", "coach"], "contains '_and_'"),
         (["coach", "coach", "peer"], "'coach' is listed twice"),
-        ("therapist", "a list of two or more names"),
+        ("therapist", "a list of one or more names"),
     ],
 )
 def test_malformed_provider_types_are_refused_with_the_reason(raw, words):

@@ -55,7 +55,7 @@ BASE = 'name = "m"\noutcome = "who5_followup"\n'
         (BASE + "[sampler]\nchains = 2.5\n", "[sampler].chains: expected int"),
         (BASE + '[sampler]\nname = "stan"\n', "name: one of ['nutpie', 'pymc']"),
         (BASE + "[data]\nwho5_cutoff = 120\n", "who5_cutoff must lie in 0–100"),
-        (BASE + '[data]\nelevated_by = "gad7"\n', "elevated_by"),
+        (BASE + '[data]\nelevated_by = "GAD-7"\n', "elevated_by"),
         (BASE + '[predictors]\ncovariates = ["Income"]\n', "unknown covariate(s) ['Income']"),
         (BASE + "[hierarchy]\nprovider_intercepts = false\n", "provider_slopes needs"),
         (BASE + 'likelihood = "cauchy"\n', "likelihood"),

@@ -6,10 +6,14 @@ the specs of its own outcomes build, and a WHO-5 spec is refused naming the outc
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pandas as pd
 import pytest
 
 from alliance_bayes.data.contract import DataContractError
-from alliance_bayes.data.frame import build_frame
+from alliance_bayes.data.frame import build_frame, elevated_at_baseline
+from alliance_bayes.data.instruments import Instrument
 from alliance_bayes.data.load import RawStudy, load_study
 from alliance_bayes.errors import DesignError
 from alliance_bayes.fitting import design_of
@@ -79,3 +83,93 @@ def test_it_is_written_and_loads_back_without_who5(no_who5, tmp_path):
     assert again.clients["who5_baseline"].isna().all()
     assert again.sha256 == no_who5.sha256
     assert again.care == no_who5.care and again.outcomes == no_who5.outcomes
+
+
+# --- the ratings family's elevated sample ----------------------------------------------------------
+GAD7 = Instrument("gad7", "GAD-7", 0.0, 21.0, "lower", cutoff=10.0)
+
+
+@pytest.fixture(scope="module")
+def shipped_without_who5() -> RawStudy:
+    """The shipped study (single ratings, which the ratings family takes) without WHO-5, with a
+    declared GAD-7 whose scores are the PHQ-9's capped at 21."""
+    shipped = load_study(REPO / "data" / "synthetic")
+    clients = shipped.clients.drop(columns=["who5_baseline", "who5_followup"])
+    for when in ("baseline", "followup"):
+        clients[f"gad7_{when}"] = clients[f"phq9_{when}"].clip(upper=21)
+    return RawStudy.from_frames(
+        shipped.providers, clients, shipped.sessions, outcomes={"gad7": GAD7}
+    )
+
+
+def _ratings(**data):
+    return load_spec("alliance_ratings", data={"sample": "elevated", **data})
+
+
+def test_ratings_elevated_sample_without_who5_is_refused_naming_the_measured_outcomes(
+    shipped_without_who5,
+):
+    with pytest.raises(DesignError) as err:
+        design_of(_ratings(), shipped_without_who5)
+    message = str(err.value)
+    assert "did not measure WHO-5 ('who5') at baseline" in message
+    assert "PHQ-9 ('phq9'), GAD-7 ('gad7')" in message
+    assert "elevated_by = 'phq9'" in message and "sample = 'all'" in message
+
+
+def _not_elevated(design) -> int:
+    return design.exclusions["not_elevated_at_baseline"]
+
+
+def test_ratings_elevated_sample_by_phq9_keeps_the_phq9_elevated(shipped_without_who5):
+    design = design_of(_ratings(elevated_by="phq9", phq9_cutoff=12.0), shipped_without_who5)
+    baseline = shipped_without_who5.clients["phq9_baseline"]
+    assert _not_elevated(design) == len(baseline) - int((baseline >= 12).sum())
+    kept = design.frame.clients["phq9_baseline"]
+    assert (kept >= 12).all() and kept.notna().all()
+
+
+def test_ratings_elevated_sample_by_a_declared_outcome_takes_its_cutoff(shipped_without_who5):
+    # a rule naming a declared outcome: baseline at or above the cut-off, since lower is better
+    spec = _ratings(elevated_by="gad7")
+    design = design_of(spec, shipped_without_who5)
+    baseline = shipped_without_who5.clients["gad7_baseline"]
+    assert _not_elevated(design) == len(baseline) - int((baseline >= 10).sum())
+    assert (design.frame.clients["gad7_baseline"] >= 10).all()
+    uncut = replace(GAD7, cutoff=None)
+    frame = replace(build_frame(shipped_without_who5), outcomes={"gad7": uncut})
+    with pytest.raises(DesignError, match=r"\[outcomes.gad7\] \(GAD-7\) declares no cutoff"):
+        design_of(spec, frame)
+
+
+def test_every_family_selects_the_elevated_by_a_declared_outcomes_cutoff(shipped_without_who5):
+    """The regression family on a declared outcome, its sample chosen by that outcome's declared
+    cut-off; the frame states the rule; a rule naming an outcome nobody declared is refused."""
+    spec = load_spec(
+        "who5_change", outcome="gad7_followup", data={"sample": "elevated", "elevated_by": "gad7"}
+    )
+    design = design_of(spec, shipped_without_who5)
+    clients = shipped_without_who5.clients
+    elevated = clients["gad7_baseline"] >= 10
+    assert design.exclusions["not_elevated_at_baseline"] == int((~elevated).sum())
+    assert design.n_clients == int((elevated & clients["gad7_followup"].notna()).sum())
+    frame = build_frame(shipped_without_who5, elevated_by="gad7")
+    assert frame.elevated_rule == "GAD-7 baseline >= 10"
+    assert frame.clients["elevated"].sum() == elevated.sum()
+    with pytest.raises(DesignError, match=r"elevated_by = 'core10'.*declares \('gad7'\)"):
+        build_frame(shipped_without_who5, elevated_by="core10")
+    higher = Instrument("vitality", "Vitality", 0.0, 10.0, "higher", cutoff=3.0)
+    flag, text = elevated_at_baseline(
+        pd.DataFrame({"vitality_baseline": [2.0, 3.0, 4.0, None]}),
+        "vitality",
+        outcomes={"vitality": higher},
+    )
+    assert flag.tolist() == [True, True, False, False] and text == "Vitality baseline <= 3"
+
+
+def test_ratings_elevated_sample_with_who5_is_the_who5_screen():
+    shipped = load_study(REPO / "data" / "synthetic")
+    design = design_of(_ratings(who5_cutoff=32.0), shipped)
+    baseline = shipped.clients["who5_baseline"]
+    assert _not_elevated(design) == len(baseline) - int((baseline <= 32).sum())
+    assert (design.frame.clients["who5_baseline"] <= 32).all()

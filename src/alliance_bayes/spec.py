@@ -76,7 +76,9 @@ class DataSpec:
 
     ``sample = "elevated"`` keeps clients flagged as elevated at baseline by ``elevated_by``
     (``who5``: WHO-5 <= ``who5_cutoff``; ``phq9``: PHQ-9 >= ``phq9_cutoff``; ``phq9_else_who5``:
-    the PHQ-9 rule where a PHQ-9 baseline exists, else the WHO-5 screen).
+    the PHQ-9 rule where a PHQ-9 baseline exists, else the WHO-5 screen; or an outcome the study
+    declares with a ``cutoff``, e.g. ``gad7``: baseline at or beyond it on the worse side;
+    :mod:`alliance_bayes.model.elevated`).
 
     Missing follow-up: with ``followup_imputations = 0`` (the default) only clients with an observed
     follow-up enter the model (complete cases, missing at random given the predictors). With
@@ -261,10 +263,12 @@ class MeasurementSpec:
     """The ``[measurement]`` table of a latent-alliance model (``alliance = "latent"`` only).
 
     ``outcomes``: follow-up outcomes modelled jointly (the first must be the spec's ``outcome``;
-    at most two, with correlated residuals). Prior scales in ``[priors]`` are on the first
-    outcome's metric; for another outcome they are multiplied by the ratio of the outcome ranges
-    (27/100 for PHQ-9 against WHO-5). ``threshold_sd``: prior scale of the ordered item cut-points
-    on the logit scale (the highest is Normal, the gaps below it Half-Normal).
+    at most two, with correlated residuals): ``who5_followup``, ``phq9_followup``, or
+    ``<name>_followup`` for an instrument the study declares (checked when the design is built).
+    Prior scales in ``[priors]`` are on the first outcome's metric; for another outcome they are
+    multiplied by the ratio of the outcome ranges (27/100 for PHQ-9 against WHO-5).
+    ``threshold_sd``: prior scale of the ordered item cut-points on the logit scale (the highest
+    is Normal, the gaps below it Half-Normal).
     ``discrimination_sd``: log-normal SD of the item discriminations (median 1).
     ``sd_provider_alliance_sd``: prior mean (Gamma(2), the default ``[hierarchy] sd_prior``) or
     Half-Normal scale of the SD of the provider part of the latent
@@ -272,8 +276,9 @@ class MeasurementSpec:
     scale of the therapist-minus-coach difference in mean latent alliance (client SDs).
     ``phq9_sample``: which clients enter the PHQ-9 outcome's likelihood: ``"elevated"`` (the
     default) those elevated at baseline under ``[data]``'s rule and cut-offs, the sample of
-    ``depression_change``; ``"all"`` every client with both PHQ-9 scores. Every client still
-    informs the measurement part and the first outcome.
+    ``depression_change``; ``"all"`` every client with both PHQ-9 scores. A declared second
+    outcome is taken the same way, elevated by its declared cut-off. Every client still informs
+    the measurement part and the first outcome.
     """
 
     outcomes: tuple[str, ...] = ("who5_followup", "phq9_followup")
@@ -875,25 +880,23 @@ def _spec_path(name_or_path: str | Path) -> Path:
     return path if path.suffix == ".toml" else MODELS_DIR / f"{name_or_path}.toml"
 
 
+def _declared_form(outcome: str) -> bool:
+    """Whether ``outcome`` is written as a declared instrument's follow-up, ``<name>_followup``."""
+    return outcome.endswith("_followup") and bool(
+        DECLARED_NAME.fullmatch(outcome.removesuffix("_followup"))
+    )
+
+
 @_collected
 def _validate(spec: ModelSpec, src: str) -> None:
     _check(src, spec.name.isidentifier(), f"name {spec.name!r} must be a plain identifier")
-    declared_form = spec.outcome.endswith("_followup") and bool(
-        DECLARED_NAME.fullmatch(spec.outcome.removesuffix("_followup"))
-    )
+    declared_form = _declared_form(spec.outcome)
     _check(
         src,
         spec.outcome in _OUTCOME_FACTS or declared_form,
         f"outcome {spec.outcome!r}: one of {sorted(_OUTCOME_FACTS)}, or '<name>_followup' "
         "for an instrument a study declares as [outcomes.<name>] in its study.toml",
     )
-    if spec.declared_outcome and declared_form:
-        _check(
-            src,
-            spec.predictors.alliance != "latent",
-            f"outcome {spec.outcome!r} is a declared instrument, which the follow-up regression "
-            "and the change family ([change]) model, not alliance = 'latent'",
-        )
     if spec.outcome in RATING_OUTCOMES:
         _validate_ratings(spec, src)
     _check(src, spec.likelihood in LIKELIHOODS, f"likelihood: one of {list(LIKELIHOODS)}")
@@ -912,8 +915,10 @@ def _validate(spec: ModelSpec, src: str) -> None:
     _check(f"{src} [data]", d.sample in ("all", "elevated"), "sample: 'all' or 'elevated'")
     _check(
         f"{src} [data]",
-        d.elevated_by in ("who5", "phq9", "phq9_else_who5"),
-        "elevated_by: 'who5', 'phq9' or 'phq9_else_who5'",
+        d.elevated_by in ("who5", "phq9", "phq9_else_who5")
+        or re.fullmatch(r"[a-z][a-z0-9_]*", d.elevated_by) is not None,
+        "elevated_by: 'who5', 'phq9', 'phq9_else_who5', or the name of an outcome the study "
+        "declares with a cutoff ('gad7'), checked when the design is built",
     )
     _check(
         f"{src} [data]",
@@ -1015,8 +1020,15 @@ def _validate(spec: ModelSpec, src: str) -> None:
     )
     if spec.measurement is not None:
         m, where = spec.measurement, f"{src} [measurement]"
-        bad = sorted(set(m.outcomes) - set(OUTCOMES))
-        _check(where, not bad, f"unknown outcome(s) {bad}; known {sorted(OUTCOMES)}")
+        # A declared instrument's name is checked against the study's declarations when the
+        # design is built (the spec is parsed without a study).
+        bad = sorted(o for o in set(m.outcomes) - set(OUTCOMES) if not _declared_form(o))
+        _check(
+            where,
+            not bad,
+            f"unknown outcome(s) {bad}; known {sorted(OUTCOMES)}, or '<name>_followup' for an "
+            "instrument the study declares as [outcomes.<name>] in its study.toml",
+        )
         _check(where, 1 <= len(m.outcomes) <= 2, "outcomes: one or two follow-up outcomes")
         _check(where, len(set(m.outcomes)) == len(m.outcomes), "outcomes must be distinct")
         _check(

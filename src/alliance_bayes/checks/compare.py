@@ -156,18 +156,20 @@ def choose_measure(specs: Sequence[Any]) -> str:
 
 def measure_text(measure: str, specs: Sequence[Any]) -> str:
     """How the table's elpd is measured, in words."""
-    from alliance_bayes.model.regression.predict import STEP_HALF_WIDTH
-    from alliance_bayes.spec import OUTCOMES
+    from alliance_bayes.data.instruments import instrument_of
+    from alliance_bayes.model.regression.predict import step_half_width
 
     if measure == DENSITY:
         families = sorted({_outcomes_and_likelihood(s)[1] for s in specs})
         return f"log predictive density ({', '.join(families)} likelihood, shared by every model)"
     outcome = _outcomes_and_likelihood(specs[0])[0][0]
-    h = STEP_HALF_WIDTH[outcome]
-    lo, hi = OUTCOMES[outcome][1]
+    h = step_half_width(outcome)
+    instrument = instrument_of(outcome)
+    assert instrument is not None  # step_half_width refuses an outcome no study declares
+    lo, hi = instrument.range
     # Plain words and brackets: the text also goes into a LaTeX caption.
     return (
-        f"log probability of the observed step of {OUTCOMES[outcome][2]}: the mass of "
+        f"log probability of the observed step of {instrument.outcome_label}: the mass of "
         f"(y − {h:g}, y + {h:g}], at {lo:g} the mass up to {lo + h:g}, at {hi:g} the mass above "
         f"{hi - h:g}"
     )

@@ -7,7 +7,9 @@ they had sessions with: a single type's name (``"therapist"``), or for several t
 by ``_and_`` in declared order (``"therapist_and_psychiatrist"``). Under the contract's two types
 the combination keeps the study's own name, ``"both"``, and the care types are always
 ``therapist``, ``coach``, ``both``; under declared types they are the combinations present in the
-data: single types first, in declared order, then pairs, triples, ….
+data: single types first, in declared order, then pairs, triples, …. A study of one type
+(``provider_types = ["therapist"]``, or ``["peer"]``) has one care type, its reference, and so no
+care-type contrasts and no provider-type shifts.
 
 Care-type contrasts are differences from a *reference* care type: a declared ``care_reference``
 (which some client must have), else the contract's ``coach`` (the largest group of the shipped
@@ -72,8 +74,8 @@ CARE_CONTRASTS: tuple[str, ...] = tuple(
 _RESERVED = frozenset({"both", "all", "pooled"})
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _USAGE = (
-    'provider_types: a list of two or more names in lower case (letters, digits, "_"), '
-    'e.g. ["therapist", "coach", "psychiatrist"]'
+    'provider_types: a list of one or more names in lower case (letters, digits, "_"), '
+    'e.g. ["therapist", "coach", "psychiatrist"], or ["therapist"] for a study of one type'
 )
 
 
@@ -157,7 +159,6 @@ def parse_provider_types(raw: object) -> tuple[tuple[str, ...] | None, list[str]
             if JOIN in f"_{t}_"
         ),
         *(f"{t!r} is listed twice" for t in sorted(set(raw)) if raw.count(t) > 1),
-        *(["only one type"] if len(set(raw)) < 2 else []),
     ]
     if wrong:
         return None, [f"{_USAGE}, got {raw!r} ({'; '.join(wrong)})"]

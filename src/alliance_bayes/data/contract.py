@@ -1213,7 +1213,7 @@ def validate_study(
         templates): the sessions table then holds its item columns (``float64``) instead of
         ``wai_goal``, ``wai_bond`` and ``wai_task``.
     provider_types : sequence of str, optional
-        The study's provider types (two or more lower-case names,
+        The study's provider types (one or more lower-case names,
         :func:`~alliance_bayes.data.care.parse_provider_types`), as ``provider_types`` in a
         ``study.toml`` declares; :data:`PROVIDER_TYPES` (therapist, coach) when not given.
 

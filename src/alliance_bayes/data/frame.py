@@ -75,6 +75,7 @@ with at least one session enter the frame. Original ids are never kept.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,7 +86,7 @@ from alliance_bayes.data.care import CARE_REFERENCE, CARE_TYPES, PROVIDER_TYPES,
 from alliance_bayes.data.covariates import Covariate
 from alliance_bayes.data.instruments import Instrument
 from alliance_bayes.data.load import Conversion, RawStudy
-from alliance_bayes.errors import DataContractError
+from alliance_bayes.errors import DataContractError, DesignError
 
 __all__ = [
     "CARE_TYPES",
@@ -93,6 +94,7 @@ __all__ = [
     "PROVIDER_TYPES",
     "AnalysisFrame",
     "build_frame",
+    "elevated_at_baseline",
 ]
 
 ELEVATED_RULES: tuple[str, ...] = ("who5", "phq9", "phq9_else_who5")
@@ -382,21 +384,63 @@ def _fmt(value: float, digits: int = 0) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-def _elevated(
-    clients: pd.DataFrame, rule: str, who5_cutoff: float, phq9_cutoff: float
+def elevated_at_baseline(
+    clients: pd.DataFrame,
+    rule: str,
+    *,
+    who5_cutoff: float = 28,
+    phq9_cutoff: float = 10,
+    outcomes: Mapping[str, Instrument] | None = None,
 ) -> tuple[np.ndarray, str]:
-    who5 = clients["who5_baseline"].to_numpy(dtype=np.float64)
-    phq9 = clients["phq9_baseline"].to_numpy(dtype=np.float64)
-    by_who5 = who5 <= who5_cutoff
-    by_phq9 = np.where(np.isnan(phq9), False, phq9 >= phq9_cutoff)
-    if rule == "who5":
-        return by_who5, f"WHO-5 baseline <= {who5_cutoff:g}"
-    if rule == "phq9":
-        return by_phq9, f"PHQ-9 baseline >= {phq9_cutoff:g}"
-    return (
-        np.where(np.isnan(phq9), by_who5, by_phq9),
-        f"PHQ-9 baseline >= {phq9_cutoff:g}, else WHO-5 baseline <= {who5_cutoff:g}",
-    )
+    """Which clients are elevated at baseline under ``rule``, and the rule in words.
+
+    The built-in rules (:data:`ELEVATED_RULES`): ``"who5"``, ``who5_baseline <= who5_cutoff``;
+    ``"phq9"``, ``phq9_baseline >= phq9_cutoff``; ``"phq9_else_who5"``, the PHQ-9 rule where a
+    PHQ-9 baseline exists, else the WHO-5 one. Any other rule names an outcome the study declares
+    (``outcomes``, ``[outcomes.<name>]``): its baseline at or beyond its declared ``cutoff`` on the
+    worse side, ``>=`` where lower is better, ``<=`` where higher is. A client without the
+    baseline score (or a study without the column) is not elevated.
+
+    Raises
+    ------
+    DesignError
+        ``rule`` is neither built in nor an outcome in ``outcomes``, or that outcome declares no
+        ``cutoff``.
+    """
+
+    def baseline(column: str) -> np.ndarray:
+        if column not in clients:
+            return np.full(len(clients), np.nan)
+        return clients[column].to_numpy(dtype=np.float64, na_value=np.nan)
+
+    if rule in ELEVATED_RULES:
+        who5, phq9 = baseline("who5_baseline"), baseline("phq9_baseline")
+        by_who5, by_phq9 = who5 <= who5_cutoff, phq9 >= phq9_cutoff  # NaN compares False
+        if rule == "who5":
+            return by_who5, f"WHO-5 baseline <= {who5_cutoff:g}"
+        if rule == "phq9":
+            return by_phq9, f"PHQ-9 baseline >= {phq9_cutoff:g}"
+        return (
+            np.where(np.isnan(phq9), by_who5, by_phq9),
+            f"PHQ-9 baseline >= {phq9_cutoff:g}, else WHO-5 baseline <= {who5_cutoff:g}",
+        )
+    declared = dict(outcomes or {})
+    instrument = declared.get(rule)
+    if instrument is None:
+        raise DesignError(
+            f"elevated_by = {rule!r}: neither a built-in rule ({', '.join(map(repr, ELEVATED_RULES))})"
+            " nor an outcome the study declares"
+            + (f" ({', '.join(map(repr, declared))})" if declared else " (it declares none)")
+        )
+    if instrument.cutoff is None:
+        raise DesignError(
+            f"elevated_by = {rule!r}: [outcomes.{rule}] ({instrument.label}) declares no cutoff; "
+            "add cutoff = <score> to it"
+        )
+    worse = ">=" if instrument.better == "lower" else "<="
+    base = baseline(instrument.baseline)
+    flag = base >= instrument.cutoff if worse == ">=" else base <= instrument.cutoff
+    return flag, f"{instrument.label} baseline {worse} {instrument.cutoff:g}"
 
 
 _KEYS = ["client_index", "provider_index"]
@@ -548,10 +592,11 @@ def build_frame(
     ----------
     study : RawStudy
         A loaded (validated) study.
-    elevated_by : {"who5", "phq9", "phq9_else_who5"}
-        Rule for ``elevated``: ``"who5"`` — ``who5_baseline <= who5_cutoff``; ``"phq9"`` —
-        ``phq9_baseline >= phq9_cutoff`` (missing PHQ-9 → False); ``"phq9_else_who5"`` — the
-        PHQ-9 rule where ``phq9_baseline`` is present, else the WHO-5 rule.
+    elevated_by : str
+        Rule for ``elevated`` (:func:`elevated_at_baseline`): ``"who5"`` — ``who5_baseline <=
+        who5_cutoff``; ``"phq9"`` — ``phq9_baseline >= phq9_cutoff`` (missing PHQ-9 → False);
+        ``"phq9_else_who5"`` — the PHQ-9 rule where ``phq9_baseline`` is present, else the WHO-5
+        rule; or the name of an outcome the study declares with a ``cutoff``.
     who5_cutoff : float
         WHO-5 cut-off (percentage metric); 28 is the "likely depression" screen.
     phq9_cutoff : float
@@ -569,11 +614,9 @@ def build_frame(
 
     Raises
     ------
-    ValueError
-        For an unknown ``elevated_by``.
+    DesignError
+        An ``elevated_by`` neither built in nor a declared outcome with a cut-off.
     """
-    if elevated_by not in ELEVATED_RULES:
-        raise ValueError(f"elevated_by must be one of {ELEVATED_RULES}, got {elevated_by!r}")
     raw_clients = study.clients
     raw_sessions = study.sessions
     provider_type = dict(
@@ -655,7 +698,13 @@ def build_frame(
     # ---- clients table ------------------------------------------------------------------------
     raw = raw_clients.set_index("client_id").loc[client_ids].reset_index(drop=True)
     sex = raw["sex"].astype("str")
-    elevated, rule_text = _elevated(raw, elevated_by, who5_cutoff, phq9_cutoff)
+    elevated, rule_text = elevated_at_baseline(
+        raw,
+        elevated_by,
+        who5_cutoff=who5_cutoff,
+        phq9_cutoff=phq9_cutoff,
+        outcomes=study.outcomes,
+    )
     n_sess = cp.groupby("client_index")["n_sessions"].sum().reindex(range(n_clients))
     n_prov = cp.groupby("client_index").size().reindex(range(n_clients))
     clients = pd.DataFrame(

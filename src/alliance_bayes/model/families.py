@@ -26,7 +26,7 @@ from collections.abc import Callable
 import xarray as xr
 
 from alliance_bayes.model.family import Design, Family, HeldOut
-from alliance_bayes.spec import OUTCOMES, RATING_OUTCOMES, ModelSpec
+from alliance_bayes.spec import RATING_OUTCOMES, ModelSpec
 
 __all__ = ["Design", "Family", "HeldOut", "family_of"]
 
@@ -81,7 +81,7 @@ def _regression() -> Family:
 def _latent() -> Family:
     from alliance_bayes.inference import PREDICTIVE_DRAWS_PER_CHAIN
     from alliance_bayes.model.latent import describe
-    from alliance_bayes.model.latent.estimands import compute_joint_estimands
+    from alliance_bayes.model.latent.estimands import compute_joint_estimands, outcome_units
     from alliance_bayes.model.latent.figures import FIGURES
     from alliance_bayes.model.latent.heldout import heldout
     from alliance_bayes.model.latent.measurement import (
@@ -99,7 +99,7 @@ def _latent() -> Family:
         shares = (scales or {}).get("care_share_by_outcome", {})
         return compute_joint_estimands(
             posterior,
-            outcome_units={outcome_short(o): OUTCOMES[o][3] for o in spec.measurement.outcomes},
+            outcome_units=outcome_units(spec, scales),
             primary=outcome_short(spec.outcome),
             care_weights={
                 o: care_weights_of({"care_share": s}, spec.hierarchy.pooled_weights)

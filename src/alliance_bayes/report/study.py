@@ -52,7 +52,11 @@ from alliance_bayes.report.sample import (
     sample_characteristics,
     sample_table_markdown,
 )
-from alliance_bayes.report.tables import estimand_label, estimate_cell
+from alliance_bayes.report.tables import (
+    declared_covariate_labels,
+    estimand_label,
+    estimate_cell,
+)
 from alliance_bayes.storage import atomic_folder, dump_json
 
 __all__ = [
@@ -325,20 +329,15 @@ def _on_published_scale(outcome: FitOutcome) -> bool:
 
 
 def _declared_covariate_labels(outcome: FitOutcome) -> dict[str, str]:
-    """Row labels of the ratings estimands of the study's declared covariates, by estimand name
-    (:mod:`~alliance_bayes.model.ratings.estimands`), from the fit's ``covariate_coding``."""
+    """Row labels of the ratings estimands of the study's declared covariates, by estimand name,
+    as the paper tables write them (:func:`~alliance_bayes.report.tables.declared_covariate_labels`,
+    from the fit's ``covariate_coding``)."""
     coding = ((outcome.meta or {}).get("scales") or {}).get("covariate_coding") or {}
-    labels = {}
-    for name, entry in coding.items():
-        shown = str(entry.get("label") or name)
-        if entry.get("type") == "numeric":
-            labels[f"alliance_per_sd_{name}"] = f"Per SD of {shown}"
-            continue
-        levels = entry.get("levels") or [entry.get("level")]
-        reference = entry.get("reference")
-        for level in levels:
-            labels[f"alliance_{name}[{level}-{reference}]"] = f"{shown}: {level} vs {reference}"
-    return labels
+    return {
+        name: label
+        for name, label in declared_covariate_labels(coding).items()
+        if name.startswith("alliance_")
+    }
 
 
 def _ratings_section(outcome: FitOutcome, observed_median: float | None) -> list[str]:

@@ -44,6 +44,7 @@ __all__ = [
     "all_tables",
     "build_tables",
     "decimals_for_mcse",
+    "declared_covariate_labels",
     "estimand_label",
     "estimate_cell",
     "format_by_mcse",
@@ -204,17 +205,73 @@ def _slope_label(stem: str) -> str | None:
     return None
 
 
-def estimand_label(name: str) -> str:
+def estimand_label(name: str, declared: Mapping[str, str] | None = None) -> str:
     """A readable row label for a stable estimand name.
 
     Examples: ``b_days_in_care`` → "Days in care", ``sd_provider_slope[goal]`` → "SD of provider
     goal slopes", ``b_goal_within[therapist-coach]`` → "Goal, within providers: therapist vs
     coach", ``beta_obs_baseline`` → "β (observed scale): Baseline score". A multi-outcome prefix
-    (``phq9:``) is kept in front. Names without a rule are shown with spaces for underscores.
+    (``phq9:``) is kept in front. ``declared`` holds the labels of the study's declared covariates'
+    estimands (:func:`declared_covariate_labels`), which take precedence. Names without a rule are
+    shown with spaces for underscores.
     """
     prefix, _, bare = name.rpartition(":")
-    label = _bare_label(bare)
+    label = (declared or {}).get(bare) or _bare_label(bare)
     return f"{prefix}: {label}" if prefix else label
+
+
+def declared_covariate_labels(coding: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Row labels of the estimands of a study's declared covariates, by estimand name.
+
+    ``coding`` is a fit's ``covariate_coding`` (``run.json``'s scales; type, label, reference and
+    levels of each declared covariate), so that a row reads by the covariate's declared
+    ``label``, a level against its reference in words:
+
+    * categorical, a level :math:`k` against the reference :math:`r`: ``b_<name>[k]`` (regression,
+      latent) and ``alliance_<name>[k-r]`` (ratings) → "Primary diagnosis: anxiety vs
+      depression";
+    * binary: ``b_<name>`` and ``alliance_<name>[1-0]`` → "Employed: 1 vs 0";
+    * numeric: ``b_<name>`` → "Income (per unit)", the regression's slope per unit of the column,
+      and ``alliance_per_sd_<name>`` → "Income (per SD)", the ratings' per SD of the column.
+
+    A standardised slope ``beta_<name>`` (``beta_obs_<name>``) reads "β: Income" ("β (observed
+    scale): …"), β being per SD of the predictor whatever the slope's unit.
+    """
+    labels: dict[str, str] = {}
+    for name, entry in coding.items():
+        shown = str(entry.get("label") or name)
+        kind, reference = entry.get("type"), entry.get("reference")
+        if kind == "numeric":
+            labels |= {
+                f"b_{name}": f"{shown} (per unit)",
+                f"alliance_per_sd_{name}": f"{shown} (per SD)",
+            }
+            labels |= _beta_labels(name, shown)
+            continue
+        if kind == "binary":
+            level = entry.get("level")
+            versus = f"{shown}: {level} vs {reference}"
+            labels |= {f"b_{name}": versus, f"alliance_{name}[{level}-{reference}]": versus}
+            labels |= _beta_labels(name, versus)
+            continue
+        for level in entry.get("levels") or ():
+            versus = f"{shown}: {level} vs {reference}"
+            labels |= {
+                f"b_{name}[{level}]": versus,
+                f"alliance_{name}[{level}-{reference}]": versus,
+            }
+            labels |= _beta_labels(f"{name}[{level}]", versus)
+    return labels
+
+
+def _beta_labels(column: str, shown: str) -> dict[str, str]:
+    return {f"beta_{column}": f"β: {shown}", f"beta_obs_{column}": f"β (observed scale): {shown}"}
+
+
+def _declared_labels(meta: Mapping[str, Any]) -> dict[str, str]:
+    """:func:`declared_covariate_labels` of a run's metadata (none without declared covariates)."""
+    coding = (meta.get("scales") or {}).get("covariate_coding") or {}
+    return declared_covariate_labels(coding)
 
 
 def _bare_label(name: str) -> str:
@@ -284,6 +341,7 @@ def build_tables(
     effect_units = meta.get("effect_units", "outcome points per 1 point of alliance")
     outcome = meta.get("outcome_label", meta.get("outcome", "outcome"))
     attrs = {str(k): v.attrs for k, v in estimands.data_vars.items()}
+    declared = _declared_labels(meta)
 
     def of_kind(kind: str) -> list[str]:
         return [n for n, a in attrs.items() if a.get("kind") == kind]
@@ -291,7 +349,7 @@ def build_tables(
     def unit_table(key: str, title: str, caption: str, names: list[str], units: bool = True):
         rows = [
             [
-                estimand_label(n),
+                estimand_label(n, declared),
                 *_stat_cells(summary.loc[n]),
                 *([summary.loc[n, "units"]] if units else []),
             ]

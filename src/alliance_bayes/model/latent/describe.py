@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from alliance_bayes.data.instruments import instrument_of
 from alliance_bayes.model.latent.instrument_check import CONTRACT_SCALE, RatingScale
 from alliance_bayes.model.regression import describe as regression
-from alliance_bayes.spec import ModelSpec
+from alliance_bayes.spec import OUTCOMES, ModelSpec
 
 __all__ = ["cutpoint_row", "data_variables", "equations", "prior_rows"]
 
@@ -67,9 +68,37 @@ def data_variables(spec: ModelSpec) -> list[str]:
 
 
 def _phq9_sample(spec: ModelSpec) -> list[str]:
+    """Which clients the second outcome's likelihood takes (the PHQ-9 sample, or a declared
+    instrument's by its cut-off: :func:`~alliance_bayes.model.latent.measurement.prepare_latent`)."""
     m = spec.measurement
-    if m is None or "phq9_followup" not in m.outcomes:
+    if m is None:
         return []
+    if "phq9_followup" in m.outcomes:
+        return _phq9_rule(spec)
+    if len(m.outcomes) < 2 or m.outcomes[1] in OUTCOMES:
+        return []
+    label, first = (_label(o) for o in (m.outcomes[1], m.outcomes[0]))
+    instrument = instrument_of(m.outcomes[1])
+    if m.phq9_sample == "all" or instrument is None or instrument.cutoff is None:
+        return [f"{label} follow-up enters for every client with both {label} scores."]
+    worse = ">=" if instrument.better == "lower" else "<="
+    return [
+        f"{label} follow-up enters for clients elevated at baseline ({label} baseline {worse} "
+        f"{instrument.cutoff:g}, the declared cut-off); every client informs the measurement "
+        f"part and {first}."
+    ]
+
+
+def _label(outcome: str) -> str:
+    """An outcome's instrument label (``"GAD-7"``), or its column name where no study loaded
+    declares it."""
+    instrument = instrument_of(outcome)
+    return outcome if instrument is None else instrument.label
+
+
+def _phq9_rule(spec: ModelSpec) -> list[str]:
+    m = spec.measurement
+    assert m is not None
     if m.phq9_sample == "all":
         return ["PHQ-9 follow-up enters for every client with both PHQ-9 scores."]
     d = spec.data
@@ -83,7 +112,7 @@ def _phq9_sample(spec: ModelSpec) -> list[str]:
     }[d.elevated_by]
     return [
         f"PHQ-9 follow-up enters for clients elevated at baseline ({rule}), the sample of "
-        "depression_change; every client informs the measurement part and WHO-5."
+        f"depression_change; every client informs the measurement part and {_label(m.outcomes[0])}."
     ]
 
 

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 import xarray as xr
 
+from alliance_bayes.data.instruments import instrument_of
+from alliance_bayes.errors import SpecError
 from alliance_bayes.model.latent.instrument_check import CONTRACT_SCALE
 from alliance_bayes.model.latent.measurement import lowest_rating
 from alliance_bayes.model.regression.estimands import (
@@ -18,8 +20,40 @@ from alliance_bayes.model.regression.estimands import (
     compute_estimands,
     put_estimand,
 )
+from alliance_bayes.spec import OUTCOMES, ModelSpec
 
-__all__ = ["compute_joint_estimands"]
+__all__ = ["compute_joint_estimands", "outcome_units"]
+
+
+def outcome_units(spec: ModelSpec, scales: Mapping[str, object] | None = None) -> dict[str, str]:
+    """Units of each ``[measurement]`` outcome by its short name (``{"who5": "WHO-5 points",
+    "gad7": "GAD-7 points"}``): built in, else the fit's record of its declaration
+    (``scales["declared_outcomes"]``, :func:`~alliance_bayes.model.latent.measurement.latent_scales`),
+    else the declaration of a study loaded in this process.
+
+    Raises
+    ------
+    SpecError
+        A declared outcome that neither the scales nor a study loaded declare.
+    """
+    assert spec.measurement is not None
+    declared = (scales or {}).get("declared_outcomes") or {}
+    units = {}
+    for outcome in spec.measurement.outcomes:
+        short = outcome.removesuffix("_followup")
+        if outcome in OUTCOMES:
+            units[short] = OUTCOMES[outcome][3]
+        elif short in declared:
+            units[short] = str(declared[short]["units"])
+        elif (instrument := instrument_of(outcome)) is not None:
+            units[short] = instrument.units
+        else:
+            raise SpecError(
+                f"{spec.source or spec.name}: outcome {outcome!r} is declared by no study loaded "
+                f"and the fit records no declaration; load the study that declares "
+                f"[outcomes.{short}] first"
+            )
+    return units
 
 
 def compute_joint_estimands(
@@ -40,7 +74,8 @@ def compute_joint_estimands(
         ``b_baseline``, ``b_covariate``) carry a leading ``outcome`` dimension (e.g. ``who5``,
         ``phq9``).
     outcome_units : dict
-        Units of each outcome coordinate, e.g. ``{"who5": "WHO-5 points", "phq9": "PHQ-9 points"}``.
+        Units of each outcome coordinate, e.g. ``{"who5": "WHO-5 points", "phq9": "PHQ-9 points"}``
+        (:func:`outcome_units`).
     primary : str
         The outcome coordinate whose estimands keep the plain stable names (``b_goal_within`` …),
         so that they line up with the single-outcome models; every other outcome's estimands are

@@ -1,5 +1,5 @@
-"""Figures of the latent-alliance family: item curves, latent vs averaged scores, rating and PHQ-9
-posterior predictive checks.
+"""Figures of the latent-alliance family: item curves, latent vs averaged scores, rating and
+second-outcome (PHQ-9, or a declared instrument) posterior predictive checks.
 
 Each is a :data:`~alliance_bayes.report.figures.FigureMaker`; it returns ``None`` when the run lacks
 what it draws (so a bundle reloaded without its latent groups still renders).
@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from alliance_bayes.data.instruments import instrument_of
 from alliance_bayes.model.latent.measurement import (
     LATENT_GROUP,
     THERAPIST_INDICATOR,
@@ -179,24 +180,59 @@ def plot_phq9_ppc(
     dt: xr.DataTree, outdir: Path, *, meta=None, formats: Sequence[str] = DEFAULT_FORMATS
 ) -> FigureResult | None:
     """The outcome PPC panels (distribution, floor and ceiling shares, change) for the joint
-    model's second outcome, PHQ-9 follow-up (``y_phq9`` against ``baseline_phq9``)."""
-    var, base = "y_phq9", "baseline_phq9"
-    if not all(
-        g in dt.children and v in dt[g].data_vars
-        for g, v in (("observed_data", var), ("posterior_predictive", var), ("constant_data", base))
-    ):
+    model's second outcome (``y_<name>`` against ``baseline_<name>``): PHQ-9 follow-up
+    (``ppc_phq9``), WHO-5, or an instrument the study declares (``ppc_gad7``), whose range and label
+    are the fit's record of its declaration (``meta["scales"]["declared_outcomes"]``) or, without
+    it, that of a study loaded in this process."""
+    second = _second_outcome(dt)
+    if second is None:
         return None
-    _, (lo, hi), label, _ = OUTCOMES["phq9_followup"]
+    facts = _outcome_facts(second, meta)
+    if facts is None:
+        return None
+    (lo, hi), label = facts
     return plot_ppc(
         dt,
         outdir,
         outcome_range=(lo, hi),
         outcome_label=label,
         formats=formats,
-        var=var,
-        baseline_var=base,
-        name="ppc_phq9",
+        var=f"y_{second}",
+        baseline_var=f"baseline_{second}",
+        name=f"ppc_{second}",
     )
+
+
+def _second_outcome(dt: xr.DataTree) -> str | None:
+    """The short name of the second outcome whose observed, replicated and baseline values the
+    run holds (``phq9``), or None."""
+    if "observed_data" not in dt.children:
+        return None
+    for var in dt["observed_data"].data_vars:
+        short = str(var).removeprefix("y_")
+        if str(var).startswith("y_") and all(
+            g in dt.children and v in dt[g].data_vars
+            for g, v in (
+                ("posterior_predictive", var),
+                ("constant_data", f"baseline_{short}"),
+            )
+        ):
+            return short
+    return None
+
+
+def _outcome_facts(short: str, meta) -> tuple[tuple[float, float], str] | None:
+    """``((low, high), label)`` of an outcome by its short name: built in, recorded in the fit's
+    scales, or declared by a study loaded; None where none of them knows it."""
+    if f"{short}_followup" in OUTCOMES:
+        _, bounds, label, _ = OUTCOMES[f"{short}_followup"]
+        return bounds, label
+    recorded = (((meta or {}).get("scales") or {}).get("declared_outcomes") or {}).get(short)
+    if recorded:
+        lo, hi = (float(v) for v in recorded["range"])
+        return (lo, hi), f"{recorded['label']} follow-up ({lo:g}–{hi:g})"
+    instrument = instrument_of(f"{short}_followup")
+    return None if instrument is None else (instrument.range, instrument.outcome_label)
 
 
 #: The figures this family adds to a bundle, in report order.

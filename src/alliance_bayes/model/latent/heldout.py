@@ -8,8 +8,9 @@ each client's outcome log density by a data container; a held-out client's weigh
 parameters are the same with any weights (every client and provider is in the measurement part),
 so one compiled model serves every fold, and each fold only swaps the weights.
 
-For a held-out client :math:`i` with observed outcomes :math:`y_i` (WHO-5, and PHQ-9 where the
-joint model has it) and draws :math:`\theta_s` of the fold's posterior,
+For a held-out client :math:`i` with observed outcomes :math:`y_i` (the first outcome, e.g.
+WHO-5, and the second, e.g. PHQ-9, where the joint model has it) and draws :math:`\theta_s` of
+the fold's posterior,
 
 .. math::
     \log p(y_i \mid y_{\text{train}}, r) \approx \log \frac1S \sum_s p(y_i \mid \theta_s),
@@ -18,7 +19,7 @@ with :math:`r` every rating. A test-fold provider's outcome intercept is informe
 outcome, so its draws are those of the population distribution given the rest of the posterior:
 the new-provider integral of :mod:`alliance_bayes.model.regression.predict`, done by the sampler.
 Its latent alliance is informed by its clients' ratings. The joint density of a client's two
-outcomes is the WHO-5 density times the PHQ-9 density given WHO-5, both evaluated by the ordinary
+outcomes is the first outcome's density times the second's given the first, both evaluated by the ordinary
 model's own log-likelihood (so the two cannot drift apart).
 """
 
@@ -31,7 +32,7 @@ import xarray as xr
 from scipy import special
 
 from alliance_bayes.model.latent.measurement import LatentData, build_latent_model
-from alliance_bayes.spec import OUTCOMES, ModelSpec
+from alliance_bayes.spec import ModelSpec
 
 __all__ = [
     "heldout",
@@ -176,11 +177,15 @@ def _one_outcome(data: LatentData) -> None:
 
 
 def _step(spec: ModelSpec, data: LatentData, mu: np.ndarray, sigma: np.ndarray, half_width):
-    from alliance_bayes.model.regression.predict import STEP_HALF_WIDTH, log_step_probability
+    from alliance_bayes.model.regression.predict import log_step_probability, step_half_width
 
     o = data.outcomes[0]
-    h = STEP_HALF_WIDTH[o.outcome] if half_width is None else half_width
-    return log_step_probability(o.y[None], mu, sigma, bounds=OUTCOMES[o.outcome][1], half_width=h)
+    if half_width is None:
+        # a declared instrument moves in steps of its declared resolution
+        half_width = step_half_width(o.outcome)
+    return log_step_probability(
+        o.y[None], mu, sigma, bounds=o.instrument.range, half_width=half_width
+    )
 
 
 def _check_location(mu, sigma, y, loglik: np.ndarray, atol: float = 1e-3) -> None:

@@ -185,11 +185,25 @@ scores move with the discrimination. Three other forms mixed worse: a centred cl
 discrimination for the clients with a rating below 5 on that subscale, 43–49% of them: min ESS
 217, R-hat 1.028); so did nutpie's low-rank mass matrix (no gain in a 300-draw warm-up).
 
+Outcomes
+--------
+Each outcome is WHO-5 or PHQ-9, or an instrument the study declares (``[outcomes.<name>]`` of its
+``study.toml``, e.g. GAD-7, CORE-10, OQ-45): its baseline column, range, units and direction are
+the declaration's (:func:`outcome_instrument`). The ``[priors]`` scales are on the first outcome's
+metric (for a declared one, the unstated defaults times its range over WHO-5's 100, as in the
+regression family, :attr:`~alliance_bayes.spec.ModelSpec.priors`); a second outcome's are
+multiplied by the ratio of the ranges; the intercept's prior mean is the outcome's sample mean.
+An outcome's estimands take its name: the first keeps the plain stable names, the second's are
+prefixed ``"<name>:"`` (``phq9:b_goal_within``, ``gad7:b_goal_within``).
+
 PHQ-9 sample
 ------------
 With ``phq9_sample = "elevated"`` (the default) PHQ-9 follow-up enters for the clients elevated
 at baseline under ``[data]``'s rule and cut-offs, the sample of ``depression_change``; with
-``"all"``, for every client with both PHQ-9 scores. The report's data section says which.
+``"all"``, for every client with both PHQ-9 scores. A declared second outcome is taken the same
+way, elevated by its declared ``cutoff`` on its worse side (baseline at or above it where lower is
+better, at or below where higher is); a declared instrument without a cut-off needs
+``phq9_sample = "all"``. The report's data section says which.
 
 Missing data
 ------------
@@ -244,7 +258,9 @@ import pytensor.tensor as pt
 import xarray as xr
 from scipy import special
 
-from alliance_bayes.data.frame import AnalysisFrame
+from alliance_bayes.data.frame import AnalysisFrame, elevated_at_baseline
+from alliance_bayes.data.instruments import BUILT_IN, Instrument, declare
+from alliance_bayes.model.elevated import elevated_sample
 from alliance_bayes.model.latent.instrument_check import (
     CONTRACT_SCALE,
     RatingScale,
@@ -259,7 +275,7 @@ from alliance_bayes.model.regression.design import (
     LEVELS,
     DesignError,
     _check_covariates,
-    _elevated,
+    _other_outcomes,
     alliance_record,
     care_counts,
     care_shares,
@@ -287,11 +303,88 @@ def outcome_short(outcome: str) -> str:
     return outcome.removesuffix("_followup")
 
 
-def _prior_scale(spec: ModelSpec, outcome: str) -> float:
-    """Priors are on the first outcome's metric; other outcomes scale them by the range ratio."""
-    lo0, hi0 = OUTCOMES[spec.outcome][1]
-    lo, hi = OUTCOMES[outcome][1]
+def _prior_scale(spec: ModelSpec, instrument: Instrument) -> float:
+    r"""Priors are on the first outcome's metric; another outcome scales them by the range ratio
+    :math:`(H_o - L_o) / (H_1 - L_1)` (27/100 for PHQ-9 against WHO-5, 21/27 for a declared
+    GAD-7 against PHQ-9). The first outcome's own scales are :attr:`ModelSpec.priors`: for a
+    declared one the unstated defaults times its range over WHO-5's 100."""
+    lo0, hi0 = spec.outcome_range
+    lo, hi = instrument.range
     return (hi - lo) / (hi0 - lo0)
+
+
+def outcome_instrument(spec: ModelSpec, frame: AnalysisFrame, outcome: str) -> Instrument:
+    """The instrument of a ``[measurement]`` outcome: WHO-5 or PHQ-9, or as ``frame``'s own study
+    declares it (``[outcomes.<name>]`` of its ``study.toml``).
+
+    Raises
+    ------
+    DesignError
+        The study declares no such outcome: names the spec, the outcome, where the study's
+        declarations are, and the outcomes it has.
+    """
+    name = outcome_short(outcome)
+    if name in BUILT_IN:
+        return BUILT_IN[name]
+    if name in frame.outcomes:
+        return frame.outcomes[name]
+    where = frame.outcomes_declared_in or "the study (it has no study.toml)"
+    known = sorted({*OUTCOMES, *(i.followup for i in frame.outcomes.values())})
+    raise DesignError(
+        f"spec {spec.name!r}: [measurement] outcome {outcome!r} is not declared in {where}; "
+        f"this study's outcomes are {known}. Declare it there as [outcomes.{name}] with label, "
+        'range = [low, high] and better = "lower" or "higher"'
+    )
+
+
+def _check_outcomes(spec: ModelSpec, frame: AnalysisFrame) -> tuple[Instrument, ...]:
+    """Every ``[measurement]`` outcome is built in or declared by this study; the study's
+    declarations become the ones in use (another study loaded since may declare the same name
+    otherwise, and :attr:`ModelSpec.priors` reads the declaration in use)."""
+    assert spec.measurement is not None
+    found = tuple(outcome_instrument(spec, frame, o) for o in spec.measurement.outcomes)
+    declare({i.name: i for i in found if i.name not in BUILT_IN})
+    return found
+
+
+def _outcome_sample(
+    spec: ModelSpec, frame: AnalysisFrame, instrument: Instrument, position: int
+) -> tuple[str, np.ndarray] | None:
+    r"""The clients whose baseline lets them enter an outcome's likelihood, with the exclusion
+    count's name; None where every client may.
+
+    Under ``phq9_sample = "elevated"``: PHQ-9, those elevated under ``[data]``'s rule and
+    cut-offs (the sample of ``depression_change``); a declared second outcome, those at or past
+    its declared ``cutoff`` on the worse side (:math:`y^0 \ge` cutoff where lower is better,
+    :math:`\le` where higher is, as in the change family). The first outcome, WHO-5 in any
+    place, and every outcome under ``"all"`` take every client.
+
+    Raises
+    ------
+    DesignError
+        A declared second outcome without a ``cutoff`` under ``phq9_sample = "elevated"``.
+    """
+    assert spec.measurement is not None
+    if spec.measurement.phq9_sample != "elevated":
+        return None
+    if instrument.name == "phq9":
+        return "phq9_not_elevated_at_baseline", elevated_sample(spec, frame)
+    if instrument.name in BUILT_IN or position == 0:
+        return None
+    if instrument.cutoff is None:
+        worse = ">=" if instrument.better == "lower" else "<="
+        raise DesignError(
+            f"spec {spec.name!r}: [measurement] phq9_sample = 'elevated' takes the second outcome "
+            f"{instrument.followup!r} among the clients elevated at baseline by its cut-off, and "
+            f"[outcomes.{instrument.name}] ({instrument.label}) declares none; add cutoff = "
+            f"<score> to it in the study's study.toml (elevated at {worse} the cut-off, since "
+            f"{instrument.better} is better), or set phq9_sample = 'all'"
+        )
+    # a missing baseline is not elevated (nor modelled)
+    elevated, _ = elevated_at_baseline(
+        frame.clients, instrument.name, outcomes={instrument.name: instrument}
+    )
+    return f"{instrument.name}_not_elevated_at_baseline", elevated
 
 
 @dataclass(frozen=True)
@@ -305,6 +398,7 @@ class OutcomeData:
     baseline: np.ndarray
     baseline_mean: float
     prior_scale: float
+    instrument: Instrument  # range, step, label and direction (built in, or declared)
 
     @property
     def dim(self) -> str:
@@ -451,8 +545,10 @@ def latent_scales(data: LatentData) -> dict[str, object]:
     family's :meth:`~alliance_bayes.model.regression.design.ModelData.scales`); on a declared
     alliance instrument also its record
     (``alliance_instrument``, :func:`~alliance_bayes.model.regression.design.alliance_record`: the
-    scale the true scores and slopes are on, and the factor the slope priors were scaled by)."""
+    scale the true scores and slopes are on, and the factor the slope priors were scaled by); with
+    outcomes the study declares, their facts (``declared_outcomes``, :func:`declared_outcomes`)."""
     record = alliance_record(data.frame)
+    declared = declared_outcomes(data)
     return {
         "care_share_by_outcome": {
             o.short: care_shares(data.care_index[o.client_index], data.care_types)
@@ -465,7 +561,26 @@ def latent_scales(data: LatentData) -> dict[str, object]:
     } | (
         ({"covariate_coding": data.covariate_coding} if data.covariate_coding else {})
         | ({"alliance_instrument": record} if record else {})
+        | ({"declared_outcomes": declared} if declared else {})
     )
+
+
+def declared_outcomes(data: LatentData) -> dict[str, dict[str, object]]:
+    """Per declared outcome (by its short name, ``gad7``) what a reader of the fit needs without
+    the study: label, units, range, better direction, step and cut-off. Empty for WHO-5 and
+    PHQ-9, whose facts are built in."""
+    return {
+        o.short: {
+            "label": i.label,
+            "units": i.units,
+            "range": [i.low, i.high],
+            "better": i.better,
+            "step": i.step,
+            "cutoff": i.cutoff,
+        }
+        for o in data.outcomes
+        if (i := o.instrument).name not in BUILT_IN
+    }
 
 
 def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
@@ -487,11 +602,12 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
     assert spec.measurement is not None
     require_single_ratings(spec, frame, family="latent")
     _check_covariates(spec, frame)
+    instruments = _check_outcomes(spec, frame)
     clients = frame.clients
     keep = np.ones(len(clients), dtype=bool)
     exclusions: dict[str, int] = {"clients_in_data": len(clients)}
     if spec.data.sample == "elevated":
-        elevated = _elevated(clients, spec).to_numpy()
+        elevated = elevated_sample(spec, frame)
         exclusions["not_elevated_at_baseline"] = int((~elevated).sum())
         keep &= elevated
     if keep.sum() < 20:
@@ -524,18 +640,23 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
     x = np.where(np.isnan(z), 0.0, z)
 
     outcomes = []
-    for outcome in spec.measurement.outcomes:
-        base_col = OUTCOMES[outcome][0]
-        if outcome not in c or c[outcome].isna().all():
-            raise DesignError(f"spec {spec.name!r} needs column {outcome!r}, absent from the data")
+    for position, (outcome, instrument) in enumerate(
+        zip(spec.measurement.outcomes, instruments, strict=True)
+    ):
+        for column in (outcome, instrument.baseline):
+            if column not in c or c[column].isna().all():
+                raise DesignError(
+                    f"spec {spec.name!r} needs column {column!r}, absent from the data"
+                    + _other_outcomes(sub, column)
+                )
         y = c[outcome].to_numpy(float)
-        y0 = c[base_col].to_numpy(float)
+        y0 = c[instrument.baseline].to_numpy(float)
         ok = ~np.isnan(y) & ~np.isnan(y0) & complete_x
         exclusions[f"missing_{outcome}"] = int(np.isnan(y).sum())
-        if outcome == "phq9_followup" and spec.measurement.phq9_sample == "elevated":
-            # depression_change's sample: elevated at baseline under [data]'s rule
-            elevated = _elevated(c, spec).to_numpy()
-            exclusions["phq9_not_elevated_at_baseline"] = int((ok & ~elevated).sum())
+        sample = _outcome_sample(spec, sub, instrument, position)
+        if sample is not None:
+            key, elevated = sample
+            exclusions[key] = int((ok & ~elevated).sum())
             ok &= elevated
         exclusions[f"clients_in_{outcome_short(outcome)}_likelihood"] = int(ok.sum())
         if ok.sum() < 10:
@@ -549,7 +670,8 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
                 y=y[idx],
                 baseline=y0[idx],
                 baseline_mean=float(y0[idx].mean()),
-                prior_scale=_prior_scale(spec, outcome),
+                prior_scale=_prior_scale(spec, instrument),
+                instrument=instrument,
             )
         )
 

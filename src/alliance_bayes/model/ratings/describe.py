@@ -50,6 +50,14 @@ def data_variables(spec: ModelSpec) -> list[str]:
     ]
 
 
+def _type_terms(scales: Mapping[str, Any]) -> str:
+    """The care-type and provider-type terms sharing the slopes' prior: none in a study of one
+    provider type (one care type, no contrast, no shift)."""
+    if len(scales.get("provider_types") or ("therapist", "coach")) == 1:
+        return ""
+    return ", γ (care type), δ_t (provider type)"
+
+
 def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
     """The family's fixed priors (the cut-point gaps' on the fit's number of categories)."""
     p = PRIORS
@@ -62,7 +70,7 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
             "Median 1; a factor of e either way at 1 prior SD.",
         ),
         PriorRow(
-            f"β ({_slopes_in_words(scales)}), γ (care type), δ_t (provider type)",
+            f"β ({_slopes_in_words(scales)}){_type_terms(scales)}",
             f"Normal(0, {p['b_covariate_sd']:g})",
             "client latent SDs",
             "A whole client SD per unit is one prior SD: wide against the small differences the "

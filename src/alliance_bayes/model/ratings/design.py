@@ -40,7 +40,8 @@ Care and provider types are the study's (:attr:`~alliance_bayes.data.frame.Analy
 the frame's ``care_reference``, and provider-type shifts against a *reference provider type*
 :math:`t_0` (:attr:`RatingsData.provider_reference`): the provider type of the reference care type
 when that is a single type (coach under the contract's types, so the one shift is therapists
-against coaches), else the first declared type.
+against coaches), else the first declared type. A study of one provider type has one care type,
+and so neither care-type contrasts nor provider-type shifts (both dimensions empty).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ import pandas as pd
 from alliance_bayes.data.care import JOIN, PROVIDER_TYPES
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.errors import DesignError
+from alliance_bayes.model.elevated import elevated_sample
 from alliance_bayes.model.latent.instrument_check import (
     CONTRACT_SCALE,
     RatingScale,
@@ -62,7 +64,6 @@ from alliance_bayes.model.latent.instrument_check import (
 )
 from alliance_bayes.model.regression.design import (
     _check_covariates,
-    _elevated,
     alliance_record,
     covariate_columns,
 )
@@ -232,7 +233,7 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
     keep = np.ones(len(clients), dtype=bool)
     exclusions: dict[str, int] = {"clients_in_data": len(clients)}
     if spec.data.sample == "elevated":
-        elevated = _elevated(clients, spec).to_numpy()
+        elevated = elevated_sample(spec, frame)
         exclusions["not_elevated_at_baseline"] = int((~elevated).sum())
         keep &= elevated
     if "country" not in clients or clients["country"].isna().all():

@@ -136,8 +136,10 @@ def marginal_rating(
 
 
 def _draws(posterior: xr.Dataset, name: str, *dims: str) -> np.ndarray:
-    da = posterior[name]
-    return da.stack(sample=("chain", "draw")).transpose("sample", *dims).values
+    """(sample, *dims) draws, chain by chain; reshaped, not stacked, since xarray cannot stack an
+    empty dimension (no care contrast in a study of one provider type)."""
+    values = posterior[name].transpose("chain", "draw", *dims).values
+    return values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
 
 
 def compute_ratings_estimands(
@@ -390,8 +392,11 @@ def _provider_types(
         share = {"therapist": sc["therapist_share"], "coach": 1.0 - sc["therapist_share"]}
     share = share or {}
     pi = {t: float(share.get(t, 1.0 / len(types))) for t in types}
+    # a study of one provider type has no shift: zero in every draw
+    none = np.zeros(posterior.sizes["chain"] * posterior.sizes["draw"])
     shift = {
-        t: sum(d * (float(t == other) - pi[other]) for other, d in delta.items()) for t in types
+        t: sum((d * (float(t == other) - pi[other]) for other, d in delta.items()), none)
+        for t in types
     }
     mix = sc.get("provider_mix")
     if mix is None:

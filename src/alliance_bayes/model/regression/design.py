@@ -38,6 +38,7 @@ from alliance_bayes.data.covariates import Covariate
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.data.instruments import declare
 from alliance_bayes.errors import DesignError
+from alliance_bayes.model.elevated import elevated_sample
 from alliance_bayes.spec import (
     COVARIATES,
     OUTCOMES,
@@ -275,7 +276,7 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
     keep = pd.Series(True, index=clients.index)
     exclusions: dict[str, int] = {"clients_in_data": len(clients)}
     if spec.data.sample == "elevated":
-        elevated = _elevated(clients, spec)
+        elevated = pd.Series(elevated_sample(spec, frame), index=clients.index)
         exclusions["not_elevated_at_baseline"] = int((~elevated).sum())
         keep &= elevated
     needed = [spec.outcome, spec.baseline, *spec.predictors.covariates]
@@ -601,16 +602,3 @@ def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         sd = np.nanstd(x, axis=0)
     sd = np.where(sd > 0, sd, 1.0)
     return (x - mean) / sd, mean, sd
-
-
-def _elevated(clients: pd.DataFrame, spec: ModelSpec) -> pd.Series:
-    """Elevated-at-baseline flag under the spec's own rule and cut-offs (not the frame's default)."""
-    d = spec.data
-    who5 = clients["who5_baseline"] <= d.who5_cutoff
-    phq9 = clients["phq9_baseline"] >= d.phq9_cutoff
-    if d.elevated_by == "who5":
-        return who5.fillna(False).astype(bool)
-    if d.elevated_by == "phq9":
-        return phq9.fillna(False).astype(bool)
-    has_phq9 = clients["phq9_baseline"].notna()
-    return (phq9.where(has_phq9, who5)).fillna(False).astype(bool)

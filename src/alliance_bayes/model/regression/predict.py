@@ -35,6 +35,7 @@ import numpy as np
 import xarray as xr
 from scipy import special, stats
 
+from alliance_bayes.data.instruments import instrument_of
 from alliance_bayes.errors import DesignError
 from alliance_bayes.model.regression.design import ModelData
 from alliance_bayes.spec import ModelSpec
@@ -49,6 +50,7 @@ __all__ = [
     "log_step_probability",
     "pointwise_log_likelihood",
     "pointwise_log_step_probability",
+    "step_half_width",
     "subset_data",
 ]
 
@@ -427,6 +429,23 @@ def _new_provider_part(
 STEP_HALF_WIDTH = {"who5_followup": 2.0, "phq9_followup": 0.5}
 
 
+def step_half_width(outcome: str) -> float:
+    """Half of one observable step of ``outcome``: :data:`STEP_HALF_WIDTH` for WHO-5 and PHQ-9,
+    half the declared ``step`` for an outcome a loaded study declares (1 → 0.5 for a GAD-7 sum).
+
+    Raises
+    ------
+    DesignError
+        No study loaded declares the outcome.
+    """
+    if outcome in STEP_HALF_WIDTH:
+        return STEP_HALF_WIDTH[outcome]
+    found = instrument_of(outcome)
+    if found is None:
+        raise DesignError(f"outcome {outcome!r} is declared by no study loaded")
+    return found.step / 2.0
+
+
 def _log_cdf(z: np.ndarray, nu) -> np.ndarray:
     return special.log_ndtr(z) if nu is None else stats.t.logcdf(z, df=nu)
 
@@ -465,7 +484,7 @@ def log_step_probability(
 
 def _step_measure(spec: ModelSpec, half_width: float | None):
     """``f(y, mu, sigma, nu)`` → :func:`log_step_probability` for the outcome of ``spec``."""
-    h = STEP_HALF_WIDTH[spec.outcome] if half_width is None else half_width
+    h = step_half_width(spec.outcome) if half_width is None else half_width
 
     def measure(y, mu, sigma, nu):
         return log_step_probability(y, mu, sigma, bounds=spec.outcome_range, half_width=h, nu=nu)
