@@ -27,8 +27,8 @@ from alliance_bayes.report.hypotheses import hypothesis_table
 from alliance_bayes.report.render import latex_escape
 from alliance_bayes.report.tables import (
     LATEX_PREAMBLE,
+    decimals_for_mcse,
     estimand_label,
-    format_by_mcse,
     tables_latex,
     tables_markdown,
 )
@@ -69,10 +69,12 @@ def bundle(run, tmp_path_factory):
 def test_estimands_csv_opens_with_default_readers(run, bundle):
     _, est, meta, _, _ = run
     text = (bundle / "estimands.csv").read_text()
-    assert text.splitlines()[0].split(",")[:3] == ["estimand", "mean", "sd"]
+    assert text.splitlines()[0].split(",")[:4] == ["estimand", "label", "mean", "sd"]
     df = pd.read_csv(bundle / "estimands.csv")  # no comment= needed
     expected = estimand_table(est)
     assert list(df["estimand"]) == list(expected["estimand"])
+    assert list(df["label"]) == [estimand_label(n) for n in expected["estimand"]]
+    assert df.set_index("estimand").loc["b_days_in_care", "label"] == "Days in care"
     np.testing.assert_array_equal(df["mean"].to_numpy(), expected["mean"].to_numpy())
     side = json.loads((bundle / "estimands.meta.json").read_text())
     assert side["spec"] == meta["spec"] and side["draws_per_chain"] == 200
@@ -134,13 +136,16 @@ def test_latex_numbers_align_on_the_decimal_point_with_mcse_digits(run):
             assert len(widths) == 1, (key, col, [r[col] for r in rows])
             points = {_visible(r[col]).index(".") for r in rows if "." in r[col]}
             assert len(points) <= 1, (key, col)
-    # The digits shown are still those the Monte Carlo error supports.
-    row = summary.loc["b_days_in_care"]
+    # One decimal place per column: the finest any of the table's rows' MCSE supports.
     fixed = {r[0]: r for r in _latex_rows(tex, "fixed")}
-    shown = re.sub(
-        r"\\phantom\{[^{}]*\}", "", fixed[r"\parbox[t]{3.4cm}{\raggedright Days in care}"][1]
-    )
-    assert shown.replace("$-$", "-") == format_by_mcse(row["mean"], row["mcse_mean"])
+    names = [n for n in summary.index if est[n].attrs.get("kind") == "fixed effect"]
+    finest = max(decimals_for_mcse(summary.loc[n, "mcse_mean"]) for n in names)
+    for name in names:
+        row = summary.loc[name]
+        label = rf"\parbox[t]{{3.4cm}}{{\raggedright {estimand_label(name)}}}"
+        shown = re.sub(r"\\phantom\{[^{}]*\}", "", fixed[label][1]).replace("$-$", "-")
+        assert shown == f"{row['mean']:.{finest}f}", name
+        assert len(shown.split(".")[1]) >= decimals_for_mcse(row["mcse_mean"])  # none lost
 
 
 def test_latex_fragment_is_ascii_with_short_captions_and_one_shared_note(run):
@@ -154,7 +159,8 @@ def test_latex_fragment_is_ascii_with_short_captions_and_one_shared_note(run):
     assert tex.index("Note to the tables") < tex.index("\\begin{table}")
     captions = re.findall(r"\\caption\{(.*)\}", tex)
     assert len(captions) == 7 and max(len(c.split()) for c in captions) < 90
-    assert "\\label{tab:hypotheses}" in tex and "b\\_goal\\_within-between = 0" in tex
+    assert "\\label{tab:hypotheses}" in tex
+    assert "b\\_goal\\_within-\\allowbreak{}between = 0" in tex
 
 
 def test_standardised_table_typesets_beta_and_r2_in_ascii(run):
@@ -191,16 +197,21 @@ def test_latex_escape_maps_what_pdflatex_cannot_typeset():
     )
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
-def test_tables_tex_compiles_under_pdflatex(run, bundle, tmp_path):
+@pytest.mark.parametrize("engine", ["pdflatex", "lualatex"])
+def test_tables_tex_compiles_and_fits_the_text_width(run, bundle, tmp_path, engine):
+    """A minimal article with the header's packages compiles the fragment (input twice, as a
+    document that cites the tables in two places might), and no table runs into the margin."""
+    if shutil.which(engine) is None:
+        pytest.skip(f"{engine} is not installed (docs/development.md says how to install TeX)")
     (tmp_path / "tables.tex").write_bytes((bundle / "tables.tex").read_bytes())
+    assert " ".join(LATEX_PREAMBLE.splitlines()) in (bundle / "tables.tex").read_text()
     (tmp_path / "doc.tex").write_text(
         "\\documentclass{article}\n"
         f"{LATEX_PREAMBLE}\n"
-        "\\begin{document}\n\\input{tables.tex}\n\\end{document}\n"
+        "\\begin{document}\n\\input{tables.tex}\n\\input{tables.tex}\n\\end{document}\n"
     )
     done = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        [engine, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -209,7 +220,12 @@ def test_tables_tex_compiles_under_pdflatex(run, bundle, tmp_path):
     )
     assert done.returncode == 0, done.stdout[-3000:]
     log = (tmp_path / "doc.log").read_text(errors="replace")
-    assert "Missing character" not in log and "undefined" not in log.lower()
+    if engine == "pdflatex":
+        # (A LuaLaTeX without Latin Modern's OT1 shapes warns about fonts on an empty document
+        # too, so its font warnings say nothing about the fragment.)
+        assert "Missing character" not in log and "undefined" not in log.lower()
+    assert "Undefined control sequence" not in log
+    assert "Overfull \\hbox" not in log, log[log.index("Overfull") :][:400]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
 
 

@@ -73,13 +73,15 @@ def test_care_types_are_the_combinations_the_clients_saw(three_types):
 def test_without_coach_only_clients_the_largest_group_is_the_reference(shipped_study):
     """Every provider a therapist: no coach-only client, so contrasts against coach would be
     against an empty group (a ridge with the intercept); the largest group, therapist, is the
-    reference instead, and a declared reference that no client has is refused."""
+    reference instead, and a declared reference that no client has is refused. The care types
+    and provider types without clients or providers are no levels: their contrasts, slopes and
+    SDs would be the prior alone."""
     providers = shipped_study.providers.assign(provider_type="therapist")
     study = RawStudy.from_frames(providers, shipped_study.clients, shipped_study.sessions)
     frame = build_frame(study)
-    assert frame.care_types == ("therapist", "coach", "both")  # the contract's, always
+    assert frame.care_types == ("therapist",) == frame.provider_types
     assert frame.care_reference == "therapist"
-    assert frame.care_contrasts == ("coach-therapist", "both-therapist")
+    assert frame.care_contrasts == () == frame.provider_contrasts
     declared = RawStudy.from_frames(
         providers, shipped_study.clients, shipped_study.sessions, care_reference="coach"
     )

@@ -88,8 +88,9 @@ def _prior_estimands(spec, design):
     model = family.build(spec, design)
     import pymc as pm
 
+    names = [v for v in PRIOR_VARS if v in model.named_vars]
     with model:
-        prior = pm.sample_prior_predictive(draws=4, random_seed=1, var_names=PRIOR_VARS)
+        prior = pm.sample_prior_predictive(draws=4, random_seed=1, var_names=names)
     return family.estimands(spec, prior["prior"].to_dataset(), family.scales(design))
 
 
@@ -324,3 +325,35 @@ def test_the_study_report_says_what_was_not_measured_and_shows_declared_covariat
     ):
         assert row in md
     assert pd.Series(md.splitlines()).str.contains("not measured").sum() == 0
+
+
+@pytest.mark.parametrize("country", ["absent", "one"])
+def test_a_study_without_country_or_of_one_country_has_no_country_effects(spec, shipped, country):
+    """``country`` is optional: a study without it (or with one country) has no country effects
+    in the graph, no country estimands, no country prior row, and says why in the study report;
+    every other part is the same design as the shipped study's."""
+    clients = shipped.clients.copy()
+    if country == "absent":
+        clients = clients.drop(columns=["country"])
+    else:
+        clients["country"] = "NZ"
+    study = RawStudy.from_frames(shipped.providers, clients, shipped.sessions)
+    full, data = design_of(spec, shipped), design_of(spec, study)
+    assert data.countries == (("all",) if country == "absent" else ("NZ",))
+    assert data.covariates_not_measured == (("country",) if country == "absent" else ())
+    # nobody is lost for a missing country, and the rest of the design is the shipped one's
+    assert data.n_clients == full.n_clients and (data.counts == full.counts).all()
+    np.testing.assert_array_equal(data.covariates, full.covariates)
+    model = family_of(spec).build(spec, data)
+    assert not {"sd_country_latent", "z_country"} & {rv.name for rv in model.free_RVs}
+    assert np.isfinite(model.compile_logp()(model.initial_point()))
+    est = _prior_estimands(spec, data)
+    assert not [v for v in est.data_vars if "country" in v]
+    rows = prior_rows(spec, ratings_scales(data))
+    assert rows[-1].parameter == "σ_a (providers)" and "countries" not in rows[-1].justification
+    md = "\n".join(_ratings_section(_outcome(spec, data), None))
+    claim = next(line for line in md.splitlines() if "did not differ by country" in line)
+    if country == "absent":
+        assert "not measured: the study has no country (`country`) values" in claim
+    else:
+        assert "not estimable: the study has one country" in claim

@@ -240,12 +240,12 @@ def test_bundle_complete_and_reloadable(run, tmp_path):
 
     assert json.loads((out / "run.json").read_text())["spec"] == "who5_change"
     csv_text = (out / "estimands.csv").read_text()
-    assert csv_text.startswith("estimand,mean,sd,") and "#" not in csv_text
+    assert csv_text.startswith("estimand,label,mean,sd,") and "#" not in csv_text
     sidecar = json.loads((out / "estimands.meta.json").read_text())
     assert sidecar["interval"] == "95% highest density interval"
     assert sidecar["chains"] == 4 and sidecar["convergence"] == "PASSED"
     df = pd.read_csv(out / "estimands.csv")
-    assert list(df.columns)[:4] == ["estimand", "mean", "sd", "hdi95_low"]
+    assert list(df.columns)[:5] == ["estimand", "label", "mean", "sd", "hdi95_low"]
     assert len(df) == len(est.data_vars)
     diag = json.loads((out / "diagnostics.json").read_text())
     assert diag["passed"] is True

@@ -5,11 +5,12 @@ study may declare its own, ``provider_types = ["therapist", "coach", "psychiatri
 of its ``study.toml``). A client's *care type* is the set of provider types among the providers
 they had sessions with: a single type's name (``"therapist"``), or for several the names joined
 by ``_and_`` in declared order (``"therapist_and_psychiatrist"``). Under the contract's two types
-the combination keeps the study's own name, ``"both"``, and the care types are always
-``therapist``, ``coach``, ``both``; under declared types they are the combinations present in the
-data: single types first, in declared order, then pairs, triples, …. A study of one type
-(``provider_types = ["therapist"]``, or ``["peer"]``) has one care type, its reference, and so no
-care-type contrasts and no provider-type shifts.
+the combination keeps the study's own name, ``"both"``. The care types of an analysis are the
+combinations present in the data: single types first, in declared order, then pairs, triples, …
+(``therapist``, ``coach``, ``both`` under the contract's types), and its provider types those some
+provider has. A study of one type (``provider_types = ["therapist"]``, or a study under the contract
+whose clients all see therapists) has one care type, its reference, and so no care-type contrasts
+and no provider-type shifts.
 
 Care-type contrasts are differences from a *reference* care type: a declared ``care_reference``
 (which some client must have), else the contract's ``coach`` (the largest group of the shipped
@@ -118,15 +119,18 @@ class CareTypes:
         )
 
     def levels(self, present: Iterable[str]) -> tuple[str, ...]:
-        """The care types of a study whose clients have the care types ``present``.
-
-        The contract's three always (so that estimand names never depend on the data); under
-        declared types the combinations present, in the order of :meth:`possible`.
+        """The care types of a study whose clients have the care types ``present``: those
+        present, in the order of :meth:`possible` (therapist, coach, both under the contract's
+        types). A care type no client has is no level of the analysis: its contrasts and slopes
+        would be the prior alone, reported as if estimated.
         """
-        if not self.declared:
-            return CARE_TYPES
         seen = set(present)
         return tuple(c for c in self.possible() if c in seen)
+
+    def present(self, seen: Iterable[str]) -> tuple[str, ...]:
+        """The provider types some provider of the study has (``seen``), in declared order."""
+        kinds = set(seen)
+        return tuple(t for t in self.provider_types if t in kinds)
 
     def choose_reference(self, counts: Mapping[str, int]) -> str:
         """The reference care type among those with clients (``counts``, in level order)."""

@@ -163,11 +163,12 @@ class AnalysisFrame:
         What the loader converted in Stata or SPSS cells (value labels, declared missing codes;
         :attr:`RawStudy.conversions`), recorded in ``run.json`` for the report's Clients section.
     provider_types : tuple of str
-        The study's provider types (:attr:`RawStudy.care`): therapist, coach unless declared.
+        The study's provider types (:attr:`RawStudy.care`: therapist, coach unless declared) that
+        some provider with sessions has, in their order; a type without providers is no level.
     care_types : tuple of str
         The care types, the combinations of provider types a client saw
-        (:meth:`~alliance_bayes.data.care.CareTypes.levels`): therapist, coach, both unless
-        provider types are declared, then those among the study's clients.
+        (:meth:`~alliance_bayes.data.care.CareTypes.levels`), those among the study's clients:
+        therapist, coach, both under the contract's types when every one has clients.
     care_reference : str
         The care type that care-type contrasts are against (:mod:`alliance_bayes.data.care`).
     """
@@ -684,6 +685,7 @@ def build_frame(
     names = {kinds: study.care.name(kinds) for kinds in set(seen)}
     care = seen.map(names).to_numpy(dtype=object)
     care_types = study.care.levels(names.values())
+    provider_types = study.care.present(ptypes)
     counts = pd.Series(care).value_counts()
     care_reference = study.care.choose_reference({c: int(counts.get(c, 0)) for c in care_types})
     if not counts.get(care_reference, 0):  # contrasts against an empty group: a ridge with alpha
@@ -752,9 +754,7 @@ def build_frame(
     providers = pd.DataFrame(
         {
             "provider": [f"P{i + 1:04d}" for i in range(n_providers)],
-            "provider_type": pd.Categorical(
-                list(ptypes), categories=list(study.care.provider_types)
-            ),
+            "provider_type": pd.Categorical(list(ptypes), categories=list(provider_types)),
             "n_clients": pcounts["n_clients"].to_numpy(dtype=np.int64),
             "n_sessions": pcounts["n_sessions"].to_numpy(dtype=np.int64),
         }
@@ -777,7 +777,7 @@ def build_frame(
         alliance=study.alliance,
         partially_rated=partially_rated,
         conversions=tuple(study.conversions),
-        provider_types=study.care.provider_types,
+        provider_types=provider_types,
         care_types=care_types,
         care_reference=care_reference,
     )

@@ -42,7 +42,12 @@ from alliance_bayes.report.estimands import HDI_PROB, estimand_table
 from alliance_bayes.report.html import markdown_to_html
 from alliance_bayes.report.hypotheses import hypotheses_markdown
 from alliance_bayes.report.render import markdown_table
-from alliance_bayes.report.tables import tables_latex, tables_markdown
+from alliance_bayes.report.tables import (
+    declared_covariate_labels,
+    estimand_label,
+    tables_latex,
+    tables_markdown,
+)
 from alliance_bayes.storage import atomic_folder, check_name, dump_json, write_datatree
 
 __all__ = [
@@ -138,6 +143,7 @@ def _check_ids(ids: set[str], dt: xr.DataTree) -> None:
 #: What each column of ``estimands.csv`` holds (written to ``estimands.meta.json``).
 ESTIMAND_COLUMNS = {
     "estimand": "stable estimand name (cite it; tables.md and tables.tex show it beside the label)",
+    "label": "the estimand in words, as the paper tables' rows read",
     "mean": "posterior mean",
     "sd": "posterior standard deviation",
     "hdi95_low": f"lower bound of the {round(HDI_PROB * 100)}% highest density interval",
@@ -157,7 +163,12 @@ def _estimands_csv(
 ) -> None:
     """``estimands.csv`` (the :func:`estimand_table`), a plain CSV whose first line is its header
     (full precision), and beside it ``estimands.meta.json``: what the run and each column are
-    (``run.json`` has the rest)."""
+    (``run.json`` has the rest). Each row has its stable name (``estimand``) and the paper tables'
+    label in words (``label``, :func:`~alliance_bayes.report.tables.estimand_label`)."""
+    coding = (meta.get("scales") or {}).get("covariate_coding") or {}
+    declared = declared_covariate_labels(coding)
+    table = table.copy()
+    table.insert(1, "label", [estimand_label(str(n), declared) for n in table["estimand"]])
     path.write_text(table.to_csv(index=False, lineterminator="\n"), encoding="utf-8")
     sidecar = {
         "description": "alliance-bayes estimands (full precision; machine-readable)",

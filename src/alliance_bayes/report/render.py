@@ -92,12 +92,16 @@ def latex_table(
     size: str = "",
     escaped: bool = False,
     row_comments: Sequence[str] = (),
+    fit_width: str = "",
 ) -> list[str]:
     """Lines of a LaTeX ``table`` float with booktabs rules (``\\usepackage{booktabs}``).
 
     Cells and header are escaped with :func:`latex_escape` unless ``escaped`` (already LaTeX).
     ``row_comments`` (one per row, ``""`` for none) end their rows as ``% comment``: they name
-    what a row shows without printing it.
+    what a row shows without printing it. ``fit_width``, the name of a save box the document
+    has (:data:`FIT_WIDTH_BOX`), sets the tabular in it and scales it down to the line width
+    only where it is wider (``\\resizebox``, ``\\usepackage{graphicx}``): a table never runs
+    into the margin, and one that fits keeps its type size.
     """
     esc = (lambda s: str(s)) if escaped else latex_escape
     lines = [r"\begin{table}[ht]", r"\centering"]
@@ -107,6 +111,8 @@ def latex_table(
         lines.append(rf"\caption{{{latex_escape(caption)}}}")
     if label:
         lines.append(rf"\label{{{label}}}")
+    if fit_width:
+        lines.append(rf"\sbox{{{fit_width}}}{{%")
     lines += [rf"\begin{{tabular}}{{{align}}}", r"\toprule"]
     lines.append(" & ".join(esc(h) for h in header) + r" \\")
     lines.append(r"\midrule")
@@ -115,5 +121,19 @@ def latex_table(
         " & ".join(esc(c) for c in r) + r" \\" + (f" % {note}" if note else "")
         for r, note in zip(rows, comments, strict=True)
     ]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if fit_width:
+        box = rf"\usebox{{{fit_width}}}"
+        lines += [
+            "}%",
+            rf"\ifdim\wd{fit_width}>\linewidth\resizebox{{\linewidth}}{{!}}{{{box}}}"
+            rf"\else{box}\fi",
+        ]
+    lines += [r"\end{table}", ""]
     return lines
+
+
+#: The save box :func:`latex_table` measures a table in (``fit_width``); a fragment declares it
+#: once with :data:`FIT_WIDTH_DECLARATION`, which is harmless when the fragment is input twice.
+FIT_WIDTH_BOX = r"\abtablebox"
+FIT_WIDTH_DECLARATION = rf"\ifdefined{FIT_WIDTH_BOX}\else\newsavebox{{{FIT_WIDTH_BOX}}}\fi"

@@ -271,8 +271,8 @@ _LABELS = {
     "icc_provider_alliance": "Provider ICC (latent scale)",
 }
 #: The abstract's claims about the alliance, the statements that test them (ROPE equivalence) and
-#: the ratings model's covariate behind each (None: the country effects), which a study may not
-#: have measured (``covariates_not_measured`` in the fit's scales).
+#: the ratings model's covariate behind each (``country``: the country effects), which a study may
+#: not have measured (``covariates_not_measured`` in the fit's scales).
 _RATINGS_CLAIMS = (
     (
         "did not differ by age",
@@ -280,7 +280,7 @@ _RATINGS_CLAIMS = (
         "alliance_per_decade_age = 0",
         "age_decade",
     ),
-    ("did not differ by country", "sd_country_alliance", "sd_country_alliance = 0", None),
+    ("did not differ by country", "sd_country_alliance", "sd_country_alliance = 0", "country"),
     (
         "did not differ by baseline well-being",
         "alliance_per_10_who5_baseline",
@@ -293,6 +293,7 @@ _NOT_MEASURED = {
     "age_decade": "age (`age`)",
     "male": "sex (`sex`)",
     "who5_baseline_10": "baseline WHO-5 (`who5_baseline`)",
+    "country": "country (`country`)",
 }
 
 
@@ -393,6 +394,13 @@ def _ratings_section(outcome: FitOutcome, observed_median: float | None) -> list
             "not measured",
         ]
         if covariate in not_measured
+        else [
+            f"Alliance {claim}",
+            "no difference (abstract)",
+            "not estimable: the study has one country, so the model has no country effects",
+            "not estimable",
+        ]
+        if covariate == "country" and name not in s.index
         else [
             f"Alliance {claim}",
             "no difference (abstract)",

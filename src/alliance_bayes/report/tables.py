@@ -1,7 +1,9 @@
 """Paper tables (Markdown and LaTeX/booktabs) laid out by level of the model.
 
 Rounding rule (numbers that go into papers are rounded by their Monte Carlo error): a posterior mean
-is shown to the decimal place of the leading digit of ``2 × MCSE(mean)``. For example MCSE 0.013
+is shown to the decimal place of the leading digit of ``2 × MCSE(mean)``, and every number of a
+table's column to the finest such place among its rows (:func:`column_decimals`: decimals never
+mix within a column, and no row loses a digit its Monte Carlo error supports). For example MCSE 0.013
 gives 2×MCSE = 0.026, whose leading digit is in the hundredths, so the mean is shown with 2
 decimals; MCSE 0.4 gives 0.8, 1 decimal; MCSE 3 gives 6, 0 decimals; MCSE 30 gives 60, rounded to
 tens. The posterior SD and HDI bounds are shown to the same decimal place as the mean: their own
@@ -35,7 +37,13 @@ from alliance_bayes.data.care import CARE_REFERENCE, CARE_TYPES, care_words, spl
 from alliance_bayes.data.published import PUBLISHED
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
 from alliance_bayes.report.hypotheses import _bf_cell, rope_text
-from alliance_bayes.report.render import latex_escape, latex_table, markdown_table
+from alliance_bayes.report.render import (
+    FIT_WIDTH_BOX,
+    FIT_WIDTH_DECLARATION,
+    latex_escape,
+    latex_table,
+    markdown_table,
+)
 from alliance_bayes.report.sample import care_phrase, care_title
 
 __all__ = [
@@ -43,6 +51,7 @@ __all__ = [
     "Table",
     "all_tables",
     "build_tables",
+    "column_decimals",
     "decimals_for_mcse",
     "declared_covariate_labels",
     "estimand_label",
@@ -89,15 +98,40 @@ def format_by_mcse(x: float, mcse: float) -> str:
     return _round_str(x, decimals_for_mcse(mcse))
 
 
-def _format_prob(p: float, ess: float) -> str:
+def _prob_decimals(p: float, ess: float) -> int:
+    """Decimals of ``P(>0)`` by its binomial MCSE ``sqrt(p(1-p)/ESS)``, at most 3."""
+    if not math.isfinite(p) or p <= 0.0 or p >= 1.0:
+        return 0
+    mcse = math.sqrt(p * (1 - p) / max(ess, 1.0))
+    return max(0, min(3, decimals_for_mcse(mcse)))
+
+
+def _format_prob(p: float, ess: float, decimals: int | None = None) -> str:
     if not math.isfinite(p):
         return "n/a"
     if p <= 0.0:
         return "<0.001"
     if p >= 1.0:
         return ">0.999"
-    mcse = math.sqrt(p * (1 - p) / max(ess, 1.0))
-    return _round_str(p, max(0, min(3, decimals_for_mcse(mcse))))
+    return _round_str(p, _prob_decimals(p, ess) if decimals is None else decimals)
+
+
+def column_decimals(summary: pd.DataFrame, names: Sequence[str]) -> tuple[int, int]:
+    """One decimal place per column of a table: ``(estimates, P(>0))``.
+
+    The estimates (mean, SD, HDI bounds) of every row named are shown to the finest decimal
+    place any row's ``2 × MCSE(mean)`` supports (:func:`decimals_for_mcse`), and ``P(>0)`` to the
+    finest its rows' binomial MCSEs support (at most 3), so that no row loses a digit its Monte
+    Carlo error supports and a column's decimals do not mix; a row with a larger MCSE then shows
+    a digit or two more than it alone would.
+    """
+    rows = [summary.loc[n] for n in names if n]
+    if not rows:
+        return 0, 0
+    return (
+        max(decimals_for_mcse(r["mcse_mean"]) for r in rows),
+        max(_prob_decimals(r["prob_positive"], r["ess_bulk"]) for r in rows),
+    )
 
 
 @dataclass
@@ -120,22 +154,23 @@ class Table:
     code_columns: tuple[int, ...] = ()
 
 
-def estimate_cell(row: pd.Series) -> str:
-    """``mean [low, high]`` rounded by the mean's MCSE."""
-    d = decimals_for_mcse(row["mcse_mean"])
+def estimate_cell(row: pd.Series, decimals: int | None = None) -> str:
+    """``mean [low, high]`` rounded by the mean's MCSE, or to ``decimals`` (a column's)."""
+    d = decimals_for_mcse(row["mcse_mean"]) if decimals is None else decimals
     return (
         f"{_round_str(row['mean'], d)} "
         f"[{_round_str(row['hdi95_low'], d)}, {_round_str(row['hdi95_high'], d)}]"
     )
 
 
-def _stat_cells(row: pd.Series) -> list[str]:
-    d = decimals_for_mcse(row["mcse_mean"])
+def _stat_cells(row: pd.Series, decimals: tuple[int, int]) -> list[str]:
+    """Mean, SD, HDI and P(>0) of a row, to its table's :func:`column_decimals`."""
+    d, p = decimals
     return [
         _round_str(row["mean"], d),
         _round_str(row["sd"], d),
         f"[{_round_str(row['hdi95_low'], d)}, {_round_str(row['hdi95_high'], d)}]",
-        _format_prob(row["prob_positive"], row["ess_bulk"]),
+        _format_prob(row["prob_positive"], row["ess_bulk"], p),
     ]
 
 
@@ -173,6 +208,16 @@ def _care_contrasts(names: Sequence[str], attrs: Mapping[str, Mapping[str, Any]]
     """The care-type contrasts (``therapist-coach``, …) among the estimands, in their order."""
     found = (str(attrs[n].get("care_type", "")) for n in names)
     return list(dict.fromkeys(c for c in found if "-" in c))
+
+
+def _study_care_types(meta: Mapping[str, Any]) -> list[str]:
+    """The care types of the fit's clients as its design's scales record them (``care_types``,
+    else the care shares' keys, per outcome in the latent family); empty when not recorded."""
+    scales = meta.get("scales") or {}
+    if scales.get("care_types"):
+        return [str(c) for c in scales["care_types"]]
+    shares = [scales.get("care_share") or {}, *(scales.get("care_share_by_outcome") or {}).values()]
+    return list(dict.fromkeys(str(c) for share in shares for c in share))
 
 
 def _reference_care(contrasts: Sequence[str]) -> str:
@@ -311,9 +356,9 @@ def shared_note(estimands: xr.Dataset, meta: Mapping[str, Any]) -> str:
     return (
         f"Posterior means with {round(HDI_PROB * 100)}% HDI (highest density interval); "
         f"{chains} chains × {draws} draws; model spec `{spec}`; outcome {outcome}. "
-        "Means, SDs and interval bounds are rounded to the decimal place of 2×MCSE of the mean; "
-        "P(>0) is the posterior probability that the estimand is positive. Each row's stable "
-        "estimand name (as in estimands.csv) is given beside its label."
+        "Means, SDs and interval bounds are rounded, one decimal place per column, to the finest "
+        "place 2×MCSE of a row's mean supports; P(>0) is the posterior probability that the "
+        "estimand is positive. Each row's stable estimand name (as in estimands.csv) is given beside its label."
     )
 
 
@@ -347,10 +392,11 @@ def build_tables(
         return [n for n, a in attrs.items() if a.get("kind") == kind]
 
     def unit_table(key: str, title: str, caption: str, names: list[str], units: bool = True):
+        decimals = column_decimals(summary, names)
         rows = [
             [
                 estimand_label(n, declared),
-                *_stat_cells(summary.loc[n]),
+                *_stat_cells(summary.loc[n], decimals),
                 *([summary.loc[n, "units"]] if units else []),
             ]
             for n in names
@@ -380,10 +426,11 @@ def build_tables(
     subscale = of_kind("subscale effect")
     # Rows: within-provider first (the paper's order), subscales in estimand order (goal, bond, …).
     cells: dict[tuple[str, str], dict[str, str]] = {}
+    subscale_decimals = column_decimals(summary, subscale)[0]
     for n in subscale:
         a = attrs[n]
         cells.setdefault((a["subscale"], a["level"]), {})[a["care_type"]] = estimate_cell(
-            summary.loc[n]
+            summary.loc[n], subscale_decimals
         )
     if cells:
         # The care types in the order the estimands carry them, the pooled slopes last.
@@ -411,12 +458,13 @@ def build_tables(
     }
     if pooled:
         subs = list(dict.fromkeys(s for s, _ in pooled))
+        level_decimals = column_decimals(summary, list(pooled.values()))[0]
         rows = []
         for s in subs:
             row = [s.capitalize()]
             for lv in ("within", "between"):
                 n = pooled.get((s, lv))
-                row += [n or "", estimate_cell(summary.loc[n]) if n else ""]
+                row += [n or "", estimate_cell(summary.loc[n], level_decimals) if n else ""]
             rows.append(row)
         tables.append(
             Table(
@@ -469,15 +517,18 @@ def build_tables(
 
     contrasts = of_kind("contrast")
     if contrasts:
-        # Without care-type contrasts among them, the contract's are named, as they always were.
+        # Without care-type contrasts among them, the contract's are named, as they always were,
+        # unless the fit's study has one care type, which has none to name.
+        one_care = len(_study_care_types(meta) or CARE_TYPES) < 2
         versus = _care_contrasts(contrasts, attrs) or [
-            f"{c}-{CARE_REFERENCE}" for c in CARE_TYPES if c != CARE_REFERENCE
+            f"{c}-{CARE_REFERENCE}" for c in CARE_TYPES if c != CARE_REFERENCE and not one_care
         ]
         listed = ", ".join(_versus(c).replace(" vs ", " − ") for c in versus)
+        cares = f"care types ({listed}), " if versus else ""
         tables.append(
             unit_table(
                 "contrasts",
-                f"Contrasts: care types ({listed}), subscales (goal − bond)",
+                f"Contrasts: {cares}subscales (goal − bond)",
                 f"{effect_units}; differences computed draw by draw.",
                 contrasts,
                 units=False,
@@ -642,7 +693,7 @@ def tables_markdown(
 
 
 #: The preamble ``tables.tex`` needs under pdfLaTeX (any document class).
-LATEX_PREAMBLE = "\\usepackage{booktabs}"
+LATEX_PREAMBLE = "\\usepackage{booktabs}\n\\usepackage{graphicx}"
 
 # A number as the tables print it: an optional bound sign, a sign, digits and decimals.
 _NUMBER = re.compile(r"(?P<cmp>[<>]?)(?P<sign>-?)(?P<int>\d+)(?:\.(?P<dec>\d+))?")
@@ -705,6 +756,9 @@ def _texttt(text: str) -> str:
     escaped = latex_escape(text)
     for macro, ch in ((r"\textless{}", "<"), (r"\textgreater{}", ">"), (r"\textbar{}", "|")):
         escaped = escaped.replace(macro, ch)
+    # A long name may break after a bracket or a hyphen in a narrow column (the typewriter font
+    # has no hyphenation, so it would otherwise run into the next column).
+    escaped = escaped.replace("[", r"[\allowbreak{}").replace("-", r"-\allowbreak{}")
     return rf"\texttt{{{escaped}}}"
 
 
@@ -749,9 +803,12 @@ def tables_latex(
     ``summary`` as in :func:`tables_markdown`.
     """
     out = [
-        "% alliance-bayes paper tables: a fragment for \\input{tables.tex} under pdfLaTeX.",
-        f"% Preamble: {LATEX_PREAMBLE} (nothing else; numbers are aligned with \\phantom).",
+        "% alliance-bayes paper tables: a fragment for \\input{tables.tex} under pdfLaTeX or "
+        "LuaLaTeX.",
+        f"% Preamble: {' '.join(LATEX_PREAMBLE.splitlines())} (nothing else; numbers are aligned "
+        "with \\phantom, a table wider than the text is scaled to its width).",
         "% Each row ends with a comment naming its stable estimand (estimands.csv).",
+        FIT_WIDTH_DECLARATION,
         "",
         rf"\par\noindent\textit{{Note to the tables.}} {latex_escape(shared_note(estimands, meta))}"
         r"\par",
@@ -767,6 +824,7 @@ def tables_latex(
             size=r"\small",
             escaped=True,
             row_comments=[f"estimand: {n}" if n else "" for n in t.names],
+            fit_width=FIT_WIDTH_BOX,
         )
         out += lines
     return "\n".join(out)

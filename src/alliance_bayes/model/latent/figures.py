@@ -94,9 +94,11 @@ def plot_latent_vs_averaged(
     consts = dt["constant_data"].to_dataset()
     stored = LATENT_GROUP in dt.children or "z_client_alliance" in dt["posterior"].data_vars
     needed = {"mem_client", "mem_provider", "mem_weight", "alliance_observed"}
-    # the provider-type indicators: the contract's therapist one, or one per non-reference type
+    # the provider-type indicators: the contract's therapist one, or one per non-reference type;
+    # none in a study of one provider type, whose fit has no provider-type shift
     typed = {THERAPIST_INDICATOR, TYPE_DESIGN} & set(consts.data_vars)
-    if not stored or not needed <= set(consts.data_vars) or not typed:
+    shifted = "provider_type_alliance" in dt["posterior"].data_vars
+    if not stored or not needed <= set(consts.data_vars) or (shifted and not typed):
         return None
     if LATENT_GROUP in dt.children:
         scores = dt[LATENT_GROUP]["alliance_true"]

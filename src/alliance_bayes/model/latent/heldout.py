@@ -156,7 +156,7 @@ def outcome_location(
         + _flat(posterior, "b_covariate_z", "outcome", "covariate")[:, k] @ data.covariates[idx].T
     )
     mu = mu + np.einsum("snjl,snjl->sn", b[:, care], parts)
-    if spec.hierarchy.care_type_intercepts:
+    if spec.hierarchy.care_type_intercepts and "b_care" in posterior:  # none for one care type
         b_care = _flat(posterior, "b_care", "outcome", "care_contrast")[:, k]
         full = np.insert(b_care, data.reference_index, 0.0, axis=1)  # 0 at the reference
         mu = mu + full[:, care]

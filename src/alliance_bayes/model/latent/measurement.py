@@ -95,7 +95,8 @@ simulator of :mod:`alliance_bayes.data.simulate` plants the between effect this 
 The provider part has a mean per provider type: :math:`a_{ps} = \sum_{t \ne t_0} \delta_{ts}
 ([t(p) = t] - \pi_t) + (\operatorname{diag}(\sigma^a) L_a z_p)_s`, with :math:`\delta_{ts} \sim
 \mathcal N(0, s_\delta)` (``provider_type_alliance``, type :math:`t` against the reference provider
-type :math:`t_0`, in client SDs) and :math:`\pi_t` type :math:`t`'s share of the providers (centred,
+type :math:`t_0`, in client SDs; none in a study of one provider type) and :math:`\pi_t` type
+:math:`t`'s share of the providers (centred,
 so that :math:`\delta` leaves the location to the thresholds). The reference provider type is the
 reference care type when that is a single type (coach under the contract's types), else the first
 declared type, as in the ratings family
@@ -1060,21 +1061,10 @@ def build_latent_model(
         # (therapists against coaches under the contract's types). The indicators are centred
         # over providers, like z above, so that the differences do not move the overall location,
         # which the thresholds carry (uncentred, it was the slowest direction).
-        name, dims, indicators = data.provider_type_constant()
-        x_type = pm.Data(name, indicators, dims=dims)
-        if data.provider_shift_is_scalar:
-            type_shift = pm.Normal(
-                "provider_type_alliance", 0.0, ms.provider_type_alliance_sd, dims="subscale"
-            )
-            a = a + x_type[:, None] * type_shift
-        else:
-            type_shift = pm.Normal(
-                "provider_type_alliance",
-                0.0,
-                ms.provider_type_alliance_sd,
-                dims=("provider_type_contrast", "subscale"),
-            )
-            a = a + pt.dot(x_type, type_shift)
+        # A study of one provider type has no shift (and no indicators): a zero-length variable
+        # breaks the prior predictive.
+        if data.provider_contrasts:
+            a = a + _provider_type_shift(data, ms.provider_type_alliance_sd)
         theta = a[mem_provider] + e[mem_client]  # (membership, subscale)
         linear = disc[:, None] * theta.T  # (S, M): alpha_s theta
         g = pt.exp(-linear)[:, :, None] * pt.exp(cut)[:, None, :]  # (S, M, K-1): exp(-eta)
@@ -1200,6 +1190,23 @@ def build_latent_model(
     return model
 
 
+def _provider_type_shift(data: LatentData, prior_sd: float) -> pt.TensorVariable:
+    r"""Each provider's provider-type shift of the latent alliance, (provider, subscale):
+    :math:`x_p^\top \delta_s` with :math:`x_p` its centred indicators of the non-reference types
+    (stored as constant data) and :math:`\delta \sim \mathcal N(0, s_\delta)`
+    (``provider_type_alliance``; a vector per subscale under the contract's therapists against
+    coaches)."""
+    name, dims, indicators = data.provider_type_constant()
+    x_type = pm.Data(name, indicators, dims=dims)
+    if data.provider_shift_is_scalar:
+        type_shift = pm.Normal("provider_type_alliance", 0.0, prior_sd, dims="subscale")
+        return x_type[:, None] * type_shift
+    type_shift = pm.Normal(
+        "provider_type_alliance", 0.0, prior_sd, dims=("provider_type_contrast", "subscale")
+    )
+    return pt.dot(x_type, type_shift)
+
+
 # --------------------------------------------------------------------------------------------------
 def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
     r"""Per-client true scores on the rating scale, recomputed from posterior draws.
@@ -1223,9 +1230,13 @@ def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
     s = posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
     # axis 0 is the draw: centre over clients (providers), as the model graph does
     z_c = _centred(s["z_client_alliance"].transpose("sample", "client", "subscale").values, 1)
-    indicators = _type_indicators(constant)  # (provider, provider contrast)
-    # a provider type's providers share one row of centred indicators, and only they do
-    _, types = np.unique(indicators, axis=0, return_inverse=True)
+    n_providers = posterior.sizes["provider"]
+    indicators = _type_indicators(constant, n_providers)  # (provider, provider contrast)
+    # a provider type's providers share one row of centred indicators, and only they do; with
+    # one provider type there are no indicators and every provider is of that type
+    types = np.zeros(len(indicators), dtype=np.int64)
+    if indicators.shape[1]:
+        _, types = np.unique(indicators, axis=0, return_inverse=True)
     z_p = _centred_within(
         s["z_provider_alliance"].transpose("sample", "provider", "subscale").values,
         types.ravel(),
@@ -1239,12 +1250,13 @@ def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
         a = np.einsum("dps,dts->dpt", z_p, lp) * sd_a[:, None, :]
     else:
         e, a = z_c, z_p * sd_a[:, None, :]
-    shift = s["provider_type_alliance"]
-    if THERAPIST_INDICATOR not in constant:
-        shift = shift.transpose("sample", "provider_type_contrast", "subscale").values
-    else:  # the contract's one shift, per subscale
-        shift = shift.transpose("sample", "subscale").values[:, None, :]
-    a = a + np.einsum("pc,dcs->dps", indicators, shift)
+    if "provider_type_alliance" in s:  # none in a study of one provider type
+        shift = s["provider_type_alliance"]
+        if THERAPIST_INDICATOR not in constant:
+            shift = shift.transpose("sample", "provider_type_contrast", "subscale").values
+        else:  # the contract's one shift, per subscale
+            shift = shift.transpose("sample", "subscale").values[:, None, :]
+        a = a + np.einsum("pc,dcs->dps", indicators, shift)
     mc = constant["mem_client"].values.astype(int)
     mp = constant["mem_provider"].values.astype(int)
     w = constant["mem_weight"].values
@@ -1267,11 +1279,14 @@ def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
     return scores.unstack("sample").transpose("chain", "draw", "client", "subscale")
 
 
-def _type_indicators(constant: xr.Dataset) -> np.ndarray:
-    """The centred provider-type indicators of a fit's constant data as (provider, contrast)."""
+def _type_indicators(constant: xr.Dataset, n_providers: int) -> np.ndarray:
+    """The centred provider-type indicators of a fit's constant data as (provider, contrast):
+    no columns for a study of one provider type, which stores none."""
     if THERAPIST_INDICATOR in constant:
         return constant[THERAPIST_INDICATOR].values[:, None]
-    return constant[TYPE_DESIGN].transpose("provider", ...).values
+    if TYPE_DESIGN in constant:
+        return constant[TYPE_DESIGN].transpose("provider", ...).values
+    return np.zeros((n_providers, 0))
 
 
 LATENT_GROUP = "latent_alliance"

@@ -83,14 +83,31 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
             "client latent SDs per session",
             "Over 10 sessions one prior SD is 2.5 client SDs.",
         ),
-        PriorRow(
-            "σ_a (providers), σ_u (countries)",
-            f"Half-Normal({p['sd_provider_sd']:g}); Half-Normal({p['sd_country_sd']:g})",
-            "client latent SDs",
-            "Alliance ICCs of a few per cent (Baldwin et al. 2007) put the provider SD near a "
-            "fifth of the client SD; countries are given the same room.",
-        ),
+        _sd_row(p, scales),
     ]
+
+
+def _sd_row(p: Mapping[str, Any], scales: Mapping[str, Any]) -> PriorRow:
+    """The provider SD's prior, and the country SD's where the study has two or more countries
+    (one country, or none recorded, has no country effects)."""
+    why = (
+        "Alliance ICCs of a few per cent (Baldwin et al. 2007) put the provider SD near a "
+        "fifth of the client SD"
+    )
+    countries = (scales or {}).get("country_share")
+    if countries is not None and len(countries) < 2:
+        return PriorRow(
+            "σ_a (providers)",
+            f"Half-Normal({p['sd_provider_sd']:g})",
+            "client latent SDs",
+            why + ".",
+        )
+    return PriorRow(
+        "σ_a (providers), σ_u (countries)",
+        f"Half-Normal({p['sd_provider_sd']:g}); Half-Normal({p['sd_country_sd']:g})",
+        "client latent SDs",
+        why + "; countries are given the same room.",
+    )
 
 
 #: The built-in covariates in words: by the column a spec names (the model's symbols) and by the

@@ -33,7 +33,9 @@ estimand reports (:data:`COVARIATES`' divisors for the built-ins):
 A built-in covariate the study did not measure at all (every value missing, or no column) is left
 out when the spec names no covariates, and recorded as ``covariates_not_measured`` in the
 scales; a covariate the spec names must be measured. A covariate measured for some clients only
-is a complete-case rule, as above.
+is a complete-case rule, as above. ``country`` is optional: without it (no column, or every value
+missing) every client is in one country, :data:`NO_COUNTRY`, the model has no country effects (as
+for a study of one country) and ``country`` is recorded in ``covariates_not_measured``.
 
 Care and provider types are the study's (:attr:`~alliance_bayes.data.frame.AnalysisFrame.care_types`,
 :attr:`~alliance_bayes.data.frame.AnalysisFrame.provider_types`): care-type contrasts are against
@@ -84,6 +86,8 @@ COVARIATES = {
     "male": ("male", 1.0),
     "who5_baseline_10": ("who5_baseline", 10.0),
 }
+#: The one country of a study that recorded none.
+NO_COUNTRY = "all"
 #: The same by column (the name a spec gives): column → (coordinate label, divisor).
 _BUILT_IN = {column: (label, divisor) for label, (column, divisor) in COVARIATES.items()}
 
@@ -236,12 +240,16 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
         elevated = elevated_sample(spec, frame)
         exclusions["not_elevated_at_baseline"] = int((~elevated).sum())
         keep &= elevated
-    if "country" not in clients or clients["country"].isna().all():
-        raise DesignError(f"spec {spec.name!r} needs column 'country', absent from the data")
     columns, not_measured = _measured_covariates(spec, clients)
     missing = clients[columns].isna().to_numpy()
-    country = clients["country"].astype("string").str.strip()
-    complete = ~missing.any(axis=1) & ~(country.isna() | country.isin(["", "nan"])).to_numpy()
+    # country is optional: a study without it has no country effects (as one with one country)
+    country_measured = "country" in clients and not clients["country"].isna().all()
+    if country_measured:
+        country = clients["country"].astype("string").str.strip()
+        missing_country = (country.isna() | country.isin(["", "nan"])).to_numpy()
+    else:
+        missing_country = np.zeros(len(clients), dtype=bool)
+    complete = ~missing.any(axis=1) & ~missing_country
     exclusions["missing_covariate"] = int((keep & ~complete).sum())
     keep &= complete
     rated = _rated_clients(frame)
@@ -262,7 +270,11 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
             f"spec {spec.name!r}: covariate names {labels} repeat a built-in one's "
             f"({list(COVARIATES)}); leave one of them out of [predictors] covariates"
         )
-    country = c["country"].astype(str).to_numpy()
+    country = (
+        c["country"].astype(str).to_numpy()
+        if country_measured
+        else np.full(len(c), NO_COUNTRY, dtype=object)
+    )
     countries = tuple(sorted(set(country)))
     ses = sub.sessions
     subscales = tuple(sub.subscales)
@@ -294,7 +306,8 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
         scale=scale,
         covariate_names=tuple(labels),
         covariate_coding=coding,
-        covariates_not_measured=tuple(_BUILT_IN[n][0] for n in not_measured),
+        covariates_not_measured=tuple(_BUILT_IN[n][0] for n in not_measured)
+        + (() if country_measured else ("country",)),
     )
 
 

@@ -57,10 +57,12 @@ A contrast reads ``<level>-<reference>`` inside the brackets as the care-type co
 
 ``alliance_country[k]`` is :math:`\bar A` in country :math:`k`; ``sd_country_alliance`` the SD
 of those levels across the study's countries (a finite-population SD; Gelman 2005,
-doi:10.1214/009053604000001048). ``share_at_ceiling`` is :math:`\bar A` with :math:`\tau` replaced
-by :math:`P(r = H)`, the top category. ``sd_provider_alliance`` is the SD of the providers'
-expected ratings (a client of average country seen by a provider of the reference type
-:math:`t_0`, coach under the contract's types, the client effect integrated out) over
+doi:10.1214/009053604000001048); a study of one country, or none recorded, has neither (nor
+``sd_country_latent``): its model has no country effects. ``share_at_ceiling`` is
+:math:`\bar A` with :math:`\tau` replaced by :math:`P(r = H)`, the top category.
+``sd_provider_alliance`` is the SD of the providers' expected ratings (a client of average
+country seen by a provider of the reference type :math:`t_0`, coach under the contract's types,
+the client effect integrated out) over
 :math:`a \sim \mathcal N(\Delta_{t_0}, \sigma_a)`; ``icc_provider_alliance`` the latent-response ICC
 :math:`\sigma_a^2 / (\sigma_a^2 + 1 + \pi^2/(3\alpha_s^2))`, averaged over the items (Snijders &
 Bosker 2012, section 17.3).
@@ -164,26 +166,31 @@ def compute_ratings_estimands(
     beta = dict(zip(labels, _draws(posterior, "b_covariate", "covariate").T, strict=True))
     care_types = tuple(sc.get("care_types") or CARE_TYPES)
     reference = str(sc.get("care_reference") or CARE_REFERENCE)
-    contrasts = [str(c) for c in posterior["care_contrast"].values]
-    b_care = _draws(posterior, "b_care", "care_contrast")
+    # a study of one care type has no b_care (and no contrasts)
+    contrasts = [str(c) for c in posterior["care_contrast"].values] if "b_care" in posterior else []
     gamma = {c: np.zeros(len(disc)) for c in care_types}
-    for j, contrast in enumerate(contrasts):
-        gamma[contrast.removesuffix(f"-{reference}")] = b_care[:, j]
+    if contrasts:
+        b_care = _draws(posterior, "b_care", "care_contrast")
+        for j, contrast in enumerate(contrasts):
+            gamma[contrast.removesuffix(f"-{reference}")] = b_care[:, j]
     care_share = sc.get("care_share") or {c: 1.0 / len(care_types) for c in care_types}
     centre = sum(p * gamma[c] for c, p in care_share.items() if c in gamma)
     gamma = {c: g - centre for c, g in gamma.items()}  # centred over the clients, as the graph
     type_shift, q_mix = _provider_types(posterior, sc, care_types)
     sd_prov = _draws(posterior, "sd_provider_latent")
-    sd_country = _draws(posterior, "sd_country_latent")
     lam = _draws(posterior, "b_session")
-    countries = [str(k) for k in posterior["country"].values]
-    z = _draws(posterior, "z_country", "country")
-    n_k = z.shape[1]
-    u = (
-        (z - z.mean(axis=1, keepdims=True)) * np.sqrt(n_k / (n_k - 1.0)) * sd_country[:, None]
-        if n_k > 1
-        else np.zeros_like(z)
-    )
+    # A study of one country (or none recorded) has no country effects in the graph.
+    with_countries = "z_country" in posterior
+    if with_countries:
+        sd_country = _draws(posterior, "sd_country_latent")
+        countries = [str(k) for k in posterior["country"].values]
+        z = _draws(posterior, "z_country", "country")
+        n_k = z.shape[1]
+        u = (z - z.mean(axis=1, keepdims=True)) * np.sqrt(n_k / (n_k - 1.0)) * sd_country[:, None]
+    else:
+        countries = list(sc.get("country_share") or ["all"])[:1]
+        n_k = 1
+        u = np.zeros((len(lam), 1))
     share = sc.get("country_share") or {k: 1.0 / n_k for k in countries}
     w_country = np.array([share.get(k, 0.0) for k in countries])
     w_country = w_country / w_country.sum()
@@ -246,14 +253,15 @@ def compute_ratings_estimands(
         f"{RATING_UNITS} per session (session order)",
         "fixed effect",
     )
-    by_country = mix(zero)
-    for j, k in enumerate(countries):
-        out[f"alliance_country[{k}]"] = (by_country[:, j], units, "fixed effect")
-    out["sd_country_alliance"] = (
-        by_country.std(axis=1, ddof=1) if n_k > 1 else zero,
-        f"{RATING_UNITS} (SD across the study's countries)",
-        "variance component",
-    )
+    if with_countries:
+        by_country = mix(zero)
+        for j, k in enumerate(countries):
+            out[f"alliance_country[{k}]"] = (by_country[:, j], units, "fixed effect")
+        out["sd_country_alliance"] = (
+            by_country.std(axis=1, ddof=1),
+            f"{RATING_UNITS} (SD across the study's countries)",
+            "variance component",
+        )
     out["share_at_ceiling"] = (
         mix(zero, ceiling=True) @ w_country,
         f"share of session ratings at {high:g}",
@@ -265,7 +273,8 @@ def compute_ratings_estimands(
         "variance component",
     )
     out["sd_provider_latent"] = (sd_prov, "client latent SDs", "variance component")
-    out["sd_country_latent"] = (sd_country, "client latent SDs", "variance component")
+    if with_countries:
+        out["sd_country_latent"] = (sd_country, "client latent SDs", "variance component")
     logistic = np.pi**2 / (3.0 * disc**2)
     out["icc_provider_alliance"] = (
         (sd_prov[:, None] ** 2 / (sd_prov[:, None] ** 2 + 1.0 + logistic)).mean(axis=1),
@@ -380,8 +389,10 @@ def _provider_types(
     """
     types = tuple(sc.get("provider_types") or PROVIDER_TYPES)
     ref = _provider_reference(sc)
-    delta_da = posterior["provider_type_alliance"]
-    if "provider_type_contrast" in delta_da.dims:
+    delta_da = posterior.get("provider_type_alliance")  # none in a study of one provider type
+    if delta_da is None:
+        delta = {}
+    elif "provider_type_contrast" in delta_da.dims:
         labels = [str(k).removesuffix(f"-{ref}") for k in delta_da["provider_type_contrast"].values]
         draws = _draws(posterior, "provider_type_alliance", "provider_type_contrast")
         delta = dict(zip(labels, draws.T, strict=True))

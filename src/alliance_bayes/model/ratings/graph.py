@@ -18,11 +18,13 @@ with :math:`\gamma_c = g_c - \sum_{c'} \pi_{c'} g_{c'}`, :math:`g_{c_0} = 0` for
 care type :math:`c_0` (``b_care``, one contrast per other care type: therapist-only and both
 against coach-only care under the contract's types; :math:`\pi_c` the care types' shares of the
 clients), country effects :math:`u_k = \sigma_u \tilde z_k` partially pooled (small countries borrow
-strength from the others), provider effects :math:`a_p = \sigma_a \tilde z_p` around their type
-mean, a shift :math:`\delta_t` per provider type against the reference type :math:`t_0`
+strength from the others; none in a study of one country or none recorded), provider effects
+:math:`a_p = \sigma_a \tilde z_p` around their type mean,
+a shift :math:`\delta_t` per provider type against the reference type :math:`t_0`
 (``provider_type_alliance``; :attr:`~alliance_bayes.model.ratings.design.RatingsData.provider_reference`,
 coach under the contract's types, where the one shift is the scalar therapists against coaches;
-otherwise one per ``provider_type_contrast``) centred by :math:`\pi_t`, the type's share of the
+otherwise one per ``provider_type_contrast``; neither ``b_care`` nor ``provider_type_alliance`` in a
+study of one care type or one provider type) centred by :math:`\pi_t`, the type's share of the
 providers, so that the shifts leave the location to the cut-points, a client effect :math:`e_i = \tilde z_i` of
 unit SD (the scale convention of item response theory: :math:`\theta` is in client SDs, so the
 discrimination :math:`\alpha_s` and every SD are identified) and a session-order slope
@@ -176,33 +178,21 @@ def build_ratings_model(spec: ModelSpec, data: RatingsData) -> pm.Model:
             return scaled
 
         beta = in_client_sds("b_covariate", pr["b_covariate_sd"], "covariate")
-        b_care = in_client_sds("b_care", pr["b_care_sd"], "care_contrast")
-        n_care = len(data.care_types)
-        contrasted = [k for k, c in enumerate(data.care_types) if c != data.care_reference]
-        care_shift = pt.zeros(n_care)[contrasted].set(b_care)
-        # centred over the clients, like every other term: otherwise shifting the care effects
-        # and every cut-point together is a ridge the sampler crawls along (R-hat 1.05 on the
-        # shipped study)
-        share = np.bincount(data.care_index, minlength=n_care) / data.n_clients
-        care_shift = care_shift - pt.dot(share, care_shift)
-        sd_country = pm.HalfNormal("sd_country_latent", pr["sd_country_sd"])
-        z_country = pm.Normal("z_country", 0.0, 1.0, dims="country")
-        u = (_centred(z_country) if len(data.countries) > 1 else 0.0 * z_country) * sd_country
+        care_shift = _care_shift(data, in_client_sds, pr["b_care_sd"])
+        # One country (or none recorded) has no country effect to estimate: its SD would be
+        # the prior alone.
+        country = 0.0
+        if len(data.countries) > 1:
+            sd_country = pm.HalfNormal("sd_country_latent", pr["sd_country_sd"])
+            z_country = pm.Normal("z_country", 0.0, 1.0, dims="country")
+            country = a0 * (_centred(z_country) * sd_country)[data.country_index]
         client = (
             pt.dot(data.covariates, beta)
             + care_shift[data.care_index]
-            + a0 * u[data.country_index]
+            + country
             + _residualised(_client_effects(data, a0), data)
         )
-        x_type = data.provider_type_design  # (provider, provider contrast), centred
-        if data.provider_shift_is_scalar:
-            delta = in_client_sds("provider_type_alliance", pr["provider_type_alliance_sd"])
-            type_shift = delta * x_type[:, 0]
-        else:
-            delta = in_client_sds(
-                "provider_type_alliance", pr["provider_type_alliance_sd"], "provider_type_contrast"
-            )
-            type_shift = pt.dot(x_type, delta)
+        type_shift = _provider_type_shift(data, in_client_sds, pr["provider_type_alliance_sd"])
         sd_prov = pm.HalfNormal("sd_provider_latent", pr["sd_provider_sd"])
         sd_logit = a0 * sd_prov
         w = pm.Data("provider_noncentring", provider_noncentring(data), dims="provider")
@@ -221,6 +211,38 @@ def build_ratings_model(spec: ModelSpec, data: RatingsData) -> pm.Model:
             data.counts.sum(axis=-1), data.counts, data.category_totals, linear, g, cut, gaps
         )
     return model
+
+
+def _care_shift(data: RatingsData, in_client_sds, prior_sd: float):
+    r"""Each care type's shift of the client effects, :math:`\gamma_c - \sum_k w_k \gamma_k`
+    with :math:`\gamma` 0 at the reference (``b_care`` the others) and :math:`w` the clients'
+    care-type shares: a (care_type,) tensor, 0 for a study of one care type (no ``b_care``: a
+    zero-length variable breaks the prior predictive)."""
+    n_care = len(data.care_types)
+    if not data.care_contrasts:
+        return pt.zeros(n_care)
+    b_care = in_client_sds("b_care", prior_sd, "care_contrast")
+    contrasted = [k for k, c in enumerate(data.care_types) if c != data.care_reference]
+    care_shift = pt.zeros(n_care)[contrasted].set(b_care)
+    # centred over the clients, like every other term: otherwise shifting the care effects
+    # and every cut-point together is a ridge the sampler crawls along (R-hat 1.05 on the
+    # shipped study)
+    share = np.bincount(data.care_index, minlength=n_care) / data.n_clients
+    return care_shift - pt.dot(share, care_shift)
+
+
+def _provider_type_shift(data: RatingsData, in_client_sds, prior_sd: float):
+    r"""Each provider's provider-type shift, :math:`x_p^\top \delta` with :math:`x_p` its centred
+    provider-type contrasts: a (provider,) tensor; 0 for a study of one provider type (no
+    ``provider_type_alliance``)."""
+    x_type = data.provider_type_design  # (provider, provider contrast), centred
+    if not data.provider_contrasts:
+        return pt.zeros(x_type.shape[0])
+    if data.provider_shift_is_scalar:
+        delta = in_client_sds("provider_type_alliance", prior_sd)
+        return delta * x_type[:, 0]
+    delta = in_client_sds("provider_type_alliance", prior_sd, "provider_type_contrast")
+    return pt.dot(x_type, delta)
 
 
 def _client_effects(data: RatingsData, a0) -> pt.TensorVariable:

@@ -637,7 +637,7 @@ def theta_draws(spec: ModelSpec, ds: xr.Dataset) -> np.ndarray:
     if spec.predictors.alliance == "composite":
         parts.append(_flat(ds, "b_alliance")[:, None])
     else:
-        if spec.hierarchy.care_type_intercepts:
+        if spec.hierarchy.care_type_intercepts and "b_care" in ds:  # none for one care type
             parts.append(_flat(ds, "b_care"))
         b = _flat(ds, "b")
         parts.append(b.reshape(len(b), -1))

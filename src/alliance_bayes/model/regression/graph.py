@@ -37,7 +37,8 @@ because provider-level and client-level alliance carry different information (Ba
   ``b_care[both-coach]``: the difference in expected follow-up at equal alliance (the sample mean
   of the between parts, the same within parts) and equal covariates. Provider effects are mean-zero
   within provider type, so without them a care type's mean outcome has nowhere to go but the slopes
-  and the provider SDs; and care type is a confounder of every alliance slope;
+  and the provider SDs; and care type is a confounder of every alliance slope (a study of one care
+  type has no ``b_care``: the term is 0);
 
 - care-type slopes partially pooled: :math:`b_{c,s,l} = \mu^b_{s,l} + \tau z_{c,s,l}`,
   :math:`z \sim \mathcal N(0, 1)`, with the spread :math:`\tau` across care types fixed at
@@ -197,7 +198,8 @@ def _build_collapsed(spec: ModelSpec, data: ModelData) -> pm.Model:
         else:
             if spec.hierarchy.care_type_intercepts:
                 care_intercepts(pr.b_care_sd, data.reference_index)
-                terms.append(model["b_care"])
+                if has_care_contrasts(model):
+                    terms.append(model["b_care"])
             terms.append(subscale_slopes(spec, data).flatten())
         theta = pt.concatenate(terms)
         u_sampled = sigma_inv = logdet = None
@@ -363,11 +365,20 @@ def care_intercepts(
     position ``reference`` (the contract's coach, position 1).
 
     ``b_care`` has dims ``(*dims, "care_contrast")``: every other care type minus the reference,
-    in care-type order (therapist−coach, both−coach).
+    in care-type order (therapist−coach, both−coach). A study of one care type has no contrasts
+    and no ``b_care`` (a zero-length variable breaks the prior predictive): the term is 0.
     """
+    model = pm.modelcontext(None)
+    if not has_care_contrasts(model):
+        return pt.zeros((*(len(model.coords[d]) for d in dims), 1))
     b_care = pm.Normal("b_care", 0.0, prior_sd, dims=(*dims, "care_contrast"))
     zero = pt.zeros_like(b_care[..., :1])
     return pt.concatenate([b_care[..., :reference], zero, b_care[..., reference:]], axis=-1)
+
+
+def has_care_contrasts(model: pm.Model) -> bool:
+    """Whether the model's study has more than one care type (a ``care_contrast`` to estimate)."""
+    return len(model.coords.get("care_contrast") or ()) > 0
 
 
 def _subscale_effects(spec: ModelSpec, data: ModelData, parts) -> pt.TensorVariable:

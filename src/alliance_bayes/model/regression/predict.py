@@ -133,7 +133,12 @@ def linear_predictor(
     g = lambda n: _draws(posterior, n, max_draws, seed)  # noqa: E731
     mu = g("alpha")[:, None] + g("b_baseline")[:, None] * (data.baseline - data.baseline_mean)[None]
     mu = mu + g("b_covariate_z") @ data.covariates.T
-    if spec.hierarchy.care_type_intercepts and spec.predictors.alliance != "composite":
+    # a study of one care type has no b_care: its care-type term is 0
+    if (
+        spec.hierarchy.care_type_intercepts
+        and spec.predictors.alliance != "composite"
+        and "b_care" in posterior
+    ):
         # (S, contrast): every care type but the reference, minus the reference; 0 at the reference
         care = np.insert(g("b_care"), data.reference_index, 0.0, axis=1)
         mu = mu + care[:, data.care_index]
