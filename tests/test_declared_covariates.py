@@ -102,8 +102,14 @@ def test_every_declaration_problem_at_once(tmp_path):
     assert "[covariates.c].reference: only a categorical or binary covariate has one" in text
     assert "[covariates.d].levels: two levels for a binary covariate" in text
     assert "[covariates.Bad]: a name in lower case" in text
-    assert len(err.value.problems) == 6
-    assert all(str(e.file).endswith("study.toml") for e in err.value.problems)
+    declared = [e for e in err.value.problems if str(e.file).endswith("study.toml")]
+    assert len(declared) == 6
+    # the clients table is checked in the same pass: each wrongly declared covariate's column
+    # is still required (absent here), and the columns nothing declares are refused
+    others = {e.column: e for e in err.value.problems if e not in declared}
+    assert {"a", "b", "c", "d", "Bad"} <= set(others)
+    assert set(others) - {"a", "b", "c", "d", "Bad"} == {"notes", *GOOD}
+    assert all("a column named" in others[c].expected for c in ("a", "b", "c", "d", "Bad"))
 
 
 def test_every_data_problem_at_once(tmp_path):

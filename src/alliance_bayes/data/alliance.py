@@ -57,7 +57,7 @@ import difflib
 from dataclasses import dataclass, replace
 from typing import Any
 
-from alliance_bayes.data.instruments import declared_range, finite_number
+from alliance_bayes.data.instruments import declared_range, finite_number, unknown_keys
 
 __all__ = [
     "CONTRACT_RANGE",
@@ -322,10 +322,7 @@ def parse_alliance(
     where = "[alliance]"
     if not isinstance(raw, dict):
         return None, [f"{where}: a table ({_EXAMPLE}), got {raw!r}"]
-    problems = []
-    unknown = sorted(set(raw) - set(_KEYS))
-    if unknown:
-        problems.append(f"{where}: unknown key(s) {unknown}; known {list(_KEYS)}")
+    problems = unknown_keys(where, raw, _KEYS)
     base = None
     if "instrument" in raw:
         name = raw["instrument"]
@@ -341,14 +338,15 @@ def parse_alliance(
         missing = [k for k in ("label", "range", "subscales") if k not in raw]
         if missing:
             problems.append(f"{where}: {missing} required without instrument = '...' ({_EXAMPLE})")
-    if problems:
-        return None, problems
-
-    label = raw.get("label", base.label if base else "")
+    # every key given is checked, whatever else is wrong, so that one reading reports them all;
+    # a key neither given nor in a valid template was reported above
+    label = raw.get("label", base.label if base else "WAI-S")
     if not (isinstance(label, str) and label.strip()):
         problems.append(f"{where}.label: a non-empty text such as 'WAI-S', got {label!r}")
     bounds = raw.get("range", list(base.range) if base else None)
-    low, high = declared_range(bounds, where, problems) or CONTRACT_RANGE
+    low, high = CONTRACT_RANGE
+    if bounds is not None:
+        low, high = declared_range(bounds, where, problems) or CONTRACT_RANGE
     scored = raw.get("scored", base.scored if base else "items")
     if scored not in SCORED:
         problems.append(f"{where}.scored: one of {list(SCORED)}, got {scored!r}")
@@ -361,7 +359,7 @@ def parse_alliance(
         problems.append(
             f"{where}.step: only item ratings have a step (scored = 'subscales' holds means)"
         )
-    elif scored == "items":
+    elif scored == "items" and bounds is not None:
         steps = (high - low) / step
         if abs(steps - round(steps)) > 1e-6:
             problems.append(
@@ -369,11 +367,11 @@ def parse_alliance(
                 f"got step = {step!r}"
             )
     subscale_problems: list[str] = []
+    subscales: tuple[tuple[str, tuple[str, ...]], ...] = ()
     if "subscales" in raw:
         subscales, subscale_problems = _subscales(raw["subscales"], scored, reserved)
         problems += subscale_problems
-    else:
-        assert base is not None  # required without a template
+    elif base is not None:
         subscales = base.subscales
         if scored == "subscales" and any(len(items) != 1 for _, items in subscales):
             problems.append(

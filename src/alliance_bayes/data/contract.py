@@ -70,6 +70,7 @@ __all__ = [
     "TABLES",
     "DataContractError",
     "Problems",
+    "Undecided",
     "parse_age_range",
     "session_columns",
     "suggest_column",
@@ -117,6 +118,32 @@ def declaration_error(problem: str) -> DataContractError:
     ``study.toml``, raised for a study made in Python: named by the key, which is said once."""
     key, _, what = problem.partition(": ")
     return DataContractError(key, what, csv=False)
+
+
+@dataclass(frozen=True)
+class Undecided:
+    """What a study's declarations leave undecided because they are wrong: the checks of the
+    tables that depend on them wait until the declaration is put right (its problem is reported
+    instead), so that a wrong declaration adds no problems of its own to the tables'.
+
+    Attributes
+    ----------
+    columns : frozenset of str
+        Columns named by a wrong ``[outcomes.<name>]`` or ``[covariates.<name>]`` declaration:
+        neither refused as unknown nor checked.
+    covariates : tuple of str
+        Covariates whose declaration is wrong: their column must still be in the clients table.
+    age_range, provider_types, alliance : bool
+        Whether ``age_range``, ``provider_types`` or ``[alliance]`` is declared wrongly: the ages
+        are then checked as numbers >= 0 only, the provider types as non-empty only, and the
+        sessions table's alliance columns not at all.
+    """
+
+    columns: frozenset[str] = frozenset()
+    covariates: tuple[str, ...] = ()
+    age_range: bool = False
+    provider_types: bool = False
+    alliance: bool = False
 
 
 def parse_age_range(raw: object) -> tuple[tuple[float, float] | None, list[str]]:
@@ -269,7 +296,8 @@ def _dates(s: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
 
 
 def _ids(df: pd.DataFrame, src: Source, column: str, p: Problems) -> pd.Series | None:
-    """Identifiers as text; ``None`` (with the problem added) when they cannot be used."""
+    """Identifiers as text, missing where empty (reported); ``None`` (with the problem added)
+    when the column cannot hold them."""
     s = df[column]
     if pd.api.types.is_float_dtype(s) or pd.api.types.is_bool_dtype(s):
         p.add(
@@ -283,23 +311,22 @@ def _ids(df: pd.DataFrame, src: Source, column: str, p: Problems) -> pd.Series |
     missing = _text(ids).isna()
     if missing.any():
         p.add(src.fail_where(missing, s, column, "a non-empty identifier on every row"))
-        return None
-    return ids
+    return ids.where(~missing)
 
 
 def _unique_ids(df: pd.DataFrame, src: Source, column: str, p: Problems) -> pd.Series | None:
-    """Identifiers that must each appear once (``None`` when unusable or repeated)."""
+    """Identifiers that must each appear once (a repeated one is reported, and still names a
+    listed client or provider for the links); ``None`` when unusable."""
     ids = _ids(df, src, column, p)
     if ids is None:
         return None
-    dup = ids.duplicated(keep=False)
+    dup = ids.notna() & ids.duplicated(keep=False)
     if dup.any():
         p.add(
             src.fail_where(
                 dup, ids, column, f"each {column} to appear once (duplicated id)", quote=True
             )
         )
-        return None
     return ids
 
 
@@ -480,13 +507,22 @@ def _unknown_columns(
     p: Problems,
     declared: tuple[str, ...] = (),
     alliance: AllianceInstrument | None = None,
+    undecided: Undecided = Undecided(),
 ) -> pd.DataFrame:
-    """The table without its ignored columns; each column neither known nor ignored is a problem."""
+    """The table without its ignored columns; each column neither known nor ignored is a problem.
+
+    Columns of wrong declarations (``undecided``) are dropped unjudged, as are the sessions
+    table's columns beyond the contract's when the ``[alliance]`` declaration is wrong (which of
+    them are its items is undecided).
+    """
     known = KNOWN_COLUMNS[src.table] + (declared if src.table == "clients" else ())
     if src.table == "sessions":
         known = session_columns(alliance)
+    unjudged = set(undecided.columns)
+    if src.table == "sessions" and undecided.alliance:
+        unjudged |= {c for c in df.columns if c not in SESSION_COLUMNS}
     for column in df.columns:
-        if column in known or column in ignore:
+        if column in known or column in ignore or column in unjudged:
             continue
         hint = ""
         if src.table == "sessions" and alliance is not None:
@@ -500,7 +536,9 @@ def _unknown_columns(
                 column=str(column),
             )
         )
-    return df.drop(columns=[c for c in df.columns if c in ignore and c not in known])
+    return df.drop(
+        columns=[c for c in df.columns if (c in ignore or c in unjudged) and c not in known]
+    )
 
 
 def check_ignore_list(
@@ -546,15 +584,31 @@ def _providers(
     df: pd.DataFrame,
     src: Source,
     p: Problems,
-    types: Sequence[str] = PROVIDER_TYPES,
+    types: Sequence[str] | None = PROVIDER_TYPES,
     declared_in: str = _IN_MEMORY,
 ) -> _Checked:
+    """The providers table; ``types=None``: the declared provider types are wrong, so the values
+    wait for them (only a missing type is refused)."""
     out = pd.DataFrame(index=df.index)
     ids = None
     if _has(df, src, "provider_id", p):
         ids = _unique_ids(df, src, "provider_id", p)
         out["provider_id"] = ids
-    if _has(df, src, "provider_type", p):
+    if types is None:
+        if _has(df, src, "provider_type", p):
+            kind = _text(df["provider_type"])
+            if kind.isna().any():
+                p.add(
+                    src.fail_where(
+                        kind.isna(),
+                        df["provider_type"],
+                        "provider_type",
+                        "a provider type on every row (the values are checked once "
+                        "provider_types is declared right)",
+                    )
+                )
+            out["provider_type"] = kind
+    elif _has(df, src, "provider_type", p):
         declared = tuple(types) != PROVIDER_TYPES
         where = "" if declared_in == _IN_MEMORY else f" in {declared_in}"
         out["provider_type"] = _category(
@@ -574,24 +628,29 @@ def _providers(
 
 def _care_span(
     df: pd.DataFrame, src: Source, p: Problems, has_dates: bool
-) -> tuple[pd.Series, pd.Series, pd.Series | None]:
-    """First and last session dates and the span in days (``None`` when the dates are bad)."""
+) -> tuple[pd.Series, pd.Series, pd.Series | None, pd.Series]:
+    """First and last session dates, the span in days, and the rows whose dates were reported.
+
+    The span is missing on the reported rows (a date that does not parse, one date without the
+    other, the last before the first), so that its comparison with ``days_in_care`` runs on the
+    other rows, in the same pass; it is ``None`` when a date column is absent.
+    """
     first = pd.Series(pd.NaT, index=df.index, dtype=_DATETIME)
     last = first.copy()
+    reported = pd.Series(False, index=df.index)
     if not has_dates:
-        return first, last, (last - first).dt.days.astype("Int64")
+        return first, last, (last - first).dt.days.astype("Int64"), reported
     if not all([_has(df, src, c, p) for c in ("first_session", "last_session")]):
-        return first, last, None
-    parsed, before = {}, len(p)
+        return first, last, None, reported
+    parsed = {}
     for column in ("first_session", "last_session"):
         values, _, bad = _dates(df[column])
         if bad.any():
             p.add(src.fail_where(bad, df[column], column, "a date written YYYY-MM-DD (or empty)"))
         parsed[column] = values
-    if len(p) > before:
-        return first, last, None
+        reported |= bad
     first, last = parsed["first_session"], parsed["last_session"]
-    one_only = first.isna() != last.isna()
+    one_only = ~reported & (first.isna() != last.isna())
     if one_only.any():
         column = "last_session" if last.isna()[one_only].any() else "first_session"
         p.add(
@@ -602,25 +661,35 @@ def _care_span(
                 "both first_session and last_session, or neither (then days_in_care)",
             )
         )
-    backwards = last < first
+    backwards = ~reported & (last < first)
     if backwards.any():
         p.add(
             src.fail_where(
                 backwards, df["last_session"], "last_session", "a date on or after first_session"
             )
         )
-    if len(p) > before:
-        return first, last, None
-    return first, last, (last.dt.normalize() - first.dt.normalize()).dt.days.astype("Int64")
+    reported = reported | one_only | backwards
+    span = (last.dt.normalize() - first.dt.normalize()).dt.days.astype("Int64")
+    return first, last, span.mask(reported), reported
 
 
 def _days_in_care(
-    df: pd.DataFrame, src: Source, p: Problems, span: pd.Series | None, has_days: bool
+    df: pd.DataFrame,
+    src: Source,
+    p: Problems,
+    span: pd.Series | None,
+    has_days: bool,
+    reported: pd.Series,
 ) -> pd.Series:
+    """Days in care, given or from the dates; where both are given they must agree.
+
+    ``reported`` flags the rows whose dates were reported already; they are compared with
+    nothing, and so are the rows whose ``days_in_care`` is not a valid number, while the other
+    rows are.
+    """
     if not has_days:
         days = span
     else:
-        before = len(p)
         days = _integer_column(
             df,
             src,
@@ -631,7 +700,9 @@ def _days_in_care(
             required=False,
             expected="a whole number of days >= 0 (or empty when dates are given)",
         )
-        if span is None or len(p) > before:
+        _, missing, _ = _numbers(df["days_in_care"])
+        reported = reported | (days.isna() & ~missing)  # an invalid number, reported just now
+        if span is None:
             return days
         both = days.notna() & span.notna()
         disagree = both & (days != span).fillna(False).astype(bool)
@@ -649,7 +720,7 @@ def _days_in_care(
         days = days.fillna(span)
     if days is None:
         return pd.Series(pd.NA, index=df.index, dtype="Int64")
-    undetermined = days.isna()
+    undetermined = days.isna() & ~reported
     if undetermined.any():
         column = "days_in_care" if "days_in_care" in df.columns else "first_session"
         p.add(
@@ -695,21 +766,26 @@ def _level_text(s: pd.Series) -> pd.Series:
     return _text(s)
 
 
+def _absent_covariate(
+    df: pd.DataFrame, src: Source, name: str, declared_in: str
+) -> DataContractError:
+    """A declared covariate's column is not in the clients table, or holds no value."""
+    found = ", ".join(map(str, df.columns))
+    header = "the header (line 1)" if src.csv else "the table"
+    return src.fail(
+        f"a column named {name!r} holding values in {header} (declared [covariates.{name}] in "
+        f"{declared_in}); columns found: {found}",
+        column=name,
+    )
+
+
 def _declared_covariate(
     df: pd.DataFrame, src: Source, c: Covariate, declared_in: str, p: Problems
 ) -> pd.Series | None:
     """A declared covariate's column, typed (float, or text levels), or None when absent."""
     where = f"declared [covariates.{c.name}] in {declared_in}"
     if not _present(df, c.name):
-        found = ", ".join(map(str, df.columns))
-        header = "the header (line 1)" if src.csv else "the table"
-        p.add(
-            src.fail(
-                f"a column named {c.name!r} holding values in {header} ({where}); columns "
-                f"found: {found}",
-                column=c.name,
-            )
-        )
+        p.add(_absent_covariate(df, src, c.name, declared_in))
         return None
     raw = df[c.name]
     if not c.coded:
@@ -792,6 +868,7 @@ def _clients(
     covariates: Mapping[str, Covariate] | None = None,
     declared_in: str = _IN_MEMORY,
     age_range: tuple[float, float] | None = None,
+    undecided: Undecided = Undecided(),
 ) -> _Checked:
     out = pd.DataFrame(index=df.index)
     ids = _unique_ids(df, src, "client_id", p) if _has(df, src, "client_id", p) else None
@@ -799,7 +876,11 @@ def _clients(
     if _has(df, src, "age", p):
         low, high = age_range or AGE_RANGE
         why = ""
-        if age_range is not None:
+        if undecided.age_range:
+            # the declared range is wrong: the ages wait for it, but an age is still a number
+            low, high = 0.0, math.inf
+            why = " (checked against the age range once age_range is declared right)"
+        elif age_range is not None:
             where = "" if declared_in == _IN_MEMORY else f" in {declared_in}"
             why = f" (age_range = [{low:g}, {high:g}] declared{where})"
         out["age"] = _number_column(
@@ -834,6 +915,9 @@ def _clients(
         values = _declared_covariate(df, src, c, declared_in, p)
         if values is not None:
             out[c.name] = values
+    for name in undecided.covariates:  # its values wait for the declaration; its column does not
+        if not _present(df, name):
+            p.add(_absent_covariate(df, src, name, declared_in))
 
     has_dates = _present(df, "first_session") or _present(df, "last_session")
     has_days = _present(df, "days_in_care")
@@ -847,8 +931,8 @@ def _clients(
             )
         )
         return _Checked(out, {"client_id": ids})
-    first, last, span = _care_span(df, src, p, has_dates)
-    days = _days_in_care(df, src, p, span, has_days)
+    first, last, span, reported = _care_span(df, src, p, has_dates)
+    days = _days_in_care(df, src, p, span, has_days, reported)
     out["first_session"] = first
     out["last_session"] = last
     out["days_in_care"] = days.astype("Int64")
@@ -883,7 +967,6 @@ def _session_order(
                 src.fail_where(bad, df["session_date"], "session_date", "a date written YYYY-MM-DD")
             )
     if has_index:
-        before = len(p)
         index = _integer_column(
             df,
             src,
@@ -894,8 +977,11 @@ def _session_order(
             required=True,
             expected="a whole number >= 1 on every row",
         )
-        if client is not None and len(p) == before:
-            dup = pd.concat([client, index.rename("i")], axis=1).duplicated(keep=False)
+        if client is not None:
+            # among the rows whose client and index are valid (the others were reported)
+            valid = client.notna() & index.notna()
+            pairs = pd.concat([client, index.rename("i")], axis=1)[valid.to_numpy(dtype=bool)]
+            dup = pairs.duplicated(keep=False).reindex(df.index, fill_value=False)
             if dup.any():
                 p.add(
                     src.fail_where(
@@ -906,7 +992,7 @@ def _session_order(
                     )
                 )
         return date, index
-    key = client if client is not None else pd.Series("", index=df.index)
+    key = client.fillna("") if client is not None else pd.Series("", index=df.index)
     order = pd.DataFrame(
         {"client_id": key, "date": date, "row": np.arange(len(df))}, index=df.index
     ).sort_values(["client_id", "date", "row"], kind="stable")
@@ -1000,12 +1086,16 @@ def _sessions(
     p: Problems,
     alliance: AllianceInstrument | None = None,
     declared_in: str = _IN_MEMORY,
+    undecided: Undecided = Undecided(),
 ) -> _Checked:
     out = pd.DataFrame(index=df.index)
     ids: dict[str, pd.Series | None] = {}
     for column in ("client_id", "provider_id"):
         ids[column] = _ids(df, src, column, p) if _has(df, src, column, p) else None
         out[column] = ids[column]
+    if undecided.alliance:  # which columns hold the alliance waits for the declaration
+        out["session_date"], out["session_index"] = _session_order(df, src, p, ids["client_id"])
+        return _Checked(out, ids)
     if alliance is None:
         for column in ("wai_goal", "wai_bond"):
             _has(df, src, column, p)
@@ -1022,8 +1112,10 @@ def _sessions(
 def _links(checked: Mapping[str, _Checked], sources: Mapping[str, Source], p: Problems) -> None:
     """Sessions name listed clients and providers; every client has a session.
 
-    A check runs only when the identifiers it compares are usable (present, non-empty, unique),
-    so that one bad id is reported once, not again as a broken link.
+    A check runs on the identifiers that are given (an empty one was reported already), so that
+    one bad id is reported once, not again as a broken link, and the others are still checked.
+    A session of an unlisted client is not refused while some client's id is empty (it may be
+    that client's), nor a client without sessions while some session's client is empty.
     """
     src = sources["sessions"]
     clients = checked["clients"].ids["client_id"]
@@ -1031,7 +1123,8 @@ def _links(checked: Mapping[str, _Checked], sources: Mapping[str, Source], p: Pr
     session_clients = checked["sessions"].ids["client_id"]
     session_providers = checked["sessions"].ids["provider_id"]
     if clients is not None and session_clients is not None:
-        unknown = ~session_clients.isin(clients)
+        unknown = session_clients.notna() & ~session_clients.isin(clients.dropna())
+        unknown &= clients.notna().all()
         if unknown.any():
             p.add(
                 src.fail_where(
@@ -1042,7 +1135,8 @@ def _links(checked: Mapping[str, _Checked], sources: Mapping[str, Source], p: Pr
                     quote=True,
                 )
             )
-        idle = ~clients.isin(session_clients)
+        idle = clients.notna() & ~clients.isin(session_clients.dropna())
+        idle &= session_clients.notna().all()
         if idle.any():
             p.add(
                 sources["clients"].fail_where(
@@ -1055,7 +1149,8 @@ def _links(checked: Mapping[str, _Checked], sources: Mapping[str, Source], p: Pr
                 )
             )
     if providers is not None and session_providers is not None:
-        unknown = ~session_providers.isin(providers)
+        unknown = session_providers.notna() & ~session_providers.isin(providers.dropna())
+        unknown &= providers.notna().all()
         if unknown.any():
             p.add(
                 src.fail_where(
@@ -1081,6 +1176,7 @@ def check_tables(
     age_range: tuple[float, float] | None = None,
     alliance: AllianceInstrument | None = None,
     provider_types: Sequence[str] | None = None,
+    undecided: Undecided = Undecided(),
 ) -> dict[str, pd.DataFrame]:
     """Check the tables that are given, adding every problem to ``p``; the typed tables.
 
@@ -1096,7 +1192,9 @@ def check_tables(
     item columns replace ``wai_goal``, ``wai_bond`` and ``wai_task`` in the sessions table
     (:func:`session_columns`), checked against its range (and step, for item ratings).
     ``provider_types`` are its declared provider types (:mod:`alliance_bayes.data.care`),
-    checked instead of :data:`PROVIDER_TYPES`.
+    checked instead of :data:`PROVIDER_TYPES`. ``undecided`` is what the study declares wrongly
+    (:class:`Undecided`; its problems are reported by the caller): the checks that depend on it
+    wait, and the others run.
     """
     outcomes = outcomes or {}
     # a declared column is never an unknown one, even when its name is refused below
@@ -1104,19 +1202,25 @@ def check_tables(
     usable = _covariate_names(covariates or {}, outcomes, declared_in, p)
     checks = {
         "providers": lambda df, src, p: _providers(
-            df, src, p, provider_types or PROVIDER_TYPES, declared_in
+            df,
+            src,
+            p,
+            None if undecided.provider_types else provider_types or PROVIDER_TYPES,
+            declared_in,
         ),
         "clients": lambda df, src, p: _clients(
-            df, src, p, outcomes, usable, declared_in, age_range
+            df, src, p, outcomes, usable, declared_in, age_range, undecided
         ),
-        "sessions": lambda df, src, p: _sessions(df, src, p, alliance, declared_in),
+        "sessions": lambda df, src, p: _sessions(df, src, p, alliance, declared_in, undecided),
     }
     checked = {}
     for table in TABLES:
         if table not in frames:
             continue
         src = sources[table]
-        df = _unknown_columns(frames[table], src, ignore, how_to_ignore, p, declared, alliance)
+        df = _unknown_columns(
+            frames[table], src, ignore, how_to_ignore, p, declared, alliance, undecided
+        )
         if len(df) == 0:
             p.add(src.fail("at least one data row; the table has none"))
             continue

@@ -38,6 +38,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from alliance_bayes.data.instruments import unknown_keys
+
 __all__ = [
     "COVARIATE_TYPES",
     "DERIVED_CLIENT_COLUMNS",
@@ -125,9 +127,7 @@ def _one(name: str, raw: Any) -> tuple[Covariate | None, list[str]]:
     problems = []
     if not NAME.fullmatch(name):
         problems.append(f"{where}: a name in lower case letters, digits and _, starting a letter")
-    unknown = sorted(set(raw) - set(_KEYS))
-    if unknown:
-        problems.append(f"{where}: unknown key(s) {unknown}; known {list(_KEYS)}")
+    problems += unknown_keys(where, raw, _KEYS)
     kind = raw.get("type")
     if kind not in COVARIATE_TYPES:
         problems.append(f"{where}.type: one of {list(COVARIATE_TYPES)}, got {kind!r}")

@@ -26,6 +26,7 @@ declares it has been loaded; the design step checks that its own study declares 
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -43,6 +44,7 @@ __all__ = [
     "finite_number",
     "instrument_of",
     "parse_declarations",
+    "unknown_keys",
 ]
 
 #: A declared instrument's name: lower case, starting with a letter.
@@ -175,8 +177,33 @@ def declared_range(bounds: Any, where: str, problems: list[str]) -> tuple[float,
     return None
 
 
+def unknown_keys(where: str, raw: dict, keys: tuple[str, ...]) -> list[str]:
+    """The problem with the keys of a declaration table that are not among ``keys`` (none when all
+    are known), each unknown key with the known key it most resembles.
+
+    A key is suggested as the column names are (:func:`difflib.get_close_matches` on the key in
+    lower case, similarity ratio >= 0.6), so that a misspelled ``ragne`` reads as ``range``.
+    """
+    unknown = sorted(str(k) for k in set(raw) - set(keys))
+    if not unknown:
+        return []
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key.lower(), list(keys), n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{key!r}: did you mean {close[0]!r}?")
+    return [
+        f"{where}: unknown key(s) {unknown}; known {list(keys)}"
+        + (f" ({'; '.join(hints)})" if hints else "")
+    ]
+
+
 def _one(name: str, raw: Any, reserved: frozenset[str]) -> tuple[Instrument | None, list[str]]:
-    """One ``[outcomes.<name>]`` table as an instrument, or the problems with it."""
+    """One ``[outcomes.<name>]`` table as an instrument, or every problem with it.
+
+    Each key given is checked even when another is missing or unknown, so that one reading
+    reports them all.
+    """
     where = f"[outcomes.{name}]"
     if not isinstance(raw, dict):
         return None, [f"{where}: a table of {list(_KEYS)}, got {raw!r}"]
@@ -188,23 +215,20 @@ def _one(name: str, raw: Any, reserved: frozenset[str]) -> tuple[Instrument | No
     for column in (f"{name}_baseline", f"{name}_followup"):
         if column in reserved and name not in BUILT_IN:
             problems.append(f"{where}: the column {column} is already a contract column")
-    unknown = sorted(set(raw) - set(_KEYS))
-    if unknown:
-        problems.append(f"{where}: unknown key(s) {unknown}; known {list(_KEYS)}")
+    problems += unknown_keys(where, raw, _KEYS)
     base = SHIPPED.get(name)
     missing = [k for k in ("label", "range", "better") if k not in raw and base is None]
     if missing:
         problems.append(f"{where}: {missing} required (e.g. {_EXAMPLE})")
-    if problems:
-        return None, problems
     values: dict[str, Any] = {}
-    label = raw.get("label", base.label if base else "")
+    label = raw.get("label", base.label if base else "GAD-7")  # missing: reported above
     if not (isinstance(label, str) and label.strip()):
         problems.append(f"{where}.label: a non-empty text such as 'GAD-7', got {label!r}")
     values["label"] = label
     bounds = raw.get("range", list(base.range) if base else None)
-    values["low"], values["high"] = declared_range(bounds, where, problems) or (0.0, 1.0)
-    better = raw.get("better", base.better if base else None)
+    ranged = bounds is not None and declared_range(bounds, where, problems) is not None
+    values["low"], values["high"] = (float(bounds[0]), float(bounds[1])) if ranged else (0.0, 1.0)
+    better = raw.get("better", base.better if base else "lower")
     if better not in ("lower", "higher"):
         problems.append(f"{where}.better: 'lower' or 'higher', got {better!r}")
     values["better"] = better
@@ -213,10 +237,11 @@ def _one(name: str, raw: Any, reserved: frozenset[str]) -> tuple[Instrument | No
         problems.append(f"{where}.step: a number > 0, got {step!r}")
     values["step"] = float(step) if finite_number(step) else 1.0
     cutoff = raw.get("cutoff", base.cutoff if base else None)
-    if cutoff is not None and not (
-        finite_number(cutoff) and values["low"] <= cutoff <= values["high"]
-    ):
-        problems.append(f"{where}.cutoff: a number within the range, got {cutoff!r}")
+    if cutoff is not None:
+        # checked against the range only when there is a valid range to check it with
+        inside = finite_number(cutoff) and (not ranged or values["low"] <= cutoff <= values["high"])
+        if not inside:
+            problems.append(f"{where}.cutoff: a number within the range, got {cutoff!r}")
     values["cutoff"] = float(cutoff) if finite_number(cutoff) else None
     # a shipped reliability is its shipped source's: another source given without a reliability
     # would otherwise be cited for a number it never reported

@@ -3,7 +3,9 @@
 :func:`load_study` reads each file's bytes once, hashes them, parses them (ids always as text) and
 validates the tables (:mod:`alliance_bayes.data.contract`). Every problem found is reported at once
 in one :class:`~alliance_bayes.data.contract.DataContractError`; nothing is ever written while
-loading.
+loading. The problems of ``study.toml`` are reported with the tables', which are checked with the
+declarations that are right (a check that depends on a wrong declaration waits for it:
+:class:`~alliance_bayes.data.contract.Undecided`).
 
 A table may be stored as CSV (UTF-8, comma-separated; an empty cell or ``NA`` is missing), Parquet,
 Excel ``.xlsx`` (the sheet named like the table, or the workbook's only sheet; needs ``openpyxl``),
@@ -11,10 +13,11 @@ Stata ``.dta`` or SPSS ``.sav`` (needs ``pyreadstat``). In Stata and SPSS files 
 are missing (Stata's ``.`` and ``.a``–``.z``; SPSS system-missing and the user-missing values and
 ranges declared in the file, such as ``-99``), and the value labels of the category columns
 (``provider_type``, ``sex``, ``country``) are read as their labels, so that a ``sex`` coded 1/2 and
-labelled *female*/*male* reads as the words. Each such conversion is counted per file and column
-(:attr:`RawStudy.conversions`); a code that is neither declared missing nor labelled stays a value,
-and the contract refuses it where it is not valid, saying how to declare it. Whole numbers stored as
-floating point (every SPSS number is) are read as integers.
+labelled *female*/*male* reads as the words (a label *Female* of ``sex``, or *Therapist* of
+``provider_type``, in lower case). Each such conversion, and each CSV cell holding ``NA``, is
+counted per file and column (:attr:`RawStudy.conversions`); a code that is neither declared
+missing nor labelled stays a value, and the contract refuses it where it is not valid, saying how
+to declare it. Whole numbers stored as floating point (every SPSS number is) are read as integers.
 
 Instead of the three tables a folder may hold one long export, ``sessions_long.<suffix>``: one row
 per session with the client and provider columns repeated on every row. It is split into the three
@@ -57,12 +60,13 @@ back to equal frames and declarations.
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import io
 import tempfile
 import tomllib
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,15 +75,17 @@ import pandas as pd
 from pandas.io.stata import StataMissingValue
 
 from alliance_bayes.data.alliance import AllianceInstrument, parse_alliance
-from alliance_bayes.data.care import CareTypes, parse_care
+from alliance_bayes.data.care import CareTypes, parse_care, parse_provider_types
 from alliance_bayes.data.contract import (
     AGE_RANGE,
     ITEM_COLUMNS,
     KNOWN_COLUMNS,
+    SEXES,
     TABLES,
     DataContractError,
     Problems,
     Source,
+    Undecided,
     check_ignore_list,
     check_tables,
     declaration_error,
@@ -90,6 +96,7 @@ from alliance_bayes.data.contract import (
 from alliance_bayes.data.covariates import Covariate, parse_covariates
 from alliance_bayes.data.instruments import Instrument, declare, parse_declarations
 from alliance_bayes.data.long_export import LONG_STEM, split_long
+from alliance_bayes.errors import _Bare
 
 __all__ = [
     "FORMATS",
@@ -112,7 +119,7 @@ _LABELLED = ("provider_type", "sex", "country")
 
 @dataclass(frozen=True)
 class Conversion:
-    """Cells of one column of a Stata or SPSS file that were converted on reading.
+    """Cells of one column of a file that were converted on reading.
 
     Attributes
     ----------
@@ -120,13 +127,21 @@ class Conversion:
         The file's name.
     column : str
         The column.
-    kind : {"value labels", "declared missing"}
-        Codes read as their value labels, or declared missing codes (SPSS user-missing values and
-        ranges, Stata's extended missing values ``.a``–``.z``) read as missing.
+    kind : {"value labels", "lower case", "declared missing", "NA"}
+        Codes of a Stata or SPSS file read as their value labels; value labels of ``sex`` or
+        ``provider_type`` that are an allowed word in other case (``Female``) read in lower case;
+        declared missing codes (SPSS user-missing values and ranges, Stata's extended missing
+        values ``.a``–``.z``) read as missing; or cells of a CSV file holding ``NA`` (what R's
+        ``write.csv`` writes for a missing value) read as missing.
     count : int
         How many cells were converted.
     codes : str
-        The codes seen, with their labels (``"1 → therapist, 2 → coach"``, ``"-99"``, ``".a, .b"``).
+        The codes seen, with their labels (``"1 → therapist, 2 → coach"``, ``"Female → female"``,
+        ``"-99"``, ``".a, .b"``, ``"NA"``).
+    cells : tuple of (int, str)
+        Each converted cell's data row (1-based, as messages count rows) and code, for a declared
+        missing code (so that a required value that is missing can say why); not compared, and
+        not in :meth:`to_dict`.
     """
 
     file: str
@@ -134,21 +149,22 @@ class Conversion:
     kind: str
     count: int
     codes: str
+    cells: tuple[tuple[int, str], ...] = field(default=(), compare=False, repr=False)
 
     def __str__(self) -> str:
         cells = f"{self.count} cell{'s' if self.count != 1 else ''}"
+        where = f"{self.file}, column {self.column!r}: {cells}"
         if self.kind == "value labels":
-            return (
-                f"{self.file}, column {self.column!r}: {cells} read as value labels ({self.codes})"
-            )
-        return (
-            f"{self.file}, column {self.column!r}: {cells} with a declared missing code "
-            f"({self.codes}) read as missing"
-        )
+            return f"{where} read as value labels ({self.codes})"
+        if self.kind == "lower case":
+            return f"{where} of value labels read in lower case ({self.codes})"
+        if self.kind == "NA":
+            return f"{where} holding NA read as missing (R's write.csv writes NA for missing)"
+        return f"{where} with a declared missing code ({self.codes}) read as missing"
 
     def to_dict(self) -> dict[str, object]:
         """The conversion as a JSON-ready mapping (for ``run.json``)."""
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "cells"}
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -173,8 +189,9 @@ class RawStudy:
         The declared-ignored columns that each table held (and that were dropped); a long export's
         are listed under ``sessions``.
     conversions : tuple of Conversion
-        The cells of Stata and SPSS files read as value labels or as declared missing, counted per
-        file and column (empty for other formats).
+        The cells of Stata and SPSS files read as value labels (and those in lower case) or as
+        declared missing, and of CSV files holding ``NA`` read as missing, counted per file and
+        column (empty for Parquet and Excel files).
     outcomes : dict of str to Instrument
         The outcome instruments declared in ``study.toml`` (``[outcomes.<name>]``), by name.
     covariates : dict of str to Covariate
@@ -465,12 +482,28 @@ class _Settings:
         """Columns whose Stata/SPSS value labels are read as the values."""
         return _LABELLED + tuple(n for n, c in self.covariates.items() if c.coded)
 
+    @property
+    def words(self) -> dict[str, tuple[str, ...]]:
+        """The words a labelled column takes, where the contract fixes them: a value label that
+        is one of them in other case (``Female``) is read in lower case."""
+        return {"sex": SEXES, "provider_type": self.care.provider_types}
+
 
 def _settings(folder: Path) -> _Settings:
-    """The settings that ``study.toml`` in ``folder`` declares (none without the file)."""
+    """The settings that ``study.toml`` in ``folder`` declares (none without the file), or every
+    problem with them."""
+    settings, problems, _ = _read_settings(folder)
+    _raise_declarations(settings.path, problems)
+    return settings
+
+
+def _read_settings(folder: Path) -> tuple[_Settings, list[str], Undecided]:
+    """The settings of ``study.toml`` in ``folder``, every problem with its declarations, and
+    what those problems leave undecided (:func:`_declarations`). A file that is not TOML, or
+    a ``long`` that names no readable file, is raised at once: nothing else can be read."""
     path = folder / STUDY_SETTINGS
     if not path.is_file():
-        return _Settings()
+        return _Settings(), [], Undecided()
     example = 'ignore = ["notes"] and long = "export.sav"'
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -479,43 +512,78 @@ def _settings(folder: Path) -> _Settings:
         raise DataContractError(
             path, f"a TOML file such as {example}; it could not be read ({reason})"
         ) from exc
-    return _settings_from(raw, path)
+    return _declarations(raw, path)
+
+
+def _raise_declarations(path: Path | None, problems: list[str]) -> None:
+    if problems:
+        p = Problems()
+        for problem in problems:
+            p.add(DataContractError(path or STUDY_SETTINGS, problem, csv=False))
+        p.raise_any()
 
 
 def _settings_from(raw: dict, path: Path) -> _Settings:
     """The settings that the parsed ``study.toml`` at ``path`` declares, or every problem."""
-    unknown = sorted(set(raw) - {*_TOP_LEVEL, *_TABLES})
+    settings, problems, _ = _declarations(raw, path)
+    _raise_declarations(path, problems)
+    return settings
+
+
+#: What a ``study.toml`` may hold, in words, for the message about a key it may not.
+_WHAT_IT_HOLDS = (
+    'only the key ignore, a list of column names (ignore = ["notes", "site"]), the key long, the '
+    f'name of a long export in the folder ({_suffixes()}; long = "export.sav"), the key '
+    "age_range, the clients' ages (age_range = [12, 25]), the keys provider_types "
+    '(provider_types = ["therapist", "coach", "psychiatrist"]) and care_reference, '
+    "[outcomes.<name>] and [covariates.<name>] tables and an [alliance] table"
+)
+
+
+def _top_level(raw: dict) -> list[str]:
+    """The problems with a ``study.toml``'s own keys: unknown ones (each with the key it most
+    resembles), an ``ignore`` that is no list of names, a ``long`` that names no export."""
+    problems = []
+    for key in sorted(set(raw) - {*_TOP_LEVEL, *_TABLES}):
+        close = difflib.get_close_matches(str(key).lower(), [*_TOP_LEVEL, *_TABLES], cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        problems.append(f"{_WHAT_IT_HOLDS}; got {key!r}{hint}")
     ignore = raw.get("ignore", [])
+    if not (isinstance(ignore, list) and all(isinstance(c, str) for c in ignore)):
+        problems.append(
+            f'ignore: a list of column names (ignore = ["notes", "site"]), got {ignore!r}'
+        )
     long = raw.get("long")
-    bad_long = long is not None and not (
+    if long is not None and not (
         isinstance(long, str)
         and Path(long).name == long
         and Path(long).suffix.lower().lstrip(".") in READ_FORMATS
-    )
-    if (
-        unknown
-        or bad_long
-        or not (isinstance(ignore, list) and all(isinstance(c, str) for c in ignore))
     ):
-        raise DataContractError(
-            path,
-            'only the key ignore, a list of column names (ignore = ["notes", "site"]), the '
-            f"key long, the name of a long export in the folder ({_suffixes()}; long = "
-            '"export.sav"), the key age_range, the clients\' ages (age_range = [12, 25]), '
-            'the keys provider_types (provider_types = ["therapist", "coach", '
-            '"psychiatrist"]) and care_reference, [outcomes.<name>] and [covariates.<name>] '
-            "tables and an [alliance] table",
-            got=[
-                *unknown,
-                *([] if isinstance(ignore, list) else [ignore]),
-                *([long] if bad_long else []),
-            ],
-            csv=False,
+        problems.append(
+            f"long: the name of a long export in the folder ({_suffixes()}; long = "
+            f'"export.sav"), got {long!r}'
         )
+    return problems
+
+
+def _declarations(raw: dict, path: Path) -> tuple[_Settings, list[str], Undecided]:
+    """What the parsed ``study.toml`` at ``path`` declares, every problem with it (each key and
+    table is checked whatever else is wrong), and what those problems leave undecided: the
+    settings then hold the declarations that are right, and the checks of the tables that
+    depend on a wrong one wait for it (:class:`~alliance_bayes.data.contract.Undecided`)."""
+    problems = _top_level(raw)
+    ignore = raw.get("ignore", [])
+    ignore = ignore if isinstance(ignore, list) and all(isinstance(c, str) for c in ignore) else []
+    long = raw.get("long")
+    if any(problem.startswith("long: ") for problem in problems):
+        _raise_declarations(path, problems)  # the files cannot be found without it
     reserved = frozenset(c for cols in KNOWN_COLUMNS.values() for c in cols)
-    outcomes, problems = parse_declarations(raw.get("outcomes", {}), reserved)
-    covariates, wrong = parse_covariates(raw.get("covariates", {}))
-    problems += wrong + _misplaced(raw)
+    # a top-level key misplaced below a table's heading is reported by _misplaced, not as unknown
+    outcomes, wrong = parse_declarations(_without_top_level(raw.get("outcomes", {})), reserved)
+    problems += wrong
+    covariates, wrong = parse_covariates(_without_top_level(raw.get("covariates", {})))
+    problems += wrong
+    problems += _misplaced(raw)
     age_range = None
     if "age_range" in raw:
         age_range, wrong = parse_age_range(raw["age_range"])
@@ -530,22 +598,80 @@ def _settings_from(raw: dict, path: Path) -> _Settings:
         contract = frozenset(c for cols in KNOWN_COLUMNS.values() for c in cols)
         alliance, wrong = parse_alliance(table, contract - set(ITEM_COLUMNS))
         problems += wrong
-    care, wrong = CareTypes(), []
+    care = CareTypes()
     if "provider_types" in raw or "care_reference" in raw:
         care, wrong = parse_care(raw.get("provider_types"), raw.get("care_reference"))
         problems += wrong
-    if problems:
-        p = Problems()
-        for problem in problems:
-            p.add(DataContractError(path, problem, csv=False))
-        p.raise_any()
-    return _Settings(frozenset(ignore), path, long, outcomes, covariates, age_range, alliance, care)
+    settings = _Settings(
+        frozenset(ignore), path, long, outcomes, covariates, age_range, alliance, care
+    )
+    return settings, problems, _undecided(raw, settings)
+
+
+def _undecided(raw: dict, settings: _Settings) -> Undecided:
+    """What the wrong declarations of ``raw`` leave undecided (those missing from ``settings``)."""
+    wrong_outcomes = _names(raw.get("outcomes")) - set(settings.outcomes)
+    wrong_covariates = _names(raw.get("covariates")) - set(settings.covariates)
+    moved = _keys_below_headings(raw)  # a key written below a heading is no declaration of it
+    wrong_types = "provider_types" in raw and parse_provider_types(raw["provider_types"])[0] is None
+    return Undecided(
+        columns=frozenset(
+            {f"{n}{part}" for n in wrong_outcomes for part in ("_baseline", "_followup")}
+            | wrong_covariates
+        ),
+        covariates=tuple(sorted(wrong_covariates)),
+        age_range=("age_range" in raw and settings.age_range is None) or "age_range" in moved,
+        provider_types=wrong_types or "provider_types" in moved,
+        alliance="alliance" in raw and settings.alliance is None,
+    )
+
+
+def _without_top_level(tables: object) -> object:
+    """A group of ``[outcomes.<name>]`` (``[covariates.<name>]``) tables without the top-level
+    keys written below their headings (reported by :func:`_misplaced`)."""
+    if not isinstance(tables, dict):
+        return tables
+    return {
+        name: {k: v for k, v in table.items() if k not in _TOP_LEVEL}
+        if isinstance(table, dict)
+        else table
+        for name, table in tables.items()
+    }
+
+
+def _keys_below_headings(raw: dict) -> set[str]:
+    """The top-level keys written below a table's heading (which TOML reads as that table's)."""
+    tables = [raw.get("alliance")]
+    for group in ("outcomes", "covariates"):
+        if isinstance(raw.get(group), dict):
+            tables += list(raw[group].values())
+    return {k for table in tables if isinstance(table, dict) for k in table if k in _TOP_LEVEL}
+
+
+def _names(tables: object) -> set[str]:
+    """The names of the ``[outcomes.<name>]`` (``[covariates.<name>]``) tables of a group."""
+    return {str(name) for name in tables} if isinstance(tables, dict) else set()
 
 
 #: The keys of a ``study.toml`` outside its tables.
 _TOP_LEVEL = ("ignore", "long", "age_range", "provider_types", "care_reference")
 #: The tables of a ``study.toml``.
 _TABLES = ("outcomes", "covariates", "alliance")
+
+
+def _long_session_columns(
+    rows: pd.DataFrame, settings: _Settings, undecided: Undecided
+) -> list[str]:
+    """The sessions-table columns a long export's study declares: its alliance items, or while
+    the ``[alliance]`` declaration is wrong every column no table of the contract names (which
+    of them are the items waits for the declaration)."""
+    if settings.alliance is not None:
+        return list(settings.alliance.columns)
+    if not undecided.alliance:
+        return []
+    named = {c for cols in KNOWN_COLUMNS.values() for c in cols}
+    named |= set(declared_columns(settings.outcomes, settings.covariates)) | undecided.columns
+    return [str(c) for c in rows.columns if c not in named]
 
 
 def _misplaced(raw: dict) -> list[str]:
@@ -584,7 +710,11 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _parse(
-    table: str, path: Path, data: bytes, labelled: tuple[str, ...] = _LABELLED
+    table: str,
+    path: Path,
+    data: bytes,
+    labelled: tuple[str, ...] = _LABELLED,
+    words: Mapping[str, tuple[str, ...]] | None = None,
 ) -> tuple[pd.DataFrame, list[Conversion]]:
     """Parse one file's bytes into a frame of raw values; index = 0-based data-row number.
 
@@ -598,7 +728,7 @@ def _parse(
     readers = {"csv": _parse_csv, "parquet": _parse_parquet, "xlsx": _parse_xlsx}
     if fmt in ("dta", "sav"):
         reader = _parse_dta if fmt == "dta" else _parse_sav
-        df, conversions = reader(src, data, labelled)
+        df, conversions = reader(src, data, labelled, words or {})
     else:
         df, conversions = readers[fmt](src, data)
     df.columns = [str(c) for c in df.columns]
@@ -645,7 +775,7 @@ def _parse_csv(src: Source, data: bytes) -> tuple[pd.DataFrame, list[Conversion]
                 io.StringIO(text),
                 dtype=str,
                 keep_default_na=False,
-                na_values=["", "NA"],  # NA: R's write.csv writes it for a missing value
+                na_values=[""],
                 skip_blank_lines=False,
                 index_col=False,
             )
@@ -659,7 +789,21 @@ def _parse_csv(src: Source, data: bytes) -> tuple[pd.DataFrame, list[Conversion]
         raise src.fail(f"a well-formed CSV file; it could not be parsed ({reason})") from exc
     if len(header) == len(df.columns):
         df.columns = header  # a nameless column keeps its empty name (pandas: 'Unnamed: 0')
-    return df, []
+    return _r_missing(src, df)
+
+
+def _r_missing(src: Source, df: pd.DataFrame) -> tuple[pd.DataFrame, list[Conversion]]:
+    """A CSV table's ``NA`` cells as missing (R's ``write.csv`` writes ``NA`` for a missing
+    value), counted per column: a text column may hold ``NA`` meaning itself (Namibia), which
+    the count then shows."""
+    na = df.eq("NA")
+    name = Path(str(src.file)).name
+    conversions = [
+        Conversion(name, str(column), "NA", int(na[column].sum()), "NA")
+        for column in df.columns
+        if na[column].any()
+    ]
+    return df.mask(na), conversions
 
 
 def _unreadable(src: Source, kind: str, exc: Exception, remedy: str) -> DataContractError:
@@ -716,9 +860,18 @@ def _code(value: object) -> str:
 
 
 def _relabelled(
-    src: Source, codes: pd.Series, words: pd.Series, column: str
+    src: Source,
+    codes: pd.Series,
+    words: pd.Series,
+    column: str,
+    allowed: tuple[str, ...] | None = None,
 ) -> tuple[pd.Series, list[Conversion]]:
-    """``codes`` with the cells that have a value label (in ``words``) replaced by it."""
+    """``codes`` with the cells that have a value label (in ``words``) replaced by it.
+
+    A label that is one of the ``allowed`` words in other case (``Female`` for ``female``) is
+    read in lower case, counted as a conversion of its own: a label is the statistics package's
+    display text, often capitalised, and the word it spells is not in doubt.
+    """
     labelled = codes.notna() & words.map(lambda w: isinstance(w, str)).astype(bool)
     if not labelled.any():
         return codes, []
@@ -727,14 +880,27 @@ def _relabelled(
         f"{_code(c)} → {w}" for c, w in sorted(zip(pairs.code, pairs.label, strict=True))
     )
     name = Path(str(src.file)).name
-    conversion = Conversion(name, column, "value labels", int(labelled.sum()), seen)
-    return codes.astype(object).where(~labelled, words), [conversion]
+    conversions = [Conversion(name, column, "value labels", int(labelled.sum()), seen)]
+    lower = {
+        w: w.strip().lower()
+        for w in set(pairs.label)
+        if allowed and w.strip().lower() in allowed and w != w.strip().lower()
+    }
+    if lower:
+        recased = labelled & words.isin(list(lower))
+        words = words.where(~recased, words.map(lower))
+        shown = ", ".join(f"{w} → {lower[w]}" for w in sorted(lower))
+        conversions.append(Conversion(name, column, "lower case", int(recased.sum()), shown))
+    return codes.astype(object).where(~labelled, words), conversions
 
 
 def _declared_missing(src: Source, column: str, codes: pd.Series) -> Conversion:
+    """The cells of ``column`` holding a declared missing code (``codes``, indexed by the 0-based
+    data row), read as missing."""
     name = Path(str(src.file)).name
     seen = ", ".join(sorted({_code(c) for c in codes}, key=lambda c: (len(c), c)))
-    return Conversion(name, column, "declared missing", len(codes), seen)
+    cells = tuple((int(i) + 1, _code(c)) for i, c in codes.items())
+    return Conversion(name, column, "declared missing", len(codes), seen, cells)
 
 
 def _extended_missing(value: object) -> str | None:
@@ -745,7 +911,10 @@ def _extended_missing(value: object) -> str | None:
 
 
 def _parse_dta(
-    src: Source, data: bytes, category_columns: tuple[str, ...] = _LABELLED
+    src: Source,
+    data: bytes,
+    category_columns: tuple[str, ...] = _LABELLED,
+    allowed: Mapping[str, tuple[str, ...]] | None = None,
 ) -> tuple[pd.DataFrame, list[Conversion]]:
     remedy = "Save it again from Stata (save or saveold), or export the table as CSV"
     try:
@@ -773,14 +942,21 @@ def _parse_dta(
         for column in labelled:
             if isinstance(words[column].dtype, pd.CategoricalDtype):
                 df[column], done = _relabelled(
-                    src, df[column], words[column].astype(object), column
+                    src,
+                    df[column],
+                    words[column].astype(object),
+                    column,
+                    (allowed or {}).get(column),
                 )
                 conversions += done
     return df, conversions
 
 
 def _parse_sav(
-    src: Source, data: bytes, category_columns: tuple[str, ...] = _LABELLED
+    src: Source,
+    data: bytes,
+    category_columns: tuple[str, ...] = _LABELLED,
+    allowed: Mapping[str, tuple[str, ...]] | None = None,
 ) -> tuple[pd.DataFrame, list[Conversion]]:
     try:
         import pyreadstat
@@ -813,7 +989,9 @@ def _parse_sav(
         labels = meta.variable_value_labels.get(column)
         if column in df.columns and labels:
             words = df[column].map(lambda v, lab=labels: lab.get(v))
-            df[column], done = _relabelled(src, df[column], words, column)
+            df[column], done = _relabelled(
+                src, df[column], words, column, (allowed or {}).get(column)
+            )
             conversions += done
     return df, conversions
 
@@ -867,7 +1045,7 @@ def load_study(
     RawStudy
         The validated, typed tables, the files read (the long export for all three tables when
         the study is one), the SHA-256 of their bytes, the ignored columns each table held and
-        the cells of Stata and SPSS files read as value labels or declared missing.
+        the cells converted on reading (:class:`Conversion`).
 
     Raises
     ------
@@ -889,15 +1067,24 @@ def load_study(
     """
     folder = Path(folder)
     _check_folder(folder)
-    settings = _settings(folder)
-    files, long = _find_files(folder, settings.long)
+    settings, declared_wrong, undecided = _read_settings(folder)
+    p = Problems()
+    # the declarations' problems come first; the tables are then checked with the declarations
+    # that are right, the checks that depend on a wrong one waiting for it
+    for problem in declared_wrong:
+        p.add(DataContractError(settings.path or STUDY_SETTINGS, problem, csv=False))
+    try:
+        files, long = _find_files(folder, settings.long)
+    except DataContractError as err:  # reported with the declarations' problems
+        p.add(err)
+        p.raise_any()
+        raise
     ignore = settings.ignore | frozenset(ignore_columns)
     how = (
         f'ignore = ["name"] in {folder / STUDY_SETTINGS}; Python: '
         'load_study(folder, ignore_columns=["name"])'
     )
     digest = hashlib.sha256()
-    p = Problems()
     if long is None:
         raw = {table: _read_bytes(path) for table, path in files.items()}
         for table in TABLES:
@@ -905,11 +1092,14 @@ def load_study(
         frames, conversions = {}, []
         for table in TABLES:
             try:
-                frames[table], done = _parse(table, files[table], raw[table], settings.labelled)
+                frames[table], done = _parse(
+                    table, files[table], raw[table], settings.labelled, settings.words
+                )
                 conversions += done
             except DataContractError as err:
                 p.add(err)
-        p.raise_any()
+        if len(frames) < len(TABLES):  # the contents are checked once every file can be read
+            p.raise_any()
         sources = {
             table: Source(table, files[table], csv=files[table].suffix.lower() == ".csv")
             for table in TABLES
@@ -918,7 +1108,7 @@ def load_study(
     else:
         data = _read_bytes(long)
         digest.update(data)
-        rows, conversions = _parse("sessions", long, data, settings.labelled)
+        rows, conversions = _parse("sessions", long, data, settings.labelled, settings.words)
         sources = {t: Source(t, long, csv=long.suffix.lower() == ".csv") for t in TABLES}
         split = split_long(
             rows,
@@ -926,8 +1116,11 @@ def load_study(
             p,
             ignore=ignore,
             how_to_ignore=how,
-            client_columns=declared_columns(settings.outcomes, settings.covariates),
-            session_columns=settings.alliance.columns if settings.alliance else (),
+            client_columns=[
+                *declared_columns(settings.outcomes, settings.covariates),
+                *sorted(undecided.columns),
+            ],
+            session_columns=_long_session_columns(rows, settings, undecided),
         )
         if split is None:  # no ids: the rows cannot be split, so the tables cannot be checked
             p.raise_any()
@@ -947,13 +1140,14 @@ def load_study(
         age_range=settings.age_range,
         alliance=settings.alliance,
         provider_types=settings.care.provider_types,
+        undecided=undecided,
     )
     if "clients" in typed:
         before = len(p)
         clients = _who5_percentage(typed["clients"], sources["clients"], who5_metric, p)
         if len(p) == before:
             typed["clients"] = clients
-    _say_how_codes_are_read(p, contract_from)
+    _say_how_codes_are_read(p, contract_from, conversions)
     p.raise_any()
     if who5_metric != "percentage":  # the same files read another way are another dataset
         digest.update(f"who5_metric={who5_metric}".encode())
@@ -988,24 +1182,65 @@ _CODES_READ = {
 }
 
 
-def _say_how_codes_are_read(p: Problems, start: int) -> None:
+def _say_how_codes_are_read(p: Problems, start: int, conversions: list[Conversion]) -> None:
     """Value problems in a Stata or SPSS file say how its missing codes and labels were read.
 
     A code such as ``-99`` that the file does not declare missing is a value, and is refused where
-    it is not valid; the message then tells the user how to declare it.
+    it is not valid; the message then tells the user how to declare it. A required value that is
+    missing because the file declares its code missing says so, with the codes, rather than
+    showing empty cells and that advice; a value read from the file's value labels says that
+    it is a label.
     """
-    for i in range(start, len(p.found)):
-        e = p.found[i]
+    found = p.found[start:]
+    del p.found[start:]
+    for e in found:
         how = _CODES_READ.get(Path(str(e.file)).suffix.lower())
-        if how and e.rows and e.got and e.column and not e.column.endswith("_id"):
-            p.found[i] = DataContractError(
-                e.file,
-                f"{e.expected} ({how})",
-                column=e.column,
-                rows=e.rows,
-                got=e.got,
-                csv=e.csv,
+        if not (how and e.rows and e.got and e.column and not e.column.endswith("_id")):
+            p.found.append(e)
+            continue
+        mine = [c for c in conversions if c.file == Path(str(e.file)).name and c.column == e.column]
+        coded = {r: code for c in mine if c.kind == "declared missing" for r, code in c.cells}
+        declared = [r for r in e.rows if r in coded]
+        if declared:
+            p.found.append(_missing_code(e, declared, coded))
+        rest = [r for r in e.rows if r not in coded]
+        if not rest:
+            continue
+        # the values known are the first rows' (a message shows no more)
+        shown = dict(zip(e.rows, e.got, strict=False))
+        got = [shown[r] for r in rest if r in shown]
+        labels = [c.codes for c in mine if c.kind == "value labels"]
+        # a text value of a labelled column is a label (its codes are numbers)
+        said = (
+            f"the text values are the file's value labels ({'; '.join(labels)}): a label must "
+            f"spell one of the words expected; {how}"
+            if labels and any(isinstance(v, str) for v in got)
+            else how
+        )
+        p.found.append(
+            DataContractError(
+                e.file, f"{e.expected} ({said})", column=e.column, rows=rest, got=got, csv=e.csv
             )
+        )
+
+
+def _missing_code(
+    e: DataContractError, rows: list[int], codes: dict[int, str]
+) -> DataContractError:
+    """A required value missing on ``rows`` because the file declares its code missing."""
+    seen = sorted(set(codes[r] for r in rows), key=lambda c: (len(c), c))
+    n = len(rows)
+    return DataContractError(
+        e.file,
+        f"{e.expected}; {e.column} is required: {n} row{'s' if n != 1 else ''} "
+        f"hold{'' if n != 1 else 's'} the declared missing code{'s' if len(seen) > 1 else ''} "
+        f"{', '.join(seen)}, which the file declares missing and so is read as missing (give the "
+        "value, or leave the client out of the study)",
+        column=e.column,
+        rows=rows,
+        got=[_Bare(codes[r]) for r in rows[:5]],
+        csv=e.csv,
+    )
 
 
 def _who5_percentage(clients: pd.DataFrame, src: Source, metric: str, p: Problems) -> pd.DataFrame:
