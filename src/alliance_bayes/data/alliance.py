@@ -54,7 +54,8 @@ How the declaration is used:
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from alliance_bayes.data.instruments import declared_range, finite_number, unknown_keys
@@ -65,6 +66,7 @@ __all__ = [
     "SHIPPED",
     "SUBSCALES",
     "AllianceInstrument",
+    "RecordedScale",
     "parse_alliance",
 ]
 
@@ -190,6 +192,47 @@ class AllianceInstrument:
             "source": self.source,
             "prior_factor": self.prior_factor,
         }
+
+
+@dataclass(frozen=True)
+class RecordedScale:
+    """The alliance scale a fit was on, as its design's scales record it (``run.json``:
+    ``scales.alliance_instrument``, :meth:`AllianceInstrument.to_dict`): the declared
+    instrument's, or the contract's 1–5 items where the study declares none.
+
+    Attributes
+    ----------
+    name : str
+        The scale in words: ``"1–5"``, ``"WAI-S 1–7"``.
+    low, high : float
+        Its range.
+    prior_factor : float
+        What the priors per alliance point were multiplied by (:attr:`AllianceInstrument.prior_factor`;
+        1 on the contract's items).
+    record : dict
+        The declaration as recorded; empty for the contract's items.
+    """
+
+    name: str = "1–5"
+    low: float = CONTRACT_RANGE[0]
+    high: float = CONTRACT_RANGE[1]
+    prior_factor: float = 1.0
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def declared(self) -> bool:
+        """Whether the study declared its alliance instrument."""
+        return bool(self.record)
+
+    @classmethod
+    def of(cls, scales: Mapping[str, Any] | None) -> RecordedScale:
+        """The scale a design's ``scales`` (or ``run.json``'s) record."""
+        record = dict((scales or {}).get("alliance_instrument") or {})
+        if not record:
+            return cls()
+        low, high = (float(b) for b in record["range"])
+        factor = float(record.get("prior_factor", 1.0))
+        return cls(str(record["scale"]), low, high, factor, record)
 
 
 def _numbered(stem: str, numbers: tuple[int, ...]) -> tuple[str, ...]:

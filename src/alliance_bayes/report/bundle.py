@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from alliance_bayes.data.alliance import RecordedScale
 from alliance_bayes.data.care import care_words
 from alliance_bayes.diagnostics import GateResult
 from alliance_bayes.report import figures
@@ -249,11 +250,11 @@ def _model_section(content: ReportContent, meta: Mapping[str, Any]) -> list[str]
         lines += [*(f"- {v}" for v in content.data_variables), ""]
     if content.equations:
         lines += [*(f"$${e}$$" for e in content.equations), ""]
-        declared = (meta.get("scales") or {}).get("alliance_instrument") or {}
+        scale = RecordedScale.of(meta.get("scales")).name
         lines += [
             "Rendered from the spec as run (`run.json`: `spec_as_run`, `spec_toml`). Slopes are "
             "reported per raw unit of their predictor (alliance: per point of the "
-            f"{declared.get('scale', '1–5')} scale), the standardised β per SD of predictor and "
+            f"{scale} scale), the standardised β per SD of predictor and "
             "outcome.",
             "",
         ]
@@ -263,7 +264,7 @@ def _model_section(content: ReportContent, meta: Mapping[str, Any]) -> list[str]
 def _alliance_lines(meta: Mapping[str, Any]) -> list[str]:
     """The study's declared alliance instrument (``scales.alliance_instrument``), if any: what
     was read, how a session was scored, the partly rated sessions and the prior scaling."""
-    declared = (meta.get("scales") or {}).get("alliance_instrument") or {}
+    declared = RecordedScale.of(meta.get("scales")).record
     if not declared:
         return []
     items = "; ".join(f"{s}: {', '.join(c)}" for s, c in declared.get("subscales", {}).items())

@@ -47,6 +47,7 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
+from alliance_bayes.data.alliance import RecordedScale
 from alliance_bayes.report.estimands import HDI_PROB
 from alliance_bayes.report.render import markdown_table
 from alliance_bayes.spec import (
@@ -403,10 +404,6 @@ def hypothesis_table(
     return pd.DataFrame(rows, columns=list(HYPOTHESIS_COLUMNS))
 
 
-def _declared_alliance(meta: Mapping[str, Any]) -> Mapping[str, Any]:
-    return (meta.get("scales") or {}).get("alliance_instrument") or {}
-
-
 def rope_settings(rope: float | None, meta: Mapping[str, Any]) -> dict[str, Any]:
     """The ROPE keywords of :func:`hypothesis_table` for a fit with run metadata ``meta``.
 
@@ -418,7 +415,7 @@ def rope_settings(rope: float | None, meta: Mapping[str, Any]) -> dict[str, Any]
     outcome) ``rope`` is in rating points of the 1–5 scale, and on a declared scale it is
     divided by that factor instead (0.1 on 1–5 is 0.15 on 1–7): the same share of the scale.
     """
-    factor = float(_declared_alliance(meta).get("prior_factor", 1.0))
+    factor = RecordedScale.of(meta.get("scales")).prior_factor
     if meta.get("family") == "ratings":
         return {"rope": None if rope is None else rope / factor, "slope_rope": None}
     return {
@@ -439,12 +436,12 @@ def rope_text(table: pd.DataFrame, meta: Mapping[str, Any]) -> str | None:
     if used.empty:
         return None
     units = meta.get("outcome_label", "outcome")
-    declared = _declared_alliance(meta)
-    factor = float(declared.get("prior_factor", 1.0))
+    recorded = RecordedScale.of(meta.get("scales"))
+    factor = recorded.prior_factor
     if meta.get("family") == "ratings" and factor != 1.0:
         half = float(used["rope"].iloc[0])
         return (
-            f"±{half:.3g} rating points on the {declared.get('scale', 'declared')} scale (the "
+            f"±{half:.3g} rating points on the {recorded.name} scale (the "
             f"spec's ±{half * factor:.3g} per 1–5 point, times the width of the scale over 4)"
         )
     if factor == 1.0:
@@ -460,7 +457,7 @@ def rope_text(table: pd.DataFrame, meta: Mapping[str, Any]) -> str | None:
         if (~is_slope).any()
         else float(used.loc[is_slope, "rope"].iloc[0]) / factor
     )
-    scale = declared.get("scale", "declared")
+    scale = recorded.name
     return (
         f"±{per_point:.3g} points of {units}; for a slope ±"
         f"{scale_alliance_point(per_point, factor):.3g} {slope_units} (the spec's ±"

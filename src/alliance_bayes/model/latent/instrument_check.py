@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from alliance_bayes.data.alliance import RecordedScale
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.errors import DesignError
 from alliance_bayes.spec import ModelSpec
@@ -82,11 +83,10 @@ class RatingScale:
         """The categories of a fit from its design's scales (``run.json``): the declared
         instrument's (``alliance_instrument``, checked to be whole numbers when the design was
         built), or the contract's 1–5 without one."""
-        declared = scales.get("alliance_instrument") or {}
-        if not declared:
+        recorded = RecordedScale.of(scales)
+        if not recorded.declared:
             return CONTRACT_SCALE
-        low, high = (int(float(b)) for b in declared["range"])
-        return cls(low, high, str(declared["scale"]))
+        return cls(int(recorded.low), int(recorded.high), recorded.name)
 
     def category_index(self, ratings: np.ndarray) -> np.ndarray:
         """Each rating's category, ``rating - low`` (0 … K − 1), from integer-valued ratings.

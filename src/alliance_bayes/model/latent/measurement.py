@@ -275,11 +275,11 @@ from alliance_bayes.model.latent.provider_effects import (
 from alliance_bayes.model.regression.design import (
     LEVELS,
     DesignError,
-    _check_covariates,
     _other_outcomes,
     alliance_record,
     care_counts,
     care_shares,
+    check_covariates,
     covariate_columns,
     model_priors,
     standardise,
@@ -602,7 +602,7 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
     """
     assert spec.measurement is not None
     require_single_ratings(spec, frame, family="latent")
-    _check_covariates(spec, frame)
+    check_covariates(spec, frame)
     instruments = _check_outcomes(spec, frame)
     clients = frame.clients
     keep = np.ones(len(clients), dtype=bool)

@@ -65,8 +65,8 @@ from alliance_bayes.model.latent.instrument_check import (
     require_single_ratings,
 )
 from alliance_bayes.model.regression.design import (
-    _check_covariates,
     alliance_record,
+    check_covariates,
     covariate_columns,
 )
 from alliance_bayes.spec import ModelSpec, PredictorSpec
@@ -232,7 +232,7 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
         no client in the model, or fewer than 20 clients are left.
     """
     require_single_ratings(spec, frame, family="ratings")
-    _check_covariates(spec, frame)
+    check_covariates(spec, frame)
     clients = frame.clients
     keep = np.ones(len(clients), dtype=bool)
     exclusions: dict[str, int] = {"clients_in_data": len(clients)}

@@ -77,6 +77,7 @@ import numpy as np
 import xarray as xr
 from scipy import special
 
+from alliance_bayes.data.alliance import RecordedScale
 from alliance_bayes.data.care import CARE_REFERENCE, CARE_TYPES, PROVIDER_TYPES
 from alliance_bayes.model.latent.measurement import expected_rating_np, lowest_rating
 from alliance_bayes.model.ratings.design import COVARIATES, provider_types_of
@@ -355,10 +356,9 @@ def _rating_scale(posterior: xr.Dataset, sc: Mapping[str, Any]) -> tuple[float, 
         The declared range has another number of categories than the posterior's thresholds.
     """
     n_cuts = posterior["threshold"].sizes["cut"]
-    declared = sc.get("alliance_instrument") or {}
-    if declared:
-        low, high = (float(b) for b in declared["range"])
-        scale = str(declared["scale"])
+    recorded = RecordedScale.of(sc)
+    if recorded.declared:
+        low, high, scale = recorded.low, recorded.high, recorded.name
     else:
         low = float(lowest_rating(posterior["threshold"]))
         high = low + n_cuts

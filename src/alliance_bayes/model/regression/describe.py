@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from alliance_bayes.data.alliance import RecordedScale
 from alliance_bayes.spec import ModelSpec, PriorSpec, scale_alliance_priors
 
 __all__ = ["PriorRow", "data_variables", "equations", "prior_rows"]
@@ -159,11 +160,8 @@ def _membership_lines() -> list[str]:
 def _alliance(scales: Mapping[str, Any]) -> tuple[str, tuple[float, float], float]:
     """The alliance scale of a fit (``"1–5"`` or ``"WAI-S 1–7"``), its range, and the factor its
     prior scales per alliance point were multiplied by (``scales.alliance_instrument``)."""
-    declared = scales.get("alliance_instrument") or {}
-    if not declared:
-        return "1–5", (1.0, 5.0), 1.0
-    low, high = (float(b) for b in declared["range"])
-    return str(declared["scale"]), (low, high), float(declared["prior_factor"])
+    recorded = RecordedScale.of(scales)
+    return recorded.name, (recorded.low, recorded.high), recorded.prior_factor
 
 
 def _latent_mean_rows(scales: Mapping[str, Any]) -> list[PriorRow]:

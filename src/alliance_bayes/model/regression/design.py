@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 # the contract's (a study's own are the analysis frame's care_types, care_contrasts, provider_types)
+from alliance_bayes.data.alliance import RecordedScale
 from alliance_bayes.data.care import CARE_CONTRASTS, CARE_TYPES, PROVIDER_TYPES  # noqa: F401
 from alliance_bayes.data.covariates import Covariate
 from alliance_bayes.data.frame import AnalysisFrame
@@ -69,7 +70,8 @@ def alliance_record(frame: AnalysisFrame) -> dict[str, Any]:
 def alliance_scale(scales: Mapping[str, Any] | None) -> str | None:
     """The declared alliance scale that a design's ``scales`` record (``"WAI-S 1–7"``), or None
     for the contract's 1–5 items (for :meth:`~alliance_bayes.spec.ModelSpec.effect_units_on`)."""
-    return ((scales or {}).get("alliance_instrument") or {}).get("scale")
+    recorded = RecordedScale.of(scales)
+    return recorded.name if recorded.declared else None
 
 
 def model_priors(spec: ModelSpec, data: Any) -> PriorSpec:
@@ -486,7 +488,7 @@ def covariate_columns(
     )
 
 
-def _check_covariates(spec: ModelSpec, frame: AnalysisFrame) -> None:
+def check_covariates(spec: ModelSpec, frame: AnalysisFrame) -> None:
     """Every covariate of the spec that is not built in must be declared by this study."""
     unknown = [c for c in spec.declared_covariates if c not in frame.covariates]
     if not unknown:
@@ -527,7 +529,7 @@ def _other_outcomes(frame: AnalysisFrame, column: str) -> str:
 def _check_declared(spec: ModelSpec, frame: AnalysisFrame) -> None:
     """A declared outcome must be declared by this study; its declaration becomes the one in use.
     Every covariate that is not built in must be declared by this study too."""
-    _check_covariates(spec, frame)
+    check_covariates(spec, frame)
     if not spec.declared_outcome:
         return
     name = spec.outcome.removesuffix("_followup")

@@ -26,6 +26,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from alliance_bayes.data.alliance import RecordedScale
 from alliance_bayes.data.care import split_contrast
 from alliance_bayes.report.figures import DEFAULT_FORMATS, FigureResult, cycle_colours, save_figure
 
@@ -114,8 +115,7 @@ def plot_conditional_effects(
         return None
     base = float(meta["scales"]["baseline_mean"])
     label = meta.get("outcome_label", "outcome")
-    declared = (meta.get("scales") or {}).get("alliance_instrument") or {}
-    scale = declared.get("scale", "1–5")  # a study's declared alliance instrument, else 1–5
+    scale = RecordedScale.of(meta.get("scales")).name  # a declared instrument's, else 1–5
     order = (
         [str(c) for c in dt["posterior"]["b"]["care_type"].values] if "b" in dt["posterior"] else []
     )
