@@ -195,7 +195,7 @@ def test_unknown_estimands_are_named_or_noted():
     table = hypothesis_table(
         ["b_nope > 0", "a > 0"], post, strict=False, rope=1.0, outcome_units=UNITS
     )
-    assert table.loc[0, "decision"] == "not estimable in this model"
+    assert table.loc[0, "decision"] == "not estimable in this model: this fit has no b_nope"
     assert table.loc[1, "posterior_prob"] == pytest.approx(np.mean(post["a"].values > 0))
     text = "\n".join(hypotheses_markdown(table, {"outcome_label": "WHO-5"}))
     assert "`b_nope > 0`" in text and "Kruschke 2018" in text

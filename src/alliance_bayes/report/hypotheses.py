@@ -400,7 +400,14 @@ def hypothesis_table(
             if strict:
                 raise
             text = h.text if isinstance(h, Hypothesis) else str(h)
-            rows.append({"hypothesis": text, "decision": "not estimable in this model", "draws": 0})
+            try:
+                parsed = h if isinstance(h, Hypothesis) else parse_hypothesis(text)
+            except HypothesisError:
+                parsed = None
+            absent = [n for n in (parsed.names if parsed else ()) if n not in estimands]
+            why = f": this fit has no {', '.join(absent)}" if absent else ""
+            decision = f"not estimable in this model{why}"
+            rows.append({"hypothesis": text, "decision": decision, "draws": 0})
     return pd.DataFrame(rows, columns=list(HYPOTHESIS_COLUMNS))
 
 
