@@ -145,35 +145,48 @@ def test_single_integer_items_on_any_whole_range_qualify_and_no_other(frame7):
     assert rating_scale(dataclasses.replace(frame7, alliance=None)) == CONTRACT_SCALE
 
 
+BOTH, LATENT = ("ratings", "latent"), ("latent",)
+
+
 @pytest.mark.parametrize(
-    ("instrument", "why"),
+    ("instrument", "why", "refused_by"),
     [
-        (SHIPPED["wai_sr"], "WAI-SR 1–5 (4 items per subscale;"),
-        (SHIPPED["wai_s"], "WAI-S 1–7 (4 items per subscale;"),
-        (SHIPPED["srs"], "SRS 0–10 (rated in steps of 0.1, not whole numbers;"),
+        (SHIPPED["wai_sr"], "WAI-SR 1–5 (4 items per subscale;", LATENT),
+        (SHIPPED["wai_s"], "WAI-S 1–7 (4 items per subscale;", LATENT),
+        (SHIPPED["srs"], "SRS 0–10 (rated in steps of 0.1, not whole numbers;", BOTH),
         (
             dataclasses.replace(SHIPPED["wai_s"], scored="subscales"),
             "(its sessions hold pre-scored subscale means, not item ratings;",
+            BOTH,
         ),
         (
             dataclasses.replace(_declared("Item", 1, 7), reverse=("bond_item",)),
             "Item 1–7 (reverse-scored items;",
+            LATENT,
         ),
-        (_declared("Two", 1, 2), "Two 1–2 (only 2 categories (1–2);"),
+        (_declared("Two", 1, 2), "Two 1–2 (only 2 categories (1–2);", BOTH),
     ],
 )
-def test_the_families_still_refuse_what_they_cannot_model_and_say_why(frame7, instrument, why):
+def test_the_families_still_refuse_what_they_cannot_model_and_say_why(
+    frame7, instrument, why, refused_by
+):
+    """The latent family takes one integer item per subscale; the ratings family also takes
+    several items per subscale and reverse-scored ones (tests/test_ratings_items.py), and both
+    refuse pre-scored means, a finer step and fewer than three categories."""
     frame = dataclasses.replace(frame7, alliance=instrument)
-    for family, prepare, spec in (
-        ("ratings", prepare_ratings, load_spec("alliance_ratings")),
-        ("latent", prepare_latent, load_spec("alliance_latent_who5")),
-    ):
+    families = {
+        "ratings": (prepare_ratings, load_spec("alliance_ratings")),
+        "latent": (prepare_latent, load_spec("alliance_latent_who5")),
+    }
+    for family in refused_by:
+        prepare, spec = families[family]
         with pytest.raises(DesignError) as err:
             prepare(spec, frame)
         text = str(err.value)
-        assert f"({family} family)" in text and why in text
-        assert "one integer alliance rating per subscale and session" in text
-        assert "or 1–7, 0–6, 1–4" in text and "who5_change" in text
+        assert f"({family} family)" in text and "who5_change" in text and why in text
+        if family == "latent":
+            assert "one integer alliance rating per subscale and session" in text
+            assert "or 1–7, 0–6, 1–4" in text
     require_single_ratings(load_spec("alliance_ratings"), frame7)  # passes
 
 

@@ -301,6 +301,8 @@ def test_conditional_effects_is_tidy_and_flat_when_nothing_moves(design):
     assert named.equals(goal)
     with pytest.raises(ValueError, match=r"no conditional effect for 'alliance_gaol'.*'goal'"):
         fit_verbs.conditional_effects(spec, _fixed_posterior(data), meta, "alliance_gaol")
+    with pytest.raises(TypeError, match=r"give a probability by name, prob=0.9"):
+        fit_verbs.conditional_effects(spec, _fixed_posterior(data), meta, 0.9)
     with pytest.raises(ValueError, match="prob must be a probability"):
         fit_verbs.conditional_effects(spec, _fixed_posterior(data), meta, prob=95)
 

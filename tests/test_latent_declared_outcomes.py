@@ -5,6 +5,7 @@ range, estimands named after it, and clear refusals where the study does not dec
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytensor
@@ -281,7 +282,15 @@ def test_estimands_take_the_instrument_name(frame):
     assert est["b_goal_within"].attrs["units"].startswith("GAD-7 points")
 
 
-def test_outcome_units_read_the_fit_record_without_the_study():
+@pytest.fixture
+def undeclared_anx(monkeypatch):
+    """No study in this process declares ``anx`` (another test file may have loaded one)."""
+    from alliance_bayes.data import instruments
+
+    monkeypatch.delitem(instruments._DECLARED, "anx", raising=False)
+
+
+def test_outcome_units_read_the_fit_record_without_the_study(undeclared_anx):
     spec = _spec("who5_followup", "anx_followup", phq9_sample="all")
     recorded = {"declared_outcomes": {"anx": {"units": "ANX points"}}}
     assert outcome_units(spec, recorded) == {"who5": "WHO-5 points", "anx": "ANX points"}
@@ -305,7 +314,7 @@ def test_heldout_step_uses_the_declared_range_and_resolution(frame):
     np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
-def test_second_outcome_ppc_reads_the_recorded_declaration(tmp_path):
+def test_second_outcome_ppc_reads_the_recorded_declaration(tmp_path, undeclared_anx):
     rng = np.random.default_rng(3)
     clients = [f"C{i}" for i in range(30)]
     base = rng.integers(10, 21, 30).astype(float)
@@ -347,3 +356,18 @@ def test_declared_outcome_recovers_the_planted_values(frame, fitted):
     mu_b = post["mu_b"].sel(outcome="gad7")
     z = mu_b.mean(("chain", "draw")) / mu_b.std(("chain", "draw"))
     assert (np.abs(z.values) < 3.5).all(), z.values
+
+
+def test_describe_names_every_cut_outcome_and_a_declared_data_rule(frame):
+    """PHQ-9 first and GAD-7 second: both samples are cut and the text says so; a ``[data]`` rule
+    naming a declared outcome is written with its declared cut-off (it raised a KeyError)."""
+    prepare_latent(_spec("who5_followup", "gad7_followup"), frame)  # declares GAD-7
+    both = data_variables(_spec("phq9_followup", "gad7_followup"))
+    line = next(v for v in both if "follow-up enters" in v)
+    assert "PHQ-9 follow-up enters for clients elevated at baseline (" in line
+    assert "GAD-7 follow-up enters for clients elevated at baseline (GAD-7 baseline >= 10" in line
+    assert line.endswith("every client informs the measurement part.")
+    spec = _spec("who5_followup", "phq9_followup")
+    spec = replace(spec, data=replace(spec.data, elevated_by="gad7"))
+    line = next(v for v in data_variables(spec) if "follow-up enters" in v)
+    assert "PHQ-9 follow-up enters for clients elevated at baseline (GAD-7 baseline >= 10)" in line

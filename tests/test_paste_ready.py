@@ -292,3 +292,21 @@ def test_dir_lists_the_public_api():
     names = dir(ab)
     assert {"load_study", "load_spec", "fit", "Fit", "__version__"} <= set(names)
     assert not {"Any", "TYPE_CHECKING", "annotations", "import_module"} & set(names)
+
+
+def test_a_constant_row_does_not_widen_its_column():
+    """One decimal place per column from the rows whose MCSE is defined: a constant row (MCSE 0,
+    e.g. a fixed quantity) takes the column's places instead of asking for six."""
+    from alliance_bayes.report.tables import column_decimals
+
+    summary = pd.DataFrame(
+        {
+            "mcse_mean": [0.013, 0.0, np.nan, 0.4],
+            "prob_positive": [0.9, 1.0, 0.5, 0.7],
+            "ess_bulk": [1000.0, 1000.0, 1000.0, 1000.0],
+        },
+        index=["a", "constant", "undefined", "b"],
+    )
+    assert column_decimals(summary, ["a", "b"]) == (2, 2)
+    assert column_decimals(summary, ["a", "constant", "undefined", "b"]) == (2, 2)
+    assert column_decimals(summary, ["constant"]) == (0, 0)

@@ -357,3 +357,25 @@ def test_a_study_without_country_or_of_one_country_has_no_country_effects(spec, 
         assert "not measured: the study has no country (`country`) values" in claim
     else:
         assert "not estimable: the study has one country" in claim
+
+
+def test_a_one_country_posterior_of_an_older_bundle_still_has_its_estimands(spec, shipped):
+    """Bundles written before one-country fits dropped the country effects hold a one-level
+    ``z_country``: their estimands are computed as a country-free fit's (no division by n - 1)."""
+    clients = shipped.clients.assign(country="NZ")
+    data = design_of(spec, RawStudy.from_frames(shipped.providers, clients, shipped.sessions))
+    family = family_of(spec)
+    model = family.build(spec, data)
+    import pymc as pm
+
+    with model:
+        prior = pm.sample_prior_predictive(draws=4, random_seed=1)["prior"].to_dataset()
+    scales = family.scales(data)
+    new = family.estimands(spec, prior, scales)
+    old = prior.assign(
+        z_country=(("chain", "draw", "country"), np.zeros((1, 4, 1))),
+        sd_country_latent=(("chain", "draw"), np.ones((1, 4))),
+    ).assign_coords(country=["NZ"])
+    again = family.estimands(spec, old, scales)
+    assert set(again.data_vars) == set(new.data_vars)
+    xr.testing.assert_allclose(again, new)

@@ -173,3 +173,20 @@ def test_ratings_elevated_sample_with_who5_is_the_who5_screen():
     baseline = shipped.clients["who5_baseline"]
     assert _not_elevated(design) == len(baseline) - int((baseline <= 32).sum())
     assert (design.frame.clients["who5_baseline"] <= 32).all()
+
+
+def test_a_rule_the_study_cannot_apply_is_refused_only_where_the_sample_uses_it(
+    shipped_without_who5,
+):
+    """elevated_by naming an outcome the study does not declare: a spec taking every client
+    builds; one selecting the elevated is refused naming the spec and the outcomes measured."""
+    spec = load_spec(
+        "who5_change", outcome="gad7_followup", data={"sample": "all", "elevated_by": "core10"}
+    )
+    assert design_of(spec, shipped_without_who5).n_clients > 0
+    elevated = replace(spec, data=replace(spec.data, sample="elevated"))
+    with pytest.raises(DesignError) as err:
+        design_of(elevated, shipped_without_who5)
+    message = str(err.value)
+    assert f"spec {spec.name!r}" in message and "'core10' (no such outcome)" in message
+    assert "GAD-7 ('gad7')" in message and "elevated_by = 'phq9'" in message

@@ -651,6 +651,11 @@ def conditional_effects(
     from alliance_bayes.model.regression.figures import conditional_predictions
 
     _regression_only(spec, "conditional_effects")
+    if isinstance(effects, int | float):
+        raise TypeError(
+            f"conditional_effects(effects, *, prob=...): effects names predictors ('goal'), got "
+            f"{effects!r}; give a probability by name, prob={effects!r}"
+        )
     if not 0 < float(prob) < 1:
         raise ValueError(f"prob must be a probability between 0 and 1, not {prob!r}")
     preds = conditional_predictions(posterior, meta, n_grid=n_grid)

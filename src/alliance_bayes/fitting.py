@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from alliance_bayes.data.frame import AnalysisFrame, build_frame
+from alliance_bayes.data.frame import ELEVATED_RULES, AnalysisFrame, build_frame
 from alliance_bayes.data.load import RawStudy, load_study
 from alliance_bayes.diagnostics import GateResult, check_convergence
 from alliance_bayes.inference import SamplerSettings, sample_model
@@ -44,9 +44,16 @@ def resolve_spec(spec: str | os.PathLike[str] | ModelSpec) -> ModelSpec:
 def frame_of(spec: ModelSpec, study: RawStudy) -> AnalysisFrame:
     """The analysis frame of ``study`` under the data options of ``spec`` (elevation rule, cut-offs)."""
     d = spec.data
+    rule = d.elevated_by
+    declared = study.outcomes.get(rule)
+    if rule not in ELEVATED_RULES and (declared is None or declared.cutoff is None):
+        # The frame's own flag only informs its summary: a spec whose sample uses a rule the
+        # study cannot apply is refused by its family, naming the spec and the outcomes the study
+        # has (alliance_bayes.model.elevated); one that takes every client never uses it.
+        rule = "who5"
     return build_frame(
         study,
-        elevated_by=d.elevated_by,
+        elevated_by=rule,
         who5_cutoff=d.who5_cutoff,
         phq9_cutoff=d.phq9_cutoff,
         alliance_sessions=spec.predictors.alliance_sessions,

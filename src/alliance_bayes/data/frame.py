@@ -137,7 +137,9 @@ class AnalysisFrame:
         given ``session_index``, else of ``session_date``, ties in file order), ``wai_goal``,
         ``wai_bond``, ``wai_task``: the session's rating of each subscale (nullable ``Int64``), or
         with a declared alliance instrument its score, the mean of the subscale's rated items
-        (``float64``; ``Int64`` still for one integer 1–5 item per subscale).
+        (``float64``; ``Int64`` still for one integer 1–5 item per subscale); with several
+        items per subscale also each item's rating as recorded (not reversed, ``float64``),
+        under its declared column name.
     subscales : tuple of str
         ``("goal", "bond")``, plus ``"task"`` when any task rating is present.
     data_sha256 : str
@@ -642,6 +644,7 @@ def build_frame(
         }
     )
     partially_rated: dict[str, int] = {}
+    item_columns: list[str] = []
     if study.alliance is None:
         for s in _ALL_SUBSCALES:
             ses[f"wai_{s}"] = raw_sessions[f"wai_{s}"].astype("Int64").array
@@ -649,10 +652,24 @@ def build_frame(
         scores, partially_rated = session_scores(raw_sessions, study.alliance)
         for s in _ALL_SUBSCALES:
             ses[f"wai_{s}"] = scores[s].array
+        # several items per subscale: the item ratings as recorded (not reversed), for the
+        # models of every item rating (the ratings family)
+        if any(len(items) > 1 for _, items in study.alliance.subscales):
+            item_columns = [c for c in study.alliance.columns if c not in ses]
+            for c in item_columns:
+                ses[c] = raw_sessions[c].astype("float64").to_numpy()
     ses = ses.sort_values(["client_index", "order", "row"], kind="stable").reset_index(drop=True)
     ses["session_index"] = ses.groupby("client_index").cumcount().to_numpy(dtype=np.int64) + 1
     sessions = ses[
-        ["client_index", "provider_index", "session_index", "wai_goal", "wai_bond", "wai_task"]
+        [
+            "client_index",
+            "provider_index",
+            "session_index",
+            "wai_goal",
+            "wai_bond",
+            "wai_task",
+            *item_columns,
+        ]
     ].copy()
 
     subscales = ("goal", "bond", "task") if sessions["wai_task"].notna().any() else ("goal", "bond")

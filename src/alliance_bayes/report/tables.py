@@ -126,11 +126,11 @@ def column_decimals(summary: pd.DataFrame, names: Sequence[str]) -> tuple[int, i
     a digit or two more than it alone would.
     """
     rows = [summary.loc[n] for n in names if n]
-    if not rows:
-        return 0, 0
+    # A constant row (MCSE 0 or undefined) would ask for every decimal; it takes the column's.
+    varying = [r for r in rows if math.isfinite(r["mcse_mean"]) and r["mcse_mean"] > 0]
     return (
-        max(decimals_for_mcse(r["mcse_mean"]) for r in rows),
-        max(_prob_decimals(r["prob_positive"], r["ess_bulk"]) for r in rows),
+        max((decimals_for_mcse(r["mcse_mean"]) for r in varying), default=0),
+        max((_prob_decimals(r["prob_positive"], r["ess_bulk"]) for r in rows), default=0),
     )
 
 
@@ -756,8 +756,8 @@ def _texttt(text: str) -> str:
     escaped = latex_escape(text)
     for macro, ch in ((r"\textless{}", "<"), (r"\textgreater{}", ">"), (r"\textbar{}", "|")):
         escaped = escaped.replace(macro, ch)
-    # A long name may break after a bracket or a hyphen in a narrow column (the typewriter font
-    # has no hyphenation, so it would otherwise run into the next column).
+    # A long statement may break after a bracket or a hyphen in a wrapped (parbox) cell: the
+    # typewriter font has no hyphenation, so it would otherwise run into the next column.
     escaped = escaped.replace("[", r"[\allowbreak{}").replace("-", r"-\allowbreak{}")
     return rf"\texttt{{{escaped}}}"
 
@@ -797,10 +797,12 @@ def tables_latex(
 ) -> str:
     r"""All tables as a LaTeX fragment for ``\input``: a shared note, then ``table`` floats.
 
-    The fragment is ASCII and compiles under pdfLaTeX with :data:`LATEX_PREAMBLE`
-    (``\usepackage{booktabs}``) in any document class; each row ends in a ``% estimand:`` comment
-    naming its stable estimand. ``hypotheses`` (a decided hypothesis table) adds a last table;
-    ``summary`` as in :func:`tables_markdown`.
+    The fragment is ASCII and compiles under pdfLaTeX and LuaLaTeX with :data:`LATEX_PREAMBLE`
+    (``\usepackage{booktabs}`` and ``\usepackage{graphicx}``) in any document class; a table wider
+    than the text is scaled to its width (:func:`~alliance_bayes.report.render.latex_table`'s
+    ``fit_width``); each row ends in a ``% estimand:`` comment naming its stable estimand.
+    ``hypotheses`` (a decided hypothesis table) adds a last table; ``summary`` as in
+    :func:`tables_markdown`.
     """
     out = [
         "% alliance-bayes paper tables: a fragment for \\input{tables.tex} under pdfLaTeX or "

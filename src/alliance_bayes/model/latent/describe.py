@@ -68,25 +68,39 @@ def data_variables(spec: ModelSpec) -> list[str]:
 
 
 def _phq9_sample(spec: ModelSpec) -> list[str]:
-    """Which clients the second outcome's likelihood takes (the PHQ-9 sample, or a declared
-    instrument's by its cut-off: :func:`~alliance_bayes.model.latent.measurement.prepare_latent`)."""
+    """Which clients each outcome's likelihood takes, as
+    :func:`~alliance_bayes.model.latent.measurement.prepare_latent` selects them: under
+    ``phq9_sample = "elevated"`` PHQ-9 (in any place) those elevated by the ``[data]`` rule, a
+    declared second outcome those at or past its declared cut-off; every other outcome, and every
+    outcome under ``"all"``, every client with both its scores."""
     m = spec.measurement
     if m is None:
         return []
-    if "phq9_followup" in m.outcomes:
-        return _phq9_rule(spec)
-    if len(m.outcomes) < 2 or m.outcomes[1] in OUTCOMES:
+    if m.phq9_sample == "all":
+        return [
+            f"{label} follow-up enters for every client with both {label} scores."
+            for label in map(_label, m.outcomes[1:])
+        ]
+    cut, whole = [], []
+    for position, outcome in enumerate(m.outcomes):
+        label, instrument = _label(outcome), instrument_of(outcome)
+        if outcome == "phq9_followup":
+            cut.append(
+                f"PHQ-9 follow-up enters for clients elevated at baseline ({_data_rule(spec)}), "
+                "the sample of depression_change"
+            )
+        elif position > 0 and outcome not in OUTCOMES and instrument and instrument.cutoff:
+            worse = ">=" if instrument.better == "lower" else "<="
+            cut.append(
+                f"{label} follow-up enters for clients elevated at baseline ({label} baseline "
+                f"{worse} {instrument.cutoff:g}, the declared cut-off)"
+            )
+        else:
+            whole.append(label)
+    if not cut:
         return []
-    label, first = (_label(o) for o in (m.outcomes[1], m.outcomes[0]))
-    instrument = instrument_of(m.outcomes[1])
-    if m.phq9_sample == "all" or instrument is None or instrument.cutoff is None:
-        return [f"{label} follow-up enters for every client with both {label} scores."]
-    worse = ">=" if instrument.better == "lower" else "<="
-    return [
-        f"{label} follow-up enters for clients elevated at baseline ({label} baseline {worse} "
-        f"{instrument.cutoff:g}, the declared cut-off); every client informs the measurement "
-        f"part and {first}."
-    ]
+    rest = f" and {', '.join(whole)}" if whole else ""
+    return [f"{'; '.join(cut)}; every client informs the measurement part{rest}."]
 
 
 def _label(outcome: str) -> str:
@@ -96,24 +110,25 @@ def _label(outcome: str) -> str:
     return outcome if instrument is None else instrument.label
 
 
-def _phq9_rule(spec: ModelSpec) -> list[str]:
-    m = spec.measurement
-    assert m is not None
-    if m.phq9_sample == "all":
-        return ["PHQ-9 follow-up enters for every client with both PHQ-9 scores."]
+def _data_rule(spec: ModelSpec) -> str:
+    """The ``[data]`` elevated rule in words: a built-in one with the spec's cut-offs, or a
+    declared outcome's cut-off (:mod:`alliance_bayes.model.elevated`)."""
     d = spec.data
-    rule = {
+    built_in = {
         "who5": f"WHO-5 baseline <= {d.who5_cutoff:g}",
         "phq9": f"PHQ-9 baseline >= {d.phq9_cutoff:g}",
         "phq9_else_who5": (
             f"PHQ-9 baseline >= {d.phq9_cutoff:g}, or WHO-5 baseline <= {d.who5_cutoff:g} "
             "where PHQ-9 was not measured"
         ),
-    }[d.elevated_by]
-    return [
-        f"PHQ-9 follow-up enters for clients elevated at baseline ({rule}), the sample of "
-        f"depression_change; every client informs the measurement part and {_label(m.outcomes[0])}."
-    ]
+    }
+    if d.elevated_by in built_in:
+        return built_in[d.elevated_by]
+    instrument = instrument_of(f"{d.elevated_by}_followup")
+    if instrument is None or instrument.cutoff is None:
+        return f"by [data] elevated_by = {d.elevated_by!r}"
+    worse = ">=" if instrument.better == "lower" else "<="
+    return f"{instrument.label} baseline {worse} {instrument.cutoff:g}"
 
 
 def cutpoint_row(threshold_sd: float, scale: RatingScale) -> regression.PriorRow:

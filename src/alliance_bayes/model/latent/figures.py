@@ -47,15 +47,16 @@ def plot_item_characteristic_curves(
         return None
     kappa = post["threshold"].mean(("chain", "draw"))
     disc = post["discrimination"].mean(("chain", "draw"))
-    subs = [str(s) for s in kappa["subscale"].values]
+    rows = "item" if "item" in kappa.dims else "subscale"  # several items per subscale: per item
+    subs = [str(s) for s in kappa[rows].values]
     low = lowest_rating(post["threshold"])
     high = low + kappa.sizes["cut"]
     k_all = np.asarray(kappa.values, dtype=float)
     theta = np.linspace(min(-4.0, k_all.min() - 1.5), max(3.0, k_all.max() + 1.5), 301)
-    fig, axes = plt.subplots(1, len(subs), figsize=(4.6 * len(subs), 3.4), squeeze=False)
+    fig, panels = _panels(len(subs), 4.6, 3.4)
     parts = []
-    for ax, s in zip(axes[0], subs, strict=True):
-        k, d = kappa.sel(subscale=s).values, float(disc.sel(subscale=s))
+    for ax, s in zip(panels, subs, strict=True):
+        k, d = kappa.sel({rows: s}).values, float(disc.sel({rows: s}))
         cum = expit(d * (theta[:, None] - k[None, :]))  # P(r > k)
         upper = np.column_stack([np.ones_like(theta), cum])
         lower = np.column_stack([cum, np.zeros_like(theta)])
@@ -70,7 +71,7 @@ def plot_item_characteristic_curves(
         twin.set_ylim(low, high)
         twin.set_ylabel(f"E[rating | θ] ({low}–{high})", fontsize=8)
         parts.append(f"{s}: P({high}) exceeds 1/2 above θ = {k[-1]:.2f}")
-    axes[0][0].legend(fontsize=7, loc="center left")
+    panels[0].legend(fontsize=7, loc="center left")
     fig.tight_layout()
     text = (
         "Item characteristic curves at posterior means (θ = 0 is the average client); "
@@ -82,6 +83,18 @@ def plot_item_characteristic_curves(
         save_figure(fig, outdir, "item_characteristic_curves", formats),
         text,
     )
+
+
+def _panels(n: int, width: float, height: float, per_row: int = 4):
+    """A figure of ``n`` panels, at most ``per_row`` to a row (an instrument's twelve items would
+    otherwise make one panel row five feet wide), and its first ``n`` axes; the rest hidden."""
+    ncols = min(n, per_row)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
 
 
 def plot_latent_vs_averaged(
@@ -150,13 +163,14 @@ def plot_rating_ppc(
         return None
     obs = dt["observed_data"]["ratings"]
     rep = dt["posterior_predictive"]["ratings"]
-    subs = [str(s) for s in obs["subscale"].values]
+    rows = "item" if "item" in obs.dims else "subscale"  # several items per subscale: per item
+    subs = [str(s) for s in obs[rows].values]
     cats = [str(c) for c in obs["category"].values]
-    fig, axes = plt.subplots(1, len(subs), figsize=(4.2 * len(subs), 3.4), squeeze=False)
+    fig, panels = _panels(len(subs), 4.2, 3.4)
     parts = []
-    for ax, s in zip(axes[0], subs, strict=True):
-        o = np.asarray(obs.sel(subscale=s).values, dtype=float)
-        r = flat_draws(rep.sel(subscale=s)).astype(float)
+    for ax, s in zip(panels, subs, strict=True):
+        o = np.asarray(obs.sel({rows: s}).values, dtype=float)
+        r = flat_draws(rep.sel({rows: s})).astype(float)
         o_share, r_share = o / o.sum(), r / r.sum(axis=1, keepdims=True)
         x = np.arange(len(cats))
         lo, hi = np.quantile(r_share, [0.025, 0.975], axis=0)
@@ -171,7 +185,7 @@ def plot_rating_ppc(
             f"{s}: observed share at {cats[-1]} {o_share[-1]:.1%} vs replicated "
             f"{r_share[:, -1].mean():.1%} ({ordinal(pct)} percentile)"
         )
-    axes[0][0].legend(fontsize=7)
+    panels[0].legend(fontsize=7)
     fig.tight_layout()
     text = "Item rating distribution, observed vs posterior predictive — " + "; ".join(parts) + "."
     paths = save_figure(fig, outdir, "rating_ppc", formats)

@@ -11,7 +11,9 @@ subscale on a whole-number range of at least three categories
 (:attr:`~alliance_bayes.data.alliance.AllianceInstrument.single_integer_ratings`); several items
 per subscale, a finer step, reversed items or pre-scored means are refused by
 :func:`require_single_ratings`, before any array is built, naming the instrument, why, and the
-averaged-score models that take it.
+averaged-score models that take it. The ratings family models every item of a subscale
+(:func:`require_integer_ratings`): several items per subscale and reversed items pass there, the
+other refusals stand.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.errors import DesignError
 from alliance_bayes.spec import ModelSpec
 
-__all__ = ["CONTRACT_SCALE", "RatingScale", "rating_scale", "require_single_ratings"]
+__all__ = [
+    "CONTRACT_SCALE",
+    "RatingScale",
+    "rating_scale",
+    "require_integer_ratings",
+    "require_single_ratings",
+]
 
 
 @dataclass(frozen=True)
@@ -122,15 +130,16 @@ def rating_scale(frame: AnalysisFrame) -> RatingScale:
     return RatingScale(int(alliance.low), int(alliance.high), frame.alliance_scale)
 
 
-def _why(frame: AnalysisFrame) -> str:
-    """What about the declared instrument a graded-response model cannot take, in words."""
+def _why(frame: AnalysisFrame, *, several_items: bool = False) -> str:
+    """What about the declared instrument a graded-response model cannot take, in words
+    (``several_items``: the model takes several items per subscale and reversed items)."""
     a = frame.alliance
     assert a is not None
     if a.scored == "subscales":
         return "its sessions hold pre-scored subscale means, not item ratings"
     reasons = []
     counts = sorted({len(items) for _, items in a.subscales})
-    if counts != [1]:
+    if counts != [1] and not several_items:
         reasons.append(f"{'/'.join(map(str, counts))} items per subscale")
     if a.step != 1.0:
         reasons.append(f"rated in steps of {a.step:g}, not whole numbers")
@@ -138,7 +147,7 @@ def _why(frame: AnalysisFrame) -> str:
         reasons.append(f"a range {a.low:g}–{a.high:g} whose ends are not whole numbers")
     elif a.high - a.low < 2:
         reasons.append(f"only {int(a.high - a.low) + 1} categories ({a.low:g}–{a.high:g})")
-    if a.reverse:
+    if a.reverse and not several_items:
         reasons.append("reverse-scored items")
     return ", ".join(reasons)
 
@@ -170,4 +179,36 @@ def require_single_ratings(spec: ModelSpec, frame: AnalysisFrame, family: str = 
         "averaged-score model instead, which takes any declared instrument: a regression spec "
         "(alliance = 'subscales' or 'composite', no [measurement] table), such as who5_change, "
         f"whose slopes are then per point of the {alliance.scale} scale"
+    )
+
+
+def require_integer_ratings(spec: ModelSpec, frame: AnalysisFrame, family: str = "ratings") -> None:
+    """Refuse a study whose declared alliance instrument is not integer item ratings.
+
+    As :func:`require_single_ratings`, but any number of items per subscale passes, reversed
+    items too (each is turned, ``low + high - rating``, before it is modelled): the ratings
+    family models every item. Pre-scored subscale means, a finer step than whole numbers and
+    fewer than three categories are still refused.
+
+    Raises
+    ------
+    DesignError
+        Naming the spec, the family, what it takes, the instrument and why it does not fit, and
+        suggesting an averaged-score (regression) model, which takes any declared instrument.
+    """
+    a = frame.alliance
+    if a is None or a.single_integer_ratings or not _why(frame, several_items=True):
+        return
+    where = frame.outcomes_declared_in or "the study"
+    raise DesignError(
+        f"spec {spec.name!r} ({family} family): its graded-response model takes integer "
+        "alliance item ratings, one integer alliance rating per subscale and session or several "
+        "items per subscale (reverse-scored items are turned), each whole number of the "
+        "declared range a category and at least three of them (one integer alliance rating "
+        "1–5 per subscale, as the contract's items, or 1–7, 0–6, 1–4; the WAI-SR's four items "
+        "1–5 per subscale); the study declares the "
+        f"alliance instrument {a.scale} ({_why(frame, several_items=True)}; [alliance] in "
+        f"{where}). Fit an averaged-score model instead, which takes any declared instrument: a "
+        "regression spec (alliance = 'subscales' or 'composite', no [measurement] table), such "
+        f"as who5_change, whose slopes are then per point of the {a.scale} scale"
     )

@@ -64,7 +64,9 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
     return [
         cutpoint_row(p["threshold_sd"], RatingScale.of_scales(scales)),
         PriorRow(
-            "α_s (discrimination)",
+            "α_j (discrimination, per item)"
+            if "alliance_items" in (scales or {})
+            else "α_s (discrimination)",
             f"LogNormal(0, {p['discrimination_sd']:g})",
             "per client latent SD",
             "Median 1; a factor of e either way at 1 prior SD.",

@@ -5,7 +5,11 @@ Every client of the spec's sample with at least one rating and every covariate o
 and bond (and task, where rated) ratings, each one of the :math:`K` categories of the items' scale
 (the contract's 1–5, or a declared instrument's whole-number range:
 :func:`~alliance_bayes.model.latent.instrument_check.rating_scale`; category index = rating minus
-the lowest rating). The session order is the session's number within the client (1, 2, …),
+the lowest rating). A declared instrument with several items per subscale (the WAI-SR: four
+items 1–5 each) contributes every item's rating instead, one row of the count table per item
+(:attr:`RatingsData.items`, each with its subscale); a reverse-scored item's rating :math:`r` is
+modelled as :math:`L + H - r`, so that a higher category always means a stronger alliance (as
+the averaged scores turn it). The session order is the session's number within the client (1, 2, …),
 centred at its mean over the rated sessions, so that the other terms describe a session of
 average order.
 
@@ -62,7 +66,7 @@ from alliance_bayes.model.latent.instrument_check import (
     CONTRACT_SCALE,
     RatingScale,
     rating_scale,
-    require_single_ratings,
+    require_integer_ratings,
 )
 from alliance_bayes.model.regression.design import (
     alliance_record,
@@ -108,7 +112,9 @@ class RatingsData:
     session_provider: np.ndarray  # (session,)
     session_order: np.ndarray  # (session,) session number minus its mean
     session_order_mean: float
-    counts: np.ndarray  # (subscale, session, category): one-hot, 0 where the item is not rated
+    # (row, session, category): one-hot, 0 where the item is not rated; a row per subscale, or
+    # per item (``items``) when some subscale has several
+    counts: np.ndarray
     exclusions: dict[str, int] = field(default_factory=dict)
     scale: RatingScale = CONTRACT_SCALE  # the rating categories (counts' last axis)
     # The ``covariate`` coordinate: the built-ins' labels, a declared covariate's name, or a
@@ -118,6 +124,20 @@ class RatingsData:
     covariate_coding: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Built-in covariates left out because the study did not measure them (their labels).
     covariates_not_measured: tuple[str, ...] = ()
+    # With several items per subscale: the declared item columns (``counts``' rows), and each
+    # item's subscale (index into ``subscales``); empty with one item per subscale.
+    items: tuple[str, ...] = ()
+    item_subscale: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def several_items(self) -> bool:
+        """Whether ``counts`` has a row per item (some subscale has several) not per subscale."""
+        return bool(self.items)
+
+    @property
+    def rows(self) -> str:
+        """The dimension of ``counts``' rows: ``"item"`` with several items, else ``"subscale"``."""
+        return "item" if self.several_items else "subscale"
 
     @property
     def n_clients(self) -> int:
@@ -125,7 +145,7 @@ class RatingsData:
 
     @property
     def category_totals(self) -> np.ndarray:
-        """(subscale, category) observed rating counts."""
+        """(row, category) observed rating counts (:attr:`rows`)."""
         return self.counts.sum(axis=1)
 
     @property
@@ -205,6 +225,8 @@ class RatingsData:
         }
         if not self.provider_shift_is_scalar:
             coords["provider_type_contrast"] = list(self.provider_contrasts)
+        if self.several_items:
+            coords["item"] = list(self.items)
         return coords
 
 
@@ -225,13 +247,14 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
     Raises
     ------
     DesignError
-        The study declares an alliance instrument other than one integer item per subscale on a
-        whole-number range (:func:`~alliance_bayes.model.latent.instrument_check.require_single_ratings`),
+        A declared item column missing from the frame's sessions, or the study declares an
+        alliance instrument other than integer item ratings on a
+        whole-number range (:func:`~alliance_bayes.model.latent.instrument_check.require_integer_ratings`),
         the spec names a covariate the study does not declare or did not measure, no covariate
         was measured, the country column is absent, a categorical covariate's reference level has
         no client in the model, or fewer than 20 clients are left.
     """
-    require_single_ratings(spec, frame, family="ratings")
+    require_integer_ratings(spec, frame, family="ratings")
     check_covariates(spec, frame)
     clients = frame.clients
     keep = np.ones(len(clients), dtype=bool)
@@ -279,9 +302,9 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
     ses = sub.sessions
     subscales = tuple(sub.subscales)
     scale = rating_scale(sub)
-    counts = np.zeros((len(subscales), len(ses), scale.n_categories), dtype=np.int64)
-    for j, s in enumerate(subscales):
-        r = ses[f"wai_{s}"].to_numpy(dtype=float, na_value=np.nan)
+    items, item_subscale, ratings = _item_ratings(sub, subscales, scale)
+    counts = np.zeros((len(ratings), len(ses), scale.n_categories), dtype=np.int64)
+    for j, r in enumerate(ratings):
         ok = ~np.isnan(r)
         counts[j, np.flatnonzero(ok), scale.category_index(r[ok])] = 1
     used = counts.sum(axis=(0, 2)) > 0
@@ -308,7 +331,39 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
         covariate_coding=coding,
         covariates_not_measured=tuple(_BUILT_IN[n][0] for n in not_measured)
         + (() if country_measured else ("country",)),
+        items=items,
+        item_subscale=item_subscale,
     )
+
+
+def _item_ratings(
+    frame: AnalysisFrame, subscales: tuple[str, ...], scale: RatingScale
+) -> tuple[tuple[str, ...], np.ndarray, list[np.ndarray]]:
+    """The rows of the count table: the declared items (and each one's subscale) when some
+    subscale has several, else none, and each row's session ratings (NaN where not rated).
+
+    One item per subscale: the session's rating of each subscale, ``wai_<s>`` (a declared
+    reversed item is turned there already). Several: each item's recorded rating, a reversed
+    one turned, :math:`L + H - r`, so that a high category always means a stronger alliance.
+    """
+    alliance, ses = frame.alliance, frame.sessions
+    if alliance is None or all(len(items) == 1 for _, items in alliance.subscales):
+        ratings = [ses[f"wai_{s}"].to_numpy(dtype=float, na_value=np.nan) for s in subscales]
+        return (), np.zeros(0, dtype=np.int64), ratings
+    missing = [c for s in subscales for c in alliance.items(s) if c not in ses]
+    if missing:
+        raise DesignError(
+            f"the alliance instrument {alliance.scale} declares the item column(s) {missing}, "
+            "which the analysis frame's sessions do not hold (build the frame from the study)"
+        )
+    items, owner, ratings = [], [], []
+    for k, s in enumerate(subscales):
+        for c in alliance.items(s):
+            r = ses[c].to_numpy(dtype=float, na_value=np.nan)
+            items.append(c)
+            owner.append(k)
+            ratings.append(scale.low + scale.high - r if c in alliance.reverse else r)
+    return tuple(items), np.array(owner, dtype=np.int64), ratings
 
 
 def _measured_covariates(spec: ModelSpec, clients: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -413,7 +468,9 @@ def ratings_scales(data: RatingsData) -> dict[str, object]:
     covariate was left out, their labels; ``alliance_instrument``, only with a declared alliance
     instrument, its declaration
     (:func:`~alliance_bayes.model.regression.design.alliance_record`: the rating scale the
-    estimands are on and whose categories the model has).
+    estimands are on and whose categories the model has); ``alliance_items``, only with several
+    items per subscale, each modelled item's subscale (``subscale``), the reverse-scored items
+    (``reversed``, modelled as ``low + high - rating``) and that rule in words (``scored``).
     """
     counts = _care_counts(data)
     total = sum(counts.values())
@@ -434,7 +491,25 @@ def ratings_scales(data: RatingsData) -> dict[str, object]:
         }
         | _covariate_scales(data)
         | ({"alliance_instrument": record} if (record := alliance_record(data.frame)) else {})
+        | _items_scales(data)
     )
+
+
+def _items_scales(data: RatingsData) -> dict[str, object]:
+    """The ``alliance_items`` entry of :func:`ratings_scales` (several items per subscale only)."""
+    if not data.several_items:
+        return {}
+    reverse = data.frame.alliance.reverse if data.frame.alliance is not None else ()
+    return {
+        "alliance_items": {
+            "subscale": {
+                c: data.subscales[k] for c, k in zip(data.items, data.item_subscale, strict=True)
+            },
+            "reversed": [c for c in data.items if c in reverse],
+            "scored": "each item's rating is one category; a reverse-scored item's rating r is "
+            "modelled as low + high - r",
+        }
+    }
 
 
 def _covariate_scales(data: RatingsData) -> dict[str, object]:

@@ -14,7 +14,11 @@ effects, at the sample's mean covariates and mean session order. With :math:`\mu
     \qquad \tau_s(\theta) = L + \sum_{k=1}^{K-1}\operatorname{logit}^{-1}\big(\alpha_s(\theta
         - \kappa_{s,k})\big),
 
-by the trapezoid rule on :data:`NODES` (:math:`\tau` is
+by the trapezoid rule on :data:`NODES`. With several items per subscale (a declared instrument
+such as the WAI-SR; the scales' ``alliance_items`` give each item's subscale) :math:`\tau_s` is
+the mean over the subscale's items of each item's expected rating, the session subscale score
+of the averaged-score models, so that every level keeps its name and meaning; the ceiling share
+is likewise the mean over the items of :math:`P(r = H)` (:math:`\tau` is
 :func:`~alliance_bayes.model.latent.measurement.expected_rating_np`). A care type's level
 averages :math:`R` over the study's countries (weighted by their clients) and, for clients who saw
 several provider types, over the provider types of their sessions:
@@ -101,6 +105,7 @@ def marginal_rating(
     *,
     ceiling: bool = False,
     low: float = 1.0,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     r"""Item-averaged :math:`\mathbb E_Z[\tau_s(\mu + \omega Z)]` (or :math:`P(r = H)`).
 
@@ -117,6 +122,8 @@ def marginal_rating(
         Return the probability of the top category instead of the expected rating.
     low : float
         The lowest rating :math:`L` (1 on the contract's items).
+    weights : (item,) array, optional
+        Each item's weight in the average (summing to 1); the plain mean without.
 
     Returns
     -------
@@ -134,7 +141,8 @@ def marginal_rating(
             value = special.expit(disc * (theta[..., None] - kappa[..., -1]))
         else:
             value = expected_rating_np(theta[..., None], disc, kappa, low)  # (d, ..., Q, S)
-        out[d] = (value.mean(axis=-1) * _WEIGHTS).sum(axis=-1)
+        averaged = value.mean(axis=-1) if weights is None else value @ weights
+        out[d] = (averaged * _WEIGHTS).sum(axis=-1)
     return out
 
 
@@ -157,11 +165,11 @@ def compute_ratings_estimands(
     """
     sc = scales or {}
     stacked = posterior[["discrimination"]].stack(sample=("chain", "draw"))
-    disc = _draws(posterior, "discrimination", "subscale")
-    kappa = _draws(posterior, "threshold", "subscale", "cut")
+    rows = "item" if "item" in posterior["discrimination"].dims else "subscale"
+    disc = _draws(posterior, "discrimination", rows)
+    kappa = _draws(posterior, "threshold", rows, "cut")
     low, high, scale = _rating_scale(posterior, sc)
-    items = [str(s) for s in posterior["subscale"].values]
-    averaged = [j for j, s in enumerate(items) if s in ("goal", "bond")] or list(range(len(items)))
+    averaged, weights = _averaged_items(posterior, sc, rows)
     disc, kappa = disc[:, averaged], kappa[:, averaged]
     labels = [str(k) for k in posterior["covariate"].values]
     beta = dict(zip(labels, _draws(posterior, "b_covariate", "covariate").T, strict=True))
@@ -181,7 +189,8 @@ def compute_ratings_estimands(
     sd_prov = _draws(posterior, "sd_provider_latent")
     lam = _draws(posterior, "b_session")
     # A study of one country (or none recorded) has no country effects in the graph.
-    with_countries = "z_country" in posterior
+    # (A bundle written before one-country fits dropped them has a one-level z_country.)
+    with_countries = "z_country" in posterior and posterior["z_country"].sizes["country"] > 1
     if with_countries:
         sd_country = _draws(posterior, "sd_country_latent")
         countries = [str(k) for k in posterior["country"].values]
@@ -202,7 +211,9 @@ def compute_ratings_estimands(
         total = 0.0
         for t, q in q_mix[care].items():
             mu = (gamma[care] + shift + type_shift[t])[:, None] + u
-            total = total + q * marginal_rating(mu, omega, disc, kappa, ceiling=ceiling, low=low)
+            total = total + q * marginal_rating(
+                mu, omega, disc, kappa, ceiling=ceiling, low=low, weights=weights
+            )
         return total
 
     def mix(shift: np.ndarray, *, ceiling: bool = False) -> np.ndarray:
@@ -269,7 +280,7 @@ def compute_ratings_estimands(
         "measurement",
     )
     out["sd_provider_alliance"] = (
-        _provider_sd(type_shift[_provider_reference(sc)], sd_prov, disc, kappa, low),
+        _provider_sd(type_shift[_provider_reference(sc)], sd_prov, disc, kappa, low, weights),
         f"{RATING_UNITS} (SD of the providers' expected ratings)",
         "variance component",
     )
@@ -277,8 +288,9 @@ def compute_ratings_estimands(
     if with_countries:
         out["sd_country_latent"] = (sd_country, "client latent SDs", "variance component")
     logistic = np.pi**2 / (3.0 * disc**2)
+    icc = sd_prov[:, None] ** 2 / (sd_prov[:, None] ** 2 + 1.0 + logistic)
     out["icc_provider_alliance"] = (
-        (sd_prov[:, None] ** 2 / (sd_prov[:, None] ** 2 + 1.0 + logistic)).mean(axis=1),
+        icc.mean(axis=1) if weights is None else icc @ weights,
         "share of the latent session variance",
         "variance component",
     )
@@ -343,6 +355,41 @@ def _declared_effects(
                     "contrast",
                 )
     return out
+
+
+def _averaged_items(
+    posterior: xr.Dataset, sc: Mapping[str, Any], rows: str
+) -> tuple[list[int], np.ndarray | None]:
+    """The rows (of ``rows``) that enter the reported rating, and their weights.
+
+    One item per subscale: goal and bond (every subscale when neither is there), a plain mean
+    (weights ``None``). Several: the items of goal and bond, each weighted
+    :math:`1 / (|S| n_s)` with :math:`n_s` its subscale's items, the mean over the subscales of
+    the mean of each one's items (the session subscale score of the averaged-score models).
+
+    Raises
+    ------
+    ValueError
+        Items whose subscale the scales' ``alliance_items`` does not give.
+    """
+    names = [str(k) for k in posterior[rows].values]
+    if rows == "subscale":
+        averaged = [j for j, s in enumerate(names) if s in ("goal", "bond")]
+        return averaged or list(range(len(names))), None
+    owner = dict((sc.get("alliance_items") or {}).get("subscale") or {})
+    unknown = [c for c in names if c not in owner]
+    if unknown:
+        raise ValueError(
+            f"item(s) {unknown} of the posterior have no subscale in the scales' "
+            "alliance_items (needed to average each subscale's items)"
+        )
+    subscales = [owner[c] for c in names]
+    kept = [s for s in dict.fromkeys(subscales) if s in ("goal", "bond")] or list(
+        dict.fromkeys(subscales)
+    )
+    averaged = [j for j, s in enumerate(subscales) if s in kept]
+    weights = np.array([1.0 / (len(kept) * subscales.count(subscales[j])) for j in averaged])
+    return averaged, weights
 
 
 def _rating_scale(posterior: xr.Dataset, sc: Mapping[str, Any]) -> tuple[float, float, str]:
@@ -420,10 +467,10 @@ def _provider_types(
     return shift, q_mix
 
 
-def _provider_sd(mean, sd_prov, disc, kappa, low: float = 1.0) -> np.ndarray:
+def _provider_sd(mean, sd_prov, disc, kappa, low: float = 1.0, weights=None) -> np.ndarray:
     """SD over a ~ N(mean, sd_prov) of the expected rating with the client effect integrated."""
     a = mean[:, None] + sd_prov[:, None] * NODES[None, :]  # (draw, Q)
-    m = marginal_rating(a, np.ones(len(a)), disc, kappa, low=low)
+    m = marginal_rating(a, np.ones(len(a)), disc, kappa, low=low, weights=weights)
     centre = (m * _WEIGHTS).sum(axis=1, keepdims=True)
     return np.sqrt(((m - centre) ** 2 * _WEIGHTS).sum(axis=1))
 

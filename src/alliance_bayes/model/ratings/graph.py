@@ -34,6 +34,16 @@ also orthogonal to the client terms, see :func:`_residualised`) and rescaled to 
 in the latent model, so that the cut-points alone carry the
 location and :math:`\delta` alone the provider-type differences.
 
+**Several items per subscale.** A declared instrument with several integer items per subscale
+(the WAI-SR: four items 1–5 each) has one row per item :math:`j` instead of one per subscale:
+:math:`\Pr(r_{nj} \ge L + k) = \operatorname{logit}^{-1}(\alpha_j\theta_n - c_{j,k})`, with
+item-specific cut-points and discriminations under the priors below (``threshold`` dims ``(item,
+cut)``, ``discrimination``, ``cutpoint_top`` dims ``item``; the ``item`` coordinate lists the
+declared columns and the constant ``item_subscale`` each item's subscale), :math:`\theta_n` as
+above. A reverse-scored item's rating :math:`r` enters as :math:`L + H - r`
+(:func:`~alliance_bayes.model.ratings.design.prepare_ratings`). With one item per subscale the
+model, its names, dimensions and coordinates are those of the subscales, as they have been.
+
 The graded-response pieces (ordered cut-points anchored at the top, the log density on the
 non-empty cells, category probabilities, predictive draws) are those of
 :mod:`alliance_bayes.model.latent.measurement`, with one cell per (item, session): each cell holds
@@ -88,9 +98,15 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from alliance_bayes.model.latent.measurement import (
+    RATINGS,
+    RatingTerms,
     _centred,
     _centred_within,
+    _ratings_dist,
+    _ratings_logp,
+    category_probs,
     observe_rating_table,
+    rating_loglik,
 )
 from alliance_bayes.model.ratings.design import RatingsData
 from alliance_bayes.spec import ModelSpec
@@ -143,11 +159,14 @@ def _residualised(z, data: RatingsData):
 def build_ratings_model(spec: ModelSpec, data: RatingsData) -> pm.Model:
     """The PyMC model of the module docstring, sampled on the logit scale (see "Sampling")."""
     pr = PRIORS
-    n_items = len(data.subscales)
+    rows = data.rows  # "subscale", or "item" with several items per subscale
+    n_items = data.counts.shape[0]
     with pm.Model(coords=data.coords()) as model:
-        cut_top = pm.Normal("cutpoint_top", 0.0, pr["threshold_sd"], dims="subscale")
+        if data.several_items:
+            pm.Data("item_subscale", data.item_subscale, dims="item")
+        cut_top = pm.Normal("cutpoint_top", 0.0, pr["threshold_sd"], dims=rows)
         gap_sd = pr["threshold_sd"] * data.scale.gap_prior_factor
-        gaps = pm.HalfNormal("cutpoint_gap", gap_sd, dims=("subscale", "gap"))
+        gaps = pm.HalfNormal("cutpoint_gap", gap_sd, dims=(rows, "gap"))
         below = pt.cumsum(gaps[:, ::-1], axis=-1)[:, ::-1]  # c_{K-1} - c_k, k = 1..K-2
         cut = pt.concatenate([cut_top[:, None] - below, cut_top[:, None]], axis=-1)
         # log alpha_s iid N(0, s^2) is log alpha_0 ~ N(0, s^2 / S) plus independent zero-sum
@@ -168,8 +187,8 @@ def build_ratings_model(spec: ModelSpec, data: RatingsData) -> pm.Model:
         else:
             ratio = pt.zeros(1)
         a0 = pt.exp(log_a0)
-        disc = pm.Deterministic("discrimination", pt.exp(log_a0 + ratio), dims="subscale")
-        pm.Deterministic("threshold", cut / disc[:, None], dims=("subscale", "cut"))
+        disc = pm.Deterministic("discrimination", pt.exp(log_a0 + ratio), dims=rows)
+        pm.Deterministic("threshold", cut / disc[:, None], dims=(rows, "cut"))
 
         def in_client_sds(name: str, sd: float, dims: str | None = None):
             # a_0 x ~ N(0, a_0 sd) is x ~ N(0, sd) on the logit scale of the client effects
@@ -207,10 +226,25 @@ def build_ratings_model(spec: ModelSpec, data: RatingsData) -> pm.Model:
             pt.exp(ratio)[:, None] * eta[None, :]
         )  # alpha_s theta = (alpha_s / a_0) eta, (S, N)
         g = pt.exp(-linear)[:, :, None] * pt.exp(cut)[:, None, :]  # (S, N, K - 1)
-        observe_rating_table(
-            data.counts.sum(axis=-1), data.counts, data.category_totals, linear, g, cut, gaps
-        )
+        observe = _observe_item_table if data.several_items else observe_rating_table
+        observe(data.counts.sum(axis=-1), data.counts, data.category_totals, linear, g, cut, gaps)
     return model
+
+
+def _observe_item_table(n, counts: np.ndarray, totals: np.ndarray, linear, g, cut, gaps):
+    """:func:`~alliance_bayes.model.latent.measurement.observe_rating_table` with a row per
+    item (dims ``item``, ``category``): the same log density and predictive draws."""
+    return pm.CustomDist(
+        RATINGS,
+        n,
+        category_probs(g),
+        rating_loglik(RatingTerms.from_counts(counts), linear, g, cut, gaps),
+        dist=_ratings_dist,
+        logp=_ratings_logp,
+        signature="(m),(m,k),(k)->(k)",
+        observed=totals,
+        dims=("item", "category"),
+    )
 
 
 def _care_shift(data: RatingsData, in_client_sds, prior_sd: float):
