@@ -180,3 +180,22 @@ def test_the_step_probability_measure_reads_a_declared_outcomes_step_and_range(m
     monkeypatch.delitem(instruments._DECLARED, "mood", raising=False)
     with pytest.raises(DesignError, match="'mood_followup' is declared by no study loaded"):
         step_half_width("mood_followup")
+
+
+def test_a_rope_inherited_from_a_spec_of_another_outcome_is_not_kept(monkeypatch):
+    """``extends = "who5_change"`` with a GAD-7 outcome: who5_change's ROPE of 2 WHO-5 points
+    would be a tenth of GAD-7's range; the variant takes its own outcome's default (2% of the
+    range), unless it states one."""
+    from alliance_bayes.data import instruments
+    from alliance_bayes.spec import ROPE_SHARE_OF_RANGE
+
+    monkeypatch.setitem(instruments._DECLARED, "gad7", SHIPPED["gad7"])
+    variant = parse_spec('extends = "who5_change"\noutcome = "gad7_followup"\n', source="v.toml")
+    assert variant.rope == pytest.approx(ROPE_SHARE_OF_RANGE * 21) != 2.0
+    assert variant.hypotheses.tests  # the statements are kept: they name estimands, not points
+    stated = parse_spec(
+        'extends = "who5_change"\noutcome = "gad7_followup"\n[hypotheses]\nrope = 0.5\n',
+        source="v.toml",
+    )
+    assert stated.rope == 0.5
+    assert parse_spec('extends = "who5_change"\nname = "w"\n', source="w.toml").rope == 2.0

@@ -288,3 +288,33 @@ def test_directional_bayes_factor_has_an_mcse_or_a_bound():
     assert low["bayes_factor"] == pytest.approx(3 / 4000, rel=0.15)
     text = "\n".join(hypotheses_markdown(hypothesis_table(["far > 0", "a > 0"], post, prior), {}))
     assert "> 1." in text and "(BF10)" in text and " ± " in text
+
+
+def test_a_contrast_against_another_reference_is_derived_draw_by_draw():
+    """A study whose reference care type is therapy has b_care[coach-therapist] and
+    b_care[both-therapist]; the shipped specs' b_care[therapist-coach] = 0 and
+    b_care[both-coach] = 0 are decided on their differences, draw by draw, prior too."""
+    post = _estimands(
+        8, 4000, **{"b_care[coach-therapist]": (1.0, 1.0), "b_care[both-therapist]": (3.0, 1.0)}
+    )
+    prior = _estimands(
+        9, 4000, **{"b_care[coach-therapist]": (0.0, 10.0), "b_care[both-therapist]": (0.0, 10.0)}
+    )
+    table = hypothesis_table(
+        ["b_care[therapist-coach] = 0", "b_care[both-coach] > 0", "b_care[x-coach] = 0"],
+        post,
+        prior,
+        strict=False,
+        rope=1.0,
+        outcome_units=UNITS,
+    ).set_index("hypothesis")
+    coach, both = (post[f"b_care[{c}-therapist]"].values for c in ("coach", "both"))
+    assert table.loc["b_care[therapist-coach] = 0", "mean"] == pytest.approx(-coach.mean())
+    assert table.loc["b_care[both-coach] > 0", "posterior_prob"] == pytest.approx(
+        np.mean(both - coach > 0)
+    )
+    p = prior[["b_care[coach-therapist]", "b_care[both-therapist]"]].to_array().values
+    assert table.loc["b_care[both-coach] > 0", "prior_prob"] == pytest.approx(
+        np.mean(p[1] - p[0] > 0)
+    )
+    assert table.loc["b_care[x-coach] = 0", "decision"].startswith("not estimable")

@@ -160,7 +160,7 @@ def test_latex_fragment_is_ascii_with_short_captions_and_one_shared_note(run):
     captions = re.findall(r"\\caption\{(.*)\}", tex)
     assert len(captions) == 7 and max(len(c.split()) for c in captions) < 90
     assert "\\label{tab:hypotheses}" in tex
-    assert "b\\_goal\\_within-\\allowbreak{}between = 0" in tex
+    assert "b\\_\\allowbreak{}goal\\_\\allowbreak{}within-\\allowbreak{}between = 0" in tex
 
 
 def test_standardised_table_typesets_beta_and_r2_in_ascii(run):

@@ -190,3 +190,24 @@ def test_a_rule_the_study_cannot_apply_is_refused_only_where_the_sample_uses_it(
     message = str(err.value)
     assert f"spec {spec.name!r}" in message and "'core10' (no such outcome)" in message
     assert "GAD-7 ('gad7')" in message and "elevated_by = 'phq9'" in message
+
+
+def test_the_run_records_the_elevated_rule_and_the_report_shows_it(shipped_without_who5):
+    """A declared outcome's cut-off lives in study.toml, which the data hash does not cover: the
+    rule that selected the sample goes into run.json and the report's Clients table."""
+    from alliance_bayes.fitting import _run_metadata
+    from alliance_bayes.inference import SamplerSettings
+    from alliance_bayes.report.bundle import _clients_section
+
+    spec = load_spec(
+        "who5_change", outcome="gad7_followup", data={"sample": "elevated", "elevated_by": "gad7"}
+    )
+    design = design_of(spec, shipped_without_who5)
+    meta = _run_metadata(spec, design, SamplerSettings(), {})
+    assert meta["elevated_rule"] == "GAD-7 baseline >= 10"
+    lines = _clients_section(meta)
+    assert any("left out: not elevated at baseline [GAD-7 baseline >= 10]" in x for x in lines)
+    every = load_spec("who5_change", outcome="gad7_followup")
+    assert "elevated_rule" not in _run_metadata(
+        every, design_of(every, shipped_without_who5), SamplerSettings(), {}
+    )

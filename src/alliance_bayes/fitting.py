@@ -318,6 +318,13 @@ def _run_metadata(spec: ModelSpec, design, settings: SamplerSettings, timings) -
         "sampler_settings": settings.to_dict(),
         "data_sha256": design.frame.data_sha256,
         "exclusions": design.exclusions,
+        # the rule behind "not elevated at baseline", with its cut-off (a declared outcome's comes
+        # from the study's study.toml, which the data hash does not cover)
+        **(
+            {"elevated_rule": design.frame.elevated_rule}
+            if spec.data.sample == "elevated" and design.frame.elevated_rule
+            else {}
+        ),
         # what the loader converted (value labels, declared missing codes): the report's Clients
         "conversions": [c.to_dict() for c in getattr(design.frame, "conversions", ())],
         "n_clients": design.n_clients,

@@ -801,6 +801,10 @@ def _from_raw(
     sections["stated_priors"] = sections.pop("priors")
     given = {t: frozenset(raw.get(t, {})) for t in _OUTCOME_POINT_TABLES}
     stated = {t: given[t] & (stated or given)[t] for t in _OUTCOME_POINT_TABLES}
+    if "rope" in given["hypotheses"] and "rope" not in stated["hypotheses"]:
+        # A ROPE inherited from a spec of another outcome is in that outcome's points (2 WHO-5
+        # points would be a tenth of GAD-7's range): the spec's own outcome's default instead.
+        sections["hypotheses"] = replace(sections["hypotheses"], rope=HypothesesSpec().rope)
     spec = ModelSpec(
         name=raw["name"],
         description=str(raw.get("description", "")),
@@ -818,8 +822,8 @@ def _from_raw(
 
 
 #: The tables whose values are partly in outcome points: what a spec states in them is tracked
-#: per outcome (:func:`_combine`).
-_OUTCOME_POINT_TABLES = ("priors", "change")
+#: per outcome (:func:`_combine`); ``[hypotheses]`` for its ``rope``.
+_OUTCOME_POINT_TABLES = ("priors", "change", "hypotheses")
 
 
 def _read_layers(text: str, source: str, chain: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -530,7 +530,13 @@ def _clients_section(meta: Mapping[str, Any]) -> list[str]:
     if not isinstance(exclusions, Mapping) or not exclusions:
         return []
     lines = ["## Clients", "", "| Step | Clients |", "|---|---:|"]
-    lines += [f"| {_exclusion_label(str(k))} | {v} |" for k, v in exclusions.items()]
+    rule = meta.get("elevated_rule")
+    lines += [
+        f"| {_exclusion_label(str(k))}"
+        + (f" [{rule}]" if rule and k == "not_elevated_at_baseline" else "")
+        + f" | {v} |"
+        for k, v in exclusions.items()
+    ]
     lines += _care_mix_lines(meta)
     unmeasured = (meta.get("scales") or {}).get("covariates_not_measured") or []
     if unmeasured:

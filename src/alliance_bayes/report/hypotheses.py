@@ -37,6 +37,7 @@ The table says how many draws each side used.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +88,46 @@ def _chain_draw(da: xr.DataArray) -> np.ndarray:
     return np.asarray(da.values, float).reshape(1, -1)
 
 
+#: A contrast estimand, ``<stem>[<a>-<b>]``.
+_CONTRAST = re.compile(r"(?P<stem>[^\[\]]+)\[(?P<a>[a-z0-9_]+)-(?P<b>[a-z0-9_]+)\]")
+
+
+def with_derived_contrasts(names: Iterable[str], est: xr.Dataset) -> xr.Dataset:
+    """``est`` with each contrast of ``names`` it lacks derived draw by draw from two it has
+    against one reference: ``b_care[therapist-coach]`` = ``b_care[therapist-r]`` −
+    ``b_care[coach-r]`` (or the one of them whose other side is the reference itself), so that a
+    spec's statements written against the contract's coach reference are decided on a study whose
+    reference is another care type."""
+    derived = {}
+    for name in names:
+        m = _CONTRAST.fullmatch(name)
+        if name in est or m is None:
+            continue
+        stem, a, b = m["stem"], m["a"], m["b"]
+        refs = {
+            str(n).removeprefix(f"{stem}[{a}-").removesuffix("]")
+            for n in est.data_vars
+            if str(n).startswith(f"{stem}[{a}-")
+        } | {
+            str(n).removeprefix(f"{stem}[{b}-").removesuffix("]")
+            for n in est.data_vars
+            if str(n).startswith(f"{stem}[{b}-")
+        }
+        for r in sorted(refs):
+            side_a = 0.0 if a == r else est.get(f"{stem}[{a}-{r}]")
+            side_b = 0.0 if b == r else est.get(f"{stem}[{b}-{r}]")
+            if side_a is not None and side_b is not None:
+                value = side_a - side_b
+                units = next(
+                    (est[f"{stem}[{x}-{r}]"].attrs.get("units", "") for x in (a, b) if x != r), ""
+                )
+                derived[name] = value.assign_attrs(units=units)
+                break
+    return est.assign(derived) if derived else est
+
+
 def _combine(h: Hypothesis, est: xr.Dataset) -> _Draws:
+    est = with_derived_contrasts(h.names, est)
     missing = [n for n in h.names if n not in est]
     if missing:
         known = ", ".join(sorted(map(str, est.data_vars)))

@@ -756,9 +756,10 @@ def _texttt(text: str) -> str:
     escaped = latex_escape(text)
     for macro, ch in ((r"\textless{}", "<"), (r"\textgreater{}", ">"), (r"\textbar{}", "|")):
         escaped = escaped.replace(macro, ch)
-    # A long statement may break after a bracket or a hyphen in a wrapped (parbox) cell: the
+    # A long statement may break after a bracket, hyphen or underscore in a wrapped cell: the
     # typewriter font has no hyphenation, so it would otherwise run into the next column.
-    escaped = escaped.replace("[", r"[\allowbreak{}").replace("-", r"-\allowbreak{}")
+    for ch in ("[", "-", r"\_"):
+        escaped = escaped.replace(ch, ch + r"\allowbreak{}")
     return rf"\texttt{{{escaped}}}"
 
 

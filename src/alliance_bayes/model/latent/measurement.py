@@ -923,14 +923,17 @@ def _centred_within(z, groups: np.ndarray, axis: int = 0):
     return (z - np.einsum("pt,dts->dps", onehot, means)) * row_scale[None, :, None]
 
 
-def observe_rating_table(n, counts: np.ndarray, totals: np.ndarray, linear, g, cut, gaps):
+def observe_rating_table(
+    n, counts: np.ndarray, totals: np.ndarray, linear, g, cut, gaps, rows: str = "subscale"
+):
     """The observed variable ``ratings``: the (item, category) count table of the cells' ratings.
 
     ``n`` (item, cell) ratings per cell (an array or a data container), ``counts`` the (item,
     cell, category) ratings whose non-empty cells the log density visits, ``totals`` their
     (item, category) sums; ``linear``, ``g``, ``cut`` and ``gaps`` as in :func:`rating_loglik`.
     The log density is that of every rating; predictive draws are per-cell multinomials summed
-    over the cells.
+    over the cells. ``rows`` names the first dimension: ``subscale`` (one item each), or ``item``
+    where an instrument has several per subscale (the ratings family).
     """
     return pm.CustomDist(
         RATINGS,
@@ -941,7 +944,7 @@ def observe_rating_table(n, counts: np.ndarray, totals: np.ndarray, linear, g, c
         logp=_ratings_logp,
         signature="(m),(m,k),(k)->(k)",
         observed=totals,
-        dims=("subscale", "category"),
+        dims=(rows, "category"),
     )
 
 

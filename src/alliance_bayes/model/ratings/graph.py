@@ -98,15 +98,9 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from alliance_bayes.model.latent.measurement import (
-    RATINGS,
-    RatingTerms,
     _centred,
     _centred_within,
-    _ratings_dist,
-    _ratings_logp,
-    category_probs,
     observe_rating_table,
-    rating_loglik,
 )
 from alliance_bayes.model.ratings.design import RatingsData
 from alliance_bayes.spec import ModelSpec
@@ -226,25 +220,10 @@ def build_ratings_model(spec: ModelSpec, data: RatingsData) -> pm.Model:
             pt.exp(ratio)[:, None] * eta[None, :]
         )  # alpha_s theta = (alpha_s / a_0) eta, (S, N)
         g = pt.exp(-linear)[:, :, None] * pt.exp(cut)[:, None, :]  # (S, N, K - 1)
-        observe = _observe_item_table if data.several_items else observe_rating_table
-        observe(data.counts.sum(axis=-1), data.counts, data.category_totals, linear, g, cut, gaps)
+        observe_rating_table(
+            data.counts.sum(axis=-1), data.counts, data.category_totals, linear, g, cut, gaps, rows
+        )
     return model
-
-
-def _observe_item_table(n, counts: np.ndarray, totals: np.ndarray, linear, g, cut, gaps):
-    """:func:`~alliance_bayes.model.latent.measurement.observe_rating_table` with a row per
-    item (dims ``item``, ``category``): the same log density and predictive draws."""
-    return pm.CustomDist(
-        RATINGS,
-        n,
-        category_probs(g),
-        rating_loglik(RatingTerms.from_counts(counts), linear, g, cut, gaps),
-        dist=_ratings_dist,
-        logp=_ratings_logp,
-        signature="(m),(m,k),(k)->(k)",
-        observed=totals,
-        dims=("item", "category"),
-    )
 
 
 def _care_shift(data: RatingsData, in_client_sds, prior_sd: float):
