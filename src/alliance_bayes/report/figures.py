@@ -1077,7 +1077,8 @@ def plot_prior_posterior(
         ax.set_yticks([])
     for ax in axes.ravel()[len(names) :]:
         ax.set_axis_off()
-    axes[0, 0].legend(fontsize=7, frameon=False)
+    # a fixed place: "best" searches the data, and warns (an error under the suite) when slow
+    axes[0, 0].legend(fontsize=7, frameon=False, loc="upper right")
     fig.tight_layout()
     weak = [n for n, r in ratios.items() if r > 0.5]
     text = (
