@@ -208,6 +208,21 @@ class AnalysisFrame:
         ref = self.provider_reference
         return tuple(contrast(t, ref) for t in self.provider_types if t != ref)
 
+    def provider_type_design(self) -> np.ndarray:
+        r"""(provider, provider contrast) indicators of the non-reference provider types, centred.
+
+        Column :math:`t` is :math:`[t(p) = t] - \pi_t`, with :math:`\pi_t` type :math:`t`'s share
+        of the providers: a shift per type then leaves the overall location to the cut-points
+        (uncentred, the therapist shift was the slowest direction of the latent model's sampler),
+        and a provider of type :math:`t` is shifted by :math:`\delta_t - \sum_{t'}
+        \pi_{t'}\delta_{t'}` (:math:`\delta_{t_0} = 0`, :attr:`provider_reference`). Columns in
+        the order of :attr:`provider_contrasts`.
+        """
+        kind = self.providers["provider_type"].astype(str).to_numpy()
+        other = [t for t in self.provider_types if t != self.provider_reference]
+        onehot = kind[:, None] == np.array(other, dtype=object)[None, :]
+        return onehot - np.mean(onehot, axis=0)
+
     @property
     def care_contrasts(self) -> tuple[str, ...]:
         """The care-type contrasts, ``"<care type>-<reference>"`` (``therapist-coach``)."""

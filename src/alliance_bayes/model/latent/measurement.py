@@ -479,18 +479,9 @@ class LatentData:
 
     @property
     def provider_type_design(self) -> np.ndarray:
-        r"""(provider, provider contrast) indicators of the non-reference types, centred.
-
-        Column :math:`t` is :math:`[t(p) = t] - \pi_t`, with :math:`\pi_t` type :math:`t`'s share
-        of the providers: the shifts then leave the overall location to the thresholds (uncentred,
-        the therapist shift was the slowest direction of the sampler), and a provider of type
-        :math:`t` is shifted by :math:`\delta_t - \sum_{t'} \pi_{t'}\delta_{t'}`
-        (:math:`\delta_{t_0} = 0`).
-        """
-        ref = self.provider_types.index(self.provider_reference)
-        other = [k for k in range(len(self.provider_types)) if k != ref]
-        onehot = self.provider_type_index[:, None] == np.array(other, dtype=np.int64)[None, :]
-        return onehot - np.mean(onehot, axis=0)
+        """(provider, provider contrast) centred indicators of the non-reference provider types
+        (:meth:`~alliance_bayes.data.frame.AnalysisFrame.provider_type_design`)."""
+        return self.frame.provider_type_design()
 
     def provider_type_constant(self) -> tuple[str, tuple[str, ...], np.ndarray]:
         """The centred provider-type indicators as the model stores them: ``(name, dims, values)``.

@@ -197,16 +197,9 @@ class RatingsData:
 
     @property
     def provider_type_design(self) -> np.ndarray:
-        r"""(provider, provider contrast) indicators of the non-reference types, centred.
-
-        Column :math:`t` is :math:`[t(p) = t] - \pi_t`: each provider-type shift leaves the
-        location to the cut-points, and the shifts of a provider of type :math:`t` add up to
-        :math:`\delta_t - \sum_{t'} \pi_{t'}\delta_{t'}` (with :math:`\delta_{t_0} = 0`).
-        """
-        ref = self.provider_types.index(self.provider_reference)
-        other = [k for k in range(len(self.provider_types)) if k != ref]
-        onehot = self.provider_type_index[:, None] == np.array(other)[None, :]
-        return onehot - np.mean(onehot, axis=0)
+        """(provider, provider contrast) centred indicators of the non-reference provider types
+        (:meth:`~alliance_bayes.data.frame.AnalysisFrame.provider_type_design`)."""
+        return self.frame.provider_type_design()
 
     def coords(self) -> dict[str, list[str]]:
         coords = {
