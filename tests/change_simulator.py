@@ -5,18 +5,35 @@ normal per care type, each observed with independent normal error of variance
 (1 − ρ)/ρ · τ₁² (so that ρ is the reliability of the observed baseline), follow-ups missing
 completely at random, provider effects on the true follow-up. Scores stay continuous (no rounding)
 and are clipped to 0–100, which the chosen means and SDs make rare.
+
+With ``covariate_slopes`` the clients also have two declared covariates, ``income`` (numeric,
+Normal(30, 10)) and ``diagnosis`` (categorical: depression, the reference, anxiety, ptsd with
+probabilities 0.5, 0.3, 0.2), drawn from a generator of their own (the other draws stay those of
+the same seed without them), and the true scores shift by planted slopes on the baseline and on
+the change, about the covariates' population means (so that ``mean_baseline`` and
+``true_change`` stay the means of the care type).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from alliance_bayes.data.covariates import Covariate
 from alliance_bayes.data.load import RawStudy
 
 CARE = ("therapist", "coach", "both")
+#: The declared covariates of a study with ``covariate_slopes``, as a study.toml declares them.
+DECLARED = {
+    "income": Covariate("income", "numeric", "Income"),
+    "diagnosis": Covariate("diagnosis", "categorical", "Primary diagnosis", "depression"),
+}
+DIAGNOSES = ("depression", "anxiety", "ptsd")
+DIAGNOSIS_SHARE = (0.5, 0.3, 0.2)
+INCOME_MEAN, INCOME_SD = 30.0, 10.0
 
 
 @dataclass(frozen=True)
@@ -44,8 +61,14 @@ def simulate_change_study(
     n_coaches: int = 20,
     followup_share: float = 0.7,
     cutoff: float = 28.0,
+    covariate_slopes: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[RawStudy, ChangeTruth, pd.DataFrame]:
-    """The study, its truth, and the clients' true scores (``t1``, ``t2``, ``x1``, ``x2``, care)."""
+    """The study, its truth, and the clients' true scores (``t1``, ``t2``, ``x1``, ``x2``, care).
+
+    ``covariate_slopes`` maps the design columns ``income``, ``diagnosis[anxiety]`` and
+    ``diagnosis[ptsd]`` to (slope of the true baseline, slope of the true change), per unit of
+    income and per level against depression; a column it leaves out has slopes 0.
+    """
     rng = np.random.default_rng(seed)
     providers = pd.DataFrame(
         {
@@ -69,8 +92,9 @@ def simulate_change_study(
     )
     m1 = np.asarray(mean_baseline)[care]
     z1, z2 = rng.standard_normal((2, n))
-    t1 = m1 + sd_true * z1
-    t2 = m1 + np.asarray(true_change)[care] + v
+    covariates, shift1, shift_change = _covariates(seed, n, covariate_slopes)
+    t1 = m1 + shift1 + sd_true * z1
+    t2 = m1 + shift1 + shift_change + np.asarray(true_change)[care] + v
     t2 = t2 + sd_true * (corr_true * z1 + np.sqrt(1 - corr_true**2) * z2)
     sigma_e = sd_true * np.sqrt((1.0 - reliability) / reliability)
     x1 = np.clip(t1 + rng.normal(0.0, sigma_e, n), 0.0, 100.0)
@@ -84,6 +108,7 @@ def simulate_change_study(
             "who5_baseline": x1,
             "who5_followup": np.where(observed, x2, np.nan),
             "days_in_care": rng.integers(10, 200, n),
+            **covariates,
         }
     )
     truth = ChangeTruth(
@@ -105,4 +130,27 @@ def simulate_change_study(
             "observed": observed,
         }
     )
-    return RawStudy.from_frames(providers, clients, sessions), truth, scores
+    declared = DECLARED if covariate_slopes is not None else None
+    return RawStudy.from_frames(providers, clients, sessions, covariates=declared), truth, scores
+
+
+def _covariates(
+    seed: int, n: int, slopes: Mapping[str, tuple[float, float]] | None
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The declared covariates' columns and the shifts of the true baseline and true change."""
+    if slopes is None:
+        return {}, np.zeros(n), np.zeros(n)
+    unknown = set(slopes) - {"income", *(f"diagnosis[{d}]" for d in DIAGNOSES[1:])}
+    if unknown:
+        raise ValueError(f"covariate_slopes: unknown column(s) {sorted(unknown)}")
+    rng = np.random.default_rng([seed, 1])
+    income = rng.normal(INCOME_MEAN, INCOME_SD, n)
+    diagnosis = rng.choice(DIAGNOSES, n, p=DIAGNOSIS_SHARE)
+    centred = {"income": income - INCOME_MEAN}
+    for level, share in zip(DIAGNOSES[1:], DIAGNOSIS_SHARE[1:], strict=True):
+        centred[f"diagnosis[{level}]"] = (diagnosis == level) - share
+    shift1, shift_change = np.zeros(n), np.zeros(n)
+    for column, (b1, delta) in slopes.items():
+        shift1 += b1 * centred[column]
+        shift_change += delta * centred[column]
+    return {"income": income, "diagnosis": diagnosis}, shift1, shift_change

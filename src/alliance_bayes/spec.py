@@ -968,14 +968,6 @@ def _validate(spec: ModelSpec, src: str) -> None:
         len(set(p.covariates)) == len(p.covariates),
         f"covariates: each name once, got {list(p.covariates)}",
     )
-    declared_covariates = spec.declared_covariates
-    _check(
-        f"{src} [predictors]",
-        not declared_covariates or spec.outcome in RATING_OUTCOMES or spec.change is None,
-        f"covariate(s) {list(declared_covariates)} are not built in ({list(COVARIATES)}): a "
-        "covariate a study declares is adjusted for by the ratings, regression and latent "
-        "families only (no [change] table)",
-    )
     _check(
         f"{src} [predictors]",
         p.alliance in ("composite", "subscales", "latent"),

@@ -13,7 +13,7 @@ from typing import Any
 
 from alliance_bayes.data.instruments import BUILT_IN, instrument_of
 from alliance_bayes.errors import DesignError
-from alliance_bayes.model.change.design import direction, short_name
+from alliance_bayes.model.change.design import covariate_prior_sd, direction, short_name
 from alliance_bayes.model.change.graph import beta_parameters
 from alliance_bayes.model.regression.describe import PriorRow
 from alliance_bayes.spec import (
@@ -60,11 +60,17 @@ def _rule(spec: ModelSpec) -> str:
 
 def equations(spec: ModelSpec) -> list[str]:
     """The measurement model, the true scores, and what the estimands condition on."""
+    covariates = bool(spec.predictors.covariates)
+    x1, x2 = (r" + x_i^\top\beta_1", r" + x_i^\top(\beta_1 + \delta)") if covariates else ("", "")
     return [
         r"y_i \equiv X_{2i} = T_{2i} + e_{2i}, \quad X_{1i} = T_{1i} + e_{1i}, "
         r"\quad e_{ti} \sim \mathcal{N}(0, \sigma_e^2), \quad \sigma_e^2 = (1 - \rho)\, s_{X_1}^2",
-        r"(T_{1i}, T_{2i}) \sim \mathcal{N}_2, \quad \mathbb{E}\,T_{1i} = \mu_{1c(i)}, \quad "
-        r"\mathbb{E}\,T_{2i} = \mu_{2c(i)} + v_i, \quad \mathrm{SD}(T_t) = \tau_t, \quad "
+        r"(T_{1i}, T_{2i}) \sim \mathcal{N}_2, \quad \mathbb{E}\,T_{1i} = \mu_{1c(i)}"
+        + x1
+        + r", \quad "
+        r"\mathbb{E}\,T_{2i} = \mu_{2c(i)} + v_i"
+        + x2
+        + r", \quad \mathrm{SD}(T_t) = \tau_t, \quad "
         r"\mathrm{corr}(T_1, T_2) = r",
         r"v_i = \sum_p w_{ip} u_p, \quad u_p \sim \mathcal{N}(0, \sigma_{u,\mathrm{type}(p)}^2)",
         r"\Delta = \mathbb{E}[X_2 - X_1 \mid X_1 \in E], \quad "
@@ -86,6 +92,28 @@ def data_variables(spec: ModelSpec) -> list[str]:
         "(conditional normal means and probabilities), averaged over the study's elevated "
         "clients' own baselines, those without a follow-up included; the standardised change "
         "divides by $s_{X_1}$.",
+        *_covariate_variables(spec),
+    ]
+
+
+def _covariate_variables(spec: ModelSpec) -> list[str]:
+    """The covariates' line of :func:`data_variables` (none without covariates)."""
+    names = spec.predictors.covariates
+    if not names:
+        return []
+    levels = (
+        "; a declared categorical covariate enters as one indicator per level other than its "
+        "reference, centred but not scaled"
+        if spec.declared_covariates
+        else ""
+    )
+    return [
+        f"$x_i$: the client covariates ({', '.join(names)}), each centred at its sample mean "
+        f"and divided by its sample SD{levels}. $\\beta_1$: their slopes on the true baseline, "
+        "$\\delta$: on the true change (reported per unit as `baseline:b_<covariate>`, "
+        "`change:b_<covariate>` and, their sum, `followup:b_<covariate>`). The care-type means "
+        "$\\mu_{tc}$, and so every change estimand, are those of clients at the sample's "
+        "covariate means."
     ]
 
 
@@ -148,6 +176,55 @@ def _scaled(spec: ModelSpec, name: str, label: str) -> str:
     )
 
 
+def _covariate_rows(spec: ModelSpec, scales: Mapping[str, Any], units: str) -> list[PriorRow]:
+    """The covariate slopes' prior (none without covariates), as :func:`covariate_prior_sd`
+    scales it; its values per unit of each column where ``scales`` has their SDs."""
+    names = spec.predictors.covariates
+    if not names:
+        return []
+    try:
+        sd = covariate_prior_sd(spec)
+    except SpecError:  # a declared outcome before a study declaring it is loaded
+        return [
+            PriorRow(
+                "β_1, δ (covariate slopes: true baseline, true change)",
+                "Normal(0, b_covariate_sd) per covariate SD",
+                "outcome points per covariate SD",
+                "The spec's [priors] b_covariate_sd, else 5 on WHO-5's 0–100 scaled to the "
+                "outcome's declared range.",
+            )
+        ]
+    coding = scales.get("covariate_coding") or {}
+    levels = [c for c in names if coding.get(c, {}).get("type") == "categorical"]
+    sds = scales.get("covariate_sd") or {}
+    raw = "; ".join(
+        f"{c}: ±{2 * sd / float(sds[c]):.3g} per unit"
+        for c in names
+        if c not in levels and sds.get(c)
+    )
+    per = f"{units} per covariate SD" + (f"; at 2 prior SDs {raw}" if raw else "")
+    if levels:
+        per += "; a categorical covariate's levels: per level difference from " + ", ".join(
+            f"{coding[c].get('label', c)}'s {coding[c]['reference']}" for c in levels
+        )
+    if "b_covariate_sd" in spec.priors_stated:
+        why = "The spec's [priors] b_covariate_sd."
+    else:
+        why = (
+            f"The default {PriorSpec().b_covariate_sd:g} on WHO-5's 0–{REFERENCE_RANGE:g} times "
+            f"the outcome's range/{REFERENCE_RANGE:g} (the spec states no b_covariate_sd)."
+        )
+    return [
+        PriorRow(
+            "β_1, δ (covariate slopes: true baseline, true change)",
+            f"Normal(0, {sd:.3g})",
+            per,
+            "Covariates enter centred and standardised, so one scale fits them all and the "
+            f"care-type means stay at the sample's covariate means. {why}",
+        )
+    ]
+
+
 def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
     """One row per prior, on the outcome's own metric."""
     try:
@@ -192,4 +269,5 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
             "Provider effects on outcomes are usually a few points (a few per cent of variance)."
             + scaled["sd_provider_sd"],
         ),
+        *_covariate_rows(spec, scales, units),
     ]

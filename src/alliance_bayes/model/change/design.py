@@ -11,6 +11,17 @@ elevated are at or beyond the cut-off on the worse side, improvement is a move t
 its ``cutoff`` selects the elevated (for the built-in ones, the spec's ``[data]`` cut-offs, so that
 a variant may move them), and a declared test–retest ``reliability`` centres the prior of the
 measurement error (:func:`reliability_prior`).
+
+Client covariates (``[predictors] covariates``: the built-in age, male and days in care, and any
+the study declares, :mod:`alliance_bayes.data.covariates`) are coded as the regression family
+codes them (:func:`~alliance_bayes.model.regression.design.covariate_columns`): a numeric or
+binary column centred at its sample mean over the clients in the model and divided by its sample
+SD, a categorical one as one indicator per level other than its reference, centred but not
+scaled. At a client with every covariate at the sample mean the centred columns are all 0, so
+the care-type means of the true scores, and every estimand built on them, are those of a client
+at the sample's covariate means. A client missing a covariate is left out and counted
+(``missing_<column>``); a spec naming a covariate the study does not declare is refused
+(:func:`~alliance_bayes.model.regression.design.check_covariates`).
 """
 
 from __future__ import annotations
@@ -18,19 +29,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 # The contract's care and provider types, for importers; a design's own are its frame's.
 from alliance_bayes.data.care import CARE_TYPES, PROVIDER_TYPES
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.data.instruments import BUILT_IN, Instrument, declare, instrument_of
 from alliance_bayes.errors import DesignError
-from alliance_bayes.spec import ChangeSpec, ModelSpec
+from alliance_bayes.model.regression.design import (
+    CovariateColumns,
+    check_covariates,
+    covariate_columns,
+    standardise,
+)
+from alliance_bayes.spec import REFERENCE_RANGE, ChangeSpec, ModelSpec, PriorSpec
 
 __all__ = [
     "CARE_TYPES",
     "PROVIDER_TYPES",
     "ChangeDesign",
     "ReliabilityPrior",
+    "covariate_prior_sd",
     "direction",
     "instrument",
     "prepare_change",
@@ -91,6 +110,26 @@ def direction(spec: ModelSpec) -> tuple[float, float]:
             f"{'>=' if sign < 0 else '<='} the cut-off, since {inst.better} is better)"
         )
     return sign, float(inst.cutoff)
+
+
+def covariate_prior_sd(spec: ModelSpec) -> float:
+    r"""The prior SD of a covariate slope, in outcome points per SD of the covariate.
+
+    ``[priors] b_covariate_sd`` where the spec states it for its own outcome, else the
+    :class:`~alliance_bayes.spec.PriorSpec` default (on WHO-5's 0–100) times the outcome's range
+    over :data:`~alliance_bayes.spec.REFERENCE_RANGE`: :math:`5 \cdot 27/100 = 1.35` PHQ-9
+    points, the declared range's share for a declared outcome (as
+    :attr:`~alliance_bayes.spec.ModelSpec.priors` scales it), 5 WHO-5 points unchanged.
+
+    Raises
+    ------
+    SpecError
+        A declared outcome before a study declaring it is loaded, where the spec states no scale.
+    """
+    if "b_covariate_sd" in spec.priors_stated:
+        return float(spec.stated_priors.b_covariate_sd)
+    low, high = spec.outcome_range
+    return PriorSpec().b_covariate_sd * (high - low) / REFERENCE_RANGE
 
 
 @dataclass(frozen=True)
@@ -176,6 +215,16 @@ class ChangeDesign:
         The outcome's instrument (label, range, direction).
     reliability : ReliabilityPrior
         The prior of the test–retest reliability (:func:`reliability_prior`).
+    covariates : (n, k) float
+        The client covariates, centred; a numeric or binary column also divided by its sample SD,
+        a level indicator not (see the module docstring). ``(n, 0)`` without covariates.
+    covariate_names : (k,) str
+        Their columns (``age``, ``diagnosis[anxiety]``), the ``covariate`` coordinate.
+    covariate_means, covariate_sds : (k,) float
+        What was subtracted and divided by (1 for a level indicator), in the columns' own units.
+    covariate_coding : dict
+        How each declared covariate is coded
+        (:func:`~alliance_bayes.model.regression.design.covariate_columns`); empty without one.
     """
 
     frame: AnalysisFrame
@@ -191,6 +240,15 @@ class ChangeDesign:
     instrument: Instrument
     reliability: ReliabilityPrior
     exclusions: dict[str, int] = field(default_factory=dict)
+    covariates: np.ndarray | None = None
+    covariate_names: tuple[str, ...] = ()
+    covariate_means: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    covariate_sds: np.ndarray = field(default_factory=lambda: np.ones(0))
+    covariate_coding: dict[str, dict[str, object]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.covariates is None:
+            self.covariates = np.zeros((self.x1.size, 0))
 
     @property
     def n_clients(self) -> int:
@@ -245,7 +303,29 @@ class ChangeDesign:
                 "declared": self.instrument.name not in BUILT_IN,
             },
             "reliability_prior": self.reliability.as_dict(),
+        } | self._covariate_scales()
+
+    def _covariate_scales(self) -> dict[str, object]:
+        """With covariates, as the regression family records them: ``covariate_sd`` (each
+        column's sample SD in its own units, ddof = 1), ``covariate_means`` (the centring; a
+        level indicator's is the level's share) and, with declared ones, ``covariate_coding``."""
+        if not self.covariate_names:
+            return {}
+        assert self.covariates is not None
+        raw = self.covariates * self.covariate_sds + self.covariate_means
+        names = self.covariate_names
+        out: dict[str, object] = {
+            "covariate_sd": {
+                n: float(np.std(raw[:, j], ddof=1)) if self.n_clients > 1 else float("nan")
+                for j, n in enumerate(names)
+            },
+            "covariate_means": {
+                n: float(m) for n, m in zip(names, self.covariate_means, strict=True)
+            },
         }
+        if self.covariate_coding:
+            out["covariate_coding"] = self.covariate_coding
+        return out
 
 
 #: At most this many support points per care type in ``elevated_baselines`` (``run.json``).
@@ -272,10 +352,12 @@ def prepare_change(spec: ModelSpec, frame: AnalysisFrame) -> ChangeDesign:
     ------
     DesignError
         The outcome is not declared by this study, its instrument has no cut-off or no
-        reliability to use (:func:`direction`, :func:`reliability_prior`); fewer than 20 clients
-        with a baseline, fewer than 10 with a follow-up, or none elevated.
+        reliability to use (:func:`direction`, :func:`reliability_prior`); a covariate of the
+        spec is not declared by this study or not measured; fewer than 20 clients with a
+        baseline (and every covariate), fewer than 10 with a follow-up, or none elevated.
     """
     inst = _own_instrument(spec, frame)
+    check_covariates(spec, frame)
     baseline, outcome = inst.baseline, spec.outcome
     # A declaration lacking both a cut-off and a reliability is told of both at once.
     problems = []
@@ -301,7 +383,8 @@ def prepare_change(spec: ModelSpec, frame: AnalysisFrame) -> ChangeDesign:
         "clients_in_data": len(clients),
         f"missing_{baseline}": int((~has_baseline).sum()),
     }
-    sub = frame.select(has_baseline)
+    keep = _with_covariates(spec, clients, has_baseline, exclusions)
+    sub = frame.select(keep)
     c = sub.clients
     x1 = c[baseline].to_numpy(dtype=np.float64)
     y = c[outcome].to_numpy(dtype=np.float64)
@@ -315,6 +398,8 @@ def prepare_change(spec: ModelSpec, frame: AnalysisFrame) -> ChangeDesign:
         )
     index, weight = sub.membership_arrays()
     ptype = sub.providers["provider_type"].astype(str).map(sub.provider_types.index).to_numpy()
+    columns = covariate_columns(c, spec.predictors.covariates, frame, spec.name)
+    x, x_mean, x_sd = _centred(columns)
     if not np.any(sign * x1 <= sign * cutoff):
         raise DesignError(
             f"{spec.source}: no client is elevated at baseline ({inst.label} "
@@ -335,7 +420,46 @@ def prepare_change(spec: ModelSpec, frame: AnalysisFrame) -> ChangeDesign:
         instrument=inst,
         reliability=reliability,
         exclusions=exclusions,
+        covariates=x,
+        covariate_names=columns.names,
+        covariate_means=x_mean,
+        covariate_sds=x_sd,
+        covariate_coding=columns.coding,
     )
+
+
+def _with_covariates(
+    spec: ModelSpec, clients: pd.DataFrame, keep: np.ndarray, exclusions: dict[str, int]
+) -> np.ndarray:
+    """``keep`` less the clients missing a covariate of the spec, each count in ``exclusions``.
+
+    Raises
+    ------
+    DesignError
+        A covariate the study does not declare (the regression family's message), or one it did
+        not measure at all.
+    """
+    keep = keep.copy()
+    for column in spec.predictors.covariates:
+        if column not in clients or clients[column].isna().all():
+            raise DesignError(f"spec {spec.name!r} needs column {column!r}, absent from the data")
+        missing = keep & clients[column].isna().to_numpy()
+        exclusions[f"missing_{column}"] = int(missing.sum())
+        keep &= ~missing
+    return keep
+
+
+def _centred(columns: CovariateColumns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The covariate columns centred, a numeric or binary one also scaled to unit SD.
+
+    A level indicator is centred only, so that its slope stays the difference between its level
+    and the reference, with a prior on that difference whatever the level's share
+    (:func:`~alliance_bayes.model.regression.design.covariate_columns`).
+    """
+    x, mean, sd = standardise(columns.values)
+    sd = np.where(columns.indicator, 1.0, sd)
+    x = np.where(columns.indicator, columns.values - mean, x)
+    return x, mean, sd
 
 
 def _own_instrument(spec: ModelSpec, frame: AnalysisFrame) -> Instrument:

@@ -38,6 +38,16 @@ reliably deteriorated :math:`Y_2 - Y_1 \le -RC`. Given :math:`y`, each is a norm
 (:math:`Y_2 \mid y` is normal, its variance including the provider spread of the care type), then
 averaged as the means are. These are the expected shares of the elevated clients, not counts of
 the observed ones.
+
+With client covariates (:mod:`alliance_bayes.model.change.graph`), centred at the sample's
+means, :math:`m_1, m_2` are the care type's means at those covariate means, and every estimand
+above is that of clients at the sample's covariate means with the elevated clients' baselines.
+Each covariate column (``age``, ``diagnosis[anxiety]``) also has its slopes, in outcome points
+per unit of the column (a level against the reference): ``baseline:b_<column>`` on the true
+baseline, ``followup:b_<column>`` on the true follow-up and ``change:b_<column>`` on the true
+change, their difference (the expected observed change too, the errors having mean 0). The
+``b_<column>`` part is the regression family's name for a covariate slope, so that the report
+labels a declared covariate's slopes by its declared label and reference level.
 """
 
 from __future__ import annotations
@@ -49,10 +59,13 @@ import numpy as np
 import xarray as xr
 from scipy.special import ndtr, ndtri
 
+from alliance_bayes.model.regression.estimands import _covariate_units
+
 __all__ = [
     "QUADRATURE_NODES",
     "change_given_baselines",
     "compute_change_estimands",
+    "covariate_estimands",
     "reliable_change",
     "selected_change",
 ]
@@ -263,4 +276,37 @@ def compute_change_estimands(
     for p in (str(x) for x in posterior["sd_provider"]["provider_type"].values):
         sd = _draws(posterior, "sd_provider", provider_type=p)
         put(f"sd_provider[{p}]", sd, units, "variance component")
+    out |= covariate_estimands(posterior, scales, units=units)
     return xr.Dataset(out)
+
+
+#: The covariate slopes of the change model: the estimand's prefix, its variable, what it is of.
+COVARIATE_SLOPES = (
+    ("baseline", "b_covariate_baseline", "true baseline"),
+    ("followup", "b_covariate_followup", "true follow-up"),
+    ("change", "b_covariate_change", "true change"),
+)
+
+
+def covariate_estimands(
+    posterior: xr.Dataset, scales: Mapping[str, Any], *, units: str
+) -> dict[str, xr.DataArray]:
+    """``<part>:b_<column>`` per covariate column and part of :data:`COVARIATE_SLOPES` (none
+    without covariates), per unit of the column as the regression family's ``b_<column>``.
+
+    ``scales``' ``covariate_coding`` names a declared covariate's reference level in the units
+    and attributes (``covariate``, ``covariate_level``, ``reference``).
+    """
+    if "b_covariate_baseline" not in posterior:
+        return {}
+    coding = scales.get("covariate_coding") or {}
+    out: dict[str, xr.DataArray] = {}
+    for column in (str(c) for c in posterior["b_covariate_baseline"]["covariate"].values):
+        unit, named = _covariate_units(column, coding)
+        unit = f"{units} {unit}" if unit.startswith("per") else f"{units}, {unit}"
+        for part, variable, of in COVARIATE_SLOPES:
+            draws = posterior[variable].sel(covariate=column, drop=True)
+            out[f"{part}:b_{column}"] = draws.transpose(*_SAMPLE_DIMS).assign_attrs(
+                units=f"{unit}, {of}", kind="fixed effect", group="covariate", **named
+            )
+    return out

@@ -22,6 +22,16 @@ observed one. Every score is taken on its own metric; the scale's direction only
 estimands. The provider effects
 act on the follow-up only: the baseline is measured before care.
 
+With client covariates :math:`x_i` (``[predictors] covariates``, centred, a numeric or binary one
+divided by its SD: :mod:`alliance_bayes.model.change.design`) the true means are
+:math:`\mu_{1c} + x_i^\top\beta_1` and :math:`\mu_{2c} + v_i + x_i^\top(\beta_1 + \delta)`:
+:math:`\beta_1` the slopes of the true baseline, :math:`\delta` those of the true change, each
+:math:`\mathcal{N}(0, s_\beta^2)` per SD of the covariate (per level difference for a level
+indicator), :math:`s_\beta` from :func:`~alliance_bayes.model.change.design.covariate_prior_sd`.
+The covariates being centred, :math:`\mu_{1c}` and :math:`\mu_{2c}` are the means of a client
+of care type :math:`c` at the sample's covariate means, and the formulas below hold with the
+covariate parts added to them. Without covariates the model has none of these terms.
+
 The true scores are integrated out. :math:`X_1 \sim \mathcal{N}(\mu_{1c}, V_1)`,
 :math:`V_1 = \tau_1^2 + \sigma_e^2`, for every client, and for those with a follow-up
 
@@ -45,10 +55,10 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from alliance_bayes.model.change.design import ChangeDesign
+from alliance_bayes.model.change.design import ChangeDesign, covariate_prior_sd
 from alliance_bayes.spec import ModelSpec
 
-__all__ = ["beta_parameters", "build_change_model"]
+__all__ = ["beta_parameters", "build_change_model", "covariate_shifts"]
 
 
 def beta_parameters(mean: float, sd: float) -> tuple[float, float]:
@@ -72,7 +82,7 @@ def build_change_model(spec: ModelSpec, design: ChangeDesign) -> pm.Model:
         "provider": design.frame.providers["provider"].tolist(),
         "client": np.arange(design.n_clients),
         "client_followed": np.arange(design.x2.size),
-    }
+    } | ({"covariate": list(design.covariate_names)} if design.covariate_names else {})
     with pm.Model(coords=coords) as model:
         care = pm.Data("care", design.care, dims="client")
         x1_data = pm.Data("x1_data", design.x1, dims="client")
@@ -110,11 +120,39 @@ def build_change_model(spec: ModelSpec, design: ChangeDesign) -> pm.Model:
             dims="care_type",
         )
 
+        m1, m2 = mu1[care], mu2[care] + v
+        if design.covariate_names:
+            shift1, shift2 = covariate_shifts(spec, design)
+            m1, m2 = m1 + shift1, m2 + shift2
+
         v1 = tau[0] ** 2 + sigma_e**2
         cov = corr * tau[0] * tau[1]
-        pm.Normal("x1", mu1[care], pt.sqrt(v1), observed=x1_data, dims="client")
-        resid = x1_data[followed] - mu1[care[followed]]
-        mean2 = mu2[care[followed]] + v[followed] + cov / v1 * resid
+        pm.Normal("x1", m1, pt.sqrt(v1), observed=x1_data, dims="client")
+        resid = x1_data[followed] - m1[followed]
+        mean2 = m2[followed] + cov / v1 * resid
         sd2 = pt.sqrt(tau[1] ** 2 + sigma_e**2 - cov**2 / v1)
         pm.Normal("y", mean2, sd2, observed=design.x2, dims="client_followed")
     return model
+
+
+def covariate_shifts(
+    spec: ModelSpec, design: ChangeDesign
+) -> tuple[pt.TensorVariable, pt.TensorVariable]:
+    r"""The covariate parts of every client's true baseline and follow-up means.
+
+    Sampled per SD of the covariate (``b_covariate_baseline_z``, ``b_covariate_change_z``,
+    :math:`\mathcal{N}(0, s_\beta^2)`), reported per unit of it (``b_covariate_baseline``,
+    ``b_covariate_change``; the same for a level indicator, which is not scaled):
+    :math:`x_i^\top\beta_1` and :math:`x_i^\top(\beta_1 + \delta)`. Must be called inside
+    the model, whose coordinates have ``covariate``.
+    """
+    sd = covariate_prior_sd(spec)
+    x = pm.Data("x_covariate", design.covariates, dims=("client", "covariate"))
+    b1_z = pm.Normal("b_covariate_baseline_z", 0.0, sd, dims="covariate")
+    delta_z = pm.Normal("b_covariate_change_z", 0.0, sd, dims="covariate")
+    pm.Deterministic("b_covariate_baseline", b1_z / design.covariate_sds, dims="covariate")
+    pm.Deterministic("b_covariate_change", delta_z / design.covariate_sds, dims="covariate")
+    pm.Deterministic(
+        "b_covariate_followup", (b1_z + delta_z) / design.covariate_sds, dims="covariate"
+    )
+    return pt.dot(x, b1_z), pt.dot(x, b1_z + delta_z)
