@@ -21,7 +21,7 @@ from alliance_bayes.data.frame import build_frame, session_scores
 from alliance_bayes.data.load import RawStudy, load_study
 from alliance_bayes.data.simulate import SimulationConfig, simulate_study
 from alliance_bayes.errors import DesignError
-from alliance_bayes.model.latent.instrument_check import require_single_ratings
+from alliance_bayes.model.latent.instrument_check import require_integer_ratings
 from alliance_bayes.model.latent.measurement import prepare_latent
 from alliance_bayes.model.ratings.design import prepare_ratings
 from alliance_bayes.model.regression.describe import prior_rows
@@ -525,15 +525,16 @@ def test_the_ratings_family_refuses_a_declared_instrument(prescored_study):
     assert "averaged-score model" in text and "who5_change" in text
 
 
-def test_the_latent_family_check_refuses_the_wai_sr_and_says_why(wai_sr_folder):
+def test_the_latent_design_takes_the_wai_sr_item_by_item(wai_sr_folder):
     spec = load_spec("alliance_latent")
     frame = build_frame(load_study(wai_sr_folder))
-    with pytest.raises(DesignError) as err:
-        require_single_ratings(spec, frame)
-    text = str(err.value)
-    assert "spec 'alliance_latent' (latent family)" in text
-    assert "WAI-SR 1–5 (4 items per subscale; [alliance] in" in text
-    assert "per point of the WAI-SR 1–5 scale" in text
+    data = prepare_latent(spec, frame)
+    assert data.subscales == ("goal", "bond", "task")
+    assert data.items == tuple(c for s in data.subscales for c in WAI_SR.items(s))
+    assert data.item_subscale.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    # every rated item of every session is counted once, a reversed one turned
+    rated = frame.sessions[list(data.items)].notna().sum().to_numpy()
+    np.testing.assert_array_equal(data.counts.sum(axis=(1, 2)), rated)
 
 
 def test_the_latent_design_step_refuses_a_declared_instrument(prescored_study):
@@ -551,7 +552,7 @@ def test_one_integer_1_to_5_item_per_subscale_passes_the_graded_check(tmp_path):
     study = load_study(_tiny(tmp_path, toml, sessions))
     assert study.alliance.single_ratings_1_to_5
     frame = build_frame(study)
-    require_single_ratings(load_spec("alliance_latent"), frame)  # passes
+    require_integer_ratings(load_spec("alliance_latent"), frame)  # passes
     assert str(frame.sessions["wai_goal"].dtype) == "Int64"
     default = build_frame(load_study(_tiny(tmp_path / "default", "")))
     pd.testing.assert_frame_equal(frame.clients, default.clients)

@@ -29,7 +29,7 @@ from alliance_bayes.model.latent.instrument_check import (
     CONTRACT_SCALE,
     RatingScale,
     rating_scale,
-    require_single_ratings,
+    require_integer_ratings,
 )
 from alliance_bayes.model.latent.measurement import (
     build_latent_model,
@@ -145,24 +145,17 @@ def test_single_integer_items_on_any_whole_range_qualify_and_no_other(frame7):
     assert rating_scale(dataclasses.replace(frame7, alliance=None)) == CONTRACT_SCALE
 
 
-BOTH, LATENT = ("ratings", "latent"), ("latent",)
+BOTH = ("ratings", "latent")
 
 
 @pytest.mark.parametrize(
     ("instrument", "why", "refused_by"),
     [
-        (SHIPPED["wai_sr"], "WAI-SR 1–5 (4 items per subscale;", LATENT),
-        (SHIPPED["wai_s"], "WAI-S 1–7 (4 items per subscale;", LATENT),
         (SHIPPED["srs"], "SRS 0–10 (rated in steps of 0.1, not whole numbers;", BOTH),
         (
             dataclasses.replace(SHIPPED["wai_s"], scored="subscales"),
             "(its sessions hold pre-scored subscale means, not item ratings;",
             BOTH,
-        ),
-        (
-            dataclasses.replace(_declared("Item", 1, 7), reverse=("bond_item",)),
-            "Item 1–7 (reverse-scored items;",
-            LATENT,
         ),
         (_declared("Two", 1, 2), "Two 1–2 (only 2 categories (1–2);", BOTH),
     ],
@@ -170,9 +163,9 @@ BOTH, LATENT = ("ratings", "latent"), ("latent",)
 def test_the_families_still_refuse_what_they_cannot_model_and_say_why(
     frame7, instrument, why, refused_by
 ):
-    """The latent family takes one integer item per subscale; the ratings family also takes
-    several items per subscale and reverse-scored ones (tests/test_ratings_items.py), and both
-    refuse pre-scored means, a finer step and fewer than three categories."""
+    """Both graded-response families take several items per subscale and reverse-scored ones
+    (tests/test_ratings_items.py, tests/test_latent_items.py), and both refuse pre-scored means,
+    a finer step and fewer than three categories."""
     frame = dataclasses.replace(frame7, alliance=instrument)
     families = {
         "ratings": (prepare_ratings, load_spec("alliance_ratings")),
@@ -187,7 +180,7 @@ def test_the_families_still_refuse_what_they_cannot_model_and_say_why(
         if family == "latent":
             assert "one integer alliance rating per subscale and session" in text
             assert "or 1–7, 0–6, 1–4" in text
-    require_single_ratings(load_spec("alliance_ratings"), frame7)  # passes
+    require_integer_ratings(load_spec("alliance_ratings"), frame7)  # passes
 
 
 # --------------------------------------------------------------------------------------------------

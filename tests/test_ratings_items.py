@@ -16,7 +16,6 @@ from scipy import integrate, special, stats
 
 import alliance_bayes as ab
 from alliance_bayes.data.load import load_study
-from alliance_bayes.errors import DesignError
 from alliance_bayes.fitting import design_of
 from alliance_bayes.model.families import family_of
 from alliance_bayes.model.latent.measurement import expected_rating_np
@@ -165,9 +164,13 @@ def test_design_counts_every_item_and_turns_the_reversed_one(items_study):
     assert data.counts[1].sum(axis=0)[-1] == (g2 == 1).sum() != (g2 == 5).sum()
 
 
-def test_the_latent_family_still_refuses_several_items(items_study):
-    with pytest.raises(DesignError, match=r"latent family.*3 items per subscale"):
-        design_of(load_spec("alliance_latent"), items_study)
+def test_the_latent_family_takes_the_same_items(items_study):
+    """The latent family models the same item rows (tests/test_latent_items.py)."""
+    latent = design_of(load_spec("alliance_latent_who5"), items_study)
+    ratings = design_of(load_spec("alliance_ratings"), items_study)
+    assert latent.items == ratings.items == tuple(_item_columns())
+    assert latent.item_subscale.tolist() == ratings.item_subscale.tolist()
+    np.testing.assert_array_equal(latent.category_totals, ratings.category_totals)
 
 
 # --- (3) the log density is the graded-response likelihood of every item rating -------------------

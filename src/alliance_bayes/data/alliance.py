@@ -45,10 +45,11 @@ How the declaration is used:
 * the averaged-score (regression) models take any range: slopes are per point of the declared
   scale and the priors on alliance slopes are scaled by :attr:`AllianceInstrument.prior_factor`
   (:func:`alliance_bayes.spec.scale_alliance_priors`);
-* the graded-response families (latent, ratings) model one integer item per subscale on any
-  whole-number range of at least three categories (1–5, 1–7, 0–6: one category per value) and
-  refuse several items per subscale, a finer step, reversed items and pre-scored means
-  (:attr:`AllianceInstrument.single_integer_ratings`).
+* the graded-response families (latent, ratings) model integer items on any whole-number range
+  of at least three categories (1–5, 1–7, 0–6: one category per value), one per subscale
+  (:attr:`AllianceInstrument.single_integer_ratings`) or several, each with its own cut-points
+  and discrimination, a reversed one turned (:mod:`alliance_bayes.model.items`), and refuse a
+  finer step and pre-scored means.
 """
 
 from __future__ import annotations

@@ -8,9 +8,11 @@ by ``_and_`` in declared order (``"therapist_and_psychiatrist"``). Under the con
 the combination keeps the study's own name, ``"both"``. The care types of an analysis are the
 combinations present in the data: single types first, in declared order, then pairs, triples, …
 (``therapist``, ``coach``, ``both`` under the contract's types), and its provider types those some
-provider has. A study of one type (``provider_types = ["therapist"]``, or a study under the contract
-whose clients all see therapists) has one care type, its reference, and so no care-type contrasts
-and no provider-type shifts.
+provider has. A declared type that no provider has renames nothing: the care types keep the
+names the declaration gives (``therapist_and_coach``, not ``both``), and the loader notes the type
+(:meth:`CareTypes.without_providers`). A study of one type (``provider_types = ["therapist"]``,
+or a study under the contract whose clients all see therapists) has one care type, its
+reference, and so no care-type contrasts and no provider-type shifts.
 
 Care-type contrasts are differences from a *reference* care type: a declared ``care_reference``
 (which some client must have), else the contract's ``coach`` (the largest group of the shipped
@@ -131,6 +133,22 @@ class CareTypes:
         """The provider types some provider of the study has (``seen``), in declared order."""
         kinds = set(seen)
         return tuple(t for t in self.provider_types if t in kinds)
+
+    def without_providers(self, seen: Iterable[str]) -> tuple[str, ...]:
+        """The declared provider types no provider of the study has (``seen``: the providers'
+        types), in declared order; empty under the contract's types.
+
+        Such a type changes no name: the care types of declared types are named from the
+        declaration (``therapist_and_coach``, never the contract's ``both``), so that the names a
+        spec or hypothesis uses do not depend on which types the data hold, and the reference
+        follows the declared rule (``care_reference``, else the care type with the most clients).
+        The loader records each as a note (:class:`~alliance_bayes.data.load.Conversion`), so that
+        the report says why the names and reference are not the contract's.
+        """
+        if not self.declared:
+            return ()
+        kinds = set(seen)
+        return tuple(t for t in self.provider_types if t not in kinds)
 
     def choose_reference(self, counts: Mapping[str, int]) -> str:
         """The reference care type among those with clients (``counts``, in level order)."""

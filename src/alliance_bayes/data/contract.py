@@ -295,6 +295,44 @@ def _dates(s: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     return values, missing, bad
 
 
+#: Excel's day 0 for its serial dates (its 1900 date system counts 1900 as a leap year, so from
+#: 1 March 1900 on, serial n is this date plus n days).
+_EXCEL_EPOCH = pd.Timestamp("1899-12-30")
+#: The serial of 9999-12-31, the last date Excel shows.
+_EXCEL_LAST = 2958465
+
+
+def _excel_serial_hint(values: pd.Series) -> str:
+    """The hint for date cells holding numbers such as ``44927``: Excel's serial dates, which
+    a column left in the *General* or *Number* format stores (and a CSV export of it writes).
+
+    A value is taken for a serial when it is a number from 61 (1 March 1900) to 2958465
+    (31 December 9999); its date is ``1899-12-30 + n`` days, ``44927`` → 2023-01-01. '' when no
+    value is one.
+    """
+    numbers = pd.to_numeric(_text(values.astype(object)), errors="coerce")
+    serial = numbers[(numbers >= 61) & (numbers <= _EXCEL_LAST)]
+    if serial.empty:
+        return ""
+    n = float(serial.iloc[0])
+    day = (_EXCEL_EPOCH + pd.Timedelta(days=math.floor(n))).date().isoformat()
+    shown = int(n) if n.is_integer() else n
+    return (
+        f"; {shown} looks like an Excel serial date ({shown} = {day}): format the column as a "
+        "date in Excel (Format Cells → Date, or the custom format yyyy-mm-dd) before saving, or "
+        'convert it (R: as.Date(x, origin = "1899-12-30"); Python: '
+        'pd.to_datetime(x, unit="D", origin="1899-12-30"))'
+    )
+
+
+def _date_problem(
+    bad: pd.Series, raw: pd.Series, column: str, expected: str, src: Source
+) -> DataContractError:
+    """The problem of the date cells ``bad`` of ``raw``, with the Excel hint where they hold
+    serial numbers."""
+    return src.fail_where(bad, raw, column, expected + _excel_serial_hint(raw[bad]))
+
+
 def _ids(df: pd.DataFrame, src: Source, column: str, p: Problems) -> pd.Series | None:
     """Identifiers as text, missing where empty (reported); ``None`` (with the problem added)
     when the column cannot hold them."""
@@ -468,6 +506,33 @@ def suggest_column(name: str, table: str, columns: Sequence[str] | None = None) 
     return ""
 
 
+def unnamed_hint(df: pd.DataFrame, column: str) -> str:
+    """What a column without a name in the header is, from where it stands and what it holds
+    ('' for a named column).
+
+    R's ``write.csv`` writes the row names as an unnamed *first* column, by default ``1..n``;
+    any other unnamed column holding values is a header cell left empty. (An unnamed column
+    that is empty on every row, such as a comma at the end of every line, never gets here: the
+    loader skips and records it.)
+    """
+    name = str(column)
+    if not (name == "" or re.fullmatch(r"Unnamed: \d+", name)):
+        return ""
+    position = list(df.columns).index(column)
+    if position == 0:
+        values = _text(df.iloc[:, 0]).dropna()
+        counted = values.tolist() == [str(i) for i in range(1, len(values) + 1)]
+        return (
+            "a column without a name in the header, first"
+            + (" and counting the rows 1, 2, 3, …" if counted and len(values) else "")
+            + ": R's write.csv writes its row names there (write with row.names = FALSE)"
+        )
+    return (
+        f"a column without a name in the header (column {position + 1} of {len(df.columns)}) "
+        "holding values: name it in the header, or remove it"
+    )
+
+
 def declared_columns(
     outcomes: Mapping[str, Instrument], covariates: Mapping[str, Covariate] | None = None
 ) -> tuple[str, ...]:
@@ -524,10 +589,11 @@ def _unknown_columns(
     for column in df.columns:
         if column in known or column in ignore or column in unjudged:
             continue
-        hint = ""
-        if src.table == "sessions" and alliance is not None:
+        hint = unnamed_hint(df, column)
+        if not hint and src.table == "sessions" and alliance is not None:
             hint = _alliance_hint(str(column), alliance)
         hint = hint or suggest_column(str(column), src.table, known)
+        hint = "; ".join(h for h in (hint, ignored_near(str(column), ignore)) if h)
         p.add(
             src.fail(
                 f"only the columns the data contract names for the {src.table} table"
@@ -546,11 +612,20 @@ def check_ignore_list(
     where: str,
     p: Problems,
     alliance: AllianceInstrument | None = None,
+    *,
+    declared: Collection[str] = (),
+    held: Collection[str] | None = None,
 ) -> None:
-    """A contract column in the list of ignored columns is a problem (it is never ignored).
+    """The problems of a list of ignored columns: a contract column or a declared one in it (it
+    is read and checked, never ignored), and an entry naming no column of the tables.
 
     With a declared alliance instrument its item columns are the contract's alliance columns
     (and ``wai_goal``, ``wai_bond``, ``wai_task`` columns like any other, which may be ignored).
+    ``declared``: the clients-table columns the study declares (outcomes, covariates); an entry
+    naming one would leave the column analysed while the study lists it as ignored. ``held``:
+    every column name the tables (or the long export) hold, ``None`` when unknown; an entry
+    naming none of them is refused with the name it most resembles, since a misspelled entry
+    (``Notes`` for ``notes``) leaves the column it meant refused as undeclared.
     """
     contract = {c for cols in KNOWN_COLUMNS.values() for c in cols}
     if alliance is not None:
@@ -567,6 +642,63 @@ def check_ignore_list(
                 csv=False,
             )
         )
+    mine = sorted(c for c in ignore if c in set(declared) and c not in contract)
+    if mine:
+        p.add(
+            DataContractError(
+                where,
+                "only columns the study does not declare in the list of ignored columns; a "
+                "declared column ([outcomes.<name>], [covariates.<name>]) is read, checked and "
+                "analysed, never ignored (remove it from the list, or remove its declaration)",
+                got=[_Text(c) for c in mine],
+                csv=False,
+            )
+        )
+    if held is None:
+        return
+    for entry in sorted(c for c in ignore if c not in set(held) and c not in contract):
+        if entry in set(declared):
+            continue  # refused above
+        hint = _ignored_hint(entry, held, contract | set(declared))
+        p.add(
+            DataContractError(
+                where,
+                "each entry of the list of ignored columns naming a column the tables hold "
+                "(names are matched exactly); no table has this column"
+                + (f": {hint}" if hint else " (remove it from the list)"),
+                got=[_Text(entry)],
+                csv=False,
+            )
+        )
+
+
+def ignored_near(column: str, ignore: Collection[str]) -> str:
+    """For a column refused as undeclared: the entry of the ignored columns that was most
+    likely meant for it ('' when none), equal up to case and separators or close."""
+    spare = sorted(c for c in ignore if c != column)
+    squashed = {_squash(c): c for c in spare}
+    entry = squashed.get(_squash(column))
+    if entry is None:
+        close = difflib.get_close_matches(column, spare, n=1, cutoff=0.8)
+        entry = close[0] if close else None
+    if entry is None:
+        return ""
+    return f"the ignored columns list {entry!r} (names are matched exactly)"
+
+
+def _ignored_hint(entry: str, held: Collection[str], read: Collection[str]) -> str:
+    """The column an ignored entry naming none most likely meant: first among the columns the
+    tables hold that are not read (those it could ignore), equal up to case and separators or
+    close (similarity >= 0.6), then among all."""
+    spare = [c for c in sorted(held) if c not in set(read)]
+    for pool in (spare, sorted(held)):
+        squashed = {_squash(c): c for c in pool}
+        if _squash(entry) in squashed:
+            return f"did you mean {squashed[_squash(entry)]!r}?"
+        close = difflib.get_close_matches(entry, pool, n=1, cutoff=0.6)
+        if close:
+            return f"did you mean {close[0]!r}?"
+    return ""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -646,7 +778,9 @@ def _care_span(
     for column in ("first_session", "last_session"):
         values, _, bad = _dates(df[column])
         if bad.any():
-            p.add(src.fail_where(bad, df[column], column, "a date written YYYY-MM-DD (or empty)"))
+            p.add(
+                _date_problem(bad, df[column], column, "a date written YYYY-MM-DD (or empty)", src)
+            )
         parsed[column] = values
         reported |= bad
     first, last = parsed["first_session"], parsed["last_session"]
@@ -964,7 +1098,9 @@ def _session_order(
             bad = bad | missing
         if bad.any():
             p.add(
-                src.fail_where(bad, df["session_date"], "session_date", "a date written YYYY-MM-DD")
+                _date_problem(
+                    bad, df["session_date"], "session_date", "a date written YYYY-MM-DD", src
+                )
             )
     if has_index:
         index = _integer_column(
@@ -1252,7 +1388,14 @@ def validate_tables(
     by ``providers``, ``clients`` and ``sessions``, and raises every problem at once.
     """
     p = Problems()
-    check_ignore_list(ignore, "ignore_columns", p, alliance)
+    check_ignore_list(
+        ignore,
+        "ignore_columns",
+        p,
+        alliance,
+        declared=declared_columns(outcomes or {}, covariates),
+        held={str(c) for df in frames.values() for c in df.columns},
+    )
     ages = None
     if age_range is not None:
         ages, wrong = parse_age_range(age_range)

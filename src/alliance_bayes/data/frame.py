@@ -162,8 +162,10 @@ class AnalysisFrame:
         With a declared instrument of several items per subscale: per subscale, the sessions
         where some but not all of its items were rated (their score is the mean of those rated).
     conversions : tuple of Conversion
-        What the loader converted in Stata or SPSS cells (value labels, declared missing codes;
-        :attr:`RawStudy.conversions`), recorded in ``run.json`` for the report's Clients section.
+        What the loader converted or noted (:attr:`RawStudy.conversions`: value labels and
+        declared missing codes of Stata or SPSS cells, ``NA`` cells of CSV files, skipped empty
+        unnamed columns, declared provider types without providers), listed by :meth:`summary`
+        and recorded in ``run.json`` for the report's Clients section.
     provider_types : tuple of str
         The study's provider types (:attr:`RawStudy.care`: therapist, coach unless declared) that
         some provider with sessions has, in their order; a type without providers is no level.
@@ -392,6 +394,9 @@ class AnalysisFrame:
             f"  elevated at baseline{rule}: {int(elevated.sum())}",
             f"  elevated with WHO-5 follow-up: {int((elevated & followup).sum())}",
         ]
+        # what reading changed or noted (missing codes, labels, a skipped empty column, a
+        # declared provider type without providers), as the report's Clients section lists it
+        lines += [f"  read: {c}" for c in self.conversions]
         return "\n".join(lines)
 
 

@@ -63,6 +63,7 @@ import csv
 import difflib
 import hashlib
 import io
+import re
 import tempfile
 import tomllib
 import warnings
@@ -75,7 +76,7 @@ import pandas as pd
 from pandas.io.stata import StataMissingValue
 
 from alliance_bayes.data.alliance import AllianceInstrument, parse_alliance
-from alliance_bayes.data.care import CareTypes, parse_care, parse_provider_types
+from alliance_bayes.data.care import JOIN, CareTypes, parse_care, parse_provider_types
 from alliance_bayes.data.contract import (
     AGE_RANGE,
     ITEM_COLUMNS,
@@ -127,17 +128,23 @@ class Conversion:
         The file's name.
     column : str
         The column.
-    kind : {"value labels", "lower case", "declared missing", "NA"}
+    kind : {"value labels", "lower case", "declared missing", "NA", "empty column", "no providers"}
         Codes of a Stata or SPSS file read as their value labels; value labels of ``sex`` or
         ``provider_type`` that are an allowed word in other case (``Female``) read in lower case;
         declared missing codes (SPSS user-missing values and ranges, Stata's extended missing
-        values ``.a``–``.z``) read as missing; or cells of a CSV file holding ``NA`` (what R's
-        ``write.csv`` writes for a missing value) read as missing.
+        values ``.a``–``.z``) read as missing; cells of a CSV file holding ``NA`` (what R's
+        ``write.csv`` writes for a missing value) read as missing; a column without a name in the
+        header that is empty on every row (a trailing comma on every line of a CSV file, a blank
+        formatted column of a workbook) skipped; or, a note rather than a conversion, a declared
+        provider type that no provider of the providers table has (``codes``: the type; the care
+        types keep the names the declaration gives, :meth:`CareTypes.without_providers
+        <alliance_bayes.data.care.CareTypes.without_providers>`).
     count : int
-        How many cells were converted.
+        How many cells were converted (skipped, for an empty column; 0 for a provider type).
     codes : str
         The codes seen, with their labels (``"1 → therapist, 2 → coach"``, ``"Female → female"``,
-        ``"-99"``, ``".a, .b"``, ``"NA"``).
+        ``"-99"``, ``".a, .b"``, ``"NA"``); where an empty column stood
+        (``"the last of 12 columns"``); the provider type without providers (``"psychiatrist"``).
     cells : tuple of (int, str)
         Each converted cell's data row (1-based, as messages count rows) and code, for a declared
         missing code (so that a required value that is missing can say why); not compared, and
@@ -160,6 +167,22 @@ class Conversion:
             return f"{where} of value labels read in lower case ({self.codes})"
         if self.kind == "NA":
             return f"{where} holding NA read as missing (R's write.csv writes NA for missing)"
+        if self.kind == "empty column":
+            trailing = (
+                " (every line ends with a comma)" if self.codes.startswith("the last") else ""
+            )
+            return (
+                f"{self.file}: a column without a name in the header ({self.codes}), empty on "
+                f"all {self.count} row{'s' if self.count != 1 else ''}, skipped{trailing}"
+            )
+        if self.kind == "no providers":
+            return (
+                f"{self.file}, column {self.column!r}: declared provider type {self.codes!r} has "
+                "no providers, so no client's care type includes it; the care types keep the "
+                f"names the declared provider_types give (joined by {JOIN!r}, never the "
+                "contract's 'both') and, without a declared care_reference, the reference is the "
+                "care type with the most clients"
+            )
         return f"{where} with a declared missing code ({self.codes}) read as missing"
 
     def to_dict(self) -> dict[str, object]:
@@ -191,7 +214,8 @@ class RawStudy:
     conversions : tuple of Conversion
         The cells of Stata and SPSS files read as value labels (and those in lower case) or as
         declared missing, and of CSV files holding ``NA`` read as missing, counted per file and
-        column (empty for Parquet and Excel files).
+        column; the unnamed empty columns of CSV and Excel files skipped; and a note for each
+        declared provider type that no provider has (:class:`Conversion`).
     outcomes : dict of str to Instrument
         The outcome instruments declared in ``study.toml`` (``[outcomes.<name>]``), by name.
     covariates : dict of str to Covariate
@@ -318,6 +342,7 @@ class RawStudy:
             files={},
             sha256=digest.hexdigest(),
             ignored=held,
+            conversions=_without_providers(care, tables["providers"], None),
             outcomes=outcomes,
             covariates=covariates,
             # validated above, so a declared range parses
@@ -337,6 +362,18 @@ class RawStudy:
 
 def _held(df: pd.DataFrame, ignore: frozenset[str]) -> tuple[str, ...]:
     return tuple(str(c) for c in df.columns if c in ignore)
+
+
+def _without_providers(
+    care: CareTypes, providers: pd.DataFrame, file: Path | None
+) -> tuple[Conversion, ...]:
+    """A note for each declared provider type that no provider of the (validated) providers
+    table has: the care types keep their declared names, and the report says why."""
+    name = "providers table" if file is None else file.name
+    return tuple(
+        Conversion(name, "provider_type", "no providers", 0, kind)
+        for kind in care.without_providers(providers["provider_type"].dropna())
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -737,6 +774,46 @@ def _parse(
     df = df.loc[~df.isna().all(axis=1)]  # blank lines; the index keeps the row numbers
     if len(df) == 0:
         raise src.fail("at least one data row; the file has a header but no data")
+    if fmt in ("csv", "xlsx"):
+        df, skipped = _skip_empty_unnamed(src, df)
+        conversions += skipped
+    return df, conversions
+
+
+def _unnamed(name: str) -> bool:
+    """A header cell left empty: ``""`` in a CSV file, pandas' ``Unnamed: <k>`` in a workbook."""
+    return name == "" or re.fullmatch(r"Unnamed: \d+", name) is not None
+
+
+def _skip_empty_unnamed(src: Source, df: pd.DataFrame) -> tuple[pd.DataFrame, list[Conversion]]:
+    """The table without its columns that have no name and no value, each recorded.
+
+    A comma at the end of every line of a CSV file (the header's too) makes a last column with
+    neither a name nor a value, as does a blank but formatted column of a workbook: it holds
+    nothing, so it is skipped, and recorded (:class:`Conversion`, kind ``"empty column"``). An
+    unnamed column holding values (R's ``write.csv`` row names, a nameless first column of
+    1..n) is kept, to be refused or declared ignored.
+    """
+    n = len(df.columns)
+    empty = [
+        k for k, name in enumerate(df.columns) if _unnamed(name) and df.iloc[:, k].isna().all()
+    ]
+    name = Path(str(src.file)).name
+    conversions = [
+        Conversion(
+            name,
+            str(df.columns[k]),
+            "empty column",
+            len(df),
+            f"the last of {n} columns" if k == n - 1 else f"column {k + 1} of {n}",
+        )
+        for k in empty
+    ]
+    df = df.iloc[:, [k for k in range(n) if k not in set(empty)]]
+    names = [str(c) for c in df.columns]
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:  # two nameless columns holding values: neither can be told from the other
+        raise src.fail("each column name once in the header (line 1)", column=twice[0], got=twice)
     return df, conversions
 
 
@@ -764,7 +841,9 @@ def _parse_csv(src: Source, data: bytes) -> tuple[pd.DataFrame, list[Conversion]
                 )
     seen: set[str] = set()
     for name in header:
-        if name in seen:
+        # nameless columns may repeat where all but one are empty (a comma too many at each
+        # line's end): checked once the empty ones are skipped (_skip_empty_unnamed)
+        if name in seen and name != "":
             raise src.fail("each column name once in the header (line 1)", column=name, got=[name])
         seen.add(name)
     try:
@@ -798,10 +877,12 @@ def _r_missing(src: Source, df: pd.DataFrame) -> tuple[pd.DataFrame, list[Conver
     the count then shows."""
     na = df.eq("NA")
     name = Path(str(src.file)).name
+    # by position: nameless columns share the name '' until the empty ones are skipped
+    counts = na.sum(axis=0).to_numpy()
     conversions = [
-        Conversion(name, str(column), "NA", int(na[column].sum()), "NA")
-        for column in df.columns
-        if na[column].any()
+        Conversion(name, str(column), "NA", int(n), "NA")
+        for column, n in zip(df.columns, counts, strict=True)
+        if n
     ]
     return df.mask(na), conversions
 
@@ -1105,6 +1186,7 @@ def load_study(
             for table in TABLES
         }
         ignored = {t: _held(frames[t], ignore) for t in TABLES}
+        held = {str(c) for t in TABLES for c in frames[t].columns}
     else:
         data = _read_bytes(long)
         digest.update(data)
@@ -1126,7 +1208,17 @@ def load_study(
             p.raise_any()
         frames, files = split.frames, dict.fromkeys(TABLES, long)
         ignored = {"providers": (), "clients": (), "sessions": split.ignored}
-    check_ignore_list(ignore, str(settings.path or "ignore_columns"), p, settings.alliance)
+        held = {str(c) for c in rows.columns}
+    held |= {c.column for c in conversions if c.kind == "empty column"}
+    declared = (
+        *declared_columns(settings.outcomes, settings.covariates),
+        *sorted(undecided.columns),
+    )
+    for entries, where in (
+        (settings.ignore, str(settings.path or STUDY_SETTINGS)),
+        (frozenset(ignore_columns) - settings.ignore, "ignore_columns"),
+    ):
+        check_ignore_list(entries, where, p, settings.alliance, declared=declared, held=held)
     contract_from = len(p)
     typed = check_tables(
         frames,
@@ -1149,6 +1241,7 @@ def load_study(
             typed["clients"] = clients
     _say_how_codes_are_read(p, contract_from, conversions)
     p.raise_any()
+    conversions += _without_providers(settings.care, typed["providers"], files.get("providers"))
     if who5_metric != "percentage":  # the same files read another way are another dataset
         digest.update(f"who5_metric={who5_metric}".encode())
     declare(settings.outcomes)

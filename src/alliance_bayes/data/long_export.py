@@ -23,7 +23,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from alliance_bayes.data.contract import KNOWN_COLUMNS, TABLES, Problems, Source, suggest_column
+from alliance_bayes.data.contract import (
+    KNOWN_COLUMNS,
+    TABLES,
+    Problems,
+    Source,
+    ignored_near,
+    suggest_column,
+    unnamed_hint,
+)
 
 __all__ = ["LONG_STEM", "SplitExport", "split_long"]
 
@@ -87,8 +95,10 @@ def _unknown(
         if column in known or column in ignore:
             continue
         hints = [suggest_column(str(column), table) for table in TABLES]
-        hint = next((h for h in hints if h.startswith("did you mean")), "")
+        hint = unnamed_hint(df, column)
+        hint = hint or next((h for h in hints if h.startswith("did you mean")), "")
         hint = hint or next((h for h in hints if h and "is a column of" not in h), "")
+        hint = "; ".join(h for h in (hint, ignored_near(str(column), ignore)) if h)
         p.add(
             src.fail(
                 "only the columns the data contract names for the providers, clients and sessions "

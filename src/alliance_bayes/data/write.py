@@ -106,8 +106,9 @@ def write_study(
         When the tables break the contract under the declarations; nothing is written.
     FileExistsError
         When the folder holds a table in another format, or a long export (the study would be
-        ambiguous), or a ``study.toml`` that declares otherwise than the study given (it is
-        never overwritten: remove it, or write to another folder); nothing is written.
+        ambiguous), or a ``study.toml`` that declares otherwise than the study given, or that
+        ignores columns, which the written tables do not hold (it is never overwritten: remove
+        it, or write to another folder); nothing is written.
 
     Notes
     -----
@@ -118,8 +119,9 @@ def write_study(
     ``[covariates.<name>]`` tables) are written to ``study.toml``, which the loader's own parsers
     are checked to read back to equal declarations before anything is written; a study that
     declares nothing writes none. A ``study.toml`` already in the folder that declares the same
-    is kept as it is (with its comments, ``ignore`` and ``long``). Each file is written to a
-    temporary name and then moved into place.
+    is kept as it is (with its comments and ``long``; one that ignores columns is refused, since
+    the written tables hold none of them and an ignored column no table holds is refused on
+    loading). Each file is written to a temporary name and then moved into place.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
@@ -189,6 +191,14 @@ def write_study(
                 "write to another folder."
             )
         settings_text = None  # the same declarations: the user's file, comments and all, stays
+        if existing.ignore:
+            # the written tables hold none of the ignored columns, and an ignored column that no
+            # table holds is refused on loading: the folder would not load back
+            raise FileExistsError(
+                f"{existing.path} declares ignore = {sorted(existing.ignore)!r}, columns the "
+                "written tables do not hold (ignored columns are dropped), so the folder would "
+                "not load; remove ignore from it, or write to another folder."
+            )
     payloads = {table: _serialise(getattr(study, table), fmt) for table in TABLES}
     settings_bytes = None if settings_text is None else settings_text.encode("utf-8")
     folder.mkdir(parents=True, exist_ok=True)

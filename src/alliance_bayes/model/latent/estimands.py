@@ -104,7 +104,9 @@ def compute_joint_estimands(
         of the outcomes, where both are observed) and the measurement estimands (kind
         ``"measurement"``): ``threshold[<subscale>,<k>|<k+1>]`` (logit units, client latent SD 1),
         ``discrimination[<subscale>]``, ``sd_provider_alliance[<subscale>]`` (SD of the provider
-        part of the latent alliance, in client-SD units) and ``corr_client_alliance[<pair>]``.
+        part of the latent alliance, in client-SD units) and ``corr_client_alliance[<pair>]``;
+        with several items per subscale the thresholds and discriminations are per item,
+        ``threshold[<item>,<k>|<k+1>]`` and ``discrimination[<item>]`` (attribute ``item``).
     """
     out: dict[str, xr.DataArray] = {}
     outcomes = [str(o) for o in posterior["outcome"].values]
@@ -139,29 +141,31 @@ def compute_joint_estimands(
         )
     if "threshold" in posterior:
         th = posterior["threshold"]
-        for s in (str(x) for x in th["subscale"].values):
+        rows = _rows(th)
+        for s in (str(x) for x in th[rows].values):
             for k in (str(x) for x in th["cut"].values):
                 put_estimand(
                     out,
                     f"threshold[{s},{k}]",
-                    th.sel(subscale=s, cut=k),
+                    th.sel({rows: s, "cut": k}),
                     units="logit units (client latent SD = 1)",
                     kind="measurement",
-                    subscale=s,
+                    **{rows: s},
                 )
     for var, units in (
         ("discrimination", "per client latent SD (logit scale)"),
         ("sd_provider_alliance", "client latent SDs"),
     ):
         if var in posterior:
-            for s in (str(x) for x in posterior[var]["subscale"].values):
+            rows = _rows(posterior[var])
+            for s in (str(x) for x in posterior[var][rows].values):
                 put_estimand(
                     out,
                     f"{var}[{s}]",
-                    posterior[var].sel(subscale=s),
+                    posterior[var].sel({rows: s}),
                     units=units,
                     kind="measurement",
-                    subscale=s,
+                    **{rows: s},
                 )
     if "corr_client_alliance" in posterior:
         corr = posterior["corr_client_alliance"]
@@ -174,6 +178,12 @@ def compute_joint_estimands(
                 kind="measurement",
             )
     return xr.Dataset(out)
+
+
+def _rows(da: xr.DataArray) -> str:
+    """The dimension of a measurement parameter's rows: ``item`` where the instrument has several
+    items per subscale (each item its own cut-points and discrimination), else ``subscale``."""
+    return "item" if "item" in da.dims else "subscale"
 
 
 def _threshold_scale(posterior: xr.Dataset) -> str | None:

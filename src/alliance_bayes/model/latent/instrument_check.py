@@ -1,4 +1,4 @@
-r"""The graded-response families need one integer rating per subscale; other instruments are refused.
+r"""The graded-response families need integer item ratings; other instruments are refused.
 
 The latent family (:mod:`alliance_bayes.model.latent.measurement`) and the ratings family
 (:mod:`alliance_bayes.model.ratings`) model every session rating of every subscale as one ordered
@@ -6,14 +6,13 @@ category of :math:`K` (a graded-response model with :math:`K - 1` thresholds). T
 the whole numbers of the item's range, :math:`L, L + 1, \dots, H` with :math:`K = H - L + 1`: the
 contract's ``wai_goal``, ``wai_bond``, ``wai_task`` (1–5, :math:`K = 5`) when the study declares
 no alliance instrument, else the declared instrument's (1–7: :math:`K = 7`; 0–6: 7; 1–4: 4), read
-by :func:`rating_scale`. A declared instrument qualifies when it has one integer item per
-subscale on a whole-number range of at least three categories
-(:attr:`~alliance_bayes.data.alliance.AllianceInstrument.single_integer_ratings`); several items
-per subscale, a finer step, reversed items or pre-scored means are refused by
-:func:`require_single_ratings`, before any array is built, naming the instrument, why, and the
-averaged-score models that take it. The ratings family models every item of a subscale
-(:func:`require_integer_ratings`): several items per subscale and reversed items pass there, the
-other refusals stand.
+by :func:`rating_scale`. A declared instrument qualifies when its items are rated in whole
+numbers over a range of at least three categories: one item per subscale
+(:attr:`~alliance_bayes.data.alliance.AllianceInstrument.single_integer_ratings`), or several
+items per subscale and reverse-scored items (the WAI-SR), each item then modelled with its own
+cut-points and discrimination (:mod:`alliance_bayes.model.items`). A finer step, fewer than
+three categories or pre-scored means are refused by :func:`require_integer_ratings`, before any
+array is built, naming the instrument, why, and the averaged-score models that take it.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ __all__ = [
     "RatingScale",
     "rating_scale",
     "require_integer_ratings",
-    "require_single_ratings",
 ]
 
 
@@ -123,72 +121,38 @@ CONTRACT_SCALE = RatingScale()
 def rating_scale(frame: AnalysisFrame) -> RatingScale:
     """The rating categories of the frame's alliance items: its declared instrument's range, or
     the contract's 1–5 (:data:`CONTRACT_SCALE`) without a declaration. Call after
-    :func:`require_single_ratings` (a declared range is then whole numbers)."""
+    :func:`require_integer_ratings` (a declared range is then whole numbers)."""
     alliance = frame.alliance
     if alliance is None:
         return CONTRACT_SCALE
     return RatingScale(int(alliance.low), int(alliance.high), frame.alliance_scale)
 
 
-def _why(frame: AnalysisFrame, *, several_items: bool = False) -> str:
-    """What about the declared instrument a graded-response model cannot take, in words
-    (``several_items``: the model takes several items per subscale and reversed items)."""
+def _why(frame: AnalysisFrame) -> str:
+    """What about the declared instrument a graded-response model cannot take, in words (empty
+    where it can: integer items, any number per subscale, reversed ones too)."""
     a = frame.alliance
     assert a is not None
     if a.scored == "subscales":
         return "its sessions hold pre-scored subscale means, not item ratings"
-    reasons = []
-    counts = sorted({len(items) for _, items in a.subscales})
-    if counts != [1] and not several_items:
-        reasons.append(f"{'/'.join(map(str, counts))} items per subscale")
     if a.step != 1.0:
-        reasons.append(f"rated in steps of {a.step:g}, not whole numbers")
-    elif not (float(a.low).is_integer() and float(a.high).is_integer()):
-        reasons.append(f"a range {a.low:g}–{a.high:g} whose ends are not whole numbers")
-    elif a.high - a.low < 2:
-        reasons.append(f"only {int(a.high - a.low) + 1} categories ({a.low:g}–{a.high:g})")
-    if a.reverse and not several_items:
-        reasons.append("reverse-scored items")
-    return ", ".join(reasons)
-
-
-def require_single_ratings(spec: ModelSpec, frame: AnalysisFrame, family: str = "latent") -> None:
-    """Refuse a study whose declared alliance instrument is not one integer item per subscale.
-
-    A study without an ``[alliance]`` declaration (the contract's 1–5 items) passes, and so does
-    one whose declaration is one item per subscale rated in whole numbers over a range of at least
-    three (``range = [1, 7]``, ``step = 1``, no ``reverse``): each value is a category
-    (:func:`rating_scale`).
-
-    Raises
-    ------
-    DesignError
-        Naming the spec, the family, what it takes, the instrument and why it does not fit, and
-        suggesting an averaged-score (regression) model, which takes any declared instrument.
-    """
-    alliance = frame.alliance
-    if alliance is None or alliance.single_integer_ratings:
-        return
-    where = frame.outcomes_declared_in or "the study"
-    raise DesignError(
-        f"spec {spec.name!r} ({family} family): its graded-response model takes one integer "
-        "alliance rating per subscale and session, not reverse-scored, each whole number of "
-        "the declared range a category and at least three of them (one integer alliance rating "
-        "1–5 per subscale, as the contract's items, or 1–7, 0–6, 1–4); the study declares the "
-        f"alliance instrument {alliance.scale} ({_why(frame)}; [alliance] in {where}). Fit an "
-        "averaged-score model instead, which takes any declared instrument: a regression spec "
-        "(alliance = 'subscales' or 'composite', no [measurement] table), such as who5_change, "
-        f"whose slopes are then per point of the {alliance.scale} scale"
-    )
+        return f"rated in steps of {a.step:g}, not whole numbers"
+    if not (float(a.low).is_integer() and float(a.high).is_integer()):
+        return f"a range {a.low:g}–{a.high:g} whose ends are not whole numbers"
+    if a.high - a.low < 2:
+        return f"only {int(a.high - a.low) + 1} categories ({a.low:g}–{a.high:g})"
+    return ""
 
 
 def require_integer_ratings(spec: ModelSpec, frame: AnalysisFrame, family: str = "ratings") -> None:
     """Refuse a study whose declared alliance instrument is not integer item ratings.
 
-    As :func:`require_single_ratings`, but any number of items per subscale passes, reversed
-    items too (each is turned, ``low + high - rating``, before it is modelled): the ratings
-    family models every item. Pre-scored subscale means, a finer step than whole numbers and
-    fewer than three categories are still refused.
+    A study without an ``[alliance]`` declaration (the contract's 1–5 items) passes, and so does
+    one whose items are rated in whole numbers over a range of at least three (``range = [1,
+    7]``, ``step = 1``): each value is a category (:func:`rating_scale`). Any number of items per
+    subscale passes, reversed items too (each is turned, ``low + high - rating``, before it is
+    modelled): both graded-response families model every item. Pre-scored subscale means, a
+    finer step than whole numbers and fewer than three categories are refused.
 
     Raises
     ------
@@ -197,7 +161,7 @@ def require_integer_ratings(spec: ModelSpec, frame: AnalysisFrame, family: str =
         suggesting an averaged-score (regression) model, which takes any declared instrument.
     """
     a = frame.alliance
-    if a is None or a.single_integer_ratings or not _why(frame, several_items=True):
+    if a is None or a.single_integer_ratings or not _why(frame):
         return
     where = frame.outcomes_declared_in or "the study"
     raise DesignError(
@@ -207,7 +171,7 @@ def require_integer_ratings(spec: ModelSpec, frame: AnalysisFrame, family: str =
         "declared range a category and at least three of them (one integer alliance rating "
         "1–5 per subscale, as the contract's items, or 1–7, 0–6, 1–4; the WAI-SR's four items "
         "1–5 per subscale); the study declares the "
-        f"alliance instrument {a.scale} ({_why(frame, several_items=True)}; [alliance] in "
+        f"alliance instrument {a.scale} ({_why(frame)}; [alliance] in "
         f"{where}). Fit an averaged-score model instead, which takes any declared instrument: a "
         "regression spec (alliance = 'subscales' or 'composite', no [measurement] table), such "
         f"as who5_change, whose slopes are then per point of the {a.scale} scale"

@@ -27,9 +27,10 @@ the :math:`K` categories :math:`r \in \{L, \dots, H\}` (:math:`K = H - L + 1`: t
     \kappa_{s,1} < \kappa_{s,2} < \dots < \kappa_{s,K-1},
 
 with item thresholds :math:`\kappa_s` and discrimination :math:`\alpha_s` (one item per
-subscale). The sampler works with the logit-scale cut-points :math:`c_{s,k} = \alpha_s
-\kappa_{s,k}` (so :math:`\alpha_s\theta - c_{s,k}` is linear in each), anchored at the top: the
-highest :math:`c_{s,K-1} \sim \mathcal N(0, s_\kappa)`, the :math:`K - 2` gaps below it
+subscale; several items per subscale below). The sampler works with the logit-scale
+cut-points :math:`c_{s,k} = \alpha_s \kappa_{s,k}` (so :math:`\alpha_s\theta - c_{s,k}` is
+linear in each), anchored at the top: the highest :math:`c_{s,K-1} \sim \mathcal N(0,
+s_\kappa)`, the :math:`K - 2` gaps below it
 :math:`c_{s,k+1} - c_{s,k} \sim \text{Half-}\mathcal N(g_K s_\kappa)` with :math:`g_K = 3/(K-2)`
 (1 on five categories; :attr:`~alliance_bayes.model.latent.instrument_check.RatingScale.gap_prior_factor`:
 more categories cut the same stretch of the latent scale more finely, so the prior mean of the
@@ -57,6 +58,27 @@ identified; the latent mean is fixed at 0 and the thresholds carry the location.
 per subscale the discrimination is equivalent to the
 latent SD on the logit scale; it is reported as a discrimination under this convention.
 
+Several items per subscale
+--------------------------
+A declared instrument with several integer items per subscale (the WAI-SR: four items 1–5 each)
+has one row of graded-response parameters per item :math:`j` of subscale :math:`s(j)`, on that
+subscale's latent alliance (a unidimensional model per subscale: the items' session-to-session
+disagreement is the logistic residual),
+
+.. math::
+    \Pr(r_j \ge L + k \mid \theta_{ips(j)}) = \operatorname{logit}^{-1}\big(\alpha_j
+        (\theta_{ips(j)} - \kappa_{j,k})\big),
+
+with item-specific cut-points and discriminations under the priors above (``threshold`` dims
+``(item, cut)``, ``discrimination``, ``cutpoint_top`` dims ``item``, ``cutpoint_gap`` ``(item,
+gap)``; the ``item`` coordinate lists the declared columns and the constant ``item_subscale``
+each item's subscale). A reverse-scored item's rating :math:`r` enters as :math:`L + H - r`
+(:func:`~alliance_bayes.model.items.item_ratings`). Expected ratings, true scores and provider
+levels are a subscale's mean over its items of each item's (below), the session subscale score
+of the averaged-score models, so the outcome slopes and the estimand names are unchanged. The
+latent parts, their SDs and correlations stay per subscale. With one item per subscale the
+model, its names, dimensions and coordinates are those of the subscales, as they have been.
+
 From the latent scale to the rating scale
 -----------------------------------------
 Each membership's true score is the **expected rating**, on the items' own scale (1–5, or the
@@ -66,8 +88,9 @@ declared instrument's :math:`L`–:math:`H`, the scale of the averaged scores)
     \tau_{ips} = \mathbb E[r \mid \theta_{ips}] = L + \sum_{k=1}^{K-1}
         \operatorname{logit}^{-1}\big(\alpha_s(\theta_{ips} - \kappa_{s,k})\big) \in (L, H),
 
-the quantity that the client's observed mean rating estimates without bias; the client's true
-score is :math:`\tau_{is} = \sum_p w_{ip}\tau_{ips}`.
+the quantity that the client's observed mean rating estimates without bias (with several items
+per subscale the mean over its items of this sum, each with its own :math:`\alpha_j,
+\kappa_j`); the client's true score is :math:`\tau_{is} = \sum_p w_{ip}\tau_{ips}`.
 
 The between-provider part is **doubly latent** (Marsh et al. 2009): a provider's alliance is
 its latent part on the same scale with the client part integrated out,
@@ -218,7 +241,8 @@ Stored variables
 ----------------
 Outcome parameters reuse the names of ``who5_change`` with a leading ``outcome`` dimension
 (``mu_b``, ``b``, ``sd_b``, ``sd_provider``, ``sigma``, ``b_baseline``, ``b_covariate``, ``alpha``);
-plus ``rho_outcomes``, ``threshold`` (subscale, threshold), ``discrimination``,
+plus ``rho_outcomes``, ``threshold`` (subscale, threshold; (item, threshold) with several items
+per subscale), ``discrimination``,
 ``sd_provider_alliance``, ``corr_client_alliance``, ``corr_provider_alliance``, the provider
 intercepts ``u_outcome_provider`` (outcome, provider) and the provider part's standard normal draws
 ``z_provider_alliance`` (sampled as ``v_provider`` and ``v_alliance_provider``). Observed variables:
@@ -262,11 +286,12 @@ from scipy import special
 from alliance_bayes.data.frame import AnalysisFrame, elevated_at_baseline
 from alliance_bayes.data.instruments import BUILT_IN, Instrument, declare
 from alliance_bayes.model.elevated import elevated_sample
+from alliance_bayes.model.items import item_ratings, items_record, subscale_means
 from alliance_bayes.model.latent.instrument_check import (
     CONTRACT_SCALE,
     RatingScale,
     rating_scale,
-    require_single_ratings,
+    require_integer_ratings,
 )
 from alliance_bayes.model.latent.provider_effects import (
     outcome_provider_intercepts,
@@ -275,13 +300,13 @@ from alliance_bayes.model.latent.provider_effects import (
 from alliance_bayes.model.regression.design import (
     LEVELS,
     DesignError,
-    _other_outcomes,
     alliance_record,
     care_counts,
     care_shares,
     check_covariates,
     covariate_columns,
     model_priors,
+    other_outcomes,
     standardise,
 )
 from alliance_bayes.model.regression.graph import care_intercepts, covariate_slopes, group_sd
@@ -431,6 +456,28 @@ class LatentData:
     scale: RatingScale = CONTRACT_SCALE  # the rating categories (counts' last axis)
     # How each declared covariate is coded (covariate_columns); empty without declared ones.
     covariate_coding: dict[str, dict[str, object]] = field(default_factory=dict)
+    # With several items per subscale: the declared item columns (``counts``' rows, a reversed
+    # one turned) and each item's subscale (index into ``subscales``); empty with one item per
+    # subscale, whose rows are the subscales.
+    items: tuple[str, ...] = ()
+    item_subscale: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def several_items(self) -> bool:
+        """Whether ``counts`` has a row per item (some subscale has several) not per subscale."""
+        return bool(self.items)
+
+    @property
+    def rows(self) -> str:
+        """The dimension of ``counts``' rows and of the item parameters: ``"item"`` with several
+        items per subscale, else ``"subscale"``."""
+        return "item" if self.several_items else "subscale"
+
+    @property
+    def item_means(self) -> np.ndarray:
+        """(subscale, item) the mean over each subscale's items
+        (:func:`~alliance_bayes.model.items.subscale_means`); several items only."""
+        return subscale_means(self.item_subscale, len(self.subscales))
 
     @property
     def n_clients(self) -> int:
@@ -438,7 +485,7 @@ class LatentData:
 
     @property
     def category_totals(self) -> np.ndarray:
-        """(subscale, category) observed rating counts."""
+        """(row, category) observed rating counts (:attr:`rows`)."""
         return self.counts.sum(axis=1)
 
     @property
@@ -521,6 +568,8 @@ class LatentData:
         }
         if not self.provider_shift_is_scalar:
             coords["provider_type_contrast"] = list(self.provider_contrasts)
+        if self.several_items:
+            coords["item"] = list(self.items)
         for o in self.outcomes:
             coords[o.dim] = c[o.client_index].tolist()
         return coords
@@ -554,6 +603,7 @@ def latent_scales(data: LatentData) -> dict[str, object]:
         ({"covariate_coding": data.covariate_coding} if data.covariate_coding else {})
         | ({"alliance_instrument": record} if record else {})
         | ({"declared_outcomes": declared} if declared else {})
+        | items_record(data.frame, data.subscales, data.items, data.item_subscale)
     )
 
 
@@ -581,18 +631,22 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
     Every client of the sample with at least one rating enters the measurement part; each outcome
     uses the clients with that follow-up, its baseline and every covariate observed. Covariates
     are built in or declared by the study, coded as in the regression family
-    (:func:`~alliance_bayes.model.regression.design.covariate_columns`).
+    (:func:`~alliance_bayes.model.regression.design.covariate_columns`). The count table has a
+    row per subscale, or per item where a declared instrument has several items per subscale
+    (:func:`~alliance_bayes.model.items.item_ratings`: a reversed item's rating :math:`r`
+    counted as :math:`L + H - r`).
 
     Raises
     ------
     DesignError
-        The study declares an alliance instrument other than one integer item per subscale on a
-        whole-number range (:func:`~alliance_bayes.model.latent.instrument_check.require_single_ratings`), a
-        column is absent, a covariate is neither built in nor declared by the study, or too few
-        clients are left.
+        The study declares an alliance instrument other than integer item ratings on a
+        whole-number range of at least three
+        (:func:`~alliance_bayes.model.latent.instrument_check.require_integer_ratings`), a declared
+        item column is missing, a column is absent, a covariate is neither built in nor declared
+        by the study, or too few clients are left.
     """
     assert spec.measurement is not None
-    require_single_ratings(spec, frame, family="latent")
+    require_integer_ratings(spec, frame, family="latent")
     check_covariates(spec, frame)
     instruments = _check_outcomes(spec, frame)
     clients = frame.clients
@@ -639,7 +693,7 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
             if column not in c or c[column].isna().all():
                 raise DesignError(
                     f"spec {spec.name!r} needs column {column!r}, absent from the data"
-                    + _other_outcomes(sub, column)
+                    + other_outcomes(sub, column)
                 )
         y = c[outcome].to_numpy(float)
         y0 = c[instrument.baseline].to_numpy(float)
@@ -680,9 +734,10 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
         )
     ).to_numpy()
     scale = rating_scale(sub)
-    counts = np.zeros((len(subscales), len(mem), scale.n_categories), dtype=np.int64)
-    for j, s in enumerate(subscales):
-        r = ses[f"wai_{s}"].to_numpy(dtype=float, na_value=np.nan)
+    # a row per subscale, or per item (a reversed one turned) with several items per subscale
+    items, item_subscale, ratings = item_ratings(sub, subscales, scale.low, scale.high)
+    counts = np.zeros((len(ratings), len(mem), scale.n_categories), dtype=np.int64)
+    for j, r in enumerate(ratings):
         ok = ~np.isnan(r)
         np.add.at(counts[j], (ses_mem[ok], scale.category_index(r[ok])), 1)
     observed = np.column_stack([c[f"alliance_{s}"].to_numpy(float) for s in subscales])
@@ -715,6 +770,8 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
         exclusions=exclusions,
         scale=scale,
         covariate_coding=columns.coding,
+        items=items,
+        item_subscale=item_subscale,
     )
 
 
@@ -990,6 +1047,7 @@ def build_latent_model(
     pr, ms, h = model_priors(spec, data), spec.measurement, spec.hierarchy
     assert ms is not None
     n_sub = len(data.subscales)
+    rows_dim = data.rows  # "subscale", or "item" with several items per subscale
     outs = data.outcomes
     with pm.Model(coords=data.coords()) as model:
         # ---- measurement: graded response with provider + client latent parts (non-centred)
@@ -997,7 +1055,9 @@ def build_latent_model(
         mem_provider = pm.Data("mem_provider", data.mem_provider, dims="membership")
         mem_weight = pm.Data("mem_weight", data.mem_weight, dims="membership")
         pm.Data("alliance_observed", data.observed_scores, dims=("client", "subscale"))
-        counts = pm.Data("rating_counts", data.counts, dims=("subscale", "membership", "category"))
+        counts = pm.Data("rating_counts", data.counts, dims=(rows_dim, "membership", "category"))
+        if data.several_items:
+            pm.Data("item_subscale", data.item_subscale, dims="item")
 
         # Ordered cut-points on the logit scale, without a custom initial value (PyMC's model graph
         # tools refuse those): the highest is Normal, the gaps below it Half-Normal. Two choices
@@ -1008,13 +1068,14 @@ def build_latent_model(
         # - on the logit scale, c = alpha * kappa: eta = alpha * theta - c keeps c nearly
         #   orthogonal to alpha, while latent-scale thresholds kappa = c / alpha move with alpha.
         # The K - 2 gaps share the span of five categories' three (RatingScale.gap_prior_factor).
-        cut_top = pm.Normal("cutpoint_top", 0.0, ms.threshold_sd, dims="subscale")
+        # One set per item: the subscale's with one item per subscale, else each declared item's.
+        cut_top = pm.Normal("cutpoint_top", 0.0, ms.threshold_sd, dims=rows_dim)
         gap_sd = ms.threshold_sd * data.scale.gap_prior_factor
-        gaps = pm.HalfNormal("cutpoint_gap", gap_sd, dims=("subscale", "gap"))
+        gaps = pm.HalfNormal("cutpoint_gap", gap_sd, dims=(rows_dim, "gap"))
         below = pt.cumsum(gaps[:, ::-1], axis=-1)[:, ::-1]  # c_{K-1} - c_k for k = 1..K-2
         cut = pt.concatenate([cut_top[:, None] - below, cut_top[:, None]], axis=-1)
-        disc = pm.LogNormal("discrimination", 0.0, ms.discrimination_sd, dims="subscale")
-        pm.Deterministic("threshold", cut / disc[:, None], dims=("subscale", "cut"))
+        disc = pm.LogNormal("discrimination", 0.0, ms.discrimination_sd, dims=rows_dim)
+        pm.Deterministic("threshold", cut / disc[:, None], dims=(rows_dim, "cut"))
         rows, cols = np.tril_indices(n_sub, k=-1)
         # Centred over clients (and over providers within each provider type): the latent
         # location is carried by the thresholds alone, and the type difference by
@@ -1060,7 +1121,9 @@ def build_latent_model(
         if data.provider_contrasts:
             a = a + _provider_type_shift(data, ms.provider_type_alliance_sd)
         theta = a[mem_provider] + e[mem_client]  # (membership, subscale)
-        linear = disc[:, None] * theta.T  # (S, M): alpha_s theta
+        # (row, M): alpha_j theta of the item's subscale (the subscale itself with one item each)
+        theta_rows = theta.T[data.item_subscale] if data.several_items else theta.T
+        linear = disc[:, None] * theta_rows
         g = pt.exp(-linear)[:, :, None] * pt.exp(cut)[:, None, :]  # (S, M, K-1): exp(-eta)
         if refit:
             every = RatingTerms.from_counts(np.ones_like(data.counts))
@@ -1073,19 +1136,33 @@ def build_latent_model(
                 logp=_cell_ratings_logp,
                 signature="(),(k),(k)->(k)",
                 observed=counts,
-                dims=("subscale", "membership", "category"),
+                dims=(rows_dim, "membership", "category"),
             )
         else:
             observe_rating_table(
-                counts.sum(axis=-1), data.counts, data.category_totals, linear, g, cut, gaps
+                counts.sum(axis=-1),
+                data.counts,
+                data.category_totals,
+                linear,
+                g,
+                cut,
+                gaps,
+                rows_dim,
             )
 
         # ---- true scores on the rating scale and the doubly latent within/between split
         low = float(data.scale.low)
-        tau_m = (low + (1.0 / (1.0 + g)).sum(axis=-1)).T  # (M, S) expected rating
+        expected = low + (1.0 / (1.0 + g)).sum(axis=-1)  # (row, M) expected rating
+        if data.several_items:  # a subscale's is the mean of its items' (the averaged score)
+            expected = pt.dot(data.item_means, expected)
+        tau_m = expected.T  # (M, S)
         n_clients = data.n_clients
         tau = pt.zeros((n_clients, n_sub))[mem_client].inc(mem_weight[:, None] * tau_m)
-        prov_level = provider_expected_rating(a, disc, cut, low)  # (provider, S)
+        if data.several_items:
+            prov_items = provider_expected_rating(a[:, data.item_subscale], disc, cut, low)
+            prov_level = pt.dot(prov_items, data.item_means.T)  # (provider, S)
+        else:
+            prov_level = provider_expected_rating(a, disc, cut, low)  # (provider, S)
         between = pt.zeros((n_clients, n_sub))[mem_client].inc(
             mem_weight[:, None] * prov_level[mem_provider]
         )
@@ -1213,7 +1290,7 @@ def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
     constant : xarray.Dataset
         Its ``constant_data`` (``mem_client``, ``mem_provider``, ``mem_weight``, and the centred
         provider-type indicators: ``provider_therapist`` under the contract's types, else
-        ``provider_type_design``).
+        ``provider_type_design``; with several items per subscale also ``item_subscale``).
 
     Returns
     -------
@@ -1255,9 +1332,16 @@ def latent_scores(posterior: xr.Dataset, constant: xr.Dataset) -> xr.DataArray:
     mp = constant["mem_provider"].values.astype(int)
     w = constant["mem_weight"].values
     theta = a[:, mp] + e[:, mc]  # (sample, M, S)
-    disc = s["discrimination"].transpose("sample", "subscale").values[:, None, :]
-    kappa = s["threshold"].transpose("sample", "subscale", "cut").values[:, None]
-    tau_m = expected_rating_np(theta, disc, kappa, lowest_rating(posterior["threshold"]))
+    rows = "item" if "item" in s["discrimination"].dims else "subscale"
+    disc = s["discrimination"].transpose("sample", rows).values[:, None, :]
+    kappa = s["threshold"].transpose("sample", rows, "cut").values[:, None]
+    low = lowest_rating(posterior["threshold"])
+    if rows == "item":  # each item on its subscale's theta; a subscale's the mean of its items'
+        owner = constant["item_subscale"].values.astype(np.int64)
+        tau_items = expected_rating_np(theta[..., owner], disc, kappa, low)
+        tau_m = tau_items @ subscale_means(owner, theta.shape[-1]).T
+    else:
+        tau_m = expected_rating_np(theta, disc, kappa, low)
     out = np.zeros((s.sizes["sample"], posterior.sizes["client"], tau_m.shape[-1]))
     np.add.at(out, (slice(None), mc), w[None, :, None] * tau_m)
     scores = xr.DataArray(

@@ -62,6 +62,7 @@ from alliance_bayes.data.care import JOIN, PROVIDER_TYPES
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.errors import DesignError
 from alliance_bayes.model.elevated import elevated_sample
+from alliance_bayes.model.items import item_ratings, items_record
 from alliance_bayes.model.latent.instrument_check import (
     CONTRACT_SCALE,
     RatingScale,
@@ -295,7 +296,7 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
     ses = sub.sessions
     subscales = tuple(sub.subscales)
     scale = rating_scale(sub)
-    items, item_subscale, ratings = _item_ratings(sub, subscales, scale)
+    items, item_subscale, ratings = item_ratings(sub, subscales, scale.low, scale.high)
     counts = np.zeros((len(ratings), len(ses), scale.n_categories), dtype=np.int64)
     for j, r in enumerate(ratings):
         ok = ~np.isnan(r)
@@ -327,36 +328,6 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
         items=items,
         item_subscale=item_subscale,
     )
-
-
-def _item_ratings(
-    frame: AnalysisFrame, subscales: tuple[str, ...], scale: RatingScale
-) -> tuple[tuple[str, ...], np.ndarray, list[np.ndarray]]:
-    """The rows of the count table: the declared items (and each one's subscale) when some
-    subscale has several, else none, and each row's session ratings (NaN where not rated).
-
-    One item per subscale: the session's rating of each subscale, ``wai_<s>`` (a declared
-    reversed item is turned there already). Several: each item's recorded rating, a reversed
-    one turned, :math:`L + H - r`, so that a high category always means a stronger alliance.
-    """
-    alliance, ses = frame.alliance, frame.sessions
-    if alliance is None or all(len(items) == 1 for _, items in alliance.subscales):
-        ratings = [ses[f"wai_{s}"].to_numpy(dtype=float, na_value=np.nan) for s in subscales]
-        return (), np.zeros(0, dtype=np.int64), ratings
-    missing = [c for s in subscales for c in alliance.items(s) if c not in ses]
-    if missing:
-        raise DesignError(
-            f"the alliance instrument {alliance.scale} declares the item column(s) {missing}, "
-            "which the analysis frame's sessions do not hold (build the frame from the study)"
-        )
-    items, owner, ratings = [], [], []
-    for k, s in enumerate(subscales):
-        for c in alliance.items(s):
-            r = ses[c].to_numpy(dtype=float, na_value=np.nan)
-            items.append(c)
-            owner.append(k)
-            ratings.append(scale.low + scale.high - r if c in alliance.reverse else r)
-    return tuple(items), np.array(owner, dtype=np.int64), ratings
 
 
 def _measured_covariates(spec: ModelSpec, clients: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -484,25 +455,8 @@ def ratings_scales(data: RatingsData) -> dict[str, object]:
         }
         | _covariate_scales(data)
         | ({"alliance_instrument": record} if (record := alliance_record(data.frame)) else {})
-        | _items_scales(data)
+        | items_record(data.frame, data.subscales, data.items, data.item_subscale)
     )
-
-
-def _items_scales(data: RatingsData) -> dict[str, object]:
-    """The ``alliance_items`` entry of :func:`ratings_scales` (several items per subscale only)."""
-    if not data.several_items:
-        return {}
-    reverse = data.frame.alliance.reverse if data.frame.alliance is not None else ()
-    return {
-        "alliance_items": {
-            "subscale": {
-                c: data.subscales[k] for c, k in zip(data.items, data.item_subscale, strict=True)
-            },
-            "reversed": [c for c in data.items if c in reverse],
-            "scored": "each item's rating is one category; a reverse-scored item's rating r is "
-            "modelled as low + high - r",
-        }
-    }
 
 
 def _covariate_scales(data: RatingsData) -> dict[str, object]:

@@ -287,7 +287,7 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
         if column not in clients or clients[column].isna().all():
             raise DesignError(
                 f"spec {spec.name!r} needs column {column!r}, absent from the data"
-                + _other_outcomes(frame, column)
+                + other_outcomes(frame, column)
             )
         missing = keep & clients[column].isna()
         if imputed and column == spec.outcome:
@@ -509,7 +509,7 @@ def check_covariates(spec: ModelSpec, frame: AnalysisFrame) -> None:
     )
 
 
-def _other_outcomes(frame: AnalysisFrame, column: str) -> str:
+def other_outcomes(frame: AnalysisFrame, column: str) -> str:
     """For an outcome column the study lacks: the outcomes it has, and how to fit one."""
     if not column.endswith(("_followup", "_baseline")):
         return ""
