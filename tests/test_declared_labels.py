@@ -150,6 +150,6 @@ def test_built_in_rows_are_the_same_with_or_without_a_coding(estimands):
     assert [r[0] for r in without.rows[len(BUILT_IN) :]] == [
         "Diagnosis: anxiety",
         "Income",
-        "Alliance diagnosis[anxiety-depression]",
-        "Alliance per sd income",
+        "Expected alliance rating, diagnosis: anxiety vs depression",
+        "Expected alliance rating per SD of income",
     ]

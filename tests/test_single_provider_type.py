@@ -131,7 +131,11 @@ def test_the_ratings_design_has_no_care_contrast_nor_provider_shift(ratings):
     spec = ratings[0]
     slopes = [r.parameter for r in family_of(spec).prior_rows(spec, scales) if "β" in r.parameter]
     assert slopes == ["β (age per decade, male, baseline WHO-5 per 10)"]
-    two = {**scales, "provider_types": ["therapist", "coach"]}
+    two = {
+        **scales,
+        "provider_types": ["therapist", "coach"],
+        "care_types": ["therapist", "coach"],
+    }
     assert (
         "γ (care type), δ_t (provider type)" in family_of(spec).prior_rows(spec, two)[2].parameter
     )

@@ -298,10 +298,12 @@ class Fit:
         from alliance_bayes.report.figures import DEFAULT_FORMATS
 
         family = family_of(self.spec)
+        # The fit's scales say which terms the model has (one care type: no care-type effects).
+        scales = self.meta.get("scales") or {}
         content = ReportContent(
-            equations=family.equations(self.spec),
-            data_variables=family.data_variables(self.spec),
-            prior_rows=family.prior_rows(self.spec, self.meta.get("scales") or {}),
+            equations=family.equations(self.spec, scales),
+            data_variables=family.data_variables(self.spec, scales),
+            prior_rows=family.prior_rows(self.spec, scales),
             prior_estimands=self.prior_estimands,
             hypotheses=self.hypotheses() if self.spec.hypotheses.tests else None,
             description=self.spec.description,

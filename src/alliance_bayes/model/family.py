@@ -89,7 +89,9 @@ class Family:
     scales : callable
         ``scales(design)`` → sample moments of the fitted clients (plain data).
     equations, data_variables, prior_rows : callable
-        ``f(spec)`` / ``prior_rows(spec, scales)``: the report's Model and Priors sections.
+        ``f(spec, scales)``: the report's Model and Priors sections; ``scales`` (the fit's, from
+        :attr:`scales`) say which terms the fitted model has, e.g. no care-type effects with one
+        care type.
     complete : callable
         ``complete(spec, design, dt, seed, draws_only=)`` → ``dt`` with what sampling left out
         (for a collapsed likelihood: the provider effects, the pointwise log-likelihood and the
@@ -115,8 +117,8 @@ class Family:
     finish: Callable[[xr.DataTree], xr.DataTree]
     figures: tuple[Callable[..., Any], ...] = ()
     scales: Callable[[Any], dict[str, Any]] = lambda design: {}
-    equations: Callable[[ModelSpec], list[str]] = lambda spec: []
-    data_variables: Callable[[ModelSpec], list[str]] = lambda spec: []
+    equations: Callable[[ModelSpec, Mapping[str, Any]], list[str]] = lambda spec, scales=None: []
+    data_variables: Callable[[ModelSpec, Mapping[str, Any]], list[str]] = lambda spec, scales=None: []
     prior_rows: Callable[[ModelSpec, Mapping[str, Any]], list[Any]] = field(
         default=lambda spec, scales: []
     )

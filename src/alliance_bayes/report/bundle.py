@@ -57,6 +57,7 @@ __all__ = [
     "ConvergenceFailedError",
     "ForbiddenIdentifierError",
     "ReportContent",
+    "absent_level_sentences",
     "outcome_units_from_meta",
     "read_estimands_csv",
     "write_bundle",
@@ -524,11 +525,37 @@ def _care_mix_lines(meta: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def absent_level_sentences(meta: Mapping[str, Any]) -> list[str]:
+    """One sentence per declared categorical covariate with levels no client of the model has
+    (``absent_levels`` of its ``covariate_coding`` in the run's scales): such a level has no
+    indicator, so no estimand, and the report says so rather than leave it out silently.
+
+    Example: "Covariate diagnosis (Primary diagnosis): level 'bipolar' had no client in the
+    analysed sample and is not estimated."
+    """
+    coding = (meta.get("scales") or {}).get("covariate_coding") or {}
+    out = []
+    for name, entry in coding.items():
+        absent = [str(v) for v in (entry.get("absent_levels") or ())]
+        if not absent:
+            continue
+        shown = str(entry.get("label") or name)
+        named = name if shown == name else f"{name} ({shown})"
+        levels = " and ".join(f"'{v}'" for v in absent)
+        verbs = ("level", "had", "is") if len(absent) == 1 else ("levels", "had", "are")
+        out.append(
+            f"Covariate {named}: {verbs[0]} {levels} {verbs[1]} no client in the analysed sample "
+            f"and {verbs[2]} not estimated."
+        )
+    return out
+
+
 def _clients_section(meta: Mapping[str, Any]) -> list[str]:
     """Who entered the model and who was left out, step by step (as the design applied them)."""
     exclusions = meta.get("exclusions")
+    absent = absent_level_sentences(meta)
     if not isinstance(exclusions, Mapping) or not exclusions:
-        return []
+        return ["## Clients", "", *absent, ""] if absent else []
     lines = ["## Clients", "", "| Step | Clients |", "|---|---:|"]
     rule = meta.get("elevated_rule")
     lines += [
@@ -546,6 +573,8 @@ def _clients_section(meta: Mapping[str, Any]) -> list[str]:
         )
     lines += [
         "",
+        *absent,
+        *([""] if absent else []),
         "Steps apply in order; a client left out at one step is not counted again. "
         + (
             "Missing follow-ups are imputed (see ## Computation)."
@@ -557,10 +586,10 @@ def _clients_section(meta: Mapping[str, Any]) -> list[str]:
     ]
     lines += _alliance_lines(meta)
     conversions = meta.get("conversions") or []
-    if conversions:  # Stata/SPSS cells read as value labels or declared missing (data.load)
+    if conversions:  # what loading converted or noted (data.load): labels, missing codes, …
         from alliance_bayes.data.load import Conversion
 
-        lines += ["Read from the statistics-package files:", ""]
+        lines += ["Read from the files:", ""]
         lines += [f"- {Conversion(**c)}" for c in conversions]
         lines.append("")
     return lines

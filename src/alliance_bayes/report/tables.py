@@ -191,6 +191,23 @@ _COVARIATE_LABELS = {
     "r2_observed": "Marginal R², observed scores",
     "share_uncensored": "Share of clients inside the bounds",
 }
+#: The rating the ratings family's alliance estimands are on: the expected rating of a typical
+#: session, goal and bond averaged (:mod:`~alliance_bayes.model.ratings.estimands`).
+_RATING = "Expected alliance rating"
+#: Estimand names of the ratings and latent families without brackets, in words.
+_FAMILY_LABELS = {
+    "alliance_per_decade_age": f"{_RATING} per decade of age",
+    "alliance_per_10_who5_baseline": f"{_RATING} per 10 WHO-5 points at baseline",
+    "alliance_per_session": f"{_RATING} per session (session order)",
+    "alliance[male-not_male]": f"{_RATING}: male vs not male",
+    "sd_country_alliance": f"SD of the {_RATING.lower()} across countries",
+    "share_at_ceiling": "Share of session ratings at the top of the scale",
+    "sd_provider_alliance": f"Provider SD of the {_RATING.lower()}",
+    "sd_provider_latent": "Provider SD of the latent alliance (client SDs)",
+    "sd_country_latent": "Country SD of the latent alliance (client SDs)",
+    "icc_provider_alliance": "ICC of providers (latent alliance)",
+    "rho_outcomes": "Residual correlation of the outcomes",
+}
 _LEVEL_LABELS = {"within": "within providers", "between": "between providers"}
 _BRACKET = re.compile(r"^(?P<stem>[^\[]+)(?:\[(?P<arg>[^\]]*)\])?$")
 
@@ -322,6 +339,10 @@ def _declared_labels(meta: Mapping[str, Any]) -> dict[str, str]:
 def _bare_label(name: str) -> str:
     if name in _COVARIATE_LABELS:
         return _COVARIATE_LABELS[name]
+    if name in _FAMILY_LABELS:
+        return _FAMILY_LABELS[name]
+    if (label := _measurement_label(name)) is not None:
+        return label
     for head, kind in (("beta_obs_", "β (observed scale)"), ("beta_", "β")):
         if name.startswith(head):
             return f"{kind}: {_bare_label('b_' + name.removeprefix(head))}"
@@ -335,6 +356,8 @@ def _bare_label(name: str) -> str:
         return f"SD of provider {arg} slopes"
     if stem == "icc_provider" and arg:
         return f"ICC of providers ({arg})"
+    if stem.startswith("sd_b_") and (slope := _slope_label(stem.removeprefix("sd_b_"))):
+        return f"SD of care-type slopes: {slope[0].lower()}{slope[1:]}"
     if stem.startswith("mu_b_") and (slope := _slope_label(stem.removeprefix("mu_b_"))):
         return f"Hyper-mean of care-type slopes: {slope[0].lower()}{slope[1:]}"
     if stem.startswith("b_") and (slope := _slope_label(stem.removeprefix("b_"))):
@@ -345,6 +368,52 @@ def _bare_label(name: str) -> str:
         return f"{text[:1].upper()}{text[1:]}: {arg}"
     text = name.removeprefix("b_").replace("_", " ")
     return text[:1].upper() + text[1:]
+
+
+def _measurement_label(name: str) -> str | None:
+    """The label of a ratings- or latent-family estimand with an argument, or ``None``.
+
+    Ratings family: ``alliance[therapist]`` → "Expected alliance rating: therapist-only care",
+    ``alliance[therapist-coach]`` → "Expected alliance rating, care type: therapist vs coach",
+    ``alliance_country[GB]`` → "Expected alliance rating in country GB"; a declared covariate's
+    (without its declared label) ``alliance_per_sd_income`` → "Expected alliance rating per SD of
+    income", ``alliance_employed[yes-no]`` → "Expected alliance rating, employed: yes vs no".
+    Latent family's measurement part: ``threshold[goal,1|2]`` → "Threshold between ratings 1 and
+    2 (goal)", ``discrimination[goal]`` → "Item discrimination (goal)",
+    ``sd_provider_alliance[goal]`` → "Provider SD of the latent alliance (goal)",
+    ``corr_client_alliance[goal~bond]`` → "Correlation of the clients' latent alliance (goal and
+    bond)".
+    """
+    m = _BRACKET.match(name)
+    stem, arg = (m["stem"], m["arg"]) if m else (name, None)
+    if stem.startswith("alliance_per_sd_"):
+        return f"{_RATING} per SD of {_words(stem.removeprefix('alliance_per_sd_'))}"
+    if arg is None:
+        return None
+    if stem == "alliance":
+        if "-" not in arg:
+            return f"{_RATING}: {_reference_phrase(arg)}"
+        return f"{_RATING}, care type: {_versus(arg)}"
+    if stem == "alliance_country":
+        return f"{_RATING} in country {arg}"
+    if stem.startswith("alliance_"):
+        covariate = _words(stem.removeprefix("alliance_"))
+        return f"{_RATING}, {covariate}: {' vs '.join(arg.split('-', 1))}"
+    if stem == "threshold":
+        subscale, _, cut = arg.partition(",")
+        low, _, high = cut.partition("|")
+        return f"Threshold between ratings {low} and {high} ({subscale})"
+    if stem == "discrimination":
+        return f"Item discrimination ({arg})"
+    if stem == "sd_provider_alliance":
+        return f"Provider SD of the latent alliance ({arg})"
+    if stem == "corr_client_alliance":
+        return f"Correlation of the clients' latent alliance ({arg.replace('~', ' and ')})"
+    return None
+
+
+def _words(name: str) -> str:
+    return name.replace("_", " ")
 
 
 def shared_note(estimands: xr.Dataset, meta: Mapping[str, Any]) -> str:

@@ -58,8 +58,9 @@ def _rule(spec: ModelSpec) -> str:
     return f"{rule} (the cut-off declared in [outcomes.{name}])"
 
 
-def equations(spec: ModelSpec) -> list[str]:
-    """The measurement model, the true scores, and what the estimands condition on."""
+def equations(spec: ModelSpec, scales: Mapping[str, Any] | None = None) -> list[str]:
+    """The measurement model, the true scores, and what the estimands condition on (``scales``:
+    the fit's, taken for the families' common signature)."""
     covariates = bool(spec.predictors.covariates)
     x1, x2 = (r" + x_i^\top\beta_1", r" + x_i^\top(\beta_1 + \delta)") if covariates else ("", "")
     return [
@@ -79,7 +80,7 @@ def equations(spec: ModelSpec) -> list[str]:
     ]
 
 
-def data_variables(spec: ModelSpec) -> list[str]:
+def data_variables(spec: ModelSpec, scales: Mapping[str, Any] | None = None) -> list[str]:
     """Symbols of :func:`equations`."""
     return [
         f"$X_{{1i}}$, $X_{{2i}}$: client $i$'s observed baseline and follow-up (in {_units(spec, {})}); "

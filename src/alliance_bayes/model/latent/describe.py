@@ -11,28 +11,79 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from alliance_bayes.data.care import JOIN, PROVIDER_TYPES
 from alliance_bayes.data.instruments import instrument_of
 from alliance_bayes.model.latent.instrument_check import CONTRACT_SCALE, RatingScale
 from alliance_bayes.model.regression import describe as regression
 from alliance_bayes.spec import OUTCOMES, ModelSpec
 
-__all__ = ["cutpoint_row", "data_variables", "equations", "prior_rows"]
+__all__ = ["cutpoint_row", "data_variables", "equations", "prior_rows", "provider_type_count"]
 
 
 def _outcome_view(spec: ModelSpec) -> ModelSpec:
     return replace(spec, predictors=replace(spec.predictors, alliance="subscales"))
 
 
-def equations(spec: ModelSpec) -> list[str]:
-    """Measurement lines, then the outcome lines on the true scores."""
+def provider_type_count(scales: Mapping[str, Any] | None) -> int | None:
+    """How many provider types the fit's clients saw, from the care types of every outcome's
+    clients in its ``scales`` (a care type is the set of provider types a client saw: the
+    contract's ``both`` is therapist and coach, a declared combination joins its types with
+    ``_and_``, :mod:`alliance_bayes.data.care`); ``None`` where the scales do not say. With one
+    there is no provider-type shift :math:`\\delta_t` in the model."""
+    by_outcome = (scales or {}).get("care_count_by_outcome") or (scales or {}).get(
+        "care_share_by_outcome"
+    )
+    if not by_outcome:
+        return None
+    cares = {str(c) for counts in by_outcome.values() for c in counts}
+    types = {t for c in cares for t in (PROVIDER_TYPES if c == "both" else c.split(JOIN))}
+    return len(types)
+
+
+def _several_items(scales: Mapping[str, Any] | None) -> bool:
+    """Whether the fit's instrument has several items per subscale (its scales'
+    ``alliance_items``, :func:`~alliance_bayes.model.items.items_record`)."""
+    return "alliance_items" in (scales or {})
+
+
+def _provider_shift(scales: Mapping[str, Any] | None) -> bool:
+    """Whether the model has provider-type shifts (every term where the scales do not say)."""
+    count = provider_type_count(scales)
+    return count is None or count > 1
+
+
+def equations(spec: ModelSpec, scales: Mapping[str, Any] | None = None) -> list[str]:
+    """Measurement lines, then the outcome lines on the true scores (with the fit's ``scales``,
+    only the terms its model has: no provider-type shift with one provider type, no care-type
+    intercepts with one care type)."""
+    mean = r"\sum_{t \neq t_0} \delta_t\,([t(p) = t] - \pi_t)" if _provider_shift(scales) else "0"
+    if _several_items(scales):
+        # Each item q of subscale s(q) has its own cut-points and discrimination; the subscale's
+        # expected rating is the mean of its items' (the averaged-score scale).
+        rating = (
+            r"P(r_{ijq} \geq L + k) = \mathrm{logit}^{-1}(\alpha_q(\theta_{ip\,s(q)} - "
+            r"\kappa_{q,k})), \quad k = 1, \ldots, K - 1"
+        )
+        expected = (
+            r"\tau_s(\theta) = L + \frac{1}{|Q_s|}\sum_{q \in Q_s}\sum_{k=1}^{K-1} "
+            r"\mathrm{logit}^{-1}(\alpha_q(\theta - \kappa_{q,k})), "
+            r"\quad \tau_{is} = \sum_p w_{ip} \tau_s(\theta_{ips})"
+        )
+    else:
+        rating = (
+            r"P(r_{ijs} \geq L + k) = \mathrm{logit}^{-1}(\alpha_s(\theta_{ips} - \kappa_{s,k})), "
+            r"\quad k = 1, \ldots, K - 1"
+        )
+        expected = (
+            r"\tau(\theta) = L + \sum_{k=1}^{K-1} \mathrm{logit}^{-1}(\alpha_s(\theta - "
+            r"\kappa_{s,k})), \quad \tau_{is} = \sum_p w_{ip} \tau(\theta_{ips})"
+        )
     measurement = [
-        r"P(r_{ijs} \geq L + k) = \mathrm{logit}^{-1}(\alpha_s(\theta_{ips} - \kappa_{s,k})), "
-        r"\quad k = 1, \ldots, K - 1",
+        rating,
         r"\theta_{ips} = a_{ps} + e_{is}, \quad e_i \sim \mathcal{N}(0, \Omega_e), "
-        r"\quad a_p \sim \mathcal{N}(\sum_{t \neq t_0} \delta_t\,([t(p) = t] - \pi_t), "
+        rf"\quad a_p \sim \mathcal{{N}}({mean}, "
         r"D_a \Omega_a D_a)",
-        r"\tau(\theta) = L + \sum_{k=1}^{K-1} \mathrm{logit}^{-1}(\alpha_s(\theta - \kappa_{s,k})), "
-        r"\quad \tau_{is} = \sum_p w_{ip} \tau(\theta_{ips})",
+        expected,
         r"m_{ps} = \mathbb{E}_{e \sim \mathcal{N}(0,1)}[\tau(a_{ps} + e)], \quad "
         r"B_{is} = \sum_p w_{ip} m_{ps}, \quad W_{is} = \tau_{is} - B_{is}",
     ]
@@ -43,11 +94,26 @@ def equations(spec: ModelSpec) -> list[str]:
             r"(\varepsilon_{1i}, \varepsilon_{2i}) \sim \mathcal{N}(0, \Sigma), \quad "
             r"\rho = \mathrm{corr}(\varepsilon_1, \varepsilon_2)"
         ]
-    return measurement + regression.equations(_outcome_view(spec)) + joint
+    return measurement + regression.equations(_outcome_view(spec), scales) + joint
 
 
-def data_variables(spec: ModelSpec) -> list[str]:
-    """Symbols of :func:`equations`."""
+def data_variables(spec: ModelSpec, scales: Mapping[str, Any] | None = None) -> list[str]:
+    """Symbols of :func:`equations` (those of the fit's terms with its ``scales``)."""
+    shift = (
+        "; $\\delta_t$: provider type $t$'s mean latent alliance per subscale against the "
+        "reference type $t_0$ (therapists' against coaches' under the contract's types; "
+        "$\\pi_t$: type $t$'s share of the providers)"
+        if _provider_shift(scales)
+        else ""
+    )
+    items = (
+        [
+            "$q$: an item of the instrument, $Q_s$ the items of subscale $s$ ($s(q)$ the "
+            "subscale of item $q$; a reversed item's rating $r$ enters as $L + H - r$)."
+        ]
+        if _several_items(scales)
+        else []
+    )
     return [
         "$r_{ijs}$: client $i$'s rating of item $s$ at session $j$ with provider $p$, one of $K$ "
         "categories $L, \\ldots, H$ (the contract's 1–5: $L = 1$, $K = 5$; a declared "
@@ -58,12 +124,15 @@ def data_variables(spec: ModelSpec) -> list[str]:
         "$m_{ps}$: provider $p$'s latent alliance on the rating scale, the expected rating of a "
         "typical client with it (doubly latent: the client part integrated out, not a caseload "
         "mean); $B_{is}$, $W_{is}$: the between- and within-provider parts of the true score "
-        "$\\tau_{is}$; $\\delta_t$: provider type $t$'s mean latent alliance per subscale against "
-        "the reference type $t_0$ (therapists' against coaches' under the contract's types; "
-        "$\\pi_t$: type $t$'s share of the providers).",
+        "$\\tau_{is}$" + shift + ".",
+        *items,
         *_phq9_sample(spec),
         # The outcome part's symbols, except the averaged-score split the true scores replace.
-        *(v for v in regression.data_variables(_outcome_view(spec)) if not v.startswith("$W_")),
+        *(
+            v
+            for v in regression.data_variables(_outcome_view(spec), scales)
+            if not v.startswith("$W_")
+        ),
     ]
 
 
@@ -156,7 +225,7 @@ def cutpoint_row(threshold_sd: float, scale: RatingScale) -> regression.PriorRow
 def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[regression.PriorRow]:
     """The outcome part's priors (on the first outcome's metric; per point of a declared alliance
     scale, ``scales.alliance_instrument``) and the measurement priors (the cut-point gaps' on the
-    fit's number of categories)."""
+    fit's number of categories; the provider-type shifts' only with two or more provider types)."""
     m = spec.measurement
     rows = regression.prior_rows(_outcome_view(spec), scales)
     if m is None:
@@ -179,12 +248,18 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[regression.Pr
             "Alliance ICCs of a few per cent (Baldwin et al. 2007) put the provider SD near a "
             "fifth of the client SD; [hierarchy] sd_prior chooses the shape, as for σ^u_t.",
         ),
-        regression.PriorRow(
-            "δ_t (a provider type's mean latent alliance against the reference type's)",
-            f"Normal(0, {m.provider_type_alliance_sd:g})",
-            "client latent SDs",
-            "Lets the provider types differ in mean alliance without forcing it; a difference of "
-            "a whole client SD is one prior SD.",
+        *(
+            [
+                regression.PriorRow(
+                    "δ_t (a provider type's mean latent alliance against the reference type's)",
+                    f"Normal(0, {m.provider_type_alliance_sd:g})",
+                    "client latent SDs",
+                    "Lets the provider types differ in mean alliance without forcing it; a "
+                    "difference of a whole client SD is one prior SD.",
+                )
+            ]
+            if _provider_shift(scales)
+            else []
         ),
         regression.PriorRow(
             "Ω_e, Ω_a (latent correlations)",

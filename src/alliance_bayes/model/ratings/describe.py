@@ -6,6 +6,7 @@ See :mod:`alliance_bayes.model.ratings.graph` for the maths and the priors' reas
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from alliance_bayes.model.latent.describe import cutpoint_row
@@ -14,48 +15,99 @@ from alliance_bayes.model.ratings.graph import PRIORS
 from alliance_bayes.model.regression.describe import PriorRow
 from alliance_bayes.spec import ModelSpec
 
-__all__ = ["data_variables", "equations", "prior_rows"]
+__all__ = ["FittedTerms", "data_variables", "equations", "fitted_terms", "prior_rows"]
 
 
-def equations(spec: ModelSpec) -> list[str]:
-    """The graded-response model, the latent alliance and the reported rating scale."""
+def equations(spec: ModelSpec, scales: Mapping[str, Any] | None = None) -> list[str]:
+    r"""The graded-response model, the latent alliance and the reported rating scale.
+
+    With the fit's ``scales`` only the terms its model has: :math:`\gamma_c` with two or more care
+    types, :math:`u_k` with two or more countries, :math:`\delta_t` with two or more provider
+    types (:func:`fitted_terms`); without them every term.
+    """
+    terms = fitted_terms(scales)
+    latent = r"\theta_n = x_i^\top\beta"
+    if terms.care:
+        latent += r" + \gamma_{c_i}"
+    if terms.country:
+        latent += r" + u_{k_i}"
+    if terms.provider_type:
+        latent += r" + \sum_{t \neq t_0} \delta_t([t(p_n) = t] - \pi_t)"
+    effects = r"e_i \sim \mathcal{N}(0, 1), \quad a_p \sim \mathcal{N}(0, \sigma_a^2)"
+    if terms.country:
+        effects += r", \quad u_k \sim \mathcal{N}(0, \sigma_u^2)"
     return [
         r"P(r_{ns} \geq L + k) = \mathrm{logit}^{-1}(\alpha_s \theta_n - c_{s,k}), "
         r"\quad k = 1, \ldots, K - 1",
-        r"\theta_n = x_i^\top\beta + \gamma_{c_i} + u_{k_i} + \sum_{t \neq t_0} \delta_t"
-        r"([t(p_n) = t] - \pi_t) + a_{p_n} + e_i + \lambda o_n",
-        r"e_i \sim \mathcal{N}(0, 1), \quad a_p \sim \mathcal{N}(0, \sigma_a^2), "
-        r"\quad u_k \sim \mathcal{N}(0, \sigma_u^2)",
+        latent + r" + a_{p_n} + e_i + \lambda o_n",
+        effects,
         r"R(\mu) = \frac{1}{|S|}\sum_s \mathbb{E}_Z[L + \sum_{k=1}^{K-1} "
         r"\mathrm{logit}^{-1}(\alpha_s(\mu + \omega Z) - c_{s,k})], "
         r"\quad \omega = \sqrt{1 + \sigma_a^2}",
     ]
 
 
-def data_variables(spec: ModelSpec) -> list[str]:
-    """Symbols of :func:`equations`."""
+def data_variables(spec: ModelSpec, scales: Mapping[str, Any] | None = None) -> list[str]:
+    """Symbols of :func:`equations` (those of the fit's terms with its ``scales``)."""
+    terms = fitted_terms(scales)
+    symbols = f"$x_i$: {_covariates_in_words(spec)}, each centred; "
+    if terms.care:
+        symbols += (
+            "$\\gamma_c$: care type against the study's reference care type (coach-only care "
+            "under the contract's defaults); "
+        )
+    if terms.country:
+        symbols += "$u_k$: country $k$ (partially pooled); "
+    if terms.provider_type:
+        symbols += (
+            "$\\delta_t$: provider type $t$'s mean against the reference type $t_0$ (therapists' "
+            "against coaches' under the contract's types; $\\pi_t$: type $t$'s share of the "
+            "providers); "
+        )
     return [
         "$r_{ns}$: the rating of item $s$ (goal, bond; task where rated) at session $n$ of "
         "client $i$ with provider $p_n$, one of $K$ categories $L, \\ldots, H$ (the contract's "
         "1–5: $L = 1$, $K = 5$; a declared instrument's whole-number range otherwise); $o_n$: "
         "the session's order within the client, centred.",
-        f"$x_i$: {_covariates_in_words(spec)}, each centred; "
-        "$\\gamma_c$: care type against the study's reference care type (coach-only care under "
-        "the contract's defaults); $u_k$: country $k$ (partially pooled); $\\delta_t$: "
-        "provider type $t$'s mean against the reference type $t_0$ (therapists' against coaches' "
-        "under the contract's types; $\\pi_t$: type $t$'s share of the providers); $a_p$, $e_i$: "
-        "provider and client effects; $\\theta$ in client SDs.",
+        symbols + "$a_p$, $e_i$: provider and client effects; $\\theta$ in client SDs.",
         "$R$: the expected rating of a typical session (items goal and bond averaged, client and "
         "provider effects integrated out), the scale of every reported alliance estimand.",
     ]
 
 
+@dataclass(frozen=True)
+class FittedTerms:
+    """Which of the optional terms of the latent alliance a fit's model has."""
+
+    care: bool = True
+    country: bool = True
+    provider_type: bool = True
+
+
+def fitted_terms(scales: Mapping[str, Any] | None) -> FittedTerms:
+    """The terms the design of ``scales`` put in the model (:mod:`~alliance_bayes.model.ratings.graph`):
+    care-type contrasts with two or more care types, country effects with two or more countries
+    (none recorded is one), provider-type shifts with two or more provider types. Every term
+    where the scales do not say (no ``scales``: the contract's study)."""
+    sc = scales or {}
+
+    def several(key: str) -> bool:
+        return key not in sc or len(sc[key] or ()) > 1
+
+    return FittedTerms(
+        care=several("care_types"),
+        country=several("country_share"),
+        provider_type=several("provider_types"),
+    )
+
+
 def _type_terms(scales: Mapping[str, Any]) -> str:
-    """The care-type and provider-type terms sharing the slopes' prior: none in a study of one
-    provider type (one care type, no contrast, no shift)."""
-    if len(scales.get("provider_types") or ("therapist", "coach")) == 1:
-        return ""
-    return ", γ (care type), δ_t (provider type)"
+    """The care-type and provider-type terms sharing the slopes' prior: those the model has (a
+    study of one provider type has one care type, no contrast and no shift)."""
+    terms = fitted_terms(scales)
+    return (", γ (care type)" if terms.care else "") + (
+        ", δ_t (provider type)" if terms.provider_type else ""
+    )
 
 
 def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:

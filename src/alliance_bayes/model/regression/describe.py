@@ -18,7 +18,7 @@ from typing import Any
 from alliance_bayes.data.alliance import RecordedScale
 from alliance_bayes.spec import ModelSpec, PriorSpec, scale_alliance_priors
 
-__all__ = ["PriorRow", "data_variables", "equations", "prior_rows"]
+__all__ = ["PriorRow", "care_type_count", "data_variables", "equations", "prior_rows"]
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,39 @@ def _alliance_term(
     return rf"\sum_s \left({b}sW}} {within} + {b}sB}} {between}\right)"
 
 
-def equations(spec: ModelSpec) -> list[str]:
-    """TeX lines: likelihood, linear predictor, then each hierarchical layer the spec switches on."""
+def care_type_count(scales: Mapping[str, Any] | None) -> int | None:
+    """How many care types the fit's clients have, as its ``scales`` record them (``care_types``,
+    or the care types of every outcome's clients in the latent family); ``None`` where they do
+    not say. With one there is no care-type contrast, so no :math:`\\gamma_c` in the model."""
+    sc = scales or {}
+    if sc.get("care_types"):
+        return len(sc["care_types"])
+    by_outcome = sc.get("care_count_by_outcome") or sc.get("care_share_by_outcome")
+    if by_outcome:
+        return len({str(c) for counts in by_outcome.values() for c in counts})
+    return None
+
+
+def _care_intercepts(spec: ModelSpec, scales: Mapping[str, Any] | None) -> bool:
+    """Whether the model has care-type intercepts: switched on, with subscale slopes, and more
+    than one care type among the fit's clients (where its ``scales`` say)."""
+    h = spec.hierarchy
+    count = care_type_count(scales)
+    return (
+        spec.predictors.alliance != "composite"
+        and h.care_type_intercepts
+        and (count is None or count > 1)
+    )
+
+
+def equations(spec: ModelSpec, scales: Mapping[str, Any] | None = None) -> list[str]:
+    """TeX lines: likelihood, linear predictor, then each hierarchical layer the spec switches on
+    (care-type intercepts only with two or more care types where the fit's ``scales`` say)."""
     h, p = spec.hierarchy, spec.predictors
     terms = [r"\alpha"]
     hier = p.alliance != "composite"
-    if hier and h.care_type_intercepts:
+    care = _care_intercepts(spec, scales)
+    if care:
         terms.append(r"\gamma_{c[i]}")
     terms.append(r"\beta_0\,(y^0_i - \bar{y}^0)")
     if p.covariates:
@@ -71,7 +98,7 @@ def equations(spec: ModelSpec) -> list[str]:
         slope = r" + \sum_s u_{ps} W_{is}" if h.provider_slopes else ""
         terms.append(rf"\sum_p w_{{ip}} (u_{{p0}}{slope})")
     lines = [*_likelihood_lines(spec), r"\mu_i = " + " + ".join(terms)]
-    if hier and h.care_type_intercepts:
+    if care:
         lines.append(r"\gamma_{r} = 0, \quad \gamma_c \sim \mathcal{N}(0,\ s_\gamma)")
     if hier:
         if h.care_type_pooling:
@@ -101,8 +128,10 @@ def equations(spec: ModelSpec) -> list[str]:
     return lines
 
 
-def data_variables(spec: ModelSpec) -> list[str]:
-    """What each symbol of :func:`equations` is, in the data's words (Markdown bullets)."""
+def data_variables(spec: ModelSpec, scales: Mapping[str, Any] | None = None) -> list[str]:
+    """What each symbol of :func:`equations` is, in the data's words (Markdown bullets); the
+    reference care type :math:`r` only where the model has care-type intercepts (with the fit's
+    ``scales``: two or more care types)."""
     lo, hi = (f"{b:g}" for b in spec.outcome_range)
     out = [
         f"$y_i$: {spec.outcome_label} of client $i$; $y^0_i$: its baseline, centred at the mean "
@@ -136,24 +165,28 @@ def data_variables(spec: ModelSpec) -> list[str]:
             "indicator (Lüdtke et al. 2008, doi:10.1037/a0012869); $w_{ips}$: $p$'s share of the "
             "sessions behind $a_{is}$; $B_{is}$, $W_{is}$: the between- and within-provider parts "
             "around the latent means, so the caseload means' sampling error is modelled.",
-            *_membership_lines(),
+            *_membership_lines(_care_intercepts(spec, scales)),
         ]
     else:
         out += [
             f"$W_{{is}}$, $B_{{is}}$: client $i$'s mean rating of subscale $s$ over {sessions}, split "
             "into its within-provider part (client minus provider mean) and its between-provider part "
             "(the membership-weighted mean of its providers' caseload means).",
-            *_membership_lines(),
+            *_membership_lines(_care_intercepts(spec, scales)),
         ]
     return out
 
 
-def _membership_lines() -> list[str]:
+def _membership_lines(care_intercepts: bool = True) -> list[str]:
+    reference = (
+        "$r$: the reference care type (coach-only care unless declared); "
+        if care_intercepts
+        else ""
+    )
     return [
         "$c[i]$: care type, the provider types the client saw (therapist, coach or both unless "
-        "the study declares its own); $r$: the reference care type (coach-only care unless "
-        "declared); $t[p]$: provider type; $w_{ip}$: provider $p$'s share of client $i$'s "
-        "sessions (multiple membership).",
+        f"the study declares its own); {reference}$t[p]$: provider type; $w_{{ip}}$: provider "
+        "$p$'s share of client $i$'s sessions (multiple membership).",
     ]
 
 
@@ -313,7 +346,7 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
                 "Weak: the likelihood dominates, so the posterior matches OLS on the same data.",
             )
         )
-    if hier and h.care_type_intercepts:
+    if _care_intercepts(spec, scales):
         rows.append(
             PriorRow(
                 "γ_c (care type vs the reference)",
