@@ -184,3 +184,53 @@ def test_the_collapsed_graph_has_no_care_contrast_and_its_draws_match_its_design
         prior = pm.sample_prior_predictive(draws=4, random_seed=2).prior
     theta = theta_draws(spec, prior)
     assert theta.shape == (4, fixed_design(spec, design).shape[1])
+
+
+# ---- a spec's sample that leaves a care type without clients -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def coach_only_never_elevated(shipped_study) -> RawStudy:
+    """The shipped study with every coach-only client's WHO-5 baseline at 80 (not elevated), so
+    that paper_table2's elevated sample has no coach-only client while the study has many."""
+    frame = build_frame(shipped_study)
+    ids = np.array(sorted(shipped_study.clients["client_id"]), dtype=object)
+    coach = set(ids[(frame.clients["care_type"] == "coach").to_numpy()])
+    clients = shipped_study.clients.copy()
+    clients.loc[clients["client_id"].isin(coach), "who5_baseline"] = 80.0
+    return RawStudy.from_frames(shipped_study.providers, clients, shipped_study.sessions)
+
+
+def test_a_sample_without_a_care_type_drops_it_and_moves_the_reference(coach_only_never_elevated):
+    assert build_frame(coach_only_never_elevated).care_types == CARE_TYPES
+    design, model = _build("paper_table2", coach_only_never_elevated)
+    frame = design.frame
+    care = frame.clients["care_type"].astype(str).value_counts()
+    assert "coach" not in care
+    assert frame.care_types == ("therapist", "both")
+    # the study's reference (coach) has no client in the sample: the largest group takes its place
+    assert frame.care_reference == max(("therapist", "both"), key=lambda c: care[c])
+    assert frame.levels_without_clients == {"care_types": ["coach"], "care_reference": ["coach"]}
+    # coaches still see clients (in both-care), so the provider type stays
+    assert frame.provider_types == ("therapist", "coach")
+    assert tuple(model.coords["care_type"]) == ("therapist", "both")
+    other = next(c for c in ("therapist", "both") if c != frame.care_reference)
+    assert tuple(model.coords["care_contrast"]) == (f"{other}-{frame.care_reference}",)
+    assert np.isfinite(float(model.compile_logp()(model.initial_point())))
+
+
+def test_the_report_says_which_levels_had_no_client():
+    from alliance_bayes.report.bundle import level_without_clients_sentences
+
+    lines = level_without_clients_sentences(
+        {
+            "care_types": ["coach"],
+            "provider_types": ["peer", "psychiatrist"],
+            "care_reference": ["coach"],
+        }
+    )
+    text = " ".join(lines)
+    assert "The care type 'coach' had no client in the analysed sample" in text
+    assert "provider types 'peer' and 'psychiatrist' had no provider" in text
+    assert "the study's reference 'coach' had no client" in text
+    assert level_without_clients_sentences({}) == []

@@ -327,6 +327,7 @@ def _run_metadata(spec: ModelSpec, design, settings: SamplerSettings, timings) -
         ),
         # what the loader converted (value labels, declared missing codes): the report's Clients
         "conversions": [c.to_dict() for c in getattr(design.frame, "conversions", ())],
+        "levels_without_clients": dict(getattr(design.frame, "levels_without_clients", {})),
         "n_clients": design.n_clients,
         "n_providers": len(design.frame.providers),
         "timings_s": timings,

@@ -175,6 +175,11 @@ class AnalysisFrame:
         therapist, coach, both under the contract's types when every one has clients.
     care_reference : str
         The care type that care-type contrasts are against (:mod:`alliance_bayes.data.care`).
+    levels_without_clients : dict of str to list of str
+        After :meth:`select` with ``narrow=True``: the study's care types (``"care_types"``) and
+        provider types (``"provider_types"``) that no selected client or provider has, and, where
+        the reference care type was one of them, the study's reference (``"care_reference"``);
+        empty when the selection kept every level.
     """
 
     clients: pd.DataFrame
@@ -194,6 +199,7 @@ class AnalysisFrame:
     provider_types: tuple[str, ...] = PROVIDER_TYPES
     care_types: tuple[str, ...] = CARE_TYPES
     care_reference: str = CARE_REFERENCE
+    levels_without_clients: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def provider_reference(self) -> str:
@@ -295,13 +301,22 @@ class AnalysisFrame:
         return _part_pairs(self.sessions, subscale, self.alliance_sessions)
 
     # ----------------------------------------------------------------------------------------------
-    def select(self, mask: np.ndarray | pd.Series | list[bool]) -> AnalysisFrame:
+    def select(
+        self, mask: np.ndarray | pd.Series | list[bool], *, narrow: bool = False
+    ) -> AnalysisFrame:
         """Keep the clients where ``mask`` is true.
 
         Parameters
         ----------
         mask : array-like of bool, length n_clients
             Aligned with :attr:`clients` (a Series must carry the same index).
+        narrow : bool
+            Also drop the care and provider types that no kept client or provider has (a model
+            of the selection estimates nothing for them: their effects would be their priors),
+            and, where the reference care type is one of them, take the largest kept care group
+            as the reference; what was dropped is :attr:`levels_without_clients`. A model's
+            sample is selected this way; subsets of a fitted model's clients (cross-validation
+            folds) keep its levels.
 
         Returns
         -------
@@ -349,12 +364,48 @@ class AnalysisFrame:
         )
         providers["n_clients"] = counts["n_clients"].to_numpy(dtype=np.int64)
         providers["n_sessions"] = counts["n_sessions"].to_numpy(dtype=np.int64)
-        return dataclasses.replace(
+        selected = dataclasses.replace(
             self,
             clients=self.clients[keep].reset_index(drop=True),
             providers=providers,
             memberships=mem,
             sessions=sessions,
+        )
+        return selected._narrowed() if narrow else selected
+
+    def _narrowed(self) -> AnalysisFrame:
+        """This frame with only the care and provider types its clients and providers have."""
+        care_counts = self.clients["care_type"].astype(str).value_counts()
+        care_types = tuple(c for c in self.care_types if care_counts.get(c, 0))
+        kinds = set(self.providers["provider_type"].astype(str))
+        provider_types = tuple(t for t in self.provider_types if t in kinds)
+        dropped: dict[str, list[str]] = {}
+        if len(care_types) < len(self.care_types):
+            dropped["care_types"] = [c for c in self.care_types if c not in care_types]
+        if len(provider_types) < len(self.provider_types):
+            dropped["provider_types"] = [t for t in self.provider_types if t not in kinds]
+        if not dropped:
+            return self
+        reference = self.care_reference
+        if reference not in care_types:
+            dropped["care_reference"] = [reference]
+            reference = max(care_types, key=lambda c: care_counts[c])  # the first among equals
+        clients = self.clients.assign(
+            care_type=pd.Categorical(self.clients["care_type"].astype(str), categories=care_types)
+        )
+        providers = self.providers.assign(
+            provider_type=pd.Categorical(
+                self.providers["provider_type"].astype(str), categories=provider_types
+            )
+        )
+        return dataclasses.replace(
+            self,
+            clients=clients,
+            providers=providers,
+            care_types=care_types,
+            provider_types=provider_types,
+            care_reference=reference,
+            levels_without_clients={**self.levels_without_clients, **dropped},
         )
 
     # ----------------------------------------------------------------------------------------------

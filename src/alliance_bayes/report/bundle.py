@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -585,6 +585,7 @@ def _clients_section(meta: Mapping[str, Any]) -> list[str]:
         "",
     ]
     lines += _alliance_lines(meta)
+    lines += level_without_clients_sentences(meta.get("levels_without_clients") or {})
     conversions = meta.get("conversions") or []
     if conversions:  # what loading converted or noted (data.load): labels, missing codes, …
         from alliance_bayes.data.load import Conversion
@@ -593,6 +594,35 @@ def _clients_section(meta: Mapping[str, Any]) -> list[str]:
         lines += [f"- {Conversion(**c)}" for c in conversions]
         lines.append("")
     return lines
+
+
+def level_without_clients_sentences(dropped: Mapping[str, Sequence[str]]) -> list[str]:
+    """What the model's sample left without clients (``run.json``'s ``levels_without_clients``,
+    :meth:`AnalysisFrame.select <alliance_bayes.data.frame.AnalysisFrame.select>`): not levels of
+    the model, so nothing is estimated for them."""
+
+    def names(kinds: Sequence[str]) -> str:
+        quoted = [f"'{k}'" for k in kinds]
+        return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+    lines = []
+    for key, what, whom in (
+        ("care_types", "care type", "client"),
+        ("provider_types", "provider type", "provider"),
+    ):
+        kinds = list(dropped.get(key) or [])
+        if kinds:
+            plural = "s" if len(kinds) > 1 else ""
+            lines.append(
+                f"The {what}{plural} {names(kinds)} had no {whom} in the analysed sample: not "
+                "levels of this model, nothing is estimated for them."
+            )
+    if dropped.get("care_reference"):
+        lines.append(
+            f"Care-type contrasts are against the largest care group in the sample, since the "
+            f"study's reference {names(list(dropped['care_reference']))} had no client in it."
+        )
+    return [*lines, ""] if lines else []
 
 
 def _latest(paths: Iterable[Path]) -> Path | None:

@@ -384,7 +384,7 @@ def prepare_change(spec: ModelSpec, frame: AnalysisFrame) -> ChangeDesign:
         f"missing_{baseline}": int((~has_baseline).sum()),
     }
     keep = _with_covariates(spec, clients, has_baseline, exclusions)
-    sub = frame.select(keep)
+    sub = frame.select(keep, narrow=True)
     c = sub.clients
     x1 = c[baseline].to_numpy(dtype=np.float64)
     y = c[outcome].to_numpy(dtype=np.float64)

@@ -658,7 +658,7 @@ def prepare_latent(spec: ModelSpec, frame: AnalysisFrame) -> LatentData:
         keep &= elevated
     if keep.sum() < 20:
         raise DesignError(f"spec {spec.name!r}: only {int(keep.sum())} client(s) in the sample")
-    sub = frame.select(keep)
+    sub = frame.select(keep, narrow=True)
     c = sub.clients
     n = len(c)
     subscales = tuple(sub.subscales)

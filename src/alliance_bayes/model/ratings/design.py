@@ -274,7 +274,7 @@ def prepare_ratings(spec: ModelSpec, frame: AnalysisFrame) -> RatingsData:
     keep &= rated
     if keep.sum() < 20:
         raise DesignError(f"spec {spec.name!r}: only {int(keep.sum())} client(s) in the sample")
-    sub = frame.select(keep)
+    sub = frame.select(keep, narrow=True)
     c = sub.clients
     exclusions["clients_in_model"] = len(c)
 

@@ -312,7 +312,7 @@ def prepare(spec: ModelSpec, frame: AnalysisFrame) -> ModelData:
             f"spec {spec.name!r}: only {n} client(s) left after filtering "
             f"({exclusions}); at least {minimum} are needed"
         )
-    sub = frame.select(keep.to_numpy())
+    sub = frame.select(keep.to_numpy(), narrow=True)
     c = sub.clients
     subscales = tuple(sub.subscales)
     if spec.predictors.alliance != "subscales":
