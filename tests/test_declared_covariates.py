@@ -384,3 +384,23 @@ def test_planted_level_shifts_are_recovered(medium_study):
         assert summary.loc[name, "hdi95_low"] < truth < summary.loc[name, "hdi95_high"], name
     assert summary.loc["b_diagnosis[anxiety]", "units"].endswith("vs depression (reference)")
     assert fit.meta["scales"]["covariate_coding"]["diagnosis"]["reference"] == "depression"
+
+
+def test_a_wrongly_declared_covariate_whose_column_is_there_adds_no_problem_of_its_own(tmp_path):
+    folder = _study(tmp_path, '[covariates.diagnosis]\ntype = "categorical"\n', **GOOD)
+    with pytest.raises(DataContractError) as err:
+        load_study(folder)
+    problems = [str(e) for e in err.value.problems]
+    assert any("[covariates.diagnosis].reference: required" in p for p in problems)
+    # the column is in the file: no problem says it is missing, none is about it at all
+    assert not [e for e in err.value.problems if e.column == "diagnosis"], problems
+
+
+def test_a_missing_value_code_in_a_numeric_covariate_is_refused_by_name(tmp_path):
+    income = ["10.5", "-99", "", "30", "-999"]
+    folder = _study(tmp_path, '[covariates.income]\ntype = "numeric"\n', income=income)
+    with pytest.raises(DataContractError) as err:
+        load_study(folder)
+    (problem,) = [e for e in err.value.problems if e.column == "income"]
+    assert "-99 looks like a missing-value code" in str(problem)
+    assert "rows 2, 5" in str(problem) or ("2" in str(problem) and "5" in str(problem))

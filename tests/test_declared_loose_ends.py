@@ -383,7 +383,6 @@ def declared_studies(draw) -> tuple[dict[str, pd.DataFrame], dict]:
     types = draw(st.sampled_from([None, ("therapist", "coach", "psychiatrist"), ("peer", "nurse")]))
     all_types = types or ("therapist", "coach")
     possible = CareTypes(types).possible() if types else CARE_TYPES
-    reference = draw(st.one_of(st.none(), st.sampled_from(possible)))
     # ages
     ages = draw(
         st.one_of(
@@ -399,6 +398,14 @@ def declared_studies(draw) -> tuple[dict[str, pd.DataFrame], dict]:
             "provider_type": [draw(st.sampled_from(all_types)) for _ in range(n_providers)],
         }
     )
+    # a reference care type some provider can give (one that none can is refused on loading)
+    staffed = set(providers["provider_type"])
+    givable = [
+        c
+        for c in possible
+        if set(("therapist", "coach") if c == "both" else c.split("_and_")) <= staffed
+    ]
+    reference = draw(st.one_of(st.none(), st.sampled_from(givable)))
     n = draw(st.integers(1, 6))
     score = st.integers(0, 25).map(lambda v: str(4 * v))
     clients = pd.DataFrame(

@@ -106,6 +106,21 @@ def test_bad_declaration_lists_every_problem(tmp_path):
     assert "[outcomes.anx]: ['range', 'better'] required" in text
 
 
+def test_a_reliability_of_ones_own_for_a_shipped_instrument_needs_its_source(tmp_path):
+    folder = _gad7_study(tmp_path, ["1"] * 5, ["1"] * 5)
+    (folder / "study.toml").write_text(
+        'ignore = ["notes"]\n[outcomes.gad7]\nreliability = 0.83\n', encoding="utf-8"
+    )
+    with pytest.raises(DataContractError, match=r"reliability of your own needs its source"):
+        load_study(folder)
+    (folder / "study.toml").write_text(
+        'ignore = ["notes"]\n[outcomes.gad7]\nreliability = 0.83\nsource = "Our pilot, n = 80"\n',
+        encoding="utf-8",
+    )
+    gad7 = load_study(folder).outcomes["gad7"]
+    assert (gad7.reliability, gad7.source) == (0.83, "Our pilot, n = 80")
+
+
 def _simulated_gad7(seed: int = 5, slope: float = -2.5) -> RawStudy:
     """The small simulated study with GAD-7 scores whose follow-up falls with the alliance."""
     sim = simulate_study(SimulationConfig.small(), seed=seed)

@@ -99,6 +99,27 @@ def test_an_in_memory_study_notes_a_declared_type_without_providers_too():
 
 
 # ---- a comma at the end of every line ----------------------------------------------------------
+def test_a_reference_care_type_no_provider_can_give_is_refused_on_loading(tmp_path):
+    toml = 'ignore = ["notes"]\n' + THREE_TYPES + 'care_reference = "psychiatrist"\n'
+    tables = tiny_tables()
+    set_cell(tables["clients"], 1, "age", "12")  # a second problem, reported with it
+    with pytest.raises(ab.DataContractError) as err:
+        ab.load_study(_study(tmp_path, toml=toml, tables=tables))
+    problems = " ".join(_problems(err))
+    assert "got 'psychiatrist', but no provider of the providers table is a 'psychiatrist'" in (
+        problems
+    )
+    assert "age" in problems
+    frames = _text_frames()
+    with pytest.raises(ab.DataContractError, match="no provider of the providers table"):
+        ab.RawStudy.from_frames(
+            *frames.values(),
+            ignore_columns=["notes"],
+            provider_types=["therapist", "coach", "peer"],
+            care_reference="peer",
+        )
+
+
 def _trailing_commas(folder, table: str) -> None:
     path = folder / f"{table}.csv"
     lines = path.read_text(encoding="utf-8").splitlines()

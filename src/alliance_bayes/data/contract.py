@@ -602,8 +602,11 @@ def _unknown_columns(
                 column=str(column),
             )
         )
+    # a wrongly declared covariate's column stays: the clients' check looks for it (its values
+    # wait for the declaration, the load fails on the declaration anyway)
+    dropped = unjudged - set(undecided.covariates)
     return df.drop(
-        columns=[c for c in df.columns if (c in ignore or c in unjudged) and c not in known]
+        columns=[c for c in df.columns if (c in ignore or c in dropped) and c not in known]
     )
 
 
@@ -913,6 +916,11 @@ def _absent_covariate(
     )
 
 
+#: Values that statistics packages' users write for a missing number; in a numeric covariate,
+#: which has no declared range to refuse them, they are refused by name.
+MISSING_CODES = (-99.0, -999.0, -9999.0)
+
+
 def _declared_covariate(
     df: pd.DataFrame, src: Source, c: Covariate, declared_in: str, p: Problems
 ) -> pd.Series | None:
@@ -925,14 +933,29 @@ def _declared_covariate(
     if not c.coded:
         values, missing, bad = _numbers(raw)
         expected = f"a number ({where}), or empty"
+        coded = pd.Series(False, index=values.index)
         if c.type == "binary":
             bad = bad | (~missing & ~values.isin([0.0, 1.0]))
             expected = (
                 f"0 or 1 ({where}; for two text levels declare reference = '<level>'), or empty"
             )
+        else:
+            # a covariate has no declared range to catch them: the usual missing-value codes
+            coded = ~missing & ~bad & values.isin(MISSING_CODES)
+            if coded.any():
+                p.add(
+                    src.fail_where(
+                        coded,
+                        raw,
+                        c.name,
+                        f"a number ({where}), or empty; {values[coded].iloc[0]:g} looks like a "
+                        "missing-value code: declare it missing in the file (SPSS: Variable View "
+                        "→ Missing; Stata: mvdecode) or leave the cell empty",
+                    )
+                )
         if bad.any():
             p.add(src.fail_where(bad, raw, c.name, expected))
-        return values.mask(bad)
+        return values.mask(bad | coded)
     levels = _level_text(raw)
     present = levels.notna()
     if c.levels:

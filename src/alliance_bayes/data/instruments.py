@@ -256,6 +256,20 @@ def _one(name: str, raw: Any, reserved: frozenset[str]) -> tuple[Instrument | No
     values["source"] = source
     if values["reliability"] is not None and not str(source).strip():
         problems.append(f"{where}: a reliability needs its source (source = '...')")
+    elif (
+        "reliability" in raw
+        and "source" not in raw
+        and base is not None
+        and raw["reliability"] != base.reliability
+    ):
+        # the template's source reports another reliability, or none: citing it would be wrong
+        reported = (
+            f"reports {base.reliability:g}" if base.reliability is not None else "reports none"
+        )
+        problems.append(
+            f"{where}: a reliability of your own needs its source (source = '...'); the shipped "
+            f"{base.label}'s source {reported}"
+        )
     if problems:
         return None, problems
     if base is not None:

@@ -180,8 +180,8 @@ class Conversion:
                 f"{self.file}, column {self.column!r}: declared provider type {self.codes!r} has "
                 "no providers, so no client's care type includes it; the care types keep the "
                 f"names the declared provider_types give (joined by {JOIN!r}, never the "
-                "contract's 'both') and, without a declared care_reference, the reference is the "
-                "care type with the most clients"
+                "contract's 'both'); the reference is the declared care_reference, else the care "
+                "type with the most clients"
             )
         return f"{where} with a declared missing code ({self.codes}) read as missing"
 
@@ -332,6 +332,9 @@ class RawStudy:
                 strict=True,
             )
         )
+        p = Problems()
+        _check_reference_has_providers(p, care, tables["providers"], "care_reference")
+        p.raise_any()
         digest = hashlib.sha256()
         for table in TABLES:
             digest.update(_serialise(tables[table], "csv"))
@@ -374,6 +377,28 @@ def _without_providers(
         Conversion(name, "provider_type", "no providers", 0, kind)
         for kind in care.without_providers(providers["provider_type"].dropna())
     )
+
+
+def _check_reference_has_providers(
+    p: Problems, care: CareTypes, providers: pd.DataFrame, where: Path | str
+) -> None:
+    """A declared ``care_reference`` made of a provider type no provider has can have no client:
+    refused on loading, beside the tables' problems, rather than when the frame is built."""
+    absent = care.without_providers(providers["provider_type"].dropna())
+    if care.reference is None or not absent:
+        return
+    missing = [t for t in care.reference.split(JOIN) if t in absent]
+    if missing:
+        p.add(
+            DataContractError(
+                where,
+                f"a care_reference whose provider types some provider has; got "
+                f"{care.reference!r}, but no provider of the providers table is a "
+                f"{' or '.join(map(repr, missing))} (declare another care_reference, or leave it "
+                "out for the care type with the most clients)",
+                csv=False,
+            )
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1240,6 +1265,9 @@ def load_study(
         if len(p) == before:
             typed["clients"] = clients
     _say_how_codes_are_read(p, contract_from, conversions)
+    if "providers" in typed:
+        where = settings.path or STUDY_SETTINGS
+        _check_reference_has_providers(p, settings.care, typed["providers"], where)
     p.raise_any()
     conversions += _without_providers(settings.care, typed["providers"], files.get("providers"))
     if who5_metric != "percentage":  # the same files read another way are another dataset
