@@ -364,3 +364,143 @@ def test_regression_description_lists_care_type_intercepts_only_with_two_care_ty
     assert "gamma" not in _text(regression_describe.equations(spec, one))
     assert "$r$" in _text(regression_describe.data_variables(spec, three))
     assert "$r$" not in _text(regression_describe.data_variables(spec, one))
+
+
+# --- the change family's estimands labelled in words --------------------------------------------
+
+#: The change family's client covariates: built in (age, male, days in care) and declared.
+CHANGE_COVARIATES = ["age", "male", "days_in_care", "income", "employed", "diagnosis[anxiety]"]
+
+
+def _change_posterior(draws: int = 4) -> xr.Dataset:
+    """A change-model posterior whose every draw is one population, with covariate slopes."""
+    care = ["therapist", "coach", "both"]
+    k = len(CHANGE_COVARIATES)
+    return xr.Dataset(
+        {
+            "mu_true_baseline": _rep([40.0, 42.0, 38.0], "care_type", draws=draws),
+            "mu_true_followup": _rep([52.0, 50.0, 53.0], "care_type", draws=draws),
+            "mean_provider_care": _rep(np.zeros(3), "care_type", draws=draws),
+            "var_provider_care": _rep(np.full(3, 4.0), "care_type", draws=draws),
+            "sd_true": _rep([20.0, 21.0], "time", draws=draws),
+            "corr_true": _rep(0.5, draws=draws),
+            "reliability": _rep(0.81, draws=draws),
+            "sigma_error": _rep(9.0, draws=draws),
+            "sd_provider": _rep([2.0, 1.5], "provider_type", draws=draws),
+            **{
+                variable: _rep(np.linspace(-1.0, 1.0, k), "covariate", draws=draws)
+                for variable in ("b_covariate_baseline", "b_covariate_followup")
+            },
+            "b_covariate_change": _rep(np.zeros(k), "covariate", draws=draws),
+        },
+        coords={
+            "care_type": care,
+            "time": ["baseline", "followup"],
+            "provider_type": ["therapist", "coach"],
+            "covariate": CHANGE_COVARIATES,
+        },
+    )
+
+
+def _change_estimands(prefix: str, units: str, sign: float, cutoff: float) -> xr.Dataset:
+    from alliance_bayes.model.change.estimands import compute_change_estimands
+
+    elevated = {"values": [cutoff - sign * 4.0, cutoff], "counts": [3, 2]}
+    scales = {
+        "sign": sign,
+        "cutoff": cutoff,
+        "baseline_sd": 20.0,
+        "elevated_baselines": {c: elevated for c in ("therapist", "coach", "both")},
+        "covariate_coding": CODING,
+    }
+    return compute_change_estimands(_change_posterior(), scales, prefix=prefix, units=units)
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["without coding", "declared labels"])
+@pytest.mark.parametrize(
+    ("prefix", "instrument", "sign", "cutoff"),
+    [("who5", "WHO-5", 1.0, 28.0), ("gad7", "GAD-7", -1.0, 10.0)],
+    ids=["wellbeing_change", "declared gad7"],
+)
+def test_every_change_estimand_has_a_label_in_words(prefix, instrument, sign, cutoff, declared):
+    est = _change_estimands(prefix, f"{instrument} points", sign, cutoff)
+    labels = declared_covariate_labels(CODING) if declared else None
+    names = list(map(str, est.data_vars))
+    # 4 groups × 7 per group, 4 measurement terms, 2 true-score SDs, 2 provider SDs, 3 slopes each
+    assert len(names) == 4 * 7 + 4 + 2 + 2 + 3 * len(CHANGE_COVARIATES)
+    shown = {n: estimand_label(n, labels) for n in names}
+    assert not {n: s for n, s in shown.items() if _mechanical(n, s)}
+    # the shape of a label "Change: x" is not enough: the prefix of a slope is in words too
+    assert not {n: s for n, s in shown.items() if re.match(r"(baseline|followup|change): ", s)}
+    assert all(shown[f"{prefix}_change[{g}]"].startswith(f"{instrument} change") for g in ("all",))
+    assert len(set(shown.values())) == len(names)  # no two estimands read alike
+
+
+@pytest.mark.parametrize(
+    ("name", "label"),
+    [
+        ("who5_change[therapist]", "WHO-5 change among the elevated: therapist-only care"),
+        ("who5_change_beyond_rtm[all]", "WHO-5 change beyond regression to the mean: all"),
+        ("phq9_change[both]", "PHQ-9 change among the elevated: care with both provider types"),
+        (
+            "gad7_change_beyond_rtm[coach]",
+            "GAD-7 change beyond regression to the mean: coach-only care",
+        ),
+        ("gad7_change_d[all]", "GAD-7 change among the elevated (in baseline SDs): all"),
+        ("rtm[all]", "Regression to the mean: all"),
+        (
+            "reliably_improved[therapist]",
+            "Share of the elevated reliably improved: therapist-only care",
+        ),
+        ("recovered[all]", "Share of the elevated recovered: all"),
+        ("reliably_deteriorated[all]", "Share of the elevated reliably deteriorated: all"),
+        ("corr_true", "Correlation of true baseline and follow-up"),
+        ("sigma_error", "SD of the measurement error"),
+        ("sd_true[baseline]", "SD of the true scores: baseline"),
+        ("sd_true[followup]", "SD of the true scores: follow-up"),
+        ("reliability", "Test–retest reliability"),
+        ("reliable_change_criterion", "Reliable-change criterion (Jacobson–Truax)"),
+        ("baseline:b_age", "Slope on the true baseline: Age (years)"),
+        ("followup:b_male", "Slope on the true follow-up: Male"),
+        ("change:b_diagnosis[anxiety]", "Slope on the true change: Diagnosis: anxiety"),
+        # an outcome instrument no study in this process declared keeps its name, upper case
+        ("wsas_change[all]", "WSAS change among the elevated: all"),
+    ],
+)
+def test_change_labels_name_the_instrument_and_the_group(name, label):
+    assert estimand_label(name) == label
+
+
+def test_a_change_slope_of_a_declared_covariate_reads_by_its_declared_label():
+    labels = declared_covariate_labels(CODING)
+    assert (
+        estimand_label("change:b_diagnosis[anxiety]", labels)
+        == "Slope on the true change: Primary diagnosis: anxiety vs depression"
+    )
+    assert (
+        estimand_label("baseline:b_income", labels)
+        == "Slope on the true baseline: Income (per unit)"
+    )
+    # a multi-outcome prefix is still kept as it is
+    assert estimand_label("phq9:b_income", labels) == "phq9: Income (per unit)"
+
+
+def test_the_care_slope_prior_counts_the_fits_care_types():
+    spec = load_spec("who5_change")  # care-type pooling: the τ row
+
+    def sentence(scales) -> str:
+        rows = regression_describe.prior_rows(spec, scales)
+        return next(r.justification for r in rows if r.parameter.startswith("τ (care-type"))
+
+    four = {"care_types": ["therapist", "coach", "psychiatrist", "therapist_and_coach"]}
+    assert sentence(four).startswith("Four care types cannot estimate a variance")
+    assert sentence({"care_types": ["therapist", "coach"]}).startswith("Two care types cannot")
+    # the shipped study's three, and a fit that does not say, read as before
+    three = sentence({"care_types": ["therapist", "coach", "both"]})
+    assert three.startswith("Three care types cannot") and three == sentence({})
+    # the latent family's prior table reuses it, counting each outcome's clients' care types
+    latent = load_spec("alliance_latent_who5")
+    counts = {"care_count_by_outcome": {"who5": {"therapist": 5, "coach": 9, "both": 3, "x": 2}}}
+    text = _text(latent_describe.prior_rows(latent, counts))
+    assert "Four care types cannot estimate a variance" in text
+    assert "Three care types cannot" in _text(latent_describe.prior_rows(latent, {}))

@@ -34,6 +34,8 @@ import pandas as pd
 import xarray as xr
 
 from alliance_bayes.data.care import CARE_REFERENCE, CARE_TYPES, care_words, split_contrast
+from alliance_bayes.data.instruments import SHIPPED as SHIPPED_INSTRUMENTS
+from alliance_bayes.data.instruments import instrument_of
 from alliance_bayes.data.published import PUBLISHED
 from alliance_bayes.report.estimands import HDI_PROB, estimand_table
 from alliance_bayes.report.hypotheses import _bf_cell, rope_text
@@ -273,12 +275,15 @@ def estimand_label(name: str, declared: Mapping[str, str] | None = None) -> str:
     Examples: ``b_days_in_care`` → "Days in care", ``sd_provider_slope[goal]`` → "SD of provider
     goal slopes", ``b_goal_within[therapist-coach]`` → "Goal, within providers: therapist vs
     coach", ``beta_obs_baseline`` → "β (observed scale): Baseline score". A multi-outcome prefix
-    (``phq9:``) is kept in front. ``declared`` holds the labels of the study's declared covariates'
-    estimands (:func:`declared_covariate_labels`), which take precedence. Names without a rule are
-    shown with spaces for underscores.
+    (``phq9:``) is kept in front; the change family's part of a covariate slope is read in words
+    (``change:b_age`` → "Slope on the true change: Age (years)"). ``declared`` holds the labels
+    of the study's declared covariates' estimands (:func:`declared_covariate_labels`), which take
+    precedence. Names without a rule are shown with spaces for underscores.
     """
     prefix, _, bare = name.rpartition(":")
     label = (declared or {}).get(bare) or _bare_label(bare)
+    if prefix in _CHANGE_SLOPES and bare.startswith("b_"):
+        return f"{_CHANGE_SLOPES[prefix]}: {label}"
     return f"{prefix}: {label}" if prefix else label
 
 
@@ -342,6 +347,8 @@ def _bare_label(name: str) -> str:
     if name in _FAMILY_LABELS:
         return _FAMILY_LABELS[name]
     if (label := _measurement_label(name)) is not None:
+        return label
+    if (label := _change_label(name)) is not None:
         return label
     for head, kind in (("beta_obs_", "β (observed scale)"), ("beta_", "β")):
         if name.startswith(head):
@@ -409,6 +416,79 @@ def _measurement_label(name: str) -> str | None:
         return f"Provider SD of the latent alliance ({arg})"
     if stem == "corr_client_alliance":
         return f"Correlation of the clients' latent alliance ({arg.replace('~', ' and ')})"
+    return None
+
+
+#: The change family's covariate slopes, ``<part>:b_<column>``, by part: what the slope is on.
+_CHANGE_SLOPES = {
+    "baseline": "Slope on the true baseline",
+    "followup": "Slope on the true follow-up",
+    "change": "Slope on the true change",
+}
+#: The change family's estimands without an instrument's name, in words.
+_CHANGE_LABELS = {
+    "reliability": "Test–retest reliability",
+    "reliable_change_criterion": "Reliable-change criterion (Jacobson–Truax)",
+    "sigma_error": "SD of the measurement error",
+    "corr_true": "Correlation of true baseline and follow-up",
+}
+#: Change-family stems that end in a group: what is estimated among the group's elevated clients.
+_CHANGE_GROUP_STEMS = {
+    "rtm": "Regression to the mean",
+    "reliably_improved": "Share of the elevated reliably improved",
+    "recovered": "Share of the elevated recovered",
+    "reliably_deteriorated": "Share of the elevated reliably deteriorated",
+}
+#: ``<instrument>_change…[<group>]``: the instrument's change, per kind of change.
+_INSTRUMENT_CHANGE = re.compile(
+    r"^(?P<instrument>[a-z][a-z0-9_]*?)_change(?P<kind>_beyond_rtm|_d)?$"
+)
+_CHANGE_KINDS = {
+    None: "change among the elevated",
+    "_beyond_rtm": "change beyond regression to the mean",
+    "_d": "change among the elevated (in baseline SDs)",
+}
+_TIMES = {"baseline": "baseline", "followup": "follow-up"}
+
+
+def _instrument_label(name: str) -> str:
+    """An outcome instrument's label by its name (``gad7`` → "GAD-7"): built in, declared by a
+    study loaded in this process, or shipped; else the name itself upper-cased."""
+    found = instrument_of(f"{name}_followup") or SHIPPED_INSTRUMENTS.get(name)
+    return found.label if found is not None else name.upper()
+
+
+def _group_phrase(group: str) -> str:
+    """``all`` → "all"; a care type as the paper's reference phrase ("therapist-only care")."""
+    return group if group == "all" else _reference_phrase(group)
+
+
+def _change_label(name: str) -> str | None:
+    """The label of a change-family estimand (:mod:`alliance_bayes.model.change.estimands`), or
+    ``None``.
+
+    ``who5_change[therapist]`` → "WHO-5 change among the elevated: therapist-only care",
+    ``gad7_change_beyond_rtm[all]`` → "GAD-7 change beyond regression to the mean: all",
+    ``who5_change_d[all]`` → "WHO-5 change among the elevated (in baseline SDs): all",
+    ``rtm[both]`` → "Regression to the mean: care with both provider types",
+    ``reliably_improved[all]`` → "Share of the elevated reliably improved: all",
+    ``sd_true[followup]`` → "SD of the true scores: follow-up", ``sigma_error`` → "SD of the
+    measurement error". The instrument's name in front (``who5``, ``phq9``, a declared one's) is
+    read as its label (:func:`_instrument_label`); the units (its points) are in the Units column.
+    """
+    if name in _CHANGE_LABELS:
+        return _CHANGE_LABELS[name]
+    m = _BRACKET.match(name)
+    if m is None or m["arg"] is None:
+        return None
+    stem, arg = m["stem"], m["arg"]
+    if stem == "sd_true" and arg in _TIMES:
+        return f"SD of the true scores: {_TIMES[arg]}"
+    if stem in _CHANGE_GROUP_STEMS:
+        return f"{_CHANGE_GROUP_STEMS[stem]}: {_group_phrase(arg)}"
+    if (change := _INSTRUMENT_CHANGE.match(stem)) and "-" not in arg and not stem.startswith("b_"):
+        what = _CHANGE_KINDS[change["kind"]]
+        return f"{_instrument_label(change['instrument'])} {what}: {_group_phrase(arg)}"
     return None
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alliance_bayes.data.alliance import RecordedScale
+from alliance_bayes.data.care import CARE_TYPES
 from alliance_bayes.spec import ModelSpec, PriorSpec, scale_alliance_priors
 
 __all__ = ["PriorRow", "care_type_count", "data_variables", "equations", "prior_rows"]
@@ -64,6 +65,17 @@ def care_type_count(scales: Mapping[str, Any] | None) -> int | None:
     if by_outcome:
         return len({str(c) for counts in by_outcome.values() for c in counts})
     return None
+
+
+_NUMBER_WORDS = ("One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten")
+
+
+def _care_types_in_words(scales: Mapping[str, Any] | None) -> str:
+    """``"Three care types"``: the fit's care types counted (:func:`care_type_count`), the
+    contract's three where its ``scales`` do not say."""
+    count = care_type_count(scales) or len(CARE_TYPES)
+    number = _NUMBER_WORDS[count - 1] if count <= len(_NUMBER_WORDS) else str(count)
+    return f"{number} care type{'s' if count > 1 else ''}"
 
 
 def _care_intercepts(spec: ModelSpec, scales: Mapping[str, Any] | None) -> bool:
@@ -393,7 +405,7 @@ def prior_rows(spec: ModelSpec, scales: Mapping[str, Any]) -> list[PriorRow]:
                     if h.care_slope_sd == "fixed"
                     else f"Half-Normal({pr.sd_b_sd:g})",
                     f"{units} {per_point}",
-                    "Three care types cannot estimate a variance (Gelman 2006, "
+                    f"{_care_types_in_words(scales)} cannot estimate a variance (Gelman 2006, "
                     "doi:10.1214/06-BA117A); fixed, it is a ridge that shrinks each care type's "
                     "slope towards the pooled one by the same amount in every study.",
                 )
