@@ -354,6 +354,8 @@ def test_published_values_sit_beside_the_posterior(report, outcomes):
     assert f"{decision} (`alliance_per_decade_age = 0`) |" in md
     assert "| Alliance did not differ by country |" in md
     assert "| Alliance did not differ by baseline well-being |" in md
+    # the ratings rows' intervals are said to be in-sample (a restricted regression)
+    assert "The care-type contrasts' and covariates' intervals are in-sample" in md
     # Table 2: the published b beside the who5_change posterior (no intercept: not comparable).
     reg = fits["who5_change"].summary
     assert (

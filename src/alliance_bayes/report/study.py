@@ -341,6 +341,16 @@ def _declared_covariate_labels(outcome: FitOutcome) -> dict[str, str]:
     }
 
 
+#: What the ratings family's intervals of the care-type and covariate rows are (docs/models.md).
+RESTRICTED_INTERVALS = (
+    "The care-type contrasts' and covariates' intervals are in-sample: the ratings model draws "
+    "its client effects orthogonal to these terms and its provider effects centred within their "
+    "type (a restricted regression), which leaves the clients' and providers' own variation out "
+    "of them; read them as descriptions of these clients, narrower than population intervals "
+    "(see docs/models.md, known limitation of `alliance_ratings`)."
+)
+
+
 def _ratings_section(outcome: FitOutcome, observed_median: float | None) -> list[str]:
     s = outcome.summary
     scale = _rating_scale(outcome)
@@ -364,6 +374,7 @@ def _ratings_section(outcome: FitOutcome, observed_median: float | None) -> list
         ["Estimand", "Mean [95% HDI]", "Units"],
         _estimand_rows(outcome, names, labels | declared),
     )
+    lines += ["", RESTRICTED_INTERVALS]
     if not_measured:
         lines += [
             "",
