@@ -21,13 +21,31 @@ import numpy as np
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.errors import DesignError
 
-__all__ = ["ITEMS_SCORED", "item_ratings", "items_record", "subscale_means"]
+__all__ = ["ITEMS_SCORED", "ItemRows", "item_ratings", "items_record", "subscale_means"]
 
 #: The scoring rule of the modelled items, in words (``run.json``'s ``alliance_items``).
 ITEMS_SCORED = (
     "each item's rating is one category; a reverse-scored item's rating r is modelled as "
     "low + high - r"
 )
+
+
+class ItemRows:
+    """What a graded-response family's data say about their rows: one per item where some
+    subscale has several items (``items`` non-empty), else one per subscale."""
+
+    items: tuple[str, ...]
+
+    @property
+    def several_items(self) -> bool:
+        """Whether the rows are items (some subscale has several) rather than subscales."""
+        return bool(self.items)
+
+    @property
+    def rows(self) -> str:
+        """The dimension of the rows and of the item parameters: ``"item"`` with several items
+        per subscale, else ``"subscale"``."""
+        return "item" if self.several_items else "subscale"
 
 
 def item_ratings(

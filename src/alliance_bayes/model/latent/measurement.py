@@ -286,7 +286,7 @@ from scipy import special
 from alliance_bayes.data.frame import AnalysisFrame, elevated_at_baseline
 from alliance_bayes.data.instruments import BUILT_IN, Instrument, declare
 from alliance_bayes.model.elevated import elevated_sample
-from alliance_bayes.model.items import item_ratings, items_record, subscale_means
+from alliance_bayes.model.items import ItemRows, item_ratings, items_record, subscale_means
 from alliance_bayes.model.latent.instrument_check import (
     CONTRACT_SCALE,
     RatingScale,
@@ -432,7 +432,7 @@ class OutcomeData:
 
 
 @dataclass(frozen=True)
-class LatentData:
+class LatentData(ItemRows):
     """Arrays for the latent-alliance model: every client of the sample, memberships and ratings."""
 
     frame: AnalysisFrame
@@ -461,17 +461,6 @@ class LatentData:
     # subscale, whose rows are the subscales.
     items: tuple[str, ...] = ()
     item_subscale: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-
-    @property
-    def several_items(self) -> bool:
-        """Whether ``counts`` has a row per item (some subscale has several) not per subscale."""
-        return bool(self.items)
-
-    @property
-    def rows(self) -> str:
-        """The dimension of ``counts``' rows and of the item parameters: ``"item"`` with several
-        items per subscale, else ``"subscale"``."""
-        return "item" if self.several_items else "subscale"
 
     @property
     def item_means(self) -> np.ndarray:

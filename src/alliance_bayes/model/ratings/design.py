@@ -62,7 +62,7 @@ from alliance_bayes.data.care import JOIN, PROVIDER_TYPES
 from alliance_bayes.data.frame import AnalysisFrame
 from alliance_bayes.errors import DesignError
 from alliance_bayes.model.elevated import elevated_sample
-from alliance_bayes.model.items import item_ratings, items_record
+from alliance_bayes.model.items import ItemRows, item_ratings, items_record
 from alliance_bayes.model.latent.instrument_check import (
     CONTRACT_SCALE,
     RatingScale,
@@ -98,7 +98,7 @@ _BUILT_IN = {column: (label, divisor) for label, (column, divisor) in COVARIATES
 
 
 @dataclass(frozen=True)
-class RatingsData:
+class RatingsData(ItemRows):
     """The ratings model's arrays (see the module docstring)."""
 
     frame: AnalysisFrame
@@ -129,16 +129,6 @@ class RatingsData:
     # item's subscale (index into ``subscales``); empty with one item per subscale.
     items: tuple[str, ...] = ()
     item_subscale: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-
-    @property
-    def several_items(self) -> bool:
-        """Whether ``counts`` has a row per item (some subscale has several) not per subscale."""
-        return bool(self.items)
-
-    @property
-    def rows(self) -> str:
-        """The dimension of ``counts``' rows: ``"item"`` with several items, else ``"subscale"``."""
-        return "item" if self.several_items else "subscale"
 
     @property
     def n_clients(self) -> int:
