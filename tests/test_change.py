@@ -277,3 +277,32 @@ def test_the_phq9_twin_selects_by_phq9_at_or_above_its_cutoff(shipped_study):
     counted = sum(sum(b["counts"]) for b in scales["elevated_baselines"].values())
     assert counted == scales["n_elevated"]
     assert min(min(b["values"], default=10) for b in scales["elevated_baselines"].values()) >= 10
+
+
+def test_the_elevated_clients_own_covariates_shift_their_means():
+    """With covariates, each care type's elevated clients are at their own mean covariate row
+    x̄: the estimands are those of a model without covariates whose means are shifted by
+    x̄'β₁ (baseline) and x̄'(β₁ + δ) (follow-up). A covariate that moves only the baseline
+    (δ = 0) leaves the change of clients with these baselines as if their mean were shifted."""
+    m1, m2 = [40.0, 50.0, 45.0], [50.0, 55.0, 52.0]
+    b1, delta = np.array([3.0, -1.5]), np.array([0.0, 2.0])
+    rows = {"therapist": [0.8, -0.2], "coach": [-0.5, 0.4], "both": [0.0, 0.0]}
+    post = _fake_posterior(m1, m2)
+    shape = post["corr_true"].shape
+    with_x = post.assign(
+        b_covariate_baseline_z=(("chain", "draw", "covariate"), np.broadcast_to(b1, (*shape, 2))),
+        b_covariate_change_z=(("chain", "draw", "covariate"), np.broadcast_to(delta, (*shape, 2))),
+    ).assign_coords(covariate=["age", "diagnosis[anxiety]"])
+    est = compute_change_estimands(
+        with_x, _scales() | {"elevated_covariates": rows}, prefix="who5", units="WHO-5 points"
+    )
+    shift1 = np.array([np.dot(rows[c], b1) for c in CARE_TYPES])
+    shift2 = np.array([np.dot(rows[c], b1 + delta) for c in CARE_TYPES])
+    shifted = _fake_posterior(np.add(m1, shift1), np.add(m2, shift2))
+    expected = compute_change_estimands(shifted, _scales(), prefix="who5", units="WHO-5 points")
+    for name in ("who5_change[coach]", "rtm[therapist]", "who5_change_beyond_rtm[all]"):
+        np.testing.assert_allclose(est[name].values, expected[name].values, rtol=1e-12)
+    # without the row (an older bundle) nothing is shifted
+    plain = compute_change_estimands(with_x, _scales(), prefix="who5", units="WHO-5 points")
+    unshifted = compute_change_estimands(post, _scales(), prefix="who5", units="WHO-5 points")
+    np.testing.assert_allclose(plain["rtm[coach]"].values, unshifted["rtm[coach]"].values)

@@ -233,3 +233,15 @@ def test_planted_covariate_slopes_are_recovered(tmp_path):
     assert run["scales"]["covariate_coding"]["diagnosis"]["reference"] == "depression"
     report = (path / "report.md").read_text(encoding="utf-8")
     assert "change:b_diagnosis[anxiety]" in report or "anxiety vs depression" in report
+
+
+def test_a_change_spec_adjusts_for_no_covariate_unless_it_names_some():
+    from pathlib import Path
+
+    from alliance_bayes.spec import MODELS_DIR, parse_spec
+
+    text = Path(MODELS_DIR / "wellbeing_change.toml").read_text(encoding="utf-8")
+    unstated = text.replace("covariates = []\n", "")
+    assert parse_spec(unstated, "unstated.toml").predictors.covariates == ()
+    named = text.replace("covariates = []", 'covariates = ["age"]')
+    assert parse_spec(named, "named.toml").predictors.covariates == ("age",)

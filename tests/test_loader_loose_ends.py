@@ -203,6 +203,12 @@ def test_a_date_not_written_as_a_number_gets_no_excel_hint(tmp_path):
     with pytest.raises(ab.DataContractError) as err:
         ab.load_study(_study(tmp_path, tables=tables))
     assert "Excel" not in str(err.value)
+    # a year or a month typed as a number is no date of a study's span: no serial-date hint
+    for typed in ("2023", "202301"):
+        set_cell(tables["clients"], 1, "first_session", typed)
+        with pytest.raises(ab.DataContractError) as err:
+            ab.load_study(_study(tmp_path, f"y{typed}", tables=tables))
+        assert "Excel" not in str(err.value), typed
 
 
 @pytest.mark.skipif(not HAS_OPENPYXL, reason="Excel files need openpyxl")

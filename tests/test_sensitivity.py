@@ -283,6 +283,12 @@ def test_every_shipped_model_parameter_is_classified(small_study_dir):
             assert "alpha" in priors and "sigma" in priors, path.stem
 
 
+def test_a_change_model_with_covariates_has_its_slopes_classified(small_study_dir):
+    spec = load_spec("wellbeing_change", predictors={"covariates": ["age", "male"]})
+    priors = sens.top_level_priors(_free_rvs(spec, small_study_dir))
+    assert {"b_covariate_baseline_z", "b_covariate_change_z"} <= set(priors)
+
+
 def _hierarchical_tree(centred: bool, seed: int = 1) -> tuple[xr.DataTree, xr.Dataset]:
     """Three group means b_c ~ N(mu_b, 1), mu_b ~ N(0, 0.5), five observations each: the same
     draws stored as a centred (``b_centred_slope``) or non-centred (``z_b``) log prior."""

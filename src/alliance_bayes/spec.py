@@ -799,6 +799,10 @@ def _from_raw(
     if "change" in raw:
         sections["change"] = _section(f"{source} [change]", ChangeSpec, raw["change"])
     sections["stated_priors"] = sections.pop("priors")
+    if "change" in raw and "covariates" not in (raw.get("predictors") or {}):
+        # The change family adjusts for none unless named: the regression family's default
+        # names days_in_care, which is measured after the baseline it would shift.
+        sections["predictors"] = replace(sections["predictors"], covariates=())
     given = {t: frozenset(raw.get(t, {})) for t in _OUTCOME_POINT_TABLES}
     stated = {t: given[t] & (stated or given)[t] for t in _OUTCOME_POINT_TABLES}
     if "rope" in given["hypotheses"] and "rope" not in stated["hypotheses"]:

@@ -298,20 +298,21 @@ def _dates(s: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
 #: Excel's day 0 for its serial dates (its 1900 date system counts 1900 as a leap year, so from
 #: 1 March 1900 on, serial n is this date plus n days).
 _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
-#: The serial of 9999-12-31, the last date Excel shows.
-_EXCEL_LAST = 2958465
+#: The serials of 1950-01-01 and 2100-12-31: the dates a study of clients in care can hold
+#: (a year typed alone, 2023, or a month, 202301, is no date of that span, and gets no hint).
+_EXCEL_FIRST, _EXCEL_LAST = 18264, 73415
 
 
 def _excel_serial_hint(values: pd.Series) -> str:
     """The hint for date cells holding numbers such as ``44927``: Excel's serial dates, which
     a column left in the *General* or *Number* format stores (and a CSV export of it writes).
 
-    A value is taken for a serial when it is a number from 61 (1 March 1900) to 2958465
-    (31 December 9999); its date is ``1899-12-30 + n`` days, ``44927`` → 2023-01-01. '' when no
+    A value is taken for a serial when it is a number from 18264 (1 January 1950) to 73415
+    (31 December 2100); its date is ``1899-12-30 + n`` days, ``44927`` → 2023-01-01. '' when no
     value is one.
     """
     numbers = pd.to_numeric(_text(values.astype(object)), errors="coerce")
-    serial = numbers[(numbers >= 61) & (numbers <= _EXCEL_LAST)]
+    serial = numbers[(numbers >= _EXCEL_FIRST) & (numbers <= _EXCEL_LAST)]
     if serial.empty:
         return ""
     n = float(serial.iloc[0])

@@ -405,7 +405,10 @@ class AnalysisFrame:
             care_types=care_types,
             provider_types=provider_types,
             care_reference=reference,
-            levels_without_clients={**self.levels_without_clients, **dropped},
+            levels_without_clients={
+                key: [*self.levels_without_clients.get(key, []), *dropped.get(key, [])]
+                for key in (*self.levels_without_clients, *dropped)
+            },
         )
 
     # ----------------------------------------------------------------------------------------------

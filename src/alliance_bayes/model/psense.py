@@ -78,6 +78,9 @@ TOP_LEVEL_PRIORS: dict[str, str] = {
     "sd_true": "change.true_sd_sd",
     "corr_true_01": "change graph: Beta(2, 2)",
     "reliability": "change.reliability_mean",
+    # its covariate slopes per SD (the regression family's b_covariate_sd, scaled to the outcome)
+    "b_covariate_baseline_z": "priors.b_covariate_sd",
+    "b_covariate_change_z": "priors.b_covariate_sd",
 }
 
 #: Layers of the hierarchy, never scaled: care-type slopes (centred ``b_centred_slope`` or

@@ -113,8 +113,8 @@ def _covariate_variables(spec: ModelSpec) -> list[str]:
         f"and divided by its sample SD{levels}. $\\beta_1$: their slopes on the true baseline, "
         "$\\delta$: on the true change (reported per unit as `baseline:b_<covariate>`, "
         "`change:b_<covariate>` and, their sum, `followup:b_<covariate>`). The care-type means "
-        "$\\mu_{tc}$, and so every change estimand, are those of clients at the sample's "
-        "covariate means."
+        "$\\mu_{tc}$ are those of clients at the sample's covariate means; the change "
+        "estimands shift them by the elevated clients' own mean covariates."
     ]
 
 

@@ -303,9 +303,9 @@ class ChangeDesign:
                 "declared": self.instrument.name not in BUILT_IN,
             },
             "reliability_prior": self.reliability.as_dict(),
-        } | self._covariate_scales()
+        } | self._covariate_scales(elevated)
 
-    def _covariate_scales(self) -> dict[str, object]:
+    def _covariate_scales(self, elevated: np.ndarray) -> dict[str, object]:
         """With covariates, as the regression family records them: ``covariate_sd`` (each
         column's sample SD in its own units, ddof = 1), ``covariate_means`` (the centring; a
         level indicator's is the level's share) and, with declared ones, ``covariate_coding``."""
@@ -321,6 +321,14 @@ class ChangeDesign:
             },
             "covariate_means": {
                 n: float(m) for n, m in zip(names, self.covariate_means, strict=True)
+            },
+            # Per care type, the elevated clients' mean row of the model's (centred, scaled)
+            # covariates: their true means are shifted by it times the slopes per SD.
+            "elevated_covariates": {
+                c: self.covariates[elevated & (self.care == k)].mean(axis=0).tolist()
+                if (elevated & (self.care == k)).any()
+                else [0.0] * len(names)
+                for k, c in enumerate(self.care_types)
             },
         }
         if self.covariate_coding:

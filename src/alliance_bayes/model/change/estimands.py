@@ -40,8 +40,11 @@ averaged as the means are. These are the expected shares of the elevated clients
 the observed ones.
 
 With client covariates (:mod:`alliance_bayes.model.change.graph`), centred at the sample's
-means, :math:`m_1, m_2` are the care type's means at those covariate means, and every estimand
-above is that of clients at the sample's covariate means with the elevated clients' baselines.
+means, :math:`m_1, m_2` are the care type's means shifted by the elevated clients' own mean
+covariates (:math:`\bar x_E^\top\beta_1`, :math:`\bar x_E^\top(\beta_1 + \delta)`), so that
+a covariate that predicts a low baseline but not the change leaves the change estimands where
+they are without it; the shares reliably improved or recovered take that mean shift for every
+elevated client.
 Each covariate column (``age``, ``diagnosis[anxiety]``) also has its slopes, in outcome points
 per unit of the column (a level against the reference): ``baseline:b_<column>`` on the true
 baseline, ``followup:b_<column>`` on the true follow-up and ``change:b_<column>`` on the true
@@ -180,8 +183,38 @@ def _draws(posterior: xr.Dataset, name: str, **sel: str) -> np.ndarray:
     return np.asarray(da.transpose(*_SAMPLE_DIMS).values, dtype=float)
 
 
+def _covariate_shifts(
+    posterior: xr.Dataset, covariates: Mapping[str, Any] | None, care: str
+) -> tuple[np.ndarray | float, np.ndarray | float]:
+    r"""How far the covariates move the true baseline and follow-up means of a care type's
+    elevated clients: :math:`\bar x_E^\top\beta_1` and :math:`\bar x_E^\top(\beta_1 + \delta)`,
+    with :math:`\bar x_E` their mean row of the model's centred, scaled covariates
+    (``elevated_covariates`` of the scales) and the slopes per covariate SD; 0 without covariates.
+
+    The observed and true changes are linear in each client's means, so their averages over the
+    elevated need only :math:`\bar x_E`; the shares reliably improved or recovered take every
+    elevated client at that mean shift."""
+    row = (covariates or {}).get(care)
+    if not row or "b_covariate_baseline_z" not in posterior:
+        return 0.0, 0.0
+    x = np.asarray(row, dtype=float)
+    b1 = np.asarray(
+        posterior["b_covariate_baseline_z"].transpose(*_SAMPLE_DIMS, "covariate").values,
+        dtype=float,
+    )
+    delta = np.asarray(
+        posterior["b_covariate_change_z"].transpose(*_SAMPLE_DIMS, "covariate").values,
+        dtype=float,
+    )
+    return b1 @ x, (b1 + delta) @ x
+
+
 def _by_care(
-    posterior: xr.Dataset, sign: float, cutoff: float, selected: Mapping[str, Any]
+    posterior: xr.Dataset,
+    sign: float,
+    cutoff: float,
+    selected: Mapping[str, Any],
+    covariates: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     tau1 = _draws(posterior, "sd_true", time="baseline")
     tau2 = _draws(posterior, "sd_true", time="followup")
@@ -189,11 +222,12 @@ def _by_care(
     out = {}
     for care, base in selected.items():
         mean_v = _draws(posterior, "mean_provider_care", care_type=care)
+        shift1, shift2 = _covariate_shifts(posterior, covariates, care)
         out[care] = change_given_baselines(
             sign * np.asarray(base["values"], dtype=float),
             np.asarray(base["counts"], dtype=float),
-            sign * _draws(posterior, "mu_true_baseline", care_type=care),
-            sign * (_draws(posterior, "mu_true_followup", care_type=care) + mean_v),
+            sign * (_draws(posterior, "mu_true_baseline", care_type=care) + shift1),
+            sign * (_draws(posterior, "mu_true_followup", care_type=care) + mean_v + shift2),
             tau1,
             tau2,
             corr,
@@ -234,7 +268,7 @@ def compute_change_estimands(
     # A care type without elevated clients in the model (PHQ-9 is seldom given in coach-only
     # care) would report its prior: it is left out.
     selected = {c: b for c, b in scales["elevated_baselines"].items() if sum(b["counts"]) > 0}
-    parts = _by_care(posterior, sign, cutoff, selected)
+    parts = _by_care(posterior, sign, cutoff, selected, scales.get("elevated_covariates"))
     n = {c: float(sum(b["counts"])) for c, b in selected.items()}
     groups = {**parts, "all": _mixed(parts, n)}
     template = posterior["reliability"].transpose(*_SAMPLE_DIMS)
