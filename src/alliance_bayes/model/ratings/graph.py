@@ -142,8 +142,10 @@ def _residualised(z, data: RatingsData):
     that column together leaves :math:`\theta` unchanged and is held only by the prior of
     :math:`z`, a ridge through thousands of dimensions that a diagonal mass matrix cannot follow
     (R-hat 1.03 for the age slope on the shipped study). Projected, each term alone carries its
-    direction; the model is the same, with the in-sample client effects uncorrelated with the
-    client terms.
+    direction, but the model is not the same: it is a restricted regression (Hodges & Reich 2010,
+    doi:10.1198/tast.2010.10052), whose client terms' intervals leave out the clients' own
+    variation along their columns — in-sample intervals, too narrow for the population
+    (docs/models.md, the known limitation of ``alliance_ratings``).
     """
     q = client_basis(data)
     n, r = q.shape
