@@ -16,7 +16,6 @@ import xarray as xr
 from scipy import special
 
 import alliance_bayes as ab
-from alliance_bayes.data.load import load_study
 from alliance_bayes.fitting import design_of
 from alliance_bayes.model.families import family_of
 from alliance_bayes.model.items import ITEMS_SCORED, subscale_means
@@ -29,8 +28,9 @@ from alliance_bayes.model.latent.measurement import (
     latent_scores,
 )
 from alliance_bayes.spec import load_spec
+from test_ratings import _evaluate
 from test_ratings_items import ITEMS as ITEMS_THREE
-from test_ratings_items import _item_columns, _simulate_items_study
+from test_ratings_items import _item_columns, _simulate_items_study, default_graph_on_subscales
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = "alliance_latent_who5"
@@ -139,21 +139,7 @@ def three_item_study(tmp_path_factory) -> Path:
 
 # --- (1) one item per subscale: the model as it has been -------------------------------------------
 def test_the_default_latent_graph_is_unchanged():
-    spec = load_spec(SPEC)
-    study = load_study(ROOT / "data" / "synthetic")
-    with pytensor.config.change_flags(mode="FAST_COMPILE"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore")
-        data = design_of(spec, study)
-        model = family_of(spec).build(spec, data)
-        logp = float(model.compile_logp()(model.initial_point()))
-    assert logp == pytest.approx(-53154.235998050324, rel=1e-12, abs=0)
-    assert not data.several_items and data.counts.shape[0] == 2
-    dims = model.named_vars_to_dims
-    assert dims["discrimination"] == ("subscale",)
-    assert dims["threshold"] == ("subscale", "cut")
-    assert dims["cutpoint_gap"] == ("subscale", "gap")
-    assert dims["ratings"] == ("subscale", "category")
-    assert "item" not in model.coords and "item_subscale" not in model.named_vars
+    data = default_graph_on_subscales(SPEC, -53154.235998050324)
     assert "alliance_items" not in latent_scales(data)
 
 
@@ -189,15 +175,6 @@ def test_subscale_means_average_each_subscales_items():
 
 
 # --- (3) the log density is the graded-response likelihood of every item rating -------------------
-def _evaluate(model, point, names):
-    fn = model.compile_fn(
-        model.replace_rvs_by_values([model[n] for n in names]),
-        inputs=model.value_vars,
-        on_unused_input="ignore",
-    )
-    return fn(point)
-
-
 def _centred(z: np.ndarray) -> np.ndarray:
     return (z - z.mean(axis=0)) * np.sqrt(len(z) / (len(z) - 1.0))
 

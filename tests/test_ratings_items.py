@@ -125,15 +125,18 @@ def items_study(tmp_path_factory) -> Path:
 
 
 # --- (1) one item per subscale: the model as it has been -------------------------------------------
-def test_the_default_ratings_graph_is_unchanged():
-    spec = load_spec("alliance_ratings")
+def default_graph_on_subscales(name: str, logp: float):
+    """The shipped spec ``name``'s design and graph on the shipped study (one item per subscale),
+    checked to be the model as it has been: its initial log density ``logp`` (FAST_COMPILE) and
+    every item parameter on the ``subscale`` dimension, no ``item`` one."""
+    spec = load_spec(name)
     study = load_study(ROOT / "data" / "synthetic")
     with pytensor.config.change_flags(mode="FAST_COMPILE"), warnings.catch_warnings():
         warnings.filterwarnings("ignore")
         data = design_of(spec, study)
         model = family_of(spec).build(spec, data)
-        logp = float(model.compile_logp()(model.initial_point()))
-    assert logp == pytest.approx(-41237.83443087701, rel=1e-12, abs=0)
+        found = float(model.compile_logp()(model.initial_point()))
+    assert found == pytest.approx(logp, rel=1e-12, abs=0)
     assert not data.several_items and data.counts.shape[0] == 2
     dims = model.named_vars_to_dims
     assert dims["discrimination"] == ("subscale",)
@@ -141,6 +144,11 @@ def test_the_default_ratings_graph_is_unchanged():
     assert dims["cutpoint_gap"] == ("subscale", "gap")
     assert dims["ratings"] == ("subscale", "category")
     assert "item" not in model.coords and "item_subscale" not in model.named_vars
+    return data
+
+
+def test_the_default_ratings_graph_is_unchanged():
+    default_graph_on_subscales("alliance_ratings", -41237.83443087701)
 
 
 # --- (2) the design: one row per item, reversed items turned --------------------------------------
